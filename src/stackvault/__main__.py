@@ -1,0 +1,5 @@
+"""``python -m stackvault``."""
+
+from stackvault.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""Chunking layer: content-defined (keyed FastCDC) splitting of byte streams into blobs."""

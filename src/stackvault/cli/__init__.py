@@ -1,0 +1,1 @@
+"""CLI layer: parse, wire, render. Nothing imports it."""

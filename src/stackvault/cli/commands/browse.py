@@ -1,0 +1,160 @@
+"""`stackvault snapshots`, `ls`, `diff`, `stats` (cli layer): looking at what is stored."""
+
+from __future__ import annotations
+
+import stat as stat_mod
+from datetime import UTC, datetime
+
+import typer
+
+from stackvault.cli.app import JSON_OPTION, app, cli_of
+from stackvault.cli.render import human_bytes, snapshot_json, snapshot_table
+from stackvault.engine.browse import diff as diff_snapshots
+from stackvault.engine.browse import walk
+
+
+@app.command()
+def snapshots(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, "--host", help="Only snapshots of this host."),
+    tag: list[str] = typer.Option([], "--tag", help="Only snapshots with this tag."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """List snapshots, oldest first."""
+    cli = cli_of(ctx, json_)
+    with cli.open_repo(index=False) as repo:
+        snaps = [
+            s
+            for s in repo.list_snapshots()
+            if (host is None or s.hostname == host) and set(tag) <= set(s.tags)
+        ]
+    if cli.json:
+        cli.emit_json([snapshot_json(s) for s in snaps])
+    else:
+        cli.print(snapshot_table(snaps))
+
+
+def _mode_string(kind: str, mode: int) -> str:
+    bits = {"dir": stat_mod.S_IFDIR, "symlink": stat_mod.S_IFLNK}.get(kind, stat_mod.S_IFREG)
+    return stat_mod.filemode(bits | mode)
+
+
+@app.command()
+def ls(
+    ctx: typer.Context,
+    snapshot: str = typer.Argument(..., help="Snapshot id prefix or 'latest'."),
+    path: str = typer.Argument("/", help="Directory or file inside the snapshot."),
+    long: bool = typer.Option(False, "--long", "-l", help="Show mode, owner, size and time."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """List the files of a snapshot."""
+    cli = cli_of(ctx, json_)
+    with cli.open_repo() as repo:
+        snap = repo.find_snapshot(snapshot)
+        entries = list(walk(repo, snap, path))
+    if cli.json:
+        cli.emit_json(
+            [
+                {
+                    "path": p,
+                    "type": n.type,
+                    "mode": n.mode,
+                    "uid": n.uid,
+                    "gid": n.gid,
+                    "size": n.size,
+                    "mtime_ns": n.mtime_ns,
+                    "sha256": n.sha256 or None,
+                    "target": n.target,
+                }
+                for p, n in entries
+            ]
+        )
+        return
+    for p, n in entries:
+        if long:
+            when = datetime.fromtimestamp(n.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            link = f" -> {n.target}" if n.type == "symlink" else ""
+            cli.print(
+                f"{_mode_string(n.type, n.mode)} {n.uid:>5} {n.gid:>5} {n.size:>12} {when} "
+                f"{p}{link}"
+            )
+        else:
+            cli.print(p)
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    snapshot1: str = typer.Argument(..., help="The older snapshot."),
+    snapshot2: str = typer.Argument(..., help="The newer snapshot."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Show what changed between two snapshots (+ added, - removed, M modified, U metadata,
+    T type)."""
+    cli = cli_of(ctx, json_)
+    with cli.open_repo() as repo:
+        snaps = repo.list_snapshots()
+        a = repo.find_snapshot(snapshot1, snaps)
+        b = repo.find_snapshot(snapshot2, snaps)
+        changes = list(diff_snapshots(repo, a, b))
+    counts = {k: sum(1 for c in changes if c.kind == k) for k in "+-MUT"}
+    if cli.json:
+        cli.emit_json(
+            {
+                "from": a.id,
+                "to": b.id,
+                "changes": [{"kind": c.kind, "path": c.path} for c in changes],
+                "added": counts["+"],
+                "removed": counts["-"],
+                "modified": counts["M"],
+                "metadata": counts["U"],
+                "type_changed": counts["T"],
+            }
+        )
+        return
+    for c in changes:
+        cli.print(f"{c.kind}    {c.path}")
+    cli.print(
+        f"{counts['+']} added, {counts['-']} removed, {counts['M']} modified, "
+        f"{counts['U']} metadata changed, {counts['T']} type changed"
+    )
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Show repository size, deduplication and compression figures."""
+    cli = cli_of(ctx, json_)
+    with cli.open_repo(lock="stats") as repo:
+        snaps = repo.list_snapshots()
+        restore_size = sum(int(s.summary.get("bytes", 0)) for s in snaps)
+        blobs = list(repo.index.items())
+        raw = sum(e.raw_length for _b, e in blobs)
+        stored_blobs = sum(e.length for _b, e in blobs)
+        store_bytes = sum(i.size for i in repo.store.list(""))
+        packs = len(repo.index.pack_ids())
+    doc = {
+        "snapshots": len(snaps),
+        "total_restore_size": restore_size,
+        "unique_blobs": len(blobs),
+        "unique_data_size": raw,
+        "stored_blob_size": stored_blobs,
+        "repository_size": store_bytes,
+        "packs": packs,
+        "dedup_ratio": round(restore_size / raw, 3) if raw else None,
+        "compression_ratio": round(raw / stored_blobs, 3) if stored_blobs else None,
+    }
+    if cli.json:
+        cli.emit_json(doc)
+        return
+    cli.print(f"Snapshots:            {len(snaps)}")
+    cli.print(f"Total restore size:   {human_bytes(restore_size)}")
+    cli.print(f"Unique data:          {human_bytes(raw)} in {len(blobs)} blobs")
+    cli.print(f"Stored (compressed):  {human_bytes(stored_blobs)} in {packs} packs")
+    cli.print(f"Repository on disk:   {human_bytes(store_bytes)}")
+    if doc["dedup_ratio"]:
+        cli.print(f"Deduplication ratio:  {doc['dedup_ratio']}x")
+    if doc["compression_ratio"]:
+        cli.print(f"Compression ratio:    {doc['compression_ratio']}x")

@@ -1,0 +1,133 @@
+"""Global CLI state (cli layer): where the repository is, how to get the password, how to print."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+
+from stackvault.errors import ConfigError, UsageError
+from stackvault.repo.repository import Repository
+from stackvault.store.base import Store
+from stackvault.store.local import LocalStore
+
+ENV_REPOSITORY = "STACKVAULT_REPOSITORY"
+ENV_PASSWORD = "STACKVAULT_PASSWORD"
+ENV_PASSWORD_FILE = "STACKVAULT_PASSWORD_FILE"
+ENV_NEW_PASSWORD = "STACKVAULT_NEW_PASSWORD"
+
+
+def read_password_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the password file {path}: {exc.strerror}",
+            hint="check the path given by --password-file / STACKVAULT_PASSWORD_FILE",
+        ) from exc
+    # Like restic: the first line is the password; a trailing newline is not part of it.
+    return data.split(b"\n", 1)[0].rstrip(b"\r")
+
+
+@dataclass
+class Cli:
+    """Options every command shares; built by the app callback, passed to every command."""
+
+    repo_location: str | None = None
+    password_file: str | None = None
+    json: bool = False
+    quiet: bool = False
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+
+    # --- output ---------------------------------------------------------------------------
+
+    @property
+    def interactive(self) -> bool:
+        return not self.json and not self.quiet and sys.stderr.isatty()
+
+    def notice(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, markup=False)
+
+    def print(self, message: str) -> None:
+        if not self.json:
+            self.out.print(message, markup=False)
+
+    def emit_json(self, doc: Any) -> None:
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+
+    # --- repository -----------------------------------------------------------------------
+
+    def location(self) -> str:
+        loc = self.repo_location or os.environ.get(ENV_REPOSITORY)
+        if not loc:
+            raise ConfigError(
+                "no repository given", hint=f"pass --repo PATH or set {ENV_REPOSITORY}"
+            )
+        return loc
+
+    def store(self) -> Store:
+        loc = self.location()
+        if "://" in loc:
+            raise UsageError(f"unsupported repository location {loc.split('://')[0]}://...")
+        return LocalStore(os.path.abspath(loc))
+
+    def password(self, *, confirm: bool = False, prompt: str = "repository password") -> bytes:
+        path = self.password_file or os.environ.get(ENV_PASSWORD_FILE)
+        if path:
+            return read_password_file(path)
+        env = os.environ.get(ENV_PASSWORD)
+        if env is not None:
+            return env.encode()
+        return self._prompt(prompt, confirm)
+
+    def new_password(self, path: str | None) -> bytes:
+        if path:
+            return read_password_file(path)
+        env = os.environ.get(ENV_NEW_PASSWORD)
+        if env is not None:
+            return env.encode()
+        return self._prompt("new password", True)
+
+    def _prompt(self, what: str, confirm: bool) -> bytes:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"no {what} given and no terminal to ask for one",
+                hint=f"set {ENV_PASSWORD} or {ENV_PASSWORD_FILE}, or pass --password-file",
+            )
+        first = getpass.getpass(f"Enter {what}: ")
+        if confirm and getpass.getpass(f"Enter {what} again: ") != first:
+            raise UsageError("the passwords do not match")
+        if not first:
+            raise UsageError("an empty password is not allowed")
+        return first.encode()
+
+    @contextmanager
+    def open_repo(
+        self, *, lock: str | None = None, exclusive: bool = False, index: bool = True
+    ) -> Iterator[Repository]:
+        """Open the repository, optionally lock it and load the index; always unlock."""
+        store = self.store()
+        from stackvault.repo.config import read_header
+
+        read_header(store)  # "no repository" before asking for a password
+        repo = Repository.open(store, self.password(), notice=self.notice)
+        if lock is None:
+            if index:
+                repo.load_index()
+            yield repo
+            return
+        with repo.lock(exclusive=exclusive, operation=lock):
+            if index:
+                repo.load_index()
+            yield repo

@@ -1,0 +1,73 @@
+"""Terminal progress bars (cli layer): a rich implementation of the engine's `Progress`."""
+
+from __future__ import annotations
+
+import threading
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+
+class BarProgress:
+    """Bytes done of total with rate and ETA; notices printed above the bar."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[files]} files"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task = self._bar.add_task(label, total=None, files=0)
+        self._files = 0
+        self._lock = threading.Lock()
+        self._bar.start()
+
+    def set_total(self, *, files: int | None = None, bytes_: int | None = None) -> None:
+        if bytes_ is not None:
+            self._bar.update(self._task, total=bytes_)
+
+    def advance(self, *, files: int = 0, bytes_: int = 0) -> None:
+        with self._lock:
+            self._files += files
+            self._bar.update(self._task, advance=bytes_, files=self._files)
+
+    def notice(self, message: str) -> None:
+        self._bar.console.print(message, markup=False, highlight=False)
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+class LineProgress:
+    """Non-interactive runs: notices only, one line each, no bars."""
+
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self._console = console
+        self._quiet = quiet
+
+    def set_total(self, *, files: int | None = None, bytes_: int | None = None) -> None:
+        pass
+
+    def advance(self, *, files: int = 0, bytes_: int = 0) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
+        if not self._quiet:
+            self._console.print(message, markup=False, highlight=False)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,43 @@
+"""Human-readable rendering helpers (cli layer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stackvault.repo.snapshot import Snapshot
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
+
+
+def snapshot_json(s: Snapshot) -> dict[str, Any]:
+    doc = s.to_json()
+    doc["id"] = s.id
+    doc["short_id"] = s.short_id
+    return doc
+
+
+def snapshot_table(snaps: list[Snapshot]) -> str:
+    rows = [("ID", "Time", "Host", "Tags", "Paths", "Size", "Status")]
+    for s in snaps:
+        rows.append(
+            (
+                s.short_id,
+                s.time.strftime("%Y-%m-%d %H:%M:%S"),
+                s.hostname,
+                ",".join(s.tags),
+                ", ".join(s.paths),
+                human_bytes(s.summary.get("bytes", 0)),
+                "complete" if s.complete else "INCOMPLETE",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(f"{len(snaps)} snapshot(s)")
+    return "\n".join(lines)

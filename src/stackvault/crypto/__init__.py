@@ -1,0 +1,1 @@
+"""Crypto layer: key derivation, key files, the AEAD envelope and keyed blob ids."""

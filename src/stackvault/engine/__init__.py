@@ -1,0 +1,1 @@
+"""Engine layer: backup and restore pipelines (thread pools, back-pressure, progress events)."""

@@ -1,0 +1,466 @@
+"""The file backup pipeline (engine layer): walk → chunk → dedup → pack → index → snapshot.
+
+The main thread walks directories and builds trees; regular files are read, chunked, hashed,
+compressed and encrypted by a bounded pool of worker threads (the native libraries release the
+GIL); full packs are uploaded by the writer's own pool. The snapshot is written only after every
+pack and index file is durable, and never when the run fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from stackvault.chunking.cdc import Chunker
+from stackvault.engine.progress import NullProgress, Progress
+from stackvault.errors import Interrupted, SourceError, StackvaultError, UsageError
+from stackvault.repo.blob import BlobType
+from stackvault.repo.repository import PROGRAM, Repository
+from stackvault.repo.snapshot import Snapshot
+from stackvault.repo.tree import Node, encode_tree, valid_name
+from stackvault.repo.writer import BlobWriter
+from stackvault.sources.command import CommandStream
+from stackvault.sources.exclude import ExcludeMatcher
+from stackvault.sources.files import FileWalker, Problem
+from stackvault.sources.fsentry import FsEntry
+
+
+def _username() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+@dataclass
+class BackupOptions:
+    """What to back up and how to label it."""
+
+    paths: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    one_file_system: bool = False
+    tags: list[str] = field(default_factory=list)
+    host: str | None = None
+    parent: str | None = None
+    """Snapshot id prefix to compare against; None picks the latest with the same host/paths."""
+    force: bool = False
+    """Re-read every file even when the parent says it is unchanged."""
+    stdin_command: str | None = None
+    stdin_filename: str = "stdin"
+    workers: int | None = None
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot
+    problems: list[Problem]
+
+
+@dataclass
+class _Counts:
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _node_from_entry(e: FsEntry) -> Node:
+    node = Node(
+        name=e.name,
+        type=e.kind,
+        mode=e.mode,
+        uid=e.uid,
+        gid=e.gid,
+        mtime_ns=e.mtime_ns,
+        ctime_ns=e.ctime_ns,
+        inode=e.inode,
+        device=e.device,
+        nlink=e.nlink,
+        size=e.size if e.kind == "file" else 0,
+        target=e.link_target if e.kind == "symlink" else None,
+        xattrs=list(e.xattrs),
+    )
+    if e.kind == "file" and e.nlink > 1:
+        node.hardlink = f"{e.device}:{e.inode}"
+    return node
+
+
+class BackupJob:
+    """One backup run. Create, then call `run` once."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        options: BackupOptions,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        self.repo = repo
+        self.opts = options
+        self.progress: Progress = progress or NullProgress()
+        self.problems: list[Problem] = []
+        self._problems_lock = threading.Lock()
+        self._counts = _Counts()
+        self._stop = threading.Event()
+        self._local = threading.local()
+        self._hardlinks: dict[str, Future[Node | None]] = {}
+        workers = options.workers or max(2, (os.cpu_count() or 2))
+        self._workers = workers
+        self._slots = threading.BoundedSemaphore(workers * 4)
+
+    # --- problems and per-thread state --------------------------------------------------------
+
+    def _problem(self, problem: Problem) -> None:
+        with self._problems_lock:
+            self.problems.append(problem)
+        self.progress.notice(
+            f"{'error' if problem.incomplete else 'notice'}: {problem.path}: {problem.message}"
+        )
+
+    def _chunker(self) -> Chunker:
+        chunker: Chunker | None = getattr(self._local, "chunker", None)
+        if chunker is None:
+            cfg = self.repo.config
+            chunker = self._local.chunker = Chunker(cfg.chunker, self.repo.master.chunker_seed)
+        return chunker
+
+    # --- parent ---------------------------------------------------------------------------
+
+    def _find_parent(self, host: str, paths: list[str]) -> Snapshot | None:
+        if self.opts.force:
+            return None
+        snaps = self.repo.list_snapshots()
+        if self.opts.parent:
+            return self.repo.find_snapshot(self.opts.parent, snaps)
+        for snap in reversed(snaps):
+            if snap.hostname == host and sorted(snap.paths) == paths:
+                return snap
+        return None
+
+    def _parent_children(self, parent_node: Node | None) -> dict[str, Node]:
+        if parent_node is None or parent_node.type != "dir" or parent_node.subtree is None:
+            return {}
+        try:
+            return {n.name: n for n in self.repo.load_tree(parent_node.subtree)}
+        except StackvaultError as exc:
+            self.progress.notice(f"notice: parent tree unreadable, re-reading files: {exc}")
+            return {}
+
+    # --- files ----------------------------------------------------------------------------
+
+    def _unchanged(self, entry: FsEntry, old: Node | None) -> bool:
+        return (
+            old is not None
+            and old.type == "file"
+            and old.size == entry.size
+            and old.mtime_ns == entry.mtime_ns
+            and old.ctime_ns == entry.ctime_ns
+            and old.inode == entry.inode
+            and bool(old.sha256)
+            and all(c in self.repo.index for c in old.content)
+        )
+
+    def _store_stream(self, writer: BlobWriter, stream: object) -> tuple[list[bytes], str, int]:
+        """Chunk, hash and store a byte stream; return (blob ids, sha256 hex, size)."""
+        sha = hashlib.sha256()
+        content: list[bytes] = []
+        size = 0
+        master = self.repo.master
+        for chunk in self._chunker().stream_chunks(stream):  # type: ignore[arg-type]
+            if self._stop.is_set():
+                raise Interrupted("backup interrupted")
+            sha.update(chunk)
+            blob_id = master.blob_id(chunk)
+            writer.save(BlobType.DATA, chunk, blob_id)
+            content.append(blob_id)
+            size += len(chunk)
+            self.progress.advance(bytes_=len(chunk))
+        return content, sha.hexdigest(), size
+
+    def _backup_file(
+        self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
+    ) -> Node | None:
+        try:
+            node = _node_from_entry(entry)
+            try:
+                with walker.open_regular_file(entry) as f:
+                    node.content, node.sha256, node.size = self._store_stream(writer, f)
+            except OSError as exc:
+                raise SourceError(f"read failed: {exc.strerror or exc}") from exc
+            if node.size != entry.size:
+                self._problem(Problem(entry.path, "file changed size while being read", False))
+            with self._counts.lock:
+                self._counts.files += 1
+                self._counts.bytes += node.size
+                if old is None:
+                    self._counts.files_new += 1
+                else:
+                    self._counts.files_changed += 1
+            self.progress.advance(files=1)
+            return node
+        except SourceError as exc:
+            self._problem(Problem(entry.path, str(exc), True))
+            return None
+        finally:
+            self._slots.release()
+
+    def _submit_file(
+        self,
+        pool: ThreadPoolExecutor,
+        writer: BlobWriter,
+        walker: FileWalker,
+        entry: FsEntry,
+        old: Node | None,
+    ) -> Future[Node | None] | Node:
+        if not self.opts.force and old is not None and self._unchanged(entry, old):
+            node = _node_from_entry(entry)
+            node.content, node.sha256, node.size = list(old.content), old.sha256, old.size
+            with self._counts.lock:
+                self._counts.files += 1
+                self._counts.files_unmodified += 1
+                self._counts.bytes += node.size
+            self.progress.advance(files=1, bytes_=node.size)
+            return node
+        key = f"{entry.device}:{entry.inode}" if entry.nlink > 1 else None
+        if key is not None and key in self._hardlinks:
+            return self._linked(self._hardlinks[key], entry, self._counts)
+        self._slots.acquire()  # back-pressure on the walker
+        fut = pool.submit(self._backup_file, writer, walker, entry, old)
+        if key is not None:
+            self._hardlinks[key] = fut
+        return fut
+
+    @staticmethod
+    def _linked(first: Future[Node | None], entry: FsEntry, counts: _Counts) -> Future[Node | None]:
+        out: Future[Node | None] = Future()
+
+        def done(f: Future[Node | None]) -> None:
+            src = f.result()
+            if src is None:
+                out.set_result(None)
+                return
+            node = _node_from_entry(entry)
+            node.content, node.sha256, node.size = list(src.content), src.sha256, src.size
+            with counts.lock:
+                counts.files += 1
+                counts.files_new += 1
+                counts.bytes += node.size
+            out.set_result(node)
+
+        first.add_done_callback(done)
+        return out
+
+    # --- directories ------------------------------------------------------------------------
+
+    def _save_tree(self, writer: BlobWriter, nodes: list[Node]) -> bytes:
+        blob_id, _added = writer.save(BlobType.TREE, encode_tree(nodes))
+        return blob_id
+
+    def _backup_dir(
+        self,
+        pool: ThreadPoolExecutor,
+        writer: BlobWriter,
+        walker: FileWalker,
+        entry: FsEntry,
+        old: Node | None,
+    ) -> Node:
+        if self._stop.is_set():
+            raise Interrupted("backup interrupted")
+        old_children = self._parent_children(old)
+        pending: list[Future[Node | None] | Node] = []
+        for child in walker.scan_dir(entry):
+            prev = old_children.get(child.name)
+            if child.kind == "dir":
+                pending.append(self._backup_dir(pool, writer, walker, child, prev))
+            elif child.kind == "file":
+                pending.append(self._submit_file(pool, writer, walker, child, prev))
+            else:
+                pending.append(_node_from_entry(child))
+        nodes = [p.result() if isinstance(p, Future) else p for p in pending]
+        node = _node_from_entry(entry)
+        node.subtree = self._save_tree(writer, [n for n in nodes if n is not None])
+        with self._counts.lock:
+            self._counts.dirs += 1
+        return node
+
+    def _backup_root(
+        self,
+        pool: ThreadPoolExecutor,
+        writer: BlobWriter,
+        walker: FileWalker,
+        path: str,
+        old: Node | None,
+    ) -> Node | Future[Node | None] | None:
+        entry = walker.stat_root(path)
+        if entry is None:
+            return None
+        if entry.kind == "dir":
+            return self._backup_dir(pool, writer, walker, entry, old)
+        if entry.kind == "file":
+            return self._submit_file(pool, writer, walker, entry, old)
+        return _node_from_entry(entry)
+
+    def _build_root(
+        self,
+        pool: ThreadPoolExecutor,
+        writer: BlobWriter,
+        walker: FileWalker,
+        paths: list[str],
+        parent: Snapshot | None,
+    ) -> bytes:
+        """Save the trees from ``/`` down to every backed-up path; return the root tree id."""
+        parent_root = Node(name="", type="dir", subtree=parent.tree) if parent else None
+
+        def build(prefix: str, members: list[str], old: Node | None) -> bytes:
+            olds = self._parent_children(old)
+            groups: dict[str, list[str]] = {}
+            for p in members:
+                rest = p[len(prefix) :].lstrip("/")
+                groups.setdefault(rest.split("/", 1)[0], []).append(p)
+            nodes: list[Node | Future[Node | None] | None] = []
+            for name in sorted(groups):
+                full = f"{prefix.rstrip('/')}/{name}"
+                if full in groups[name]:
+                    nodes.append(self._backup_root(pool, writer, walker, full, olds.get(name)))
+                else:
+                    st = os.lstat(full)
+                    inter = Node(
+                        name=name,
+                        type="dir",
+                        mode=stat.S_IMODE(st.st_mode),
+                        uid=st.st_uid,
+                        gid=st.st_gid,
+                        mtime_ns=st.st_mtime_ns,
+                        ctime_ns=st.st_ctime_ns,
+                        inode=st.st_ino,
+                        device=st.st_dev,
+                        nlink=st.st_nlink,
+                    )
+                    inter.subtree = build(full, groups[name], olds.get(name))
+                    nodes.append(inter)
+            done = [n.result() if isinstance(n, Future) else n for n in nodes]
+            return self._save_tree(writer, [n for n in done if n is not None])
+
+        return build("/", paths, parent_root)
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def _normalise_paths(self) -> list[str]:
+        if not self.opts.paths:
+            raise SourceError("nothing to back up: give at least one path")
+        out: list[str] = []
+        for p in sorted({os.path.abspath(p) for p in self.opts.paths}):
+            if p == "/":
+                return ["/"]
+            if not os.path.lexists(p):
+                raise SourceError(f"cannot back up {p}: no such file or directory")
+            # /srv covers /srv/app: keep only the outermost path.
+            if any(p.startswith(q.rstrip("/") + "/") for q in out):
+                continue
+            out.append(p)
+        return out
+
+    def stop(self) -> None:
+        """Ask the run to stop at the next chunk (from a signal handler or another thread)."""
+        self._stop.set()
+
+    def run(self) -> BackupResult:
+        """Back up and save a snapshot; raise on failure without saving one."""
+        start = self.repo.clock.monotonic()
+        host = self.opts.host or socket.gethostname()
+        if self.opts.stdin_command:
+            paths = ["/" + self.opts.stdin_filename]
+        else:
+            paths = self._normalise_paths()
+        if self.opts.stdin_command and not valid_name(self.opts.stdin_filename):
+            raise UsageError(f"--stdin-filename {self.opts.stdin_filename!r} is not a file name")
+        parent = self._find_parent(host, paths)
+        writer = self.repo.writer()
+        pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="backup")
+        committed = False
+        try:
+            if self.opts.stdin_command:
+                tree_id = self._backup_command(writer)
+            else:
+                walker = FileWalker(
+                    ExcludeMatcher(self.opts.excludes), self.opts.one_file_system, self._problem
+                )
+                tree_id = self._build_root(pool, writer, walker, paths, parent)
+            writer.flush()
+            committed = True
+        except KeyboardInterrupt as exc:
+            self._stop.set()
+            raise Interrupted("backup interrupted; no snapshot was saved") from exc
+        except Interrupted:
+            self._stop.set()
+            raise
+        finally:
+            if not committed:
+                self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            writer.close(commit=committed)
+        incomplete = [p for p in self.problems if p.incomplete]
+        c = self._counts
+        snap = Snapshot(
+            time=self.repo.clock.now(),
+            tree=tree_id,
+            paths=paths,
+            hostname=host,
+            username=_username(),
+            tags=sorted(set(self.opts.tags)),
+            parent=parent.id if parent else None,
+            program=PROGRAM,
+            complete=not incomplete,
+            problems=[{"path": p.path, "message": p.message} for p in incomplete],
+            summary={
+                "files": c.files,
+                "dirs": c.dirs,
+                "bytes": c.bytes,
+                "files_new": c.files_new,
+                "files_changed": c.files_changed,
+                "files_unmodified": c.files_unmodified,
+                "data_blobs_added": writer.stats.blobs_added,
+                "data_added": writer.stats.raw_added,
+                "data_added_stored": writer.stats.stored_added,
+                "problems": len(incomplete),
+                "duration_s": round(self.repo.clock.monotonic() - start, 3),
+            },
+        )
+        self.repo.save_snapshot(snap)
+        self.progress.close()
+        return BackupResult(snap, self.problems)
+
+    def _backup_command(self, writer: BlobWriter) -> bytes:
+        now = self.repo.clock.now()
+        with CommandStream(self.opts.stdin_command or "") as stream:
+            content, sha, size = self._store_stream(writer, stream)
+        # CommandStream.__exit__ raised SourceError if the command failed: we only get here
+        # when it exited 0.
+        mtime = int(now.timestamp() * 1e9)
+        node = Node(
+            name=self.opts.stdin_filename,
+            type="file",
+            mode=0o600,
+            uid=os.getuid(),
+            gid=os.getgid(),
+            mtime_ns=mtime,
+            ctime_ns=mtime,
+            size=size,
+            content=content,
+            sha256=sha,
+        )
+        with self._counts.lock:
+            self._counts.files += 1
+            self._counts.files_new += 1
+            self._counts.bytes += size
+        return self._save_tree(writer, [node])

@@ -1,0 +1,1 @@
+"""Policy layer: pure decisions (retention, ...) with reasons; no I/O."""

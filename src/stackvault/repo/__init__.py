@@ -1,0 +1,1 @@
+"""Repository layer: packs, index, trees, snapshots, locks, check and prune (FORMAT.md)."""

@@ -1,0 +1,70 @@
+"""Blob types, ids and the per-thread blob codec (repository layer)."""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+import zstandard
+
+from stackvault.errors import IntegrityError
+
+ENCODING_RAW = 0
+ENCODING_ZSTD = 1
+
+
+class BlobType(enum.IntEnum):
+    """What a blob holds. Packs hold blobs of one type only."""
+
+    DATA = 0
+    TREE = 1
+
+
+class IndexEntry(NamedTuple):
+    """Where one blob is stored."""
+
+    pack_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+    type: BlobType
+
+
+def blob_aad(blob_type: BlobType, blob_id: bytes) -> bytes:
+    """Associated data binding a sealed blob to its type and id (FORMAT.md §5)."""
+    return b"sv1:blob:" + bytes((blob_type,)) + blob_id
+
+
+class BlobCodec:
+    """Compresses and decompresses blob payloads. One per thread: zstd contexts are not
+    shareable between threads."""
+
+    def __init__(self, level: int = 3) -> None:
+        self._compressor = zstandard.ZstdCompressor(level=level)
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def encode(self, plaintext: bytes | bytearray | memoryview) -> bytes:
+        """``encoding byte | payload``: zstd when it saves at least 1/32, else raw."""
+        size = len(plaintext)
+        if size >= 64:
+            packed = self._compressor.compress(plaintext)
+            if len(packed) <= size - (size >> 5):
+                return b"\x01" + packed
+        return b"\x00" + bytes(plaintext)
+
+    def decode(self, encoded: bytes, raw_length: int) -> bytes:
+        """Inverse of `encode`; raises `IntegrityError` on malformed input."""
+        if not encoded:
+            raise IntegrityError("blob payload is empty")
+        kind = encoded[0]
+        if kind == ENCODING_RAW:
+            return encoded[1:]
+        if kind == ENCODING_ZSTD:
+            try:
+                out: bytes = self._decompressor.decompress(
+                    memoryview(encoded)[1:], max_output_size=raw_length
+                )
+            except zstandard.ZstdError as exc:
+                raise IntegrityError("blob payload does not decompress") from exc
+            return out
+        raise IntegrityError(f"blob payload has unknown encoding {kind}")

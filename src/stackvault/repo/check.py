@@ -1,0 +1,207 @@
+"""Repository verification (repository layer): structure, and optionally every byte of data.
+
+`check` answers two questions: is anything damaged or missing, and if so, which snapshots and
+files does it affect? Without ``read_data`` it verifies the index files, that every indexed
+pack exists with a plausible size, every snapshot and every tree. With ``read_data`` (or a
+subset) it also reads packs, checks their hash, header and every blob's authentication tag and
+keyed id. Unreferenced packs (left by a crash) are notices, not errors.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from stackvault.errors import IntegrityError, ObjectNotFound, StackvaultError
+from stackvault.repo.blob import IndexEntry
+from stackvault.repo.pack import PackedBlob, pack_name, read_pack_header, storage_id
+from stackvault.repo.repository import Repository
+from stackvault.repo.tree import Node
+
+
+@dataclass
+class CheckProblem:
+    """One damaged or missing thing."""
+
+    kind: str
+    name: str
+    message: str
+
+
+@dataclass
+class CheckReport:
+    errors: list[CheckProblem] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    affected: dict[str, list[str]] = field(default_factory=dict)
+    """Snapshot id → paths of files (or directories) it can no longer restore."""
+    snapshots: int = 0
+    trees: int = 0
+    packs: int = 0
+    packs_read: int = 0
+    blobs_read: int = 0
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class Checker:
+    """Runs a check. ``subset`` is a fraction in (0, 1] of packs to read (implies read_data)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        read_data: bool = False,
+        subset: float | None = None,
+        progress: Callable[[int], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.repo = repo
+        self.read_data = read_data or subset is not None
+        self.subset = subset
+        self.progress = progress
+        self.rng = rng or random.Random()
+        self.report = CheckReport()
+        self._bad_blobs: dict[bytes, str] = {}
+        self._tree_memo: dict[bytes, list[str]] = {}
+
+    def _error(self, kind: str, name: str, message: str) -> None:
+        self.report.errors.append(CheckProblem(kind, name, message))
+
+    def run(self) -> CheckReport:
+        self.repo.load_index(on_error=lambda n, e: self._error("index", n, str(e)))
+        self._check_packs()
+        if self.read_data:
+            self._read_packs()
+        self._check_snapshots()
+        return self.report
+
+    # --- packs --------------------------------------------------------------------------------
+
+    def _check_packs(self) -> None:
+        stored = {info.name: info.size for info in self.repo.store.list("data/")}
+        indexed = self.repo.index.packs()
+        self.report.packs = len(indexed)
+        for pack_id, blobs in indexed.items():
+            name = pack_name(pack_id)
+            size = stored.get(name)
+            if size is None:
+                self._error("pack", name, "pack is missing")
+                self._mark(blobs, f"pack {pack_id.hex()[:12]} is missing")
+                continue
+            end = max((b.offset + b.length for b in blobs), default=0)
+            if size < end:
+                self._error("pack", name, f"pack is truncated ({size} bytes, index needs {end})")
+                self._mark([b for b in blobs if b.offset + b.length > size], "pack truncated")
+        names = {pack_name(p) for p in indexed}
+        for name in sorted(set(stored) - names):
+            self.report.notices.append(
+                f"{name} is not referenced by the index (left by an interrupted run; "
+                "`stackvault prune` removes it)"
+            )
+
+    def _mark(self, blobs: list[PackedBlob], why: str) -> None:
+        for b in blobs:
+            self._bad_blobs[b.blob_id] = why
+
+    def _read_packs(self) -> None:
+        indexed = sorted(self.repo.index.packs().items())
+        if self.subset is not None and indexed:
+            count = max(1, math.ceil(len(indexed) * self.subset))
+            indexed = self.rng.sample(indexed, count)
+        workers = max(1, min(4, self.repo.store.capabilities().parallelism))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
+            for _ in pool.map(lambda item: self._read_pack(*item), indexed):
+                pass
+
+    def _read_pack(self, pack_id: bytes, entries: list[PackedBlob]) -> None:
+        name = pack_name(pack_id)
+        if any(b.blob_id in self._bad_blobs for b in entries):
+            return  # already reported missing or truncated
+        try:
+            data = self.repo.store.get(name)
+        except ObjectNotFound:
+            self._error("pack", name, "pack is missing")
+            self._mark(entries, "pack missing")
+            return
+        except StackvaultError as exc:
+            self._error("pack", name, f"cannot read pack: {exc}")
+            self._mark(entries, "pack unreadable")
+            return
+        self.report.packs_read += 1
+        self.report.bytes_read += len(data)
+        if self.progress:
+            self.progress(len(data))
+        if storage_id(data).hex() != pack_id.hex():
+            self._error("pack", name, "pack content does not match its name (bit rot?)")
+        try:
+            header = read_pack_header(self.repo.envelope, data, len(data))
+            in_header = {(h.blob_id, h.offset, h.length) for h in header}
+            for b in entries:
+                if (b.blob_id, b.offset, b.length) not in in_header:
+                    self._error(
+                        "pack",
+                        name,
+                        f"index lists blob {b.blob_id.hex()[:12]} that the pack header does not",
+                    )
+        except IntegrityError as exc:
+            self._error("pack", name, f"pack header is damaged: {exc}")
+        view = memoryview(data)
+        for b in entries:
+            entry = self.repo.index.get(b.blob_id)
+            if entry is None:
+                continue
+            try:
+                sealed = view[b.offset : b.offset + b.length]
+                # Verify this copy, not whichever copy the index prefers.
+                self.repo.open_blob(
+                    IndexEntry(pack_id, b.offset, b.length, b.raw_length, b.type),
+                    b.blob_id,
+                    sealed,
+                )
+                self.report.blobs_read += 1
+            except IntegrityError as exc:
+                self._error("blob", b.blob_id.hex(), str(exc))
+                self._bad_blobs[b.blob_id] = str(exc)
+
+    # --- snapshots and trees -------------------------------------------------------------------
+
+    def _check_snapshots(self) -> None:
+        snaps = self.repo.list_snapshots(on_error=lambda n, e: self._error("snapshot", n, str(e)))
+        self.report.snapshots = len(snaps)
+        for snap in snaps:
+            damaged = self._damaged_below(snap.tree, "")
+            if damaged:
+                self.report.affected[snap.id] = damaged
+
+    def _damaged_below(self, tree_id: bytes, prefix: str) -> list[str]:
+        """Paths (relative to ``prefix``) that cannot be restored in this tree."""
+        if tree_id in self._tree_memo:
+            return [prefix + p for p in self._tree_memo[tree_id]]
+        out: list[str] = []
+        try:
+            nodes: list[Node] = self.repo.load_tree(tree_id)
+            self.report.trees += 1
+        except IntegrityError as exc:
+            self._error("tree", tree_id.hex(), str(exc))
+            self._tree_memo[tree_id] = ["/ (whole directory)"]
+            return [prefix + "/ (whole directory)"]
+        for node in nodes:
+            rel = f"/{node.name}"
+            if node.type == "dir" and node.subtree is not None:
+                out.extend(rel + p for p in self._damaged_below(node.subtree, ""))
+            elif node.type == "file":
+                for blob_id in node.content:
+                    if blob_id in self._bad_blobs or blob_id not in self.repo.index:
+                        if blob_id not in self.repo.index and blob_id not in self._bad_blobs:
+                            self._bad_blobs[blob_id] = "not in the index"
+                            self._error("blob", blob_id.hex(), "data blob is not in the index")
+                        out.append(rel)
+                        break
+        self._tree_memo[tree_id] = out
+        return [prefix + p for p in out]

@@ -1,0 +1,106 @@
+"""The repository config object (repository layer): format version and parameters (FORMAT.md §4)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from stackvault.chunking.cdc import ChunkerParams
+from stackvault.crypto.envelope import Envelope
+from stackvault.errors import (
+    IntegrityError,
+    ObjectNotFound,
+    RepositoryNotFound,
+    UnsupportedFormat,
+)
+from stackvault.store.base import Store
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config"
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """Parameters fixed when the repository is created."""
+
+    id: str
+    created: str
+    chunker: ChunkerParams
+    pack_size: int = DEFAULT_PACK_SIZE
+    compression: str = "zstd"
+    version: int = FORMAT_VERSION
+
+    def _aad(self) -> bytes:
+        return b"sv1:config:" + self.id.encode()
+
+    def encode(self, envelope: Envelope) -> bytes:
+        body = {
+            "version": self.version,
+            "id": self.id,
+            "created": self.created,
+            "chunker": self.chunker.to_json(),
+            "pack_size": self.pack_size,
+            "compression": self.compression,
+        }
+        doc = {
+            "repository": "stackvault",
+            "version": self.version,
+            "id": self.id,
+            "body": base64.b64encode(
+                envelope.seal(json.dumps(body).encode(), self._aad())
+            ).decode(),
+        }
+        return json.dumps(doc, indent=1).encode()
+
+
+def read_header(store: Store) -> dict[str, Any]:
+    """Read the plaintext config header; raise `RepositoryNotFound` / `UnsupportedFormat`."""
+    try:
+        raw = store.get(CONFIG_NAME)
+    except ObjectNotFound as exc:
+        raise RepositoryNotFound(
+            f"there is no stackvault repository at {store.describe()}",
+            hint="check --repo / STACKVAULT_REPOSITORY, or create one with `stackvault init`",
+        ) from exc
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("repository") != "stackvault":
+            raise ValueError("not a stackvault config")
+    except ValueError as exc:
+        raise RepositoryNotFound(
+            f"{store.describe()} holds something that is not a stackvault repository",
+            hint="point --repo at a stackvault repository",
+        ) from exc
+    version = doc.get("version")
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormat(
+            f"the repository at {store.describe()} uses format version {version!r}, but this "
+            f"stackvault reads only version {FORMAT_VERSION}",
+            hint="use a stackvault release that supports it",
+        )
+    return doc
+
+
+def decode_config(header: dict[str, Any], envelope: Envelope) -> RepoConfig:
+    """Open the encrypted body and check it agrees with the header."""
+    repo_id = str(header.get("id", ""))
+    try:
+        sealed = base64.b64decode(header["body"])
+    except (KeyError, ValueError) as exc:
+        raise IntegrityError("the repository config is malformed") from exc
+    try:
+        body = json.loads(envelope.open(sealed, b"sv1:config:" + repo_id.encode()))
+    except IntegrityError as exc:
+        raise IntegrityError("the repository config failed authentication (damaged?)") from exc
+    if body.get("id") != repo_id or body.get("version") != header.get("version"):
+        raise IntegrityError("the repository config header does not match its encrypted body")
+    return RepoConfig(
+        id=repo_id,
+        created=str(body.get("created", "")),
+        chunker=ChunkerParams.from_json(body["chunker"]),
+        pack_size=int(body["pack_size"]),
+        compression=str(body.get("compression", "zstd")),
+    )

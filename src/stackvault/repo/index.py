@@ -1,0 +1,105 @@
+"""The blob index (repository layer): blob id → pack, offset, length (FORMAT.md §6)."""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+from stackvault.crypto.envelope import Envelope
+from stackvault.errors import IntegrityError, UnsupportedFormat
+from stackvault.repo.blob import BlobType, IndexEntry
+from stackvault.repo.pack import PackedBlob
+
+INDEX_AAD = b"sv1:index"
+_MAGIC = b"SVIX"
+_HEAD = struct.Struct("<4sBI")
+_PACK = struct.Struct("<32sI")
+_ENTRY = struct.Struct("<BIII32s")  # type, offset, length, raw length, blob id
+
+
+class Index:
+    """The in-memory union of index files. Thread-safe for concurrent `add` and lookups."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[bytes, IndexEntry] = {}
+        self._packs: dict[bytes, list[PackedBlob]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self._blobs
+
+    def get(self, blob_id: bytes) -> IndexEntry | None:
+        return self._blobs.get(blob_id)
+
+    def add_pack(self, pack_id: bytes, blobs: Iterable[PackedBlob]) -> None:
+        """Record every blob of a completely stored pack."""
+        with self._lock:
+            entries = self._packs.setdefault(pack_id, [])
+            for b in blobs:
+                entries.append(b)
+                # A blob may be listed in several packs (interrupted prune, concurrent backups);
+                # any listed copy is good, so the first one seen stays.
+                self._blobs.setdefault(
+                    b.blob_id, IndexEntry(pack_id, b.offset, b.length, b.raw_length, b.type)
+                )
+
+    def packs(self) -> dict[bytes, list[PackedBlob]]:
+        """Pack id → the blobs the index lists in it (a copy)."""
+        with self._lock:
+            return {k: list(v) for k, v in self._packs.items()}
+
+    def items(self) -> Iterator[tuple[bytes, IndexEntry]]:
+        return iter(list(self._blobs.items()))
+
+    def pack_ids(self) -> set[bytes]:
+        with self._lock:
+            return set(self._packs)
+
+
+def encode_index(envelope: Envelope, packs: Sequence[tuple[bytes, Sequence[PackedBlob]]]) -> bytes:
+    """Serialise and seal an index file naming ``packs``."""
+    parts = [_HEAD.pack(_MAGIC, 1, len(packs))]
+    for pack_id, blobs in packs:
+        parts.append(_PACK.pack(pack_id, len(blobs)))
+        parts.extend(
+            _ENTRY.pack(b.type, b.offset, b.length, b.raw_length, b.blob_id) for b in blobs
+        )
+    return envelope.seal(b"".join(parts), INDEX_AAD)
+
+
+def decode_index(envelope: Envelope, data: bytes) -> list[tuple[bytes, list[PackedBlob]]]:
+    """Open and parse an index file. Raises `IntegrityError` if damaged."""
+    plain = envelope.open(data, INDEX_AAD)
+    try:
+        magic, version, count = _HEAD.unpack_from(plain, 0)
+    except struct.error as exc:
+        raise IntegrityError("index file is truncated") from exc
+    if magic != _MAGIC:
+        raise IntegrityError("index file has a bad magic number")
+    if version != 1:
+        raise UnsupportedFormat(f"index file version {version} is not supported")
+    pos = _HEAD.size
+    out: list[tuple[bytes, list[PackedBlob]]] = []
+    try:
+        for _ in range(count):
+            pack_id, n = _PACK.unpack_from(plain, pos)
+            pos += _PACK.size
+            blobs = [
+                PackedBlob(BlobType(t), bid, off, length, raw)
+                for t, off, length, raw, bid in _ENTRY.iter_unpack(
+                    plain[pos : pos + n * _ENTRY.size]
+                )
+            ]
+            if len(blobs) != n:
+                raise IntegrityError("index file is truncated")
+            pos += n * _ENTRY.size
+            out.append((pack_id, blobs))
+    except (struct.error, ValueError) as exc:
+        raise IntegrityError("index file is malformed") from exc
+    if pos != len(plain):
+        raise IntegrityError("index file has trailing bytes")
+    return out

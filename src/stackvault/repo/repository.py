@@ -1,0 +1,376 @@
+"""The repository (repository layer): opening, reading blobs, trees and snapshots, writing them.
+
+`Repository` ties a store to a master key, the config and the in-memory index. Readers use
+`load_blob`/`load_tree`/`list_snapshots`; writers get a `BlobWriter` from `writer()` and call
+`save_snapshot` only after the writer has been flushed (FORMAT.md §10).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from stackvault import __version__
+from stackvault.chunking.cdc import ChunkerParams
+from stackvault.clock import Clock, SystemClock
+from stackvault.crypto.envelope import Envelope
+from stackvault.crypto.kdf import KdfParams
+from stackvault.crypto.keyfile import read_key_info, unwrap_master_key, wrap_master_key
+from stackvault.crypto.masterkey import MasterKey
+from stackvault.errors import (
+    IntegrityError,
+    KeyManagementError,
+    ObjectNotFound,
+    RepositoryExists,
+    SnapshotNotFound,
+    UnsupportedFormat,
+    UsageError,
+    WrongPassword,
+)
+from stackvault.repo.blob import BlobCodec, IndexEntry, blob_aad
+from stackvault.repo.config import (
+    CONFIG_NAME,
+    DEFAULT_PACK_SIZE,
+    RepoConfig,
+    decode_config,
+    read_header,
+)
+from stackvault.repo.index import Index, decode_index
+from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock
+from stackvault.repo.pack import pack_name, storage_id
+from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
+from stackvault.repo.tree import Node, decode_tree
+from stackvault.repo.writer import BlobWriter
+from stackvault.store.base import Store
+
+PROGRAM = f"stackvault {__version__}"
+
+
+def _username() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    """One key file, as `key list` shows it."""
+
+    id: str
+    current: bool
+    created: str
+    host: str
+    username: str
+
+
+class Repository:
+    """An open repository. Thread-safe for concurrent reads."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: RepoConfig,
+        master: MasterKey,
+        key_id: str,
+        clock: Clock,
+        notice: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.master = master
+        self.key_id = key_id
+        self.clock = clock
+        self.notice = notice
+        self.envelope: Envelope = master.envelope()
+        self.index = Index()
+        self.lock_lease_s = DEFAULT_LEASE_S
+        self._local = threading.local()
+
+    # --- creating and opening ---------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        store: Store,
+        password: bytes,
+        *,
+        chunker: ChunkerParams | None = None,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        kdf: KdfParams | None = None,
+        clock: Clock | None = None,
+        notice: Callable[[str], None] = lambda _m: None,
+    ) -> Repository:
+        """Create a new repository in ``store``; refuse if one exists there."""
+        if store.exists(CONFIG_NAME):
+            raise RepositoryExists(
+                f"a repository already exists at {store.describe()}",
+                hint="use it, or choose another location for a new one",
+            )
+        if not 512 * 1024 <= pack_size <= 512 * 1024 * 1024:
+            raise UsageError("pack size must be between 512 KiB and 512 MiB")
+        clock = clock or SystemClock()
+        master = MasterKey.generate()
+        config = RepoConfig(
+            id=secrets.token_hex(16),
+            created=clock.now().isoformat(),
+            chunker=chunker or ChunkerParams(),
+            pack_size=pack_size,
+        )
+        key_id = cls._write_key(store, master, password, kdf or KdfParams(), clock)
+        # config last: a repository without config is "not a repository", never half a one.
+        store.put(CONFIG_NAME, config.encode(master.envelope()))
+        return cls(store, config, master, key_id, clock, notice)
+
+    @staticmethod
+    def _write_key(
+        store: Store, master: MasterKey, password: bytes, kdf: KdfParams, clock: Clock
+    ) -> str:
+        data = wrap_master_key(
+            master,
+            password,
+            params=kdf,
+            created=clock.now(),
+            host=socket.gethostname(),
+            username=_username(),
+        )
+        key_id = storage_id(data).hex()
+        store.put(f"keys/{key_id}", data)
+        return key_id
+
+    @classmethod
+    def open(
+        cls,
+        store: Store,
+        password: bytes,
+        *,
+        clock: Clock | None = None,
+        notice: Callable[[str], None] = lambda _m: None,
+    ) -> Repository:
+        """Open an existing repository; raise `RepositoryNotFound`, `UnsupportedFormat`,
+        `WrongPassword` or `IntegrityError`. The index is not loaded (see `load_index`)."""
+        header = read_header(store)
+        names = sorted(info.name for info in store.list("keys/"))
+        if not names:
+            raise IntegrityError(f"the repository at {store.describe()} has no key files")
+        for name in names:
+            try:
+                master = unwrap_master_key(store.get(name), password)
+            except WrongPassword:
+                continue
+            except UnsupportedFormat as exc:
+                notice(f"skipping key {name.removeprefix('keys/')[:8]}: {exc}")
+                continue
+            config = decode_config(header, master.envelope())
+            return cls(
+                store, config, master, name.removeprefix("keys/"), clock or SystemClock(), notice
+            )
+        raise WrongPassword(
+            "wrong password: no key of this repository opens with it",
+            hint="check STACKVAULT_PASSWORD / --password-file",
+        )
+
+    # --- locks ------------------------------------------------------------------------------
+
+    def lock(self, *, exclusive: bool, operation: str) -> RepositoryLock:
+        """A lock for an operation; use as a context manager."""
+        return RepositoryLock(
+            self.store,
+            self.envelope,
+            self.clock,
+            exclusive=exclusive,
+            operation=operation,
+            lease_s=self.lock_lease_s,
+            notice=self.notice,
+        )
+
+    # --- index ------------------------------------------------------------------------------
+
+    def index_names(self) -> list[str]:
+        return sorted(info.name for info in self.store.list("index/"))
+
+    def load_index(self, on_error: Callable[[str, IntegrityError], None] | None = None) -> None:
+        """Load every index file. A damaged one raises `IntegrityError` unless ``on_error``
+        is given, in which case it is reported there and skipped (used by `check`)."""
+
+        def fetch(name: str) -> tuple[str, bytes | IntegrityError]:
+            data = self.store.get(name)
+            if storage_id(data).hex() != name.removeprefix("index/"):
+                return name, IntegrityError(f"index file {name} does not match its name")
+            return name, data
+
+        names = self.index_names()
+        workers = max(1, min(8, self.store.capabilities().parallelism))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for name, got in pool.map(fetch, names):
+                try:
+                    if isinstance(got, IntegrityError):
+                        raise got
+                    for pack_id, blobs in decode_index(self.envelope, got):
+                        self.index.add_pack(pack_id, blobs)
+                except IntegrityError as exc:
+                    if on_error is None:
+                        raise IntegrityError(
+                            f"index file {name} is damaged: {exc}",
+                            hint="run `stackvault check` for details",
+                        ) from exc
+                    on_error(name, exc)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _codec(self) -> BlobCodec:
+        codec: BlobCodec | None = getattr(self._local, "codec", None)
+        if codec is None:
+            codec = self._local.codec = BlobCodec()
+        return codec
+
+    def open_blob(self, entry: IndexEntry, blob_id: bytes, sealed: bytes | memoryview) -> bytes:
+        """Authenticate, decrypt, decompress and verify one sealed blob read from its pack."""
+        try:
+            plain = self._codec().decode(
+                self.envelope.open(sealed, blob_aad(entry.type, blob_id)), entry.raw_length
+            )
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"blob {blob_id.hex()[:12]} in pack {entry.pack_id.hex()[:12]} is damaged: {exc}"
+            ) from exc
+        if len(plain) != entry.raw_length or self.master.blob_id(plain) != blob_id:
+            raise IntegrityError(
+                f"blob {blob_id.hex()[:12]} in pack {entry.pack_id.hex()[:12]} has wrong content"
+            )
+        return plain
+
+    def load_blob(self, blob_id: bytes) -> bytes:
+        """The plaintext of a blob. Raises `IntegrityError` if missing or damaged."""
+        entry = self.index.get(blob_id)
+        if entry is None:
+            raise IntegrityError(f"blob {blob_id.hex()[:12]} is not in the index")
+        try:
+            sealed = self.store.get(pack_name(entry.pack_id), entry.offset, entry.length)
+        except ObjectNotFound as exc:
+            raise IntegrityError(
+                f"pack {entry.pack_id.hex()[:12]} holding blob {blob_id.hex()[:12]} is missing"
+            ) from exc
+        if len(sealed) != entry.length:
+            raise IntegrityError(f"pack {entry.pack_id.hex()[:12]} is truncated")
+        return self.open_blob(entry, blob_id, sealed)
+
+    def load_tree(self, tree_id: bytes) -> list[Node]:
+        return decode_tree(self.load_blob(tree_id))
+
+    def snapshot_names(self) -> list[str]:
+        return [info.name for info in self.store.list("snapshots/")]
+
+    def load_snapshot(self, name: str) -> Snapshot:
+        snap_id = name.removeprefix("snapshots/")
+        data = self.store.get(f"snapshots/{snap_id}")
+        if storage_id(data).hex() != snap_id:
+            raise IntegrityError(f"snapshot {snap_id[:8]} does not match its name (damaged)")
+        try:
+            plain = self.envelope.open(data, SNAPSHOT_AAD)
+        except IntegrityError as exc:
+            raise IntegrityError(f"snapshot {snap_id[:8]} failed authentication") from exc
+        return Snapshot.decode(plain, snap_id)
+
+    def list_snapshots(
+        self, on_error: Callable[[str, IntegrityError], None] | None = None
+    ) -> list[Snapshot]:
+        """Every snapshot, oldest first. Damaged ones raise unless ``on_error`` takes them."""
+        out: list[Snapshot] = []
+        for name in self.snapshot_names():
+            try:
+                out.append(self.load_snapshot(name))
+            except IntegrityError as exc:
+                if on_error is None:
+                    raise
+                on_error(name, exc)
+        out.sort(key=lambda s: (s.time, s.id))
+        return out
+
+    def find_snapshot(self, ref: str, snapshots: list[Snapshot] | None = None) -> Snapshot:
+        """Resolve ``latest`` or a unique id prefix."""
+        snaps = snapshots if snapshots is not None else self.list_snapshots()
+        if ref == "latest":
+            if not snaps:
+                raise SnapshotNotFound("the repository has no snapshots yet")
+            return snaps[-1]
+        if not ref or any(c not in "0123456789abcdef" for c in ref):
+            raise SnapshotNotFound(f"{ref!r} is not a snapshot id (hex digits) or 'latest'")
+        matches = [s for s in snaps if s.id.startswith(ref)]
+        if not matches:
+            raise SnapshotNotFound(
+                f"no snapshot matches {ref!r}", hint="list them with `stackvault snapshots`"
+            )
+        if len(matches) > 1:
+            raise SnapshotNotFound(f"{ref!r} matches {len(matches)} snapshots; give more digits")
+        return matches[0]
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def writer(self, *, on_pack: Callable[[int], None] | None = None) -> BlobWriter:
+        return BlobWriter(self, on_pack=on_pack)
+
+    def save_snapshot(self, snapshot: Snapshot) -> str:
+        """Write the snapshot (after the writer flushed: commit order). Returns its id."""
+        if not snapshot.program:
+            snapshot.program = PROGRAM
+        data = self.envelope.seal(snapshot.encode(), SNAPSHOT_AAD)
+        snap_id = storage_id(data).hex()
+        self.store.put(f"snapshots/{snap_id}", data)
+        snapshot.id = snap_id
+        return snap_id
+
+    def remove_snapshot(self, snapshot_id: str) -> None:
+        self.store.delete(f"snapshots/{snapshot_id}")
+
+    # --- keys -------------------------------------------------------------------------------
+
+    def list_keys(self) -> list[KeyListing]:
+        out = []
+        for info in sorted(self.store.list("keys/"), key=lambda i: i.name):
+            kid = info.name.removeprefix("keys/")
+            meta = read_key_info(self.store.get(info.name))
+            out.append(KeyListing(kid, kid == self.key_id, meta.created, meta.host, meta.username))
+        return out
+
+    def add_key(self, password: bytes, kdf: KdfParams | None = None) -> str:
+        """Add a key file that opens this repository with ``password``."""
+        return self._write_key(self.store, self.master, password, kdf or KdfParams(), self.clock)
+
+    def remove_key(self, key_ref: str) -> str:
+        """Remove a key by id prefix; refuses the key in use and the last key."""
+        keys = self.list_keys()
+        matches = [k for k in keys if k.id.startswith(key_ref)] if key_ref else []
+        if len(matches) != 1:
+            raise KeyManagementError(
+                f"{key_ref!r} matches {len(matches)} keys", hint="give a unique key id prefix"
+            )
+        key = matches[0]
+        if key.current:
+            raise KeyManagementError(
+                "refusing to remove the key this session opened the repository with",
+                hint="open with another password to remove it, or use `key passwd`",
+            )
+        self.store.delete(f"keys/{key.id}")
+        return key.id
+
+    def change_password(self, password: bytes, kdf: KdfParams | None = None) -> str:
+        """Replace the current key by one for ``password``; returns the new key id."""
+        new_id = self.add_key(password, kdf)
+        self.store.delete(f"keys/{self.key_id}")
+        self.key_id = new_id
+        return new_id
+
+    def iter_tree(self, tree_id: bytes, prefix: str = "") -> Iterator[tuple[str, Node]]:
+        """Depth-first ``(path, node)`` for every node below a tree; paths use ``/``."""
+        for node in self.load_tree(tree_id):
+            path = f"{prefix}/{node.name}"
+            yield path, node
+            if node.type == "dir" and node.subtree is not None:
+                yield from self.iter_tree(node.subtree, path)

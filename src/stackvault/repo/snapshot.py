@@ -1,0 +1,83 @@
+"""Snapshots (repository layer): the record of one backup run (FORMAT.md §8)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from stackvault.errors import IntegrityError, UnsupportedFormat
+
+SNAPSHOT_AAD = b"sv1:snapshot"
+MAX_PROBLEMS = 1000
+
+
+@dataclass
+class Snapshot:
+    """A backup: its root tree, where and when it was taken, and whether it is complete."""
+
+    time: datetime
+    tree: bytes
+    paths: list[str]
+    hostname: str
+    username: str
+    tags: list[str] = field(default_factory=list)
+    parent: str | None = None
+    program: str = ""
+    complete: bool = True
+    problems: list[dict[str, str]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    """Hex storage id; set when loaded or saved, not part of the stored document."""
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "time": self.time.isoformat(timespec="microseconds"),
+            "tree": self.tree.hex(),
+            "paths": self.paths,
+            "hostname": self.hostname,
+            "username": self.username,
+            "tags": self.tags,
+            "parent": self.parent,
+            "program": self.program,
+            "complete": self.complete,
+            "problems": self.problems[:MAX_PROBLEMS],
+            "summary": self.summary,
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), ensure_ascii=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes, snapshot_id: str) -> Snapshot:
+        try:
+            d = json.loads(data)
+        except ValueError as exc:
+            raise IntegrityError(f"snapshot {snapshot_id[:8]} is not valid JSON") from exc
+        if d.get("version") != 1:
+            raise UnsupportedFormat(
+                f"snapshot {snapshot_id[:8]} has unsupported version {d.get('version')!r}"
+            )
+        try:
+            return cls(
+                time=datetime.fromisoformat(d["time"]),
+                tree=bytes.fromhex(d["tree"]),
+                paths=list(d["paths"]),
+                hostname=str(d["hostname"]),
+                username=str(d.get("username", "")),
+                tags=list(d.get("tags", [])),
+                parent=d.get("parent"),
+                program=str(d.get("program", "")),
+                complete=bool(d.get("complete", True)),
+                problems=list(d.get("problems", [])),
+                summary=dict(d.get("summary", {})),
+                id=snapshot_id,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"snapshot {snapshot_id[:8]} is malformed") from exc

@@ -1,0 +1,202 @@
+"""The blob writer (repository layer): dedup, packing, parallel uploads and index commits.
+
+Commit order (FORMAT.md §10): a pack is put in the store before any index file names it, and
+index files are written before the caller writes a snapshot (`flush` returns only when both are
+durable). A crash leaves at most packs no index names.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from stackvault.errors import StackvaultError
+from stackvault.repo.blob import BlobCodec, BlobType, blob_aad
+from stackvault.repo.index import encode_index
+from stackvault.repo.pack import PackBuilder, PackedBlob, pack_name, storage_id
+
+if TYPE_CHECKING:
+    from stackvault.repo.repository import Repository
+
+INDEX_EVERY_PACKS = 64
+
+
+@dataclass
+class WriterStats:
+    """What a writer added to the repository."""
+
+    blobs_added: int = 0
+    raw_added: int = 0
+    stored_added: int = 0
+    packs_written: int = 0
+    index_files_written: int = 0
+
+
+class BlobWriter:
+    """Adds blobs to a repository. Thread-safe: several workers may call `save` concurrently."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        upload_workers: int | None = None,
+        on_pack: Callable[[int], None] | None = None,
+    ) -> None:
+        self._repo = repo
+        workers = upload_workers or max(2, repo.store.capabilities().parallelism)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pack-upload")
+        self._slots = threading.BoundedSemaphore(workers * 2)
+        self._lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._reserved: set[bytes] = set()
+        self._builders: dict[BlobType, PackBuilder] = {}
+        self._unsaved: list[tuple[bytes, list[PackedBlob]]] = []
+        self._futures: list[Future[None]] = []
+        self._error: BaseException | None = None
+        self._on_pack = on_pack
+        self.stats = WriterStats()
+        self._local = threading.local()
+
+    def codec(self) -> BlobCodec:
+        """This thread's codec (zstd contexts must not be shared between threads)."""
+        codec: BlobCodec | None = getattr(self._local, "codec", None)
+        if codec is None:
+            codec = self._local.codec = BlobCodec()
+        return codec
+
+    def reserve(self, blob_id: bytes) -> bool:
+        """True if the caller must store this blob; False if it is stored or being stored."""
+        with self._lock:
+            if blob_id in self._reserved or blob_id in self._repo.index:
+                return False
+            self._reserved.add(blob_id)
+            return True
+
+    def save(
+        self,
+        blob_type: BlobType,
+        data: bytes | bytearray | memoryview,
+        blob_id: bytes | None = None,
+    ) -> tuple[bytes, bool]:
+        """Store ``data`` unless present; return ``(blob_id, added)``."""
+        if blob_id is None:
+            blob_id = self._repo.master.blob_id(data)
+        if not self.reserve(blob_id):
+            return blob_id, False
+        sealed = self._repo.envelope.seal(self.codec().encode(data), blob_aad(blob_type, blob_id))
+        self.add_sealed(blob_type, blob_id, sealed, len(data))
+        return blob_id, True
+
+    def add_sealed(self, blob_type: BlobType, blob_id: bytes, sealed: bytes, raw_len: int) -> None:
+        """Append an already sealed, reserved blob to the open pack of its type."""
+        self._raise_pending()
+        full: PackBuilder | None = None
+        with self._lock:
+            builder = self._builders.get(blob_type)
+            if builder is None:
+                builder = self._builders[blob_type] = PackBuilder(blob_type)
+            builder.add(blob_id, sealed, raw_len)
+            self.stats.blobs_added += 1
+            self.stats.raw_added += raw_len
+            self.stats.stored_added += len(sealed)
+            if builder.size >= self._repo.config.pack_size:
+                full = self._builders.pop(blob_type)
+        if full is not None:
+            self._submit(full)
+
+    def _submit(self, builder: PackBuilder) -> None:
+        self._slots.acquire()  # back-pressure: at most 2 x workers packs in memory
+        try:
+            fut = self._pool.submit(self._upload, builder)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._futures.append(fut)
+
+    def _upload(self, builder: PackBuilder) -> None:
+        try:
+            if self._error is not None:
+                return
+            pack_id, data = builder.finish(self._repo.envelope)
+            self._repo.store.put(pack_name(pack_id), data)
+            entries = builder.entries
+            self._repo.index.add_pack(pack_id, entries)
+            with self._lock:
+                self._unsaved.append((pack_id, entries))
+                self._reserved.difference_update(e.blob_id for e in entries)
+                self.stats.packs_written += 1
+                write_index = len(self._unsaved) >= INDEX_EVERY_PACKS
+            if self._on_pack:
+                self._on_pack(len(data))
+            if write_index:
+                self._write_index()
+        except BaseException as exc:
+            with self._lock:
+                if self._error is None:
+                    self._error = exc
+        finally:
+            self._slots.release()
+
+    def _write_index(self) -> None:
+        with self._index_lock:
+            with self._lock:
+                packs, self._unsaved = self._unsaved, []
+            if not packs:
+                return
+            data = encode_index(self._repo.envelope, packs)
+            try:
+                self._repo.store.put(f"index/{storage_id(data).hex()}", data)
+            except BaseException:
+                with self._lock:
+                    self._unsaved = packs + self._unsaved
+                raise
+            self.stats.index_files_written += 1
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            err = self._error
+            if isinstance(err, StackvaultError):
+                raise err
+            raise StackvaultError(f"storing data failed: {err}") from err
+
+    def _wait(self) -> None:
+        with self._lock:
+            futures, self._futures = self._futures, []
+        for fut in futures:
+            fut.result()
+
+    def flush(self) -> None:
+        """Write open packs and an index naming every stored pack; durable on return."""
+        with self._lock:
+            builders = [b for b in self._builders.values() if b.entries]
+            self._builders = {}
+        for builder in builders:
+            self._submit(builder)
+        self._wait()
+        self._raise_pending()
+        self._write_index()
+
+    def close(self, *, commit: bool = True) -> None:
+        """Flush (if ``commit``) and stop the upload threads.
+
+        With ``commit=False`` (failure or interruption) open packs are dropped, uploads
+        under way finish, and packs already stored are still indexed so a later backup can
+        reuse them; errors while doing so are swallowed — the caller is already failing.
+        """
+        try:
+            if commit:
+                self.flush()
+            else:
+                with self._lock:
+                    self._builders = {}
+                try:
+                    self._wait()
+                    self._write_index()
+                except Exception:
+                    pass
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""Sources layer: capture and restore adapters (files, ...); never imports the repository."""

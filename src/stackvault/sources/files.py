@@ -1,0 +1,225 @@
+"""Filesystem walker (sources layer): lists directories and opens files for a backup.
+
+Symlinks are never followed. Each directory is opened with ``O_NOFOLLOW`` and checked to be
+the very inode that was recorded for it, and its children are ``lstat``-ed relative to that
+open directory. So a directory or file swapped for a symlink (or moved) while the backup runs
+is reported, never read through: the content captured for a path is the content of the inode
+recorded for that path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from stackvault.errors import SourceError
+from stackvault.sources.exclude import ExcludeMatcher
+from stackvault.sources.fsentry import (
+    FsEntry,
+    entry_from_stat,
+    kind_of,
+    read_xattrs,
+    special_kind_name,
+)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: if a fifo was swapped in for the file, open() must not hang waiting for a writer.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something the walker could not capture, or chose not to.
+
+    ``incomplete`` is True when data the user asked for is missing from the backup (the
+    snapshot must be marked incomplete) and False for notices (a skipped socket, an entry
+    that vanished before it could be read, a mount point not descended into).
+    """
+
+    path: str
+    message: str
+    incomplete: bool
+
+
+class FileWalker:
+    """Produces `FsEntry` values for a backup; safe to use from several threads.
+
+    The engine calls `stat_root` for each top-level path, `scan_dir` for each directory
+    entry it wants to descend into, and `open_regular_file` to read each file.
+
+    With ``one_file_system``, a subdirectory on another device than its parent directory (a
+    mount point) is still returned by `scan_dir`, so the directory layout restores, but
+    `scan_dir` on it returns nothing; a notice (incomplete=False) says so. Since the walker
+    never descends into a mount point, "another device than its parent" is the same as
+    "another device than the root it was reached from". Files on another device (bind-mounted
+    single files) are kept. Top-level paths are always captured, whatever their device.
+    """
+
+    def __init__(
+        self,
+        excludes: ExcludeMatcher,
+        one_file_system: bool,
+        on_problem: Callable[[Problem], None],
+    ) -> None:
+        self.excludes = excludes
+        self.one_file_system = one_file_system
+        self.on_problem = on_problem
+        self._lock = threading.Lock()
+        self._mount_points: set[tuple[int, int]] = set()  # (device, inode) not to descend into
+
+    def stat_root(self, path: str) -> FsEntry | None:
+        """The entry for a top-level backup path, which must be absolute and resolved.
+
+        A symlink is returned as a symlink. Returns None (after a notice) when the path is
+        excluded or is a socket, fifo or device. Raises `SourceError` if it does not exist or
+        cannot be examined.
+        """
+        if not os.path.isabs(path):
+            raise SourceError(f"cannot back up {path}: not an absolute path")
+        path = os.path.normpath(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError as exc:
+            raise SourceError(f"cannot back up {path}: no such file or directory") from exc
+        except OSError as exc:
+            raise SourceError(f"cannot back up {path}: {exc.strerror}") from exc
+        kind = kind_of(st.st_mode)
+        if kind is None:
+            self._notice(path, f"skipped {special_kind_name(st.st_mode)}")
+            return None
+        if self.excludes.excluded(path, kind == "dir"):
+            self._notice(path, "excluded")
+            return None
+        name = os.path.basename(path) or "/"
+        try:
+            target = os.readlink(path) if kind == "symlink" else None
+        except OSError as exc:
+            raise SourceError(f"cannot back up {path}: {exc.strerror}") from exc
+        return entry_from_stat(path, name, st, link_target=target, xattrs=self._xattrs(path))
+
+    def scan_dir(self, dir_entry: FsEntry) -> list[FsEntry]:
+        """The children of a directory entry, sorted by the bytes of their names.
+
+        Excluded children are dropped silently; sockets, fifos and devices with a notice.
+        An unreadable directory is reported (incomplete=True) and yields ``[]``.
+        """
+        if dir_entry.kind != "dir":
+            raise SourceError(f"cannot list {dir_entry.path}: not a directory")
+        with self._lock:
+            if (dir_entry.device, dir_entry.inode) in self._mount_points:
+                return []
+        try:
+            fd = os.open(dir_entry.path, _DIR_FLAGS)
+        except FileNotFoundError:
+            self._notice(dir_entry.path, "vanished before it could be read")
+            return []
+        except OSError as exc:
+            reason = _replaced(exc) or exc.strerror or str(exc)
+            self._incomplete(dir_entry.path, f"cannot read directory: {reason}")
+            return []
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (dir_entry.device, dir_entry.inode):
+                self._incomplete(dir_entry.path, "cannot read directory: replaced during backup")
+                return []
+            try:
+                with os.scandir(fd) as it:
+                    names = [e.name for e in it]
+            except OSError as exc:
+                self._incomplete(dir_entry.path, f"cannot read directory: {exc.strerror}")
+                return []
+            names.sort(key=os.fsencode)
+            children = (self._child(fd, dir_entry, name) for name in names)
+            return [child for child in children if child is not None]
+        finally:
+            os.close(fd)
+
+    def open_regular_file(self, entry: FsEntry) -> BinaryIO:
+        """Open a file entry for reading (unbuffered); the caller closes it.
+
+        Raises `SourceError` (naming the path and the reason) if the file cannot be opened or
+        is no longer the regular file with the entry's inode and device.
+        """
+        if entry.kind != "file":
+            raise SourceError(f"cannot read {entry.path}: not a regular file")
+        try:
+            try:
+                fd = os.open(entry.path, _FILE_FLAGS | _NOATIME)
+            except PermissionError as exc:
+                # O_NOATIME needs ownership of the file (or CAP_FOWNER); read without it.
+                if not _NOATIME or exc.errno != errno.EPERM:
+                    raise
+                fd = os.open(entry.path, _FILE_FLAGS)
+        except OSError as exc:
+            reason = _replaced(exc) or exc.strerror or str(exc)
+            raise SourceError(f"cannot read {entry.path}: {reason}") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (
+                entry.device,
+                entry.inode,
+            ):
+                raise SourceError(f"cannot read {entry.path}: replaced during backup")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb", buffering=0)
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise SourceError(f"cannot read {entry.path}: {exc.strerror}") from exc
+            raise
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _child(self, dir_fd: int, parent: FsEntry, name: str) -> FsEntry | None:
+        path = os.path.join(parent.path, name)
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            kind = kind_of(st.st_mode)
+            if kind is None:
+                if not self.excludes.excluded(path, False):
+                    self._notice(path, f"skipped {special_kind_name(st.st_mode)}")
+                return None
+            if self.excludes.excluded(path, kind == "dir"):
+                return None
+            target = os.readlink(name, dir_fd=dir_fd) if kind == "symlink" else None
+        except FileNotFoundError:
+            self._notice(path, "vanished before it could be read")
+            return None
+        except OSError as exc:
+            self._incomplete(path, f"cannot read: {exc.strerror}")
+            return None
+        if kind == "dir" and self.one_file_system and st.st_dev != parent.device:
+            with self._lock:
+                self._mount_points.add((st.st_dev, st.st_ino))
+            self._notice(path, "mount point kept empty: another filesystem (one-file-system)")
+        return entry_from_stat(path, name, st, link_target=target, xattrs=self._xattrs(path))
+
+    def _xattrs(self, path: str) -> tuple[tuple[str, bytes], ...]:
+        # listxattr has no dir_fd form; going by path is fine for attributes of lstat-ed
+        # entries because the final component is not followed.
+        try:
+            return read_xattrs(path)
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            self._incomplete(path, f"cannot read extended attributes: {exc.strerror}")
+            return ()
+
+    def _notice(self, path: str, message: str) -> None:
+        self.on_problem(Problem(path, message, incomplete=False))
+
+    def _incomplete(self, path: str, message: str) -> None:
+        self.on_problem(Problem(path, message, incomplete=True))
+
+
+def _replaced(exc: OSError) -> str | None:
+    """The reason to report when an O_NOFOLLOW open failed because the entry changed type."""
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return "replaced during backup"
+    return None

@@ -1,0 +1,131 @@
+"""Filesystem entries (sources layer): one file, directory or symlink with its metadata.
+
+Names and paths are ``str`` as produced by `os.fsdecode`: bytes that are not valid in the
+filesystem encoding survive as lone surrogates (``surrogateescape``), so `os.fsencode` gives
+back the exact on-disk bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from typing import Literal
+
+from stackvault.errors import SourceError
+
+EntryKind = Literal["file", "dir", "symlink"]
+
+# errno values meaning "this filesystem (or this file type) has no extended attributes".
+_NO_XATTR_SUPPORT = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+@dataclass(frozen=True, slots=True)
+class FsEntry:
+    """One directory entry as captured by a backup; never a socket, fifo or device.
+
+    ``size`` is the byte size for files, the length of the link text for symlinks and 0 for
+    directories (their ``st_size`` is filesystem-specific noise). ``link_target`` is set for
+    symlinks only. ``xattrs`` is sorted by name and empty when there are none or the
+    filesystem does not support them.
+    """
+
+    name: str
+    path: str
+    kind: EntryKind
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+    nlink: int
+    link_target: str | None = None
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+
+
+def kind_of(st_mode: int) -> EntryKind | None:
+    """The entry kind for an ``lstat`` mode, or None for sockets, fifos and devices."""
+    if stat.S_ISREG(st_mode):
+        return "file"
+    if stat.S_ISDIR(st_mode):
+        return "dir"
+    if stat.S_ISLNK(st_mode):
+        return "symlink"
+    return None
+
+
+def special_kind_name(st_mode: int) -> str:
+    """A human name for a file type that is not captured ("socket", "fifo", ...)."""
+    if stat.S_ISSOCK(st_mode):
+        return "socket"
+    if stat.S_ISFIFO(st_mode):
+        return "fifo"
+    if stat.S_ISBLK(st_mode):
+        return "block device"
+    if stat.S_ISCHR(st_mode):
+        return "character device"
+    return "special file"
+
+
+def entry_from_stat(
+    path: str,
+    name: str,
+    st: os.stat_result,
+    *,
+    link_target: str | None = None,
+    xattrs: tuple[tuple[str, bytes], ...] = (),
+) -> FsEntry:
+    """Build an entry from an ``lstat`` result; touches no disk.
+
+    Raises `SourceError` if ``st`` describes a socket, fifo or device, or if a symlink comes
+    without its ``link_target``.
+    """
+    kind = kind_of(st.st_mode)
+    if kind is None:
+        raise SourceError(f"cannot back up {path}: it is a {special_kind_name(st.st_mode)}")
+    if kind == "symlink" and link_target is None:
+        raise SourceError(f"cannot back up {path}: symlink target not read")
+    return FsEntry(
+        name=name,
+        path=path,
+        kind=kind,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        size=0 if kind == "dir" else st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        ctime_ns=st.st_ctime_ns,
+        inode=st.st_ino,
+        device=st.st_dev,
+        nlink=st.st_nlink,
+        link_target=link_target if kind == "symlink" else None,
+        xattrs=tuple(sorted(xattrs)),
+    )
+
+
+def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
+    """The extended attributes of ``path`` itself (symlinks not followed), sorted by name.
+
+    Returns ``()`` when the filesystem does not support them. An attribute removed between
+    listing and reading is left out. Other failures raise `OSError` for the caller to report.
+    """
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _NO_XATTR_SUPPORT:
+            return ()
+        raise
+    found: list[tuple[str, bytes]] = []
+    for attr in names:
+        try:
+            found.append((attr, os.getxattr(path, attr, follow_symlinks=False)))
+        except OSError as exc:
+            if exc.errno in _NO_XATTR_SUPPORT or exc.errno == errno.ENODATA:
+                continue
+            raise
+    found.sort()
+    return tuple(found)

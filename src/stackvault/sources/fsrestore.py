@@ -1,0 +1,314 @@
+"""Restore target (sources layer): writes a tree below one directory and never outside it.
+
+Every operation names its path as a sequence of components below the target root. Each
+component is validated (`check_rel`), and the filesystem is reached through directory fds
+opened with ``O_DIRECTORY | O_NOFOLLOW`` one component at a time from the root (`DirFds`),
+with ``*at()`` calls on the final name. A symlink in the way (planted by the snapshot or
+present beforehand) is never followed: the operation is refused with `RestoreRefused`.
+Symlinks that the snapshot contains are created with their text as-is; that is safe because
+nothing here follows them. A directory is never replaced by anything else, even with
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Sequence
+from functools import partial
+
+from stackvault.errors import RestoreRefused, StackvaultError
+from stackvault.sources.fsdirs import (
+    DIR_FLAGS,
+    NEW_DIR_MODE,
+    DirFds,
+    check_rel,
+    check_slot,
+    clear_slot,
+    exists_error,
+    lstat_at,
+    os_failure,
+    show,
+)
+from stackvault.sources.fswriter import FileWriter
+
+_TMP_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_XATTR_SUPPORT = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
+# chown errors that mean "not allowed / not representable here" rather than a broken disk.
+_OWNER_REFUSED = frozenset({errno.EPERM, errno.EINVAL})
+Xattrs = Sequence[tuple[str, bytes]]
+
+__all__ = ["FileWriter", "RestoreTarget", "check_rel"]
+
+
+def _check_entry(rel: Sequence[str]) -> tuple[str, ...]:
+    parts = check_rel(rel)
+    if not parts:
+        raise RestoreRefused("refusing to restore an entry over the target directory itself")
+    return parts
+
+
+class RestoreTarget:
+    """A directory that a restore writes into; thread-safe. Call `prepare` (or use ``with``).
+
+    ``restore_owner`` None means "only when running as root". Metadata problems (owner not
+    permitted, xattrs unsupported) never raise: each call returns its notices and they are
+    collected in `notices`. Missing parent directories are created (mode 0o700). Other
+    failures raise `RestoreRefused` (would destroy data or escape) or `StackvaultError`.
+    """
+
+    def __init__(self, root: str, *, overwrite: bool, restore_owner: bool | None = None) -> None:
+        self.root = os.path.abspath(root)
+        self.overwrite = overwrite
+        self.is_root_user = os.geteuid() == 0
+        self.restore_owner = self.is_root_user if restore_owner is None else restore_owner
+        self.notices: list[str] = []
+        self._dirs: DirFds | None = None
+
+    def __enter__(self) -> RestoreTarget:
+        self.prepare()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def prepare(self) -> None:
+        """Create the root (and its parents) if missing and open it.
+
+        Refuses a root that is a symlink or not a directory, and a non-empty root unless
+        ``overwrite``.
+        """
+        if self._dirs is not None:
+            return
+        root = self.root
+        try:
+            os.makedirs(root, exist_ok=True)
+            st = os.lstat(root)
+            if stat.S_ISLNK(st.st_mode):
+                raise RestoreRefused(f"target {root} is a symbolic link; give the real directory")
+            if not stat.S_ISDIR(st.st_mode):
+                raise RestoreRefused(f"target {root} exists and is not a directory")
+            fd = os.open(root, DIR_FLAGS)
+        except FileExistsError as exc:  # from makedirs: the name is taken by a non-directory
+            raise RestoreRefused(f"target {root} exists and is not a directory") from exc
+        except OSError as exc:
+            raise StackvaultError(f"cannot use restore target {root}: {exc.strerror}") from exc
+        with os.scandir(fd) as it:
+            empty = next(it, None) is None
+        if not empty and not self.overwrite:
+            os.close(fd)
+            raise RestoreRefused(
+                f"target {root} is not empty; choose an empty directory or pass --overwrite"
+            )
+        self._dirs = DirFds(root, fd)
+
+    def close(self) -> None:
+        """Close every directory fd. Unfinished `FileWriter` objects must be aborted first."""
+        if self._dirs is not None:
+            self._dirs.close()
+
+    # --- operations ------------------------------------------------------------------------
+
+    def mkdir(self, rel: Sequence[str]) -> None:
+        """Create a directory (mode 0o700 until `set_dir_metadata`); an existing one is kept.
+
+        An existing non-directory is replaced if ``overwrite``, else refused.
+        """
+        parts = check_rel(rel)
+        if not parts:
+            return
+        with self._fds().parent_of(parts) as pfd:
+            try:
+                os.mkdir(parts[-1], NEW_DIR_MODE, dir_fd=pfd)
+                return
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise os_failure(self.root, parts, exc) from exc
+            st = lstat_at(self.root, parts, pfd)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                return
+            clear_slot(self.root, parts, pfd, overwrite=self.overwrite)
+            try:
+                os.mkdir(parts[-1], NEW_DIR_MODE, dir_fd=pfd)
+            except OSError as exc:
+                raise os_failure(self.root, parts, exc) from exc
+
+    def open_file(self, rel: Sequence[str], size: int) -> FileWriter:
+        """Start writing a regular file of ``size`` bytes, as a temp file beside its name.
+
+        An existing entry of that name is refused now, before any data is written, unless
+        ``overwrite`` (a directory always is). The temp file ``.<name>.svtmp-<random>`` is
+        sized with ftruncate, so regions never written stay sparse zeros.
+        """
+        parts = _check_entry(rel)
+        dirs = self._fds()
+        pfd, handle = dirs.acquire(parts[:-1], create=True)
+        try:
+            check_slot(self.root, parts, pfd, overwrite=self.overwrite)
+            # Keep the temp name within NAME_MAX (255 bytes) however long the real name is.
+            stem = os.fsdecode(os.fsencode(parts[-1])[:200])
+            while True:
+                tmp = f".{stem}.svtmp-{secrets.token_hex(6)}"
+                try:
+                    fd = os.open(tmp, _TMP_FLAGS, 0o600, dir_fd=pfd)
+                    break
+                except FileExistsError:
+                    continue
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                os.close(fd)
+                os.unlink(tmp, dir_fd=pfd)
+                raise
+        except BaseException as exc:
+            dirs.release(handle)
+            if isinstance(exc, OSError):
+                raise os_failure(self.root, parts, exc) from exc
+            raise
+        return FileWriter(self, parts, pfd, partial(dirs.release, handle), fd, tmp, size)
+
+    def symlink(
+        self, rel: Sequence[str], target: str, uid: int, gid: int, mtime_ns: int
+    ) -> list[str]:
+        """Create a symlink whose text is ``target`` verbatim, with owner and mtime.
+
+        Returns the notices it produced (also added to `notices`).
+        """
+        parts = _check_entry(rel)
+        if not target or "\0" in target:
+            raise RestoreRefused(f"refusing to restore '{show(parts)}': invalid symlink target")
+        notices: list[str] = []
+        with self._fds().parent_of(parts) as pfd:
+            clear_slot(self.root, parts, pfd, overwrite=self.overwrite)
+            name = parts[-1]
+            try:
+                os.symlink(target, name, dir_fd=pfd)
+            except FileExistsError as exc:
+                raise exists_error(parts) from exc
+            except (OSError, UnicodeEncodeError) as exc:
+                raise os_failure(self.root, parts, exc) from exc
+            if self.restore_owner:
+                try:
+                    os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+                except OSError as exc:
+                    notices = self._owner_failed(parts, exc)
+            try:
+                os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
+            except OSError as exc:
+                raise os_failure(self.root, parts, exc) from exc
+        return self._note(notices)
+
+    def hardlink(self, rel: Sequence[str], existing_rel: Sequence[str]) -> None:
+        """Make ``rel`` another name of the already restored ``existing_rel``."""
+        parts, source = _check_entry(rel), _check_entry(existing_rel)
+        if parts == source:
+            raise RestoreRefused(f"refusing to restore '{show(parts)}': a link to itself")
+        dirs = self._fds()
+        with dirs.parent_of(source, create=False) as sfd, dirs.parent_of(parts) as dfd:
+            clear_slot(self.root, parts, dfd, overwrite=self.overwrite)
+            try:
+                os.link(
+                    source[-1], parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False
+                )
+            except FileExistsError as exc:
+                raise exists_error(parts) from exc
+            except OSError as exc:
+                raise os_failure(self.root, parts, exc) from exc
+
+    def set_dir_metadata(
+        self, rel: Sequence[str], mode: int, uid: int, gid: int, mtime_ns: int, xattrs: Xattrs = ()
+    ) -> list[str]:
+        """Apply a directory's final metadata; call it after its contents are restored.
+
+        ``rel`` may be empty (the target root itself). Returns the notices it produced.
+        """
+        parts = check_rel(rel)
+        dirs = self._fds()
+        fd, handle = dirs.acquire(parts, create=False)
+        try:
+            return self.apply_metadata(fd, parts, mode, uid, gid, mtime_ns, None, xattrs)
+        finally:
+            dirs.release(handle)
+
+    # --- shared with FileWriter --------------------------------------------------------------
+
+    def apply_metadata(
+        self,
+        fd: int,
+        parts: tuple[str, ...],
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime_ns: int,
+        atime_ns: int | None,
+        xattrs: Xattrs,
+    ) -> list[str]:
+        """Set owner, xattrs, mode and times on an open file or directory; notices returned."""
+        notices: list[str] = []
+        # Order matters: chown clears setuid bits and file capabilities, and an owner may only
+        # set user.* xattrs while the mode still grants write permission.
+        if self.restore_owner:
+            try:
+                os.fchown(fd, uid, gid)
+            except OSError as exc:
+                notices.extend(self._owner_failed(parts, exc))
+        for name, value in xattrs:
+            try:
+                os.setxattr(fd, name, value)
+            except OSError as exc:
+                if exc.errno in _NO_XATTR_SUPPORT:
+                    notices.append(f"'{show(parts)}': extended attributes not supported here")
+                    break
+                notices.append(f"'{show(parts)}': cannot restore xattr {name}: {exc.strerror}")
+        try:
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(mtime_ns if atime_ns is None else atime_ns, mtime_ns))
+        except OSError as exc:
+            raise os_failure(self.root, parts, exc) from exc
+        return self._note(notices)
+
+    def install(self, parts: tuple[str, ...], pfd: int, tmp: str) -> None:
+        """Give a finished temp file its real name, replacing a file only if ``overwrite``."""
+        name = parts[-1]
+        try:
+            if self.overwrite:
+                os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+                return
+            try:
+                # link() fails if the name exists: an atomic "rename unless it exists", so a
+                # duplicate name in a snapshot cannot silently replace the first file.
+                os.link(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd, follow_symlinks=False)
+            except FileExistsError as exc:
+                raise exists_error(parts) from exc
+            except OSError:  # no hard links on this filesystem: check, then rename
+                check_slot(self.root, parts, pfd, overwrite=self.overwrite)
+                os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+                return
+            os.unlink(tmp, dir_fd=pfd)
+        except IsADirectoryError as exc:
+            raise exists_error(parts, directory=True) from exc
+        except OSError as exc:
+            raise os_failure(self.root, parts, exc) from exc
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _fds(self) -> DirFds:
+        if self._dirs is None:
+            raise RuntimeError("RestoreTarget.prepare() was not called")
+        return self._dirs
+
+    def _owner_failed(self, parts: Sequence[str], exc: OSError) -> list[str]:
+        """Notices for a failed chown; errors other than 'not permitted' are raised."""
+        if exc.errno not in _OWNER_REFUSED:
+            raise os_failure(self.root, parts, exc) from exc
+        if not self.is_root_user:
+            return []  # only root may give files away: expected, not worth a notice
+        return [f"'{show(parts)}': cannot restore owner: {exc.strerror}"]
+
+    def _note(self, notices: list[str]) -> list[str]:
+        # list.extend of a list is atomic under the GIL; no lock needed for the log.
+        self.notices.extend(notices)
+        return notices

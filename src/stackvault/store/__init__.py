@@ -1,0 +1,1 @@
+"""Storage layer: untrusted blob storage (local directory, memory, ...) behind one contract."""

@@ -1,0 +1,115 @@
+"""The `Store` contract (store layer): named, immutable-by-convention byte objects.
+
+A store knows nothing of encryption, chunks or snapshots. It holds objects named by
+slash-separated relative names such as ``config``, ``keys/<hex>``, ``data/<2 hex>/<hex>``,
+``index/<hex>``, ``snapshots/<hex>`` and ``locks/<hex>``. Each name component matches
+``[A-Za-z0-9_.-]+``, does not start with a dot, and is never ``..``.
+
+Contract every implementation keeps (checked by ``tests/store/test_conformance.py``):
+
+* ``put`` is atomic: a reader sees either no object or the whole object, never a prefix — even if
+  the process dies mid-write. When ``put`` returns, the object is durable (fsync'd or acknowledged
+  by the server). Putting an existing name replaces it atomically, unless the store is
+  append-only, which raises `ObjectExists`.
+* ``get`` of a missing object raises `ObjectNotFound`; a range beyond the end returns the bytes
+  that exist (possibly empty), like a file read.
+* ``delete`` of a missing object is not an error (idempotent). A delete need not be durable
+  when it returns: a delete lost in a crash leaves a stale lock or unreferenced data, which the
+  repository tolerates.
+* Every operation validates the name (`validate_name`) and raises `StoreError` for an invalid
+  one; a negative offset or length raises `StoreError`. A name that is only a "directory"
+  (``data`` when ``data/ab/x`` exists) is not an object: ``get``/``stat`` raise `ObjectNotFound`.
+* ``list(prefix)`` yields every object whose name starts with ``prefix``, in no particular order,
+  including objects in nested "directories"; it never yields temporary or partial objects.
+  A prefix that no valid name can start with (``../``) yields nothing.
+* Errors are `StoreError` subclasses: `TransientStoreError` when a retry may help, the others
+  (`ObjectNotFound`, `StorePermissionDenied`, `StoreFull`, ...) when it cannot. Messages name the
+  object and the store's redacted location, never credentials.
+* Implementations are safe to call from several threads at once.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from stackvault.errors import StoreError
+
+_COMPONENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid object name, else raise `StoreError`."""
+    parts = name.split("/")
+    if not name or any(not _COMPONENT.match(p) for p in parts):
+        raise StoreError(f"invalid object name {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows of one object."""
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store can do; the repository adapts its behaviour to it."""
+
+    range_reads: bool = True
+    """``get`` with offset/length transfers only the range (not the whole object)."""
+    parallelism: int = 4
+    """A sensible number of concurrent requests."""
+    append_only: bool = False
+    """Deletes and overwrites are refused."""
+    object_lock: bool = False
+    """Objects can carry a retention date before which they cannot be deleted."""
+
+
+class Store(ABC):
+    """Abstract storage backend. See the module docstring for the contract."""
+
+    @abstractmethod
+    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        """Store ``data`` under ``name`` atomically and durably."""
+
+    @abstractmethod
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return ``length`` bytes (all remaining bytes if None) starting at ``offset``."""
+
+    @abstractmethod
+    def stat(self, name: str) -> ObjectInfo:
+        """Return the object's size; raise `ObjectNotFound` if it does not exist."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every complete object whose name starts with ``prefix``."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove the object; no error if it does not exist."""
+
+    def exists(self, name: str) -> bool:
+        """True if an object of that name exists."""
+        from stackvault.errors import ObjectNotFound
+
+        try:
+            self.stat(name)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def capabilities(self) -> Capabilities:
+        """What this store can do."""
+        return Capabilities()
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A human-readable location with every credential redacted, for messages."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release connections and file handles; the store is unusable afterwards."""

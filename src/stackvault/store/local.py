@@ -1,0 +1,255 @@
+"""Local directory store (store layer): objects are files below a root directory on disk."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from stackvault.errors import ObjectNotFound, StoreError, StoreFull, StorePermissionDenied
+from stackvault.store.base import Capabilities, ObjectInfo, Store, validate_name
+
+TEMP_PREFIX = ".tmp-"
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+# A name that is a directory or crosses a regular file is simply not an object.
+_MISSING = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+class LocalStore(Store):
+    """A directory on a local (or mounted) filesystem; see `Store` for the contract.
+
+    The constructor never touches the disk: the repository layer decides whether the root must
+    already exist and calls `ensure_root` when it creates a repository.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        # abspath, not resolve: messages should show the path the user gave, made unambiguous.
+        self._root = Path(os.path.abspath(root))
+
+    @property
+    def root(self) -> Path:
+        """The absolute root directory."""
+        return self._root
+
+    def exists_root(self) -> bool:
+        """True if the root directory exists."""
+        return self._root.is_dir()
+
+    def ensure_root(self) -> None:
+        """Create the root directory (and missing parents) with mode 0700 if it is missing."""
+        try:
+            if self._root.is_dir():
+                return
+            self._root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            _fsync_dir(self._root.parent)
+        except OSError as exc:
+            raise self._error(exc, "creating", None) from exc
+
+    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        validate_name(name)
+        target = self._path(name)
+        try:
+            fd, tmp = self._create_temp(target.parent)
+        except OSError as exc:
+            raise self._error(exc, "writing", name) from exc
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException as exc:
+            # Also on KeyboardInterrupt: a stray temp file would only waste space.
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise self._error(exc, "writing", name) from exc
+            raise
+        try:
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            raise self._error(exc, "writing", name) from exc
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        validate_name(name)
+        if offset < 0 or (length is not None and length < 0):
+            raise StoreError(f"invalid range offset={offset} length={length} for {name}")
+        try:
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise self._error(exc, "reading", name) from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise self._not_found(name)
+            if length is None:
+                length = max(0, st.st_size - offset)
+            parts: list[bytes] = []
+            while length > 0:
+                part = os.pread(fd, length, offset)
+                if not part:
+                    break
+                parts.append(part)
+                offset += len(part)
+                length -= len(part)
+            return b"".join(parts)
+        except OSError as exc:
+            raise self._error(exc, "reading", name) from exc
+        finally:
+            os.close(fd)
+
+    def stat(self, name: str) -> ObjectInfo:
+        validate_name(name)
+        try:
+            st = os.stat(self._path(name))
+        except OSError as exc:
+            raise self._error(exc, "reading", name) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise self._not_found(name)
+        return ObjectInfo(name, st.st_size)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        directory, _, leaf = prefix.rpartition("/")
+        if directory:
+            try:
+                validate_name(directory)
+            except StoreError:
+                # No valid object name can start with this prefix; also keeps `..` from escaping.
+                return iter(())
+        return self._walk(directory, leaf)
+
+    def delete(self, name: str) -> None:
+        validate_name(name)
+        try:
+            os.unlink(self._path(name))
+        except OSError as exc:
+            if exc.errno in _MISSING:
+                return
+            raise self._error(exc, "deleting", name) from exc
+        # No directory fsync: a delete lost in a crash leaves an object the repository already
+        # tolerates (stale lock, unreferenced pack or superseded index), so durability would only
+        # slow prune down.
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(range_reads=True, parallelism=max(2, min(os.cpu_count() or 2, 8)))
+
+    def describe(self) -> str:
+        return str(self._root)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        return self._root.joinpath(*name.split("/"))
+
+    def _create_temp(self, directory: Path) -> tuple[int, Path]:
+        """Open a new, exclusive temp file in ``directory``, creating missing directories."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            return os.open(tmp, flags, _FILE_MODE), tmp
+        except FileNotFoundError:
+            # Optimistic first try: the directory usually exists, so most puts skip the mkdirs.
+            self._make_dirs(directory)
+            return os.open(tmp, flags, _FILE_MODE), tmp
+
+    def _make_dirs(self, directory: Path) -> None:
+        if not self._root.is_dir():
+            raise self._root_missing()
+        current = self._root
+        for part in directory.relative_to(self._root).parts:
+            current = current / part
+            try:
+                os.mkdir(current, _DIR_MODE)
+            except FileExistsError:
+                pass
+            # The entry lives in its parent; without this a crash could lose the directory
+            # together with the already fsync'd object inside it. Also after FileExistsError,
+            # because the thread that won the race may not have synced it yet.
+            _fsync_dir(current.parent)
+
+    def _walk(self, directory: str, leaf: str) -> Iterator[ObjectInfo]:
+        start = self._root.joinpath(*directory.split("/")) if directory else self._root
+        base = f"{directory}/" if directory else ""
+        pending = [(start, base, leaf)]
+        while pending:
+            path, rel, name_prefix = pending.pop()
+            try:
+                # Read each directory fully before yielding so at most one handle is open and
+                # none is left behind when the caller stops iterating early.
+                with os.scandir(path) as it:
+                    entries = [e for e in it if e.name.startswith(name_prefix)]
+            except OSError as exc:
+                if exc.errno in _MISSING:
+                    continue
+                raise self._error(exc, "listing", rel or ".") from exc
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                name = rel + entry.name
+                try:
+                    if entry.is_dir():
+                        pending.append((Path(entry.path), f"{name}/", ""))
+                    elif entry.is_file():
+                        yield ObjectInfo(name, entry.stat().st_size)
+                except OSError as exc:
+                    if exc.errno in _MISSING:
+                        continue  # deleted while we listed
+                    raise self._error(exc, "listing", name) from exc
+
+    def _root_missing(self) -> StoreError:
+        return StoreError(
+            f"the repository directory {self._root} does not exist",
+            hint="check that its drive is mounted or initialise a repository there",
+        )
+
+    def _not_found(self, name: str) -> ObjectNotFound:
+        return ObjectNotFound(f"object {name} not found in {self._root}")
+
+    def _error(self, exc: OSError, action: str, name: str | None) -> StoreError:
+        """Translate an OSError into the `StoreError` that says what to do about it."""
+        code = exc.errno
+        what = f" {name}" if name else ""
+        if code in _MISSING and action in ("reading", "deleting"):
+            return self._not_found(name or "")
+        if code in _MISSING and not self._root.is_dir():
+            return self._root_missing()
+        if code in _NO_SPACE:
+            return StoreFull(
+                f"no space left on {self._root} while {action}{what}",
+                hint="free space or move the repository",
+            )
+        if code in _DENIED:
+            path = Path(exc.filename) if exc.filename else self._root
+            if action == "writing" and not path.exists():
+                # A file or directory we failed to create: its parent is what refused.
+                path = path.parent
+            reason = "read-only file system" if code == errno.EROFS else "permission denied"
+            return StorePermissionDenied(
+                f"{reason} while {action}{what} at {path}",
+                hint=f"check the permissions and mount options of {path}",
+            )
+        return StoreError(f"error while {action}{what} in {self._root}: {exc.strerror or exc}")
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    with memoryview(data) as view, view.cast("B") as raw:
+        written = 0
+        while written < len(raw):
+            written += os.write(fd, raw[written:])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,95 @@
+"""Shared fixtures: a CLI runner (in-process and as a subprocess) and sample data trees."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackvault.cli.main import main
+
+PASSWORD = "correct horse battery staple"
+# Cheap key derivation keeps each repository open at a few milliseconds in tests.
+FAST_INIT = ["init", "--kdf-memory", "8", "--kdf-iterations", "1"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def repo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Environment pointing at a fresh (not yet initialised) repository path."""
+    repo = tmp_path / "repo"
+    monkeypatch.setenv("STACKVAULT_REPOSITORY", str(repo))
+    monkeypatch.setenv("STACKVAULT_PASSWORD", PASSWORD)
+    monkeypatch.delenv("STACKVAULT_PASSWORD_FILE", raising=False)
+    return repo
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run the CLI in-process: ``cli("backup", path)`` → `Result` (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def initialised(repo_env: Path, cli: Callable[..., Result]) -> Path:
+    """A fresh repository, initialised with `PASSWORD`."""
+    res = cli(*FAST_INIT)
+    assert res.code == 0, res.err
+    return repo_env
+
+
+def run_subprocess(*args: str, env: dict[str, str] | None = None, **kw: Any) -> Result:
+    """Run ``python -m stackvault`` as a separate process (for signals and kill -9)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "stackvault", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+        **kw,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def make_tree(root: Path, seed: int = 1, files: int = 30) -> Path:
+    """A small tree with text, binary, empty files, a symlink, a hard link and an empty dir."""
+    import random
+
+    rnd = random.Random(seed)
+    (root / "docs" / "deep" / "er").mkdir(parents=True, exist_ok=True)
+    (root / "empty").mkdir(exist_ok=True)
+    for i in range(files):
+        (root / "docs" / f"note-{i}.txt").write_text(f"note {i}\n" * rnd.randint(1, 500))
+    (root / "docs" / "deep" / "er" / "big.bin").write_bytes(rnd.randbytes(3 * 1024 * 1024))
+    (root / "zero.bin").write_bytes(b"")
+    link = root / "link-to-docs"
+    if not link.is_symlink():
+        link.symlink_to("docs")
+    hard = root / "docs" / "hard.txt"
+    if not hard.exists():
+        os.link(root / "docs" / "note-0.txt", hard)
+    os.chmod(root / "docs" / "note-1.txt", 0o640)
+    return root

@@ -1,0 +1,533 @@
+"""Restore target (sources layer tests): exact round trips, hostile paths that must never
+escape the target, overwrite rules and concurrent writes, on real files (tests run as root)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackvault.errors import IntegrityError, RestoreRefused, StackvaultError
+from stackvault.sources import fsdirs
+from stackvault.sources.exclude import ExcludeMatcher
+from stackvault.sources.files import FileWalker, Problem
+from stackvault.sources.fsentry import FsEntry
+from stackvault.sources.fsrestore import RestoreTarget
+
+MTIME_NS = 1_500_000_000_987_654_321
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> tuple[Path, Path]:
+    """A restore target path and a sentinel directory beside it that must stay untouched."""
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    os.utime(sentinel, ns=(MTIME_NS, MTIME_NS))
+    return tmp_path / "target", sentinel
+
+
+@pytest.fixture
+def target(area: tuple[Path, Path]) -> Iterator[RestoreTarget]:
+    with RestoreTarget(str(area[0]), overwrite=False) as t:
+        yield t
+
+
+def assert_untouched(sentinel: Path) -> None:
+    assert os.listdir(sentinel) == []
+    assert os.lstat(sentinel).st_mtime_ns == MTIME_NS
+    assert stat.S_IMODE(os.lstat(sentinel).st_mode) == 0o755
+
+
+def write_file(target: RestoreTarget, rel: list[str], data: bytes, **meta: Any) -> None:
+    with target.open_file(rel, len(data)) as w:
+        w.pwrite(0, data)
+        w.commit(
+            meta.get("mode", 0o644), meta.get("uid", 0), meta.get("gid", 0), meta.get("mtime", 0)
+        )
+
+
+def temp_files(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if ".svtmp-" in p.name]
+
+
+# --- round trips -------------------------------------------------------------------------
+
+
+def test_files_dirs_symlinks_hardlinks_with_exact_metadata(target: RestoreTarget) -> None:
+    root = Path(target.root)
+    target.mkdir(["etc"])
+    target.mkdir(["etc", "app"])
+    with target.open_file(["etc", "app", "tool"], 10_000) as w:
+        w.pwrite(0, b"head")
+        w.pwrite(9_996, memoryview(b"tail"))
+        assert w.commit(0o4750, 1234, 5678, MTIME_NS, atime_ns=MTIME_NS - 5) == []
+    target.hardlink(["etc", "tool-link"], ["etc", "app", "tool"])
+    assert target.symlink(["etc", "ln"], "../nowhere/at/all", 77, 88, MTIME_NS + 7) == []
+    assert target.set_dir_metadata(["etc", "app"], 0o2711, 11, 22, MTIME_NS + 1) == []
+    assert target.set_dir_metadata(["etc"], 0o1777, 33, 44, MTIME_NS + 2) == []
+
+    tool = os.lstat(root / "etc/app/tool")
+    assert stat.S_IMODE(tool.st_mode) == 0o4750
+    assert (tool.st_uid, tool.st_gid, tool.st_size) == (1234, 5678, 10_000)
+    assert (tool.st_mtime_ns, tool.st_atime_ns) == (MTIME_NS, MTIME_NS - 5)
+    content = (root / "etc/app/tool").read_bytes()
+    assert content[:4] == b"head" and content[-4:] == b"tail" and content[4:-4] == bytes(9_992)
+    assert tool.st_nlink == 2 and os.lstat(root / "etc/tool-link").st_ino == tool.st_ino
+    ln = os.lstat(root / "etc/ln")
+    assert stat.S_ISLNK(ln.st_mode) and os.readlink(root / "etc/ln") == "../nowhere/at/all"
+    assert (ln.st_uid, ln.st_gid, ln.st_mtime_ns) == (77, 88, MTIME_NS + 7)
+    app = os.lstat(root / "etc/app")
+    assert (stat.S_IMODE(app.st_mode), app.st_uid, app.st_gid) == (0o2711, 11, 22)
+    assert app.st_mtime_ns == MTIME_NS + 1
+    etc = os.lstat(root / "etc")
+    assert (stat.S_IMODE(etc.st_mode), etc.st_mtime_ns) == (0o1777, MTIME_NS + 2)
+    assert temp_files(root) == []
+
+
+def _restore_walk(
+    walker: FileWalker,
+    target: RestoreTarget,
+    entry: FsEntry,
+    rel: list[str],
+    seen: dict[tuple[int, int], list[str]],
+) -> None:
+    """What the engine does, minus the repository: capture ``entry`` and restore it at ``rel``."""
+    if entry.kind == "dir":
+        target.mkdir(rel)
+        for child in walker.scan_dir(entry):
+            _restore_walk(walker, target, child, [*rel, child.name], seen)
+        target.set_dir_metadata(rel, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.xattrs)
+    elif entry.kind == "symlink":
+        assert entry.link_target is not None
+        target.symlink(rel, entry.link_target, entry.uid, entry.gid, entry.mtime_ns)
+    else:
+        key = (entry.device, entry.inode)
+        if entry.nlink > 1 and key in seen:
+            target.hardlink(rel, seen[key])
+            return
+        seen[key] = rel
+        with walker.open_regular_file(entry) as src, target.open_file(rel, entry.size) as w:
+            offset = 0
+            while chunk := src.read(4096):
+                w.pwrite(offset, chunk)
+                offset += len(chunk)
+            w.commit(entry.mode, entry.uid, entry.gid, entry.mtime_ns, xattrs=entry.xattrs)
+
+
+def _snapshot(walker: FileWalker, root: Path) -> dict[str, tuple[Any, ...]]:
+    found: dict[str, tuple[Any, ...]] = {}
+    inodes: dict[int, str] = {}
+
+    def visit(entry: FsEntry) -> None:
+        rel = os.path.relpath(entry.path, root)
+        content = b""
+        if entry.kind == "file":
+            with walker.open_regular_file(entry) as f:
+                content = f.read()
+        first = inodes.setdefault(entry.inode, rel) if entry.nlink > 1 else None
+        found[rel] = (
+            entry.kind,
+            entry.mode,
+            entry.uid,
+            entry.gid,
+            entry.mtime_ns if rel != "." else None,
+            entry.size,
+            entry.nlink,
+            entry.link_target,
+            entry.xattrs,
+            content,
+            first,
+        )
+        if entry.kind == "dir":
+            for child in walker.scan_dir(entry):
+                visit(child)
+
+    top = walker.stat_root(str(root))
+    assert top is not None
+    visit(top)
+    return found
+
+
+def test_round_trip_through_the_walker(tmp_path: Path, area: tuple[Path, Path]) -> None:
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "data.bin").write_bytes(os.urandom(50_000))
+    (src / "empty").write_bytes(b"")
+    (src / os.fsdecode(b"\xffodd name")).write_text("undecodable")
+    os.link(src / "empty", src / "a" / "empty-link")
+    (src / "a" / "rel-link").symlink_to("b/data.bin")
+    (src / "abs-link").symlink_to("/etc/passwd")
+    os.chown(src / "a" / "b" / "data.bin", 1000, 1000)
+    os.chmod(src / "a" / "b" / "data.bin", 0o6755)
+    os.chmod(src / "a", 0o750)
+    try:
+        os.setxattr(src / "empty", "user.note", b"restored too")
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    for p in [src / "a" / "b" / "data.bin", src / "a" / "b", src / "a", src]:
+        os.utime(p, ns=(MTIME_NS, MTIME_NS), follow_symlinks=False)
+
+    problems: list[Problem] = []
+    walker = FileWalker(ExcludeMatcher([]), False, problems.append)
+    root = walker.stat_root(str(src))
+    assert root is not None
+    with RestoreTarget(str(area[0]), overwrite=False) as target:
+        _restore_walk(walker, target, root, ["restored"], {})
+        assert target.notices == []
+    assert problems == []
+    assert _snapshot(walker, area[0] / "restored") == _snapshot(walker, src)
+    assert_untouched(area[1])
+
+
+def test_undecodable_names_are_restored_byte_for_byte(target: RestoreTarget) -> None:
+    name = os.fsdecode(b"caf\xe9\xff")
+    write_file(target, [name], b"x")
+    assert os.listdir(os.fsencode(target.root)) == [b"caf\xe9\xff"]
+
+
+def test_long_names_get_a_valid_temp_name(target: RestoreTarget) -> None:
+    name = "n" * 255
+    write_file(target, [name], b"long")
+    assert (Path(target.root) / name).read_bytes() == b"long"
+
+
+# --- hostile paths -----------------------------------------------------------------------
+
+HOSTILE = [
+    [".."],
+    ["..", "sentinel", "x"],
+    ["a", "..", "..", "sentinel"],
+    ["/etc"],
+    ["a/b"],
+    [""],
+    ["a", ""],
+    ["a\0b"],
+    ["."],
+    ["\udc80\ud800"],  # not representable as bytes
+]
+
+
+@pytest.mark.parametrize("rel", HOSTILE, ids=repr)
+def test_hostile_components_are_refused(
+    target: RestoreTarget, area: tuple[Path, Path], rel: list[str]
+) -> None:
+    with pytest.raises(RestoreRefused, match="refusing to restore"):
+        target.mkdir(rel)
+    with pytest.raises(RestoreRefused):
+        target.open_file(rel, 1)
+    with pytest.raises(RestoreRefused):
+        target.symlink(rel, "/etc", 0, 0, 0)
+    with pytest.raises(RestoreRefused):
+        target.hardlink(rel, ["x"])
+    with pytest.raises(RestoreRefused):
+        target.hardlink(["x"], rel)
+    with pytest.raises(RestoreRefused):
+        target.set_dir_metadata(rel, 0o777, 0, 0, 0)
+    assert os.listdir(target.root) == []
+    assert_untouched(area[1])
+
+
+def test_dotdot_message_names_the_path(target: RestoreTarget) -> None:
+    with pytest.raises(RestoreRefused) as info:
+        target.open_file(["a", "..", "x"], 1)
+    assert str(info.value) == (
+        "refusing to restore 'a/../x': path component '..' would escape the target"
+    )
+
+
+def test_symlink_then_file_below_it_is_refused(
+    target: RestoreTarget, area: tuple[Path, Path]
+) -> None:
+    outside = area[1]
+    target.symlink(["a"], str(outside), 0, 0, MTIME_NS)
+    with pytest.raises(RestoreRefused, match="symbolic link"):
+        target.open_file(["a", "passwd"], 4)
+    with pytest.raises(RestoreRefused):
+        target.mkdir(["a", "sub"])
+    with pytest.raises(RestoreRefused):
+        target.symlink(["a", "ln"], "x", 0, 0, 0)
+    with pytest.raises(RestoreRefused):
+        target.hardlink(["a", "hl"], ["a"])
+    with pytest.raises(RestoreRefused):
+        target.set_dir_metadata(["a"], 0o777, 1, 1, 0)  # would chmod the outside directory
+    with pytest.raises(RestoreRefused):
+        target.mkdir(["a"])  # an existing symlink is not replaced without overwrite
+    assert_untouched(outside)
+
+
+def test_pre_existing_symlinks_in_the_target_are_never_followed(
+    area: tuple[Path, Path],
+) -> None:
+    root, outside = area
+    root.mkdir()
+    (root / "d").symlink_to(outside)
+    secret = outside.parent / "secret"
+    secret.write_text("keep me")
+    (root / "f").symlink_to(secret)
+    with RestoreTarget(str(root), overwrite=True) as target:
+        with pytest.raises(RestoreRefused, match="symbolic link"):
+            target.open_file(["d", "x"], 1)
+        with pytest.raises(RestoreRefused):
+            target.hardlink(["d", "x"], ["f"])
+        # With overwrite, a symlink at a file's own name is replaced, never written through.
+        write_file(target, ["f"], b"new content")
+        target.mkdir(["d"])  # replaces the symlink with a real directory
+        write_file(target, ["d", "x"], b"inside")
+    assert secret.read_text() == "keep me"
+    assert (root / "f").read_bytes() == b"new content" and not (root / "f").is_symlink()
+    assert (root / "d").is_dir() and not (root / "d").is_symlink()
+    assert_untouched(outside)
+
+
+def test_hardlink_to_outside_is_impossible(target: RestoreTarget, area: tuple[Path, Path]) -> None:
+    target.symlink(["out"], str(area[1]), 0, 0, 0)
+    (area[1].parent / "victim").write_text("v")
+    with pytest.raises(RestoreRefused):
+        target.hardlink(["x"], ["out", "..", "victim"])
+    target.hardlink(["x"], ["out"])  # links the symlink itself, which stays inside
+    assert os.readlink(Path(target.root) / "x") == str(area[1])
+    assert os.lstat(area[1].parent / "victim").st_nlink == 1
+
+
+# --- target preparation and overwrite ----------------------------------------------------
+
+
+def test_prepare_creates_missing_parents(tmp_path: Path) -> None:
+    with RestoreTarget(str(tmp_path / "a" / "b" / "c"), overwrite=False) as target:
+        write_file(target, ["f"], b"x")
+    assert (tmp_path / "a" / "b" / "c" / "f").read_bytes() == b"x"
+
+
+def test_non_empty_target_is_refused_without_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "existing").write_text("e")
+    with pytest.raises(RestoreRefused) as info:
+        RestoreTarget(str(tmp_path / "t"), overwrite=False).prepare()
+    assert str(info.value) == (
+        f"target {tmp_path / 't'} is not empty; choose an empty directory or pass --overwrite"
+    )
+    RestoreTarget(str(tmp_path / "t"), overwrite=True).prepare()
+
+
+def test_target_that_is_a_symlink_or_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "file").write_text("f")
+    with pytest.raises(RestoreRefused, match="symbolic link"):
+        RestoreTarget(str(tmp_path / "link") + "/", overwrite=True).prepare()
+    with pytest.raises(RestoreRefused, match="not a directory"):
+        RestoreTarget(str(tmp_path / "file"), overwrite=True).prepare()
+    with pytest.raises(StackvaultError, match=r"cannot use restore target .*Not a directory"):
+        RestoreTarget(str(tmp_path / "file" / "below"), overwrite=True).prepare()
+
+
+def test_existing_file_refused_before_any_data_is_written(target: RestoreTarget) -> None:
+    write_file(target, ["f"], b"first")
+    with pytest.raises(RestoreRefused, match="already exists"):
+        target.open_file(["f"], 6)
+    with pytest.raises(RestoreRefused, match="already exists"):
+        target.symlink(["f"], "x", 0, 0, 0)
+    assert (Path(target.root) / "f").read_bytes() == b"first"
+    assert temp_files(Path(target.root)) == []
+
+
+def test_overwrite_replaces_files_but_never_directories(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    (root / "dir").mkdir(parents=True)
+    (root / "dir" / "keep").write_text("k")
+    (root / "f").write_text("old")
+    (root / "g").write_text("old")
+    with RestoreTarget(str(root), overwrite=True) as target:
+        write_file(target, ["f"], b"new")
+        target.symlink(["g"], "f", 0, 0, 0)
+        target.mkdir(["dir"])  # existing directory: kept as is
+        for attempt in (
+            lambda: target.open_file(["dir"], 1),
+            lambda: target.symlink(["dir"], "x", 0, 0, 0),
+            lambda: target.hardlink(["dir"], ["f"]),
+        ):
+            with pytest.raises(RestoreRefused, match="directory"):
+                attempt()
+    assert (root / "f").read_bytes() == b"new"
+    assert os.readlink(root / "g") == "f"
+    assert (root / "dir" / "keep").read_text() == "k"
+
+
+def test_duplicate_name_in_a_snapshot_does_not_replace_the_first(target: RestoreTarget) -> None:
+    first = target.open_file(["dup"], 5)
+    second = target.open_file(["dup"], 6)
+    first.pwrite(0, b"first")
+    second.pwrite(0, b"second")
+    first.commit(0o644, 0, 0, 0)
+    with pytest.raises(RestoreRefused, match="already exists"):
+        second.commit(0o644, 0, 0, 0)
+    assert (Path(target.root) / "dup").read_bytes() == b"first"
+    assert temp_files(Path(target.root)) == []
+
+
+# --- writers -----------------------------------------------------------------------------
+
+
+def test_parallel_pwrite_gives_exact_content(target: RestoreTarget) -> None:
+    chunk, count = 65_536 + 17, 64
+    data = os.urandom(chunk * count)
+    with target.open_file(["big"], len(data)) as w:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(
+                pool.map(
+                    lambda i: w.pwrite(i * chunk, data[i * chunk : (i + 1) * chunk]),
+                    reversed(range(count)),
+                )
+            )
+        w.commit(0o600, 0, 0, MTIME_NS)
+    assert (Path(target.root) / "big").read_bytes() == data
+
+
+def test_many_files_from_many_threads(target: RestoreTarget) -> None:
+    # More directories than fds are cached, written concurrently: eviction must stay safe.
+    n = fsdirs.MAX_CACHED_DIRS + 50
+
+    def restore(i: int) -> None:
+        write_file(target, [f"d{i % 300}", f"e{i}", "f"], str(i).encode())
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(restore, range(n)))
+    for i in range(n):
+        assert (Path(target.root) / f"d{i % 300}" / f"e{i}" / "f").read_bytes() == str(i).encode()
+    assert len(os.listdir("/proc/self/fd")) < fsdirs.MAX_CACHED_DIRS + 100
+
+
+def test_abort_leaves_no_temp_file(target: RestoreTarget) -> None:
+    w = target.open_file(["f"], 10)
+    w.pwrite(0, b"partial")
+    assert len(temp_files(Path(target.root))) == 1
+    w.abort()
+    w.abort()  # idempotent
+    with pytest.raises(ValueError), target.open_file(["g"], 3) as w2:
+        w2.pwrite(0, b"abc")
+        raise ValueError("engine failure mid-file")
+    assert os.listdir(target.root) == []
+    with pytest.raises(RuntimeError):
+        w.pwrite(0, b"x")
+    with pytest.raises(RuntimeError):
+        w.commit(0o644, 0, 0, 0)
+
+
+def test_pwrite_beyond_the_recorded_size_is_an_integrity_error(target: RestoreTarget) -> None:
+    with target.open_file(["f"], 4) as w:
+        with pytest.raises(IntegrityError):
+            w.pwrite(2, b"abc")
+        with pytest.raises(IntegrityError):
+            w.pwrite(-1, b"a")
+
+
+def test_file_is_private_until_committed(target: RestoreTarget) -> None:
+    with target.open_file(["f"], 1) as w:
+        [tmp] = temp_files(Path(target.root))
+        assert Path(tmp).name.startswith(".f.svtmp-")
+        assert stat.S_IMODE(os.lstat(tmp).st_mode) == 0o600
+        assert not (Path(target.root) / "f").exists()
+        w.commit(0o644, 0, 0, 0)
+
+
+def test_close_releases_every_fd(area: tuple[Path, Path]) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    target = RestoreTarget(str(area[0]), overwrite=False)
+    target.prepare()
+    for i in range(20):
+        write_file(target, [f"d{i}", "sub", "f"], b"x")
+    target.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(RuntimeError):
+        target.mkdir(["late"])
+
+
+# --- metadata notices --------------------------------------------------------------------
+
+
+def test_xattrs_are_restored_or_a_notice_says_why(target: RestoreTarget) -> None:
+    with target.open_file(["f"], 0) as w:
+        notices = w.commit(0o444, 0, 0, 0, xattrs=[("user.a", b"1"), ("user.b", b"\x00")])
+    path = Path(target.root) / "f"
+    if notices:
+        assert "not supported" in notices[0] and target.notices == notices
+    else:
+        assert os.getxattr(path, "user.a") == b"1" and os.getxattr(path, "user.b") == b"\x00"
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o444
+
+
+def test_unsupported_xattrs_are_a_notice(
+    target: RestoreTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", unsupported)
+    target.mkdir(["d"])
+    notices = target.set_dir_metadata(["d"], 0o755, 0, 0, MTIME_NS, [("user.x", b"1")])
+    assert len(notices) == 1 and "'d': extended attributes not supported" in notices[0]
+    assert os.lstat(Path(target.root) / "d").st_mtime_ns == MTIME_NS
+
+
+def test_owner_is_kept_when_not_restoring_owners(area: tuple[Path, Path]) -> None:
+    with RestoreTarget(str(area[0]), overwrite=False, restore_owner=False) as target:
+        write_file(target, ["f"], b"x", uid=1234, gid=5678)
+    st = os.lstat(area[0] / "f")
+    assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid())
+
+
+def test_chown_refusal_is_a_notice_for_root_and_silent_otherwise(
+    area: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchown", refuse)
+    with RestoreTarget(str(area[0]), overwrite=False, restore_owner=True) as target:
+        target.is_root_user = True
+        write_file(target, ["as-root"], b"x", uid=1)
+        assert len(target.notices) == 1 and "cannot restore owner" in target.notices[0]
+        target.is_root_user = False
+        write_file(target, ["not-root"], b"x", uid=1)
+        assert len(target.notices) == 1
+    assert (area[0] / "not-root").read_bytes() == b"x"
+
+
+def test_restore_is_thread_safe_for_directory_creation(target: RestoreTarget) -> None:
+    barrier = threading.Barrier(8)
+
+    def make(i: int) -> None:
+        barrier.wait()
+        target.mkdir(["shared"])
+        write_file(target, ["shared", "deep", f"f{i}"], b"x")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(make, range(8)))
+    assert sorted(os.listdir(Path(target.root) / "shared" / "deep")) == [f"f{i}" for i in range(8)]
+
+
+def test_trees_deeper_than_the_recursion_limit(target: RestoreTarget) -> None:
+    rel = ["d"] * 1100  # beyond Python's default recursion limit of 1000
+    fds_before = len(os.listdir("/proc/self/fd"))
+    write_file(target, [*rel, "leaf"], b"deep")
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + fsdirs.MAX_CACHED_DIRS + 1
+    fd = os.open(target.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in rel:  # walk down by fd: the path is too long for a single open()
+            fd, parent = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(parent)
+        with open(os.open("leaf", os.O_RDONLY, dir_fd=fd), "rb") as f:
+            assert f.read() == b"deep"
+    finally:
+        os.close(fd)
+        # pytest's recursive tmp_path cleanup cannot remove a tree this deep; GNU rm can.
+        subprocess.run(["rm", "-rf", "d"], cwd=target.root, check=True)
