@@ -9,12 +9,14 @@ pack and index file is durable, and never when the run fails or is interrupted.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
 import stat
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from stackvault.chunking.cdc import Chunker
 from stackvault.engine.progress import NullProgress, Progress
@@ -187,6 +189,25 @@ class BackupJob:
             self.progress.advance(bytes_=len(chunk))
         return content, sha.hexdigest(), size
 
+    def _store_small(self, writer: BlobWriter, f: BinaryIO) -> tuple[list[bytes], str, int]:
+        """A file below the minimum chunk size is one chunk: one read, no chunker set-up.
+
+        Gives the same blobs as `_store_stream` would (the chunker never cuts below its
+        minimum), so deduplication does not depend on which path a file took.
+        """
+        data = f.read()
+        if len(data) >= self.repo.config.chunker.min:  # grew since it was listed
+            return self._store_stream(writer, io.BytesIO(data))
+        if self._stop.is_set():
+            raise Interrupted("backup interrupted")
+        content: list[bytes] = []
+        if data:
+            blob_id = self.repo.master.blob_id(data)
+            writer.save(BlobType.DATA, data, blob_id)
+            content.append(blob_id)
+        self.progress.advance(bytes_=len(data))
+        return content, hashlib.sha256(data).hexdigest(), len(data)
+
     def _backup_file(
         self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
     ) -> Node | None:
@@ -194,7 +215,10 @@ class BackupJob:
             node = _node_from_entry(entry)
             try:
                 with walker.open_regular_file(entry) as f:
-                    node.content, node.sha256, node.size = self._store_stream(writer, f)
+                    if entry.size < self.repo.config.chunker.min:
+                        node.content, node.sha256, node.size = self._store_small(writer, f)
+                    else:
+                        node.content, node.sha256, node.size = self._store_stream(writer, f)
             except OSError as exc:
                 raise SourceError(f"read failed: {exc.strerror or exc}") from exc
             if node.size != entry.size:

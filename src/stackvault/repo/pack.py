@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import mmap
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import blake3
 
@@ -38,31 +39,53 @@ class PackedBlob:
     raw_length: int
 
 
-@dataclass
 class PackBuilder:
-    """Accumulates sealed blobs of one type into one pack file in memory."""
+    """Accumulates sealed blobs of one type into one pack file in memory.
 
-    blob_type: BlobType
-    parts: list[bytes] = field(default_factory=list)
-    entries: list[PackedBlob] = field(default_factory=list)
-    size: int = 0
+    The buffer is an anonymous mapping of ``capacity`` bytes: pages count against memory
+    only once filled, and appending never reallocates and copies a growing pack. Call
+    `release` when the pack has been stored.
+    """
+
+    def __init__(self, blob_type: BlobType, capacity: int) -> None:
+        self.blob_type = blob_type
+        self._buf = mmap.mmap(-1, capacity)
+        self._size = 0
+        self.entries: list[PackedBlob] = []
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _append(self, data: bytes | bytearray | memoryview) -> None:
+        end = self._size + len(data)
+        if end > len(self._buf):
+            self._buf.resize(max(end, 2 * len(self._buf)))
+        self._buf[self._size : end] = data
+        self._size = end
 
     def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(PackedBlob(self.blob_type, blob_id, self.size, len(sealed), raw_length))
-        self.parts.append(sealed)
-        self.size += len(sealed)
+        self.entries.append(
+            PackedBlob(self.blob_type, blob_id, self._size, len(sealed), raw_length)
+        )
+        self._append(sealed)
 
-    def finish(self, envelope: Envelope) -> tuple[bytes, bytes]:
-        """Return ``(pack_id, pack_bytes)``; the builder must not be used afterwards."""
+    def finish(self, envelope: Envelope) -> tuple[bytes, memoryview]:
+        """Return ``(pack_id, pack_bytes)``; valid until `release`."""
         header = b"".join(
             _ENTRY.pack(e.type, e.length, e.raw_length, e.blob_id) for e in self.entries
         )
         sealed_header = envelope.seal(header, HEADER_AAD)
-        self.parts.append(sealed_header)
-        self.parts.append(_TRAILER.pack(len(sealed_header)))
-        data = b"".join(self.parts)
-        self.parts = []
-        return storage_id(data), data
+        self._append(sealed_header)
+        self._append(_TRAILER.pack(len(sealed_header)))
+        view = memoryview(self._buf)[: self._size]
+        return storage_id(view), view
+
+    def release(self, view: memoryview | None = None) -> None:
+        """Free the buffer (and the view `finish` returned, if given)."""
+        if view is not None:
+            view.release()
+        self._buf.close()
 
 
 def read_pack_header(envelope: Envelope, tail: bytes, pack_size: int) -> list[PackedBlob]:

@@ -7,6 +7,7 @@ durable). A crash leaves at most packs no index names.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from stackvault.repo.repository import Repository
 
 INDEX_EVERY_PACKS = 64
+ASYNC_MIN = 64 * 1024
+"""Blobs at least this large are compressed and sealed on the writer's worker pool; smaller
+ones inline, where a pool hand-off would cost more than the work."""
 
 
 @dataclass
@@ -43,12 +47,22 @@ class BlobWriter:
         repo: Repository,
         *,
         upload_workers: int | None = None,
+        seal_workers: int | None = None,
         on_pack: Callable[[int], None] | None = None,
     ) -> None:
         self._repo = repo
         workers = upload_workers or max(2, repo.store.capabilities().parallelism)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pack-upload")
-        self._slots = threading.BoundedSemaphore(workers * 2)
+        # Packs in memory waiting for upload: bounded so a slow store throttles readers.
+        self._slots = threading.BoundedSemaphore(workers)
+        # A pack is closed once it reaches pack_size, so it never holds more than that plus
+        # one sealed chunk (at most the chunker's max size) plus the header.
+        self._capacity = repo.config.pack_size + repo.config.chunker.max + 64 * 1024
+        sealers = seal_workers or max(1, os.cpu_count() or 1)
+        self._seal_pool = ThreadPoolExecutor(max_workers=sealers, thread_name_prefix="seal")
+        self._seal_slots = threading.BoundedSemaphore(sealers * 2)
+        self._pending = 0
+        self._idle = threading.Condition()
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._reserved: set[bytes] = set()
@@ -86,9 +100,49 @@ class BlobWriter:
             blob_id = self._repo.master.blob_id(data)
         if not self.reserve(blob_id):
             return blob_id, False
+        if len(data) < ASYNC_MIN:
+            self._seal(blob_type, blob_id, data)
+            return blob_id, True
+        self._raise_pending()
+        # The caller's buffer (a chunker view) is reused for the next chunk: copy it.
+        payload = bytes(data)
+        self._seal_slots.acquire()
+        with self._idle:
+            self._pending += 1
+        try:
+            self._seal_pool.submit(self._seal_async, blob_type, blob_id, payload)
+        except BaseException:
+            self._seal_done()
+            raise
+        return blob_id, True
+
+    def _seal(
+        self, blob_type: BlobType, blob_id: bytes, data: bytes | bytearray | memoryview
+    ) -> None:
         sealed = self._repo.envelope.seal(self.codec().encode(data), blob_aad(blob_type, blob_id))
         self.add_sealed(blob_type, blob_id, sealed, len(data))
-        return blob_id, True
+
+    def _seal_async(self, blob_type: BlobType, blob_id: bytes, data: bytes) -> None:
+        try:
+            self._seal(blob_type, blob_id, data)
+        except BaseException as exc:
+            with self._lock:
+                if self._error is None:
+                    self._error = exc
+        finally:
+            self._seal_done()
+
+    def _seal_done(self) -> None:
+        self._seal_slots.release()
+        with self._idle:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.notify_all()
+
+    def _wait_sealed(self) -> None:
+        with self._idle:
+            while self._pending:
+                self._idle.wait()
 
     def add_sealed(self, blob_type: BlobType, blob_id: bytes, sealed: bytes, raw_len: int) -> None:
         """Append an already sealed, reserved blob to the open pack of its type."""
@@ -97,7 +151,7 @@ class BlobWriter:
         with self._lock:
             builder = self._builders.get(blob_type)
             if builder is None:
-                builder = self._builders[blob_type] = PackBuilder(blob_type)
+                builder = self._builders[blob_type] = PackBuilder(blob_type, self._capacity)
             builder.add(blob_id, sealed, raw_len)
             self.stats.blobs_added += 1
             self.stats.raw_added += raw_len
@@ -122,7 +176,11 @@ class BlobWriter:
             if self._error is not None:
                 return
             pack_id, data = builder.finish(self._repo.envelope)
-            self._repo.store.put(pack_name(pack_id), data)
+            size = len(data)
+            try:
+                self._repo.store.put(pack_name(pack_id), data)
+            finally:
+                builder.release(data)
             entries = builder.entries
             self._repo.index.add_pack(pack_id, entries)
             with self._lock:
@@ -131,7 +189,7 @@ class BlobWriter:
                 self.stats.packs_written += 1
                 write_index = len(self._unsaved) >= INDEX_EVERY_PACKS
             if self._on_pack:
-                self._on_pack(len(data))
+                self._on_pack(size)
             if write_index:
                 self._write_index()
         except BaseException as exc:
@@ -171,6 +229,8 @@ class BlobWriter:
 
     def flush(self) -> None:
         """Write open packs and an index naming every stored pack; durable on return."""
+        self._wait_sealed()
+        self._raise_pending()
         with self._lock:
             builders = [b for b in self._builders.values() if b.entries]
             self._builders = {}
@@ -191,6 +251,7 @@ class BlobWriter:
             if commit:
                 self.flush()
             else:
+                self._wait_sealed()
                 with self._lock:
                     self._builders = {}
                 try:
@@ -199,4 +260,5 @@ class BlobWriter:
                 except Exception:
                     pass
         finally:
+            self._seal_pool.shutdown(wait=True, cancel_futures=True)
             self._pool.shutdown(wait=True, cancel_futures=True)
