@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 
@@ -37,6 +37,18 @@ def read_password_file(path: str) -> bytes:
     return data.split(b"\n", 1)[0].rstrip(b"\r")
 
 
+def _write(stream: TextIO, message: str) -> None:
+    stream.flush()
+    data = (message + "\n").encode("utf-8", "surrogateescape")
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+        buffer.flush()
+    else:  # a text-only stream (captured output in tests)
+        stream.write(data.decode("utf-8", "replace"))
+        stream.flush()
+
+
 @dataclass
 class Cli:
     """Options every command shares; built by the app callback, passed to every command."""
@@ -45,8 +57,9 @@ class Cli:
     password_file: str | None = None
     json: bool = False
     quiet: bool = False
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    err: Console = field(
+        default_factory=lambda: Console(stderr=True, highlight=False, emoji=False, markup=False)
+    )
 
     # --- output ---------------------------------------------------------------------------
 
@@ -55,12 +68,15 @@ class Cli:
         return not self.json and not self.quiet and sys.stderr.isatty()
 
     def notice(self, message: str) -> None:
+        """A line on stderr, unless --quiet."""
         if not self.quiet:
-            self.err.print(message, markup=False)
+            _write(sys.stderr, message)
 
     def print(self, message: str) -> None:
-        if not self.json:
-            self.out.print(message, markup=False)
+        """A result line on stdout, unless --json or --quiet. Printed verbatim: file names
+        are data, never markup, and undecodable bytes are written back as they were."""
+        if not self.json and not self.quiet:
+            _write(sys.stdout, message)
 
     def emit_json(self, doc: Any) -> None:
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")

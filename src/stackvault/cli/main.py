@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"stackvault: error: {message}\n")
+    line = f"stackvault: error: {message}\n"
+    # File names may hold undecodable bytes (surrogate escapes): write them back as bytes.
+    sys.stderr.write(line.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     sys.stderr.flush()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -53,11 +54,10 @@ class BarProgress:
 
 
 class LineProgress:
-    """Non-interactive runs: notices only, one line each, no bars."""
+    """Non-interactive runs: notices only, one line each, verbatim, no bars."""
 
-    def __init__(self, console: Console, quiet: bool) -> None:
-        self._console = console
-        self._quiet = quiet
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
 
     def set_total(self, *, files: int | None = None, bytes_: int | None = None) -> None:
         pass
@@ -66,8 +66,7 @@ class LineProgress:
         pass
 
     def notice(self, message: str) -> None:
-        if not self._quiet:
-            self._console.print(message, markup=False, highlight=False)
+        self._write(message)
 
     def close(self) -> None:
         pass

@@ -10,8 +10,10 @@ reported (with the blob at fault) and the others are still restored; the run the
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import threading
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +25,9 @@ from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, valid_name
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.fsrestore import RestoreTarget
+
+PREFETCH = 4
+"""Blobs of one file fetched and decrypted ahead of the one being written."""
 
 
 @dataclass
@@ -59,7 +64,7 @@ def find_node(repo: Repository, snapshot: Snapshot, path: str) -> Node:
     return node
 
 
-def read_file_blobs(repo: Repository, node: Node) -> Iterator[bytes]:
+def read_file_blobs(repo: Repository, node: Node) -> Iterator[bytes | memoryview]:
     """The plaintext of a file node, blob by blob, verified against the recorded SHA-256."""
     sha = hashlib.sha256()
     for blob_id in node.content:
@@ -92,6 +97,7 @@ class RestoreJob:
         self._links: dict[str, list[str]] = {}
         self._dirs: list[tuple[list[str], Node]] = []
         self._made: set[tuple[str, ...]] = set()
+        self._blob_pool: ThreadPoolExecutor | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,6 +131,29 @@ class RestoreJob:
                 target.mkdir(list(key))
                 self._made.add(key)
 
+    def _blobs_of(self, node: Node) -> Iterator[bytes | memoryview]:
+        """A file's blobs in order; large files fetch and decrypt a few blobs ahead in
+        parallel so one big file keeps every core busy."""
+        content = node.content
+        if len(content) < 2 or self._blob_pool is None:
+            for blob_id in content:
+                yield self.repo.load_blob(blob_id)
+            return
+        window: deque[Future[bytes | memoryview]] = deque()
+        pending = iter(content)
+        try:
+            for blob_id in itertools.islice(pending, PREFETCH):
+                window.append(self._blob_pool.submit(self.repo.load_blob, blob_id))
+            while window:
+                data = window.popleft().result()
+                nxt = next(pending, None)
+                if nxt is not None:
+                    window.append(self._blob_pool.submit(self.repo.load_blob, nxt))
+                yield data
+        finally:
+            for fut in window:
+                fut.cancel()
+
     def _restore_file(self, target: RestoreTarget, rel: list[str], node: Node) -> None:
         path = "/".join(rel)
         try:
@@ -132,10 +161,9 @@ class RestoreJob:
             try:
                 offset = 0
                 sha = hashlib.sha256()
-                for blob_id in node.content:
+                for data in self._blobs_of(node):
                     if self._stop.is_set():
                         raise Interrupted("restore interrupted")
-                    data = self.repo.load_blob(blob_id)
                     sha.update(data)
                     writer.pwrite(offset, data)
                     offset += len(data)
@@ -162,6 +190,9 @@ class RestoreJob:
         target.prepare()
         workers = self.opts.workers or max(2, min(8, (os.cpu_count() or 2) * 2))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restore")
+        self._blob_pool = ThreadPoolExecutor(
+            max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="restore-blob"
+        )
         slots = threading.BoundedSemaphore(workers * 4)
         futures: list[Future[None]] = []
         total_files = total_bytes = 0
@@ -208,6 +239,7 @@ class RestoreJob:
         finally:
             self._stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
+            self._blob_pool.shutdown(wait=True, cancel_futures=True)
             self.result.notices.extend(target.notices)
             target.close()
         if self.opts.verify:

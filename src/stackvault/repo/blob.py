@@ -54,13 +54,13 @@ class BlobCodec:
                 return b"\x01" + packed
         return b"\x00" + bytes(plaintext)
 
-    def decode(self, encoded: bytes, raw_length: int) -> bytes:
+    def decode(self, encoded: bytes, raw_length: int) -> bytes | memoryview:
         """Inverse of `encode`; raises `IntegrityError` on malformed input."""
         if not encoded:
             raise IntegrityError("blob payload is empty")
         kind = encoded[0]
         if kind == ENCODING_RAW:
-            return encoded[1:]
+            return memoryview(encoded)[1:]  # no copy of a large incompressible blob
         if kind == ENCODING_ZSTD:
             try:
                 out: bytes = self._decompressor.decompress(

@@ -230,7 +230,9 @@ class Repository:
             codec = self._local.codec = BlobCodec()
         return codec
 
-    def open_blob(self, entry: IndexEntry, blob_id: bytes, sealed: bytes | memoryview) -> bytes:
+    def open_blob(
+        self, entry: IndexEntry, blob_id: bytes, sealed: bytes | memoryview
+    ) -> bytes | memoryview:
         """Authenticate, decrypt, decompress and verify one sealed blob read from its pack."""
         try:
             plain = self._codec().decode(
@@ -246,7 +248,7 @@ class Repository:
             )
         return plain
 
-    def load_blob(self, blob_id: bytes) -> bytes:
+    def load_blob(self, blob_id: bytes) -> bytes | memoryview:
         """The plaintext of a blob. Raises `IntegrityError` if missing or damaged."""
         entry = self.index.get(blob_id)
         if entry is None:
@@ -262,7 +264,7 @@ class Repository:
         return self.open_blob(entry, blob_id, sealed)
 
     def load_tree(self, tree_id: bytes) -> list[Node]:
-        return decode_tree(self.load_blob(tree_id))
+        return decode_tree(bytes(self.load_blob(tree_id)))
 
     def snapshot_names(self) -> list[str]:
         return [info.name for info in self.store.list("snapshots/")]

@@ -17,7 +17,7 @@ from stackvault.sources.exclude import load_exclude_file
 def make_progress(cli: Cli, label: str) -> Progress:
     if cli.interactive:
         return BarProgress(cli.err, label)
-    return LineProgress(cli.err, cli.quiet)
+    return LineProgress(cli.notice)
 
 
 @app.command()
