@@ -31,9 +31,13 @@ class KdfParams:
     @classmethod
     def from_json(cls, data: Any) -> KdfParams:
         try:
-            return cls(int(data["memory_kib"]), int(data["iterations"]), int(data["lanes"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            params = cls(int(data["memory_kib"]), int(data["iterations"]), int(data["lanes"]))
+        except (KeyError, TypeError, ValueError, UsageError) as exc:
             raise UnsupportedFormat("key file has invalid key derivation parameters") from exc
+        # A tampered key file must not make us allocate unbounded memory or spin for hours.
+        if params.memory_kib > 4 * 1024 * 1024 or params.iterations > 1000 or params.lanes > 64:
+            raise UnsupportedFormat("key file asks for unreasonable key derivation costs")
+        return params
 
 
 def derive_key(password: bytes, salt: bytes, params: KdfParams) -> bytes:

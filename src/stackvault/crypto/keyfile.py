@@ -81,10 +81,12 @@ def unwrap_master_key(data: bytes, password: bytes) -> MasterKey:
     doc = _parse(data)
     params = KdfParams.from_json(doc.get("kdf_params"))
     try:
-        salt = base64.b64decode(doc["salt"])
-        sealed = base64.b64decode(doc["data"])
+        salt = base64.b64decode(doc["salt"], validate=True)
+        sealed = base64.b64decode(doc["data"], validate=True)
     except (KeyError, ValueError, TypeError) as exc:
         raise UnsupportedFormat("a key file is malformed") from exc
+    if len(salt) < 8:
+        raise UnsupportedFormat("a key file has a salt that is too short")
     try:
         plain = Envelope(derive_key(password, salt, params)).open(sealed, KEY_AAD)
     except IntegrityError as exc:

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from stackvault.chunking.cdc import Chunker
 from stackvault.engine.progress import NullProgress, Progress
+from stackvault.engine.scan import SizeScanner
 from stackvault.errors import Interrupted, SourceError, StackvaultError, UsageError
 from stackvault.repo.blob import BlobType
 from stackvault.repo.repository import PROGRAM, Repository
@@ -41,6 +42,11 @@ def _username() -> str:
         return str(os.getuid())
 
 
+BATCH_FILES = 64
+BATCH_BYTES = 4 * 1024 * 1024
+"""Small files go to the worker pool in batches of this many files or bytes."""
+
+
 @dataclass
 class BackupOptions:
     """What to back up and how to label it."""
@@ -57,6 +63,8 @@ class BackupOptions:
     stdin_command: str | None = None
     stdin_filename: str = "stdin"
     workers: int | None = None
+    scan_totals: bool = False
+    """Count sizes in a background thread so progress can show an ETA (terminals only)."""
 
 
 @dataclass
@@ -212,6 +220,23 @@ class BackupJob:
         self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
     ) -> Node | None:
         try:
+            return self._read_file(writer, walker, entry, old)
+        finally:
+            self._slots.release()
+
+    def _backup_batch(
+        self, writer: BlobWriter, walker: FileWalker, batch: list[tuple[FsEntry, Node | None]]
+    ) -> list[Node | None]:
+        """Small files in one job: a pool hand-off per tiny file costs more than reading it."""
+        try:
+            return [self._read_file(writer, walker, e, old) for e, old in batch]
+        finally:
+            self._slots.release()
+
+    def _read_file(
+        self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
+    ) -> Node | None:
+        try:
             node = _node_from_entry(entry)
             try:
                 with walker.open_regular_file(entry) as f:
@@ -235,8 +260,19 @@ class BackupJob:
         except SourceError as exc:
             self._problem(Problem(entry.path, str(exc), True))
             return None
-        finally:
-            self._slots.release()
+
+    def _reuse(self, entry: FsEntry, old: Node | None) -> Node | None:
+        """The node of an unchanged file, built from its parent node without reading it."""
+        if self.opts.force or old is None or not self._unchanged(entry, old):
+            return None
+        node = _node_from_entry(entry)
+        node.content, node.sha256, node.size = list(old.content), old.sha256, old.size
+        with self._counts.lock:
+            self._counts.files += 1
+            self._counts.files_unmodified += 1
+            self._counts.bytes += node.size
+        self.progress.advance(files=1, bytes_=node.size)
+        return node
 
     def _submit_file(
         self,
@@ -246,15 +282,6 @@ class BackupJob:
         entry: FsEntry,
         old: Node | None,
     ) -> Future[Node | None] | Node:
-        if not self.opts.force and old is not None and self._unchanged(entry, old):
-            node = _node_from_entry(entry)
-            node.content, node.sha256, node.size = list(old.content), old.sha256, old.size
-            with self._counts.lock:
-                self._counts.files += 1
-                self._counts.files_unmodified += 1
-                self._counts.bytes += node.size
-            self.progress.advance(files=1, bytes_=node.size)
-            return node
         key = f"{entry.device}:{entry.inode}" if entry.nlink > 1 else None
         if key is not None and key in self._hardlinks:
             return self._linked(self._hardlinks[key], entry, self._counts)
@@ -302,15 +329,33 @@ class BackupJob:
             raise Interrupted("backup interrupted")
         old_children = self._parent_children(old)
         pending: list[Future[Node | None] | Node] = []
+        batches: list[Future[list[Node | None]]] = []
+        batch: list[tuple[FsEntry, Node | None]] = []
+        batch_bytes = 0
+        small = self.repo.config.chunker.min
         for child in walker.scan_dir(entry):
             prev = old_children.get(child.name)
             if child.kind == "dir":
                 pending.append(self._backup_dir(pool, writer, walker, child, prev))
-            elif child.kind == "file":
-                pending.append(self._submit_file(pool, writer, walker, child, prev))
-            else:
+            elif child.kind != "file":
                 pending.append(_node_from_entry(child))
+            elif (reused := self._reuse(child, prev)) is not None:
+                pending.append(reused)
+            elif child.size < small and child.nlink == 1:
+                batch.append((child, prev))
+                batch_bytes += child.size
+                if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                    self._slots.acquire()
+                    batches.append(pool.submit(self._backup_batch, writer, walker, batch))
+                    batch, batch_bytes = [], 0
+            else:
+                pending.append(self._submit_file(pool, writer, walker, child, prev))
+        if batch:
+            self._slots.acquire()
+            batches.append(pool.submit(self._backup_batch, writer, walker, batch))
         nodes = [p.result() if isinstance(p, Future) else p for p in pending]
+        for fut in batches:
+            nodes.extend(fut.result())
         node = _node_from_entry(entry)
         node.subtree = self._save_tree(writer, [n for n in nodes if n is not None])
         with self._counts.lock:
@@ -331,7 +376,12 @@ class BackupJob:
         if entry.kind == "dir":
             return self._backup_dir(pool, writer, walker, entry, old)
         if entry.kind == "file":
-            return self._submit_file(pool, writer, walker, entry, old)
+            reused = self._reuse(entry, old)
+            return (
+                reused
+                if reused is not None
+                else self._submit_file(pool, writer, walker, entry, old)
+            )
         return _node_from_entry(entry)
 
     def _build_root(
@@ -416,10 +466,18 @@ class BackupJob:
             if self.opts.stdin_command:
                 tree_id = self._backup_command(writer)
             else:
-                walker = FileWalker(
-                    ExcludeMatcher(self.opts.excludes), self.opts.one_file_system, self._problem
+                matcher = ExcludeMatcher(self.opts.excludes)
+                walker = FileWalker(matcher, self.opts.one_file_system, self._problem)
+                scanner = (
+                    SizeScanner(paths, matcher, self.progress) if self.opts.scan_totals else None
                 )
-                tree_id = self._build_root(pool, writer, walker, paths, parent)
+                if scanner:
+                    scanner.start()
+                try:
+                    tree_id = self._build_root(pool, writer, walker, paths, parent)
+                finally:
+                    if scanner:
+                        scanner.stop()
             writer.flush()
             committed = True
         except KeyboardInterrupt as exc:

@@ -60,7 +60,12 @@ class PackBuilder:
     def _append(self, data: bytes | bytearray | memoryview) -> None:
         end = self._size + len(data)
         if end > len(self._buf):
-            self._buf.resize(max(end, 2 * len(self._buf)))
+            # Rare (a blob larger than the planned capacity). A fresh mapping and one copy:
+            # mmap.resize of anonymous mappings is not reliable across platforms.
+            bigger = mmap.mmap(-1, max(end, 2 * len(self._buf)))
+            bigger[: self._size] = self._buf[: self._size]
+            self._buf.close()
+            self._buf = bigger
         self._buf[self._size : end] = data
         self._size = end
 

@@ -66,6 +66,7 @@ def backup(
         force=force,
         stdin_command=stdin_from_command,
         stdin_filename=stdin_filename,
+        scan_totals=cli.interactive,
     )
     with cli.open_repo(lock="backup") as repo:
         progress = make_progress(cli, "backup")

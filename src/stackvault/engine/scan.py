@@ -1,0 +1,60 @@
+"""A background size scan (engine layer): totals for progress bars and ETAs.
+
+It runs beside a backup on a terminal only, walks the same paths with the same excludes,
+and never follows symlinks. Its numbers are estimates for display, never recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+from stackvault.engine.progress import Progress
+from stackvault.sources.exclude import ExcludeMatcher
+
+
+class SizeScanner:
+    """Counts files and bytes below ``paths`` in a daemon thread, feeding ``progress``."""
+
+    def __init__(self, paths: Sequence[str], excludes: ExcludeMatcher, progress: Progress) -> None:
+        self._paths = list(paths)
+        self._excludes = excludes
+        self._progress = progress
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="size-scan", daemon=True)
+        self.files = 0
+        self.bytes = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        stack = list(self._paths)
+        reported = 0
+        while stack and not self._stop.is_set():
+            path = stack.pop()
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                try:
+                    with os.scandir(path) as it:
+                        for entry in it:
+                            is_dir = entry.is_dir(follow_symlinks=False)
+                            if not self._excludes.excluded(entry.path, is_dir):
+                                stack.append(entry.path)
+                except OSError:
+                    continue
+            elif not os.path.islink(path):
+                self.files += 1
+                self.bytes += st.st_size
+            if self.files - reported >= 1000:
+                reported = self.files
+                self._progress.set_total(files=self.files, bytes_=self.bytes)
+        if not self._stop.is_set():
+            self._progress.set_total(files=self.files, bytes_=self.bytes)
