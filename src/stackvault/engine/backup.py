@@ -124,6 +124,8 @@ class BackupJob:
         self._stop = threading.Event()
         self._local = threading.local()
         self._hardlinks: dict[str, Future[Node | None]] = {}
+        self._listings: dict[str, Future[list[FsEntry]]] = {}
+        self._scan_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan")
         workers = options.workers or max(2, (os.cpu_count() or 2))
         self._workers = workers
         self._slots = threading.BoundedSemaphore(workers * 4)
@@ -328,12 +330,19 @@ class BackupJob:
         if self._stop.is_set():
             raise Interrupted("backup interrupted")
         old_children = self._parent_children(old)
+        listing = self._listings.pop(entry.path, None)
+        children = listing.result() if listing is not None else walker.scan_dir(entry)
+        # List subdirectories ahead on the scan pool: the walk is bound by stat/listxattr
+        # system calls, which release the GIL and overlap with this thread's work.
+        for child in children:
+            if child.kind == "dir":
+                self._listings[child.path] = self._scan_pool.submit(walker.scan_dir, child)
         pending: list[Future[Node | None] | Node] = []
         batches: list[Future[list[Node | None]]] = []
         batch: list[tuple[FsEntry, Node | None]] = []
         batch_bytes = 0
         small = self.repo.config.chunker.min
-        for child in walker.scan_dir(entry):
+        for child in children:
             prev = old_children.get(child.name)
             if child.kind == "dir":
                 pending.append(self._backup_dir(pool, writer, walker, child, prev))
@@ -489,6 +498,7 @@ class BackupJob:
         finally:
             if not committed:
                 self._stop.set()
+            self._scan_pool.shutdown(wait=True, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
             writer.close(commit=committed)
         incomplete = [p for p in self.problems if p.incomplete]
