@@ -37,6 +37,12 @@ def read_password_file(path: str) -> bytes:
     return data.split(b"\n", 1)[0].rstrip(b"\r")
 
 
+def _non_empty(password: bytes, setting: bool) -> bytes:
+    if setting and not password:
+        raise UsageError("an empty password is not allowed; choose a real one")
+    return password
+
+
 def _write(stream: TextIO, message: str) -> None:
     stream.flush()
     data = (message + "\n").encode("utf-8", "surrogateescape")
@@ -99,20 +105,22 @@ class Cli:
         return LocalStore(os.path.abspath(loc))
 
     def password(self, *, confirm: bool = False, prompt: str = "repository password") -> bytes:
+        """The password from --password-file, the environment or a prompt. With ``confirm``
+        (a password being set), an empty one is refused."""
         path = self.password_file or os.environ.get(ENV_PASSWORD_FILE)
         if path:
-            return read_password_file(path)
+            return _non_empty(read_password_file(path), confirm)
         env = os.environ.get(ENV_PASSWORD)
         if env is not None:
-            return env.encode()
+            return _non_empty(env.encode(), confirm)
         return self._prompt(prompt, confirm)
 
     def new_password(self, path: str | None) -> bytes:
         if path:
-            return read_password_file(path)
+            return _non_empty(read_password_file(path), True)
         env = os.environ.get(ENV_NEW_PASSWORD)
         if env is not None:
-            return env.encode()
+            return _non_empty(env.encode(), True)
         return self._prompt("new password", True)
 
     def _prompt(self, what: str, confirm: bool) -> bytes:

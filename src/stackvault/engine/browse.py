@@ -76,6 +76,10 @@ def diff(repo: Repository, old: Snapshot, new: Snapshot) -> Iterator[Change]:
             elif na is not None and nb is not None:
                 if na.type != nb.type:
                     yield Change("T", path)
+                    if na.type == "dir":
+                        yield from (Change("-", p) for p in subtree_paths(na.subtree, path))
+                    if nb.type == "dir":
+                        yield from (Change("+", p) for p in subtree_paths(nb.subtree, path))
                 elif not _same_content(na, nb):
                     yield Change("M", path)
                 elif not _same_meta(na, nb):
