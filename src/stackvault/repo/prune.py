@@ -38,9 +38,10 @@ class PrunePlan:
 
 
 def used_blobs(repo: Repository) -> set[bytes]:
-    """Every blob (tree and data) reachable from any snapshot; raises if one is unreadable."""
+    """Every blob (tree and data) reachable from any snapshot; raises if one is unreadable
+    (a damaged snapshot must be forgotten first: prune cannot know what it still needs)."""
     used: set[bytes] = set()
-    for snap in repo.list_snapshots():
+    for snap in repo.list_snapshots(strict=True):
         stack = [snap.tree]
         while stack:
             tree_id = stack.pop()
@@ -98,6 +99,9 @@ def execute_prune(
     repo: Repository, plan: PrunePlan, notice: Callable[[str], None] = lambda _m: None
 ) -> None:
     """Carry out a plan made under the same exclusive lock."""
+    leftovers = repo.store.cleanup()
+    if leftovers:
+        notice(f"removed {leftovers} temporary file(s) left by interrupted writes")
     if plan.nothing_to_do:
         return
     packs = repo.index.packs()

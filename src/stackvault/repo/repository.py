@@ -281,17 +281,31 @@ class Repository:
         return Snapshot.decode(plain, snap_id)
 
     def list_snapshots(
-        self, on_error: Callable[[str, IntegrityError], None] | None = None
+        self,
+        on_error: Callable[[str, IntegrityError], None] | None = None,
+        *,
+        strict: bool = False,
     ) -> list[Snapshot]:
-        """Every snapshot, oldest first. Damaged ones raise unless ``on_error`` takes them."""
+        """Every readable snapshot, oldest first.
+
+        A damaged snapshot file is passed to ``on_error`` if given; otherwise it raises with
+        ``strict`` (prune must not guess what a damaged snapshot needs) or is skipped with a
+        notice, so one bad file does not stop restores of other snapshots or new backups.
+        """
         out: list[Snapshot] = []
         for name in self.snapshot_names():
             try:
                 out.append(self.load_snapshot(name))
             except IntegrityError as exc:
-                if on_error is None:
+                if on_error is not None:
+                    on_error(name, exc)
+                elif strict:
                     raise
-                on_error(name, exc)
+                else:
+                    self.notice(
+                        f"warning: skipping damaged snapshot {name.removeprefix('snapshots/')[:8]}"
+                        f" ({exc}); run `stackvault check`, then `stackvault forget` it"
+                    )
         out.sort(key=lambda s: (s.time, s.id))
         return out
 

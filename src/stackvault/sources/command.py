@@ -8,6 +8,7 @@ the last lines of its standard error, so a failed dump can never look like a goo
 from __future__ import annotations
 
 import collections
+import os
 import shlex
 import signal
 import subprocess
@@ -42,6 +43,9 @@ class CommandStream:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                # Its own process group, so that stopping it stops its children too
+                # (a `sh -c "dump | gzip"` must not outlive an interrupted backup).
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise SourceError(
@@ -80,7 +84,10 @@ class CommandStream:
         if proc is None:
             return
         if exc_type is not None:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if proc.stdout is not None:
             proc.stdout.close()
         code = proc.wait()

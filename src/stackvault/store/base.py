@@ -111,5 +111,13 @@ class Store(ABC):
     def describe(self) -> str:
         """A human-readable location with every credential redacted, for messages."""
 
+    def cleanup(self) -> int:
+        """Remove leftovers of interrupted writes (temporary files); return how many.
+
+        Call only while no writer can be active, i.e. under the repository's exclusive lock.
+        Stores whose writes leave nothing behind keep this default.
+        """
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections and file handles; the store is unusable afterwards."""

@@ -139,6 +139,22 @@ class LocalStore(Store):
         # tolerates (stale lock, unreferenced pack or superseded index), so durability would only
         # slow prune down.
 
+    def cleanup(self) -> int:
+        """Delete ``.tmp-*`` files left by writers that were killed mid-`put`."""
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(self._root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    try:
+                        os.unlink(os.path.join(dirpath, name))
+                        removed += 1
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        raise self._error(exc, "removing a temporary file", None) from exc
+        return removed
+
     def capabilities(self) -> Capabilities:
         return Capabilities(range_reads=True, parallelism=max(2, min(os.cpu_count() or 2, 8)))
 

@@ -11,6 +11,7 @@ from stackvault.cli.app import JSON_OPTION, app, cli_of
 from stackvault.cli.render import human_bytes, snapshot_json, snapshot_table
 from stackvault.engine.browse import diff as diff_snapshots
 from stackvault.engine.browse import walk
+from stackvault.errors import IntegrityError
 
 
 @app.command()
@@ -22,16 +23,23 @@ def snapshots(
 ) -> None:
     """List snapshots, oldest first."""
     cli = cli_of(ctx, json_)
+    damaged: list[str] = []
     with cli.open_repo(index=False) as repo:
         snaps = [
             s
-            for s in repo.list_snapshots()
+            for s in repo.list_snapshots(on_error=lambda n, _e: damaged.append(n))
             if (host is None or s.hostname == host) and set(tag) <= set(s.tags)
         ]
     if cli.json:
         cli.emit_json([snapshot_json(s) for s in snaps])
     else:
         cli.print(snapshot_table(snaps))
+    if damaged:
+        ids = ", ".join(n.removeprefix("snapshots/")[:8] for n in damaged)
+        raise IntegrityError(
+            f"{len(damaged)} snapshot file(s) are damaged and were not listed: {ids}",
+            hint="run `stackvault check`; `stackvault forget ID` removes a damaged snapshot",
+        )
 
 
 def _mode_string(kind: str, mode: int) -> str:

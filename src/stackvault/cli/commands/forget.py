@@ -7,11 +7,12 @@ import typer
 from stackvault.cli.app import JSON_OPTION, app, cli_of
 from stackvault.cli.context import Cli
 from stackvault.cli.render import human_bytes
-from stackvault.errors import UsageError
+from stackvault.errors import SnapshotNotFound, UsageError
 from stackvault.policy.duration import parse_duration
 from stackvault.policy.retention import RetentionPolicy, SnapshotRef, decide
 from stackvault.repo.prune import execute_prune, plan_prune
 from stackvault.repo.repository import Repository
+from stackvault.repo.snapshot import Snapshot
 
 
 def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
@@ -23,7 +24,7 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
         "bytes_repacked": plan.bytes_repacked,
     }
     if not dry_run:
-        execute_prune(repo, plan)
+        execute_prune(repo, plan, cli.notice)
     if not cli.json:
         verb = "would free" if dry_run else "freed"
         cli.print(
@@ -34,6 +35,19 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
             f"{doc['packs_repacked']}; {verb} {human_bytes(plan.bytes_freed)}"
         )
     return doc
+
+
+def _resolve(repo: Repository, ref: str, snaps: list[Snapshot]) -> str:
+    """A snapshot id from a reference; a damaged (unreadable) snapshot is found by the id in
+    its file name, so it can be forgotten."""
+    try:
+        return repo.find_snapshot(ref, snaps).id
+    except SnapshotNotFound:
+        names = [n.removeprefix("snapshots/") for n in repo.snapshot_names()]
+        matches = [n for n in names if ref and n.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        raise
 
 
 @app.command()
@@ -81,9 +95,9 @@ def forget(
         remove: list[str] = []
         if snapshot_ids:
             for ref in snapshot_ids:
-                s = repo.find_snapshot(ref, snaps)
-                remove.append(s.id)
-                out.append({"id": s.id, "keep": False, "reasons": ["named on the command line"]})
+                snap_id = _resolve(repo, ref, snaps)
+                remove.append(snap_id)
+                out.append({"id": snap_id, "keep": False, "reasons": ["named on the command line"]})
         else:
             refs = [
                 SnapshotRef(s.id, s.time, s.hostname, tuple(s.paths), frozenset(s.tags))

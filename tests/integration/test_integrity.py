@@ -1,0 +1,632 @@
+"""Damage a real repository on disk and check what stackvault says and does about it.
+
+Each case starts from a repository with two snapshots that share most of their data
+(``shared/``) and each hold one big file of their own (``only1.bin`` / ``only2.bin``), then flips,
+truncates or deletes real files below ``repo/`` and runs the CLI in-process: `check` must exit 20
+naming what is damaged and which snapshots and files it affects, `restore` must never write
+wrong bytes and must still restore what is intact. Hostile trees (``..``, ``a/b``, absolute and
+symlink tricks) are built through the repository API, as an attacker holding the key would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import FAST_INIT, PASSWORD, Result, make_tree
+from stackvault.repo.blob import BlobType
+from stackvault.repo.pack import pack_name
+from stackvault.repo.repository import Repository
+from stackvault.repo.snapshot import Snapshot
+from stackvault.repo.tree import Node, encode_tree
+from stackvault.store.local import LocalStore
+
+Cli = Callable[..., Result]
+MIB = 1024 * 1024
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def describe(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Relative path → (kind, mode, sha256 or link text) for everything below ``root``."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("symlink", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            else:
+                out[rel] = ("file", stat.S_IMODE(st.st_mode), sha256_file(p))
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inside(target: Path, src: Path) -> Path:
+    """Where a backed-up absolute path lands below a restore target."""
+    return target / str(src).lstrip("/")
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x5A]))
+
+
+def open_repo(repo: Path) -> Repository:
+    r = Repository.open(LocalStore(repo), PASSWORD.encode())
+    r.load_index()
+    return r
+
+
+@dataclass
+class Located:
+    pack: Path
+    pack_id: str
+    blob_id: str
+    offset: int
+    length: int
+
+
+def locate_blob(repo: Path, snapshot_id: str, file_path: str) -> Located:
+    """The pack file and byte range holding the first blob of ``file_path`` in a snapshot."""
+    r = open_repo(repo)
+    snap = r.find_snapshot(snapshot_id)
+    node = next(n for p, n in r.iter_tree(snap.tree) if p == file_path)
+    blob_id = node.content[0]
+    entry = r.index.get(blob_id)
+    assert entry is not None
+    return Located(
+        repo / pack_name(entry.pack_id),
+        entry.pack_id.hex(),
+        blob_id.hex(),
+        entry.offset,
+        entry.length,
+    )
+
+
+def blobs_of_pack(repo: Path, pack_id: str) -> set[bytes]:
+    r = open_repo(repo)
+    return {b.blob_id for b in r.index.packs()[bytes.fromhex(pack_id)]}
+
+
+def files_using(repo: Path, blob_ids: set[bytes]) -> set[tuple[str, str]]:
+    """(snapshot id, path) of every file in any snapshot that uses one of ``blob_ids``."""
+    r = open_repo(repo)
+    out = set()
+    for snap in r.list_snapshots():
+        for p, n in r.iter_tree(snap.tree):
+            if n.type == "file" and blob_ids & set(n.content):
+                out.add((snap.id, p))
+    return out
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temporary files a restore may have left behind."""
+    return [str(p) for p in root.rglob("*") if ".svtmp-" in p.name or p.name.startswith(".tmp-")]
+
+
+@dataclass
+class TwoSnapshots:
+    repo: Path
+    src: Path
+    snap1: str
+    snap2: str
+    state1: dict[str, tuple[Any, ...]]
+    state2: dict[str, tuple[Any, ...]]
+    only1: str
+    only2: str
+
+
+@pytest.fixture
+def two_snapshots(initialised: Path, tmp_path: Path, cli: Cli) -> TwoSnapshots:
+    src = tmp_path / "src"
+    make_tree(src / "shared", seed=3, files=12)
+    rnd = random.Random(42)
+    (src / "only1.bin").write_bytes(rnd.randbytes(3 * MIB))
+    res = cli("--json", "backup", src)
+    assert res.code == 0, res.err
+    snap1 = res.json()["id"]
+    state1 = describe(src)
+
+    (src / "only1.bin").unlink()
+    (src / "only2.bin").write_bytes(rnd.randbytes(3 * MIB))
+    res = cli("--json", "backup", src)
+    assert res.code == 0, res.err
+    snap2 = res.json()["id"]
+    state2 = describe(src)
+    assert snap1 != snap2
+
+    res = cli("check", "--read-data")
+    assert res.code == 0, res.out + res.err
+    return TwoSnapshots(
+        initialised,
+        src,
+        snap1,
+        snap2,
+        state1,
+        state2,
+        str(src / "only1.bin"),
+        str(src / "only2.bin"),
+    )
+
+
+def restored_state(target: Path, src: Path) -> dict[str, tuple[Any, ...]]:
+    return describe(inside(target, src))
+
+
+# --- a flipped byte in a data pack ---------------------------------------------------------------
+
+
+def test_flipped_byte_in_data_pack(two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path) -> None:
+    t = two_snapshots
+    loc = locate_blob(t.repo, t.snap2, t.only2)
+    # The pack written by the second backup holds only data of only2.bin.
+    users = files_using(t.repo, blobs_of_pack(t.repo, loc.pack_id))
+    assert users == {(t.snap2, t.only2)}, users
+    flip_byte(loc.pack, loc.offset + loc.length // 2)
+
+    # Without --read-data, check looks at structure (sizes), not content.
+    res = cli("check")
+    assert res.code == 0, res.out + res.err
+
+    res = cli("check", "--read-data")
+    assert res.code == 20, res.out + res.err
+    assert loc.pack_id[:12] in res.out
+    assert loc.blob_id[:12] in res.out
+    assert t.snap2[:8] in res.out and "only2.bin" in res.out
+    assert t.snap1[:8] not in res.out
+
+    res = cli("--json", "check", "--read-data")
+    assert res.code == 20
+    doc = res.json()
+    assert doc["ok"] is False
+    assert doc["affected"] == {t.snap2: [t.only2]}
+    kinds = {(e["kind"], e["name"]) for e in doc["errors"]}
+    assert ("blob", loc.blob_id) in kinds
+    assert ("pack", f"data/{loc.pack_id[:2]}/{loc.pack_id}") in kinds
+
+    # Restoring the damaged snapshot: exit 20, the damaged file absent, the rest exact.
+    target = tmp_path / "restore2"
+    res = cli("restore", t.snap2, "--target", target)
+    assert res.code == 20, res.out + res.err
+    assert "only2.bin" in res.err and "check" in res.err
+    got = restored_state(target, t.src)
+    assert "only2.bin" not in got
+    expected = {k: v for k, v in t.state2.items() if k != "only2.bin"}
+    assert got == expected
+    assert leftovers(target) == []
+
+    # Only the intact files: success.
+    target = tmp_path / "restore2-shared"
+    res = cli("restore", t.snap2, "--target", target, "--include", str(t.src / "shared"))
+    assert res.code == 0, res.out + res.err
+    got = restored_state(target, t.src)
+    assert got == {k: v for k, v in t.state2.items() if k.startswith("shared")}
+
+    # The snapshot that does not use the damaged blob restores completely.
+    target = tmp_path / "restore1"
+    res = cli("restore", t.snap1, "--target", target, "--verify")
+    assert res.code == 0, res.out + res.err
+    assert restored_state(target, t.src) == t.state1
+
+    # dump of the damaged file fails too, and says why.
+    res = cli("dump", t.snap2, t.only2)
+    assert res.code == 20
+    assert loc.blob_id[:12] in res.err or loc.pack_id[:12] in res.err
+
+
+def test_flipped_byte_in_shared_data_affects_both_snapshots(
+    two_snapshots: TwoSnapshots, cli: Cli
+) -> None:
+    t = two_snapshots
+    big = str(t.src / "shared" / "docs" / "deep" / "er" / "big.bin")
+    loc = locate_blob(t.repo, t.snap1, big)
+    flip_byte(loc.pack, loc.offset + 100)
+    res = cli("--json", "check", "--read-data")
+    assert res.code == 20
+    affected = res.json()["affected"]
+    assert set(affected) == {t.snap1, t.snap2}
+    for paths in affected.values():
+        assert big in paths
+
+
+# --- truncated and missing packs -----------------------------------------------------------------
+
+
+def test_truncated_pack(two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path) -> None:
+    t = two_snapshots
+    loc = locate_blob(t.repo, t.snap2, t.only2)
+    os.truncate(loc.pack, loc.offset + loc.length // 2)
+    name = f"data/{loc.pack_id[:2]}/{loc.pack_id}"
+
+    res = cli("check")  # no --read-data: the size alone gives it away
+    assert res.code == 20, res.out + res.err
+    assert name in res.out and "truncated" in res.out
+
+    res = cli("--json", "check")
+    assert res.code == 20
+    doc = res.json()
+    assert any(e["kind"] == "pack" and e["name"] == name for e in doc["errors"])
+    assert doc["affected"] == {t.snap2: [t.only2]}
+
+    res = cli("check", "--read-data")
+    assert res.code == 20 and name in res.out
+
+    target = tmp_path / "r2"
+    res = cli("restore", t.snap2, "--target", target)
+    assert res.code == 20, res.out + res.err
+    got = restored_state(target, t.src)
+    assert got == {k: v for k, v in t.state2.items() if k != "only2.bin"}
+    assert leftovers(target) == []
+
+
+def test_missing_pack(two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path) -> None:
+    t = two_snapshots
+    loc = locate_blob(t.repo, t.snap2, t.only2)
+    loc.pack.unlink()
+    name = f"data/{loc.pack_id[:2]}/{loc.pack_id}"
+
+    for args in (("check",), ("check", "--read-data")):
+        res = cli("--json", *args)
+        assert res.code == 20, res.out + res.err
+        doc = res.json()
+        assert any(
+            e["kind"] == "pack" and e["name"] == name and "missing" in e["message"]
+            for e in doc["errors"]
+        ), doc["errors"]
+        assert doc["affected"] == {t.snap2: [t.only2]}
+
+    res = cli("check")
+    assert res.code == 20
+    assert name in res.out and "only2.bin" in res.out and t.snap2[:8] in res.out
+
+    target = tmp_path / "r2"
+    res = cli("restore", t.snap2, "--target", target)
+    assert res.code == 20, res.out + res.err
+    assert "missing" in res.err
+    assert "only2.bin" not in restored_state(target, t.src)
+
+    target = tmp_path / "r1"
+    res = cli("restore", t.snap1, "--target", target)
+    assert res.code == 0, res.out + res.err
+    assert restored_state(target, t.src) == t.state1
+
+
+def test_missing_tree_pack_names_whole_directories(two_snapshots: TwoSnapshots, cli: Cli) -> None:
+    """Losing the pack of the second backup's trees: snapshot 2 cannot be walked."""
+    t = two_snapshots
+    r = open_repo(t.repo)
+    snap2 = r.find_snapshot(t.snap2)
+    entry = r.index.get(snap2.tree)
+    assert entry is not None and entry.type == BlobType.TREE
+    (t.repo / pack_name(entry.pack_id)).unlink()
+    res = cli("--json", "check")
+    assert res.code == 20
+    doc = res.json()
+    assert t.snap2 in doc["affected"]
+    assert any(e["kind"] == "tree" for e in doc["errors"]), doc["errors"]
+
+
+# --- damaged index ---------------------------------------------------------------------------
+
+
+def test_flipped_byte_in_index_file(two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path) -> None:
+    t = two_snapshots
+    index_files = sorted((t.repo / "index").iterdir())
+    assert len(index_files) >= 2
+    damaged = index_files[0]
+    flip_byte(damaged, damaged.stat().st_size // 2)
+
+    res = cli("check")
+    assert res.code == 20, res.out + res.err
+    assert f"index/{damaged.name}" in res.out
+
+    res = cli("--json", "check")
+    assert res.code == 20
+    assert any(
+        e["kind"] == "index" and e["name"] == f"index/{damaged.name}" for e in res.json()["errors"]
+    )
+
+    for args in (
+        ("restore", "latest", "--target", tmp_path / "r"),
+        ("ls", "latest"),
+        ("backup", t.src),
+    ):
+        res = cli(*args)
+        assert res.code == 20, (args, res.out, res.err)
+        assert f"index/{damaged.name}" in res.err
+        assert "stackvault check" in res.err
+        assert "Traceback" not in res.err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+    # The failed backup wrote no snapshot.
+    assert len(list((t.repo / "snapshots").iterdir())) == 2
+
+
+# --- damaged snapshot -----------------------------------------------------------------------
+
+
+def test_flipped_byte_in_snapshot_file(two_snapshots: TwoSnapshots, cli: Cli) -> None:
+    t = two_snapshots
+    path = t.repo / "snapshots" / t.snap1
+    flip_byte(path, 40)
+
+    res = cli("check")
+    assert res.code == 20, res.out + res.err
+    assert f"snapshots/{t.snap1}" in res.out
+
+    res = cli("--json", "check")
+    assert res.code == 20
+    errors = res.json()["errors"]
+    assert any(e["kind"] == "snapshot" and e["name"] == f"snapshots/{t.snap1}" for e in errors)
+
+    res = cli("snapshots")
+    assert res.code == 20, res.out + res.err
+    assert t.snap1[:8] in res.err
+    assert "Traceback" not in res.err
+
+
+def test_damaged_snapshot_does_not_block_restoring_another(
+    two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path
+) -> None:
+    """One damaged snapshot file must not make every other snapshot unrestorable: the
+    intact snapshot named by its id restores."""
+    t = two_snapshots
+    flip_byte(t.repo / "snapshots" / t.snap1, 40)
+    target = tmp_path / "r2"
+    res = cli("restore", t.snap2, "--target", target)
+    assert res.code == 0, res.out + res.err
+    assert restored_state(target, t.src) == t.state2
+
+
+def test_damaged_snapshot_does_not_block_new_backups(two_snapshots: TwoSnapshots, cli: Cli) -> None:
+    """Unattended backups must keep working when an old snapshot file is damaged: the new
+    snapshot is saved (the damaged one may be reported, and check keeps failing on it)."""
+    t = two_snapshots
+    flip_byte(t.repo / "snapshots" / t.snap1, 40)
+    (t.src / "new.txt").write_text("new\n")
+    res = cli("backup", t.src)
+    assert res.code == 0, res.out + res.err
+    assert len(list((t.repo / "snapshots").iterdir())) == 3
+
+
+def test_damaged_snapshot_can_be_forgotten(two_snapshots: TwoSnapshots, cli: Cli) -> None:
+    """The way out of a damaged snapshot file is to forget it by its id (its file name);
+    afterwards check passes."""
+    t = two_snapshots
+    flip_byte(t.repo / "snapshots" / t.snap1, 40)
+    res = cli("forget", t.snap1)
+    assert res.code == 0, res.out + res.err
+    assert not (t.repo / "snapshots" / t.snap1).exists()
+    res = cli("check")
+    assert res.code == 0, res.out + res.err
+
+
+# --- hostile trees ------------------------------------------------------------------------------
+
+
+def hostile_snapshot(repo: Path, build: Callable[[Callable[[bytes], Node]], list[Node]]) -> str:
+    """Save a snapshot whose root tree is ``build(file_node_factory)``; return its id."""
+    r = open_repo(repo)
+    writer = r.writer()
+
+    def file_node(name_and_data: bytes) -> Node:
+        name, _, data = name_and_data.partition(b"=")
+        blob_id, _ = writer.save(BlobType.DATA, data)
+        return Node(
+            name=os.fsdecode(name),
+            type="file",
+            mode=0o644,
+            size=len(data),
+            content=[blob_id],
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    def save_tree(nodes: list[Node]) -> bytes:
+        tree_id, _ = writer.save(BlobType.TREE, encode_tree(nodes))
+        return tree_id
+
+    nodes = build(file_node)
+    # `_dir` puts a directory's children (a list of nodes) in `subtree`; save them as a tree.
+    for n in nodes:
+        if n.type == "dir" and isinstance(n.subtree, list):
+            n.subtree = save_tree(n.subtree)
+    root = save_tree(nodes)
+    writer.flush()
+    writer.close()
+    snap = Snapshot(time=r.clock.now(), tree=root, paths=["/"], hostname="evil", username="evil")
+    return r.save_snapshot(snap)
+
+
+def _dir(name: str, children: list[Node]) -> Node:
+    return Node(name=name, type="dir", mode=0o755, subtree=children)  # type: ignore[arg-type]
+
+
+HOSTILE: dict[str, Callable[[Callable[[bytes], Node]], list[Node]]] = {
+    "dotdot dir": lambda f: [_dir("..", [f(b"escaped.txt=PWNED-1")])],
+    "dotdot file": lambda f: [f(b"..=PWNED-2")],
+    "slash in name": lambda f: [f(b"../escaped.txt=PWNED-3")],
+    "a/b": lambda f: [_dir("a", []), f(b"a/b=PWNED-4")],
+    "dot": lambda f: [f(b".=PWNED-5")],
+    "nul": lambda f: [f(b"nul\0byte=PWNED-6")],
+    "empty name": lambda f: [f(b"=PWNED-7")],
+}
+# What the error message must quote for each case.
+HOSTILE_NAMES = {
+    "dotdot dir": "'..'",
+    "dotdot file": "'..'",
+    "slash in name": "'../escaped.txt'",
+    "a/b": "'a/b'",
+    "dot": "'.'",
+    "nul": "nul\\x00byte",
+    "empty name": "''",
+}
+
+
+@pytest.fixture
+def arena(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """An outer directory holding the restore target and a sentinel directory beside it."""
+    outer = tmp_path / "outer"
+    sentinel = outer / "sentinel"
+    sentinel.mkdir(parents=True)
+    (sentinel / "keep.txt").write_text("keep")
+    return outer, outer / "target", sentinel
+
+
+def outside_target(outer: Path) -> dict[str, tuple[Any, ...]]:
+    return {k: v for k, v in describe(outer).items() if not k.startswith("target")}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_tree_is_refused(
+    initialised: Path, cli: Cli, arena: tuple[Path, Path, Path], case: str
+) -> None:
+    outer, target, _ = arena
+    before = outside_target(outer)
+    snap_id = hostile_snapshot(initialised, HOSTILE[case])
+    res = cli("restore", snap_id, "--target", target)
+    assert res.code != 0, res.out + res.err
+    assert "Traceback" not in res.err and "internal error" not in res.err, res.err
+    assert "refusing" in res.err or "unsafe" in res.err, res.err
+    assert HOSTILE_NAMES[case] in res.err, res.err
+    assert outside_target(outer) == before
+    for p in outer.rglob("*"):
+        if p.is_file():
+            assert b"PWNED" not in p.read_bytes() or p.is_relative_to(target), p
+
+
+def test_symlink_then_directory_of_the_same_name_is_refused(
+    initialised: Path, cli: Cli, arena: tuple[Path, Path, Path]
+) -> None:
+    """A tree with a symlink ``d`` → the sentinel directory and a directory ``d`` holding a file:
+    restoring the file must not follow the symlink out of the target."""
+    outer, target, sentinel = arena
+    before = outside_target(outer)
+
+    def build(f: Callable[[bytes], Node]) -> list[Node]:
+        link = Node(name="d", type="symlink", mode=0o777, target=str(sentinel))
+        return [link, _dir("d", [f(b"pwned.txt=PWNED-8")])]
+
+    snap_id = hostile_snapshot(initialised, build)
+    res = cli("restore", snap_id, "--target", target)
+    assert res.code != 0, res.out + res.err
+    assert "Traceback" not in res.err and "internal error" not in res.err, res.err
+    assert not (sentinel / "pwned.txt").exists()
+    assert outside_target(outer) == before
+
+
+def test_absolute_symlink_in_snapshot_is_restored_as_a_link_only(
+    initialised: Path, cli: Cli, arena: tuple[Path, Path, Path]
+) -> None:
+    """A symlink pointing outside is legitimate content: it is created verbatim and nothing is
+    written through it (a later file of another name stays inside)."""
+    outer, target, sentinel = arena
+    before = outside_target(outer)
+
+    def build(f: Callable[[bytes], Node]) -> list[Node]:
+        return [
+            Node(name="link", type="symlink", mode=0o777, target=str(sentinel)),
+            f(b"normal.txt=fine"),
+        ]
+
+    snap_id = hostile_snapshot(initialised, build)
+    res = cli("restore", snap_id, "--target", target)
+    assert res.code == 0, res.out + res.err
+    assert os.readlink(target / "link") == str(sentinel)
+    assert (target / "normal.txt").read_text() == "fine"
+    assert outside_target(outer) == before
+
+
+# --- prune keeps what is kept ---------------------------------------------------------------
+
+
+def test_prune_never_breaks_a_kept_snapshot(repo_env: Path, cli: Cli, tmp_path: Path) -> None:
+    res = cli(*FAST_INIT, "--pack-size", "1")
+    assert res.code == 0, res.err
+    src = tmp_path / "src"
+    make_tree(src / "base", seed=5, files=8)
+    rnd = random.Random(7)
+    snaps: list[str] = []
+    states: list[dict[str, tuple[Any, ...]]] = []
+
+    def backup() -> None:
+        r = cli("--json", "backup", src)
+        assert r.code == 0, r.err
+        snaps.append(r.json()["id"])
+        states.append(describe(src))
+
+    for i in range(5):
+        # New data every time, some of it outliving the next snapshots, some not.
+        (src / f"gen{i}-keep.bin").write_bytes(rnd.randbytes(700 * 1024))
+        (src / f"gen{i}-temp.bin").write_bytes(rnd.randbytes(900 * 1024))
+        (src / f"gen{i}.txt").write_text(f"generation {i}\n" * (1000 * (i + 1)))
+        if i >= 1:
+            (src / f"gen{i - 1}-temp.bin").unlink()
+        if i == 3:
+            shutil.rmtree(src / "base" / "docs" / "deep")
+        backup()
+
+    keep = {snaps[1], snaps[4]}
+    before = sum(p.stat().st_size for p in (repo_env / "data").rglob("*") if p.is_file())
+    res = cli("forget", snaps[0], snaps[2], snaps[3])
+    assert res.code == 0, res.out + res.err
+    res = cli("--json", "prune")
+    assert res.code == 0, res.out + res.err
+    pruned = res.json()
+    assert pruned["packs_deleted"] >= 1
+    assert pruned["packs_repacked"] >= 1, pruned
+    after = sum(p.stat().st_size for p in (repo_env / "data").rglob("*") if p.is_file())
+    assert after < before
+
+    res = cli("--json", "check", "--read-data")
+    assert res.code == 0, res.out + res.err
+    doc = res.json()
+    assert doc["ok"] and doc["snapshots"] == 2 and doc["notices"] == []
+
+    res = cli("--json", "snapshots")
+    assert {s["id"] for s in res.json()} == keep
+    for idx in (1, 4):
+        target = tmp_path / f"restore{idx}"
+        res = cli("restore", snaps[idx], "--target", target, "--verify")
+        assert res.code == 0, res.out + res.err
+        assert restored_state(target, src) == states[idx]
+
+    # A second prune has nothing left to do.
+    res = cli("--json", "prune")
+    assert res.code == 0
+    assert res.json()["packs_deleted"] == 0 and res.json()["packs_repacked"] == 0
+
+
+def test_check_reports_json_counts(two_snapshots: TwoSnapshots, cli: Cli) -> None:
+    res = cli("--json", "check", "--read-data")
+    assert res.code == 0
+    doc = res.json()
+    assert doc["ok"] is True and doc["errors"] == [] and doc["affected"] == {}
+    assert doc["snapshots"] == 2
+    packs = [p for p in (two_snapshots.repo / "data").rglob("*") if p.is_file()]
+    assert doc["packs"] == doc["packs_read"] == len(packs)
+    assert doc["bytes_read"] == sum(p.stat().st_size for p in packs)
+    json.dumps(doc)
