@@ -26,6 +26,8 @@ from stackvault.repo.tree import Node, valid_name
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.fsrestore import RestoreTarget
 
+BATCH_FILES = 64
+BATCH_BYTES = 4 * 1024 * 1024
 PREFETCH = 4
 """Blobs of one file fetched and decrypted ahead of the one being written."""
 
@@ -197,11 +199,18 @@ class RestoreJob:
         futures: list[Future[None]] = []
         total_files = total_bytes = 0
 
-        def job(rel: list[str], node: Node) -> None:
+        def job(files: list[tuple[list[str], Node]]) -> None:
             try:
-                self._restore_file(target, rel, node)
+                for rel, node in files:
+                    self._restore_file(target, rel, node)
             finally:
                 slots.release()
+
+        # Small files go to the pool in batches: a hand-off per tiny file costs more than
+        # restoring it.
+        batch: list[tuple[list[str], Node]] = []
+        batch_bytes = 0
+        small = self.repo.config.chunker.min
 
         try:
             for rel, node, included in self._walk(self.snapshot.tree, [], False):
@@ -223,8 +232,19 @@ class RestoreJob:
                     total_files += 1
                     total_bytes += node.size
                     self.progress.set_total(files=total_files, bytes_=total_bytes)
+                    if node.size < small:
+                        batch.append((rel, node))
+                        batch_bytes += node.size
+                        if len(batch) < BATCH_FILES and batch_bytes < BATCH_BYTES:
+                            continue
+                        files, batch, batch_bytes = batch, [], 0
+                    else:
+                        files = [(rel, node)]
                     slots.acquire()
-                    futures.append(pool.submit(job, rel, node))
+                    futures.append(pool.submit(job, files))
+            if batch:
+                slots.acquire()
+                futures.append(pool.submit(job, batch))
             for fut in futures:
                 fut.result()
             self._make_hardlinks(target)

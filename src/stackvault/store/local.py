@@ -11,8 +11,12 @@ from pathlib import Path
 
 from stackvault.errors import ObjectNotFound, StoreError, StoreFull, StorePermissionDenied
 from stackvault.store.base import Capabilities, ObjectInfo, Store, validate_name
+from stackvault.store.fdcache import FdCache
 
 TEMP_PREFIX = ".tmp-"
+_CACHED_PREFIX = "data/"
+"""Packs are immutable and named by their content, so their file descriptors can be kept
+open between ranged reads (restore and check read many small ranges of the same packs)."""
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 # A name that is a directory or crosses a regular file is simply not an object.
@@ -31,6 +35,7 @@ class LocalStore(Store):
     def __init__(self, root: str | Path) -> None:
         # abspath, not resolve: messages should show the path the user gave, made unambiguous.
         self._root = Path(os.path.abspath(root))
+        self._fds = FdCache()
 
     @property
     def root(self) -> Path:
@@ -65,6 +70,7 @@ class LocalStore(Store):
             finally:
                 os.close(fd)
             os.replace(tmp, target)
+            self._fds.invalidate(name)
         except BaseException as exc:
             # Also on KeyboardInterrupt: a stray temp file would only waste space.
             try:
@@ -83,16 +89,24 @@ class LocalStore(Store):
         validate_name(name)
         if offset < 0 or (length is not None and length < 0):
             raise StoreError(f"invalid range offset={offset} length={length} for {name}")
+        cacheable = name.startswith(_CACHED_PREFIX)
+        cached = self._fds.acquire(name) if cacheable else None
+        if cached is not None:
+            fd = cached.fd
+        else:
+            try:
+                fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise self._error(exc, "reading", name) from exc
+        regular = cached is not None
         try:
-            fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise self._error(exc, "reading", name) from exc
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise self._not_found(name)
-            if length is None:
-                length = max(0, st.st_size - offset)
+            if length is None or cached is None:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise self._not_found(name)
+                regular = True
+                if length is None:
+                    length = max(0, st.st_size - offset)
             parts: list[bytes] = []
             while length > 0:
                 part = os.pread(fd, length, offset)
@@ -101,11 +115,16 @@ class LocalStore(Store):
                 parts.append(part)
                 offset += len(part)
                 length -= len(part)
-            return b"".join(parts)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         except OSError as exc:
             raise self._error(exc, "reading", name) from exc
         finally:
-            os.close(fd)
+            if cached is not None:
+                self._fds.release(cached)
+            elif cacheable and regular:
+                self._fds.offer(name, fd)  # keeps it open for the next ranged read
+            else:
+                os.close(fd)
 
     def stat(self, name: str) -> ObjectInfo:
         validate_name(name)
@@ -129,6 +148,7 @@ class LocalStore(Store):
 
     def delete(self, name: str) -> None:
         validate_name(name)
+        self._fds.invalidate(name)
         try:
             os.unlink(self._path(name))
         except OSError as exc:
@@ -154,6 +174,9 @@ class LocalStore(Store):
                     except OSError as exc:
                         raise self._error(exc, "removing a temporary file", None) from exc
         return removed
+
+    def close(self) -> None:
+        self._fds.clear()
 
     def capabilities(self) -> Capabilities:
         return Capabilities(range_reads=True, parallelism=max(2, min(os.cpu_count() or 2, 8)))
