@@ -144,14 +144,17 @@ class Cli:
         store = self.store()
         from stackvault.repo.config import read_header
 
-        read_header(store)  # "no repository" before asking for a password
-        repo = Repository.open(store, self.password(), notice=self.notice)
-        if lock is None:
-            if index:
-                repo.load_index()
-            yield repo
-            return
-        with repo.lock(exclusive=exclusive, operation=lock):
-            if index:
-                repo.load_index()
-            yield repo
+        try:
+            read_header(store)  # "no repository" before asking for a password
+            repo = Repository.open(store, self.password(), notice=self.notice)
+            if lock is None:
+                if index:
+                    repo.load_index()
+                yield repo
+                return
+            with repo.lock(exclusive=exclusive, operation=lock):
+                if index:
+                    repo.load_index()
+                yield repo
+        finally:
+            store.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ class FdCache:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, FdEntry] = OrderedDict()
+        # A store that is dropped without close() must not leak its descriptors.
+        weakref.finalize(self, _close_all, self._entries)
 
     def acquire(self, name: str) -> FdEntry | None:
         """The cached entry for ``name`` with a reference taken, or None."""
@@ -79,3 +82,12 @@ class FdCache:
     def _doom(entry: FdEntry) -> list[int]:
         entry.doomed = True
         return [entry.fd] if entry.refs == 0 else []
+
+
+def _close_all(entries: OrderedDict[str, FdEntry]) -> None:
+    for entry in entries.values():
+        try:
+            os.close(entry.fd)
+        except OSError:
+            pass
+    entries.clear()
