@@ -8,7 +8,7 @@ from stackvault.cli.app import JSON_OPTION, app, cli_of
 from stackvault.cli.context import Cli
 from stackvault.cli.render import human_bytes
 from stackvault.errors import SnapshotNotFound, UsageError
-from stackvault.policy.duration import parse_duration
+from stackvault.policy.duration import Duration, parse_duration
 from stackvault.policy.retention import RetentionPolicy, SnapshotRef, decide
 from stackvault.repo.prune import execute_prune, plan_prune
 from stackvault.repo.repository import Repository
@@ -37,6 +37,10 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
     return doc
 
 
+def _duration(text: str | None) -> Duration | None:
+    return parse_duration(text) if text else None
+
+
 def _resolve(repo: Repository, ref: str, snaps: list[Snapshot]) -> str:
     """A snapshot id from a reference; a damaged (unreadable) snapshot is found by the id in
     its file name, so it can be forgotten."""
@@ -63,6 +67,21 @@ def forget(
     keep_within: str | None = typer.Option(
         None, "--keep-within", help="Keep all snapshots within DURATION (e.g. 7d, 2w, 1y2m)."
     ),
+    keep_within_hourly: str | None = typer.Option(
+        None, "--keep-within-hourly", help="Keep the newest snapshot of each hour within D."
+    ),
+    keep_within_daily: str | None = typer.Option(
+        None, "--keep-within-daily", help="Keep the newest snapshot of each day within D."
+    ),
+    keep_within_weekly: str | None = typer.Option(
+        None, "--keep-within-weekly", help="Keep the newest snapshot of each week within D."
+    ),
+    keep_within_monthly: str | None = typer.Option(
+        None, "--keep-within-monthly", help="Keep the newest snapshot of each month within D."
+    ),
+    keep_within_yearly: str | None = typer.Option(
+        None, "--keep-within-yearly", help="Keep the newest snapshot of each year within D."
+    ),
     keep_tag: list[str] = typer.Option(
         [], "--keep-tag", help="Keep snapshots with these tags (comma = all of them)."
     ),
@@ -82,7 +101,12 @@ def forget(
         weekly=keep_weekly,
         monthly=keep_monthly,
         yearly=keep_yearly,
-        within=parse_duration(keep_within) if keep_within else None,
+        within=_duration(keep_within),
+        within_hourly=_duration(keep_within_hourly),
+        within_daily=_duration(keep_within_daily),
+        within_weekly=_duration(keep_within_weekly),
+        within_monthly=_duration(keep_within_monthly),
+        within_yearly=_duration(keep_within_yearly),
         tags=tuple(frozenset(t.split(",")) for t in keep_tag),
     )
     if snapshot_ids and not policy.is_empty():
@@ -105,7 +129,11 @@ def forget(
             ]
             for key, decisions in decide(refs, policy, groups, repo.clock.now()):
                 if not cli.json:
-                    cli.print(f"group {key}:")
+                    parts = [
+                        f"{field} {','.join(v) if isinstance(v, tuple) else v}"
+                        for field, v in zip(groups, key, strict=False)
+                    ]
+                    cli.print(f"snapshots of {'; '.join(parts) or 'all'}:")
                 for d in decisions:
                     if not d.keep:
                         remove.append(d.snapshot.id)
