@@ -42,5 +42,9 @@ test: $(STAMP) deps-test lint typecheck imports
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit tests/store $(PYTEST_ARGS)
 
+bench: $(STAMP)
+	bash scripts/install-bench-deps.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.compare $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -329,6 +330,10 @@ class Tool(ABC):
     def version_args(self) -> list[str]:
         return ["--version"]
 
+    def source_state(self) -> str:
+        """A digest of the tool's code if it can change under the benchmark, else ''."""
+        return ""
+
     @abstractmethod
     def env(self, lay: Layout) -> dict[str, str]: ...
 
@@ -356,6 +361,17 @@ class Stackvault(Tool):
 
     def _cmd(self, lay: Layout, *args: str) -> list[str]:
         return [self.executable() or "stackvault", "--repo", str(lay.repo), *args]
+
+    def source_state(self) -> str:
+        """SHA-256 over the package's .py files: an editable install changes when src/ does."""
+        spec = importlib.util.find_spec("stackvault")
+        if spec is None or spec.origin is None:
+            return ""
+        package = Path(spec.origin).parent
+        h = hashlib.sha256()
+        for path in sorted(package.rglob("*.py")):
+            h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+        return h.hexdigest()[:16]
 
     def env(self, lay: Layout) -> dict[str, str]:
         return {**base_env(lay), "STACKVAULT_PASSWORD": PASSWORD}
@@ -603,6 +619,7 @@ class ToolRun:
     repo_bytes: int | None = None
     repo_allocated_bytes: int | None = None
     restore_check: str = "not run"
+    source_state: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -613,6 +630,7 @@ class ToolRun:
             "repo_bytes": self.repo_bytes,
             "repo_allocated_bytes": self.repo_allocated_bytes,
             "restore_check": self.restore_check,
+            "source_state": self.source_state,
         }
 
 
@@ -623,7 +641,7 @@ class Runner:
         self.tool, self.data, self.cfg = tool, data, cfg
         self.lay = Layout(cfg.workdir / f"run-{run}" / tool.name, data.src)
         self.env = tool.env(self.lay)
-        self.record = ToolRun(tool.name, run)
+        self.record = ToolRun(tool.name, run, source_state=tool.source_state())
 
     def _phase(self, phase: str, cmd: Command, inputs: list[Path], source_bytes: int) -> Result:
         waited = wait_for_idle(self.cfg.idle_wait)
@@ -746,7 +764,15 @@ def medians(records: list[ToolRun], tools: list[str]) -> dict[str, dict[str, Med
 
 
 def median_repo_bytes(records: list[ToolRun], tool: str) -> float | None:
-    sizes = [r.repo_bytes for r in records if r.tool == tool and r.repo_bytes is not None]
+    """Median repository size over the runs whose three backups all succeeded."""
+    backups = ("initial", "nochange", "mutated")
+    sizes = [
+        r.repo_bytes
+        for r in records
+        if r.tool == tool
+        and r.repo_bytes is not None
+        and all(p in r.phases and r.phases[p].ok for p in backups)
+    ]
     return statistics.median(sizes) if sizes else None
 
 
@@ -831,6 +857,16 @@ def table(meds: dict[str, dict[str, Median]], repo: dict[str, float | None]) -> 
 
 def _div(value: float | None, by: float) -> float | None:
     return None if value is None else value / by
+
+
+def code_changes(records: list[ToolRun]) -> dict[str, list[str]]:
+    """Tools whose code differed between runs (e.g. src/ edited during the benchmark)."""
+    states: dict[str, list[str]] = {}
+    for rec in records:
+        seen = states.setdefault(rec.tool, [])
+        if rec.source_state and rec.source_state not in seen:
+            seen.append(rec.source_state)
+    return {tool: seen for tool, seen in states.items() if len(seen) > 1}
 
 
 def interference(records: list[ToolRun]) -> dict[str, float]:
@@ -1032,6 +1068,7 @@ class Benchmark:
             table=text,
             failures=failures_text(self.records),
             interference=interference(self.records),
+            code_changed=code_changes(self.records),
         )
         write_report(self.args.json_out, self.report)
         return text
@@ -1116,6 +1153,10 @@ def summary(report: dict[str, Any]) -> str:
         LEGEND,
         _interference_text(report["interference"]),
     ]
+    for tool, states in report["code_changed"].items():
+        lines.append(
+            f"WARNING: {tool}'s code changed during the benchmark ({len(states)} versions)."
+        )
     if report["failures"]:
         lines += ["", "FAILURES:", report["failures"]]
     return "\n".join(lines)
