@@ -242,12 +242,19 @@ class CacheMode:
     name: str
 
     @classmethod
-    def detect(cls) -> CacheMode:
+    def detect(cls, wanted: str = "auto") -> CacheMode:
+        if wanted == "warm":
+            return cls("warm-chosen")
         return cls("cold" if drop_page_cache() else "warm")
 
     def describe(self) -> str:
         if self.name == "cold":
             return "cold: page cache dropped (sync; echo 3 > drop_caches) before every phase"
+        if self.name == "warm-chosen":
+            return (
+                "warm (--cache warm): before every phase the phase's input (dataset or "
+                "repository) is read once, so every tool starts with it in the page cache"
+            )
         return (
             "warm: dropping the page cache is not permitted here, so before every phase the "
             "phase's input (dataset or repository) is read once; every tool starts warm"
@@ -990,6 +997,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per phase")
     parser.add_argument(
+        "--cache",
+        choices=("auto", "warm"),
+        default="auto",
+        help="auto: drop the page cache before every phase where permitted (cold disk); "
+        "warm: pre-read each phase's input instead (CPU-bound comparison)",
+    )
+    parser.add_argument(
         "--idle-wait",
         type=float,
         default=0,
@@ -1110,7 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
     if not tools:
         print("no tools to benchmark", file=sys.stderr)
         return 1
-    cache = CacheMode.detect()
+    cache = CacheMode.detect(args.cache)
     print(f"page cache: {cache.describe()}", flush=True)
     bench = Benchmark(args, tools, cache)
     bench.run()

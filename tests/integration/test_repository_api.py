@@ -30,6 +30,7 @@ from stackvault.errors import (
     WrongPassword,
 )
 from stackvault.repo.blob import BlobType
+from stackvault.repo.config import DEFAULT_PACK_SIZE
 from stackvault.repo.lock import LOCK_AAD, LockInfo, list_locks
 from stackvault.repo.pack import pack_name, read_pack_header, storage_id
 from stackvault.repo.repository import Repository
@@ -88,7 +89,7 @@ def test_open_errors(store: Store) -> None:
         Repository.open(store, b"wrong")
     assert wp.value.exit_code == EXIT_WRONG_PASSWORD
     repo = Repository.open(store, PW)
-    assert repo.config.pack_size == 16 * 1024 * 1024
+    assert repo.config.pack_size == DEFAULT_PACK_SIZE
 
 
 def test_second_key_opens_the_same_master_key(store: Store) -> None:

@@ -297,3 +297,12 @@ def test_capabilities_and_describe(store: Store) -> None:
     assert caps.parallelism >= 1
     assert not caps.append_only
     assert store.describe()
+
+
+def test_put_parts_stores_the_concatenation(store: Store) -> None:
+    parts = [b"head-", b"", bytearray(b"middle-" * 1000), memoryview(b"0123456789")[2:8], b"tail"]
+    store.put_parts("data/ab/parts", parts)
+    expected = b"".join(bytes(p) for p in parts)
+    assert store.get("data/ab/parts") == expected
+    assert store.stat("data/ab/parts").size == len(expected)
+    assert store.get("data/ab/parts", 5, 7) == expected[5:12]

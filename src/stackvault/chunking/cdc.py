@@ -19,7 +19,7 @@ class ChunkerParams:
 
     min: int = 256 * 1024
     avg: int = 1 * MIB
-    max: int = 8 * MIB
+    max: int = 4 * MIB
 
     def __post_init__(self) -> None:
         # pyfastcdc's accepted ranges; outside them it raises an unhelpful ValueError.

@@ -19,7 +19,7 @@ from stackvault.store.base import Store
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config"
-DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+DEFAULT_PACK_SIZE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)

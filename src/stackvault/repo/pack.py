@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mmap
 import struct
 from dataclasses import dataclass
 
@@ -40,57 +39,36 @@ class PackedBlob:
 
 
 class PackBuilder:
-    """Accumulates sealed blobs of one type into one pack file in memory.
+    """Accumulates sealed blobs of one type for one pack file.
 
-    The buffer is an anonymous mapping of ``capacity`` bytes: pages count against memory
-    only once filled, and appending never reallocates and copies a growing pack. Call
-    `release` when the pack has been stored.
+    The sealed blobs are kept as separate buffers and handed to the store as a list of parts
+    (written with one gathering system call by the local store), so building a pack never
+    copies its data and never holds the GIL for a large memcpy.
     """
 
-    def __init__(self, blob_type: BlobType, capacity: int) -> None:
+    def __init__(self, blob_type: BlobType) -> None:
         self.blob_type = blob_type
-        self._buf = mmap.mmap(-1, capacity)
-        self._size = 0
+        self.parts: list[bytes] = []
         self.entries: list[PackedBlob] = []
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def _append(self, data: bytes | bytearray | memoryview) -> None:
-        end = self._size + len(data)
-        if end > len(self._buf):
-            # Rare (a blob larger than the planned capacity). A fresh mapping and one copy:
-            # mmap.resize of anonymous mappings is not reliable across platforms.
-            bigger = mmap.mmap(-1, max(end, 2 * len(self._buf)))
-            bigger[: self._size] = self._buf[: self._size]
-            self._buf.close()
-            self._buf = bigger
-        self._buf[self._size : end] = data
-        self._size = end
+        self.size = 0
 
     def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(
-            PackedBlob(self.blob_type, blob_id, self._size, len(sealed), raw_length)
-        )
-        self._append(sealed)
+        self.entries.append(PackedBlob(self.blob_type, blob_id, self.size, len(sealed), raw_length))
+        self.parts.append(sealed)
+        self.size += len(sealed)
 
-    def finish(self, envelope: Envelope) -> tuple[bytes, memoryview]:
-        """Return ``(pack_id, pack_bytes)``; valid until `release`."""
+    def finish(self, envelope: Envelope) -> tuple[bytes, list[bytes]]:
+        """Return ``(pack_id, parts)``: the pack is the concatenation of ``parts``."""
         header = b"".join(
             _ENTRY.pack(e.type, e.length, e.raw_length, e.blob_id) for e in self.entries
         )
         sealed_header = envelope.seal(header, HEADER_AAD)
-        self._append(sealed_header)
-        self._append(_TRAILER.pack(len(sealed_header)))
-        view = memoryview(self._buf)[: self._size]
-        return storage_id(view), view
-
-    def release(self, view: memoryview | None = None) -> None:
-        """Free the buffer (and the view `finish` returned, if given)."""
-        if view is not None:
-            view.release()
-        self._buf.close()
+        parts = [*self.parts, sealed_header, _TRAILER.pack(len(sealed_header))]
+        self.parts = []
+        hasher = blake3.blake3()
+        for part in parts:
+            hasher.update(part)
+        return hasher.digest(), parts
 
 
 def read_pack_header(envelope: Envelope, tail: bytes, pack_size: int) -> list[PackedBlob]:

@@ -55,9 +55,6 @@ class BlobWriter:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pack-upload")
         # Packs in memory waiting for upload: bounded so a slow store throttles readers.
         self._slots = threading.BoundedSemaphore(workers)
-        # A pack is closed once it reaches pack_size, so it never holds more than that plus
-        # one sealed chunk (at most the chunker's max size) plus the header.
-        self._capacity = repo.config.pack_size + repo.config.chunker.max + 64 * 1024
         sealers = seal_workers or max(1, os.cpu_count() or 1)
         self._seal_pool = ThreadPoolExecutor(max_workers=sealers, thread_name_prefix="seal")
         self._seal_slots = threading.BoundedSemaphore(sealers * 2)
@@ -151,7 +148,7 @@ class BlobWriter:
         with self._lock:
             builder = self._builders.get(blob_type)
             if builder is None:
-                builder = self._builders[blob_type] = PackBuilder(blob_type, self._capacity)
+                builder = self._builders[blob_type] = PackBuilder(blob_type)
             builder.add(blob_id, sealed, raw_len)
             self.stats.blobs_added += 1
             self.stats.raw_added += raw_len
@@ -175,12 +172,10 @@ class BlobWriter:
         try:
             if self._error is not None:
                 return
-            pack_id, data = builder.finish(self._repo.envelope)
-            size = len(data)
-            try:
-                self._repo.store.put(pack_name(pack_id), data)
-            finally:
-                builder.release(data)
+            pack_id, parts = builder.finish(self._repo.envelope)
+            size = sum(len(p) for p in parts)
+            self._repo.store.put_parts(pack_name(pack_id), parts)
+            del parts
             entries = builder.entries
             self._repo.index.add_pack(pack_id, entries)
             with self._lock:

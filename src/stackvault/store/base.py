@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from stackvault.errors import StoreError
@@ -76,6 +76,10 @@ class Store(ABC):
     @abstractmethod
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` under ``name`` atomically and durably."""
+
+    def put_parts(self, name: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """`put` of the concatenation of ``parts``; stores may avoid building it in memory."""
+        self.put(name, b"".join(parts))
 
     @abstractmethod
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:

@@ -6,7 +6,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from stackvault.errors import ObjectNotFound, StoreError, StoreFull, StorePermissionDenied
@@ -14,6 +14,7 @@ from stackvault.store.base import Capabilities, ObjectInfo, Store, validate_name
 from stackvault.store.fdcache import FdCache
 
 TEMP_PREFIX = ".tmp-"
+_IOV_MAX = 1024
 _CACHED_PREFIX = "data/"
 """Packs are immutable and named by their content, so their file descriptors can be kept
 open between ranged reads (restore and check read many small ranges of the same packs)."""
@@ -57,6 +58,9 @@ class LocalStore(Store):
             raise self._error(exc, "creating", None) from exc
 
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        self.put_parts(name, [data])
+
+    def put_parts(self, name: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         validate_name(name)
         target = self._path(name)
         try:
@@ -65,7 +69,7 @@ class LocalStore(Store):
             raise self._error(exc, "writing", name) from exc
         try:
             try:
-                _write_all(fd, data)
+                _write_all(fd, parts)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -279,11 +283,18 @@ class LocalStore(Store):
         return StoreError(f"error while {action}{what} in {self._root}: {exc.strerror or exc}")
 
 
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    with memoryview(data) as view, view.cast("B") as raw:
-        written = 0
-        while written < len(raw):
-            written += os.write(fd, raw[written:])
+def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+    """Write every part, in order, with as few system calls as the kernel allows."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while written and views:
+            if written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][written:]
+                written = 0
 
 
 def _fsync_dir(path: Path) -> None:

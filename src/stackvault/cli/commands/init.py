@@ -14,11 +14,11 @@ from stackvault.store.local import LocalStore
 @app.command()
 def init(
     ctx: typer.Context,
-    pack_size_mib: int = typer.Option(16, "--pack-size", help="Target pack size in MiB."),
+    pack_size_mib: int = typer.Option(8, "--pack-size", help="Target pack size in MiB."),
     kdf_memory_mib: int = typer.Option(
         32, "--kdf-memory", help="Argon2id memory in MiB (lower only on tiny machines)."
     ),
-    kdf_iterations: int = typer.Option(6, "--kdf-iterations", help="Argon2id iterations."),
+    kdf_iterations: int = typer.Option(3, "--kdf-iterations", help="Argon2id iterations."),
     json_: bool = JSON_OPTION,
 ) -> None:
     """Create a new, empty repository."""
