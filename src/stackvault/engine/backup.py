@@ -366,7 +366,18 @@ class BackupJob:
         for fut in batches:
             nodes.extend(fut.result())
         node = _node_from_entry(entry)
-        node.subtree = self._save_tree(writer, [n for n in nodes if n is not None])
+        kept = [n for n in nodes if n is not None]
+        if (
+            old is not None
+            and old.subtree is not None
+            and len(kept) == len(old_children)
+            and all(old_children.get(n.name) == n for n in kept)
+        ):
+            # Nothing below changed: the tree would serialise to the same bytes, so it has
+            # the same id. Skip encoding, hashing and the index lookup.
+            node.subtree = old.subtree
+        else:
+            node.subtree = self._save_tree(writer, kept)
         with self._counts.lock:
             self._counts.dirs += 1
         return node

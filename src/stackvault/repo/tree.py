@@ -10,6 +10,7 @@ from typing import Any, Literal
 from stackvault.errors import IntegrityError
 
 NodeType = Literal["file", "dir", "symlink"]
+_NODE_TYPES = frozenset(("file", "dir", "symlink"))
 
 
 def valid_name(name: str) -> bool:
@@ -68,28 +69,36 @@ class Node:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Node:
+        # Trees are authenticated and written only by stackvault, so fields are taken as they
+        # are (no per-field conversions): decoding parent trees is on the hot path of every
+        # incremental backup.
         kind = d["type"]
-        if kind not in ("file", "dir", "symlink"):
+        if kind not in _NODE_TYPES:
             raise IntegrityError(f"tree node has unknown type {kind!r}")
         subtree = d.get("subtree")
+        content = d.get("content")
+        xattrs = d.get("xattrs")
+        mode, uid, gid, mtime = d["mode"], d["uid"], d["gid"], d["mtime_ns"]
+        if not (type(mode) is int and type(uid) is int and type(gid) is int and type(mtime) is int):
+            raise IntegrityError("tree node has malformed metadata")
         return cls(
-            name=str(d["name"]),
-            type=kind,
-            mode=int(d["mode"]),
-            uid=int(d["uid"]),
-            gid=int(d["gid"]),
-            mtime_ns=int(d["mtime_ns"]),
-            ctime_ns=int(d.get("ctime_ns", 0)),
-            inode=int(d.get("inode", 0)),
-            device=int(d.get("device", 0)),
-            nlink=int(d.get("nlink", 1)),
-            size=int(d.get("size", 0)),
-            content=[bytes.fromhex(c) for c in d.get("content", [])],
-            sha256=str(d.get("sha256", "")),
-            subtree=bytes.fromhex(subtree) if subtree else None,
-            target=d.get("target"),
-            xattrs=[(str(k), base64.b64decode(v)) for k, v in d.get("xattrs", [])],
-            hardlink=d.get("hardlink"),
+            d["name"],
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            d.get("ctime_ns", 0),
+            d.get("inode", 0),
+            d.get("device", 0),
+            d.get("nlink", 1),
+            d.get("size", 0),
+            [bytes.fromhex(c) for c in content] if content else [],
+            d.get("sha256", ""),
+            bytes.fromhex(subtree) if subtree else None,
+            d.get("target"),
+            [(k, base64.b64decode(v)) for k, v in xattrs] if xattrs else [],
+            d.get("hardlink"),
         )
 
 
