@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import getpass
-import json
 import os
 import sys
-from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, TextIO
-
-from rich.console import Console
 
 from stackvault.errors import ConfigError, UsageError
-from stackvault.repo.repository import Repository
-from stackvault.store.base import Store
-from stackvault.store.local import LocalStore
+
+# `typing.TYPE_CHECKING` without importing typing: the CLI layer keeps start-up imports to the
+# minimum (`stackvault --version` is timed); the repository, store and engine modules are
+# imported where they are used, so `--help` and `--version` load none of them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, TextIO
+
+    from stackvault.repo.repository import Repository
+    from stackvault.store.base import Store
 
 ENV_REPOSITORY = "STACKVAULT_REPOSITORY"
 ENV_PASSWORD = "STACKVAULT_PASSWORD"
@@ -55,17 +56,20 @@ def _write(stream: TextIO, message: str) -> None:
         stream.flush()
 
 
-@dataclass
 class Cli:
-    """Options every command shares; built by the app callback, passed to every command."""
+    """Options every command shares; built from the global options, passed to every command."""
 
-    repo_location: str | None = None
-    password_file: str | None = None
-    json: bool = False
-    quiet: bool = False
-    err: Console = field(
-        default_factory=lambda: Console(stderr=True, highlight=False, emoji=False, markup=False)
-    )
+    def __init__(
+        self,
+        repo_location: str | None = None,
+        password_file: str | None = None,
+        json: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        self.repo_location = repo_location
+        self.password_file = password_file
+        self.json = json
+        self.quiet = quiet
 
     # --- output ---------------------------------------------------------------------------
 
@@ -85,6 +89,8 @@ class Cli:
             _write(sys.stdout, message)
 
     def emit_json(self, doc: Any) -> None:
+        import json
+
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         sys.stdout.flush()
 
@@ -99,6 +105,8 @@ class Cli:
         return loc
 
     def store(self) -> Store:
+        from stackvault.store.local import LocalStore
+
         loc = self.location()
         if "://" in loc:
             raise UsageError(f"unsupported repository location {loc.split('://')[0]}://...")
@@ -124,6 +132,8 @@ class Cli:
         return self._prompt("new password", True)
 
     def _prompt(self, what: str, confirm: bool) -> bytes:
+        import getpass
+
         if not sys.stdin.isatty():
             raise ConfigError(
                 f"no {what} given and no terminal to ask for one",
@@ -141,8 +151,10 @@ class Cli:
         self, *, lock: str | None = None, exclusive: bool = False, index: bool = True
     ) -> Iterator[Repository]:
         """Open the repository, optionally lock it and load the index; always unlock."""
-        store = self.store()
         from stackvault.repo.config import read_header
+        from stackvault.repo.repository import Repository
+
+        store = self.store()
 
         try:
             read_header(store)  # "no repository" before asking for a password

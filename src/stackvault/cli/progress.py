@@ -1,27 +1,36 @@
-"""Terminal progress bars (cli layer): a rich implementation of the engine's `Progress`."""
+"""Terminal progress bars (cli layer): a rich implementation of the engine's `Progress`.
+
+rich is imported only when a bar is drawn (an interactive terminal), never for `--help`,
+`--version` or non-interactive runs."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.progress import Progress
 
 
 class BarProgress:
-    """Bytes done of total with rate and ETA; notices printed above the bar."""
+    """Bytes done of total with rate and ETA; notices printed above the bar (on stderr)."""
 
-    def __init__(self, console: Console, label: str) -> None:
-        self._bar = Progress(
+    def __init__(self, label: str) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        console = Console(stderr=True, highlight=False, emoji=False, markup=False)
+        self._bar: Progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             DownloadColumn(),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
-from stackvault.repo.snapshot import Snapshot
+    from stackvault.repo.snapshot import Snapshot
 
 
 def human_bytes(n: float) -> str:

@@ -114,7 +114,8 @@ class Checker:
         if self.subset is not None and indexed:
             count = max(1, math.ceil(len(indexed) * self.subset))
             indexed = self.rng.sample(indexed, count)
-        workers = max(1, min(4, self.repo.store.capabilities().parallelism))
+        # Whole packs are held in memory while checked: two at a time keep both cores busy.
+        workers = max(1, min(2, self.repo.store.capabilities().parallelism))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
             for _ in pool.map(lambda item: self._read_pack(*item), indexed):
                 pass

@@ -1,6 +1,9 @@
-"""One module per command (cli layer); importing this package registers them all."""
+"""One module per command (cli layer); each has a ``register(subparsers)`` that adds its
+parser(s). Importing them is cheap: every command imports the engine inside its body."""
 
-from stackvault.cli.commands import (  # noqa: F401
+from __future__ import annotations
+
+from stackvault.cli.commands import (
     backup,
     browse,
     check,
@@ -9,3 +12,13 @@ from stackvault.cli.commands import (  # noqa: F401
     keys,
     restore,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from stackvault.cli.app import Subparsers
+
+
+def register_all(subparsers: Subparsers) -> None:
+    """Add every command, in the order `stackvault -h` lists them."""
+    for module in (backup, browse, check, forget, init, keys, restore):
+        module.register(subparsers)

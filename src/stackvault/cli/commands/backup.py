@@ -2,53 +2,87 @@
 
 from __future__ import annotations
 
-import typer
-
-from stackvault.cli.app import JSON_OPTION, app, cli_of
-from stackvault.cli.context import Cli
-from stackvault.cli.progress import BarProgress, LineProgress
-from stackvault.cli.render import human_bytes, snapshot_json
-from stackvault.engine.backup import BackupJob, BackupOptions
-from stackvault.engine.progress import Progress
+from stackvault.cli.app import add_command, add_json_option
 from stackvault.errors import EXIT_INCOMPLETE, UsageError
-from stackvault.sources.exclude import load_exclude_file
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from stackvault.cli.app import Subparsers
+    from stackvault.cli.context import Cli
+    from stackvault.engine.progress import Progress
+
+
+def register(subparsers: Subparsers) -> None:
+    p = add_command(subparsers, "backup", backup)
+    p.add_argument("paths", nargs="*", metavar="PATH", help="Files and directories to back up.")
+    p.add_argument(
+        "-e", "--exclude", action="append", default=[], metavar="PATTERN", help="Exclude a pattern."
+    )
+    p.add_argument(
+        "--exclude-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="Read exclude patterns from a file (one per line).",
+    )
+    p.add_argument(
+        "-x", "--one-file-system", action="store_true", help="Do not cross filesystem boundaries."
+    )
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="Add a tag to the snapshot (repeatable).",
+    )
+    p.add_argument("--host", metavar="HOST", help="Record this host name.")
+    p.add_argument(
+        "--parent",
+        metavar="SNAPSHOT",
+        help="Compare against this snapshot instead of the latest.",
+    )
+    p.add_argument("--force", action="store_true", help="Re-read every file.")
+    p.add_argument(
+        "--stdin-from-command",
+        metavar="CMD",
+        help="Run CMD and back up its standard output as one file; a failing CMD saves nothing.",
+    )
+    p.add_argument(
+        "--stdin-filename",
+        default="stdin",
+        metavar="NAME",
+        help="File name for --stdin-from-command output.",
+    )
+    add_json_option(p)
 
 
 def make_progress(cli: Cli, label: str) -> Progress:
+    from stackvault.cli.progress import BarProgress, LineProgress
+
     if cli.interactive:
-        return BarProgress(cli.err, label)
+        return BarProgress(label)
     return LineProgress(cli.notice)
 
 
-@app.command()
 def backup(
-    ctx: typer.Context,
-    paths: list[str] = typer.Argument(None, help="Files and directories to back up."),
-    exclude: list[str] = typer.Option([], "--exclude", "-e", help="Exclude a pattern."),
-    exclude_file: list[str] = typer.Option(
-        [], "--exclude-file", help="Read exclude patterns from a file (one per line)."
-    ),
-    one_file_system: bool = typer.Option(
-        False, "--one-file-system", "-x", help="Do not cross filesystem boundaries."
-    ),
-    tag: list[str] = typer.Option([], "--tag", help="Add a tag to the snapshot (repeatable)."),
-    host: str | None = typer.Option(None, "--host", help="Record this host name."),
-    parent: str | None = typer.Option(
-        None, "--parent", help="Compare against this snapshot instead of the latest."
-    ),
-    force: bool = typer.Option(False, "--force", help="Re-read every file."),
-    stdin_from_command: str | None = typer.Option(
-        None,
-        "--stdin-from-command",
-        help="Run CMD and back up its standard output as one file; a failing CMD saves nothing.",
-    ),
-    stdin_filename: str = typer.Option(
-        "stdin", "--stdin-filename", help="File name for --stdin-from-command output."
-    ),
-    json_: bool = JSON_OPTION,
-) -> None:
+    cli: Cli,
+    *,
+    paths: list[str],
+    exclude: list[str],
+    exclude_file: list[str],
+    one_file_system: bool,
+    tag: list[str],
+    host: str | None,
+    parent: str | None,
+    force: bool,
+    stdin_from_command: str | None,
+    stdin_filename: str,
+) -> int | None:
     """Back up files and directories (or a command's output) into a new snapshot."""
-    cli = cli_of(ctx, json_)
+    from stackvault.cli.render import human_bytes, snapshot_json
+    from stackvault.engine.backup import BackupJob, BackupOptions
+    from stackvault.sources.exclude import load_exclude_file
+
     if stdin_from_command and paths:
         raise UsageError("give either paths or --stdin-from-command, not both")
     if not stdin_from_command and not paths:
@@ -97,4 +131,5 @@ def backup(
             f"warning: snapshot {snap.short_id} is INCOMPLETE: {s['problems']} item(s) could "
             "not be read (listed above and in `snapshots --json`)"
         )
-        raise typer.Exit(EXIT_INCOMPLETE)
+        return EXIT_INCOMPLETE
+    return None

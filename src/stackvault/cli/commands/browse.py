@@ -3,26 +3,48 @@
 from __future__ import annotations
 
 import stat as stat_mod
-from datetime import UTC, datetime
 
-import typer
-
-from stackvault.cli.app import JSON_OPTION, app, cli_of
+from stackvault.cli.app import add_command, add_json_option
 from stackvault.cli.render import human_bytes, snapshot_json, snapshot_table
-from stackvault.engine.browse import diff as diff_snapshots
-from stackvault.engine.browse import walk
 from stackvault.errors import IntegrityError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from stackvault.cli.app import Subparsers
+    from stackvault.cli.context import Cli
 
-@app.command()
-def snapshots(
-    ctx: typer.Context,
-    host: str | None = typer.Option(None, "--host", help="Only snapshots of this host."),
-    tag: list[str] = typer.Option([], "--tag", help="Only snapshots with this tag."),
-    json_: bool = JSON_OPTION,
-) -> None:
+
+def register(subparsers: Subparsers) -> None:
+    p = add_command(subparsers, "snapshots", snapshots)
+    p.add_argument("--host", metavar="HOST", help="Only snapshots of this host.")
+    p.add_argument(
+        "--tag", action="append", default=[], metavar="TAG", help="Only snapshots with this tag."
+    )
+    add_json_option(p)
+
+    p = add_command(subparsers, "ls", ls)
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="Snapshot id prefix or 'latest'.")
+    p.add_argument(
+        "path",
+        nargs="?",
+        default="/",
+        metavar="PATH",
+        help="Directory or file inside the snapshot.",
+    )
+    p.add_argument("-l", "--long", action="store_true", help="Show mode, owner, size and time.")
+    add_json_option(p)
+
+    p = add_command(subparsers, "diff", diff)
+    p.add_argument("snapshot1", metavar="SNAPSHOT1", help="The older snapshot.")
+    p.add_argument("snapshot2", metavar="SNAPSHOT2", help="The newer snapshot.")
+    add_json_option(p)
+
+    p = add_command(subparsers, "stats", stats)
+    add_json_option(p)
+
+
+def snapshots(cli: Cli, *, host: str | None, tag: list[str]) -> None:
     """List snapshots, oldest first."""
-    cli = cli_of(ctx, json_)
     damaged: list[str] = []
     with cli.open_repo(index=False) as repo:
         snaps = [
@@ -47,16 +69,12 @@ def _mode_string(kind: str, mode: int) -> str:
     return stat_mod.filemode(bits | mode)
 
 
-@app.command()
-def ls(
-    ctx: typer.Context,
-    snapshot: str = typer.Argument(..., help="Snapshot id prefix or 'latest'."),
-    path: str = typer.Argument("/", help="Directory or file inside the snapshot."),
-    long: bool = typer.Option(False, "--long", "-l", help="Show mode, owner, size and time."),
-    json_: bool = JSON_OPTION,
-) -> None:
+def ls(cli: Cli, *, snapshot: str, path: str, long: bool) -> None:
     """List the files of a snapshot."""
-    cli = cli_of(ctx, json_)
+    from datetime import UTC, datetime
+
+    from stackvault.engine.browse import walk
+
     with cli.open_repo() as repo:
         snap = repo.find_snapshot(snapshot)
         entries = list(walk(repo, snap, path))
@@ -90,16 +108,11 @@ def ls(
             cli.print(p)
 
 
-@app.command()
-def diff(
-    ctx: typer.Context,
-    snapshot1: str = typer.Argument(..., help="The older snapshot."),
-    snapshot2: str = typer.Argument(..., help="The newer snapshot."),
-    json_: bool = JSON_OPTION,
-) -> None:
+def diff(cli: Cli, *, snapshot1: str, snapshot2: str) -> None:
     """Show what changed between two snapshots (+ added, - removed, M modified, U metadata,
     T type)."""
-    cli = cli_of(ctx, json_)
+    from stackvault.engine.browse import diff as diff_snapshots
+
     with cli.open_repo() as repo:
         snaps = repo.list_snapshots()
         a = repo.find_snapshot(snapshot1, snaps)
@@ -128,13 +141,8 @@ def diff(
     )
 
 
-@app.command()
-def stats(
-    ctx: typer.Context,
-    json_: bool = JSON_OPTION,
-) -> None:
+def stats(cli: Cli) -> None:
     """Show repository size, deduplication and compression figures."""
-    cli = cli_of(ctx, json_)
     with cli.open_repo(lock="stats") as repo:
         snaps = repo.list_snapshots()
         restore_size = sum(int(s.summary.get("bytes", 0)) for s in snaps)

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-import typer
-
-from stackvault.cli.app import JSON_OPTION, app, cli_of
-from stackvault.cli.render import human_bytes
+from stackvault.cli.app import add_command, add_json_option
 from stackvault.errors import EXIT_INTEGRITY, UsageError
-from stackvault.repo.check import Checker
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from stackvault.cli.app import Subparsers
+    from stackvault.cli.context import Cli
+
+
+def register(subparsers: Subparsers) -> None:
+    p = add_command(subparsers, "check", check)
+    p.add_argument(
+        "--read-data",
+        action="store_true",
+        help="Read and authenticate every byte of stored data.",
+    )
+    p.add_argument(
+        "--read-data-subset",
+        metavar="N%",
+        help="Read a random N% of the packs (e.g. 10%).",
+    )
+    add_json_option(p)
 
 
 def _parse_subset(text: str) -> float:
@@ -20,19 +36,11 @@ def _parse_subset(text: str) -> float:
     return value / 100
 
 
-@app.command()
-def check(
-    ctx: typer.Context,
-    read_data: bool = typer.Option(
-        False, "--read-data", help="Read and authenticate every byte of stored data."
-    ),
-    read_data_subset: str | None = typer.Option(
-        None, "--read-data-subset", help="Read a random N% of the packs (e.g. 10%)."
-    ),
-    json_: bool = JSON_OPTION,
-) -> None:
+def check(cli: Cli, *, read_data: bool, read_data_subset: str | None) -> int | None:
     """Check the repository for damage; exit 20 and name what is affected if any is found."""
-    cli = cli_of(ctx, json_)
+    from stackvault.cli.render import human_bytes
+    from stackvault.repo.check import Checker
+
     subset = _parse_subset(read_data_subset) if read_data_subset else None
     with cli.open_repo(lock="check", index=False) as repo:
         report = Checker(repo, read_data=read_data, subset=subset).run()
@@ -72,4 +80,5 @@ def check(
         cli.print(summary)
         cli.print("no errors were found" if report.ok else f"{len(report.errors)} error(s) found")
     if not report.ok:
-        raise typer.Exit(EXIT_INTEGRITY)
+        return EXIT_INTEGRITY
+    return None

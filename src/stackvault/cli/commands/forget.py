@@ -2,20 +2,69 @@
 
 from __future__ import annotations
 
-import typer
-
-from stackvault.cli.app import JSON_OPTION, app, cli_of
-from stackvault.cli.context import Cli
+from stackvault.cli.app import add_command, add_json_option
 from stackvault.cli.render import human_bytes
 from stackvault.errors import SnapshotNotFound, UsageError
-from stackvault.policy.duration import Duration, parse_duration
-from stackvault.policy.retention import RetentionPolicy, SnapshotRef, decide
-from stackvault.repo.prune import execute_prune, plan_prune
-from stackvault.repo.repository import Repository
-from stackvault.repo.snapshot import Snapshot
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from stackvault.cli.app import Subparsers
+    from stackvault.cli.context import Cli
+    from stackvault.policy.duration import Duration
+    from stackvault.repo.repository import Repository
+    from stackvault.repo.snapshot import Snapshot
+
+# (option, help) of the --keep-N rules and of the --keep-within-* rules
+_KEEP_COUNTS = [
+    ("--keep-last", "Keep the N newest snapshots."),
+    ("--keep-hourly", "Keep the newest of N hours."),
+    ("--keep-daily", "Keep the newest of N days."),
+    ("--keep-weekly", "Keep the newest of N weeks."),
+    ("--keep-monthly", "Keep the newest of N months."),
+    ("--keep-yearly", "Keep the newest of N years."),
+]
+_KEEP_WITHIN = [
+    ("--keep-within", "Keep all snapshots within DURATION (e.g. 7d, 2w, 1y2m)."),
+    ("--keep-within-hourly", "Keep the newest snapshot of each hour within D."),
+    ("--keep-within-daily", "Keep the newest snapshot of each day within D."),
+    ("--keep-within-weekly", "Keep the newest snapshot of each week within D."),
+    ("--keep-within-monthly", "Keep the newest snapshot of each month within D."),
+    ("--keep-within-yearly", "Keep the newest snapshot of each year within D."),
+]
+
+
+def register(subparsers: Subparsers) -> None:
+    p = add_command(subparsers, "forget", forget)
+    p.add_argument("snapshot_ids", nargs="*", metavar="ID", help="Remove exactly these snapshots.")
+    for option, help_ in _KEEP_COUNTS:
+        p.add_argument(option, type=int, default=0, metavar="N", help=help_)
+    for option, help_ in _KEEP_WITHIN:
+        p.add_argument(option, metavar="DURATION", help=help_)
+    p.add_argument(
+        "--keep-tag",
+        action="append",
+        default=[],
+        metavar="TAGS",
+        help="Keep snapshots with these tags (comma = all of them).",
+    )
+    p.add_argument(
+        "--group-by",
+        default="host,paths",
+        metavar="FIELDS",
+        help="Apply the policy per group of host,paths,tags.",
+    )
+    p.add_argument("-n", "--dry-run", action="store_true", help="Only show the decisions.")
+    p.add_argument("--prune", action="store_true", help="Run prune afterwards.")
+    add_json_option(p)
+
+    p = add_command(subparsers, "prune", prune_cmd)
+    p.add_argument("-n", "--dry-run", action="store_true", help="Only show what would be done.")
+    add_json_option(p)
 
 
 def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
+    from stackvault.repo.prune import execute_prune, plan_prune
+
     plan = plan_prune(repo)
     doc = {
         "packs_deleted": len(plan.delete_packs) + len(plan.unindexed_packs),
@@ -38,6 +87,8 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
 
 
 def _duration(text: str | None) -> Duration | None:
+    from stackvault.policy.duration import parse_duration
+
     return parse_duration(text) if text else None
 
 
@@ -54,46 +105,30 @@ def _resolve(repo: Repository, ref: str, snaps: list[Snapshot]) -> str:
         raise
 
 
-@app.command()
 def forget(
-    ctx: typer.Context,
-    snapshot_ids: list[str] = typer.Argument(None, help="Remove exactly these snapshots."),
-    keep_last: int = typer.Option(0, "--keep-last", help="Keep the N newest snapshots."),
-    keep_hourly: int = typer.Option(0, "--keep-hourly", help="Keep the newest of N hours."),
-    keep_daily: int = typer.Option(0, "--keep-daily", help="Keep the newest of N days."),
-    keep_weekly: int = typer.Option(0, "--keep-weekly", help="Keep the newest of N weeks."),
-    keep_monthly: int = typer.Option(0, "--keep-monthly", help="Keep the newest of N months."),
-    keep_yearly: int = typer.Option(0, "--keep-yearly", help="Keep the newest of N years."),
-    keep_within: str | None = typer.Option(
-        None, "--keep-within", help="Keep all snapshots within DURATION (e.g. 7d, 2w, 1y2m)."
-    ),
-    keep_within_hourly: str | None = typer.Option(
-        None, "--keep-within-hourly", help="Keep the newest snapshot of each hour within D."
-    ),
-    keep_within_daily: str | None = typer.Option(
-        None, "--keep-within-daily", help="Keep the newest snapshot of each day within D."
-    ),
-    keep_within_weekly: str | None = typer.Option(
-        None, "--keep-within-weekly", help="Keep the newest snapshot of each week within D."
-    ),
-    keep_within_monthly: str | None = typer.Option(
-        None, "--keep-within-monthly", help="Keep the newest snapshot of each month within D."
-    ),
-    keep_within_yearly: str | None = typer.Option(
-        None, "--keep-within-yearly", help="Keep the newest snapshot of each year within D."
-    ),
-    keep_tag: list[str] = typer.Option(
-        [], "--keep-tag", help="Keep snapshots with these tags (comma = all of them)."
-    ),
-    group_by: str = typer.Option(
-        "host,paths", "--group-by", help="Apply the policy per group of host,paths,tags."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only show the decisions."),
-    prune: bool = typer.Option(False, "--prune", help="Run prune afterwards."),
-    json_: bool = JSON_OPTION,
+    cli: Cli,
+    *,
+    snapshot_ids: list[str],
+    keep_last: int,
+    keep_hourly: int,
+    keep_daily: int,
+    keep_weekly: int,
+    keep_monthly: int,
+    keep_yearly: int,
+    keep_within: str | None,
+    keep_within_hourly: str | None,
+    keep_within_daily: str | None,
+    keep_within_weekly: str | None,
+    keep_within_monthly: str | None,
+    keep_within_yearly: str | None,
+    keep_tag: list[str],
+    group_by: str,
+    dry_run: bool,
+    prune: bool,
 ) -> None:
     """Remove snapshots by id or by a retention policy (each decision shown with its reason)."""
-    cli = cli_of(ctx, json_)
+    from stackvault.policy.retention import RetentionPolicy, SnapshotRef, decide
+
     policy = RetentionPolicy(
         last=keep_last,
         hourly=keep_hourly,
@@ -155,14 +190,8 @@ def forget(
         cli.emit_json({"decisions": out, "removed": [] if dry_run else remove, "prune": pruned})
 
 
-@app.command("prune")
-def prune_cmd(
-    ctx: typer.Context,
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only show what would be done."),
-    json_: bool = JSON_OPTION,
-) -> None:
+def prune_cmd(cli: Cli, *, dry_run: bool) -> None:
     """Remove data that no snapshot references and repack half-empty packs."""
-    cli = cli_of(ctx, json_)
     with cli.open_repo(lock="prune", exclusive=not dry_run) as repo:
         doc = _prune(cli, repo, dry_run)
     if cli.json:

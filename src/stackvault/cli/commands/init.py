@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
-import typer
+from stackvault.cli.app import add_command, add_json_option
 
-from stackvault.chunking.cdc import ChunkerParams
-from stackvault.cli.app import JSON_OPTION, app, cli_of
-from stackvault.crypto.kdf import KdfParams
-from stackvault.repo.repository import Repository
-from stackvault.store.local import LocalStore
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from stackvault.cli.app import Subparsers
+    from stackvault.cli.context import Cli
 
 
-@app.command()
-def init(
-    ctx: typer.Context,
-    pack_size_mib: int = typer.Option(8, "--pack-size", help="Target pack size in MiB."),
-    kdf_memory_mib: int = typer.Option(
-        32, "--kdf-memory", help="Argon2id memory in MiB (lower only on tiny machines)."
-    ),
-    kdf_iterations: int = typer.Option(3, "--kdf-iterations", help="Argon2id iterations."),
-    json_: bool = JSON_OPTION,
-) -> None:
+def register(subparsers: Subparsers) -> None:
+    p = add_command(subparsers, "init", init)
+    p.add_argument(
+        "--pack-size",
+        dest="pack_size_mib",
+        type=int,
+        default=8,
+        metavar="MIB",
+        help="Target pack size in MiB.",
+    )
+    p.add_argument(
+        "--kdf-memory",
+        dest="kdf_memory_mib",
+        type=int,
+        default=32,
+        metavar="MIB",
+        help="Argon2id memory in MiB (lower only on tiny machines).",
+    )
+    p.add_argument(
+        "--kdf-iterations", type=int, default=3, metavar="N", help="Argon2id iterations."
+    )
+    add_json_option(p)
+
+
+def init(cli: Cli, *, pack_size_mib: int, kdf_memory_mib: int, kdf_iterations: int) -> None:
     """Create a new, empty repository."""
-    cli = cli_of(ctx, json_)
+    from stackvault.chunking.cdc import ChunkerParams
+    from stackvault.crypto.kdf import KdfParams
+    from stackvault.repo.repository import Repository
+    from stackvault.store.local import LocalStore
+
     store = cli.store()
     if isinstance(store, LocalStore):
         store.ensure_root()

@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
-import typer
+from stackvault.cli.app import add_command, add_group, add_json_option
 
-from stackvault.cli.app import JSON_OPTION, app, cli_of
-from stackvault.repo.lock import list_locks
-
-key_app = typer.Typer(
-    help="Manage the passwords (keys) that open the repository.", no_args_is_help=True
-)
-app.add_typer(key_app, name="key")
-
-NEW_PASSWORD_FILE = typer.Option(
-    None,
-    "--new-password-file",
-    help="Read the new password from a file (default: $STACKVAULT_NEW_PASSWORD or a prompt).",
-)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from stackvault.cli.app import Parser, Subparsers
+    from stackvault.cli.context import Cli
 
 
-@key_app.command("list")
-def key_list(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
+def _new_password_file(parser: Parser) -> None:
+    parser.add_argument(
+        "--new-password-file",
+        metavar="FILE",
+        help="Read the new password from a file (default: $STACKVAULT_NEW_PASSWORD or a prompt).",
+    )
+
+
+def register(subparsers: Subparsers) -> None:
+    p = add_command(subparsers, "unlock", unlock)
+    p.add_argument(
+        "--remove-all",
+        action="store_true",
+        help="Remove every lock, even of processes that may be alive.",
+    )
+    add_json_option(p)
+
+    keys = add_group(
+        subparsers, "key", help="Manage the passwords (keys) that open the repository."
+    )
+    p = add_command(keys, "list", key_list)
+    add_json_option(p)
+    p = add_command(keys, "add", key_add)
+    _new_password_file(p)
+    p = add_command(keys, "remove", key_remove)
+    p.add_argument("key_id", metavar="KEY_ID", help="Key id prefix.")
+    p = add_command(keys, "passwd", key_passwd)
+    _new_password_file(p)
+
+
+def key_list(cli: Cli) -> None:
     """List keys; the one in use is marked with *."""
-    cli = cli_of(ctx, json_)
     with cli.open_repo(index=False) as repo:
         keys = repo.list_keys()
     if cli.json:
@@ -34,46 +53,32 @@ def key_list(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
         )
 
 
-@key_app.command("add")
-def key_add(ctx: typer.Context, new_password_file: str | None = NEW_PASSWORD_FILE) -> None:
+def key_add(cli: Cli, *, new_password_file: str | None) -> None:
     """Add a password that opens the repository."""
-    cli = cli_of(ctx)
     with cli.open_repo(lock="key add", index=False) as repo:
         key_id = repo.add_key(cli.new_password(new_password_file))
     cli.print(f"added key {key_id[:8]}")
 
 
-@key_app.command("remove")
-def key_remove(
-    ctx: typer.Context, key_id: str = typer.Argument(..., help="Key id prefix.")
-) -> None:
+def key_remove(cli: Cli, *, key_id: str) -> None:
     """Remove a key (not the one in use)."""
-    cli = cli_of(ctx)
     with cli.open_repo(lock="key remove", exclusive=True, index=False) as repo:
         removed = repo.remove_key(key_id)
     cli.print(f"removed key {removed[:8]}")
 
 
-@key_app.command("passwd")
-def key_passwd(ctx: typer.Context, new_password_file: str | None = NEW_PASSWORD_FILE) -> None:
+def key_passwd(cli: Cli, *, new_password_file: str | None) -> None:
     """Change the password of the key in use."""
-    cli = cli_of(ctx)
     with cli.open_repo(lock="key passwd", exclusive=True, index=False) as repo:
         key_id = repo.change_password(cli.new_password(new_password_file))
     cli.print(f"password changed (new key {key_id[:8]})")
 
 
-@app.command()
-def unlock(
-    ctx: typer.Context,
-    remove_all: bool = typer.Option(
-        False, "--remove-all", help="Remove every lock, even of processes that may be alive."
-    ),
-    json_: bool = JSON_OPTION,
-) -> None:
+def unlock(cli: Cli, *, remove_all: bool) -> None:
     """Remove stale locks (or all locks with --remove-all)."""
-    cli = cli_of(ctx, json_)
     import socket
+
+    from stackvault.repo.lock import list_locks
 
     with cli.open_repo(index=False) as repo:
         removed = []

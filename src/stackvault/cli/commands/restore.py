@@ -5,35 +5,71 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
-
-from stackvault.cli.app import JSON_OPTION, app, cli_of
+from stackvault.cli.app import add_command, add_json_option
 from stackvault.cli.commands.backup import make_progress
 from stackvault.cli.render import human_bytes
-from stackvault.engine.browse import walk
-from stackvault.engine.export import export_tar
-from stackvault.engine.restore import RestoreJob, RestoreOptions, find_node, read_file_blobs
 from stackvault.errors import PathNotFound, StackvaultError, UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from stackvault.cli.app import Subparsers
+    from stackvault.cli.context import Cli
 
-@app.command()
+SNAPSHOT_HELP = "Snapshot id prefix or 'latest'."
+
+
+def register(subparsers: Subparsers) -> None:
+    p = add_command(subparsers, "restore", restore)
+    p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    p.add_argument(
+        "-t", "--target", required=True, metavar="DIR", help="Directory to restore into."
+    )
+    p.add_argument(
+        "-i",
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="Restore only paths matching a pattern (repeatable).",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="Re-read every restored file and compare its SHA-256.",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Allow restoring into a non-empty target, replacing files.",
+    )
+    add_json_option(p)
+
+    p = add_command(subparsers, "dump", dump)
+    p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    p.add_argument("path", metavar="PATH", help="Absolute path of a file inside the snapshot.")
+
+    p = add_command(subparsers, "export", export_cmd)
+    p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="Tar file to write ('-' = stdout).",
+    )
+    p.add_argument("--path", default="/", metavar="PATH", help="Export only this subtree.")
+
+    p = add_command(subparsers, "sha256sums", sha256sums)
+    p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    p.add_argument("--path", default="/", metavar="PATH", help="Only files below this path.")
+
+
 def restore(
-    ctx: typer.Context,
-    snapshot: str = typer.Argument(..., help="Snapshot id prefix or 'latest'."),
-    target: str = typer.Option(..., "--target", "-t", help="Directory to restore into."),
-    include: list[str] = typer.Option(
-        [], "--include", "-i", help="Restore only paths matching a pattern (repeatable)."
-    ),
-    verify: bool = typer.Option(
-        False, "--verify", help="Re-read every restored file and compare its SHA-256."
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Allow restoring into a non-empty target, replacing files."
-    ),
-    json_: bool = JSON_OPTION,
+    cli: Cli, *, snapshot: str, target: str, include: list[str], verify: bool, overwrite: bool
 ) -> None:
     """Restore a snapshot into a directory."""
-    cli = cli_of(ctx, json_)
+    from stackvault.engine.restore import RestoreJob, RestoreOptions
+
     with cli.open_repo(lock="restore") as repo:
         snap = repo.find_snapshot(snapshot)
         progress = make_progress(cli, "restore")
@@ -72,14 +108,10 @@ def restore(
             cli.print(f"verified {r.verified} files: SHA-256 matches the snapshot")
 
 
-@app.command()
-def dump(
-    ctx: typer.Context,
-    snapshot: str = typer.Argument(..., help="Snapshot id prefix or 'latest'."),
-    path: str = typer.Argument(..., help="Absolute path of a file inside the snapshot."),
-) -> None:
+def dump(cli: Cli, *, snapshot: str, path: str) -> None:
     """Write one file of a snapshot to standard output."""
-    cli = cli_of(ctx)
+    from stackvault.engine.restore import find_node, read_file_blobs
+
     with cli.open_repo(lock="dump") as repo:
         snap = repo.find_snapshot(snapshot)
         node = find_node(repo, snap, path)
@@ -91,15 +123,10 @@ def dump(
         out.flush()
 
 
-@app.command("export")
-def export_cmd(
-    ctx: typer.Context,
-    snapshot: str = typer.Argument(..., help="Snapshot id prefix or 'latest'."),
-    output: str = typer.Option(..., "--output", "-o", help="Tar file to write ('-' = stdout)."),
-    path: str = typer.Option("/", "--path", help="Export only this subtree."),
-) -> None:
+def export_cmd(cli: Cli, *, snapshot: str, output: str, path: str) -> None:
     """Export a snapshot as a plain tar file that any machine can read."""
-    cli = cli_of(ctx)
+    from stackvault.engine.export import export_tar
+
     with cli.open_repo(lock="export") as repo:
         snap = repo.find_snapshot(snapshot)
         if output == "-":
@@ -121,18 +148,14 @@ def export_cmd(
     cli.notice(f"exported {members} entries ({human_bytes(size)}) to {output}")
 
 
-@app.command()
-def sha256sums(
-    ctx: typer.Context,
-    snapshot: str = typer.Argument(..., help="Snapshot id prefix or 'latest'."),
-    path: str = typer.Option("/", "--path", help="Only files below this path."),
-) -> None:
+def sha256sums(cli: Cli, *, snapshot: str, path: str) -> None:
     """Print SHA256SUMS of a snapshot's files, relative to a restore target.
 
     After `restore --target DIR`, run `cd DIR && sha256sum -c SHA256SUMS` to prove the restore
     with coreutils alone.
     """
-    cli = cli_of(ctx)
+    from stackvault.engine.browse import walk
+
     with cli.open_repo(lock="sha256sums") as repo:
         snap = repo.find_snapshot(snapshot)
         out = sys.stdout.buffer
