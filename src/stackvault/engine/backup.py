@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -40,11 +41,6 @@ def _username() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
-
-
-BATCH_FILES = 64
-BATCH_BYTES = 4 * 1024 * 1024
-"""Small files go to the worker pool in batches of this many files or bytes."""
 
 
 @dataclass
@@ -103,6 +99,40 @@ def _node_from_entry(e: FsEntry) -> Node:
     if e.kind == "file" and e.nlink > 1:
         node.hardlink = f"{e.device}:{e.inode}"
     return node
+
+
+Pending = Node | None | Future[Node | None] | Future[list[Node | None]]
+
+
+def _when_all(items: list[Pending], finish: Callable[[list[Node]], Node]) -> Future[Node | None]:
+    """A future for ``finish(nodes)``, run (in whichever thread completes the last item) once
+    every future among ``items`` is done; any failure of an item fails the result."""
+    out: Future[Node | None] = Future()
+    futures = [i for i in items if isinstance(i, Future)]
+    remaining = [len(futures) + 1]  # +1: nothing fires before every callback is attached
+    lock = threading.Lock()
+
+    def done(_f: object = None) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        try:
+            nodes: list[Node] = []
+            for item in items:
+                value = item.result() if isinstance(item, Future) else item
+                if isinstance(value, list):
+                    nodes.extend(n for n in value if n is not None)
+                elif value is not None:
+                    nodes.append(value)
+            out.set_result(finish(nodes))
+        except BaseException as exc:
+            out.set_exception(exc)
+
+    for fut in futures:
+        fut.add_done_callback(done)
+    done()
+    return out
 
 
 class BackupJob:
@@ -226,15 +256,6 @@ class BackupJob:
         finally:
             self._slots.release()
 
-    def _backup_batch(
-        self, writer: BlobWriter, walker: FileWalker, batch: list[tuple[FsEntry, Node | None]]
-    ) -> list[Node | None]:
-        """Small files in one job: a pool hand-off per tiny file costs more than reading it."""
-        try:
-            return [self._read_file(writer, walker, e, old) for e, old in batch]
-        finally:
-            self._slots.release()
-
     def _read_file(
         self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
     ) -> Node | None:
@@ -326,7 +347,10 @@ class BackupJob:
         walker: FileWalker,
         entry: FsEntry,
         old: Node | None,
-    ) -> Node:
+    ) -> Future[Node | None]:
+        """Walk a directory and submit its files; the returned future resolves to its node
+        once every child is stored. The walk does not wait for a directory's files: it goes
+        on to the next directory while the workers read them."""
         if self._stop.is_set():
             raise Interrupted("backup interrupted")
         old_children = self._parent_children(old)
@@ -337,10 +361,7 @@ class BackupJob:
         for child in children:
             if child.kind == "dir":
                 self._listings[child.path] = self._scan_pool.submit(walker.scan_dir, child)
-        pending: list[Future[Node | None] | Node] = []
-        batches: list[Future[list[Node | None]]] = []
-        batch: list[tuple[FsEntry, Node | None]] = []
-        batch_bytes = 0
+        pending: list[Pending] = []
         small = self.repo.config.chunker.min
         for child in children:
             prev = old_children.get(child.name)
@@ -351,36 +372,30 @@ class BackupJob:
             elif (reused := self._reuse(child, prev)) is not None:
                 pending.append(reused)
             elif child.size < small and child.nlink == 1:
-                batch.append((child, prev))
-                batch_bytes += child.size
-                if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                    self._slots.acquire()
-                    batches.append(pool.submit(self._backup_batch, writer, walker, batch))
-                    batch, batch_bytes = [], 0
+                # Small files are read right here: their cost is Python glue, which threads
+                # cannot share (the GIL), and handing them to a pool costs more than it saves.
+                pending.append(self._read_file(writer, walker, child, prev))
             else:
                 pending.append(self._submit_file(pool, writer, walker, child, prev))
-        if batch:
-            self._slots.acquire()
-            batches.append(pool.submit(self._backup_batch, writer, walker, batch))
-        nodes = [p.result() if isinstance(p, Future) else p for p in pending]
-        for fut in batches:
-            nodes.extend(fut.result())
-        node = _node_from_entry(entry)
-        kept = [n for n in nodes if n is not None]
-        if (
-            old is not None
-            and old.subtree is not None
-            and len(kept) == len(old_children)
-            and all(old_children.get(n.name) == n for n in kept)
-        ):
-            # Nothing below changed: the tree would serialise to the same bytes, so it has
-            # the same id. Skip encoding, hashing and the index lookup.
-            node.subtree = old.subtree
-        else:
-            node.subtree = self._save_tree(writer, kept)
-        with self._counts.lock:
-            self._counts.dirs += 1
-        return node
+
+        def finish(kept: list[Node]) -> Node:
+            node = _node_from_entry(entry)
+            if (
+                old is not None
+                and old.subtree is not None
+                and len(kept) == len(old_children)
+                and all(old_children.get(n.name) == n for n in kept)
+            ):
+                # Nothing below changed: the tree would serialise to the same bytes, so it
+                # has the same id. Skip encoding, hashing and the index lookup.
+                node.subtree = old.subtree
+            else:
+                node.subtree = self._save_tree(writer, kept)
+            with self._counts.lock:
+                self._counts.dirs += 1
+            return node
+
+        return _when_all(pending, finish)
 
     def _backup_root(
         self,
