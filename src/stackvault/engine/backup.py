@@ -14,12 +14,12 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from stackvault.chunking.cdc import Chunker
+from stackvault.engine.nodes import Pending, node_from_entry, when_all
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import SizeScanner
 from stackvault.errors import Interrupted, SourceError, StackvaultError, UsageError
@@ -80,61 +80,7 @@ class _Counts:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _node_from_entry(e: FsEntry) -> Node:
-    node = Node(
-        name=e.name,
-        type=e.kind,
-        mode=e.mode,
-        uid=e.uid,
-        gid=e.gid,
-        mtime_ns=e.mtime_ns,
-        ctime_ns=e.ctime_ns,
-        inode=e.inode,
-        device=e.device,
-        nlink=e.nlink,
-        size=e.size if e.kind == "file" else 0,
-        target=e.link_target if e.kind == "symlink" else None,
-        xattrs=list(e.xattrs),
-    )
-    if e.kind == "file" and e.nlink > 1:
-        node.hardlink = f"{e.device}:{e.inode}"
-    return node
-
-
 _PREFETCH_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-Pending = Node | None | Future[Node | None] | Future[list[Node | None]]
-
-
-def _when_all(items: list[Pending], finish: Callable[[list[Node]], Node]) -> Future[Node | None]:
-    """A future for ``finish(nodes)``, run (in whichever thread completes the last item) once
-    every future among ``items`` is done; any failure of an item fails the result."""
-    out: Future[Node | None] = Future()
-    futures = [i for i in items if isinstance(i, Future)]
-    remaining = [len(futures) + 1]  # +1: nothing fires before every callback is attached
-    lock = threading.Lock()
-
-    def done(_f: object = None) -> None:
-        with lock:
-            remaining[0] -= 1
-            if remaining[0]:
-                return
-        try:
-            nodes: list[Node] = []
-            for item in items:
-                value = item.result() if isinstance(item, Future) else item
-                if isinstance(value, list):
-                    nodes.extend(n for n in value if n is not None)
-                elif value is not None:
-                    nodes.append(value)
-            out.set_result(finish(nodes))
-        except BaseException as exc:
-            out.set_exception(exc)
-
-    for fut in futures:
-        fut.add_done_callback(done)
-    done()
-    return out
 
 
 class BackupJob:
@@ -262,7 +208,7 @@ class BackupJob:
         self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
     ) -> Node | None:
         try:
-            node = _node_from_entry(entry)
+            node = node_from_entry(entry)
             try:
                 with walker.open_regular_file(entry) as f:
                     if entry.size < self.repo.config.chunker.min:
@@ -318,7 +264,7 @@ class BackupJob:
         """The node of an unchanged file, built from its parent node without reading it."""
         if self.opts.force or old is None or not self._unchanged(entry, old):
             return None
-        node = _node_from_entry(entry)
+        node = node_from_entry(entry)
         node.content, node.sha256, node.size = list(old.content), old.sha256, old.size
         with self._counts.lock:
             self._counts.files += 1
@@ -353,7 +299,7 @@ class BackupJob:
             if src is None:
                 out.set_result(None)
                 return
-            node = _node_from_entry(entry)
+            node = node_from_entry(entry)
             node.content, node.sha256, node.size = list(src.content), src.sha256, src.size
             with counts.lock:
                 counts.files += 1
@@ -402,7 +348,7 @@ class BackupJob:
             if child.kind == "dir":
                 pending.append(self._backup_dir(pool, writer, walker, child, prev))
             elif child.kind != "file":
-                pending.append(_node_from_entry(child))
+                pending.append(node_from_entry(child))
             elif (reused := self._reuse(child, prev)) is not None:
                 pending.append(reused)
             elif child.size < small and child.nlink == 1:
@@ -413,7 +359,7 @@ class BackupJob:
                 pending.append(self._submit_file(pool, writer, walker, child, prev))
 
         def finish(kept: list[Node]) -> Node:
-            node = _node_from_entry(entry)
+            node = node_from_entry(entry)
             if (
                 old is not None
                 and old.subtree is not None
@@ -429,7 +375,7 @@ class BackupJob:
                 self._counts.dirs += 1
             return node
 
-        return _when_all(pending, finish)
+        return when_all(pending, finish)
 
     def _backup_root(
         self,
@@ -451,7 +397,7 @@ class BackupJob:
                 if reused is not None
                 else self._submit_file(pool, writer, walker, entry, old)
             )
-        return _node_from_entry(entry)
+        return node_from_entry(entry)
 
     def _build_root(
         self,

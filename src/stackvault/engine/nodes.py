@@ -1,0 +1,67 @@
+"""Tree nodes during a backup (engine layer): from filesystem entries, and completed
+asynchronously when a directory's children are stored."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from stackvault.repo.tree import Node
+from stackvault.sources.fsentry import FsEntry
+
+
+def node_from_entry(e: FsEntry) -> Node:
+    """The snapshot node for a filesystem entry (content and subtree are filled in later)."""
+    node = Node(
+        name=e.name,
+        type=e.kind,
+        mode=e.mode,
+        uid=e.uid,
+        gid=e.gid,
+        mtime_ns=e.mtime_ns,
+        ctime_ns=e.ctime_ns,
+        inode=e.inode,
+        device=e.device,
+        nlink=e.nlink,
+        size=e.size if e.kind == "file" else 0,
+        target=e.link_target if e.kind == "symlink" else None,
+        xattrs=list(e.xattrs),
+    )
+    if e.kind == "file" and e.nlink > 1:
+        node.hardlink = f"{e.device}:{e.inode}"
+    return node
+
+
+Pending = Node | None | Future[Node | None] | Future[list[Node | None]]
+
+
+def when_all(items: list[Pending], finish: Callable[[list[Node]], Node]) -> Future[Node | None]:
+    """A future for ``finish(nodes)``, run (in whichever thread completes the last item) once
+    every future among ``items`` is done; any failure of an item fails the result."""
+    out: Future[Node | None] = Future()
+    futures = [i for i in items if isinstance(i, Future)]
+    remaining = [len(futures) + 1]  # +1: nothing fires before every callback is attached
+    lock = threading.Lock()
+
+    def done(_f: object = None) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        try:
+            nodes: list[Node] = []
+            for item in items:
+                value = item.result() if isinstance(item, Future) else item
+                if isinstance(value, list):
+                    nodes.extend(n for n in value if n is not None)
+                elif value is not None:
+                    nodes.append(value)
+            out.set_result(finish(nodes))
+        except BaseException as exc:
+            out.set_exception(exc)
+
+    for fut in futures:
+        fut.add_done_callback(done)
+    done()
+    return out
