@@ -12,7 +12,6 @@ import hashlib
 import io
 import os
 import socket
-import stat
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from stackvault.repo.writer import BlobWriter
 from stackvault.sources.command import CommandStream
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.files import FileWalker, Problem
-from stackvault.sources.fsentry import FsEntry
+from stackvault.sources.fsentry import FsEntry, entry_from_stat
 
 
 def _username() -> str:
@@ -422,19 +421,9 @@ class BackupJob:
                 if full in groups[name]:
                     nodes.append(self._backup_root(pool, writer, walker, full, olds.get(name)))
                 else:
-                    st = os.lstat(full)
-                    inter = Node(
-                        name=name,
-                        type="dir",
-                        mode=stat.S_IMODE(st.st_mode),
-                        uid=st.st_uid,
-                        gid=st.st_gid,
-                        mtime_ns=st.st_mtime_ns,
-                        ctime_ns=st.st_ctime_ns,
-                        inode=st.st_ino,
-                        device=st.st_dev,
-                        nlink=st.st_nlink,
-                    )
+                    # A directory above a backed-up path: its own metadata, none of its
+                    # other contents.
+                    inter = node_from_entry(entry_from_stat(full, name, os.lstat(full)))
                     inter.subtree = build(full, groups[name], olds.get(name))
                     nodes.append(inter)
             done = [n.result() if isinstance(n, Future) else n for n in nodes]
