@@ -57,6 +57,9 @@ def when_all(items: list[Pending], finish: Callable[[list[Node]], Node]) -> Futu
                     nodes.extend(n for n in value if n is not None)
                 elif value is not None:
                     nodes.append(value)
+            # Children are no longer needed once the directory's tree is stored; dropping
+            # them keeps memory proportional to the directories in progress, not the tree.
+            items.clear()
             out.set_result(finish(nodes))
         except BaseException as exc:
             out.set_exception(exc)
