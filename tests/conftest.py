@@ -93,3 +93,38 @@ def make_tree(root: Path, seed: int = 1, files: int = 30) -> Path:
         os.link(root / "docs" / "note-0.txt", hard)
     os.chmod(root / "docs" / "note-1.txt", 0o640)
     return root
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Relative path → (kind, mode, sha256 or link text) for everything below ``root``."""
+    import stat
+
+    out: dict[str, tuple[Any, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("symlink", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            else:
+                out[rel] = ("file", stat.S_IMODE(st.st_mode), sha256_file(p))
+    return out
+
+
+def inside(target: Path, src: Path) -> Path:
+    """Where an absolute source path lands below a restore target."""
+    return target / str(src).lstrip("/")

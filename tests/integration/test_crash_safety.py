@@ -8,12 +8,10 @@ was stored, and every kept snapshot stays restorable while prune runs.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -23,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_INIT, PASSWORD, Result
+from conftest import FAST_INIT, PASSWORD, Result, describe, inside
 from stackvault.chunking.cdc import ChunkerParams
 from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.backup import BackupJob, BackupOptions
@@ -48,35 +46,6 @@ SEED = int(os.environ.get("STACKVAULT_TEST_SEED", "20260417"))
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def describe(root: Path) -> dict[str, tuple[Any, ...]]:
-    """Relative path → (kind, mode, sha256 | link text) for everything below ``root``."""
-    out: dict[str, tuple[Any, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            rel = str(p.relative_to(root))
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("symlink", os.readlink(p))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
-            else:
-                out[rel] = ("file", stat.S_IMODE(st.st_mode), sha256_file(p))
-    return out
-
-
-def inside(target: Path, src: Path) -> Path:
-    return target / str(src).lstrip("/")
 
 
 def objects(repo: Path, kind: str) -> list[Path]:

@@ -15,7 +15,6 @@ import json
 import os
 import random
 import shutil
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_INIT, PASSWORD, Result, make_tree
+from conftest import FAST_INIT, PASSWORD, Result, describe, inside, make_tree
 from stackvault.repo.blob import BlobType
 from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
@@ -36,36 +35,6 @@ MIB = 1024 * 1024
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def describe(root: Path) -> dict[str, tuple[Any, ...]]:
-    """Relative path → (kind, mode, sha256 or link text) for everything below ``root``."""
-    out: dict[str, tuple[Any, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            rel = str(p.relative_to(root))
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("symlink", os.readlink(p))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
-            else:
-                out[rel] = ("file", stat.S_IMODE(st.st_mode), sha256_file(p))
-    return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def inside(target: Path, src: Path) -> Path:
-    """Where a backed-up absolute path lands below a restore target."""
-    return target / str(src).lstrip("/")
 
 
 def flip_byte(path: Path, offset: int) -> None:

@@ -157,8 +157,8 @@ class Cli:
         store = self.store()
 
         try:
-            read_header(store)  # "no repository" before asking for a password
-            repo = Repository.open(store, self.password(), notice=self.notice)
+            header = read_header(store)  # "no repository" before asking for a password
+            repo = Repository.open(store, self.password(), notice=self.notice, header=header)
             if lock is None:
                 if index:
                     repo.load_index()

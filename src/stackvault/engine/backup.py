@@ -23,6 +23,7 @@ from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import SizeScanner
 from stackvault.errors import Interrupted, SourceError, StackvaultError, UsageError
 from stackvault.repo.blob import BlobType
+from stackvault.repo.lock import current_username
 from stackvault.repo.repository import PROGRAM, Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, encode_tree, valid_name
@@ -31,15 +32,6 @@ from stackvault.sources.command import CommandStream
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.files import FileWalker, Problem
 from stackvault.sources.fsentry import FsEntry, entry_from_stat
-
-
-def _username() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 @dataclass
@@ -503,7 +495,7 @@ class BackupJob:
             tree=tree_id,
             paths=paths,
             hostname=host,
-            username=_username(),
+            username=current_username(),
             tags=sorted(set(self.opts.tags)),
             parent=parent.id if parent else None,
             program=PROGRAM,

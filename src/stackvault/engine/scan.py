@@ -7,6 +7,7 @@ and never follows symlinks. Its numbers are estimates for display, never recorde
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Sequence
 
@@ -41,7 +42,7 @@ class SizeScanner:
                 st = os.lstat(path)
             except OSError:
                 continue
-            if os.path.isdir(path) and not os.path.islink(path):
+            if stat.S_ISDIR(st.st_mode):  # lstat: a symlink to a directory is not one
                 try:
                     with os.scandir(path) as it:
                         for entry in it:
@@ -50,7 +51,7 @@ class SizeScanner:
                                 stack.append(entry.path)
                 except OSError:
                     continue
-            elif not os.path.islink(path):
+            elif stat.S_ISREG(st.st_mode):
                 self.files += 1
                 self.bytes += st.st_size
             if self.files - reported >= 1000:

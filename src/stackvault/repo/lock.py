@@ -27,7 +27,8 @@ LOCK_AAD = b"sv1:lock"
 DEFAULT_LEASE_S = 1800
 
 
-def _username() -> str:
+def current_username() -> str:
+    """The name of the user running this process (its uid when it has no name)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -165,7 +166,7 @@ class RepositoryLock:
             id="",
             host=self._host,
             pid=os.getpid(),
-            username=_username(),
+            username=current_username(),
             exclusive=self.exclusive,
             operation=self.operation,
             created=self._created,

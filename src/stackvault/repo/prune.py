@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from stackvault.errors import IntegrityError
 from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.index import encode_index
-from stackvault.repo.pack import PackedBlob, pack_name, storage_id
+from stackvault.repo.pack import pack_name, storage_id
 from stackvault.repo.repository import Repository
 
 DEFAULT_REPACK_THRESHOLD = 0.2
@@ -105,7 +105,6 @@ def execute_prune(
     if plan.nothing_to_do:
         return
     packs = repo.index.packs()
-    new_packs: list[tuple[bytes, list[PackedBlob]]] = []
     if plan.repack_packs:
         writer = repo.writer()
         moved: set[bytes] = set()
@@ -123,12 +122,12 @@ def execute_prune(
                     repo.open_blob(entry, b.blob_id, sealed)
                     writer.add_sealed(BlobType(b.type), b.blob_id, sealed, b.raw_length)
                     moved.add(b.blob_id)
+            # flush writes the new packs and an index file naming them; that file is not
+            # among plan.old_index, so it survives the deletions below.
             writer.flush()
         finally:
             writer.close(commit=False)
-        new_ids = repo.index.pack_ids() - set(packs)
-        new_packs = [(p, repo.index.packs()[p]) for p in sorted(new_ids)]
-    kept = [(p, packs[p]) for p in plan.keep_packs] + new_packs
+    kept = [(p, packs[p]) for p in plan.keep_packs]
     if kept:
         data = encode_index(repo.envelope, kept)
         repo.store.put(f"index/{storage_id(data).hex()}", data)

@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from stackvault import __version__
 from stackvault.chunking.cdc import ChunkerParams
@@ -42,7 +41,7 @@ from stackvault.repo.config import (
     read_header,
 )
 from stackvault.repo.index import Index, decode_index
-from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock
+from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_username
 from stackvault.repo.pack import pack_name, storage_id
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
 from stackvault.repo.tree import Node, decode_tree
@@ -50,13 +49,6 @@ from stackvault.repo.writer import BlobWriter
 from stackvault.store.base import Store
 
 PROGRAM = f"stackvault {__version__}"
-
-
-def _username() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 @dataclass(frozen=True)
@@ -138,7 +130,7 @@ class Repository:
             params=kdf,
             created=clock.now(),
             host=socket.gethostname(),
-            username=_username(),
+            username=current_username(),
         )
         key_id = storage_id(data).hex()
         store.put(f"keys/{key_id}", data)
@@ -152,10 +144,13 @@ class Repository:
         *,
         clock: Clock | None = None,
         notice: Callable[[str], None] = lambda _m: None,
+        header: dict[str, Any] | None = None,
     ) -> Repository:
         """Open an existing repository; raise `RepositoryNotFound`, `UnsupportedFormat`,
-        `WrongPassword` or `IntegrityError`. The index is not loaded (see `load_index`)."""
-        header = read_header(store)
+        `WrongPassword` or `IntegrityError`. The index is not loaded (see `load_index`).
+        ``header`` is the config header if the caller already read it (`read_header`)."""
+        if header is None:
+            header = read_header(store)
         names = sorted(info.name for info in store.list("keys/"))
         if not names:
             raise IntegrityError(f"the repository at {store.describe()} has no key files")
@@ -224,7 +219,9 @@ class Repository:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def _codec(self) -> BlobCodec:
+    def codec(self) -> BlobCodec:
+        """This thread's codec, for reading and writing (zstd contexts must not be shared
+        between threads)."""
         codec: BlobCodec | None = getattr(self._local, "codec", None)
         if codec is None:
             codec = self._local.codec = BlobCodec()
@@ -235,7 +232,7 @@ class Repository:
     ) -> bytes | memoryview:
         """Authenticate, decrypt, decompress and verify one sealed blob read from its pack."""
         try:
-            plain = self._codec().decode(
+            plain = self.codec().decode(
                 self.envelope.open(sealed, blob_aad(entry.type, blob_id)), entry.raw_length
             )
         except IntegrityError as exc:

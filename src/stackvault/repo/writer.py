@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stackvault.errors import StackvaultError
-from stackvault.repo.blob import BlobCodec, BlobType, blob_aad
+from stackvault.repo.blob import BlobType, blob_aad
 from stackvault.repo.index import encode_index
 from stackvault.repo.pack import PackBuilder, PackedBlob, pack_name, storage_id
 
@@ -69,14 +69,6 @@ class BlobWriter:
         self._error: BaseException | None = None
         self._on_pack = on_pack
         self.stats = WriterStats()
-        self._local = threading.local()
-
-    def codec(self) -> BlobCodec:
-        """This thread's codec (zstd contexts must not be shared between threads)."""
-        codec: BlobCodec | None = getattr(self._local, "codec", None)
-        if codec is None:
-            codec = self._local.codec = BlobCodec()
-        return codec
 
     def reserve(self, blob_id: bytes) -> bool:
         """True if the caller must store this blob; False if it is stored or being stored."""
@@ -116,7 +108,9 @@ class BlobWriter:
     def _seal(
         self, blob_type: BlobType, blob_id: bytes, data: bytes | bytearray | memoryview
     ) -> None:
-        sealed = self._repo.envelope.seal(self.codec().encode(data), blob_aad(blob_type, blob_id))
+        sealed = self._repo.envelope.seal(
+            self._repo.codec().encode(data), blob_aad(blob_type, blob_id)
+        )
         self.add_sealed(blob_type, blob_id, sealed, len(data))
 
     def _seal_async(self, blob_type: BlobType, blob_id: bytes, data: bytes) -> None:
