@@ -86,8 +86,16 @@ class StorePermissionDenied(StoreError):
     """The store refused the operation for lack of permission (file mode, bucket policy, lock)."""
 
 
+class ObjectLocked(StorePermissionDenied):
+    """The object is under Object Lock retention and cannot be deleted or shortened yet."""
+
+
 class StoreFull(StoreError):
     """The storage medium has no space left."""
+
+
+class StoreUnreachable(StoreError):
+    """The store cannot be reached at all (no such host, connection refused, TLS failure)."""
 
 
 # --- repository ----------------------------------------------------------------------------

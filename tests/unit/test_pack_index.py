@@ -18,7 +18,13 @@ from stackvault.crypto.envelope import OVERHEAD
 from stackvault.crypto.masterkey import MasterKey
 from stackvault.errors import IntegrityError, UnsupportedFormat
 from stackvault.repo.blob import BlobCodec, BlobType, blob_aad
-from stackvault.repo.index import INDEX_AAD, Index, decode_index, encode_index
+from stackvault.repo.index import (
+    INDEX_AAD,
+    Index,
+    decode_index,
+    decode_index_file,
+    encode_index,
+)
 from stackvault.repo.pack import (
     HEADER_AAD,
     PackBuilder,
@@ -273,9 +279,28 @@ def test_authentic_but_malformed_index_is_integrity_error(master: MasterKey) -> 
 
 
 def test_index_of_a_future_version_is_unsupported(master: MasterKey) -> None:
-    plain = struct.pack("<4sBI", b"SVIX", 2, 0)
+    plain = struct.pack("<4sBI", b"SVIX", 3, 0)
     with pytest.raises(UnsupportedFormat):
         decode_index(master.envelope(), _sealed_index(master, plain))
+
+
+def test_version_2_index_round_trips_the_superseded_ids(master: MasterKey) -> None:
+    packs = random_packs(random.Random(9), 3)
+    old = [bytes([i]) * 32 for i in range(1, 4)]
+    data = encode_index(master.envelope(), packs, supersedes=old)
+    decoded = decode_index_file(master.envelope(), data)
+    assert decoded.packs == packs
+    assert decoded.supersedes == old
+    assert (
+        decode_index_file(master.envelope(), encode_index(master.envelope(), packs)).supersedes
+        == []
+    )
+
+
+def test_version_2_index_with_a_cut_supersede_list_is_damage(master: MasterKey) -> None:
+    plain = struct.pack("<4sBI", b"SVIX", 2, 0) + struct.pack("<I", 2) + b"x" * 40
+    with pytest.raises(IntegrityError):
+        decode_index_file(master.envelope(), _sealed_index(master, plain))
 
 
 # --- blob codec ---------------------------------------------------------------------------------

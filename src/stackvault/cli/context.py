@@ -105,12 +105,11 @@ class Cli:
         return loc
 
     def store(self) -> Store:
-        from stackvault.store.local import LocalStore
+        from stackvault.store.open import open_store
 
-        loc = self.location()
-        if "://" in loc:
-            raise UsageError(f"unsupported repository location {loc.split('://')[0]}://...")
-        return LocalStore(os.path.abspath(loc))
+        store = open_store(self.location())
+        store.set_notice(self.notice)
+        return store
 
     def password(self, *, confirm: bool = False, prompt: str = "repository password") -> bytes:
         """The password from --password-file, the environment or a prompt. With ``confirm``

@@ -195,11 +195,16 @@ class RestoreJob:
         # that contend in the kernel when several threads create files at once (1.06 GB,
         # cold cache: 4 file threads 5.3-5.5 s with 5.2-5.4 s system CPU; 1 thread 3.85 s
         # with 2.2 s). Blobs of large files are still fetched and decrypted in parallel by
-        # the prefetch pool. A high-latency store (S3) will want more file workers.
-        workers = self.opts.workers or 1
+        # the prefetch pool. A remote store (S3) is latency-bound instead: there, several
+        # files are restored at once so that enough requests are in flight.
+        caps = self.repo.store.capabilities()
+        workers = self.opts.workers or (min(8, caps.parallelism) if caps.remote else 1)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restore")
+        blob_workers = max(2, os.cpu_count() or 2)
+        if caps.remote:
+            blob_workers = max(blob_workers, min(8, caps.parallelism))
         self._blob_pool = ThreadPoolExecutor(
-            max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="restore-blob"
+            max_workers=blob_workers, thread_name_prefix="restore-blob"
         )
         slots = threading.BoundedSemaphore(workers * 4)
         futures: list[Future[None]] = []

@@ -15,7 +15,7 @@ from stackvault.errors import (
     RepositoryNotFound,
     UnsupportedFormat,
 )
-from stackvault.store.base import Store
+from stackvault.store.base import Retention, Store
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config"
@@ -32,6 +32,8 @@ class RepoConfig:
     pack_size: int = DEFAULT_PACK_SIZE
     compression: str = "zstd"
     version: int = FORMAT_VERSION
+    object_lock: Retention | None = None
+    """Every object but locks is written with this Object Lock retention (FORMAT.md §4)."""
 
     def _aad(self) -> bytes:
         return b"sv1:config:" + self.id.encode()
@@ -45,6 +47,8 @@ class RepoConfig:
             "pack_size": self.pack_size,
             "compression": self.compression,
         }
+        if self.object_lock is not None:
+            body["object_lock"] = {"mode": self.object_lock.mode, "days": self.object_lock.days}
         doc = {
             "repository": "stackvault",
             "version": self.version,
@@ -103,4 +107,17 @@ def decode_config(header: dict[str, Any], envelope: Envelope) -> RepoConfig:
         chunker=ChunkerParams.from_json(body["chunker"]),
         pack_size=int(body["pack_size"]),
         compression=str(body.get("compression", "zstd")),
+        object_lock=_retention(body.get("object_lock")),
     )
+
+
+def _retention(doc: Any) -> Retention | None:
+    if doc is None:
+        return None
+    try:
+        mode, days = str(doc["mode"]), int(doc["days"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError("the repository config has a malformed object_lock entry") from exc
+    if mode not in ("governance", "compliance") or days < 1:
+        raise UnsupportedFormat(f"the repository config asks for Object Lock {mode}/{days}d")
+    return Retention(mode, days)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from stackvault.crypto.envelope import Envelope
 from stackvault.errors import IntegrityError, UnsupportedFormat
@@ -16,6 +17,19 @@ _MAGIC = b"SVIX"
 _HEAD = struct.Struct("<4sBI")
 _PACK = struct.Struct("<32sI")
 _ENTRY = struct.Struct("<BIII32s")  # type, offset, length, raw length, blob id
+_COUNT = struct.Struct("<I")
+_ID = 32
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    """The decoded content of one index file."""
+
+    packs: list[tuple[bytes, list[PackedBlob]]]
+    supersedes: list[bytes]
+    """Ids of older index files whose content this one replaces (version 2, written by
+    prune): those files are ignored when loading, even while they still exist (e.g. under
+    Object Lock retention)."""
 
 
 class Index:
@@ -60,18 +74,33 @@ class Index:
             return set(self._packs)
 
 
-def encode_index(envelope: Envelope, packs: Sequence[tuple[bytes, Sequence[PackedBlob]]]) -> bytes:
-    """Serialise and seal an index file naming ``packs``."""
-    parts = [_HEAD.pack(_MAGIC, 1, len(packs))]
+def encode_index(
+    envelope: Envelope,
+    packs: Sequence[tuple[bytes, Sequence[PackedBlob]]],
+    supersedes: Sequence[bytes] = (),
+) -> bytes:
+    """Serialise and seal an index file naming ``packs`` (version 1), or version 2 if it
+    ``supersedes`` older index files."""
+    parts = [_HEAD.pack(_MAGIC, 2 if supersedes else 1, len(packs))]
     for pack_id, blobs in packs:
         parts.append(_PACK.pack(pack_id, len(blobs)))
         parts.extend(
             _ENTRY.pack(b.type, b.offset, b.length, b.raw_length, b.blob_id) for b in blobs
         )
+    if supersedes:
+        if any(len(i) != _ID for i in supersedes):
+            raise ValueError("index ids are 32 bytes")
+        parts.append(_COUNT.pack(len(supersedes)))
+        parts.extend(supersedes)
     return envelope.seal(b"".join(parts), INDEX_AAD)
 
 
 def decode_index(envelope: Envelope, data: bytes) -> list[tuple[bytes, list[PackedBlob]]]:
+    """Open and parse an index file; only its packs. Raises `IntegrityError` if damaged."""
+    return decode_index_file(envelope, data).packs
+
+
+def decode_index_file(envelope: Envelope, data: bytes) -> IndexFile:
     """Open and parse an index file. Raises `IntegrityError` if damaged."""
     plain = envelope.open(data, INDEX_AAD)
     try:
@@ -80,7 +109,7 @@ def decode_index(envelope: Envelope, data: bytes) -> list[tuple[bytes, list[Pack
         raise IntegrityError("index file is truncated") from exc
     if magic != _MAGIC:
         raise IntegrityError("index file has a bad magic number")
-    if version != 1:
+    if version not in (1, 2):
         raise UnsupportedFormat(f"index file version {version} is not supported")
     pos = _HEAD.size
     out: list[tuple[bytes, list[PackedBlob]]] = []
@@ -98,8 +127,16 @@ def decode_index(envelope: Envelope, data: bytes) -> list[tuple[bytes, list[Pack
                 raise IntegrityError("index file is truncated")
             pos += n * _ENTRY.size
             out.append((pack_id, blobs))
+        supersedes: list[bytes] = []
+        if version == 2:
+            (n,) = _COUNT.unpack_from(plain, pos)
+            pos += _COUNT.size
+            supersedes = [plain[pos + i * _ID : pos + (i + 1) * _ID] for i in range(n)]
+            pos += n * _ID
+            if pos > len(plain):
+                raise IntegrityError("index file is truncated")
     except (struct.error, ValueError) as exc:
         raise IntegrityError("index file is malformed") from exc
     if pos != len(plain):
         raise IntegrityError("index file has trailing bytes")
-    return out
+    return IndexFile(out, supersedes)

@@ -40,13 +40,13 @@ from stackvault.repo.config import (
     decode_config,
     read_header,
 )
-from stackvault.repo.index import Index, decode_index
+from stackvault.repo.index import Index, IndexFile, decode_index_file
 from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_username
 from stackvault.repo.pack import pack_name, storage_id
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
 from stackvault.repo.tree import Node, decode_tree
 from stackvault.repo.writer import BlobWriter
-from stackvault.store.base import Store
+from stackvault.store.base import Retention, Store
 
 PROGRAM = f"stackvault {__version__}"
 
@@ -82,6 +82,8 @@ class Repository:
         self.notice = notice
         self.envelope: Envelope = master.envelope()
         self.index = Index()
+        self.superseded_index: list[str] = []
+        """Index files still present but replaced by a newer one (see `load_index`)."""
         self.lock_lease_s = DEFAULT_LEASE_S
         self._local = threading.local()
 
@@ -98,8 +100,11 @@ class Repository:
         kdf: KdfParams | None = None,
         clock: Clock | None = None,
         notice: Callable[[str], None] = lambda _m: None,
+        object_lock: Retention | None = None,
     ) -> Repository:
-        """Create a new repository in ``store``; refuse if one exists there."""
+        """Create a new repository in ``store``; refuse if one exists there. With
+        ``object_lock``, every object written from now on (locks excepted) carries that
+        retention; the store must support it."""
         if store.exists(CONFIG_NAME):
             raise RepositoryExists(
                 f"a repository already exists at {store.describe()}",
@@ -114,7 +119,9 @@ class Repository:
             created=clock.now().isoformat(),
             chunker=chunker or ChunkerParams(),
             pack_size=pack_size,
+            object_lock=object_lock,
         )
+        store.configure_retention(object_lock)
         key_id = cls._write_key(store, master, password, kdf or KdfParams(), clock)
         # config last: a repository without config is "not a repository", never half a one.
         store.put(CONFIG_NAME, config.encode(master.envelope()))
@@ -163,6 +170,7 @@ class Repository:
                 notice(f"skipping key {name.removeprefix('keys/')[:8]}: {exc}")
                 continue
             config = decode_config(header, master.envelope())
+            store.configure_retention(config.object_lock)
             return cls(
                 store, config, master, name.removeprefix("keys/"), clock or SystemClock(), notice
             )
@@ -191,31 +199,40 @@ class Repository:
         return sorted(info.name for info in self.store.list("index/"))
 
     def load_index(self, on_error: Callable[[str, IntegrityError], None] | None = None) -> None:
-        """Load every index file. A damaged one raises `IntegrityError` unless ``on_error``
-        is given, in which case it is reported there and skipped (used by `check`)."""
+        """Load every index file that no other one supersedes. A damaged one raises
+        `IntegrityError` unless ``on_error`` is given, in which case it is reported there and
+        skipped (used by `check`)."""
 
-        def fetch(name: str) -> tuple[str, bytes | IntegrityError]:
+        def fetch(name: str) -> tuple[str, IndexFile | IntegrityError]:
             data = self.store.get(name)
             if storage_id(data).hex() != name.removeprefix("index/"):
                 return name, IntegrityError(f"index file {name} does not match its name")
-            return name, data
+            try:
+                return name, decode_index_file(self.envelope, data)
+            except IntegrityError as exc:
+                return name, exc
 
         names = self.index_names()
         workers = max(1, min(8, self.store.capabilities().parallelism))
+        loaded: list[tuple[str, IndexFile]] = []
+        superseded: set[str] = set()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for name, got in pool.map(fetch, names):
-                try:
-                    if isinstance(got, IntegrityError):
-                        raise got
-                    for pack_id, blobs in decode_index(self.envelope, got):
-                        self.index.add_pack(pack_id, blobs)
-                except IntegrityError as exc:
+                if isinstance(got, IntegrityError):
                     if on_error is None:
                         raise IntegrityError(
-                            f"index file {name} is damaged: {exc}",
+                            f"index file {name} is damaged: {got}",
                             hint="run `stackvault check` for details",
-                        ) from exc
-                    on_error(name, exc)
+                        ) from got
+                    on_error(name, got)
+                    continue
+                loaded.append((name, got))
+                superseded.update(f"index/{old.hex()}" for old in got.supersedes)
+        self.superseded_index = sorted(superseded & set(names))
+        for name, index_file in loaded:
+            if name not in superseded:
+                for pack_id, blobs in index_file.packs:
+                    self.index.add_pack(pack_id, blobs)
 
     # --- reading ----------------------------------------------------------------------------
 

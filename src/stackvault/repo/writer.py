@@ -51,7 +51,9 @@ class BlobWriter:
         on_pack: Callable[[int], None] | None = None,
     ) -> None:
         self._repo = repo
-        workers = upload_workers or max(2, repo.store.capabilities().parallelism)
+        # Each upload holds one pack in memory: at most 8 (64 MiB at the default pack size),
+        # even when the store could take more concurrent requests.
+        workers = upload_workers or max(2, min(8, repo.store.capabilities().parallelism))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pack-upload")
         # Packs in memory waiting for upload: bounded so a slow store throttles readers.
         self._slots = threading.BoundedSemaphore(workers)

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from stackvault.errors import StoreError
 
@@ -68,6 +69,19 @@ class Capabilities:
     """Deletes and overwrites are refused."""
     object_lock: bool = False
     """Objects can carry a retention date before which they cannot be deleted."""
+    remote: bool = False
+    """Requests cross a network: latency is high, so callers should keep many in flight."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Object Lock retention applied to every object written (except ``locks/``)."""
+
+    mode: str
+    """``governance`` (an account with the bypass permission may still delete) or
+    ``compliance`` (nobody can delete before the date, not even the bucket owner)."""
+    days: int
+    """Each object is retained until this many days after it was written."""
 
 
 class Store(ABC):
@@ -114,6 +128,35 @@ class Store(ABC):
     @abstractmethod
     def describe(self) -> str:
         """A human-readable location with every credential redacted, for messages."""
+
+    def set_notice(self, notice: Callable[[str], None]) -> None:  # noqa: B027 - optional hook
+        """Where to report events worth telling the user about (e.g. retried requests)."""
+
+    def ensure_root(self, *, object_lock: bool = False) -> None:
+        """Create the container of the objects (directory, bucket) if it is missing; with
+        ``object_lock``, one where objects can carry retention (else `StoreError`)."""
+        if object_lock:
+            raise StoreError(f"{self.describe()} does not support Object Lock retention")
+
+    def configure_retention(self, retention: Retention | None) -> None:
+        """Give every object put from now on (except ``locks/``) this retention.
+
+        Stores without Object Lock raise `StoreError` for anything but None.
+        """
+        if retention is not None:
+            raise StoreError(f"{self.describe()} does not support Object Lock retention")
+
+    def retention(self, name: str) -> datetime | None:
+        """The date before which the object cannot be deleted, or None (deletable now).
+
+        Raises `ObjectNotFound` if it does not exist.
+        """
+        self.stat(name)
+        return None
+
+    def set_retention(self, name: str, until: datetime) -> None:
+        """Extend the object's retention to ``until`` (never shortens it)."""
+        raise StoreError(f"{self.describe()} does not support Object Lock retention")
 
     def cleanup(self) -> int:
         """Remove leftovers of interrupted writes (temporary files); return how many.

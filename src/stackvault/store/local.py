@@ -47,8 +47,13 @@ class LocalStore(Store):
         """True if the root directory exists."""
         return self._root.is_dir()
 
-    def ensure_root(self) -> None:
+    def ensure_root(self, *, object_lock: bool = False) -> None:
         """Create the root directory (and missing parents) with mode 0700 if it is missing."""
+        if object_lock:
+            raise StoreError(
+                f"{self.describe()} is a local directory, which cannot hold Object Lock retention",
+                hint="use an S3 bucket with Object Lock, or --append-only for local repositories",
+            )
         try:
             if self._root.is_dir():
                 return

@@ -8,6 +8,8 @@ from stackvault.errors import SnapshotNotFound, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
+    from typing import Any
+
     from stackvault.cli.app import Subparsers
     from stackvault.cli.context import Cli
     from stackvault.policy.duration import Duration
@@ -66,14 +68,35 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
     from stackvault.repo.prune import execute_prune, plan_prune
 
     plan = plan_prune(repo)
-    doc = {
+    if not dry_run:
+        execute_prune(repo, plan, cli.notice)
+    release = plan.next_release
+    doc: dict[str, Any] = {
         "packs_deleted": len(plan.delete_packs) + len(plan.unindexed_packs),
         "packs_repacked": len(plan.repack_packs),
         "bytes_freed": plan.bytes_freed,
         "bytes_repacked": plan.bytes_repacked,
+        "objects_locked": len(plan.locked),
+        "bytes_locked": plan.bytes_locked,
+        "next_release": release.isoformat() if release else None,
+        "retention_extended": len(plan.extend),
+        "retention_until": (
+            plan.extend_until.isoformat() if plan.extend and plan.extend_until else None
+        ),
     }
-    if not dry_run:
-        execute_prune(repo, plan, cli.notice)
+    if not cli.json and plan.locked and release is not None:
+        last = max(plan.locked.values())
+        cli.print(
+            f"prune: {len(plan.locked)} unused object(s) ({human_bytes(plan.bytes_locked)} of "
+            f"packs) are under Object Lock retention: removable from {release:%Y-%m-%d %H:%M} "
+            f"(all by {last:%Y-%m-%d %H:%M}) by a later prune"
+        )
+    if not cli.json and plan.extend and plan.extend_until is not None:
+        verb = "would extend" if dry_run else "extended"
+        cli.print(
+            f"prune: {verb} the retention of {len(plan.extend)} object(s) the kept snapshots "
+            f"need to {plan.extend_until:%Y-%m-%d %H:%M}"
+        )
     if not cli.json:
         verb = "would free" if dry_run else "freed"
         cli.print(
@@ -179,15 +202,42 @@ def forget(
                             f"  {verb} {d.snapshot.id[:8]} {d.snapshot.time:%Y-%m-%d %H:%M:%S}  "
                             f"{'; '.join(d.reasons)}"
                         )
+        locked: dict[str, str] = {}
         if not dry_run:
             for snap_id in remove:
-                repo.remove_snapshot(snap_id)
+                until = _remove_snapshot(repo, snap_id)
+                if until is not None:
+                    locked[snap_id] = until
+                    cli.notice(
+                        f"snapshot {snap_id[:8]} is under Object Lock retention until {until}; "
+                        "it stays until then (a later forget removes it)"
+                    )
+            remove = [s for s in remove if s not in locked]
         if not cli.json:
             verb = "would remove" if dry_run else "removed"
             cli.print(f"{verb} {len(remove)} snapshot(s)")
         pruned = _prune(cli, repo, dry_run) if prune else None
     if cli.json:
-        cli.emit_json({"decisions": out, "removed": [] if dry_run else remove, "prune": pruned})
+        cli.emit_json(
+            {
+                "decisions": out,
+                "removed": [] if dry_run else remove,
+                "locked": locked,
+                "prune": pruned,
+            }
+        )
+
+
+def _remove_snapshot(repo: Repository, snap_id: str) -> str | None:
+    """Remove a snapshot; if Object Lock retention forbids it, return the date it ends."""
+    from stackvault.errors import ObjectLocked
+
+    try:
+        repo.remove_snapshot(snap_id)
+    except ObjectLocked:
+        until = repo.store.retention(f"snapshots/{snap_id}")
+        return until.isoformat(timespec="seconds") if until else "an unknown date"
+    return None
 
 
 def prune_cmd(cli: Cli, *, dry_run: bool) -> None:

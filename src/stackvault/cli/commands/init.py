@@ -31,19 +31,47 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument(
         "--kdf-iterations", type=int, default=3, metavar="N", help="Argon2id iterations."
     )
+    p.add_argument(
+        "--object-lock",
+        choices=("governance", "compliance"),
+        default=None,
+        help="Write every object with S3 Object Lock retention in this mode (the bucket is "
+        "created with Object Lock if it does not exist).",
+    )
+    p.add_argument(
+        "--lock-days",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Days each object stays locked after it is written or last extended by prune "
+        "(required with --object-lock).",
+    )
     add_json_option(p)
 
 
-def init(cli: Cli, *, pack_size_mib: int, kdf_memory_mib: int, kdf_iterations: int) -> None:
+def init(
+    cli: Cli,
+    *,
+    pack_size_mib: int,
+    kdf_memory_mib: int,
+    kdf_iterations: int,
+    object_lock: str | None = None,
+    lock_days: int | None = None,
+) -> None:
     """Create a new, empty repository."""
     from stackvault.chunking.cdc import ChunkerParams
     from stackvault.crypto.kdf import KdfParams
+    from stackvault.errors import UsageError
     from stackvault.repo.repository import Repository
-    from stackvault.store.local import LocalStore
+    from stackvault.store.base import Retention
 
+    retention = None
+    if object_lock is not None or lock_days is not None:
+        if object_lock is None or lock_days is None or lock_days < 1:
+            raise UsageError("--object-lock MODE and --lock-days N (N >= 1) go together")
+        retention = Retention(object_lock, lock_days)
     store = cli.store()
-    if isinstance(store, LocalStore):
-        store.ensure_root()
+    store.ensure_root(object_lock=retention is not None)
     password = cli.password(confirm=True)
     repo = Repository.init(
         store,
@@ -52,6 +80,7 @@ def init(cli: Cli, *, pack_size_mib: int, kdf_memory_mib: int, kdf_iterations: i
         pack_size=pack_size_mib * 1024 * 1024,
         kdf=KdfParams(memory_kib=kdf_memory_mib * 1024, iterations=kdf_iterations),
         notice=cli.notice,
+        object_lock=retention,
     )
     if cli.json:
         cli.emit_json({"id": repo.config.id, "location": store.describe()})
