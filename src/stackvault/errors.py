@@ -145,6 +145,11 @@ class KeyManagementError(StackvaultError):
     """A key management request cannot be done (removing the key in use, the last key, ...)."""
 
 
+class AppendOnlyRefused(StackvaultError):
+    """The command would delete or overwrite repository objects, and the repository is opened
+    append-only (``--append-only`` / ``STACKVAULT_APPEND_ONLY``)."""
+
+
 # --- capture and restore -------------------------------------------------------------------
 
 

@@ -97,3 +97,9 @@ def test_open_store_dispatches_on_the_scheme(tmp_path: Path) -> None:
     assert isinstance(s3, S3Store) and s3.capabilities().remote
     with pytest.raises(UsageError, match="unsupported repository location"):
         open_store("ftp://u:pw@host/x")
+
+
+@pytest.mark.parametrize("cls", ["glacier", "DEEP_ARCHIVE"])
+def test_archive_storage_classes_that_need_manual_restores_are_refused(cls: str) -> None:
+    with pytest.raises(UsageError, match="GLACIER_IR"):
+        S3Options.from_url(f"s3://b?storage-class={cls}", environ={})

@@ -256,6 +256,12 @@ def build_parser() -> Parser:
         help="Read the password from this file (default: $STACKVAULT_PASSWORD_FILE, "
         "$STACKVAULT_PASSWORD, or a prompt).",
     )
+    parser.add_argument(
+        "--append-only",
+        action="store_true",
+        help="Open a local repository so that nothing in it can be deleted or overwritten "
+        "(locks excepted); commands that delete refuse (default: $STACKVAULT_APPEND_ONLY=1).",
+    )
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     parser.add_argument("-q", "--quiet", action="store_true", help="Print only errors.")
     parser.add_argument("--version", action=_Version, help="Print the version.")
@@ -280,6 +286,7 @@ def run_command(parser: Parser, argv: Sequence[str]) -> int:
         password_file=ns.pop("password_file"),
         json=ns.pop("json") or command_json,
         quiet=ns.pop("quiet"),
+        append_only=ns.pop("append_only"),
     )
     kwargs = {k: v for k, v in ns.items() if not k.startswith("_")}
     rv = handler(cli, **kwargs)

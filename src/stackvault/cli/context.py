@@ -6,14 +6,21 @@ import os
 import sys
 from contextlib import contextmanager
 
-from stackvault.errors import ConfigError, UsageError
+from stackvault.errors import (
+    AppendOnlyRefused,
+    ConfigError,
+    RepositoryNotFound,
+    UnsupportedFormat,
+    UsageError,
+    WrongPassword,
+)
 
 # `typing.TYPE_CHECKING` without importing typing: the CLI layer keeps start-up imports to the
 # minimum (`stackvault --version` is timed); the repository, store and engine modules are
 # imported where they are used, so `--help` and `--version` load none of them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any, TextIO
 
     from stackvault.repo.repository import Repository
@@ -23,19 +30,40 @@ ENV_REPOSITORY = "STACKVAULT_REPOSITORY"
 ENV_PASSWORD = "STACKVAULT_PASSWORD"
 ENV_PASSWORD_FILE = "STACKVAULT_PASSWORD_FILE"
 ENV_NEW_PASSWORD = "STACKVAULT_NEW_PASSWORD"
+ENV_APPEND_ONLY = "STACKVAULT_APPEND_ONLY"
+ENV_FROM_REPOSITORY = "STACKVAULT_FROM_REPOSITORY"
+ENV_FROM_PASSWORD = "STACKVAULT_FROM_PASSWORD"
+ENV_FROM_PASSWORD_FILE = "STACKVAULT_FROM_PASSWORD_FILE"
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
 
-def read_password_file(path: str) -> bytes:
+def read_password_file(
+    path: str, setting: str = "--password-file / STACKVAULT_PASSWORD_FILE"
+) -> bytes:
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise ConfigError(
             f"cannot read the password file {path}: {exc.strerror}",
-            hint="check the path given by --password-file / STACKVAULT_PASSWORD_FILE",
+            hint=f"check the path given by {setting}",
         ) from exc
     # Like restic: the first line is the password; a trailing newline is not part of it.
     return data.split(b"\n", 1)[0].rstrip(b"\r")
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (unset = no)."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(
+        f"{name}={os.environ[name]!r} is neither 1 nor 0", hint=f"set {name}=1 or unset it"
+    )
 
 
 def _non_empty(password: bytes, setting: bool) -> bytes:
@@ -65,11 +93,15 @@ class Cli:
         password_file: str | None = None,
         json: bool = False,
         quiet: bool = False,
+        append_only: bool = False,
     ) -> None:
         self.repo_location = repo_location
         self.password_file = password_file
         self.json = json
         self.quiet = quiet
+        self.append_only = append_only or env_flag(ENV_APPEND_ONLY)
+        """--append-only / STACKVAULT_APPEND_ONLY: the repository (not a copy's source) is
+        opened so that nothing can be deleted or overwritten (locks excepted)."""
 
     # --- output ---------------------------------------------------------------------------
 
@@ -104,12 +136,56 @@ class Cli:
             )
         return loc
 
-    def store(self) -> Store:
+    def store(self, location: str | None = None, *, append_only: bool | None = None) -> Store:
+        """The store of the repository (or of ``location``), append-only if so configured
+        (``append_only`` overrides the global setting, e.g. for a copy's source)."""
         from stackvault.store.open import open_store
 
-        store = open_store(self.location())
+        store = open_store(
+            location or self.location(),
+            append_only=self.append_only if append_only is None else append_only,
+        )
         store.set_notice(self.notice)
         return store
+
+    def refuse_if_append_only(
+        self, command: str, action: str, alternative: str | None = None
+    ) -> None:
+        """Stop a command that would delete or overwrite objects — before it does any work —
+        when the repository is opened append-only: "`command` action, which ...; hint"."""
+        if self.append_only:
+            hint = "run it from a client with full access to the repository"
+            raise AppendOnlyRefused(
+                f"`{command}` {action}, which a repository opened append-only "
+                f"(--append-only / {ENV_APPEND_ONLY}) does not allow",
+                hint=f"{hint}, or {alternative}" if alternative else hint,
+            )
+
+    def source_location(self, location: str | None) -> str:
+        """Where `copy` and `init --copy-chunker-params-from` read from."""
+        loc = location or os.environ.get(ENV_FROM_REPOSITORY)
+        if not loc:
+            raise ConfigError(
+                "no source repository given",
+                hint=f"pass --from LOCATION or set {ENV_FROM_REPOSITORY}",
+            )
+        return loc
+
+    def source_password(self, path: str | None) -> bytes:
+        """The source repository's password: ``path`` (--from-password-file),
+        STACKVAULT_FROM_PASSWORD_FILE, STACKVAULT_FROM_PASSWORD, or a prompt."""
+        path = path or os.environ.get(ENV_FROM_PASSWORD_FILE)
+        if path:
+            return read_password_file(path, f"--from-password-file / {ENV_FROM_PASSWORD_FILE}")
+        env = os.environ.get(ENV_FROM_PASSWORD)
+        if env is not None:
+            return env.encode()
+        return self._prompt(
+            "source repository password",
+            False,
+            hint=f"set {ENV_FROM_PASSWORD} or {ENV_FROM_PASSWORD_FILE}, "
+            "or pass --from-password-file",
+        )
 
     def password(self, *, confirm: bool = False, prompt: str = "repository password") -> bytes:
         """The password from --password-file, the environment or a prompt. With ``confirm``
@@ -130,13 +206,13 @@ class Cli:
             return _non_empty(env.encode(), True)
         return self._prompt("new password", True)
 
-    def _prompt(self, what: str, confirm: bool) -> bytes:
+    def _prompt(self, what: str, confirm: bool, hint: str | None = None) -> bytes:
         import getpass
 
         if not sys.stdin.isatty():
             raise ConfigError(
                 f"no {what} given and no terminal to ask for one",
-                hint=f"set {ENV_PASSWORD} or {ENV_PASSWORD_FILE}, or pass --password-file",
+                hint=hint or f"set {ENV_PASSWORD} or {ENV_PASSWORD_FILE}, or pass --password-file",
             )
         first = getpass.getpass(f"Enter {what}: ")
         if confirm and getpass.getpass(f"Enter {what} again: ") != first:
@@ -145,19 +221,55 @@ class Cli:
             raise UsageError("an empty password is not allowed")
         return first.encode()
 
-    @contextmanager
-    def open_repo(
-        self, *, lock: str | None = None, exclusive: bool = False, index: bool = True
-    ) -> Iterator[Repository]:
-        """Open the repository, optionally lock it and load the index; always unlock."""
+    def read_header(self, store: Store, role: str | None = None) -> dict[str, Any]:
+        """The repository's plaintext config header (`RepositoryNotFound` before any password
+        is asked for). ``role`` ("source", "destination") names the repository in errors."""
         from stackvault.repo.config import read_header
-        from stackvault.repo.repository import Repository
-
-        store = self.store()
 
         try:
-            header = read_header(store)  # "no repository" before asking for a password
-            repo = Repository.open(store, self.password(), notice=self.notice, header=header)
+            return read_header(store)
+        except (RepositoryNotFound, UnsupportedFormat) as exc:
+            if role is None:
+                raise
+            raise type(exc)(f"{role} repository: {exc.message}", hint=_hint(role, exc)) from exc
+
+    @contextmanager
+    def open_repo(
+        self,
+        *,
+        lock: str | None = None,
+        exclusive: bool = False,
+        index: bool = True,
+        store: Store | None = None,
+        header: dict[str, Any] | None = None,
+        password: Callable[[], bytes] | None = None,
+        role: str | None = None,
+    ) -> Iterator[Repository]:
+        """Open the repository, optionally lock it and load the index; always unlock.
+
+        By default the repository of --repo with the normal password; `copy` passes the
+        ``store`` (closed here in the end), its ``header`` if already read, a ``password``
+        source and the ``role`` ("source", "destination") that errors name.
+        """
+        from stackvault.repo.repository import Repository
+
+        store = store if store is not None else self.store()
+
+        try:
+            if header is None:
+                header = self.read_header(store, role)  # "no repository" before a password
+            try:
+                repo = Repository.open(
+                    store, (password or self.password)(), notice=self.notice, header=header
+                )
+            except WrongPassword as exc:
+                if role is None:
+                    raise
+                raise WrongPassword(
+                    f"wrong password for the {role} repository {store.describe()}: no key of "
+                    "it opens with it",
+                    hint=_hint(role, exc),
+                ) from exc
             if lock is None:
                 if index:
                     repo.load_index()
@@ -169,3 +281,16 @@ class Cli:
                 yield repo
         finally:
             store.close()
+
+
+def _hint(role: str, exc: Exception) -> str:
+    """What to check when the source or destination of a copy cannot be opened."""
+    if isinstance(exc, WrongPassword):
+        if role == "source":
+            return f"check {ENV_FROM_PASSWORD}, {ENV_FROM_PASSWORD_FILE} or --from-password-file"
+        return f"check {ENV_PASSWORD}, {ENV_PASSWORD_FILE} or --password-file"
+    if isinstance(exc, RepositoryNotFound):
+        if role == "source":
+            return f"check --from / {ENV_FROM_REPOSITORY}"
+        return f"check --to / --repo / {ENV_REPOSITORY}, or create it with `stackvault init`"
+    return "use a stackvault release that supports it"

@@ -29,6 +29,12 @@ class MasterKey:
         """A fresh random master key from the OS CSPRNG."""
         return cls(os.urandom(32), os.urandom(32), secrets.randbits(CHUNKER_SEED_BITS))
 
+    def sharing_ids(self) -> MasterKey:
+        """A new master key with a fresh random encryption key and this key's id key and
+        chunker seed: a repository created with it cuts and names blobs exactly like this
+        one (``init --copy-chunker-params-from``; FORMAT.md §2 explains what that reveals)."""
+        return MasterKey(os.urandom(32), self.id_key, self.chunker_seed)
+
     def envelope(self) -> Envelope:
         """An `Envelope` sealing and opening under this key's encryption key."""
         return Envelope(self.enc)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import socket
 import threading
@@ -28,6 +29,8 @@ from stackvault.errors import (
     ObjectNotFound,
     RepositoryExists,
     SnapshotNotFound,
+    StoreError,
+    StorePermissionDenied,
     UnsupportedFormat,
     UsageError,
     WrongPassword,
@@ -101,10 +104,17 @@ class Repository:
         clock: Clock | None = None,
         notice: Callable[[str], None] = lambda _m: None,
         object_lock: Retention | None = None,
+        ids_from: Repository | None = None,
     ) -> Repository:
         """Create a new repository in ``store``; refuse if one exists there. With
         ``object_lock``, every object written from now on (locks excepted) carries that
-        retention; the store must support it."""
+        retention; the store must support it.
+
+        With ``ids_from`` (``init --copy-chunker-params-from``) the new repository gets that
+        repository's id key, chunker seed and chunk sizes — and a new random encryption key —
+        so both name and cut identical data identically and `copy` between them moves only
+        missing blobs without re-reading the others (FORMAT.md §2). ``chunker`` must then be
+        None."""
         if store.exists(CONFIG_NAME):
             raise RepositoryExists(
                 f"a repository already exists at {store.describe()}",
@@ -114,6 +124,11 @@ class Repository:
             raise UsageError("pack size must be between 512 KiB and 512 MiB")
         clock = clock or SystemClock()
         master = MasterKey.generate()
+        if ids_from is not None:
+            if chunker is not None:
+                raise UsageError("the chunker parameters come from the source repository")
+            master = ids_from.master.sharing_ids()
+            chunker = ids_from.config.chunker
         config = RepoConfig(
             id=secrets.token_hex(16),
             created=clock.now().isoformat(),
@@ -170,7 +185,14 @@ class Repository:
                 notice(f"skipping key {name.removeprefix('keys/')[:8]}: {exc}")
                 continue
             config = decode_config(header, master.envelope())
-            store.configure_retention(config.object_lock)
+            try:
+                store.configure_retention(config.object_lock)
+            except StoreError as exc:
+                # Still readable (e.g. a mirror of the bucket on a disk): say what is lost.
+                notice(
+                    f"the repository asks for Object Lock retention, but {exc}; objects "
+                    "written now carry no retention"
+                )
             return cls(
                 store, config, master, name.removeprefix("keys/"), clock or SystemClock(), notice
             )
@@ -233,6 +255,19 @@ class Repository:
             if name not in superseded:
                 for pack_id, blobs in index_file.packs:
                     self.index.add_pack(pack_id, blobs)
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        """True if the loaded index lists the blob (stored in a completely written pack)."""
+        return blob_id in self.index
+
+    def blob_id(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The id this repository gives a blob with this plaintext (keyed BLAKE3, FORMAT §2)."""
+        return self.master.blob_id(data)
+
+    def shares_blob_ids(self, other: Repository) -> bool:
+        """True if both repositories have the same id key, so a blob has the same id in both
+        and trees can be copied as they are (``init --copy-chunker-params-from``)."""
+        return hmac.compare_digest(self.master.id_key, other.master.id_key)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -306,20 +341,31 @@ class Repository:
         ``strict`` (prune must not guess what a damaged snapshot needs) or is skipped with a
         notice, so one bad file does not stop restores of other snapshots or new backups.
         """
-        out: list[Snapshot] = []
-        for name in self.snapshot_names():
+
+        def fetch(name: str) -> Snapshot | IntegrityError:
             try:
-                out.append(self.load_snapshot(name))
+                return self.load_snapshot(name)
             except IntegrityError as exc:
-                if on_error is not None:
-                    on_error(name, exc)
-                elif strict:
-                    raise
-                else:
-                    self.notice(
-                        f"warning: skipping damaged snapshot {name.removeprefix('snapshots/')[:8]}"
-                        f" ({exc}); run `stackvault check`, then `stackvault forget` it"
-                    )
+                return exc
+
+        out: list[Snapshot] = []
+        names = self.snapshot_names()
+        workers = max(1, min(8, self.store.capabilities().parallelism, len(names)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            loaded = list(pool.map(fetch, names))
+        for name, got in zip(names, loaded, strict=True):
+            if isinstance(got, Snapshot):
+                out.append(got)
+                continue
+            if on_error is not None:
+                on_error(name, got)
+            elif strict:
+                raise got
+            else:
+                self.notice(
+                    f"warning: skipping damaged snapshot {name.removeprefix('snapshots/')[:8]}"
+                    f" ({got}); run `stackvault check`, then `stackvault forget` it"
+                )
         out.sort(key=lambda s: (s.time, s.id))
         return out
 
@@ -391,7 +437,15 @@ class Repository:
         return key.id
 
     def change_password(self, password: bytes, kdf: KdfParams | None = None) -> str:
-        """Replace the current key by one for ``password``; returns the new key id."""
+        """Replace the current key by one for ``password``; returns the new key id. On an
+        append-only store (which cannot delete the old key) it raises `StorePermissionDenied`
+        before writing anything."""
+        if self.store.capabilities().append_only:
+            raise StorePermissionDenied(
+                f"changing the password deletes the old key file, which {self.store.describe()} "
+                "refuses (append-only)",
+                hint="add a password with `key add` instead, or change it with full access",
+            )
         new_id = self.add_key(password, kdf)
         self.store.delete(f"keys/{self.key_id}")
         self.key_id = new_id

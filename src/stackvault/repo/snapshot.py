@@ -28,12 +28,21 @@ class Snapshot:
     complete: bool = True
     problems: list[dict[str, str]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    original: str | None = None
+    """For a snapshot made by `copy`: the id of the snapshot the backup run first saved (in
+    whichever repository), kept through chains of copies. None for an original."""
     id: str = ""
     """Hex storage id; set when loaded or saved, not part of the stored document."""
 
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+    @property
+    def origin(self) -> str:
+        """The id that names this backup in every repository it was copied to: `original`
+        for a copy, the snapshot's own id otherwise."""
+        return self.original or self.id
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +58,7 @@ class Snapshot:
             "complete": self.complete,
             "problems": self.problems[:MAX_PROBLEMS],
             "summary": self.summary,
+            "original": self.original,
         }
 
     def encode(self) -> bytes:
@@ -77,7 +87,16 @@ class Snapshot:
                 complete=bool(d.get("complete", True)),
                 problems=list(d.get("problems", [])),
                 summary=dict(d.get("summary", {})),
+                original=_optional_id(d.get("original")),
                 id=snapshot_id,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"snapshot {snapshot_id[:8]} is malformed") from exc
+
+
+def _optional_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("original is not a snapshot id")
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -117,3 +118,33 @@ def decode_tree(data: bytes) -> list[Node]:
         return [Node.from_json(n) for n in doc["nodes"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError("tree blob is malformed") from exc
+
+
+def rewrite_tree(data: bytes, mapping: Mapping[bytes, bytes]) -> bytes:
+    """The tree blob ``data`` with the blob ids it references — every file's ``content`` and
+    every directory's ``subtree`` — replaced through ``mapping`` (`copy` between repositories
+    whose id keys differ). Every other field, including any this version does not know, keeps
+    its value and its place, and the result is encoded like `encode_tree`.
+
+    Raises `IntegrityError` if the tree is malformed or references an id ``mapping`` lacks.
+    """
+    try:
+        doc = json.loads(data)
+        nodes = doc["nodes"]
+        for node in nodes:
+            content = node.get("content")
+            if content:
+                node["content"] = [_mapped(mapping, c).hex() for c in content]
+            subtree = node.get("subtree")
+            if subtree:
+                node["subtree"] = _mapped(mapping, subtree).hex()
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError("tree blob is malformed") from exc
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _mapped(mapping: Mapping[bytes, bytes], hex_id: str) -> bytes:
+    new = mapping.get(bytes.fromhex(hex_id))
+    if new is None:
+        raise IntegrityError(f"tree references blob {hex_id[:12]}, which was not translated")
+    return new

@@ -9,7 +9,13 @@ import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from stackvault.errors import ObjectNotFound, StoreError, StoreFull, StorePermissionDenied
+from stackvault.errors import (
+    ObjectExists,
+    ObjectNotFound,
+    StoreError,
+    StoreFull,
+    StorePermissionDenied,
+)
 from stackvault.store.base import Capabilities, ObjectInfo, Store, validate_name
 from stackvault.store.fdcache import FdCache
 
@@ -24,6 +30,10 @@ _DIR_MODE = 0o700
 _MISSING = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 _DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
+"""`link` failures of filesystems without hard links (vfat, some FUSE mounts)."""
+LOCKS_PREFIX = "locks/"
+"""Lock objects stay deletable in append-only mode: a client must release its own lock."""
 
 
 class LocalStore(Store):
@@ -31,12 +41,19 @@ class LocalStore(Store):
 
     The constructor never touches the disk: the repository layer decides whether the root must
     already exist and calls `ensure_root` when it creates a repository.
+
+    With ``append_only=True`` the store only adds objects, for a client that must never destroy
+    data (e.g. a backup client behind a restricted account): `put` of an existing name raises
+    `ObjectExists` (the check and the creation are one atomic ``link``), and `delete` raises
+    `StorePermissionDenied` — except for ``locks/`` objects, which every client must be able to
+    release. Temporary files of interrupted writes are never objects and may still be cleaned.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, append_only: bool = False) -> None:
         # abspath, not resolve: messages should show the path the user gave, made unambiguous.
         self._root = Path(os.path.abspath(root))
         self._fds = FdCache()
+        self._append_only = append_only
 
     @property
     def root(self) -> Path:
@@ -78,7 +95,10 @@ class LocalStore(Store):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, target)
+            if self._append_only:
+                self._link_new(tmp, target, name)
+            else:
+                os.replace(tmp, target)
             self._fds.invalidate(name)
         except BaseException as exc:
             # Also on KeyboardInterrupt: a stray temp file would only waste space.
@@ -157,6 +177,11 @@ class LocalStore(Store):
 
     def delete(self, name: str) -> None:
         validate_name(name)
+        if self._append_only and not name.startswith(LOCKS_PREFIX):
+            raise StorePermissionDenied(
+                f"cannot delete {name}: {self.describe()} is opened append-only",
+                hint="delete objects from a client with full access to the repository",
+            )
         self._fds.invalidate(name)
         try:
             os.unlink(self._path(name))
@@ -188,12 +213,48 @@ class LocalStore(Store):
         self._fds.clear()
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(range_reads=True, parallelism=max(2, min(os.cpu_count() or 2, 8)))
+        return Capabilities(
+            range_reads=True,
+            parallelism=max(2, min(os.cpu_count() or 2, 8)),
+            append_only=self._append_only,
+        )
 
     def describe(self) -> str:
         return str(self._root)
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _link_new(self, tmp: Path, target: Path, name: str) -> None:
+        """Give the written temp file its final name only if that name is free (append-only).
+
+        ``link`` fails with EEXIST atomically, unlike a check followed by a rename. On a
+        filesystem without hard links the check and the rename are separate steps: two writers
+        racing for one name could still replace each other's object there, which stackvault
+        never does (objects are named by random or content-derived ids).
+        """
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            os.unlink(tmp)
+            raise self._exists(name) from None
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            if os.path.lexists(target):
+                os.unlink(tmp)
+                raise self._exists(name) from None
+            os.rename(tmp, target)
+            return
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass  # the object is in place; `cleanup` removes a leftover temp file
+
+    def _exists(self, name: str) -> ObjectExists:
+        return ObjectExists(
+            f"object {name} already exists in {self.describe()}, which is opened append-only",
+            hint="append-only repositories never overwrite objects",
+        )
 
     def _path(self, name: str) -> Path:
         return self._root.joinpath(*name.split("/"))

@@ -13,7 +13,8 @@ class MemoryStore(Store):
     """Objects held in a dict; see `Store` for the contract. Nothing survives the process.
 
     With ``append_only=True`` it behaves like an append-only server: overwrites raise
-    `ObjectExists` and deletes raise `StorePermissionDenied`.
+    `ObjectExists` and deletes raise `StorePermissionDenied`, except for ``locks/`` objects,
+    which stay deletable (a client must release its own lock), as in `LocalStore`.
     """
 
     def __init__(self, *, append_only: bool = False) -> None:
@@ -54,7 +55,7 @@ class MemoryStore(Store):
 
     def delete(self, name: str) -> None:
         validate_name(name)
-        if self._append_only:
+        if self._append_only and not name.startswith("locks/"):
             raise StorePermissionDenied(
                 f"cannot delete {name}: {self.describe()} is append-only",
                 hint="delete objects with a client that has delete permission",

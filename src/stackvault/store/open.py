@@ -28,16 +28,28 @@ def scheme_of(location: str) -> str:
     return match.group(1).lower() if match else "file"
 
 
-def open_store(location: str) -> Store:
-    """The store at ``location`` (not contacted yet: errors surface on first use)."""
+def open_store(location: str, *, append_only: bool = False) -> Store:
+    """The store at ``location`` (not contacted yet: errors surface on first use).
+
+    ``append_only`` opens a local directory so that objects can be added but never overwritten
+    or deleted (locks excepted; see `LocalStore`). Other schemes raise `UsageError` with it:
+    their server, not the client, has to enforce it.
+    """
     scheme = scheme_of(location)
+    if append_only and scheme != "file":
+        raise UsageError(
+            f"--append-only / STACKVAULT_APPEND_ONLY applies to local repositories, not to "
+            f"{redact(location)}",
+            hint="for S3, enforce append-only on the server side: a bucket policy without "
+            "s3:DeleteObject for the backup credentials, or Object Lock (`init --object-lock`)",
+        )
     if scheme == "file":
         from stackvault.store.local import LocalStore
 
         path = location[len("file://") :] if location.startswith("file://") else location
         if not path:
             raise UsageError("empty repository path")
-        return LocalStore(os.path.abspath(path))
+        return LocalStore(os.path.abspath(path), append_only=append_only)
     if scheme == "s3":
         from stackvault.store.s3 import S3Store
 

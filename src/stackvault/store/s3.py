@@ -9,7 +9,8 @@ option              meaning
                     ``STACKVAULT_S3_ENDPOINT`` environment variable)
 ``region``          region name (default: from the AWS configuration, else ``us-east-1``)
 ``path-style``      ``true`` for path-style addressing (default: true with a custom endpoint)
-``storage-class``   storage class of new objects (``STANDARD_IA``, ``GLACIER_IR`` ...)
+``storage-class``   storage class of new packs (``STANDARD_IA``, ``GLACIER_IR`` ...; metadata
+                    stays in the bucket's default class so every command can read it)
 ``tls-verify``      ``false`` to skip certificate verification (not recommended)
 ``ca-bundle``       file with the CA certificates to trust
 ``profile``         AWS profile name (credentials and region from ``~/.aws``)
@@ -142,7 +143,7 @@ class S3Options:
                 elif key == "path-style":
                     opts["path_style"] = _flag(value)
                 elif key == "storage-class":
-                    opts["storage_class"] = value.upper()
+                    opts["storage_class"] = _storage_class(value)
                 elif key == "tls-verify":
                     opts["verify"] = opts.get("verify", True) if _flag(value) else False
                 elif key == "ca-bundle":
@@ -190,6 +191,20 @@ class S3Options:
         return f"{where} at {redact(self.endpoint)}" if self.endpoint else where
 
 
+_ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+def _storage_class(value: str) -> str:
+    upper = value.upper()
+    if upper in _ARCHIVE_CLASSES:
+        raise ValueError(
+            f"{upper} objects must be restored by hand (hours) before they can be read, "
+            "so check and restore could not read the packs; use GLACIER_IR, STANDARD_IA "
+            "or ONEZONE_IA for a cold tier"
+        )
+    return upper
+
+
 def _flag(value: str) -> bool:
     low = value.lower()
     if low in _TRUE or low == "":
@@ -227,7 +242,8 @@ class S3Store(Store):
         self._client_lock = threading.Lock()
         self._up = RateLimiter(options.limit_upload) if options.limit_upload else None
         self._down = RateLimiter(options.limit_download) if options.limit_download else None
-        self._bucket_state: tuple[bool, bool] | None = None  # (versioned, object lock)
+        # (versioned, Object Lock enabled — None if the key may not ask)
+        self._bucket_state: tuple[bool, bool | None] | None = None
         self._retention: Retention | None = None
 
     @classmethod
@@ -274,7 +290,7 @@ class S3Store(Store):
         self.retrier.notice = notice
 
     def capabilities(self) -> Capabilities:
-        locked = self._bucket_state[1] if self._bucket_state is not None else False
+        locked = bool(self._bucket_state[1]) if self._bucket_state is not None else False
         return Capabilities(
             range_reads=True,
             parallelism=self.options.connections,
@@ -301,7 +317,7 @@ class S3Store(Store):
         except RepositoryNotFound:
             exists = False
         if exists:
-            if object_lock and not self.probe_object_lock():
+            if object_lock and self.probe_object_lock() is False:
                 raise StoreError(
                     f"bucket {bucket} exists but has no Object Lock",
                     hint="Object Lock can only be enabled when a bucket is created: use a new "
@@ -327,7 +343,9 @@ class S3Store(Store):
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         payload = bytes(body) if not isinstance(body, bytes) else body
         kwargs: dict[str, Any] = {"Bucket": self.options.bucket, "Key": self._key(name)}
-        if self.options.storage_class and not name.startswith("locks/"):
+        if self.options.storage_class and name.startswith("data/"):
+            # Only packs go to the colder class: config, keys, index and snapshots are small,
+            # read by every command, and must stay instantly readable.
             kwargs["StorageClass"] = self.options.storage_class
         until = self._retain_until(name)
         if until is not None and self._retention is not None:
@@ -446,8 +464,8 @@ class S3Store(Store):
 
     # --- Object Lock --------------------------------------------------------------------------
 
-    def probe_object_lock(self) -> bool:
-        """True if the bucket has Object Lock enabled (asks the server once)."""
+    def probe_object_lock(self) -> bool | None:
+        """True if the bucket has Object Lock enabled, None if the key may not ask."""
         self._bucket_state = None
         return self._state()[1]
 
@@ -456,7 +474,9 @@ class S3Store(Store):
         if retention is not None:
             if retention.mode not in _RETENTION_MODES:
                 raise UsageError(f"unknown Object Lock mode {retention.mode!r}")
-            if not self.probe_object_lock():
+            # Unknown (a key without s3:GetBucketObjectLockConfiguration): go ahead; a put
+            # with retention fails loudly if the bucket cannot take it.
+            if self.probe_object_lock() is False:
                 raise StoreError(
                     f"the repository asks for Object Lock but bucket {self.options.bucket} "
                     "does not have it enabled",
@@ -492,7 +512,7 @@ class S3Store(Store):
             return None
         return datetime.now(UTC) + timedelta(days=self._retention.days)
 
-    def _state(self) -> tuple[bool, bool]:
+    def _state(self) -> tuple[bool, bool | None]:
         if self._bucket_state is None:
             import botocore.exceptions
 
@@ -520,11 +540,12 @@ class S3Store(Store):
                 versioned = self._request("bucket versioning query", versioning)
             except StorePermissionDenied:
                 versioned = False  # a key without that permission: plain deletes
+            locked: bool | None
             try:
                 locked = self._request("bucket Object Lock query", lock)
             except StorePermissionDenied:
-                locked = False
-            self._bucket_state = (versioned or locked, locked)
+                locked = None
+            self._bucket_state = (versioned or bool(locked), locked)
         return self._bucket_state
 
     # --- plumbing ---------------------------------------------------------------------------

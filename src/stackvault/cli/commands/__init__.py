@@ -7,6 +7,7 @@ from stackvault.cli.commands import (
     backup,
     browse,
     check,
+    copy,
     forget,
     init,
     keys,
@@ -20,5 +21,5 @@ if TYPE_CHECKING:
 
 def register_all(subparsers: Subparsers) -> None:
     """Add every command, in the order `stackvault -h` lists them."""
-    for module in (backup, browse, check, forget, init, keys, restore):
+    for module in (backup, browse, check, copy, forget, init, keys, restore):
         module.register(subparsers)

@@ -152,6 +152,13 @@ def forget(
     """Remove snapshots by id or by a retention policy (each decision shown with its reason)."""
     from stackvault.policy.retention import RetentionPolicy, SnapshotRef, decide
 
+    if not dry_run:
+        cli.refuse_if_append_only(
+            "forget",
+            "deletes snapshots" + (" and unreferenced data" if prune else ""),
+            "add --dry-run to only see the decisions",
+        )
+
     policy = RetentionPolicy(
         last=keep_last,
         hourly=keep_hourly,
@@ -242,6 +249,10 @@ def _remove_snapshot(repo: Repository, snap_id: str) -> str | None:
 
 def prune_cmd(cli: Cli, *, dry_run: bool) -> None:
     """Remove data that no snapshot references and repack half-empty packs."""
+    if not dry_run:
+        cli.refuse_if_append_only(
+            "prune", "deletes packs and index files", "add --dry-run to only see what it would do"
+        )
     with cli.open_repo(lock="prune", exclusive=not dry_run) as repo:
         doc = _prune(cli, repo, dry_run)
     if cli.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stackvault.cli.app import add_command, add_json_option
+from stackvault.cli.commands.copy import add_from_password_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -46,6 +47,15 @@ def register(subparsers: Subparsers) -> None:
         help="Days each object stays locked after it is written or last extended by prune "
         "(required with --object-lock).",
     )
+    p.add_argument(
+        "--copy-chunker-params-from",
+        dest="copy_chunker_params_from",
+        metavar="LOCATION",
+        help="Give the new repository the id key, chunker seed and chunk sizes of this one "
+        "(its own encryption key stays new), so `copy` between them transfers only missing "
+        "blobs without reading the others; see docs/FORMAT.md for what sharing them reveals.",
+    )
+    add_from_password_file(p)
     add_json_option(p)
 
 
@@ -57,6 +67,8 @@ def init(
     kdf_iterations: int,
     object_lock: str | None = None,
     lock_days: int | None = None,
+    copy_chunker_params_from: str | None = None,
+    from_password_file: str | None = None,
 ) -> None:
     """Create a new, empty repository."""
     from stackvault.chunking.cdc import ChunkerParams
@@ -70,20 +82,44 @@ def init(
         if object_lock is None or lock_days is None or lock_days < 1:
             raise UsageError("--object-lock MODE and --lock-days N (N >= 1) go together")
         retention = Retention(object_lock, lock_days)
+    if from_password_file is not None and copy_chunker_params_from is None:
+        raise UsageError("--from-password-file goes with --copy-chunker-params-from")
     store = cli.store()
+    ids_from = None
+    if copy_chunker_params_from is not None:
+        # Read the source first: a wrong location or password creates nothing.
+        with cli.open_repo(
+            store=cli.store(copy_chunker_params_from, append_only=False),
+            password=lambda: cli.source_password(from_password_file),
+            role="source",
+            index=False,
+        ) as ids_from:
+            pass
     store.ensure_root(object_lock=retention is not None)
     password = cli.password(confirm=True)
     repo = Repository.init(
         store,
         password,
-        chunker=ChunkerParams(),
+        chunker=None if ids_from is not None else ChunkerParams(),
         pack_size=pack_size_mib * 1024 * 1024,
         kdf=KdfParams(memory_kib=kdf_memory_mib * 1024, iterations=kdf_iterations),
         notice=cli.notice,
         object_lock=retention,
+        ids_from=ids_from,
     )
     if cli.json:
-        cli.emit_json({"id": repo.config.id, "location": store.describe()})
+        cli.emit_json(
+            {
+                "id": repo.config.id,
+                "location": store.describe(),
+                "chunker_params_from": ids_from.config.id if ids_from is not None else None,
+            }
+        )
     else:
         cli.print(f"created stackvault repository {repo.config.id[:8]} at {store.describe()}")
+        if ids_from is not None:
+            cli.print(
+                f"it shares blob ids and chunking with repository {ids_from.config.id[:8]}: "
+                "`stackvault copy` between them transfers only missing data"
+            )
         cli.print("Keep the password safe: without it the data cannot be recovered.")

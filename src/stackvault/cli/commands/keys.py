@@ -62,6 +62,7 @@ def key_add(cli: Cli, *, new_password_file: str | None) -> None:
 
 def key_remove(cli: Cli, *, key_id: str) -> None:
     """Remove a key (not the one in use)."""
+    cli.refuse_if_append_only("key remove", "deletes a key file")
     with cli.open_repo(lock="key remove", exclusive=True, index=False) as repo:
         removed = repo.remove_key(key_id)
     cli.print(f"removed key {removed[:8]}")
@@ -69,6 +70,11 @@ def key_remove(cli: Cli, *, key_id: str) -> None:
 
 def key_passwd(cli: Cli, *, new_password_file: str | None) -> None:
     """Change the password of the key in use."""
+    cli.refuse_if_append_only(
+        "key passwd",
+        "deletes the old key file",
+        "use `key add` to add a password without removing one",
+    )
     with cli.open_repo(lock="key passwd", exclusive=True, index=False) as repo:
         key_id = repo.change_password(cli.new_password(new_password_file))
     cli.print(f"password changed (new key {key_id[:8]})")
@@ -77,6 +83,14 @@ def key_passwd(cli: Cli, *, new_password_file: str | None) -> None:
 def unlock(cli: Cli, *, remove_all: bool) -> None:
     """Remove stale locks (or all locks with --remove-all)."""
     import socket
+
+    if remove_all:
+        # Stale locks go as in every command; a live one may be an administrator's prune.
+        cli.refuse_if_append_only(
+            "unlock --remove-all",
+            "removes locks of processes that may still be running",
+            "leave out --remove-all to remove only stale locks",
+        )
 
     from stackvault.repo.lock import list_locks
 
