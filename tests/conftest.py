@@ -15,6 +15,8 @@ import pytest
 
 from stackvault.cli.main import main
 
+pytest_plugins = ["support.s3fixtures"]  # s3_server, s3_bucket, ... (tests/support/)
+
 PASSWORD = "correct horse battery staple"
 # Cheap key derivation keeps each repository open at a few milliseconds in tests.
 FAST_INIT = ["init", "--kdf-memory", "8", "--kdf-iterations", "1"]

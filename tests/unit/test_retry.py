@@ -51,7 +51,9 @@ def test_transient_errors_are_retried_until_success_and_counted() -> None:
     assert calls[0] == 4
     assert retrier.retries == 3 and retrier.gave_up == 0
     assert t.sleeps == [1.0, 2.0, 4.0]  # exponential bound, doubling
-    assert len(notices) == 3 and "upload of x" in notices[0] and "attempt 2 of 5" in notices[0]
+    assert (
+        len(notices) == 3 and "retrying in 1.0 s" in notices[0] and "attempt 2 of 5" in notices[0]
+    )
     assert "reset #1" in notices[0]
 
 

@@ -219,8 +219,15 @@ class RepositoryLock:
             self._thread.join(timeout=10)
         with self._mutex:
             if self._name is not None:
+                # A lock that cannot be removed (the store went away) must not hide the
+                # outcome of the work it protected: it expires and is cleared as stale.
                 try:
                     self._store.delete(self._name)
+                except StoreError as exc:
+                    self._notice(
+                        f"could not remove the repository lock {self._name}: {exc}; it "
+                        "expires by itself (or remove it with `stackvault unlock`)"
+                    )
                 finally:
                     self._name = None
 

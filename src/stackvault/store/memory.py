@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
-from stackvault.errors import ObjectExists, ObjectNotFound, StoreError, StorePermissionDenied
-from stackvault.store.base import Capabilities, ObjectInfo, Store, validate_name
+from stackvault.clock import Clock, SystemClock
+from stackvault.errors import (
+    ObjectExists,
+    ObjectLocked,
+    ObjectNotFound,
+    StoreError,
+    StorePermissionDenied,
+)
+from stackvault.store.base import Capabilities, ObjectInfo, Retention, Store, validate_name
 
 
 class MemoryStore(Store):
@@ -15,12 +23,22 @@ class MemoryStore(Store):
     With ``append_only=True`` it behaves like an append-only server: overwrites raise
     `ObjectExists` and deletes raise `StorePermissionDenied`, except for ``locks/`` objects,
     which stay deletable (a client must release its own lock), as in `LocalStore`.
+
+    With ``object_lock=True`` it simulates S3 Object Lock on ``clock``: objects put after
+    `configure_retention` (``locks/`` excepted) cannot be deleted before their retention date,
+    which `set_retention` can only move later. Overwriting keeps the later of the two dates.
     """
 
-    def __init__(self, *, append_only: bool = False) -> None:
+    def __init__(
+        self, *, append_only: bool = False, object_lock: bool = False, clock: Clock | None = None
+    ) -> None:
         self._objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._append_only = append_only
+        self._object_lock = object_lock
+        self._clock: Clock = clock or SystemClock()
+        self._retention: Retention | None = None
+        self._until: dict[str, datetime] = {}
 
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
         validate_name(name)
@@ -33,6 +51,9 @@ class MemoryStore(Store):
                     hint="append-only stores never overwrite objects",
                 )
             self._objects[name] = value
+            if self._retention is not None and not name.startswith("locks/"):
+                until = self._clock.now() + timedelta(days=self._retention.days)
+                self._until[name] = max(until, self._until.get(name, until))
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         validate_name(name)
@@ -61,10 +82,41 @@ class MemoryStore(Store):
                 hint="delete objects with a client that has delete permission",
             )
         with self._lock:
+            until = self._until.get(name)
+            if until is not None and until > self._clock.now():
+                raise ObjectLocked(
+                    f"cannot delete {name} in {self.describe()}: retained until {until}",
+                    hint="wait until the retention date",
+                )
             self._objects.pop(name, None)
+            self._until.pop(name, None)
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(range_reads=True, parallelism=8, append_only=self._append_only)
+        return Capabilities(
+            range_reads=True,
+            parallelism=8,
+            append_only=self._append_only,
+            object_lock=self._object_lock,
+        )
+
+    def configure_retention(self, retention: Retention | None) -> None:
+        if retention is not None and not self._object_lock:
+            super().configure_retention(retention)
+        self._retention = retention
+
+    def retention(self, name: str) -> datetime | None:
+        validate_name(name)
+        self._value(name)
+        with self._lock:
+            return self._until.get(name)
+
+    def set_retention(self, name: str, until: datetime) -> None:
+        validate_name(name)
+        if not self._object_lock:
+            super().set_retention(name, until)
+        self._value(name)
+        with self._lock:
+            self._until[name] = max(until, self._until.get(name, until))
 
     def describe(self) -> str:
         return f"memory:{id(self):x}"

@@ -80,7 +80,8 @@ class Retrier:
             return self._gave_up
 
     def call(self, what: str, request: Callable[[], T]) -> T:
-        """``request()``, retried on `TransientStoreError`; ``what`` names it in notices."""
+        """``request()``, retried on `TransientStoreError` (whose message names the request
+        and is repeated in each retry notice)."""
         start = self._clock()
         attempt = 0
         while True:
@@ -103,7 +104,7 @@ class Retrier:
                     self._retries += 1
                 if self.notice is not None:
                     self.notice(
-                        f"retrying {what} in {delay:.1f} s "
-                        f"(attempt {attempt + 1} of {self.policy.attempts}): {exc.message}"
+                        f"retrying in {delay:.1f} s (attempt {attempt + 1} of "
+                        f"{self.policy.attempts}): {exc.message}"
                     )
                 self._sleep(delay)

@@ -654,9 +654,13 @@ class S3Store(Store):
             return TransientStoreError(f"{what} timed out at {where}")
         if isinstance(
             exc,
-            bx.ConnectionError | bx.ResponseStreamingError | bx.IncompleteReadError | OSError,
+            # HTTPClientError covers ConnectionClosedError and ResponseStreamingError (a reset
+            # while the body is read, which botocore itself never retries).
+            bx.ConnectionError | bx.HTTPClientError | bx.IncompleteReadError | OSError,
         ):
-            return TransientStoreError(f"{what} failed at {where}: connection lost ({exc})")
+            return TransientStoreError(
+                f"{what} failed at {where}: connection lost ({type(exc).__name__})"
+            )
         if isinstance(exc, bx.BotoCoreError):
             return StoreError(f"{what} failed at {where}: {exc}")
         name_of = type(exc).__name__

@@ -1,0 +1,1 @@
+"""Test support code: real servers and fault injectors that tests start and stop themselves."""
