@@ -141,10 +141,10 @@ def test_backup_check_and_restore_through_a_flaky_network(
     succeeds, byte-identical, and says that it retried."""
     assert cli(*FAST_INIT).code == 0
     proxy = fault_proxy(
-        reset_rate=0.10, stall_rate=0.03, stall_seconds=4, seed=7, fault_window=2 << 20
+        reset_rate=0.10, stall_rate=0.03, stall_seconds=8, seed=7, fault_window=2 << 20
     )
     monkeypatch.setenv(
-        "STACKVAULT_REPOSITORY", f"{s3_repo}?endpoint={proxy.endpoint}&timeout=1&retry-time=120"
+        "STACKVAULT_REPOSITORY", f"{s3_repo}?endpoint={proxy.endpoint}&timeout=4&retry-time=120"
     )
     src = make_tree(tmp_path / "src", files=60)
     (src / "big").mkdir()
@@ -163,7 +163,7 @@ def test_backup_check_and_restore_through_a_flaky_network(
     stderr += res.err
     assert describe(inside(out, src)) == describe(src)
     assert proxy.resets > 0
-    assert "retrying" in stderr
+    assert "retrying in" in stderr and "failed at first and were retried" in stderr
 
 
 def test_a_network_cut_for_good_fails_the_backup_cleanly_and_the_next_one_succeeds(

@@ -280,7 +280,16 @@ class Cli:
                     repo.load_index()
                 yield repo
         finally:
-            store.close()
+            self.close_store(store)
+
+    def close_store(self, store: Store) -> None:
+        """Close a store, first saying how many of its requests had to be retried."""
+        if store.retries:
+            self.notice(
+                f"{store.retries} request(s) to {store.describe()} failed at first and were "
+                "retried"
+            )
+        store.close()
 
 
 def _hint(role: str, exc: Exception) -> str:

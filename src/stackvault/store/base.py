@@ -129,6 +129,11 @@ class Store(ABC):
     def describe(self) -> str:
         """A human-readable location with every credential redacted, for messages."""
 
+    @property
+    def retries(self) -> int:
+        """Requests retried so far (stores that never retry: 0)."""
+        return 0
+
     def set_notice(self, notice: Callable[[str], None]) -> None:  # noqa: B027 - optional hook
         """Where to report events worth telling the user about (e.g. retried requests)."""
 

@@ -289,6 +289,10 @@ class S3Store(Store):
     def set_notice(self, notice: Callable[[str], None]) -> None:
         self.retrier.notice = notice
 
+    @property
+    def retries(self) -> int:
+        return self.retrier.retries
+
     def capabilities(self) -> Capabilities:
         locked = bool(self._bucket_state[1]) if self._bucket_state is not None else False
         return Capabilities(
@@ -589,6 +593,7 @@ class S3Store(Store):
         self, exc: Exception, what: str, name: str | None, write: bool, delete: bool
     ) -> Exception:
         import botocore.exceptions as bx
+        from botocore.parsers import ResponseParserError
 
         where = self.describe()
         bucket = self.options.bucket
@@ -656,7 +661,11 @@ class S3Store(Store):
             exc,
             # HTTPClientError covers ConnectionClosedError and ResponseStreamingError (a reset
             # while the body is read, which botocore itself never retries).
-            bx.ConnectionError | bx.HTTPClientError | bx.IncompleteReadError | OSError,
+            bx.ConnectionError
+            | bx.HTTPClientError
+            | bx.IncompleteReadError
+            | ResponseParserError  # a response cut short can be unparsable
+            | OSError,
         ):
             return TransientStoreError(
                 f"{what} failed at {where}: connection lost ({type(exc).__name__})"
