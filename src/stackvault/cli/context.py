@@ -286,8 +286,7 @@ class Cli:
         """Close a store, first saying how many of its requests had to be retried."""
         if store.retries:
             self.notice(
-                f"{store.retries} request(s) to {store.describe()} failed at first and were "
-                "retried"
+                f"{store.retries} request(s) to {store.describe()} failed at first and were retried"
             )
         store.close()
 
