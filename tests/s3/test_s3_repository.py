@@ -132,6 +132,7 @@ def test_an_endpoint_nobody_listens_on_fails_after_bounded_retries(
 def test_backup_check_and_restore_through_a_flaky_network(
     cli: Cli,
     s3_repo: str,
+    s3_server: SeaweedServer,
     fault_proxy: FaultProxyFactory,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -141,10 +142,10 @@ def test_backup_check_and_restore_through_a_flaky_network(
     succeeds, byte-identical, and says that it retried."""
     assert cli(*FAST_INIT).code == 0
     proxy = fault_proxy(
-        reset_rate=0.10, stall_rate=0.03, stall_seconds=8, seed=7, fault_window=2 << 20
+        reset_rate=0.10, stall_rate=0.03, stall_seconds=14, seed=7, fault_window=2 << 20
     )
     monkeypatch.setenv(
-        "STACKVAULT_REPOSITORY", f"{s3_repo}?endpoint={proxy.endpoint}&timeout=4&retry-time=120"
+        "STACKVAULT_REPOSITORY", f"{s3_repo}?endpoint={proxy.endpoint}&timeout=10&retry-time=180"
     )
     src = make_tree(tmp_path / "src", files=60)
     (src / "big").mkdir()
@@ -152,7 +153,7 @@ def test_backup_check_and_restore_through_a_flaky_network(
         (src / "big" / f"blob-{i}.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     stderr = ""
     res = cli("backup", src)
-    assert res.code == 0, tail(res)
+    assert res.code == 0, tail(res) + "\n--- server log:\n" + s3_server.log_tail(60)
     stderr += res.err
     res = cli("check", "--read-data")
     assert res.code == 0, tail(res)
