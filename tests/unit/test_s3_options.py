@@ -9,7 +9,8 @@ import pytest
 from stackvault.errors import UsageError
 from stackvault.store.local import LocalStore
 from stackvault.store.open import open_store, redact, scheme_of
-from stackvault.store.s3 import ENV_ENDPOINT, S3Options, S3Store
+from stackvault.store.s3 import S3Store
+from stackvault.store.s3options import ENV_ENDPOINT, S3Options
 
 
 def test_bucket_prefix_and_every_option_are_parsed(tmp_path: Path) -> None:

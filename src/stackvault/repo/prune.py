@@ -195,10 +195,14 @@ def retentions(store: Store, names: Iterable[str]) -> dict[str, datetime | None]
         except ObjectNotFound:
             return None
 
-    workers = max(1, min(16, store.capabilities().parallelism))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with _request_pool(store) as pool:
         found = [r for r in pool.map(one, list(dict.fromkeys(names))) if r is not None]
     return dict(found)
+
+
+def _request_pool(store: Store) -> ThreadPoolExecutor:
+    """Threads for many small metadata requests (retention lookups and updates)."""
+    return ThreadPoolExecutor(max_workers=max(1, min(16, store.capabilities().parallelism)))
 
 
 def execute_prune(
@@ -254,8 +258,7 @@ def execute_prune(
             _delete(repo, name, plan)
     if plan.extend and plan.extend_until is not None:
         until = plan.extend_until
-        workers = max(1, min(16, repo.store.capabilities().parallelism))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with _request_pool(repo.store) as pool:
             list(pool.map(lambda n: repo.store.set_retention(n, until), plan.extend))
 
 

@@ -1,26 +1,6 @@
 """S3-compatible object store (store layer): AWS S3, MinIO, SeaweedFS, Ceph RGW, Garage ...
 
-Location: ``s3://BUCKET[/PREFIX][?option=value&...]``. Objects live at ``PREFIX/NAME``.
-
-==================  ==========================================================================
-option              meaning
-==================  ==========================================================================
-``endpoint``        server URL, e.g. ``http://127.0.0.1:8333`` (default: AWS, or the
-                    ``STACKVAULT_S3_ENDPOINT`` environment variable)
-``region``          region name (default: from the AWS configuration, else ``us-east-1``)
-``path-style``      ``true`` for path-style addressing (default: true with a custom endpoint)
-``storage-class``   storage class of new packs (``STANDARD_IA``, ``GLACIER_IR`` ...; metadata
-                    stays in the bucket's default class so every command can read it)
-``tls-verify``      ``false`` to skip certificate verification (not recommended)
-``ca-bundle``       file with the CA certificates to trust
-``profile``         AWS profile name (credentials and region from ``~/.aws``)
-``connections``     concurrent connections (default 16)
-``timeout``         seconds to wait for a connection or a response (default 30)
-``retries``         tries per request, the first included (default 10)
-``retry-time``      give up retrying a request after this many seconds (default 180)
-``limit-upload``    average upload rate, e.g. ``10M`` (bytes per second, binary units)
-``limit-download``  average download rate
-==================  ==========================================================================
+Location and options: `stackvault.store.s3options`.
 
 Credentials come from boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
 ``AWS_PROFILE``, ``~/.aws/credentials``, instance roles); they are never accepted in the URL
@@ -37,195 +17,31 @@ from __future__ import annotations
 
 import builtins
 import io
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlsplit
 
 from stackvault.errors import (
     ConfigError,
-    ObjectLocked,
-    ObjectNotFound,
     RepositoryNotFound,
     StoreError,
     StorePermissionDenied,
-    StoreUnreachable,
     TransientStoreError,
     UsageError,
 )
 from stackvault.store.base import Capabilities, ObjectInfo, Retention, Store, validate_name
-from stackvault.store.open import redact
-from stackvault.store.ratelimit import RateLimiter, parse_rate
-from stackvault.store.retry import Retrier, RetryPolicy
+from stackvault.store.ratelimit import RateLimiter
+from stackvault.store.retry import Retrier
+from stackvault.store.s3errors import error_code, translate
+from stackvault.store.s3options import S3Options
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectLockRetentionTypeDef
 
-ENV_ENDPOINT = "STACKVAULT_S3_ENDPOINT"
-DEFAULT_CONNECTIONS = 16
-DEFAULT_TIMEOUT = 30.0
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_TRANSIENT_CODES = frozenset(
-    {
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "TooManyRequests",
-        "OperationAborted",
-        "IncompleteBody",
-    }
-)
-_BAD_CREDENTIALS = frozenset(
-    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
-)
 _RETENTION_MODES = {"governance": "GOVERNANCE", "compliance": "COMPLIANCE"}
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class S3Options:
-    """Everything an `S3Store` is configured with (parsed from the location URL)."""
-
-    bucket: str
-    prefix: str = ""
-    """Empty, or ending in ``/``."""
-    endpoint: str | None = None
-    region: str | None = None
-    path_style: bool | None = None
-    storage_class: str | None = None
-    verify: bool | str = True
-    profile: str | None = None
-    connections: int = DEFAULT_CONNECTIONS
-    timeout: float = DEFAULT_TIMEOUT
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    limit_upload: int | None = None
-    limit_download: int | None = None
-
-    @classmethod
-    def from_url(cls, url: str, environ: dict[str, str] | None = None) -> S3Options:
-        """Parse ``s3://BUCKET/PREFIX?...``; raise `UsageError` naming what is wrong."""
-        env = os.environ if environ is None else environ
-        shown = redact(url)
-        try:
-            parts = urlsplit(url)
-        except ValueError as exc:
-            raise UsageError(f"cannot parse the S3 location {shown}: {exc}") from exc
-        if parts.scheme.lower() != "s3":
-            raise UsageError(f"not an S3 location: {shown}")
-        if "@" in parts.netloc:
-            raise UsageError(
-                f"the S3 location {shown} contains credentials",
-                hint="remove them from the URL and set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) instead",
-            )
-        bucket = parts.netloc
-        if not bucket:
-            raise UsageError(f"the S3 location {shown} names no bucket (s3://BUCKET/PREFIX)")
-        prefix = parts.path.strip("/")
-        opts: dict[str, Any] = {"bucket": bucket, "prefix": prefix + "/" if prefix else ""}
-        retry: dict[str, Any] = {}
-        endpoint = env.get(ENV_ENDPOINT) or None
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            try:
-                if key == "endpoint":
-                    endpoint = value
-                elif key == "region":
-                    opts["region"] = value
-                elif key == "path-style":
-                    opts["path_style"] = _flag(value)
-                elif key == "storage-class":
-                    opts["storage_class"] = _storage_class(value)
-                elif key == "tls-verify":
-                    opts["verify"] = opts.get("verify", True) if _flag(value) else False
-                elif key == "ca-bundle":
-                    if not os.path.isfile(value):
-                        raise ValueError(f"no such file: {value}")
-                    opts["verify"] = value
-                elif key == "profile":
-                    opts["profile"] = value
-                elif key == "connections":
-                    opts["connections"] = _positive_int(value)
-                elif key == "timeout":
-                    opts["timeout"] = _positive_float(value)
-                elif key == "retries":
-                    retry["attempts"] = _positive_int(value)
-                elif key == "retry-time":
-                    retry["deadline"] = _positive_float(value)
-                elif key == "limit-upload":
-                    opts["limit_upload"] = parse_rate(value)
-                elif key == "limit-download":
-                    opts["limit_download"] = parse_rate(value)
-                else:
-                    raise UsageError(
-                        f"unknown S3 option {key!r} in {shown}",
-                        hint="known options: endpoint, region, path-style, storage-class, "
-                        "tls-verify, ca-bundle, profile, connections, timeout, retries, "
-                        "retry-time, limit-upload, limit-download",
-                    )
-            except ValueError as exc:
-                raise UsageError(f"bad value for S3 option {key!r} in {shown}: {exc}") from exc
-        if endpoint:
-            ep = urlsplit(endpoint)
-            if ep.scheme not in ("http", "https") or not ep.hostname:
-                raise UsageError(
-                    f"bad S3 endpoint {redact(endpoint)}",
-                    hint="give a URL such as http://127.0.0.1:8333 or https://s3.example.com",
-                )
-            opts["endpoint"] = endpoint
-        if retry:
-            opts["retry"] = replace(RetryPolicy(), **retry)
-        return cls(**opts)
-
-    def describe(self) -> str:
-        """The location for messages: bucket, prefix and endpoint, credentials hidden."""
-        where = f"s3://{self.bucket}/{self.prefix.rstrip('/')}".rstrip("/")
-        return f"{where} at {redact(self.endpoint)}" if self.endpoint else where
-
-
-_ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-
-
-def _storage_class(value: str) -> str:
-    upper = value.upper()
-    if upper in _ARCHIVE_CLASSES:
-        raise ValueError(
-            f"{upper} objects must be restored by hand (hours) before they can be read, "
-            "so check and restore could not read the packs; use GLACIER_IR, STANDARD_IA "
-            "or ONEZONE_IA for a cold tier"
-        )
-    return upper
-
-
-def _flag(value: str) -> bool:
-    low = value.lower()
-    if low in _TRUE or low == "":
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"must be at least 1, got {number}")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError(f"must be positive, got {value}")
-    return number
 
 
 class S3Store(Store):
@@ -381,7 +197,7 @@ class S3Store(Store):
             try:
                 resp = self.client.get_object(**kwargs)
             except botocore.exceptions.ClientError as exc:
-                if _code(exc) == "InvalidRange":  # the range starts past the end
+                if error_code(exc) == "InvalidRange":  # the range starts past the end
                     return b""
                 raise
             expected = resp.get("ContentLength")
@@ -530,7 +346,7 @@ class S3Store(Store):
                 try:
                     resp = self.client.get_object_lock_configuration(Bucket=bucket)
                 except botocore.exceptions.ClientError as exc:
-                    if _code(exc) in (
+                    if error_code(exc) in (
                         "ObjectLockConfigurationNotFoundError",
                         "ObjectLockConfigurationNotFound",
                         "NoSuchObjectLockConfiguration",
@@ -582,101 +398,17 @@ class S3Store(Store):
             except StoreError:
                 raise
             except Exception as exc:  # every foreign error is translated here
-                error = self._translate(exc, what, name, write, delete)
+                error = translate(
+                    exc,
+                    what=what,
+                    where=self.describe(),
+                    bucket=self.options.bucket,
+                    name=name,
+                    write=write,
+                    delete=delete,
+                )
                 if error is exc:
                     raise
                 raise error from exc
 
         return self.retrier.call(what, translated)
-
-    def _translate(
-        self, exc: Exception, what: str, name: str | None, write: bool, delete: bool
-    ) -> Exception:
-        import botocore.exceptions as bx
-        from botocore.parsers import ResponseParserError
-
-        where = self.describe()
-        bucket = self.options.bucket
-        if isinstance(exc, bx.ClientError):
-            code = _code(exc)
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            detail = exc.response.get("Error", {}).get("Message") or code
-            missing = code in ("NoSuchKey", "NotFound") or (status == 404 and code == "404")
-            if missing and name is not None:
-                return ObjectNotFound(f"object {name} not found in {where}")
-            if code == "NoSuchBucket" or missing:
-                return RepositoryNotFound(
-                    f"bucket {bucket} does not exist at {where}",
-                    hint="create it with `stackvault init`, or check the bucket name, "
-                    "endpoint and region",
-                )
-            if code in _BAD_CREDENTIALS:
-                return StorePermissionDenied(
-                    f"the S3 server at {where} rejected the credentials ({code})",
-                    hint="check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile)",
-                )
-            if code == "AccessDenied" or status == 403:
-                if delete:
-                    return ObjectLocked(
-                        f"cannot delete {name} in {where}: access denied ({detail})",
-                        hint="the object may be under Object Lock retention, or the key may "
-                        "lack s3:DeleteObject",
-                    )
-                if write:
-                    return StorePermissionDenied(
-                        f"the access key cannot write to bucket {bucket} ({what} denied)",
-                        hint="check the bucket policy and the key's permissions",
-                    )
-                return StorePermissionDenied(
-                    f"the access key cannot read from bucket {bucket} ({what} denied)",
-                    hint="check the bucket policy and the key's permissions",
-                )
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                return TransientStoreError(f"{what} failed at {where}: {code} ({detail})")
-            if code == "InvalidObjectState":
-                return StoreError(
-                    f"{name} in {where} is archived and must be restored before reading",
-                    hint="restore the object from the archive tier (see the README on cold "
-                    "tiers), then run the command again",
-                )
-            return StoreError(f"{what} failed at {where}: {code} ({detail})")
-        if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
-            return ConfigError(
-                f"no usable S3 credentials for {where}",
-                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
-            )
-        if isinstance(exc, bx.SSLError):
-            return StoreUnreachable(
-                f"TLS verification failed for {where}",
-                hint="pass ?ca-bundle=FILE with the server's CA, or fix the certificate",
-            )
-        if isinstance(exc, bx.EndpointConnectionError):
-            return TransientStoreError(
-                f"cannot connect to the S3 endpoint of {where}",
-                hint="check the endpoint URL and that the server is running and reachable",
-            )
-        if isinstance(exc, bx.ConnectTimeoutError | bx.ReadTimeoutError):
-            return TransientStoreError(f"{what} timed out at {where}")
-        if isinstance(
-            exc,
-            # HTTPClientError covers ConnectionClosedError and ResponseStreamingError (a reset
-            # while the body is read, which botocore itself never retries).
-            bx.ConnectionError
-            | bx.HTTPClientError
-            | bx.IncompleteReadError
-            | ResponseParserError  # a response cut short can be unparsable
-            | OSError,
-        ):
-            return TransientStoreError(
-                f"{what} failed at {where}: connection lost ({type(exc).__name__})"
-            )
-        if isinstance(exc, bx.BotoCoreError):
-            return StoreError(f"{what} failed at {where}: {exc}")
-        name_of = type(exc).__name__
-        if "ProtocolError" in name_of or "IncompleteRead" in name_of:  # urllib3 / http.client
-            return TransientStoreError(f"{what} failed at {where}: connection lost ({exc})")
-        return exc
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
