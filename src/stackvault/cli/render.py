@@ -21,7 +21,34 @@ def snapshot_json(s: Snapshot) -> dict[str, Any]:
     doc = s.to_json()
     doc["id"] = s.id
     doc["short_id"] = s.short_id
+    doc.setdefault("artifacts", [])
     return doc
+
+
+ARTIFACT_PREFIX = "/.stackvault/artifacts/"
+
+
+def artifact_line(record: dict[str, Any]) -> str:
+    """``Artifact pg-app (postgres, postgres://...): 3 files, 12.00 MiB in 1.20 s``."""
+    head = f"Artifact {record.get('name')} ({record.get('kind')}, {record.get('location')})"
+    if not record.get("complete"):
+        return f"{head}: FAILED: {record.get('error')}"
+    return (
+        f"{head}: {record.get('files', 0)} file(s), {human_bytes(record.get('bytes', 0))} "
+        f"in {record.get('duration_s', 0):.2f} s"
+    )
+
+
+def _paths_column(s: Snapshot) -> str:
+    failed = {a.get("name") for a in s.artifacts if not a.get("complete")}
+    out = []
+    for p in s.paths:
+        if p.startswith(ARTIFACT_PREFIX):
+            name = p[len(ARTIFACT_PREFIX) :]
+            out.append(f"[{name}{' FAILED' if name in failed else ''}]")
+        else:
+            out.append(p)
+    return ", ".join(out)
 
 
 def snapshot_table(snaps: list[Snapshot]) -> str:
@@ -33,7 +60,7 @@ def snapshot_table(snaps: list[Snapshot]) -> str:
                 s.time.strftime("%Y-%m-%d %H:%M:%S"),
                 s.hostname,
                 ",".join(s.tags),
-                ", ".join(s.paths),
+                _paths_column(s),
                 human_bytes(s.summary.get("bytes", 0)),
                 "complete" if s.complete else "INCOMPLETE",
             )

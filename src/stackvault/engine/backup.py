@@ -15,9 +15,10 @@ import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from stackvault.chunking.cdc import Chunker
+from stackvault.engine.artifacts import ARTIFACTS_DIR, RESERVED, TreeSink, artifact_path
 from stackvault.engine.nodes import Pending, node_from_entry, when_all
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import SizeScanner
@@ -28,6 +29,7 @@ from stackvault.repo.repository import PROGRAM, Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, encode_tree, valid_name
 from stackvault.repo.writer import BlobWriter
+from stackvault.sources.base import Source
 from stackvault.sources.command import CommandStream
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.files import FileWalker, Problem
@@ -52,6 +54,9 @@ class BackupOptions:
     workers: int | None = None
     scan_totals: bool = False
     """Count sizes in a background thread so progress can show an ETA (terminals only)."""
+    sources: list[Source] = field(default_factory=list)
+    """Application sources captured as artifacts (databases, volumes, buckets), in order,
+    before the paths."""
 
 
 @dataclass
@@ -397,11 +402,15 @@ class BackupJob:
         walker: FileWalker,
         paths: list[str],
         parent: Snapshot | None,
+        extra: list[Node],
     ) -> bytes:
-        """Save the trees from ``/`` down to every backed-up path; return the root tree id."""
+        """Save the trees from ``/`` down to every backed-up path, with ``extra`` nodes added
+        to the root (the artifacts' directory); return the root tree id."""
         parent_root = Node(name="", type="dir", subtree=parent.tree) if parent else None
 
-        def build(prefix: str, members: list[str], old: Node | None) -> bytes:
+        def build(
+            prefix: str, members: list[str], old: Node | None, more: list[Node] | None = None
+        ) -> bytes:
             olds = self._parent_children(old)
             groups: dict[str, list[str]] = {}
             for p in members:
@@ -419,19 +428,26 @@ class BackupJob:
                     inter.subtree = build(full, groups[name], olds.get(name))
                     nodes.append(inter)
             done = [n.result() if isinstance(n, Future) else n for n in nodes]
-            return self._save_tree(writer, [n for n in done if n is not None])
+            kept = [n for n in done if n is not None] + list(more or [])
+            return self._save_tree(writer, sorted(kept, key=lambda n: n.name))
 
-        return build("/", paths, parent_root)
+        return build("/", paths, parent_root, extra)
 
     # --- the run ----------------------------------------------------------------------------
 
     def _normalise_paths(self) -> list[str]:
         if not self.opts.paths:
+            if self.opts.sources:
+                return []
             raise SourceError("nothing to back up: give at least one path")
         out: list[str] = []
         for p in sorted({os.path.abspath(p) for p in self.opts.paths}):
             if p == "/":
                 return ["/"]
+            if p == f"/{RESERVED}" or p.startswith(f"/{RESERVED}/"):
+                raise UsageError(
+                    f"cannot back up {p}: /{RESERVED} is where snapshots keep their artifacts"
+                )
             if not os.path.lexists(p):
                 raise SourceError(f"cannot back up {p}: no such file or directory")
             # /srv covers /srv/app: keep only the outermost path.
@@ -454,23 +470,40 @@ class BackupJob:
             paths = self._normalise_paths()
         if self.opts.stdin_command and not valid_name(self.opts.stdin_filename):
             raise UsageError(f"--stdin-filename {self.opts.stdin_filename!r} is not a file name")
+        if self.opts.stdin_command and self.opts.stdin_filename == RESERVED:
+            raise UsageError(f"--stdin-filename {RESERVED} is reserved")
+        names = [s.name for s in self.opts.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise UsageError(
+                f"two sources would both be stored as artifact {dupes[0]!r}; "
+                "give one of them another name with ?name=..."
+            )
+        file_paths = paths
+        paths = sorted(paths + [artifact_path(n) for n in names])
         parent = self._find_parent(host, paths)
         writer = self.repo.writer()
         pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="backup")
         committed = False
+        artifacts: list[dict[str, Any]] = []
         try:
+            extra: list[Node] = []
+            if self.opts.sources:
+                extra = self._capture_sources(
+                    writer, parent, artifacts, several=len(self.opts.sources) + len(file_paths) > 1
+                )
             if self.opts.stdin_command:
-                tree_id = self._backup_command(writer)
+                tree_id = self._backup_command(writer, extra)
             else:
                 matcher = ExcludeMatcher(self.opts.excludes)
                 walker = FileWalker(matcher, self.opts.one_file_system, self._problem)
                 scanner = (
                     SizeScanner(paths, matcher, self.progress) if self.opts.scan_totals else None
                 )
-                if scanner:
+                if scanner and file_paths:
                     scanner.start()
                 try:
-                    tree_id = self._build_root(pool, writer, walker, paths, parent)
+                    tree_id = self._build_root(pool, writer, walker, file_paths, parent, extra)
                 finally:
                     if scanner:
                         scanner.stop()
@@ -489,6 +522,7 @@ class BackupJob:
             pool.shutdown(wait=True, cancel_futures=True)
             writer.close(commit=committed)
         incomplete = [p for p in self.problems if p.incomplete]
+        failed_artifacts = sum(1 for a in artifacts if not a["complete"])
         c = self._counts
         snap = Snapshot(
             time=self.repo.clock.now(),
@@ -501,7 +535,10 @@ class BackupJob:
             program=PROGRAM,
             complete=not incomplete,
             problems=[{"path": p.path, "message": p.message} for p in incomplete],
+            artifacts=artifacts,
             summary={
+                "artifacts": len(artifacts),
+                "artifacts_failed": failed_artifacts,
                 "files": c.files,
                 "dirs": c.dirs,
                 "bytes": c.bytes,
@@ -519,7 +556,91 @@ class BackupJob:
         self.progress.close()
         return BackupResult(snap, self.problems)
 
-    def _backup_command(self, writer: BlobWriter) -> bytes:
+    # --- sources ----------------------------------------------------------------------------
+
+    def _previous_artifact(self, parent: Snapshot | None, name: str) -> bytes | None:
+        """The tree of artifact ``name`` in the parent snapshot, if it was complete there."""
+        if parent is None or not any(
+            a.get("name") == name and a.get("complete") for a in parent.artifacts
+        ):
+            return None
+        from stackvault.engine.restore import find_node
+
+        try:
+            node = find_node(self.repo, parent, artifact_path(name))
+        except StackvaultError:
+            return None
+        return node.subtree if node.type == "dir" else None
+
+    def _capture_sources(
+        self,
+        writer: BlobWriter,
+        parent: Snapshot | None,
+        records: list[dict[str, Any]],
+        *,
+        several: bool,
+    ) -> list[Node]:
+        """Capture every source into its artifact tree; return the root's ``.stackvault``
+        node. A failing source fails the run when it is the only thing to back up; with
+        several, it is recorded as a failed artifact (the snapshot becomes incomplete) and
+        nothing it stored is referenced."""
+        nodes: list[Node] = []
+        for source in self.opts.sources:
+            started = self.repo.clock.now()
+            t0 = self.repo.clock.monotonic()
+            self.progress.notice(f"capturing {source.name} from {source.location}")
+            sink = TreeSink(
+                self.repo,
+                writer,
+                source.name,
+                lambda stream: self._store_stream(writer, stream),
+                previous_tree=self._previous_artifact(parent, source.name),
+                notice=self.progress.notice,
+                stopping=self._stop.is_set,
+            )
+            record: dict[str, Any] = {
+                "name": source.name,
+                "kind": source.kind,
+                "location": source.location,
+                "path": artifact_path(source.name),
+                "started": started.isoformat(timespec="microseconds"),
+            }
+            try:
+                try:
+                    metadata = source.capture(sink)
+                    node = sink.finish()
+                finally:
+                    source.close()
+            except SourceError as exc:
+                if not several:
+                    raise
+                record.update(complete=False, error=str(exc))
+                self._problem(Problem(f"artifact:{source.name}", str(exc), True))
+            else:
+                record.update(
+                    complete=True,
+                    error=None,
+                    files=sink.files,
+                    bytes=sink.bytes,
+                    reused=sink.reused,
+                    metadata=metadata,
+                )
+                nodes.append(node)
+                with self._counts.lock:
+                    self._counts.bytes += sink.bytes
+            record["duration_s"] = round(self.repo.clock.monotonic() - t0, 3)
+            records.append(record)
+        if several and not nodes and not self.opts.paths and not self.opts.stdin_command:
+            failures = "; ".join(f"{r['name']}: {r['error']}" for r in records)
+            raise SourceError(f"no source could be captured; no snapshot was saved ({failures})")
+        if not nodes:
+            return []
+        artifacts_tree = self._save_tree(writer, sorted(nodes, key=lambda n: n.name))
+        artifacts_dir = Node(name=ARTIFACTS_DIR, type="dir", mode=0o700, subtree=artifacts_tree)
+        top = self._save_tree(writer, [artifacts_dir])
+        return [Node(name=RESERVED, type="dir", mode=0o700, subtree=top)]
+
+    def _backup_command(self, writer: BlobWriter, extra: list[Node]) -> bytes:
         now = self.repo.clock.now()
         with CommandStream(self.opts.stdin_command or "") as stream:
             content, sha, size = self._store_stream(writer, stream)
@@ -542,4 +663,4 @@ class BackupJob:
             self._counts.files += 1
             self._counts.files_new += 1
             self._counts.bytes += size
-        return self._save_tree(writer, [node])
+        return self._save_tree(writer, sorted([node, *extra], key=lambda n: n.name))

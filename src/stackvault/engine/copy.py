@@ -300,6 +300,7 @@ class CopyJob:
             problems=list(snap.problems),
             summary=dict(snap.summary),
             original=snap.origin,
+            artifacts=[dict(a) for a in snap.artifacts],
         )
         self.dest.save_snapshot(copy)  # last: commit order (FORMAT.md §10)
         return SnapshotCopy(snap, copy=copy, stats=walk.stats)

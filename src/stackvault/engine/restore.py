@@ -39,6 +39,8 @@ class RestoreOptions:
     overwrite: bool = False
     verify: bool = False
     workers: int | None = None
+    root_tree: bytes | None = None
+    """Restore the contents of this tree (e.g. an artifact's) instead of the snapshot root."""
 
 
 @dataclass
@@ -224,7 +226,8 @@ class RestoreJob:
         small = self.repo.config.chunker.min
 
         try:
-            for rel, node, included in self._walk(self.snapshot.tree, [], False):
+            root = self.opts.root_tree or self.snapshot.tree
+            for rel, node, included in self._walk(root, [], False):
                 if not included:
                     continue
                 if node.type == "dir":

@@ -28,6 +28,9 @@ class Snapshot:
     complete: bool = True
     problems: list[dict[str, str]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    """Records of the sources captured into ``/.stackvault/artifacts/<name>`` (FORMAT.md §8.2):
+    name, kind, redacted location, completeness, error, the source's metadata and timings."""
     original: str | None = None
     """For a snapshot made by `copy`: the id of the snapshot the backup run first saved (in
     whichever repository), kept through chains of copies. None for an original."""
@@ -59,7 +62,7 @@ class Snapshot:
             "problems": self.problems[:MAX_PROBLEMS],
             "summary": self.summary,
             "original": self.original,
-        }
+        } | ({"artifacts": self.artifacts} if self.artifacts else {})
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), ensure_ascii=True, separators=(",", ":")).encode()
@@ -88,10 +91,19 @@ class Snapshot:
                 problems=list(d.get("problems", [])),
                 summary=dict(d.get("summary", {})),
                 original=_optional_id(d.get("original")),
+                artifacts=_artifacts(d.get("artifacts", [])),
                 id=snapshot_id,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"snapshot {snapshot_id[:8]} is malformed") from exc
+
+
+def _artifacts(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("name"), str) for a in value
+    ):
+        raise ValueError("artifacts is not a list of records")
+    return value
 
 
 def _optional_id(value: Any) -> str | None:

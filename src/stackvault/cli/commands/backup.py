@@ -48,6 +48,15 @@ def register(subparsers: Subparsers) -> None:
         help="Run CMD and back up its standard output as one file; a failing CMD saves nothing.",
     )
     p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="Capture an application source as an artifact (repeatable): postgres://, "
+        "mysql://, redis://, sqlite:///, docker-volume://, docker-container://, s3://, and "
+        "the +docker forms; see README, Sources.",
+    )
+    p.add_argument(
         "--stdin-filename",
         default="stdin",
         metavar="NAME",
@@ -77,16 +86,20 @@ def backup(
     force: bool,
     stdin_from_command: str | None,
     stdin_filename: str,
+    source: list[str],
 ) -> int | None:
-    """Back up files and directories (or a command's output) into a new snapshot."""
-    from stackvault.cli.render import human_bytes, snapshot_json
+    """Back up files and directories, a command's output, or application sources into a new
+    snapshot."""
+    from stackvault.cli.render import artifact_line, human_bytes, snapshot_json
     from stackvault.engine.backup import BackupJob, BackupOptions
     from stackvault.sources.exclude import load_exclude_file
+    from stackvault.sources.registry import open_source
 
     if stdin_from_command and paths:
         raise UsageError("give either paths or --stdin-from-command, not both")
-    if not stdin_from_command and not paths:
-        raise UsageError("nothing to back up: give paths or --stdin-from-command")
+    if not stdin_from_command and not paths and not source:
+        raise UsageError("nothing to back up: give paths, --source URL or --stdin-from-command")
+    sources = [open_source(url) for url in source]  # URL errors before the repository opens
     patterns = list(exclude)
     for f in exclude_file:
         patterns.extend(load_exclude_file(f))
@@ -101,6 +114,7 @@ def backup(
         stdin_command=stdin_from_command,
         stdin_filename=stdin_filename,
         scan_totals=cli.interactive,
+        sources=sources,
     )
     with cli.open_repo(lock="backup") as repo:
         progress = make_progress(cli, "backup")
@@ -114,6 +128,8 @@ def backup(
     if cli.json:
         cli.emit_json(snapshot_json(snap))
     else:
+        for record in snap.artifacts:
+            cli.print(artifact_line(record))
         cli.print(
             f"Files: {s['files_new']} new, {s['files_changed']} changed, "
             f"{s['files_unmodified']} unmodified; {s['dirs']} directories"
@@ -129,7 +145,7 @@ def backup(
     if not snap.complete:
         cli.notice(
             f"warning: snapshot {snap.short_id} is INCOMPLETE: {s['problems']} item(s) could "
-            "not be read (listed above and in `snapshots --json`)"
+            "not be read or captured (listed above and in `snapshots --json`)"
         )
         return EXIT_INCOMPLETE
     return None

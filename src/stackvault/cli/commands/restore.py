@@ -21,8 +21,22 @@ SNAPSHOT_HELP = "Snapshot id prefix or 'latest'."
 def register(subparsers: Subparsers) -> None:
     p = add_command(subparsers, "restore", restore)
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    p.add_argument("-t", "--target", metavar="DIR", help="Directory to restore into.")
     p.add_argument(
-        "-t", "--target", required=True, metavar="DIR", help="Directory to restore into."
+        "--artifact",
+        metavar="NAME",
+        help="Restore one artifact (a captured source) instead of files: into --to URL, or "
+        "its files into --target DIR.",
+    )
+    p.add_argument(
+        "--to",
+        metavar="URL",
+        help="With --artifact: the live target (postgres://..., docker-volume://..., ...).",
+    )
+    p.add_argument(
+        "--no-owner",
+        action="store_true",
+        help="With --to: do not restore object ownership (databases).",
     )
     p.add_argument(
         "-i",
@@ -40,7 +54,8 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="Allow restoring into a non-empty target, replacing files.",
+        help="Allow restoring into a non-empty target, replacing files; with --to, a safety "
+        "snapshot of the target is taken first.",
     )
     add_json_option(p)
 
@@ -65,18 +80,48 @@ def register(subparsers: Subparsers) -> None:
 
 
 def restore(
-    cli: Cli, *, snapshot: str, target: str, include: list[str], verify: bool, overwrite: bool
-) -> None:
-    """Restore a snapshot into a directory."""
+    cli: Cli,
+    *,
+    snapshot: str,
+    target: str | None,
+    include: list[str],
+    verify: bool,
+    overwrite: bool,
+    artifact: str | None,
+    to: str | None,
+    no_owner: bool,
+) -> int | None:
+    """Restore a snapshot into a directory, or one artifact into a live target."""
     from stackvault.engine.restore import RestoreJob, RestoreOptions
 
+    if to is not None:
+        if artifact is None:
+            raise UsageError("--to needs --artifact NAME (which captured source to restore)")
+        if target is not None or include:
+            raise UsageError("give either --to URL or --target DIR, not both")
+        return restore_to(cli, snapshot, artifact, to, overwrite=overwrite, no_owner=no_owner)
+    if target is None:
+        raise UsageError("give --target DIR (or --artifact NAME --to URL)")
+    if no_owner:
+        raise UsageError("--no-owner applies to --to URL restores only")
     with cli.open_repo(lock="restore") as repo:
         snap = repo.find_snapshot(snapshot)
+        root_tree = None
+        if artifact is not None:
+            from stackvault.engine.artifacts import RepoArtifactReader, find_artifact
+
+            root_tree = RepoArtifactReader(repo, snap, find_artifact(snap, artifact)).node.subtree
         progress = make_progress(cli, "restore")
         job = RestoreJob(
             repo,
             snap,
-            RestoreOptions(target=target, include=include, overwrite=overwrite, verify=verify),
+            RestoreOptions(
+                target=target,
+                include=include,
+                overwrite=overwrite,
+                verify=verify,
+                root_tree=root_tree,
+            ),
             progress=progress,
         )
         try:
@@ -106,6 +151,71 @@ def restore(
         )
         if verify:
             cli.print(f"verified {r.verified} files: SHA-256 matches the snapshot")
+    return None
+
+
+def restore_to(
+    cli: Cli, snapshot: str, artifact: str, to: str, *, overwrite: bool, no_owner: bool
+) -> int | None:
+    """``restore SNAPSHOT --artifact NAME --to URL``: load, then validate against the facts
+    recorded at capture; differences fail the command (exit 1) after the report."""
+    from stackvault.engine.artifact_restore import restore_artifact
+    from stackvault.errors import SourceError
+    from stackvault.sources.registry import open_source
+
+    open_source(to)  # a malformed URL fails before the repository is opened
+    # A safety snapshot may be written: the lock of a backup.
+    with cli.open_repo(lock="backup") as repo:
+        snap = repo.find_snapshot(snapshot)
+        progress = make_progress(cli, "restore")
+        try:
+            r = restore_artifact(
+                repo,
+                snap,
+                artifact,
+                to,
+                overwrite=overwrite,
+                no_owner=no_owner,
+                progress=progress,
+                notice=cli.notice,
+            )
+        finally:
+            progress.close()
+    if cli.json:
+        cli.emit_json(
+            {
+                "snapshot": snap.id,
+                "artifact": r.artifact,
+                "kind": r.kind,
+                "target": r.target,
+                "replaced": r.replaced,
+                "safety_snapshot": r.safety_snapshot,
+                "details": r.details,
+                "validated": r.validated,
+                "differences": r.differences,
+                "duration_s": r.duration_s,
+            }
+        )
+    else:
+        cli.print(
+            f"restored artifact {r.artifact} ({r.kind}) of snapshot {snap.short_id} into "
+            f"{r.target} in {r.duration_s:.2f} s"
+        )
+        if r.safety_snapshot:
+            cli.print(f"what it replaced is in safety snapshot {r.safety_snapshot[:8]}")
+        if r.validated and not r.differences:
+            cli.print("validated: the target matches what was recorded at capture")
+        elif not r.validated:
+            cli.print("not validated: the artifact recorded no facts to compare")
+    if r.differences:
+        for line in r.differences[:50]:
+            cli.notice(f"  differs: {line}")
+        raise SourceError(
+            f"the restored {r.target} differs from what was recorded at capture "
+            f"({len(r.differences)} difference(s), listed above)",
+            hint="check the target; the safety snapshot (if any) holds what was there before",
+        )
+    return None
 
 
 def dump(cli: Cli, *, snapshot: str, path: str) -> None:

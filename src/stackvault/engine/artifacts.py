@@ -1,0 +1,347 @@
+"""Artifacts in snapshots (engine layer): the sink sources capture into, and the reader
+restores read from (FORMAT.md §8.2).
+
+An artifact is a directory tree stored under ``/.stackvault/artifacts/<name>/`` of the
+snapshot's root tree, so that every tool that walks trees (check, prune, copy, ls, find, diff,
+restore --target) handles it without knowing about sources; the snapshot's ``artifacts`` list
+holds its record (kind, redacted location, completeness, the source's metadata and facts).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from stackvault.engine.export import _BlobReader
+from stackvault.engine.restore import read_file_blobs
+from stackvault.errors import IntegrityError, Interrupted, SourceError, StackvaultError
+from stackvault.repo.blob import BlobType
+from stackvault.repo.repository import Repository
+from stackvault.repo.snapshot import Snapshot
+from stackvault.repo.tree import Node, encode_tree, valid_name
+from stackvault.repo.writer import BlobWriter
+from stackvault.sources.base import (
+    ArtifactEntry,
+    ArtifactReader,
+    ArtifactSink,
+    EntryMeta,
+    Readable,
+    StoredFile,
+)
+
+RESERVED = ".stackvault"
+"""The top-level name of the snapshot root that holds stackvault's own entries."""
+ARTIFACTS_DIR = "artifacts"
+
+
+def artifact_path(name: str) -> str:
+    """The absolute path of an artifact's tree inside a snapshot."""
+    return f"/{RESERVED}/{ARTIFACTS_DIR}/{name}"
+
+
+def split_path(path: str) -> list[str]:
+    """The components of a relative artifact path; `SourceError` for anything unsafe."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or not all(valid_name(p) for p in parts):
+        raise SourceError(f"invalid artifact entry path {path!r}")
+    return parts
+
+
+def _entry_meta(node: Node) -> EntryMeta:
+    return EntryMeta(
+        mode=node.mode,
+        uid=node.uid,
+        gid=node.gid,
+        mtime_ns=node.mtime_ns,
+        xattrs=tuple(node.xattrs),
+    )
+
+
+def entry_of(path: str, node: Node) -> ArtifactEntry:
+    return ArtifactEntry(
+        path=path,
+        kind=node.type,
+        meta=_entry_meta(node),
+        size=node.size if node.type == "file" else 0,
+        sha256=node.sha256 if node.type == "file" else "",
+        target=node.target or "" if node.type == "symlink" else "",
+    )
+
+
+@dataclass
+class _Dir:
+    meta: EntryMeta
+    children: dict[str, Node | _Dir] = field(default_factory=dict)
+
+
+StoreStream = Callable[[Readable], tuple[list[bytes], str, int]]
+
+
+class TreeSink(ArtifactSink):
+    """Builds an artifact's tree while a source captures: file contents go through
+    ``store_stream`` (the backup pipeline's chunk → dedup → pack path); `finish` saves the
+    trees, bottom up, and returns the artifact's directory node."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        writer: BlobWriter,
+        name: str,
+        store_stream: StoreStream,
+        *,
+        previous_tree: bytes | None,
+        notice: Callable[[str], None],
+        stopping: Callable[[], bool],
+        root_meta: EntryMeta | None = None,
+    ) -> None:
+        self.repo = repo
+        self.writer = writer
+        self.name = name
+        self._store_stream = store_stream
+        self._previous_tree = previous_tree
+        self._previous: dict[str, Node] = {}
+        self._trees: dict[bytes, list[Node]] = {}
+        self._notice = notice
+        self._stopping = stopping
+        self.root = _Dir(root_meta or EntryMeta(mode=0o700))
+        self.files = 0
+        self.bytes = 0
+        self.reused = 0
+
+    # --- building ---------------------------------------------------------------------------
+
+    def _parent(self, parts: list[str]) -> _Dir:
+        node = self.root
+        for part in parts[:-1]:
+            child = node.children.get(part)
+            if child is None:
+                child = node.children[part] = _Dir(EntryMeta(mode=0o700))
+            if not isinstance(child, _Dir):
+                raise SourceError(f"artifact entry {'/'.join(parts)!r} lies below a file")
+            node = child
+        return node
+
+    def _place(self, path: str, node: Node) -> None:
+        parts = split_path(path)
+        parent = self._parent(parts)
+        if parts[-1] in parent.children:
+            raise SourceError(f"artifact entry {path!r} was added twice")
+        node.name = parts[-1]
+        parent.children[parts[-1]] = node
+
+    def _file_node(self, meta: EntryMeta | None) -> Node:
+        m = meta or EntryMeta()
+        return Node(
+            name="",
+            type="file",
+            mode=m.mode,
+            uid=m.uid,
+            gid=m.gid,
+            mtime_ns=m.mtime_ns,
+            ctime_ns=m.mtime_ns,
+            xattrs=list(m.xattrs),
+        )
+
+    def add_file(self, path: str, stream: Readable, meta: EntryMeta | None = None) -> StoredFile:
+        split_path(path)
+        self.check_interrupted()
+        node = self._file_node(meta)
+        node.content, node.sha256, node.size = self._store_stream(stream)
+        self._place(path, node)
+        self.files += 1
+        self.bytes += node.size
+        return StoredFile(path, node.size, node.sha256)
+
+    def add_dir(self, path: str, meta: EntryMeta | None = None) -> None:
+        parts = split_path(path)
+        parent = self._parent(parts)
+        existing = parent.children.get(parts[-1])
+        m = meta or EntryMeta(mode=0o700)
+        if existing is None:
+            parent.children[parts[-1]] = _Dir(m)
+        elif isinstance(existing, _Dir):
+            existing.meta = m  # made implicitly as a parent before: now its own metadata
+        else:
+            raise SourceError(f"artifact entry {path!r} was added twice")
+
+    def add_symlink(self, path: str, target: str, meta: EntryMeta | None = None) -> None:
+        m = meta or EntryMeta(mode=0o777)
+        node = Node(
+            name="",
+            type="symlink",
+            mode=m.mode,
+            uid=m.uid,
+            gid=m.gid,
+            mtime_ns=m.mtime_ns,
+            ctime_ns=m.mtime_ns,
+            target=target,
+            xattrs=list(m.xattrs),
+        )
+        self._place(path, node)
+
+    def add_hardlink(self, path: str, existing: str, meta: EntryMeta | None = None) -> None:
+        parts = split_path(existing)
+        first = self._parent(parts).children.get(parts[-1])
+        if not isinstance(first, Node) or first.type != "file":
+            raise SourceError(f"hard link {path!r} points at {existing!r}, not a stored file")
+        if not first.hardlink:
+            first.hardlink = f"artifact:{existing}"
+        node = self._file_node(meta or _entry_meta(first))
+        node.content, node.sha256, node.size = list(first.content), first.sha256, first.size
+        node.hardlink = first.hardlink
+        self._place(path, node)
+        self.files += 1
+        self.bytes += node.size
+
+    def previous(self, path: str) -> ArtifactEntry | None:
+        if self._previous_tree is None:
+            return None
+        try:
+            parts = split_path(path)
+        except SourceError:
+            return None
+        tree: bytes | None = self._previous_tree
+        node: Node | None = None
+        for i, part in enumerate(parts):
+            if tree is None:
+                return None
+            nodes = self._trees.get(tree)
+            if nodes is None:
+                try:
+                    nodes = self._trees[tree] = self.repo.load_tree(tree)
+                except StackvaultError:
+                    return None
+            node = next((n for n in nodes if n.name == part), None)
+            if node is None:
+                return None
+            tree = node.subtree if i < len(parts) - 1 else None
+        if node is None or node.type != "file":
+            return None
+        if not all(c in self.repo.index for c in node.content):
+            return None
+        self._previous[path] = node
+        return entry_of(path, node)
+
+    def reuse(
+        self, path: str, previous: ArtifactEntry, meta: EntryMeta | None = None
+    ) -> StoredFile:
+        old = self._previous.get(previous.path)
+        if old is None:
+            raise SourceError(f"{previous.path!r} was not found in the parent artifact")
+        node = self._file_node(meta or previous.meta)
+        node.content, node.sha256, node.size = list(old.content), old.sha256, old.size
+        self._place(path, node)
+        self.files += 1
+        self.bytes += node.size
+        self.reused += 1
+        return StoredFile(path, node.size, node.sha256)
+
+    def notice(self, message: str) -> None:
+        self._notice(message)
+
+    def check_interrupted(self) -> None:
+        if self._stopping():
+            raise Interrupted("backup interrupted")
+
+    # --- saving -----------------------------------------------------------------------------
+
+    def finish(self) -> Node:
+        """Save every tree; return the artifact's directory node (named after it)."""
+
+        def save(d: _Dir, name: str) -> Node:
+            nodes: list[Node] = []
+            for child_name in sorted(d.children):
+                child = d.children[child_name]
+                nodes.append(save(child, child_name) if isinstance(child, _Dir) else child)
+            tree_id, _added = self.writer.save(BlobType.TREE, encode_tree(nodes))
+            m = d.meta
+            return Node(
+                name=name,
+                type="dir",
+                mode=m.mode,
+                uid=m.uid,
+                gid=m.gid,
+                mtime_ns=m.mtime_ns,
+                ctime_ns=m.mtime_ns,
+                subtree=tree_id,
+                xattrs=list(m.xattrs),
+            )
+
+        return save(self.root, self.name)
+
+
+def find_artifact(snapshot: Snapshot, name: str) -> dict[str, Any]:
+    """The record of artifact ``name`` in ``snapshot``; `SourceError` listing the names it
+    has otherwise."""
+    for record in snapshot.artifacts:
+        if record.get("name") == name:
+            return record
+    names = ", ".join(str(r.get("name")) for r in snapshot.artifacts) or "none"
+    raise SourceError(
+        f"snapshot {snapshot.short_id} has no artifact {name!r} (it has: {names})",
+        hint="list them with `stackvault snapshots --json`",
+    )
+
+
+class RepoArtifactReader(ArtifactReader):
+    """An artifact of a snapshot, read from the repository."""
+
+    def __init__(self, repo: Repository, snapshot: Snapshot, record: dict[str, Any]) -> None:
+        from stackvault.engine.restore import find_node
+
+        self.repo = repo
+        self.snapshot = snapshot
+        self.record = record
+        self.name = str(record["name"])
+        self.kind = str(record.get("kind", ""))
+        self.metadata = dict(record.get("metadata") or {})
+        if not record.get("complete", False):
+            raise SourceError(
+                f"artifact {self.name!r} of snapshot {snapshot.short_id} is incomplete "
+                f"({record.get('error') or 'its capture failed'}); there is nothing to restore",
+                hint="pick an earlier snapshot where it is complete",
+            )
+        self.node = find_node(repo, snapshot, artifact_path(self.name))
+        if self.node.type != "dir" or self.node.subtree is None:
+            raise IntegrityError(
+                f"artifact {self.name!r} of snapshot {snapshot.short_id} has no tree"
+            )
+        self._nodes: dict[str, Node] | None = None
+
+    def _index(self) -> dict[str, Node]:
+        if self._nodes is None:
+            assert self.node.subtree is not None
+            self._nodes = {}
+            for path, node in self.repo.iter_tree(self.node.subtree, ""):
+                rel = path.lstrip("/")
+                split_path(rel)  # a tampered tree must not smuggle unsafe paths out
+                self._nodes[rel] = node
+        return self._nodes
+
+    def entries(self) -> Iterator[ArtifactEntry]:
+        for path, node in self._index().items():
+            yield entry_of(path, node)
+
+    def entry(self, path: str) -> ArtifactEntry:
+        node = self._index().get(path)
+        if node is None:
+            return super().entry(path)
+        return entry_of(path, node)
+
+    def open(self, path: str) -> Readable:
+        node = self._index().get(path)
+        if node is None or node.type != "file":
+            raise SourceError(
+                f"artifact {self.name!r} of snapshot {self.snapshot.short_id} has no file {path!r}"
+            )
+        return io.BufferedReader(_BlobReader(read_file_blobs(self.repo, node)), 1 << 20)
+
+
+def artifact_summary(record: dict[str, Any]) -> str:
+    """One line for listings: ``name (kind, 12.3 MiB)`` or ``name (kind, FAILED)``."""
+    kind = record.get("kind", "?")
+    if not record.get("complete", False):
+        return f"{record.get('name')} ({kind}, FAILED)"
+    return f"{record.get('name')} ({kind})"

@@ -1,0 +1,1 @@
+"""Docker Engine API access for sources: the engine client, container exec streams, volumes."""

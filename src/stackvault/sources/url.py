@@ -1,0 +1,144 @@
+"""Source URLs (sources layer): parsing, validation and redaction.
+
+``scheme://[user@]host[:port]/path?key=value&...``. A password in a URL is refused: it would
+end up in shell history, process lists and logs. Credentials come from the environment, from
+files, or from a container's own environment; each source documents which.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from stackvault.errors import UsageError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class SourceURL:
+    """A parsed source URL. ``path`` is unquoted and keeps its leading ``/`` (or is empty)."""
+
+    scheme: str
+    user: str | None
+    host: str
+    port: int | None
+    path: str
+    query: dict[str, str] = field(default_factory=dict)
+    raw: str = ""
+
+    @classmethod
+    def parse(cls, url: str, *, allowed: frozenset[str] | None = None) -> SourceURL:
+        """Parse ``url``; `UsageError` for anything malformed, a password, or (when ``allowed``
+        is given) a query key not in it."""
+        if "://" not in url:
+            raise UsageError(
+                f"source {url!r} is not a URL; write it as scheme://..., "
+                "e.g. postgres://user@127.0.0.1:5432/app or docker-volume://NAME"
+            )
+        parts = urlsplit(url)
+        if parts.password is not None:
+            raise UsageError(
+                f"the source URL {redact(url)} contains a password; pass credentials through "
+                "the environment or a file instead (see README, Sources)"
+            )
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise UsageError(f"the source URL {redact(url)} has an invalid port") from exc
+        query: dict[str, str] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in query:
+                raise UsageError(f"the source URL {redact(url)} gives {key!r} twice")
+            query[key] = value
+        parsed = cls(
+            scheme=parts.scheme.lower(),
+            user=unquote(parts.username) if parts.username else None,
+            host=unquote(parts.hostname or ""),
+            port=port,
+            path=unquote(parts.path),
+            query=query,
+            raw=url,
+        )
+        if allowed is not None:
+            parsed.require_options(allowed)
+        return parsed
+
+    def require_options(self, allowed: frozenset[str] | set[str]) -> None:
+        """`UsageError` naming any query option outside ``allowed`` (``name`` is always
+        allowed)."""
+        unknown = sorted(set(self.query) - set(allowed) - {"name"})
+        if unknown:
+            known = ", ".join(sorted(set(allowed) | {"name"}))
+            raise UsageError(
+                f"the source URL {self.redacted} has unknown option(s) {', '.join(unknown)}; "
+                f"known: {known}"
+            )
+
+    @property
+    def redacted(self) -> str:
+        return redact(self.raw)
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        """A boolean query option (``1/true/yes/on`` or ``0/false/no/off``)."""
+        value = self.query.get(key)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on", ""):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"option {key}={value!r} of {self.redacted} is not a yes/no value")
+
+    def number(self, key: str, default: float, *, minimum: float = 0) -> float:
+        value = self.query.get(key)
+        if value is None:
+            return default
+        try:
+            n = float(value)
+        except ValueError:
+            n = minimum - 1
+        if n < minimum:
+            raise UsageError(
+                f"option {key}={value!r} of {self.redacted} must be a number >= {minimum}"
+            )
+        return n
+
+    def artifact_name(self, default: str) -> str:
+        """``?name=`` if given, else ``default`` made safe; always a valid artifact name."""
+        name = self.query.get("name")
+        if name is not None:
+            if not _NAME.match(name):
+                raise UsageError(
+                    f"artifact name {name!r} is not valid: use letters, digits, '.', '_' and '-'"
+                )
+            return name
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", default).strip("-.") or "artifact"
+        return safe[:128]
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (also inside query values that look like
+    URLs), for messages and records."""
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = netloc.rsplit("@", 1)[1]
+        netloc = f"{quote(user, safe='')}:***@{host}" if user else f"***@{host}"
+    query = re.sub(r"(://[^:/?#@&]*):[^@/&]*@", r"\1:***@", parts.query)
+    out = f"{parts.scheme}://{netloc}{parts.path}"
+    if query:
+        out += f"?{query}"
+    return out
+
+
+def valid_artifact_name(name: str) -> bool:
+    return bool(_NAME.match(name))
