@@ -15,7 +15,7 @@ import pytest
 
 from stackvault.cli.main import main
 
-pytest_plugins = ["support.s3fixtures"]  # s3_server, s3_bucket, ... (tests/support/)
+pytest_plugins = ["support.s3fixtures", "support.servicefixtures"]  # see tests/support/
 
 PASSWORD = "correct horse battery staple"
 # Cheap key derivation keeps each repository open at a few milliseconds in tests.
