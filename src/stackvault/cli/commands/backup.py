@@ -130,17 +130,19 @@ def backup(
     else:
         for record in snap.artifacts:
             cli.print(artifact_line(record))
-        cli.print(
-            f"Files: {s['files_new']} new, {s['files_changed']} changed, "
-            f"{s['files_unmodified']} unmodified; {s['dirs']} directories"
-        )
+        if paths or stdin_from_command:
+            cli.print(
+                f"Files: {s['files_new']} new, {s['files_changed']} changed, "
+                f"{s['files_unmodified']} unmodified; {s['dirs']} directories"
+            )
         cli.print(
             f"Added to the repository: {human_bytes(s['data_added'])} "
             f"({human_bytes(s['data_added_stored'])} stored)"
         )
-        cli.print(
-            f"Processed {s['files']} files, {human_bytes(s['bytes'])} in {s['duration_s']:.2f} s"
-        )
+        what = f"{s['files']} files"
+        if snap.artifacts:
+            what += f" and {len(snap.artifacts)} artifact(s)"
+        cli.print(f"Processed {what}, {human_bytes(s['bytes'])} in {s['duration_s']:.2f} s")
         cli.print(f"snapshot {snap.short_id} saved")
     if not snap.complete:
         cli.notice(
