@@ -1,0 +1,553 @@
+"""Tar streams of the Docker Engine API ↔ artifact sinks and readers (sources layer).
+
+The engine hands out a directory as a tar stream (``GET /containers/ID/archive?path=P``, what
+``docker cp`` uses) and unpacks one into a container (``PUT .../archive``). This module turns
+such a stream into artifact entries and back, without a temporary copy:
+
+- `read_tree` parses the stream with `tarfile` in streaming mode (``r|``) and gives each
+  member to the sink as it arrives: directories, regular files (the member's own data stream),
+  symlinks (stored as they are, never followed) and hard links, each with its mode (permission
+  bits incl. setuid/setgid/sticky), uid, gid and mtime; extended attributes the engine sends
+  (``SCHILY.xattr.*``) are kept. Fifos, sockets and devices are skipped and listed. Without a
+  sink it only hashes (`Source.probe`).
+- `tar_stream` produces the tar stream of a stored tree for ``put_archive``: a generator of
+  blocks, so that files of any size go through one buffer.
+
+**Tree layout.** The stream's top-level member is the directory itself (its basename): its
+own metadata becomes the artifact directory ``prefix`` (e.g. ``data``), so the ownership and
+mode of a volume's root — which databases check — are restored too. Everything below it keeps
+its relative path below ``prefix``.
+
+**Completeness.** A member shorter than its header, a header that is not one, and a stream
+that ends without the two zero blocks that close an archive all raise `SourceError`:
+`tarfile` silently treats a cut at a member boundary or a damaged header as the end, so the
+end is checked here (`_ChunkReader.verify_end`). The engine itself writes a cut-off archive
+when a file shrinks while it is read (hot capture of a busy volume): that fails too.
+
+**Facts** of a tree (`TreeFacts.as_dict`), relative to its root::
+
+    {"root": {"mode": "0750", "uid": 999, "gid": 999}, "files": N, "dirs": N,
+     "symlinks": N, "hardlinks": N, "bytes": B, "sha256": {"path": "hex", ...}}
+
+``files`` counts every regular file path (a hard-linked file once per name, ``hardlinks``
+counts the extra names), ``bytes`` sums their sizes, ``dirs`` excludes the root. The per-file
+digests cost about (path length + 70) bytes each in the snapshot record: fine for the
+thousands of files of a database or application volume. Above `LISTED_FILES` files the dict is
+replaced by ``"sha256_tree"``, one SHA-256 over the sorted ``path NUL digest LF`` lines, so the
+record stays small and a difference is still detected (but not located).
+
+Hard links: `ArtifactReader` entries do not say which files were links of each other, so the
+links are also returned by `read_tree` (``{path: first path}``) for the source to keep in its
+metadata, and `tar_stream` turns them back into tar hard links when both files are restored
+with the same content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import IO, Any
+
+from stackvault.errors import RestoreRefused, SourceError
+from stackvault.sources.base import ArtifactEntry, ArtifactReader, ArtifactSink, EntryMeta
+
+BLOCK = 512
+LISTED_FILES = 20_000
+"""Above this many files, the facts hold one digest over all files instead of one per file."""
+SKIPPED_LISTED = 100
+_CHUNK = 1 << 20
+_TAIL = 64 * 1024
+_XATTR = "SCHILY.xattr."
+
+
+def _clean(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file over an iterable of byte chunks (the engine's archive response).
+
+    Failures of the underlying connection become `SourceError` naming ``what``. The reader
+    counts what it delivered and keeps the last `_TAIL` bytes so that the archive's end can be
+    verified (`verify_end`)."""
+
+    def __init__(self, chunks: Iterable[bytes], what: str) -> None:
+        super().__init__()
+        self._it = iter(chunks)
+        self._buf = b""
+        self._pos_in_buf = 0
+        self.what = what
+        self.total = 0
+        self.eof = False
+        self._tail = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_chunk(self) -> bool:
+        while True:
+            try:
+                chunk = next(self._it)
+            except StopIteration:
+                self.eof = True
+                return False
+            except SourceError:
+                raise
+            except Exception as exc:  # requests/urllib3 errors of a broken response
+                raise SourceError(
+                    f"the archive stream of {self.what} broke after {self.total} bytes "
+                    f"({_clean(exc)})",
+                    hint="check the Docker engine and try again",
+                ) from exc
+            if chunk:
+                self._buf = bytes(chunk)
+                self._pos_in_buf = 0
+                return True
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        if self._pos_in_buf >= len(self._buf) and (self.eof or not self._next_chunk()):
+            return 0
+        n = min(len(view), len(self._buf) - self._pos_in_buf)
+        piece = self._buf[self._pos_in_buf : self._pos_in_buf + n]
+        view[:n] = piece
+        self._pos_in_buf += n
+        self.total += n
+        self._tail += piece
+        if len(self._tail) > 2 * _TAIL:
+            del self._tail[:-_TAIL]
+        return n
+
+    def verify_end(self, offset: int) -> None:
+        """`SourceError` unless the archive's end-of-archive blocks start at ``offset`` (where
+        `tarfile` stopped reading headers) and nothing but zeros follows."""
+        drained = 0
+        while not self.eof and drained <= 4 * _TAIL:
+            piece = self.read(_CHUNK)
+            if not piece:
+                break
+            drained += len(piece)
+        if not self.eof:
+            raise SourceError(f"the archive stream of {self.what} has data after its end")
+        rest = self.total - offset
+        start = len(self._tail) - rest
+        if rest < 2 * BLOCK:
+            raise SourceError(
+                f"the archive stream of {self.what} ended early (at byte {self.total}, "
+                "without the end-of-archive blocks)",
+                hint="a file may have shrunk while it was read (a hot capture of a busy volume): "
+                "try again, or capture with mode=cold",
+            )
+        if start < 0 or any(self._tail[start:]):
+            raise SourceError(
+                f"the archive stream of {self.what} is malformed (no valid tar header at byte "
+                f"{offset})",
+                hint="try again; if it persists, report the Docker engine version",
+            )
+
+
+class _MemberStream:
+    """A member's data for the sink: counts and hashes what was read, and turns `tarfile`'s
+    short-read errors into `SourceError`."""
+
+    def __init__(self, fobj: IO[bytes] | None, path: str, what: str) -> None:
+        self._f = fobj
+        self.path = path
+        self.what = what
+        self.size = 0
+        self._sha = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        if self._f is None:
+            return b""
+        try:
+            data = self._f.read(n if n is not None and n >= 0 else -1)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise SourceError(
+                f"the archive stream of {self.what} ended inside {self.path!r} ({_clean(exc)})",
+                hint="a file may have shrunk while it was read (a hot capture of a busy "
+                "volume): try again, or capture with mode=cold",
+            ) from exc
+        self.size += len(data)
+        self._sha.update(data)
+        return data
+
+    def readinto(self, buf: memoryview) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+@dataclass
+class TreeFacts:
+    """What `read_tree` saw, in the shape of the recorded facts (see the module doc)."""
+
+    root: dict[str, Any] = field(default_factory=dict)
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    bytes: int = 0
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "root": dict(self.root),
+            "files": self.files,
+            "dirs": self.dirs,
+            "symlinks": self.symlinks,
+            "hardlinks": self.hardlinks,
+            "bytes": self.bytes,
+        }
+        if len(self.sha256) <= LISTED_FILES:
+            out["sha256"] = dict(sorted(self.sha256.items()))
+        else:
+            h = hashlib.sha256()
+            for path in sorted(self.sha256):
+                h.update(f"{path}\0{self.sha256[path]}\n".encode("utf-8", "surrogateescape"))
+            out["sha256_tree"] = h.hexdigest()
+        return out
+
+
+@dataclass
+class TreeResult:
+    """The outcome of `read_tree`."""
+
+    facts: TreeFacts
+    hardlinks: dict[str, str] = field(default_factory=dict)
+    """Hard links: path → the first path of the same file (relative to the tree's root)."""
+    skipped: list[str] = field(default_factory=list)
+    """Fifos, sockets and devices (``path (kind)``), at most `SKIPPED_LISTED`."""
+    skipped_count: int = 0
+    stream_bytes: int = 0
+
+    def metadata(self) -> dict[str, Any]:
+        """The JSON-able part a source keeps in its artifact metadata."""
+        out: dict[str, Any] = {"hardlinks": dict(sorted(self.hardlinks.items()))}
+        if self.skipped_count:
+            out["skipped"] = list(self.skipped)
+            out["skipped_count"] = self.skipped_count
+        return out
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    text = member.pax_headers.get("mtime")
+    if text:
+        try:
+            return int(Decimal(text) * 1_000_000_000)
+        except (InvalidOperation, ValueError):
+            pass
+    return int(Decimal(str(member.mtime)) * 1_000_000_000)
+
+
+def _meta(member: tarfile.TarInfo) -> EntryMeta:
+    xattrs = tuple(
+        sorted(
+            (key[len(_XATTR) :], value.encode("utf-8", "surrogateescape"))
+            for key, value in member.pax_headers.items()
+            if key.startswith(_XATTR)
+        )
+    )
+    return EntryMeta(
+        mode=member.mode & 0o7777,
+        uid=member.uid,
+        gid=member.gid,
+        mtime_ns=_mtime_ns(member),
+        xattrs=xattrs,
+    )
+
+
+def _special(member: tarfile.TarInfo) -> str:
+    if member.ischr():
+        return "character device"
+    if member.isblk():
+        return "block device"
+    if member.isfifo():
+        return "fifo"
+    return f"special file (tar type {member.type!r})"
+
+
+def _relative(name: str, root: str, what: str) -> str:
+    """The path of member ``name`` relative to the archive's top-level ``root`` ("" for the root
+    itself); `SourceError` for a member outside it or with an unsafe part."""
+    name = name.rstrip("/")
+    if name == root:
+        return ""
+    if not name.startswith(root + "/"):
+        raise SourceError(
+            f"the archive stream of {what} is malformed (member {name!r} outside {root!r})"
+        )
+    rel = name[len(root) + 1 :]
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        raise SourceError(f"the archive stream of {what} has an unsafe member name {name!r}")
+    return rel
+
+
+def _excluded(rel: str, exclude: frozenset[str]) -> bool:
+    return any(rel == e or rel.startswith(e + "/") for e in exclude)
+
+
+def root_facts(meta: EntryMeta) -> dict[str, Any]:
+    return {"mode": f"{meta.mode:04o}", "uid": meta.uid, "gid": meta.gid}
+
+
+def read_tree(
+    chunks: Iterable[bytes],
+    *,
+    what: str,
+    sink: ArtifactSink | None,
+    prefix: str,
+    exclude: frozenset[str] = frozenset(),
+    notice: Callable[[str], None] | None = None,
+) -> TreeResult:
+    """Parse the engine's archive of one directory (``chunks``) into ``sink`` below
+    ``prefix`` (hash only when ``sink`` is None); ``what`` names the directory in messages.
+    Paths in ``exclude`` (relative; e.g. other mounts nested inside this one) are left out with
+    everything below them. Returns the facts and what was skipped; `SourceError` if the stream
+    is truncated or malformed, or if the sink stored a file other than what was read."""
+    raw = _ChunkReader(chunks, what)
+    stream = io.BufferedReader(raw, _CHUNK)
+    facts = TreeFacts()
+    result = TreeResult(facts)
+    stored: dict[str, tuple[str, int]] = {}  # relative file path -> (sha256, size)
+    root: str | None = None
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK)  # noqa: SIM115
+    except tarfile.TarError as exc:
+        if raw.total == 0 and raw.eof:
+            raise SourceError(f"the archive stream of {what} is empty") from exc
+        raise SourceError(f"the archive stream of {what} is not a tar archive") from exc
+    try:
+        for member in tar:
+            if sink is not None:
+                sink.check_interrupted()
+            if root is None:
+                root = member.name.rstrip("/")
+                if not member.isdir() or "/" in root or root in ("", ".", ".."):
+                    raise SourceError(
+                        f"the archive stream of {what} does not start with its directory"
+                    )
+                meta = _meta(member)
+                facts.root = root_facts(meta)
+                if sink is not None:
+                    sink.add_dir(prefix, meta)
+                continue
+            rel = _relative(member.name, root, what)
+            if rel == "":
+                raise SourceError(f"the archive stream of {what} holds its directory twice")
+            if _excluded(rel, exclude):
+                continue
+            path = f"{prefix}/{rel}"
+            meta = _meta(member)
+            if member.isdir():
+                facts.dirs += 1
+                if sink is not None:
+                    sink.add_dir(path, meta)
+            elif member.issym():
+                facts.symlinks += 1
+                if sink is not None:
+                    sink.add_symlink(path, member.linkname, meta)
+            elif member.islnk():
+                first = _relative(member.linkname, root, what)
+                if first not in stored:
+                    result.skipped_count += 1
+                    if len(result.skipped) < SKIPPED_LISTED:
+                        result.skipped.append(f"{rel} (hard link to a skipped entry)")
+                    continue
+                if sink is not None:
+                    sink.add_hardlink(path, f"{prefix}/{first}", meta)
+                stored[rel] = stored[first]
+                result.hardlinks[rel] = result.hardlinks.get(first, first)
+                facts.hardlinks += 1
+                facts.files += 1
+                facts.bytes += stored[first][1]
+                facts.sha256[rel] = stored[first][0]
+            elif member.isreg():
+                data = _MemberStream(tar.extractfile(member), rel, what)
+                if sink is not None:
+                    got = sink.add_file(path, data, meta)
+                    data.drain()  # a sink must read to EOF; make sure the member is consumed
+                    if got.size != data.size or got.sha256 != data.sha256:
+                        raise SourceError(
+                            f"{path!r} of {what} was stored as {got.size} bytes, but "
+                            f"{data.size} bytes were read"
+                        )
+                else:
+                    data.drain()
+                if data.size != member.size:
+                    raise SourceError(
+                        f"the archive stream of {what} ended inside {rel!r} "
+                        f"({data.size} of {member.size} bytes)"
+                    )
+                stored[rel] = (data.sha256, data.size)
+                facts.files += 1
+                facts.bytes += data.size
+                facts.sha256[rel] = data.sha256
+            else:
+                result.skipped_count += 1
+                kind = _special(member)
+                if len(result.skipped) < SKIPPED_LISTED:
+                    result.skipped.append(f"{rel} ({kind})")
+                if notice is not None and result.skipped_count <= 10:
+                    notice(f"{what}: skipped {rel!r}, a {kind} (not captured)")
+        if root is None:
+            raise SourceError(f"the archive stream of {what} holds no entries")
+        raw.verify_end(tar.offset)
+    except tarfile.TarError as exc:
+        raise SourceError(
+            f"the archive stream of {what} is truncated or malformed ({_clean(exc)})",
+            hint="try again; a hot capture of a busy volume may need mode=cold",
+        ) from exc
+    if notice is not None and result.skipped_count > 10:
+        notice(f"{what}: skipped {result.skipped_count} special files in all (not captured)")
+    result.stream_bytes = raw.total
+    return result
+
+
+def count_entries(
+    chunks: Iterable[bytes], *, what: str, limit: int = 1000, exclude: frozenset[str] = frozenset()
+) -> tuple[int, bool]:
+    """How many entries the archive of a directory holds below its root, leaving out the
+    relative paths in ``exclude`` (and what is below them), counting at most ``limit`` (then
+    ``(limit, True)``); reading stops there."""
+    raw = _ChunkReader(chunks, what)
+    n = 0
+    root: str | None = None
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(raw, _CHUNK), mode="r|", bufsize=_CHUNK) as tar:
+            for member in tar:
+                if root is None:
+                    root = member.name.rstrip("/")
+                    continue
+                if _excluded(_relative(member.name, root, what), exclude):
+                    continue
+                n += 1
+                if n >= limit:
+                    return n, True
+    except tarfile.TarError as exc:
+        raise SourceError(f"the archive stream of {what} is malformed ({_clean(exc)})") from exc
+    return n, False
+
+
+# --- restore ----------------------------------------------------------------------------------
+
+
+def tree_entries(reader: ArtifactReader, prefix: str) -> list[ArtifactEntry]:
+    """The entries of ``reader`` at and below ``prefix`` (the tree's root first), checked:
+    `RestoreRefused` for a path that is absolute, has an empty, ``.`` or ``..`` part, or for a
+    tree without its root directory. Nothing is written before this passed."""
+    out: list[ArtifactEntry] = []
+    for entry in reader.entries():
+        path = entry.path
+        if path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")):
+            raise RestoreRefused(
+                f"artifact {reader.name!r} holds the unsafe path {path!r}; nothing was restored",
+                hint="the repository may have been tampered with: run `stackvault check`",
+            )
+        if path == prefix or path.startswith(prefix + "/"):
+            out.append(entry)
+    roots = [e for e in out if e.path == prefix]
+    if not roots or roots[0].kind != "dir":
+        raise SourceError(
+            f"artifact {reader.name!r} has no directory {prefix!r}; is it the right artifact?"
+        )
+    out.sort(key=lambda e: (e.path != prefix, e.path.split("/")))
+    return out
+
+
+def _header(name: str, kind: bytes, meta: EntryMeta, *, size: int = 0, link: str = "") -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = meta.mode & 0o7777
+    info.uid = meta.uid
+    info.gid = meta.gid
+    seconds, rest = divmod(meta.mtime_ns, 1_000_000_000)
+    info.mtime = seconds if rest == 0 else float(Decimal(meta.mtime_ns) / 1_000_000_000)
+    info.size = size
+    info.linkname = link
+    info.uname = info.gname = ""
+    if meta.xattrs:
+        info.pax_headers = {
+            _XATTR + key: value.decode("utf-8", "surrogateescape") for key, value in meta.xattrs
+        }
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def tar_stream(
+    reader: ArtifactReader,
+    entries: list[ArtifactEntry],
+    *,
+    prefix: str,
+    root: str,
+    hardlinks: Mapping[str, str],
+    check_interrupted: Callable[[], None] | None = None,
+) -> Iterator[bytes]:
+    """The tar stream of the tree ``entries`` (from `tree_entries`), named ``root/…``, for
+    ``put_archive`` at ``/``. File contents are read from ``reader`` in 1 MiB blocks and checked
+    against the entry's size and SHA-256 (`SourceError` if they differ, which also aborts the
+    upload). ``hardlinks`` (relative path → first path) become tar hard links where the first
+    path was written with the same content."""
+    anchors: dict[str, tuple[str, str, int]] = {}  # group -> (tar name, sha256, size)
+    groups = set(hardlinks.values())
+    for entry in entries:
+        if check_interrupted is not None:
+            check_interrupted()
+        rel = "" if entry.path == prefix else entry.path[len(prefix) + 1 :]
+        name = root if rel == "" else f"{root}/{rel}"
+        if entry.kind == "dir":
+            yield _header(name, tarfile.DIRTYPE, entry.meta)
+        elif entry.kind == "symlink":
+            yield _header(name, tarfile.SYMTYPE, entry.meta, link=entry.target)
+        else:
+            group = hardlinks.get(rel, rel)
+            anchor = anchors.get(group)
+            if anchor is not None and anchor[1:] == (entry.sha256, entry.size):
+                yield _header(name, tarfile.LNKTYPE, entry.meta, link=anchor[0])
+                continue
+            yield _header(name, tarfile.REGTYPE, entry.meta, size=entry.size)
+            yield from _content(reader, entry)
+            pad = -entry.size % BLOCK
+            if pad:
+                yield bytes(pad)
+            if group != rel or rel in groups:
+                anchors.setdefault(group, (name, entry.sha256, entry.size))
+    yield bytes(2 * BLOCK)
+
+
+def _content(reader: ArtifactReader, entry: ArtifactEntry) -> Iterator[bytes]:
+    stream = reader.open(entry.path)
+    sha = hashlib.sha256()
+    n = 0
+    while True:
+        block = stream.read(_CHUNK)
+        if not block:
+            break
+        n += len(block)
+        if n > entry.size:
+            break
+        sha.update(block)
+        yield block
+    if n != entry.size or (entry.sha256 and sha.hexdigest() != entry.sha256):
+        what = (
+            f"{n if n <= entry.size else 'more than'} bytes, {entry.size} recorded"
+            if n != entry.size
+            else "another SHA-256 than recorded"
+        )
+        raise SourceError(
+            f"{entry.path!r} of artifact {reader.name!r} read back with {what}; the restore "
+            "was aborted",
+            hint="run `stackvault check --read-data`",
+        )
