@@ -1,0 +1,927 @@
+"""A PostgreSQL server as a source (sources layer): one database or all of them, captured with
+``pg_dump`` in its custom format, restored with ``pg_restore``.
+
+URLs::
+
+    postgres://[USER@]HOST[:PORT]/DB        (postgresql://… is the same)
+    postgres+docker://[USER@]CONTAINER[:PORT]/DB
+
+Without a database (the path empty or ``/``) the URL means *every* database of the server
+(templates and databases that refuse connections left out) plus the roles and tablespaces.
+
+===========  ==================================================================================
+``name``     the artifact's name; default ``postgres-DB`` (``postgres-all``), in a container
+             ``CONTAINER-DB`` (``CONTAINER-all``)
+``owner``    ``keep`` (default) or ``none``: restore without object ownership and privileges
+             (``pg_restore --no-owner --no-privileges``; also what ``--no-owner`` asks)
+``sslmode``  libpq's ``sslmode`` (``disable`` … ``verify-full``), passed as ``PGSSLMODE``
+``timeout``  seconds (default 600) that any single wait may last: a statement of ours (a row
+             count, CREATE/DROP DATABASE, ANALYZE) and the wait of pg_dump for a table lock
+             (``--lock-wait-timeout``). A dump itself takes as long as it takes.
+===========  ==================================================================================
+
+**Credentials.** On this host: libpq's own environment and files - ``PGPASSWORD``,
+``PGPASSFILE`` / ``~/.pgpass``, ``PGSSLMODE``, ``PGSSLROOTCERT``… - and the user from the URL,
+else ``PGUSER``, else the login name; the tools never prompt (``-w``/``--no-password``), and
+no secret is ever put in an argument list. In a container the tools run *inside* it (through
+the Engine API, `ContainerRunner`) as the container's user, connect as ``POSTGRES_USER`` (or
+the URL's user; default ``postgres``) over the default unix socket, and, if the server asks,
+with ``PGPASSWORD`` set to the container's own ``POSTGRES_PASSWORD`` inside the container (the
+value never leaves it). If the socket is missing there, ``pg_isready`` decides to use TCP on
+127.0.0.1 instead. A container needs no client tools on this host.
+
+**Capture of one database.** One code path for both places:
+
+1. a ``psql`` session opens ``BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`` and exports
+   its snapshot (``pg_export_snapshot()``); it reads the server version, the database's
+   properties and, *in that same transaction*, the exact number of rows of every user table
+   (``SELECT count(*)`` per table, ``row_security = off`` as pg_dump sets it) and of large
+   objects;
+2. the versions are checked: a ``pg_dump`` of an older major version than the server refuses
+   to dump it, so this is said before it runs ("pg_dump 15 cannot dump a PostgreSQL 16
+   server; install postgresql-client-16 or capture through the container …"); pg_dump's own
+   "server version mismatch" is translated the same way;
+3. ``pg_dump --format=custom --compress=0 --snapshot=ID --create --no-password`` streams
+   straight into the sink as ``dump.pgc`` (or ``databases/DB.pgc``) - uncompressed, so that
+   the repository's chunking deduplicates it across days (two dumps of an unchanged database
+   differ only in the header's timestamp) and compresses it itself. ``--create`` records the
+   database's own properties in the archive for anyone restoring it by hand with
+   ``pg_restore --create``; restores here ignore that entry (see below);
+4. **completeness**: the stream is fed at the same time to ``pg_restore -f /dev/null`` where
+   pg_dump runs (the runner's ``verify``). pg_restore reads an archive from a pipe strictly
+   in order and must reach the end of every data block (each ends with a zero-length chunk):
+   a 20 MB archive cut at every point tried - in the header, the table of contents, a data
+   block, or only its last byte - made it fail ("could not read from input file: end of
+   file"), and so does a test here with a pg_dump that exits 0 three bytes short. The capture
+   fails unless pg_dump and the verifier both exit 0, the stream starts with the custom
+   format's header (``PGDMP``, format 1) and the sink stored exactly the bytes read (size and
+   SHA-256; in a container also as counted inside it);
+5. only then is the exporting transaction committed and the session closed: it stays open
+   while pg_dump runs, so the snapshot pg_dump imported stays valid, and its table locks keep
+   a ``TRUNCATE`` (not MVCC-safe) from slipping in between the counts and the dump.
+
+The row counts therefore describe exactly the data in the dump, whatever is written meanwhile.
+
+**Capture of every database**: ``pg_dumpall --globals-only`` (roles with their password
+hashes, memberships, tablespaces) into ``globals.sql`` (checked to end with pg_dumpall's
+"dump complete" trailer; a role that may not read ``pg_authid`` gets ``--no-role-passwords``
+and a notice), then each database as above into ``databases/NAME.pgc`` (NAME percent-encoded
+when it is not plain ``[A-Za-z0-9_.-]``). **Each database is self-consistent (its own
+snapshot), not one cut across databases**: PostgreSQL has no snapshot spanning databases.
+
+**Artifact**: the dump file(s), ``globals.sql`` for a server, and ``manifest.json``: ``{"format":
+1, "mode": "database"|"server", "databases": {NAME: {"file", "properties", "facts"}}, "globals",
+"dump_tool", "server_version_num"}``; the properties are the database's encoding, locale
+(provider, collate, ctype, ICU/builtin locale), owner, comment, connection limit, settings
+(``ALTER DATABASE/ROLE … SET``) and privileges.
+
+**Metadata** returned by `PostgresSource.capture`::
+
+    {"facts": F, "mode": "database"|"server", "databases": [NAME, ...],
+     "server_version": "15.5", "server_version_num": 150005, "server": "PostgreSQL 15.5 on …",
+     "dump_tool": "pg_dump (PostgreSQL) 15.5 …", "format": "custom", "compression": "none",
+     "files": {PATH: {"size": N, "sha256": HEX}},
+     "snapshot_consistency": "snapshot" (one database) | "per-database",
+     "snapshots": {NAME: SNAPSHOT_ID}, "captured_as": ROLE, "where": "on this host"|…,
+     "roles": [...], "role_passwords": bool            (server captures)
+     "container": {"name", "image", "image_id", "repo_digests",
+                   "connection": "socket"|"tcp"}                   (+docker)
+     "seconds": {"total": s, "databases": {NAME: {"count": s, "dump": s}}}}
+
+with the **facts** of one database ``{"tables": {"schema.table": rows}, "large_objects": n}``
+(names as ``format('%I.%I')`` writes them: ``public.users``, ``public."Odd Name"``; user
+tables only: ordinary tables and partitions, not temporary tables, catalogs or tables of
+extensions), and of a server ``{"databases": {NAME: <facts of one database>}}``. `probe`
+returns the same shape, counted now, so `compare_facts` is empty after a faithful restore.
+The facts of a one-database artifact carry no database name: it may be restored under another.
+
+**Restore** (`PostgresSource.restore`) into the URL's server: a one-database artifact goes into
+the URL's database (any name), or its own name when the URL names none; a server artifact
+restores every database under its own name (globals first), or, when the URL names one
+database, only that one (without globals). For each target database:
+
+- it exists and holds user tables or large objects (`describe_target`: "database app holds 4
+  tables (120 rows in public.users, …)"): without ``overwrite`` `RestoreRefused`, before
+  anything is changed; with it (the engine has taken a safety snapshot) the other sessions on
+  it are terminated (``pg_terminate_backend``; said in a notice) and it is dropped
+  (``WITH (FORCE)`` from PostgreSQL 13) and created again;
+- it exists and holds none: the dump is restored into it as it is (owner, locale and settings
+  someone chose for it stay);
+- it does not exist: ``CREATE DATABASE … TEMPLATE template0`` with the captured encoding and
+  locale, owned by the captured owner if that role exists here and ``owner=keep`` (else by the
+  restoring role, with a notice); then the captured comment, connection limit, settings and
+  (with ``owner=keep``) privileges are applied - one failing statement (a role missing here)
+  is reported as a notice, not fatal.
+
+CREATE/DROP DATABASE run on the ``postgres`` database (``template1`` when the target is
+``postgres``). The dump is streamed from the repository in 1 MiB pieces into ``pg_restore
+--exit-on-error --no-password -d DB`` (plus ``--no-owner --no-privileges`` for owner=none); its
+failure fails the restore with its error, saying that the database is incomplete. Then
+``ANALYZE`` gives the planner statistics (pg_restore does not).
+
+Globals: ``globals.sql`` runs through psql *without* ON_ERROR_STOP, after two edits: ``CREATE
+ROLE`` of roles that exist already is left out (it could only fail; their ``ALTER ROLE …
+WITH`` still sets the captured attributes and password), and so is the ``ALTER ROLE … WITH``
+of the role the restore connects as, whose attributes and password stay as they are (else the
+restore, and its operator, could lock themselves out). Other errors (a tablespace directory
+missing here) are reported as notices; the databases are restored regardless.
+
+Restore returns ``{"databases": [NAME, ...], "bytes": N, "created": [...], "replaced": [...],
+"reused": [...], "globals": {"skipped_existing_roles": [...], "errors": N} | None,
+"owner": "keep"|"none", "seconds": s}``.
+
+Errors are translated into sentences (`stackvault.sources.pgsql.translate`): a wrong or missing
+password, a refused connection, an unknown host, a missing database or role, permission denied
+for a table, a lock timeout, a terminated backend, a dump tool older than the server, and a
+client tool not installed on this host (naming ``postgresql-client``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+from stackvault.errors import RestoreRefused, SourceError, UsageError
+from stackvault.sources.base import (
+    ArtifactReader,
+    ArtifactSink,
+    EntryMeta,
+    Readable,
+    RestoreOptions,
+    Source,
+)
+from stackvault.sources.pgsql import (
+    BEGIN_SNAPSHOT,
+    DATABASES_SQL,
+    GLOBALS_TRAILER,
+    SERVER_SQL,
+    Endpoint,
+    Psql,
+    create_database_sql,
+    database_properties,
+    filter_globals,
+    maintenance_db,
+    properties_sql,
+    quote_ident,
+    quote_literal,
+    require_dump_tool,
+    require_restore_tool,
+    require_tools,
+    roles_in_globals,
+    run_script,
+    session_setup,
+    summarize_tables,
+    table_facts,
+    translate,
+)
+from stackvault.sources.runner import HostRunner, StreamResult
+from stackvault.sources.url import SourceURL
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+DUMP = "dump.pgc"
+"""The dump of a one-database artifact."""
+GLOBALS = "globals.sql"
+MANIFEST = "manifest.json"
+DATABASES_DIR = "databases"
+
+_OPTIONS = frozenset({"owner", "sslmode", "timeout"})
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_CHUNK = 1 << 20
+_MAGIC = b"PGDMP"
+_FORMAT_CUSTOM = 1  # the archive header's format byte (archCustom)
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def database_path(db: str) -> str:
+    """Where a server artifact keeps the dump of ``db``: ``databases/NAME.pgc``."""
+    name = db if _PLAIN_NAME.match(db) else quote(db, safe="")
+    return f"{DATABASES_DIR}/{name}.pgc"
+
+
+class _Tap:
+    """Passes a dump stream to the sink, keeping its first bytes for the header check."""
+
+    def __init__(self, stream: Readable) -> None:
+        self._stream = stream
+        self.head = b""
+
+    def readinto(self, buf: memoryview) -> int:
+        n = self._stream.readinto(buf)
+        if n and len(self.head) < 16:
+            self.head += bytes(buf[: min(n, 16 - len(self.head))])
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while part := self.read(_CHUNK):
+                parts.append(part)
+            return b"".join(parts)
+        buf = bytearray(n)
+        got = self.readinto(memoryview(buf))
+        return bytes(buf[:got])
+
+
+class _Target:
+    """What a restore finds where a database goes."""
+
+    def __init__(self, name: str, exists: bool, facts: dict[str, Any] | None) -> None:
+        self.name = name
+        self.exists = exists
+        self.facts = facts
+
+    @property
+    def holds_data(self) -> bool:
+        return self.facts is not None and bool(
+            self.facts.get("tables") or self.facts.get("large_objects")
+        )
+
+
+class PostgresSource(Source):
+    """One PostgreSQL database, or every database of a server; see the module docstring."""
+
+    kind = "postgres"
+    schemes = ("postgres", "postgresql", "postgres+docker")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        location: str,
+        database: str | None,
+        host: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        container: str | None = None,
+        sslmode: str | None = None,
+        no_owner: bool = False,
+        timeout: float = 600.0,
+    ) -> None:
+        super().__init__(name, location)
+        self.database = database
+        """None: every database of the server."""
+        self.host = host
+        self.port = port
+        self.user = user
+        self.container = container
+        self.sslmode = sslmode
+        self.no_owner = no_owner
+        self.timeout = timeout
+        self._ep: Endpoint | None = None
+        self._client: DockerClient | None = None
+        self._container_facts: dict[str, Any] | None = None
+
+    @classmethod
+    def from_url(cls, url: SourceURL) -> PostgresSource:
+        url.require_options(_OPTIONS)
+        timeout = url.number("timeout", 600.0, minimum=1)
+        owner = url.query.get("owner", "keep")
+        if owner not in ("keep", "none"):
+            raise UsageError(f"option owner={owner!r} of {url.redacted} must be keep or none")
+        sslmode = url.query.get("sslmode")
+        if sslmode is not None and sslmode not in _SSLMODES:
+            raise UsageError(
+                f"option sslmode={sslmode!r} of {url.redacted} must be one of "
+                f"{', '.join(_SSLMODES)}"
+            )
+        database = url.path[1:] if url.path.startswith("/") else url.path
+        user = f"{quote(url.user, safe='')}@" if url.user else ""
+        port = f":{url.port}" if url.port else ""
+        path = f"/{quote(database, safe='')}" if database else "/"
+        common: dict[str, Any] = {
+            "database": database or None,
+            "port": url.port,
+            "user": url.user,
+            "sslmode": sslmode,
+            "no_owner": owner == "none",
+            "timeout": timeout,
+        }
+        if url.scheme == "postgres+docker":
+            container = _original_host(url)
+            if not container:
+                raise UsageError(
+                    f"the source URL {url.redacted} names no container: write "
+                    "postgres+docker://CONTAINER/DB"
+                )
+            return cls(
+                name=url.artifact_name(f"{container}-{database or 'all'}"),
+                location=f"postgres+docker://{user}{container}{port}{path}",
+                container=container,
+                **common,
+            )
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        return cls(
+            name=url.artifact_name(f"postgres-{database or 'all'}"),
+            location=f"postgres://{user}{host}{port}{path}",
+            host=url.host or None,
+            **common,
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+        self._ep = None
+
+    # --- where the tools run ----------------------------------------------------------------
+
+    def _endpoint(self) -> Endpoint:
+        if self._ep is None:
+            self._ep = self._container_endpoint() if self.container else self._host_endpoint()
+        return self._ep
+
+    def _host_endpoint(self) -> Endpoint:
+        args: list[str] = []
+        if self.host:
+            args += ["-h", self.host]
+        if self.port:
+            args += ["-p", str(self.port)]
+        if self.user:
+            args += ["-U", self.user]
+        env: dict[str, str] = {}
+        if self.sslmode:
+            env["PGSSLMODE"] = self.sslmode
+        if "PGCONNECT_TIMEOUT" not in os.environ:
+            env["PGCONNECT_TIMEOUT"] = "15"
+        host = self.host or os.environ.get("PGHOST") or "the local socket"
+        port = self.port or os.environ.get("PGPORT") or 5432
+        user = self.user or os.environ.get("PGUSER")
+        if user is None:
+            with contextlib.suppress(Exception):
+                import getpass
+
+                user = getpass.getuser()
+        return Endpoint(
+            runner=HostRunner(),
+            args=args,
+            env=env,
+            address=f"at {host}:{port}" if not host.startswith("/") else f"at {host}",
+            in_container=False,
+            user=user,
+        )
+
+    def _container_endpoint(self) -> Endpoint:
+        from stackvault.sources.docker.engine import (
+            connect,
+            container_env,
+            get_container,
+            image_facts,
+            require_running,
+        )
+        from stackvault.sources.docker.exec import ContainerRunner
+
+        assert self.container is not None
+        if self._client is None:
+            self._client = connect()
+        container = get_container(self._client, self.container)
+        require_running(container)
+        cenv = container_env(container)  # holds secrets: only names are used here
+        user = self.user or cenv.get("POSTGRES_USER") or "postgres"
+        env_from = {"PGPASSWORD": "POSTGRES_PASSWORD"} if "POSTGRES_PASSWORD" in cenv else None
+        runner = ContainerRunner(self._client, container, env_from=env_from)
+        args = ["-U", user]
+        if self.port:
+            args += ["-p", str(self.port)]
+        env = {"PGCONNECT_TIMEOUT": "15"}
+        if self.sslmode:
+            env["PGSSLMODE"] = self.sslmode
+        ep = Endpoint(
+            runner=runner,
+            args=args,
+            env=env,
+            address=f"in container {container.name}",
+            in_container=True,
+            container=container.name,
+            user=user,
+            socket=True,
+        )
+        # The default unix socket, or TCP on 127.0.0.1 if only that answers.
+        # (pg_isready: 0 accepting, 1 rejecting e.g. starting up, 2 no answer.)
+        with contextlib.suppress(SourceError):  # no pg_isready: stay with the socket
+            ready = runner.run(["pg_isready", "-q", *args], env=env, timeout=60)
+            if ready.code == 2:
+                tcp_args = ["pg_isready", "-q", "-h", "127.0.0.1", *args]
+                if runner.run(tcp_args, env=env, timeout=60).code in (0, 1):
+                    ep.switch_to_tcp()
+        self._container_facts = {
+            "name": container.name,
+            **image_facts(container),
+            "connection": "socket" if ep.socket else "tcp",
+        }
+        return ep
+
+    def _psql(self, ep: Endpoint, db: str) -> Psql:
+        psql = Psql(ep, db, self.timeout)
+        psql.run(session_setup(self.timeout))
+        return psql
+
+    def _facts_of(
+        self, ep: Endpoint, db: str, check: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """The facts of ``db`` now (its own consistent snapshot)."""
+        psql = self._psql(ep, db)
+        try:
+            psql.run(BEGIN_SNAPSHOT)
+            facts = table_facts(psql, check)
+            psql.run("COMMIT")
+            return facts
+        finally:
+            psql.close()
+
+    def _server(self, ep: Endpoint) -> dict[str, Any]:
+        """Server version, connecting role, databases (connectable, not templates) and roles."""
+        try:
+            psql = self._psql(ep, "postgres")
+        except SourceError as exc:
+            if "database postgres does not exist" not in str(exc):
+                raise
+            psql = self._psql(ep, "template1")
+        try:
+            info: dict[str, Any] = psql.json(DATABASES_SQL)
+        finally:
+            psql.close()
+        ep.server_version_num = int(info["server_version_num"])
+        return info
+
+    # --- capture ----------------------------------------------------------------------------
+
+    def capture(self, sink: ArtifactSink) -> dict[str, Any]:
+        started = time.monotonic()
+        ep = self._endpoint()
+        tools = ["psql", "pg_dump", "pg_restore"]
+        require_tools(ep, tools if self.database is not None else [*tools, "pg_dumpall"])
+        done: dict[str, dict[str, Any]] = {}
+        files: dict[str, dict[str, Any]] = {}
+        extra: dict[str, Any] = {}
+        if self.database is not None:
+            done[self.database] = self._capture_database(ep, sink, self.database, DUMP)
+            facts: dict[str, Any] = done[self.database]["facts"]
+        else:
+            info = self._server(ep)
+            for db in info["unconnectable"]:
+                sink.notice(
+                    f"database {db} {ep.address} does not accept connections "
+                    "(datallowconn = false) and is not captured"
+                )
+            extra = self._capture_globals(ep, sink, int(info["server_version_num"]))
+            files[GLOBALS] = extra.pop("file")
+            for db in info["databases"]:
+                sink.check_interrupted()
+                done[db] = self._capture_database(ep, sink, db, database_path(db))
+            facts = {"databases": {db: one["facts"] for db, one in done.items()}}
+        for one in done.values():
+            files[one["file"]] = {"size": one["size"], "sha256": one["sha256"]}
+        globals_tool = extra.pop("dump_tool_globals", "")
+        first = next(iter(done.values()), None)
+        server = first["server"] if first else {}
+        dump_tool = first["dump_tool"] if first else globals_tool
+        mode = "database" if self.database is not None else "server"
+        manifest = {
+            "format": 1,
+            "mode": mode,
+            "databases": {
+                db: {"file": one["file"], "properties": one["properties"], "facts": one["facts"]}
+                for db, one in done.items()
+            },
+            "globals": GLOBALS if self.database is None else None,
+            "dump_tool": dump_tool,
+            "server_version_num": server.get("server_version_num", ep.server_version_num),
+        }
+        stored = sink.add_json(MANIFEST, manifest, EntryMeta(mode=0o600))
+        files[MANIFEST] = {"size": stored.size, "sha256": stored.sha256}
+        meta: dict[str, Any] = {
+            "facts": facts,
+            "mode": mode,
+            "databases": list(done),
+            "server_version": server.get("server_version"),
+            "server_version_num": server.get("server_version_num", ep.server_version_num),
+            "server": server.get("version"),
+            "dump_tool": dump_tool,
+            "format": "custom",
+            "compression": "none",
+            "files": files,
+            "snapshot_consistency": "snapshot" if self.database is not None else "per-database",
+            "snapshots": {db: one["snapshot"] for db, one in done.items()},
+            "captured_as": server.get("user") or extra.get("user"),
+            "where": ep.runner.where,
+            **extra,
+            "seconds": {
+                "total": round(time.monotonic() - started, 3),
+                "databases": {db: one["seconds"] for db, one in done.items()},
+            },
+        }
+        if self._container_facts is not None:
+            meta["container"] = self._container_facts
+        return meta
+
+    def _capture_database(
+        self, ep: Endpoint, sink: ArtifactSink, db: str, path: str
+    ) -> dict[str, Any]:
+        """Counts and dump of ``db`` in one snapshot; see the module docstring."""
+        t0 = time.monotonic()
+        psql = self._psql(ep, db)
+        try:
+            psql.run(BEGIN_SNAPSHOT)
+            snapshot = psql.value("SELECT pg_catalog.pg_export_snapshot()")
+            server: dict[str, Any] = psql.json(SERVER_SQL)
+            num = int(server["server_version_num"])
+            ep.server_version_num = num
+            dump_tool = require_dump_tool(ep, "pg_dump", num)
+            facts = table_facts(psql, sink.check_interrupted)
+            t1 = time.monotonic()
+            argv = ep.argv(
+                "pg_dump",
+                db,
+                "--format=custom",
+                "--compress=0",
+                f"--snapshot={snapshot}",
+                "--create",
+                "--no-password",
+                f"--lock-wait-timeout={max(1, int(self.timeout * 1000))}",
+            )
+            stream = ep.runner.output(
+                argv,
+                env=ep.tool_env("stackvault-pg_dump"),
+                verify=["pg_restore", "-f", "/dev/null"],
+                label=f"pg_dump of database {db}",
+            )
+            tap = _Tap(stream)
+            try:
+                with stream:
+                    stored = sink.add_file(path, tap, EntryMeta(mode=0o600))
+                    result = stream.finish()
+            except SourceError as exc:
+                raise translate(exc, ep, db) from exc
+            self._check_dump(db, path, tap.head, stored.size, stored.sha256, result)
+            t2 = time.monotonic()
+            psql.run("COMMIT")
+        finally:
+            psql.close()
+        return {
+            "facts": facts,
+            "file": path,
+            "size": stored.size,
+            "sha256": stored.sha256,
+            "snapshot": snapshot,
+            "server": {
+                k: server[k] for k in ("server_version_num", "server_version", "version", "user")
+            },
+            "properties": database_properties(server),
+            "dump_tool": dump_tool,
+            "seconds": {"count": round(t1 - t0, 3), "dump": round(t2 - t1, 3)},
+        }
+
+    def _check_dump(
+        self, db: str, path: str, head: bytes, size: int, sha256: str, result: StreamResult
+    ) -> None:
+        if len(head) < 11 or head[:5] != _MAGIC or head[10] != _FORMAT_CUSTOM:
+            raise SourceError(
+                f"the dump of database {db} is not a pg_dump custom-format archive "
+                f"(it starts with {head[:11]!r}); nothing was recorded"
+            )
+        if size != result.size or sha256 != result.sha256:
+            raise SourceError(
+                f"the dump of database {db} was stored as {size} bytes but {result.size} were "
+                f"read ({path}); nothing was recorded",
+                hint="run the backup again",
+            )
+
+    def _capture_globals(self, ep: Endpoint, sink: ArtifactSink, server_num: int) -> dict[str, Any]:
+        tool = require_dump_tool(ep, "pg_dumpall", server_num)
+        argv = ep.argv("pg_dumpall", None, "--globals-only", "--no-password")
+        env = ep.tool_env("stackvault-pg_dumpall")
+        res = ep.runner.run(argv, env=env, timeout=self.timeout)
+        passwords = True
+        if res.code != 0 and "pg_authid" in res.stderr and "permission denied" in res.stderr:
+            sink.notice(
+                f"the capturing role may not read role passwords (pg_authid) {ep.address}; "
+                "roles are captured without their passwords"
+            )
+            res = ep.runner.run([*argv, "--no-role-passwords"], env=env, timeout=self.timeout)
+            passwords = False
+        if res.code != 0:
+            tail = " | ".join(line for line in res.stderr.splitlines()[-12:] if line.strip())
+            raise translate(
+                SourceError(
+                    f"pg_dumpall --globals-only {ep.runner.where} exited with status "
+                    f"{res.code}: {tail}"
+                ),
+                ep,
+                None,
+            )
+        text = res.stdout.decode("utf-8", "replace")
+        if GLOBALS_TRAILER not in text[-400:]:
+            raise SourceError(
+                f"the output of pg_dumpall --globals-only {ep.runner.where} is incomplete "
+                "(no completion trailer); nothing was recorded"
+            )
+        stored = sink.add_bytes(GLOBALS, res.stdout, EntryMeta(mode=0o600))
+        if stored.size != len(res.stdout):
+            raise SourceError(f"{GLOBALS} was stored incompletely; nothing was recorded")
+        return {
+            "file": {"size": stored.size, "sha256": stored.sha256},
+            "roles": roles_in_globals(text),
+            "role_passwords": passwords,
+            "dump_tool_globals": tool,
+        }
+
+    # --- probe and target -------------------------------------------------------------------
+
+    def probe(self) -> dict[str, Any]:
+        ep = self._endpoint()
+        require_tools(ep, ["psql"])
+        if self.database is not None:
+            return self._facts_of(ep, self.database)
+        info = self._server(ep)
+        return {"databases": {db: self._facts_of(ep, db) for db in info["databases"]}}
+
+    def describe_target(self) -> str | None:
+        ep = self._endpoint()
+        require_tools(ep, ["psql"])
+        info = self._server(ep)
+        if self.database is not None:
+            if self.database not in info["all"]:
+                return None
+            facts = self._facts_of(ep, self.database)
+            target = _Target(self.database, True, facts)
+            return summarize_tables(self.database, facts) if target.holds_data else None
+        busy = []
+        for db in info["databases"]:
+            facts = self._facts_of(ep, db)
+            if _Target(db, True, facts).holds_data:
+                busy.append(f"{db} ({len(facts['tables'])} tables)")
+        if not busy:
+            return None
+        shown = ", ".join(busy[:5]) + (", …" if len(busy) > 5 else "")
+        return f"the server {ep.address} holds {len(busy)} databases with data: {shown}"
+
+    # --- restore ----------------------------------------------------------------------------
+
+    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+        started = time.monotonic()
+        manifest = _manifest(reader)
+        plan, with_globals = self._plan(reader, manifest, options)
+        ep = self._endpoint()
+        require_tools(ep, ["psql", "pg_restore"])
+        require_restore_tool(ep, str(manifest.get("dump_tool") or ""))
+        no_owner = self.no_owner or options.no_owner
+        info = self._server(ep)
+        num = int(info["server_version_num"])
+        targets = {
+            target: _Target(
+                target,
+                target in info["all"],
+                self._facts_of(ep, target) if target in info["all"] else None,
+            )
+            for target, _archived, _entry in plan
+        }
+        busy = [t for t in targets.values() if t.holds_data]
+        if busy and not options.overwrite:
+            first = busy[0]
+            assert first.facts is not None
+            what = summarize_tables(first.name, first.facts, ep.address)
+            more = f" (and {len(busy) - 1} more databases hold data)" if len(busy) > 1 else ""
+            raise RestoreRefused(
+                f"{what}{more}; restoring {reader.name!r} would replace it",
+                hint="pass --overwrite to replace it (a safety snapshot of it is taken first)",
+            )
+        globals_result = None
+        if with_globals:
+            globals_result = self._restore_globals(ep, reader, info, options)
+            info = self._server(ep)  # the roles the globals created
+        roles = set(info["roles"])
+        created: list[str] = []
+        replaced: list[str] = []
+        reused: list[str] = []
+        total = 0
+        for target, _archived, entry in plan:
+            state = targets[target]
+            props: dict[str, Any] = entry.get("properties") or {}
+            exists = state.exists
+            if state.holds_data:
+                self._drop(ep, target, num, options)
+                replaced.append(target)
+                exists = False
+            if exists:
+                reused.append(target)
+                options.notice(
+                    f"database {target} {ep.address} exists and holds no tables; the dump is "
+                    "restored into it as it is"
+                )
+            else:
+                self._create(ep, target, props, num, roles, no_owner, info["user"], options)
+                if target not in replaced:
+                    created.append(target)
+            total += self._load(ep, reader, str(entry["file"]), target, no_owner)
+            if not exists:
+                self._apply_properties(ep, target, props, no_owner, options)
+            run_script(ep, target, "ANALYZE", timeout=self.timeout)
+        return {
+            "databases": [target for target, _a, _e in plan],
+            "bytes": total,
+            "created": created,
+            "replaced": replaced,
+            "reused": reused,
+            "globals": globals_result,
+            "owner": "none" if no_owner else "keep",
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
+    def _plan(
+        self, reader: ArtifactReader, manifest: dict[str, Any], options: RestoreOptions
+    ) -> tuple[list[tuple[str, str, dict[str, Any]]], bool]:
+        entries: dict[str, dict[str, Any]] = manifest.get("databases") or {}
+        if manifest.get("mode") == "database":
+            if len(entries) != 1:
+                raise SourceError(f"the manifest of artifact {reader.name!r} is damaged")
+            archived, entry = next(iter(entries.items()))
+            return [(self.database or archived, archived, entry)], False
+        if self.database is not None:
+            if self.database not in entries:
+                have = ", ".join(sorted(entries)) or "none"
+                raise SourceError(
+                    f"artifact {reader.name!r} holds no database {self.database} "
+                    f"(it holds: {have})",
+                    hint="name one of them in the URL, or none to restore them all",
+                )
+            options.notice(
+                f"restoring only database {self.database} of the server artifact "
+                f"{reader.name!r}; its roles ({GLOBALS}) are not restored"
+            )
+            return [(self.database, self.database, entries[self.database])], False
+        plan = [(db, db, entry) for db, entry in entries.items()]
+        return plan, manifest.get("globals") is not None
+
+    def _drop(self, ep: Endpoint, db: str, num: int, options: RestoreOptions) -> None:
+        maint = maintenance_db(db)
+        lit = quote_literal(db)
+        others_sql = (
+            f"SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = {lit} "
+            "AND pid <> pg_catalog.pg_backend_pid()"
+        )
+        out, _ = run_script(ep, maint, others_sql, timeout=self.timeout)
+        others = int(out.strip() or 0)
+        if others:
+            options.notice(
+                f"terminating {others} other connection(s) to database {db} {ep.address} so "
+                "that it can be replaced"
+            )
+        terminate = (
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+            f"WHERE datname = {lit} AND pid <> pg_catalog.pg_backend_pid()"
+        )
+        drop = f"DROP DATABASE {quote_ident(db)}" + (" WITH (FORCE)" if num >= 130000 else "")
+        for attempt in range(10):
+            try:
+                run_script(ep, maint, f"{terminate};\n{drop}", timeout=self.timeout)
+                return
+            except SourceError as exc:
+                if "being accessed by other users" not in str(exc) or attempt == 9:
+                    raise
+                time.sleep(0.5)
+
+    def _create(
+        self,
+        ep: Endpoint,
+        db: str,
+        props: dict[str, Any],
+        num: int,
+        roles: set[str],
+        no_owner: bool,
+        current: str,
+        options: RestoreOptions,
+    ) -> None:
+        owner = props.get("owner")
+        if no_owner or not owner:
+            owner = None
+        elif owner not in roles:
+            options.notice(
+                f"role {owner}, which owned database {db}, does not exist {ep.address}; the "
+                f"database is created owned by {current}"
+            )
+            owner = None
+        sql, notes = create_database_sql(db, props, num, owner)
+        for note in notes:
+            options.notice(f"database {db}: {note}; it is created with the server's default")
+        try:
+            run_script(ep, maintenance_db(db), sql, timeout=self.timeout)
+        except SourceError as exc:
+            raise SourceError(
+                f"cannot create database {db} {ep.address}: {exc.message}",
+                hint=exc.hint
+                or "create it yourself (e.g. with createdb) and restore again: an empty "
+                "database is restored into as it is",
+            ) from exc
+
+    def _apply_properties(
+        self, ep: Endpoint, db: str, props: dict[str, Any], no_owner: bool, options: RestoreOptions
+    ) -> None:
+        statements = properties_sql(db, props, privileges=not no_owner)
+        if not statements:
+            return
+        script = ";\n".join(statements) + ";"
+        _out, errors = run_script(
+            ep, maintenance_db(db), script, timeout=self.timeout, stop_on_error=False
+        )
+        for line in errors[:5]:
+            options.notice(f"database {db}: a property could not be restored: {line.strip()}")
+        if len(errors) > 5:
+            options.notice(f"database {db}: {len(errors) - 5} more properties failed")
+
+    def _load(
+        self, ep: Endpoint, reader: ArtifactReader, path: str, db: str, no_owner: bool
+    ) -> int:
+        """Stream the dump at ``path`` into pg_restore on ``db``; the bytes sent."""
+        size = reader.entry(path).size
+        argv = ep.argv("pg_restore", db, "--exit-on-error", "--no-password")
+        if no_owner:
+            argv[1:1] = ["--no-owner", "--no-privileges"]
+        source = reader.open(path)
+        stream = ep.runner.input(
+            argv, env=ep.tool_env("stackvault-pg_restore"), label=f"pg_restore of database {db}"
+        )
+        sent = 0
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
+        try:
+            while True:
+                n = source.readinto(view)
+                if not n:
+                    break
+                stream.write(view[:n])
+                sent += n
+            stream.finish()
+        except SourceError as exc:
+            stream.abort()
+            err = translate(exc, ep, db)
+            raise SourceError(
+                f"restoring database {db} {ep.address} failed, so it is incomplete: {err.message}",
+                hint=err.hint or "fix the cause and restore again with --overwrite",
+            ) from exc
+        except BaseException:
+            stream.abort()
+            raise
+        if sent != size:
+            raise SourceError(
+                f"the dump of database {db} in the artifact is {size} bytes but {sent} were "
+                "read; the restored database may be incomplete",
+                hint="check the repository (stackvault check) and restore again with --overwrite",
+            )
+        return sent
+
+    def _restore_globals(
+        self,
+        ep: Endpoint,
+        reader: ArtifactReader,
+        info: dict[str, Any],
+        options: RestoreOptions,
+    ) -> dict[str, Any]:
+        text = reader.open(GLOBALS).read().decode("utf-8")
+        current = str(info["user"])
+        script, skipped = filter_globals(text, info["roles"], current)
+        _out, errors = run_script(
+            ep, maintenance_db(), script, timeout=self.timeout, stop_on_error=False
+        )
+        if skipped:
+            options.notice(
+                f"{len(skipped)} role(s) of the artifact exist already {ep.address}; they get "
+                f"the captured attributes and passwords, except {current}, the restoring role"
+            )
+        for line in errors[:5]:
+            options.notice(f"roles and tablespaces: {line.strip()}")
+        if len(errors) > 5:
+            options.notice(f"roles and tablespaces: {len(errors) - 5} more errors")
+        return {"skipped_existing_roles": skipped, "errors": len(errors)}
+
+
+def _manifest(reader: ArtifactReader) -> dict[str, Any]:
+    try:
+        manifest = reader.read_json(MANIFEST)
+    except SourceError as exc:
+        raise SourceError(
+            f"artifact {reader.name!r} has no {MANIFEST}; is it a PostgreSQL artifact?"
+        ) from exc
+    except ValueError as exc:
+        raise SourceError(f"the {MANIFEST} of artifact {reader.name!r} is damaged") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != 1:
+        raise SourceError(
+            f"artifact {reader.name!r} has a {MANIFEST} this version does not understand"
+        )
+    return manifest
+
+
+def _original_host(url: SourceURL) -> str:
+    """The host part as written (a container name keeps its case; SourceURL lowercases)."""
+    netloc = urlsplit(url.raw).netloc
+    host = netloc.rsplit("@", 1)[-1]
+    if host.startswith("["):
+        return host[1 : host.find("]")]
+    return host.split(":", 1)[0]
