@@ -102,7 +102,8 @@ def restore_artifact(
         )
         recorded = reader.metadata.get("facts")
         if isinstance(recorded, dict):
-            result.differences = compare_facts(recorded, target.probe())
+            expected = target.expected_facts(recorded)
+            result.differences = compare_facts(expected, target.probe())
             result.validated = True
         result.duration_s = round(repo.clock.monotonic() - t0, 3)
         return result

@@ -213,6 +213,11 @@ class Source(ABC):
         """The live facts, comparable with a capture's ``"facts"``."""
         raise SourceError(f"{self.location} cannot be probed")
 
+    def expected_facts(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        """The part of an artifact's recorded facts that `probe` of this target should equal
+        after a restore (e.g. one database of an every-database artifact)."""
+        return recorded
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (called once, also after a failure)."""
 

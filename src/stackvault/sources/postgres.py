@@ -635,6 +635,15 @@ class PostgresSource(Source):
 
     # --- probe and target -------------------------------------------------------------------
 
+    def expected_facts(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        """An every-database artifact restored into a URL that names one database is
+        compared on that database only."""
+        databases = recorded.get("databases")
+        if self.database is not None and isinstance(databases, dict):
+            one = databases.get(self.database)
+            return one if isinstance(one, dict) else {}
+        return recorded
+
     def probe(self) -> dict[str, Any]:
         ep = self._endpoint()
         require_tools(ep, ["psql"])

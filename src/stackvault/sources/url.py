@@ -18,7 +18,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 @dataclass(frozen=True)
 class SourceURL:
-    """A parsed source URL. ``path`` is unquoted and keeps its leading ``/`` (or is empty)."""
+    """A parsed source URL. ``host`` keeps its case; ``path`` is unquoted and keeps its
+    leading ``/`` (or is empty)."""
 
     scheme: str
     user: str | None
@@ -55,7 +56,7 @@ class SourceURL:
         parsed = cls(
             scheme=parts.scheme.lower(),
             user=unquote(parts.username) if parts.username else None,
-            host=unquote(parts.hostname or ""),
+            host=_host_of(parts.netloc),
             port=port,
             path=unquote(parts.path),
             query=query,
@@ -117,6 +118,15 @@ class SourceURL:
             return name
         safe = re.sub(r"[^A-Za-z0-9._-]+", "-", default).strip("-.") or "artifact"
         return safe[:128]
+
+
+def _host_of(netloc: str) -> str:
+    """The host part as written (``urlsplit().hostname`` lower-cases it, but container and
+    volume names are case-sensitive)."""
+    host = netloc.rsplit("@", 1)[-1]
+    if host.startswith("["):  # an IPv6 literal
+        return host[1 : host.find("]")] if "]" in host else host
+    return unquote(host.rsplit(":", 1)[0] if ":" in host else host)
 
 
 def redact(url: str) -> str:
