@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from stackvault.errors import UsageError
+from stackvault.errors import SourceError, UsageError
 from stackvault.sources.base import Source
 from stackvault.sources.url import SourceURL, redact
 
@@ -16,10 +16,6 @@ _SCHEMES: dict[str, str] = {
     "postgres": "stackvault.sources.postgres:PostgresSource",
     "postgresql": "stackvault.sources.postgres:PostgresSource",
     "postgres+docker": "stackvault.sources.postgres:PostgresSource",
-    "mysql": "stackvault.sources.mysql:MySQLSource",
-    "mariadb": "stackvault.sources.mysql:MySQLSource",
-    "mysql+docker": "stackvault.sources.mysql:MySQLSource",
-    "mariadb+docker": "stackvault.sources.mysql:MySQLSource",
     "redis": "stackvault.sources.redis:RedisSource",
     "redis+docker": "stackvault.sources.redis:RedisSource",
     "sqlite": "stackvault.sources.sqlite:SQLiteSource",
@@ -38,7 +34,13 @@ def source_class(scheme: str) -> type[Source]:
     if target is None:
         raise UsageError(f"unknown source scheme {scheme!r}; known: {', '.join(schemes())}")
     module, _, name = target.partition(":")
-    cls: type[Source] = getattr(importlib.import_module(module), name)
+    try:
+        cls: type[Source] = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise SourceError(
+            f"the {scheme}:// source cannot be loaded ({exc})",
+            hint="reinstall stackvault with its dependencies",
+        ) from exc
     return cls
 
 

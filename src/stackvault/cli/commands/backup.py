@@ -53,7 +53,7 @@ def register(subparsers: Subparsers) -> None:
         default=[],
         metavar="URL",
         help="Capture an application source as an artifact (repeatable): postgres://, "
-        "mysql://, redis://, sqlite:///, docker-volume://, docker-container://, s3://, and "
+        "redis://, sqlite:///, docker-volume://, docker-container://, s3://, and "
         "the +docker forms; see README, Sources.",
     )
     p.add_argument(
