@@ -1,7 +1,8 @@
 """Real sources through the CLI: a PostgreSQL database (pgbench data) backed up twice (the
 second run adds little: the uncompressed dump deduplicates), restored with refusal, safety
 snapshot and validation; a real failing source next to a good one gives an incomplete snapshot
-(exit 3); SQLite round-trips through ``--to``."""
+(exit 3); SQLite round-trips through ``--to``; a MariaDB database is backed up twice (the
+second adds nothing) and restored under another name."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Result
-from support.dbservers import PostgresServer, free_port
+from support.dbservers import MariaDBServer, PostgresServer, free_port
 
 Cli = Callable[..., Result]
 
@@ -99,3 +100,34 @@ def test_sqlite_round_trip_through_the_cli(cli: Cli, initialised: Path, tmp_path
     con = sqlite3.connect(restored)
     assert con.execute("SELECT count(*), max(body) FROM notes").fetchone() == (5000, "n999")
     con.close()
+
+
+def test_mariadb_backup_twice_adds_nothing_and_restores_under_another_name(
+    cli: Cli, initialised: Path, mariadb_env: MariaDBServer, mariadb_database: str
+) -> None:
+    my = mariadb_env
+    my.sql(
+        "CREATE TABLE orders (id INT PRIMARY KEY, note VARCHAR(100));"
+        "INSERT INTO orders SELECT seq, CONCAT('order ', seq) FROM seq_1_to_100000;",
+        db=mariadb_database,
+    )
+    url = my.url(mariadb_database)
+    name = f"mysql-{mariadb_database}"
+    res = cli("backup", "--source", url, "--json")
+    assert res.code == 0, res.err
+    [record] = res.json()["artifacts"]
+    assert record["metadata"]["facts"] == {"tables": {"orders": 100_000}}
+    res = cli("backup", "--source", url, "--json")
+    assert res.code == 0, res.err
+    # The dump of an unchanged database is byte-identical (no dump date): nothing new is stored
+    # but the snapshot's own tree.
+    assert res.json()["summary"]["data_added"] < 4096, res.json()["summary"]
+
+    copy = mariadb_database + "_copy"
+    try:
+        res = cli("restore", "latest", "--artifact", name, "--to", my.url(copy), "--json")
+        assert res.code == 0, res.err
+        assert res.json()["validated"] is True
+        assert my.sql("SELECT COUNT(*), MAX(note) FROM orders", db=copy) == "100000\torder 99999"
+    finally:
+        my.sql(f"DROP DATABASE IF EXISTS `{copy}`")

@@ -94,6 +94,27 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
             lambda: run("DELETE FROM t WHERE id > 10", db=db) and None,
             lambda: run("SELECT count(*) FROM t", db=db).strip() == "10",
         )
+    elif kind in ("mysql", "mysql+docker"):
+        db = f"conf_{suffix}"
+        if kind == "mysql":
+            my = request.getfixturevalue("mariadb_env")
+            url = my.url(db)
+        else:
+            request.getfixturevalue("docker_env")
+            my = request.getfixturevalue("mariadb_container")
+            url = f"mysql+docker://{my.name}/{db}"
+        my.sql(f"CREATE DATABASE {db}")
+        my.sql(
+            "CREATE TABLE t (id INT PRIMARY KEY, body TEXT);"
+            "INSERT INTO t SELECT seq, md5(seq) FROM seq_1_to_50000",
+            db=db,
+        )
+        yield Case(
+            url,
+            lambda: my.sql("DELETE FROM t WHERE id > 10", db=db) and None,
+            lambda: my.sql("SELECT COUNT(*) FROM t", db=db).strip() == "10",
+        )
+        my.sql(f"DROP DATABASE IF EXISTS {db}")
     elif kind == "redis":
         from support.dbservers import RedisServer
 
@@ -170,7 +191,17 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
         raise AssertionError(kind)
 
 
-KINDS = ["sqlite", "postgres", "postgres+docker", "redis", "redis+docker", "docker-volume", "s3"]
+KINDS = [
+    "sqlite",
+    "postgres",
+    "postgres+docker",
+    "mysql",
+    "mysql+docker",
+    "redis",
+    "redis+docker",
+    "docker-volume",
+    "s3",
+]
 
 
 @pytest.mark.parametrize("case", KINDS, indirect=True)

@@ -222,6 +222,20 @@ class Source(ABC):
         """Release connections (called once, also after a failure)."""
 
 
+def read_manifest(reader: ArtifactReader, path: str, what: str) -> dict[str, Any]:
+    """The JSON manifest at ``path`` of a dump artifact (format 1), or `SourceError` saying
+    the artifact is not ``what`` (``"a PostgreSQL artifact"``), is damaged, or is newer."""
+    try:
+        manifest = reader.read_json(path)
+    except SourceError as exc:
+        raise SourceError(f"artifact {reader.name!r} has no {path}; is it {what}?") from exc
+    except ValueError as exc:
+        raise SourceError(f"the {path} of artifact {reader.name!r} is damaged") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != 1:
+        raise SourceError(f"artifact {reader.name!r} has a {path} this version does not understand")
+    return manifest
+
+
 def compare_facts(
     recorded: Mapping[str, Any], live: Mapping[str, Any], prefix: str = ""
 ) -> list[str]:

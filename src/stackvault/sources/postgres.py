@@ -154,7 +154,9 @@ from stackvault.sources.base import (
     Readable,
     RestoreOptions,
     Source,
+    read_manifest,
 )
+from stackvault.sources.dumpload import load_dump
 from stackvault.sources.pgsql import (
     BEGIN_SNAPSHOT,
     DATABASES_SQL,
@@ -676,7 +678,7 @@ class PostgresSource(Source):
 
     def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
         started = time.monotonic()
-        manifest = _manifest(reader)
+        manifest = read_manifest(reader, MANIFEST, "a PostgreSQL artifact")
         plan, with_globals = self._plan(reader, manifest, options)
         ep = self._endpoint()
         require_tools(ep, ["psql", "pg_restore"])
@@ -849,42 +851,20 @@ class PostgresSource(Source):
         self, ep: Endpoint, reader: ArtifactReader, path: str, db: str, no_owner: bool
     ) -> int:
         """Stream the dump at ``path`` into pg_restore on ``db``; the bytes sent."""
-        size = reader.entry(path).size
         argv = ep.argv("pg_restore", db, "--exit-on-error", "--no-password")
         if no_owner:
             argv[1:1] = ["--no-owner", "--no-privileges"]
-        source = reader.open(path)
         stream = ep.runner.input(
             argv, env=ep.tool_env("stackvault-pg_restore"), label=f"pg_restore of database {db}"
         )
-        sent = 0
-        buf = bytearray(_CHUNK)
-        view = memoryview(buf)
-        try:
-            while True:
-                n = source.readinto(view)
-                if not n:
-                    break
-                stream.write(view[:n])
-                sent += n
-            stream.finish()
-        except SourceError as exc:
-            stream.abort()
-            err = translate(exc, ep, db)
-            raise SourceError(
-                f"restoring database {db} {ep.address} failed, so it is incomplete: {err.message}",
-                hint=err.hint or "fix the cause and restore again with --overwrite",
-            ) from exc
-        except BaseException:
-            stream.abort()
-            raise
-        if sent != size:
-            raise SourceError(
-                f"the dump of database {db} in the artifact is {size} bytes but {sent} were "
-                "read; the restored database may be incomplete",
-                hint="check the repository (stackvault check) and restore again with --overwrite",
-            )
-        return sent
+        return load_dump(
+            reader,
+            path,
+            stream,
+            db=db,
+            address=ep.address,
+            translate=lambda exc: translate(exc, ep, db),
+        )
 
     def _restore_globals(
         self,
@@ -909,22 +889,6 @@ class PostgresSource(Source):
         if len(errors) > 5:
             options.notice(f"roles and tablespaces: {len(errors) - 5} more errors")
         return {"skipped_existing_roles": skipped, "errors": len(errors)}
-
-
-def _manifest(reader: ArtifactReader) -> dict[str, Any]:
-    try:
-        manifest = reader.read_json(MANIFEST)
-    except SourceError as exc:
-        raise SourceError(
-            f"artifact {reader.name!r} has no {MANIFEST}; is it a PostgreSQL artifact?"
-        ) from exc
-    except ValueError as exc:
-        raise SourceError(f"the {MANIFEST} of artifact {reader.name!r} is damaged") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != 1:
-        raise SourceError(
-            f"artifact {reader.name!r} has a {MANIFEST} this version does not understand"
-        )
-    return manifest
 
 
 def _original_host(url: SourceURL) -> str:

@@ -30,11 +30,15 @@ import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from stackvault.errors import SourceError
+
+if TYPE_CHECKING:
+    from stackvault.sources.base import Readable
 
 STDERR_LINES = 12
 
@@ -163,6 +167,31 @@ class InputStream(ABC):
 
     @abstractmethod
     def abort(self) -> None: ...
+
+
+def pump(
+    source: Readable,
+    stream: InputStream,
+    edit: Callable[[memoryview], bytes] | None = None,
+    finish: Callable[[], bytes] | None = None,
+) -> int:
+    """Copy ``source`` into ``stream`` in 1 MiB pieces (through ``edit``, then what ``finish``
+    returns) and finish the stream; the bytes read from ``source``. The stream is aborted if
+    anything fails."""
+    read = 0
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    try:
+        while n := source.readinto(view):
+            read += n
+            stream.write(edit(view[:n]) if edit is not None else view[:n])
+        if finish is not None:
+            stream.write(finish())
+        stream.finish()
+    except BaseException:
+        stream.abort()
+        raise
+    return read
 
 
 class Session(ABC):

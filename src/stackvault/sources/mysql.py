@@ -1,0 +1,707 @@
+"""A MySQL or MariaDB server as a source (sources layer): one database or every user database,
+captured with ``mariadb-dump`` / ``mysqldump``, restored with the ``mariadb`` / ``mysql`` client.
+
+URLs (``mariadb`` may be written for ``mysql``; the artifact kind is ``mysql`` either way)::
+
+    mysql://[USER@]HOST[:PORT]/DB
+    mysql+docker://[USER@]CONTAINER[:PORT]/DB
+
+Without a database (the path empty or ``/``) the URL means every database of the server except
+``mysql``, ``information_schema``, ``performance_schema`` and ``sys``, plus - when both the
+server and the dump tool are MariaDB - the user accounts and their grants.
+
+=================  ===========================================================================
+``name``           the artifact's name; default ``mysql-DB`` (``mysql-all``), in a container
+                   ``CONTAINER-DB`` (``CONTAINER-all``)
+``owner``          ``keep`` (default) or ``none``: restore views, triggers, routines and events
+                   without their ``DEFINER`` (they then belong to the restoring account; also
+                   what ``--no-owner`` asks)
+``socket``         the server's unix socket on this host (``--socket``)
+``defaults_file``  an option file the tools read after the usual ones
+                   (``--defaults-extra-file``): where a password can live
+``timeout``        seconds (default 600) any single query of ours may last
+=================  ===========================================================================
+
+**Credentials.** On this host the tools' own: ``MYSQL_PWD``, ``~/.my.cnf`` and the option
+files (``defaults_file``); the user from the URL, else the tools' default. No secret is ever
+put in an argument list. In a container the tools run *inside* it (through the Engine API)
+over its default unix socket (TCP on 127.0.0.1 if the socket does not answer), as ``root``
+with ``MARIADB_ROOT_PASSWORD`` / ``MYSQL_ROOT_PASSWORD`` from the container's own environment,
+or - when the URL names that user or there is no root password - as ``MARIADB_USER`` /
+``MYSQL_USER`` with ``MARIADB_PASSWORD`` / ``MYSQL_PASSWORD``; the value never leaves the
+container (``MYSQL_PWD`` is set from it inside).
+
+**Capture of one database**: ``mariadb-dump --single-transaction --quick --routines --triggers
+--events --hex-blob --skip-dump-date --no-tablespaces --default-character-set=utf8mb4 DB``
+(Oracle's mysqldump also gets ``--set-gtid-purged=OFF``, and ``--column-statistics=0`` against
+MariaDB) streams straight into the sink as ``dump.sql``. ``--single-transaction`` reads every
+InnoDB table in one consistent snapshot without locking writers (MyISAM and other
+non-transactional tables are read as they are at that moment). Without ``--databases`` the
+dump holds no ``CREATE DATABASE``/``USE``, so it restores under any name; without the dump
+date, two dumps of an unchanged database are byte-identical and the repository stores the
+second for free.
+
+As the stream passes, a scanner (`stackvault.sources.mysqlclient.DumpScanner`) counts the rows
+of every table in it: the **facts are the dump's own content**, exactly, whatever is written to
+the server meanwhile. The capture fails unless the tool exited 0, the dump ends with the tool's
+``-- Dump completed`` trailer (a dump cut anywhere lacks it), and the sink stored exactly the
+bytes read (size and SHA-256; in a container also as counted inside it).
+
+**Capture of every database**: each database as above into ``databases/NAME.sql`` (each its
+own snapshot: consistent per database, not across them), and ``users.sql`` from ``mariadb-dump
+--system=users`` (``CREATE USER`` / ``GRANT`` with password hashes) when it can be had; else a
+notice says the accounts are not captured.
+
+**Artifact**: the dump(s), ``users.sql``, and ``manifest.json``: ``{"format": 1, "mode":
+"database"|"server", "databases": {NAME: {"file", "charset", "collation", "facts"}}, "users":
+"users.sql"|null, "dump_tool", "server_version"}``.
+
+**Metadata** returned by `MySQLSource.capture`::
+
+    {"facts": F, "mode": …, "databases": [NAME, ...], "server_version": "10.11.6-MariaDB",
+     "server": "MariaDB"|"MySQL", "dump_tool": "mariadb-dump Ver 10.19 …",
+     "files": {PATH: {"size", "sha256"}}, "snapshot_consistency": "snapshot"|"per-database",
+     "captured_as": "root@localhost", "where": …, "users": [NAME, ...] | None,
+     "container": {...} (+docker), "seconds": {"total": s, "databases": {NAME: s}}}
+
+with the **facts** of one database ``{"tables": {NAME: rows}}`` (base tables, system-versioned
+ones included; views and sequences are not tables) and of a server ``{"databases": {NAME:
+<facts of one database>}}``. `probe` counts the same now (in one consistent snapshot), so
+`compare_facts` is empty after a faithful restore.
+
+**Restore** into the URL's server: a one-database artifact goes into the URL's database (any
+name) or its own; a server artifact restores every database (accounts first) or, when the URL
+names one, only that one. For each target database:
+
+- it exists and holds tables, views, routines or events: without ``overwrite``
+  `RestoreRefused` before anything changes; with it (the engine has taken a safety snapshot)
+  it is dropped and created again;
+- it exists and is empty: the dump is loaded into it as it is;
+- it does not exist: ``CREATE DATABASE`` with the captured character set and collation (the
+  server's default, with a notice, when it does not know them).
+
+The dump streams from the repository in 1 MiB pieces into ``mariadb --default-character-set=
+utf8mb4 --max-allowed-packet=1G DB``; its failure fails the restore with its error, saying
+the database is incomplete. Accounts: ``users.sql`` runs with ``--force`` after leaving out the
+built-in accounts (``root``, ``mariadb.sys``, ``mysql``, …) and the restoring one, whose
+passwords and grants stay as they are, and making each ``CREATE USER`` ``IF NOT EXISTS``;
+errors are reported as notices.
+
+Restore returns ``{"databases": [...], "bytes": N, "created": [...], "replaced": [...],
+"reused": [...], "users": {"skipped": [...], "errors": N} | None, "owner": "keep"|"none",
+"seconds": s}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from stackvault.errors import RestoreRefused, SourceError, UsageError
+from stackvault.sources.base import (
+    ArtifactReader,
+    ArtifactSink,
+    EntryMeta,
+    Readable,
+    RestoreOptions,
+    Source,
+    read_manifest,
+)
+from stackvault.sources.dumpload import load_dump
+from stackvault.sources.mysqlclient import (
+    TRAILER,
+    DumpScanner,
+    Endpoint,
+    LoadFilter,
+    accounts_in,
+    filter_users,
+    object_count,
+    quote_ident,
+    run_sql,
+    select_tools,
+    server_info,
+    summarize,
+    table_facts,
+    translate,
+)
+from stackvault.sources.runner import HostRunner, StreamResult
+from stackvault.sources.url import SourceURL
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+DUMP = "dump.sql"
+USERS = "users.sql"
+MANIFEST = "manifest.json"
+DATABASES_DIR = "databases"
+
+_OPTIONS = frozenset({"owner", "socket", "defaults_file", "timeout"})
+_CHUNK = 1 << 20
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_DOCKER_SCHEMES = ("mysql+docker", "mariadb+docker")
+
+
+def database_path(db: str) -> str:
+    """Where a server artifact keeps the dump of ``db``: ``databases/NAME.sql``."""
+    name = db if _PLAIN_NAME.match(db) else quote(db, safe="")
+    return f"{DATABASES_DIR}/{name}.sql"
+
+
+class _Tap:
+    """Passes a dump to the sink while the scanner reads it."""
+
+    def __init__(self, stream: Readable, scanner: DumpScanner) -> None:
+        self._stream = stream
+        self._scanner = scanner
+
+    def readinto(self, buf: memoryview) -> int:
+        n = self._stream.readinto(buf)
+        if n:
+            self._scanner.feed(buf[:n])
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while part := self.read(_CHUNK):
+                parts.append(part)
+            return b"".join(parts)
+        buf = bytearray(n)
+        got = self.readinto(memoryview(buf))
+        return bytes(buf[:got])
+
+
+class MySQLSource(Source):
+    """One MySQL/MariaDB database, or every user database of a server; see the module
+    docstring."""
+
+    kind = "mysql"
+    schemes = ("mysql", "mariadb", "mysql+docker", "mariadb+docker")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        location: str,
+        database: str | None,
+        host: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        container: str | None = None,
+        socket: str | None = None,
+        defaults_file: str | None = None,
+        no_owner: bool = False,
+        timeout: float = 600.0,
+    ) -> None:
+        super().__init__(name, location)
+        self.database = database
+        """None: every user database of the server."""
+        self.host = host
+        self.port = port
+        self.user = user
+        self.container = container
+        self.socket = socket
+        self.defaults_file = defaults_file
+        self.no_owner = no_owner
+        self.timeout = timeout
+        self._ep: Endpoint | None = None
+        self._client: DockerClient | None = None
+        self._container_facts: dict[str, Any] | None = None
+
+    @classmethod
+    def from_url(cls, url: SourceURL) -> MySQLSource:
+        url.require_options(_OPTIONS)
+        timeout = url.number("timeout", 600.0, minimum=1)
+        owner = url.query.get("owner", "keep")
+        if owner not in ("keep", "none"):
+            raise UsageError(f"option owner={owner!r} of {url.redacted} must be keep or none")
+        defaults_file = url.query.get("defaults_file")
+        if defaults_file is not None and not os.access(defaults_file, os.R_OK):
+            raise UsageError(
+                f"option defaults_file={defaults_file!r} of {url.redacted} names no readable file"
+            )
+        database = url.path[1:] if url.path.startswith("/") else url.path
+        base = url.scheme.split("+", 1)[0]
+        user = f"{quote(url.user, safe='')}@" if url.user else ""
+        port = f":{url.port}" if url.port else ""
+        path = f"/{quote(database, safe='')}" if database else "/"
+        common: dict[str, Any] = {
+            "database": database or None,
+            "port": url.port,
+            "user": url.user,
+            "no_owner": owner == "none",
+            "timeout": timeout,
+        }
+        if url.scheme in _DOCKER_SCHEMES:
+            if not url.host:
+                raise UsageError(
+                    f"the source URL {url.redacted} names no container: write "
+                    f"{url.scheme}://CONTAINER/DB"
+                )
+            if "socket" in url.query or defaults_file is not None:
+                raise UsageError(
+                    f"options socket and defaults_file of {url.redacted} are for this host; "
+                    "in a container the tools use its own socket and environment"
+                )
+            return cls(
+                name=url.artifact_name(f"{url.host}-{database or 'all'}"),
+                location=f"{url.scheme}://{user}{url.host}{port}{path}",
+                container=url.host,
+                **common,
+            )
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        return cls(
+            name=url.artifact_name(f"{base}-{database or 'all'}"),
+            location=f"{url.scheme}://{user}{host}{port}{path}",
+            host=url.host or None,
+            socket=url.query.get("socket"),
+            defaults_file=defaults_file,
+            **common,
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+        self._ep = None
+
+    # --- where the tools run ----------------------------------------------------------------
+
+    def _endpoint(self, *, dump: bool = False) -> Endpoint:
+        if self._ep is None:
+            self._ep = self._container_endpoint() if self.container else self._host_endpoint()
+            select_tools(self._ep, dump=dump)
+            if self.container:
+                self._choose_connection(self._ep)
+        elif dump and not self._ep.dump_version:
+            select_tools(self._ep, dump=True)
+        return self._ep
+
+    def _host_endpoint(self) -> Endpoint:
+        args: list[str] = []
+        if self.host:
+            args += ["-h", self.host]
+        if self.port:
+            args += ["-P", str(self.port)]
+        if self.socket:
+            args.append(f"--socket={self.socket}")
+        if self.user:
+            args += ["-u", self.user]
+        first = [f"--defaults-extra-file={self.defaults_file}"] if self.defaults_file else []
+        if self.host:
+            address = f"at {self.host}:{self.port or os.environ.get('MYSQL_TCP_PORT') or 3306}"
+        else:
+            address = f"at {self.socket or 'the local socket'}"
+        return Endpoint(
+            runner=HostRunner(),
+            args=args,
+            first=first,
+            address=address,
+            in_container=False,
+            user=self.user,
+        )
+
+    def _container_endpoint(self) -> Endpoint:
+        from stackvault.sources.docker.engine import (
+            connect,
+            container_env,
+            get_container,
+            image_facts,
+            require_running,
+        )
+        from stackvault.sources.docker.exec import ContainerRunner
+
+        assert self.container is not None
+        if self._client is None:
+            self._client = connect()
+        container = get_container(self._client, self.container)
+        require_running(container)
+        cenv = container_env(container)  # holds secrets: only names are used here
+        root_var = next(
+            (v for v in ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD") if cenv.get(v)), None
+        )
+        app_user_var = next((v for v in ("MARIADB_USER", "MYSQL_USER") if cenv.get(v)), None)
+        app_user = cenv.get(app_user_var) if app_user_var else None
+        user = self.user or ("root" if root_var or not app_user else app_user)
+        password_from: str | None = None
+        if user == "root":
+            password_from = root_var
+        elif app_user is not None and user == app_user:
+            prefix = app_user_var.split("_", 1)[0] if app_user_var else "MYSQL"
+            password_from = f"{prefix}_PASSWORD" if cenv.get(f"{prefix}_PASSWORD") else None
+        env_from = {"MYSQL_PWD": password_from} if password_from else None
+        runner = ContainerRunner(self._client, container, env_from=env_from)
+        args = ["-u", user]
+        if self.port:
+            args += ["-P", str(self.port)]
+        self._container_facts = {"name": container.name, **image_facts(container)}
+        return Endpoint(
+            runner=runner,
+            args=args,
+            address=f"in container {container.name}",
+            in_container=True,
+            user=user,
+            password_from=password_from,
+        )
+
+    def _choose_connection(self, ep: Endpoint) -> None:
+        """The container's default socket, or TCP on 127.0.0.1 when only that answers."""
+        probe = ep.argv(ep.client, "--batch", "--skip-column-names")
+        res = ep.runner.run(probe, stdin=b"SELECT 1;", timeout=60)
+        socket = True
+        if res.code != 0 and ("2002" in res.stderr or "through socket" in res.stderr):
+            ep.switch_to_tcp()
+            socket = False
+        if self._container_facts is not None:
+            self._container_facts["connection"] = "socket" if socket else "tcp"
+
+    # --- capture ----------------------------------------------------------------------------
+
+    def capture(self, sink: ArtifactSink) -> dict[str, Any]:
+        started = time.monotonic()
+        ep = self._endpoint(dump=True)
+        info = server_info(ep, self.timeout)
+        files: dict[str, dict[str, Any]] = {}
+        done: dict[str, dict[str, Any]] = {}
+        users: list[str] | None = None
+        if self.database is not None:
+            if self.database not in info["databases"]:
+                raise SourceError(
+                    f"database {self.database} does not exist at MySQL {ep.address}",
+                    hint="check the name (SHOW DATABASES lists them), or leave it out of the "
+                    "URL to capture every database",
+                )
+            done[self.database] = self._capture_database(ep, sink, info, self.database, DUMP)
+            facts: dict[str, Any] = done[self.database]["facts"]
+        else:
+            users = self._capture_users(ep, sink, info, files)
+            for db in info["databases"]:
+                sink.check_interrupted()
+                done[db] = self._capture_database(ep, sink, info, db, database_path(db))
+            facts = {"databases": {db: one["facts"] for db, one in done.items()}}
+        for one in done.values():
+            files[one["file"]] = {"size": one["size"], "sha256": one["sha256"]}
+        mode = "database" if self.database is not None else "server"
+        manifest = {
+            "format": 1,
+            "mode": mode,
+            "databases": {
+                db: {
+                    "file": one["file"],
+                    "charset": info["databases"][db]["charset"],
+                    "collation": info["databases"][db]["collation"],
+                    "facts": one["facts"],
+                }
+                for db, one in done.items()
+            },
+            "users": USERS if users is not None else None,
+            "dump_tool": ep.dump_version,
+            "server_version": info["version"],
+        }
+        stored = sink.add_json(MANIFEST, manifest, EntryMeta(mode=0o600))
+        files[MANIFEST] = {"size": stored.size, "sha256": stored.sha256}
+        meta: dict[str, Any] = {
+            "facts": facts,
+            "mode": mode,
+            "databases": list(done),
+            "server_version": info["version"],
+            "server": "MariaDB" if info["mariadb"] else "MySQL",
+            "dump_tool": ep.dump_version,
+            "files": files,
+            "snapshot_consistency": "snapshot" if self.database is not None else "per-database",
+            "captured_as": info["account"],
+            "where": ep.runner.where,
+            "users": users,
+            "seconds": {
+                "total": round(time.monotonic() - started, 3),
+                "databases": {db: one["seconds"] for db, one in done.items()},
+            },
+        }
+        if self._container_facts is not None:
+            meta["container"] = self._container_facts
+        return meta
+
+    def _dump_options(self, info: dict[str, Any]) -> list[str]:
+        ep = self._endpoint(dump=True)
+        options = [
+            "--single-transaction",
+            "--quick",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--hex-blob",
+            "--skip-dump-date",
+            "--no-tablespaces",
+            "--default-character-set=utf8mb4",
+            "--max-allowed-packet=1G",
+        ]
+        if ep.oracle_dump:
+            options.append("--set-gtid-purged=OFF")
+            if info["mariadb"]:
+                options.append("--column-statistics=0")
+        return options
+
+    def _capture_database(
+        self, ep: Endpoint, sink: ArtifactSink, info: dict[str, Any], db: str, path: str
+    ) -> dict[str, Any]:
+        t0 = time.monotonic()
+        argv = ep.argv(ep.dump, *self._dump_options(info), db=db)
+        stream = ep.runner.output(argv, env=ep.env, label=f"{ep.dump} of database {db}")
+        scanner = DumpScanner()
+        try:
+            with stream:
+                stored = sink.add_file(path, _Tap(stream, scanner), EntryMeta(mode=0o600))
+                result = stream.finish()
+        except SourceError as exc:
+            raise translate(exc, ep, db) from exc
+        scanner.finish()
+        self._check_dump(ep, db, scanner, stored.size, stored.sha256, result)
+        return {
+            "facts": {"tables": dict(sorted(scanner.tables.items()))},
+            "file": path,
+            "size": stored.size,
+            "sha256": stored.sha256,
+            "seconds": round(time.monotonic() - t0, 3),
+        }
+
+    def _check_dump(
+        self,
+        ep: Endpoint,
+        db: str,
+        scanner: DumpScanner,
+        size: int,
+        sha256: str,
+        result: StreamResult,
+    ) -> None:
+        if not scanner.complete():
+            raise SourceError(
+                f"the dump of database {db} {ep.runner.where} ({size} bytes) does not end with "
+                f"the tool's {TRAILER.decode()!r} trailer, so it is incomplete; nothing was "
+                "recorded"
+            )
+        if size != result.size or sha256 != result.sha256:
+            raise SourceError(
+                f"the dump of database {db} was stored as {size} bytes but {result.size} were "
+                "read; nothing was recorded"
+            )
+
+    def _capture_users(
+        self,
+        ep: Endpoint,
+        sink: ArtifactSink,
+        info: dict[str, Any],
+        files: dict[str, dict[str, Any]],
+    ) -> list[str] | None:
+        if ep.oracle_dump or not info["mariadb"]:
+            sink.notice(
+                f"user accounts {ep.address} are not captured (only mariadb-dump against a "
+                "MariaDB server dumps them portably); recreate them by hand after a restore"
+            )
+            return None
+        argv = ep.argv(ep.dump, "--system=users", "--skip-dump-date")
+        res = ep.runner.run(argv, env=ep.env, timeout=self.timeout)
+        text = res.stdout.decode("utf-8", "replace")
+        if res.code != 0 or TRAILER.decode() not in text[-200:]:
+            tail = " | ".join(line for line in res.stderr.splitlines()[-3:] if line.strip())
+            sink.notice(
+                f"user accounts {ep.address} could not be captured "
+                f"({tail or 'incomplete output'}); the databases are captured without them"
+            )
+            return None
+        stored = sink.add_bytes(USERS, res.stdout, EntryMeta(mode=0o600))
+        files[USERS] = {"size": stored.size, "sha256": stored.sha256}
+        return accounts_in(text)
+
+    # --- probe and target -------------------------------------------------------------------
+
+    def expected_facts(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        """A server artifact restored into a URL naming one database is compared on it."""
+        databases = recorded.get("databases")
+        if self.database is not None and isinstance(databases, dict):
+            one = databases.get(self.database)
+            return one if isinstance(one, dict) else {}
+        return recorded
+
+    def probe(self) -> dict[str, Any]:
+        ep = self._endpoint()
+        if self.database is not None:
+            return table_facts(ep, self.database, self.timeout)
+        info = server_info(ep, self.timeout)
+        return {"databases": {db: table_facts(ep, db, self.timeout) for db in info["databases"]}}
+
+    def describe_target(self) -> str | None:
+        ep = self._endpoint()
+        info = server_info(ep, self.timeout)
+        names = [self.database] if self.database is not None else list(info["databases"])
+        busy = []
+        for db in names:
+            if db not in info["databases"]:
+                continue
+            objects = object_count(ep, db, self.timeout)
+            if objects:
+                busy.append((db, objects))
+        if not busy:
+            return None
+        if self.database is not None:
+            db, objects = busy[0]
+            return summarize(db, table_facts(ep, db, self.timeout), objects)
+        shown = ", ".join(db for db, _n in busy[:5]) + (", …" if len(busy) > 5 else "")
+        return f"the server {ep.address} holds {len(busy)} databases with data: {shown}"
+
+    # --- restore ----------------------------------------------------------------------------
+
+    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+        started = time.monotonic()
+        manifest = read_manifest(reader, MANIFEST, "a MySQL artifact")
+        plan, with_users = self._plan(reader, manifest, options)
+        ep = self._endpoint()
+        no_owner = self.no_owner or options.no_owner
+        info = server_info(ep, self.timeout)
+        objects = {
+            target: object_count(ep, target, self.timeout) if target in info["databases"] else 0
+            for target, _entry in plan
+        }
+        busy = [t for t, n in objects.items() if n]
+        if busy and not options.overwrite:
+            first = busy[0]
+            what = summarize(
+                first, table_facts(ep, first, self.timeout), objects[first], ep.address
+            )
+            more = f" (and {len(busy) - 1} more databases hold data)" if len(busy) > 1 else ""
+            raise RestoreRefused(
+                f"{what}{more}; restoring {reader.name!r} would replace it",
+                hint="pass --overwrite to replace it (a safety snapshot of it is taken first)",
+            )
+        users_result = None
+        if with_users:
+            users_result = self._restore_users(ep, reader, info, options)
+        created: list[str] = []
+        replaced: list[str] = []
+        reused: list[str] = []
+        total = 0
+        for target, entry in plan:
+            if target in busy:
+                run_sql(ep, f"DROP DATABASE {quote_ident(target)};", timeout=self.timeout)
+                self._create(ep, target, entry, options)
+                replaced.append(target)
+            elif target in info["databases"]:
+                reused.append(target)
+                options.notice(
+                    f"database {target} {ep.address} exists and is empty; the dump is loaded "
+                    "into it as it is"
+                )
+            else:
+                self._create(ep, target, entry, options)
+                created.append(target)
+            total += self._load(ep, reader, str(entry["file"]), target, no_owner)
+        return {
+            "databases": [target for target, _entry in plan],
+            "bytes": total,
+            "created": created,
+            "replaced": replaced,
+            "reused": reused,
+            "users": users_result,
+            "owner": "none" if no_owner else "keep",
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
+    def _plan(
+        self, reader: ArtifactReader, manifest: dict[str, Any], options: RestoreOptions
+    ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        entries: dict[str, dict[str, Any]] = manifest.get("databases") or {}
+        if manifest.get("mode") == "database":
+            if len(entries) != 1:
+                raise SourceError(f"the manifest of artifact {reader.name!r} is damaged")
+            archived, entry = next(iter(entries.items()))
+            return [(self.database or archived, entry)], False
+        if self.database is not None:
+            if self.database not in entries:
+                have = ", ".join(sorted(entries)) or "none"
+                raise SourceError(
+                    f"artifact {reader.name!r} holds no database {self.database} "
+                    f"(it holds: {have})",
+                    hint="name one of them in the URL, or none to restore them all",
+                )
+            if manifest.get("users"):
+                options.notice(
+                    f"restoring only database {self.database} of the server artifact "
+                    f"{reader.name!r}; its user accounts ({USERS}) are not restored"
+                )
+            return [(self.database, entries[self.database])], False
+        return list(entries.items()), bool(manifest.get("users"))
+
+    def _create(
+        self, ep: Endpoint, db: str, entry: dict[str, Any], options: RestoreOptions
+    ) -> None:
+        charset = str(entry.get("charset") or "")
+        collation = str(entry.get("collation") or "")
+        name = quote_ident(db)
+        attempts = []
+        if charset and collation:
+            attempts.append(f"CREATE DATABASE {name} CHARACTER SET {charset} COLLATE {collation};")
+        if charset:
+            attempts.append(f"CREATE DATABASE {name} CHARACTER SET {charset};")
+        attempts.append(f"CREATE DATABASE {name};")
+        for i, sql in enumerate(attempts):
+            if not re.fullmatch(r"CREATE DATABASE `(?:[^`]|``)+`[ A-Za-z0-9_]*;", sql):
+                continue  # a damaged manifest's charset never reaches the server
+            try:
+                run_sql(ep, sql, timeout=self.timeout)
+            except SourceError as exc:
+                if i == len(attempts) - 1:
+                    raise SourceError(
+                        f"cannot create database {db} {ep.address}: {exc.message}",
+                        hint=exc.hint
+                        or "create it yourself and restore again: an empty "
+                        "database is loaded into as it is",
+                    ) from exc
+                continue
+            if i:
+                options.notice(
+                    f"database {db}: this server does not know the captured character set "
+                    f"{charset} / collation {collation}; it is created with a default"
+                )
+            return
+
+    def _load(
+        self, ep: Endpoint, reader: ArtifactReader, path: str, db: str, no_owner: bool
+    ) -> int:
+        """Stream the dump at ``path`` into the client on ``db``; the bytes read."""
+        argv = ep.argv(
+            ep.client, "--default-character-set=utf8mb4", "--max-allowed-packet=1G", db=db
+        )
+        edit = LoadFilter(drop_sandbox=ep.oracle_client, no_definer=no_owner)
+        stream = ep.runner.input(argv, env=ep.env, label=f"{ep.client} loading database {db}")
+        return load_dump(
+            reader,
+            path,
+            stream,
+            db=db,
+            address=ep.address,
+            translate=lambda exc: translate(exc, ep, db),
+            edit=edit.feed if edit.active else None,
+            finish=edit.finish if edit.active else None,
+        )
+
+    def _restore_users(
+        self, ep: Endpoint, reader: ArtifactReader, info: dict[str, Any], options: RestoreOptions
+    ) -> dict[str, Any]:
+        text = reader.open(USERS).read().decode("utf-8", "replace")
+        script, skipped = filter_users(text, str(info["account"]))
+        res = run_sql(ep, script, timeout=self.timeout, force=True)
+        errors = [line for line in res.stderr.splitlines() if line.startswith("ERROR")]
+        if skipped:
+            options.notice(
+                f"user accounts {', '.join(skipped)} are left as they are {ep.address} "
+                "(built-in or the restoring account)"
+            )
+        for line in errors[:5]:
+            options.notice(f"user accounts: {line.strip()}")
+        if len(errors) > 5:
+            options.notice(f"user accounts: {len(errors) - 5} more errors")
+        return {"skipped": skipped, "errors": len(errors)}
