@@ -12,6 +12,7 @@ from stackvault.cli.commands import (
     init,
     keys,
     restore,
+    stack,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -21,5 +22,5 @@ if TYPE_CHECKING:
 
 def register_all(subparsers: Subparsers) -> None:
     """Add every command, in the order `stackvault -h` lists them."""
-    for module in (backup, browse, check, copy, forget, init, keys, restore):
+    for module in (backup, browse, check, copy, forget, init, keys, restore, stack):
         module.register(subparsers)

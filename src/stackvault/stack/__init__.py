@@ -1,0 +1,1 @@
+"""Whole-stack orchestration: Compose discovery, presets, plans, stack backup and restore."""

@@ -1,0 +1,29 @@
+"""Presets: what stackvault knows about particular applications (stack layer).
+
+A preset recognises its application in a discovered project (`detect`) and refines the
+generic plan (`refine`): the databases that must be there, the files that matter most, the
+secrets, the warnings. ``auto`` picks the first preset that recognises the project, else
+``generic`` (the plan as discovery builds it).
+"""
+
+from __future__ import annotations
+
+from stackvault.errors import UsageError
+from stackvault.stack.compose import Project
+from stackvault.stack.plan import Plan, build_plan
+from stackvault.stack.presets import dify
+
+PRESETS = {"dify": dify}
+NAMES = ("auto", "generic", *PRESETS)
+
+
+def plan_for(project: Project, preset: str = "auto") -> Plan:
+    """The plan of ``project`` under ``preset`` (``auto``, ``generic`` or a preset name)."""
+    if preset not in NAMES:
+        raise UsageError(f"unknown preset {preset!r}; known: {', '.join(NAMES)}")
+    if preset == "auto":
+        preset = next((n for n, m in PRESETS.items() if m.detect(project)), "generic")
+    plan = build_plan(project, preset)
+    if preset in PRESETS:
+        PRESETS[preset].refine(plan, project)
+    return plan

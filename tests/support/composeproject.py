@@ -1,0 +1,242 @@
+"""A Dify-shaped Docker Compose project on a test `DockerEngine`, brought up with the real
+``docker-compose`` (1.29, Debian's) from a YAML file - so every container carries the labels
+Compose sets, exactly as on an operator's host.
+
+`DifyLikeProject(directory, engine)` writes into ``directory``:
+
+- ``docker-compose.yaml``: services ``db`` (PostgreSQL 15 as the host's ``postgres`` uid, data in
+  ``volumes/db/data``, databases ``dify`` and ``dify_plugin`` created at first start), ``redis``
+  (``volumes/redis/data``), ``api`` and ``worker`` (writers: they keep adding uploads under
+  ``volumes/app/storage/upload_files`` and ``privkeys/<tenant>/private.pem`` files, as root with
+  files chowned to 1001), ``plugin_daemon`` (``volumes/plugin_daemon`` with a symlink),
+  ``weaviate`` (a named volume ``weaviate_data``), ``web`` (stateless), ``nginx`` (its config
+  directory ``nginx/`` mounted read-only); every service uses host networking and the host image
+  (host ``/usr`` and ``/etc`` mounted read-only);
+- ``.env``: ``SECRET_KEY`` (random unless given), ``DB_PASSWORD``, ``STORAGE_TYPE=opendal``,
+  ``VECTOR_STORE=weaviate``, ``PG_PORT`` / ``REDIS_PORT`` (free ports on 127.0.0.1).
+
+`up` runs ``docker-compose up -d`` and waits until PostgreSQL answers and both databases exist;
+`down` runs ``docker-compose down -v``. `compose(*args)` runs any docker-compose command. Every
+command gets ``DOCKER_HOST`` of the engine; nothing is pulled (the image is local).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .dbservers import free_port, pg_bindir, service_user
+from .dockerd import CONTAINER_PATH, HOST_IMAGE
+
+if TYPE_CHECKING:
+    from .dockerd import DockerEngine
+
+_IDLE = "trap 'exit 0' TERM INT; while :; do sleep 0.2; done"
+"""What a stateless service runs: it ends at once on SIGTERM (a bare ``sleep`` as PID 1 would
+ignore it and be killed only after the stop timeout)."""
+_WRITER = (
+    "trap 'exit 0' TERM INT; i=0; while true; do i=$((i+1)); t=tenant-$((i % 3)); "
+    "mkdir -p /app/api/storage/privkeys/$t /app/api/storage/upload_files/$t; "
+    "[ -f /app/api/storage/privkeys/$t/private.pem ] || "
+    'echo "-----BEGIN KEY $t-----" > /app/api/storage/privkeys/$t/private.pem; '
+    "head -c 2000 /dev/urandom > /app/api/storage/upload_files/$t/$SVC-$i.bin; "
+    "chown -R 1001:1001 /app/api/storage 2>/dev/null; sleep 0.2; done"
+)
+
+
+class DifyLikeProject:
+    def __init__(
+        self,
+        directory: Path,
+        engine: DockerEngine,
+        *,
+        name: str | None = None,
+        secret_key: str | None = None,
+    ) -> None:
+        self.directory = directory
+        self.engine = engine
+        self.name = name or f"svdify{secrets.token_hex(3)}"
+        self.secret_key = secret_key if secret_key is not None else secrets.token_urlsafe(32)
+        self.db_password = secrets.token_hex(12)
+        self.pg_port = free_port()
+        self.redis_port = free_port()
+
+    # -- files ---------------------------------------------------------------------------
+
+    def write(self) -> DifyLikeProject:
+        d = self.directory
+        pg_uid, pg_gid = service_user("postgres")
+        redis_uid, redis_gid = service_user("redis")
+        for sub in (
+            "volumes/db/data",
+            "volumes/redis/data",
+            "volumes/app/storage",
+            "volumes/plugin_daemon/plugin",
+            "nginx",
+        ):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        os.chown(d / "volumes/db/data", pg_uid, pg_gid)
+        os.chown(d / "volumes/redis/data", redis_uid, redis_gid)
+        (d / "volumes/plugin_daemon/plugin/manifest.yaml").write_text("name: demo\n")
+        link = d / "volumes/plugin_daemon/current"
+        if not link.is_symlink():
+            link.symlink_to("plugin")
+        (d / "nginx/default.conf").write_text("server { listen 8080; }\n")
+        (d / ".env").write_text(
+            f"SECRET_KEY={self.secret_key}\n"
+            f"DB_PASSWORD={self.db_password}\n"
+            "STORAGE_TYPE=opendal\nOPENDAL_SCHEME=fs\nVECTOR_STORE=weaviate\n"
+            f"PG_PORT={self.pg_port}\nREDIS_PORT={self.redis_port}\n"
+        )
+        (d / ".env").chmod(0o600)
+        (d / "docker-compose.yaml").write_text(self.compose_yaml(pg_uid, pg_gid, redis_uid))
+        return self
+
+    def compose_yaml(self, pg_uid: int, pg_gid: int, redis_uid: int) -> str:
+        bindir = pg_bindir()
+        host = "      - /usr:/usr:ro\n      - /etc:/etc:ro\n"
+        common = f"    image: {HOST_IMAGE}\n    network_mode: host\n"
+        init_db = (
+            '[ -s "$$PGDATA/PG_VERSION" ] || { umask 077; printf "%s\\n" "$$POSTGRES_PASSWORD" '
+            '> /tmp/pw && initdb -D "$$PGDATA" -U postgres --pwfile=/tmp/pw --auth-local=trust '
+            "--auth-host=scram-sha-256 -E UTF8 --locale=C --no-sync >/dev/null; }; "
+            "( for i in $$(seq 1 100); do pg_isready -q && break; sleep 0.2; done; "
+            "psql -U postgres -qc 'CREATE DATABASE dify' 2>/dev/null; "
+            "psql -U postgres -qc 'CREATE DATABASE dify_plugin' 2>/dev/null ) & "
+            'exec postgres -D "$$PGDATA" -p "$$PGPORT" -c listen_addresses=127.0.0.1'
+        )
+        writer = _WRITER.replace("$", "$$")
+        return f"""version: "2.4"
+services:
+  db:
+{common}    user: "{pg_uid}:{pg_gid}"
+    environment:
+      POSTGRES_USER: postgres
+      POSTGRES_PASSWORD: ${{DB_PASSWORD}}
+      PGDATA: /data/pg
+      PGPORT: ${{PG_PORT}}
+      PATH: {bindir}:{CONTAINER_PATH}
+      LC_ALL: C
+    command: ["sh", "-c", {_yaml_str(init_db)}]
+    stop_signal: SIGINT
+    volumes:
+{host}      - ./volumes/db/data:/data
+  redis:
+{common}    user: "{redis_uid}:{redis_uid}"
+    stop_grace_period: 5s
+    command: ["redis-server", "--port", "${{REDIS_PORT}}", "--bind", "127.0.0.1", "--dir", "/data"]
+    volumes:
+{host}      - ./volumes/redis/data:/data
+  api:
+{common}    user: "0:0"
+    environment:
+      SVC: api
+      SECRET_KEY: ${{SECRET_KEY}}
+      DB_PASSWORD: ${{DB_PASSWORD}}
+    command: ["sh", "-c", {_yaml_str(writer)}]
+    depends_on: [db, redis]
+    volumes:
+{host}      - ./volumes/app/storage:/app/api/storage
+  worker:
+{common}    user: "0:0"
+    environment:
+      SVC: worker
+      SECRET_KEY: ${{SECRET_KEY}}
+    command: ["sh", "-c", {_yaml_str(writer)}]
+    depends_on: [db, redis]
+    volumes:
+{host}      - ./volumes/app/storage:/app/api/storage
+  plugin_daemon:
+{common}    user: "0:0"
+    command: ["sh", "-c", {_yaml_str(_IDLE)}]
+    depends_on: [db]
+    volumes:
+{host}      - ./volumes/plugin_daemon:/app/storage
+  weaviate:
+{common}    user: "0:0"
+    command: ["sh", "-c", {_yaml_str("echo index > /var/lib/weaviate/index.bin; " + _IDLE)}]
+    volumes:
+{host}      - weaviate_data:/var/lib/weaviate
+  web:
+{common}    user: "0:0"
+    command: ["sh", "-c", {_yaml_str(_IDLE)}]
+    depends_on: [api]
+    volumes:
+{host}
+  nginx:
+{common}    user: "0:0"
+    command: ["sh", "-c", {_yaml_str(_IDLE)}]
+    depends_on: [api, web]
+    volumes:
+{host}      - ./nginx:/srv/nginx-conf:ro
+volumes:
+  weaviate_data:
+"""
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def compose(self, *args: str, timeout: float = 300) -> str:
+        exe = shutil.which("docker-compose")
+        if exe is None:
+            raise RuntimeError("docker-compose is not installed; run scripts/install-test-deps.sh")
+        env = {**os.environ, **self.engine.env(), "COMPOSE_INTERACTIVE_NO_CLI": "1"}
+        proc = subprocess.run(
+            [exe, "-p", self.name, "-f", str(self.directory / "docker-compose.yaml"), *args],
+            cwd=self.directory,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"docker-compose {' '.join(args)} exited with {proc.returncode}: "
+                f"{proc.stderr.strip()[-2000:]}"
+            )
+        return proc.stdout
+
+    def up(self) -> DifyLikeProject:
+        self.compose("up", "-d")
+        self.wait_for_databases()
+        return self
+
+    def wait_for_databases(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                out = self.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+            except RuntimeError as exc:
+                last = str(exc)
+            else:
+                if "dify," in out and "dify_plugin" in out:
+                    return
+                last = out
+            time.sleep(0.3)
+        raise RuntimeError(f"the project's databases did not appear in {timeout:.0f} s: {last}")
+
+    def psql(self, sql: str, db: str = "postgres") -> str:
+        out = self.compose("exec", "-T", "db", "psql", "-U", "postgres", "-At", "-d", db, "-c", sql)
+        return out.strip()
+
+    def container(self, service: str) -> str:
+        """The name of the service's (first) container."""
+        return f"{self.name}_{service}_1"
+
+    def down(self) -> None:
+        try:
+            self.compose("down", "-v", "--remove-orphans", timeout=120)
+        except RuntimeError:
+            pass
+
+
+def _yaml_str(text: str) -> str:
+    import json
+
+    return json.dumps(text)
