@@ -44,9 +44,16 @@ _WRITER = (
     "mkdir -p /app/api/storage/privkeys/$t /app/api/storage/upload_files/$t; "
     "[ -f /app/api/storage/privkeys/$t/private.pem ] || "
     'echo "-----BEGIN KEY $t-----" > /app/api/storage/privkeys/$t/private.pem; '
-    "head -c 2000 /dev/urandom > /app/api/storage/upload_files/$t/$SVC-$i.bin; "
-    "chown -R 1001:1001 /app/api/storage 2>/dev/null; sleep 0.2; done"
+    "f=upload_files/$t/$SVC-$i.bin; head -c 2000 /dev/urandom > /app/api/storage/$f; "
+    "chown -R 1001:1001 /app/api/storage 2>/dev/null; "
+    'until psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d dify '
+    "-c \"INSERT INTO upload_files VALUES ('$f')\" >/dev/null 2>&1; do sleep 0.2; done; "
+    "sleep 0.1; done"
 )
+"""An app writer: each round saves an upload, then records it in the ``dify`` database (as
+Dify does: the file first, then its row; the insert is retried until the database takes it),
+so a consistent cut has a row for every file but at most the one being written when the
+writer stopped."""
 
 
 class DifyLikeProject:
@@ -107,7 +114,12 @@ class DifyLikeProject:
             "--auth-host=scram-sha-256 -E UTF8 --locale=C --no-sync >/dev/null; }; "
             "( for i in $$(seq 1 100); do pg_isready -q && break; sleep 0.2; done; "
             "psql -U postgres -qc 'CREATE DATABASE dify' 2>/dev/null; "
-            "psql -U postgres -qc 'CREATE DATABASE dify_plugin' 2>/dev/null ) & "
+            "psql -U postgres -qc 'CREATE DATABASE dify_plugin' 2>/dev/null; "
+            "psql -U postgres -d dify -qc 'CREATE TABLE IF NOT EXISTS upload_files "
+            "(name text PRIMARY KEY); CREATE TABLE IF NOT EXISTS alembic_version "
+            "(version_num varchar(32) PRIMARY KEY); INSERT INTO alembic_version "
+            "SELECT $$$$4f3a2b1c9d8e$$$$ WHERE NOT EXISTS (SELECT 1 FROM alembic_version)' "
+            "2>/dev/null ) & "
             'exec postgres -D "$$PGDATA" -p "$$PGPORT" -c listen_addresses=127.0.0.1'
         )
         writer = _WRITER.replace("$", "$$")
@@ -138,6 +150,8 @@ services:
       SVC: api
       SECRET_KEY: ${{SECRET_KEY}}
       DB_PASSWORD: ${{DB_PASSWORD}}
+      PGPASSWORD: ${{DB_PASSWORD}}
+      PG_PORT: ${{PG_PORT}}
     command: ["sh", "-c", {_yaml_str(writer)}]
     depends_on: [db, redis]
     volumes:
@@ -147,6 +161,8 @@ services:
     environment:
       SVC: worker
       SECRET_KEY: ${{SECRET_KEY}}
+      PGPASSWORD: ${{DB_PASSWORD}}
+      PG_PORT: ${{PG_PORT}}
     command: ["sh", "-c", {_yaml_str(writer)}]
     depends_on: [db, redis]
     volumes:
@@ -216,7 +232,11 @@ volumes:
                 last = str(exc)
             else:
                 if "dify," in out and "dify_plugin" in out:
-                    return
+                    try:
+                        if self.psql("SELECT count(*) FROM alembic_version", db="dify") == "1":
+                            return
+                    except RuntimeError as exc:
+                        last = str(exc)
                 last = out
             time.sleep(0.3)
         raise RuntimeError(f"the project's databases did not appear in {timeout:.0f} s: {last}")

@@ -13,6 +13,7 @@ import io
 import os
 import socket
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -57,6 +58,11 @@ class BackupOptions:
     sources: list[Source] = field(default_factory=list)
     """Application sources captured as artifacts (databases, volumes, buckets), in order,
     before the paths."""
+    after_capture: Callable[[list[dict[str, Any]]], dict[str, Any] | None] | None = None
+    """Called once everything has been read (before the last packs, the index and the
+    snapshot are written) with the artifact records; what it returns becomes the snapshot's
+    ``stack`` manifest. A stack backup restarts its stopped services here. Not called when
+    the capture failed; an exception from it fails the backup."""
 
 
 @dataclass
@@ -507,6 +513,7 @@ class BackupJob:
                 finally:
                     if scanner:
                         scanner.stop()
+            stack = self.opts.after_capture(artifacts) if self.opts.after_capture else None
             writer.flush()
             committed = True
         except KeyboardInterrupt as exc:
@@ -536,6 +543,7 @@ class BackupJob:
             complete=not incomplete,
             problems=[{"path": p.path, "message": p.message} for p in incomplete],
             artifacts=artifacts,
+            stack=stack,
             summary={
                 "artifacts": len(artifacts),
                 "artifacts_failed": failed_artifacts,

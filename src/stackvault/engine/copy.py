@@ -301,6 +301,7 @@ class CopyJob:
             summary=dict(snap.summary),
             original=snap.origin,
             artifacts=[dict(a) for a in snap.artifacts],
+            stack=dict(snap.stack) if snap.stack is not None else None,
         )
         self.dest.save_snapshot(copy)  # last: commit order (FORMAT.md §10)
         return SnapshotCopy(snap, copy=copy, stats=walk.stats)

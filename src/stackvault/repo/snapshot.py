@@ -31,6 +31,9 @@ class Snapshot:
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     """Records of the sources captured into ``/.stackvault/artifacts/<name>`` (FORMAT.md §8.2):
     name, kind, redacted location, completeness, error, the source's metadata and timings."""
+    stack: dict[str, Any] | None = None
+    """The stack manifest of a ``stack backup`` (FORMAT.md §8.3): project, services with image
+    digests, versions, consistency, downtime; None for other backups."""
     original: str | None = None
     """For a snapshot made by `copy`: the id of the snapshot the backup run first saved (in
     whichever repository), kept through chains of copies. None for an original."""
@@ -48,21 +51,25 @@ class Snapshot:
         return self.original or self.id
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "time": self.time.isoformat(timespec="microseconds"),
-            "tree": self.tree.hex(),
-            "paths": self.paths,
-            "hostname": self.hostname,
-            "username": self.username,
-            "tags": self.tags,
-            "parent": self.parent,
-            "program": self.program,
-            "complete": self.complete,
-            "problems": self.problems[:MAX_PROBLEMS],
-            "summary": self.summary,
-            "original": self.original,
-        } | ({"artifacts": self.artifacts} if self.artifacts else {})
+        return (
+            {
+                "version": 1,
+                "time": self.time.isoformat(timespec="microseconds"),
+                "tree": self.tree.hex(),
+                "paths": self.paths,
+                "hostname": self.hostname,
+                "username": self.username,
+                "tags": self.tags,
+                "parent": self.parent,
+                "program": self.program,
+                "complete": self.complete,
+                "problems": self.problems[:MAX_PROBLEMS],
+                "summary": self.summary,
+                "original": self.original,
+            }
+            | ({"artifacts": self.artifacts} if self.artifacts else {})
+            | ({"stack": self.stack} if self.stack is not None else {})
+        )
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), ensure_ascii=True, separators=(",", ":")).encode()
@@ -92,6 +99,7 @@ class Snapshot:
                 summary=dict(d.get("summary", {})),
                 original=_optional_id(d.get("original")),
                 artifacts=_artifacts(d.get("artifacts", [])),
+                stack=_stack(d.get("stack")),
                 id=snapshot_id,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -103,6 +111,12 @@ def _artifacts(value: Any) -> list[dict[str, Any]]:
         isinstance(a, dict) and isinstance(a.get("name"), str) for a in value
     ):
         raise ValueError("artifacts is not a list of records")
+    return value
+
+
+def _stack(value: Any) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise ValueError("stack is not a record")
     return value
 
 

@@ -1,0 +1,248 @@
+"""One consistent cut of a whole Compose stack (stack layer): ``stack backup``.
+
+`backup_stack` runs: preflight (any error stops it before anything changes) → quiesce →
+capture → restart → one snapshot holding every part and the stack manifest.
+
+- ``strict``: the services marked ``stop: true`` (the writers) are stopped, dependents first,
+  through the Engine API; then every database is dumped, every volume and data directory read,
+  the configuration read - all while nothing writes; then they are started again in dependency
+  order as soon as the last byte is read (before the repository's index and snapshot are
+  written), and the manifest records how long each was down. They are started again after a
+  failure, Ctrl-C or SIGTERM too (`stackvault.sources.docker.quiesce.Quiesce`).
+- ``online``: nothing stops; each part is consistent on its own (a database dump is one
+  snapshot) and the manifest records when each part was captured and the skew between the
+  first and the last.
+
+The snapshot is tagged ``stack:PROJECT`` and carries the **manifest** (``Snapshot.stack``,
+FORMAT.md §8.3): the plan (services with roles, images, digests, sources, paths, config,
+secret names, preset facts), the images and their digests as they ran, server versions from
+the artifacts, the application schema version where the preset knows it (Dify:
+``alembic_version``), per-artifact sizes and SHA-256 of the dump files, and the timings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stackvault.engine.backup import BackupJob, BackupOptions
+from stackvault.engine.progress import NullProgress, Progress
+from stackvault.errors import SourceError, UsageError
+from stackvault.repo.snapshot import Snapshot
+from stackvault.stack.classify import POSTGRES
+from stackvault.stack.compose import Project
+from stackvault.stack.plan import Plan
+from stackvault.stack.preflight import Check, errors, preflight
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+    from stackvault.repo.repository import Repository
+
+MANIFEST_FORMAT = 1
+
+
+class PreflightFailed(SourceError):
+    """The stack is not ready for a backup; nothing was changed."""
+
+
+@dataclass
+class StackBackup:
+    snapshot: Snapshot
+    checks: list[Check]
+    manifest: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+
+
+def backup_stack(
+    repo: Repository,
+    plan: Plan,
+    client: DockerClient,
+    *,
+    consistency: str | None = None,
+    tags: list[str] | None = None,
+    progress: Progress | None = None,
+    notice: Callable[[str], None] = lambda _m: None,
+    stop_timeout: float = 60.0,
+) -> StackBackup:
+    """Back up the stack of ``plan`` (see the module docstring)."""
+    from stackvault.sources.docker.engine import get_container
+    from stackvault.sources.docker.quiesce import Quiesce
+    from stackvault.sources.registry import open_source
+
+    mode = consistency or plan.consistency
+    if mode not in ("strict", "online"):
+        raise UsageError(f"consistency must be strict or online, not {mode!r}")
+    started = time.monotonic()
+    checks, found = preflight(plan, client, probe_sources=False)
+    failed = errors(checks)
+    if failed or found is None:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more problems)" if len(failed) > 1 else ""
+        raise PreflightFailed(
+            f"preflight: {first.subject} {first.message}{more}; nothing was stopped or saved",
+            hint=first.fix or "run stackvault stack preflight for every problem",
+        )
+    project: Project = found
+    for c in checks:
+        if c.status == "warning":
+            notice(f"warning: {c.subject}: {c.message}")
+    sources = [open_source(s.url) for s in plan.sources]
+    paths: list[str] = []
+    for p in [*(p.path for p in plan.paths), *plan.config]:
+        if p not in paths and _exists(p):
+            paths.append(p)
+    excludes = [f"{p.path.rstrip('/')}/{e.strip('/')}" for p in plan.paths for e in p.exclude]
+    stop = plan.stop_order() if mode == "strict" else []
+    containers = [
+        get_container(client, name)
+        for svc in stop
+        if svc in project.services
+        for name in project.services[svc].containers
+    ]
+    quiesce = Quiesce(client, containers, timeout=stop_timeout, notice=notice)
+    times: dict[str, float] = {}
+
+    def after_capture(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+        times["captured"] = time.monotonic()
+        quiesce.__exit__(None, None, None)  # start the services again now (idempotent)
+        times["restarted"] = time.monotonic()
+        return _manifest(plan, project, mode, artifacts, quiesce.record(), times, client)
+
+    if stop:
+        notice(f"stopping {', '.join(stop)} for the cut")
+    times["start"] = time.monotonic()
+    with quiesce:
+        times["stopped"] = time.monotonic()
+        job = BackupJob(
+            repo,
+            BackupOptions(
+                paths=paths,
+                excludes=excludes,
+                tags=sorted({f"stack:{plan.project}", *(tags or [])}),
+                sources=sources,
+                after_capture=after_capture,
+            ),
+            progress=progress or NullProgress(),
+        )
+        result = job.run()
+    manifest = result.snapshot.stack or {}
+    manifest.setdefault("timings", {})["total_s"] = round(time.monotonic() - started, 3)
+    problems = [f"{p.path}: {p.message}" for p in result.problems if p.incomplete]
+    return StackBackup(result.snapshot, checks, manifest, problems)
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.lexists(path)
+
+
+def _manifest(
+    plan: Plan,
+    found: Project,
+    mode: str,
+    artifacts: list[dict[str, Any]],
+    stopped: list[dict[str, Any]],
+    times: dict[str, float],
+    client: DockerClient,
+) -> dict[str, Any]:
+    services: dict[str, Any] = {}
+    for name, svc in plan.services.items():
+        live = found.services.get(name)
+        services[name] = {
+            "role": svc.role,
+            "image": live.image if live else svc.image,
+            "image_id": live.image_id if live else None,
+            "digests": live.digests if live else ([svc.digest] if svc.digest else []),
+            "containers": live.containers if live else [],
+            "stopped": mode == "strict" and svc.stop,
+            "depends_on": svc.depends_on,
+        }
+    versions: dict[str, Any] = {}
+    parts: dict[str, Any] = {}
+    for a in artifacts:
+        meta = a.get("metadata") or {}
+        parts[a["name"]] = {
+            "kind": a.get("kind"),
+            "complete": a.get("complete"),
+            "bytes": a.get("bytes"),
+            "files": a.get("files"),
+            "started": a.get("started"),
+            "duration_s": a.get("duration_s"),
+            "checksums": {
+                path: info.get("sha256")
+                for path, info in (meta.get("files") or {}).items()
+                if isinstance(info, dict)
+            },
+        }
+        if meta.get("server_version"):
+            versions[a["name"]] = {
+                "server_version": meta.get("server_version"),
+                "dump_tool": meta.get("dump_tool"),
+            }
+    downtime = {r["container"]: r.get("downtime_s") for r in stopped}
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "project": plan.project,
+        "directory": plan.directory,
+        "preset": plan.preset,
+        "consistency": mode,
+        "plan": plan.to_dict(),
+        "services": services,
+        "versions": versions,
+        "artifacts": parts,
+        "secrets": plan.secrets,
+        "facts": plan.facts,
+        "app": _app_versions(plan, found, client),
+        "timings": {
+            "stop_s": round(times["stopped"] - times["start"], 3),
+            "capture_s": round(times["captured"] - times["stopped"], 3),
+            "start_s": round(times["restarted"] - times["captured"], 3),
+        },
+    }
+    if mode == "strict":
+        manifest["downtime"] = {
+            "seconds": round(times["restarted"] - times["start"], 3) if stopped else 0.0,
+            "containers": downtime,
+        }
+    else:
+        starts = [str(a["started"]) for a in artifacts if a.get("started")]
+        manifest["skew_s"] = round(times["captured"] - times["stopped"], 3)
+        manifest["captured_between"] = [min(starts), max(starts)] if starts else []
+    return manifest
+
+
+def _app_versions(plan: Plan, found: Project, client: DockerClient) -> dict[str, Any]:
+    """The application's schema version where the preset knows where to read it."""
+    if plan.preset != "dify":
+        return {}
+    pg = next((s for s in plan.services.values() if s.role == POSTGRES), None)
+    live = found.services.get(pg.name) if pg else None
+    if live is None:
+        return {}
+    from stackvault.sources.docker.engine import container_env, get_container
+    from stackvault.sources.docker.exec import ContainerRunner
+
+    container = get_container(client, live.container)
+    user = container_env(container).get("POSTGRES_USER") or "postgres"
+    runner = ContainerRunner(client, container, env_from={"PGPASSWORD": "POSTGRES_PASSWORD"})
+    res = runner.run(
+        [
+            "psql",
+            "-X",
+            "-At",
+            "-U",
+            user,
+            "-d",
+            "dify",
+            "-c",
+            "SELECT version_num FROM alembic_version",
+        ],
+        timeout=60,
+    )
+    if res.code != 0:
+        return {"alembic_version": None}
+    return {"alembic_version": res.text.strip() or None}

@@ -1,0 +1,205 @@
+"""Checks before a stack backup (stack layer): would it fail, or be incomplete?
+
+`preflight` compares the plan with the running project and tries what the backup will need,
+without changing anything:
+
+- the Docker engine answers and the project has containers;
+- every service of the plan exists; those captured by their tools run (and are not
+  unhealthy); an image that changed since the plan was written is reported;
+- each database source's client tools exist in its container and its credentials work (the
+  source is probed: a connection and row counts); the preset's databases exist (Dify:
+  ``dify`` and ``dify_plugin``);
+- each named volume exists; each data directory is readable; each configuration entry exists;
+- the plan's own warnings (a public ``SECRET_KEY``, external storage) are repeated.
+
+Each `Check` is ``ok``, ``warning`` or ``error`` with the fix; a backup refuses to start while
+an ``error`` remains.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stackvault.errors import StackvaultError
+from stackvault.stack.classify import MYSQL, POSTGRES, REDIS
+from stackvault.stack.compose import Project, discover
+from stackvault.stack.plan import Plan
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+OK = "ok"
+WARNING = "warning"
+ERROR = "error"
+
+_TOOLS = {
+    POSTGRES: [["pg_dump"], ["psql"], ["pg_restore"]],
+    MYSQL: [["mariadb-dump", "mysqldump"], ["mariadb", "mysql"]],
+    REDIS: [["redis-cli"]],
+}
+
+
+@dataclass
+class Check:
+    subject: str
+    status: str
+    message: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+def errors(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.status == ERROR]
+
+
+def preflight(
+    plan: Plan,
+    client: DockerClient,
+    *,
+    probe_sources: bool = True,
+    notice: Callable[[str], None] = lambda _m: None,
+) -> tuple[list[Check], Project | None]:
+    """Every check (see the module docstring) and the project as found (None if not)."""
+    checks: list[Check] = []
+    try:
+        found = discover(client, plan.project)
+    except StackvaultError as exc:
+        checks.append(Check("project", ERROR, exc.message, exc.hint or ""))
+        return checks, None
+    checks.append(
+        Check("project", OK, f"{len(found.services)} services of {plan.project} on the engine")
+    )
+    for name, svc in plan.services.items():
+        live = found.services.get(name)
+        subject = f"service {name}"
+        if live is None:
+            checks.append(
+                Check(
+                    subject,
+                    ERROR,
+                    "has no container",
+                    "start the stack (docker compose up -d) or remove the service from the plan",
+                )
+            )
+            continue
+        captured = any(s.service == name for s in plan.sources)
+        if live.state != "running":
+            status = ERROR if captured else (WARNING if svc.stop else OK)
+            checks.append(
+                Check(
+                    subject,
+                    status,
+                    f"is {live.state}",
+                    f"start it: docker start {live.container}" if status != OK else "",
+                )
+            )
+        elif live.health == "unhealthy":
+            checks.append(
+                Check(subject, ERROR if captured else WARNING, "is running but unhealthy")
+            )
+        else:
+            checks.append(Check(subject, OK, f"running ({live.health or 'no health check'})"))
+        if svc.digest and live.digests and svc.digest not in live.digests:
+            checks.append(
+                Check(
+                    subject,
+                    WARNING,
+                    f"runs another image than the plan recorded ({live.image})",
+                    "run stack discover again if the upgrade was intended",
+                )
+            )
+    for src in plan.sources:
+        checks += _source_checks(plan, found, src.name, src.url, src.service, probe_sources, client)
+        notice(f"checked source {src.name}")
+    for p in plan.paths:
+        if not os.path.isdir(p.path):
+            checks.append(
+                Check(
+                    f"path {p.path}",
+                    ERROR,
+                    "does not exist here",
+                    "run the backup on the stack's host, or fix the path in the plan",
+                )
+            )
+        elif not os.access(p.path, os.R_OK | os.X_OK):
+            checks.append(
+                Check(f"path {p.path}", ERROR, "is not readable", "run stackvault as root")
+            )
+        else:
+            checks.append(Check(f"path {p.path}", OK, "readable"))
+    for c in plan.config:
+        if not os.path.exists(c):
+            checks.append(Check(f"config {c}", WARNING, "does not exist; it is skipped"))
+    for w in plan.warnings:
+        checks.append(Check("plan", WARNING, w))
+    return checks, found
+
+
+def _source_checks(
+    plan: Plan,
+    found: Project,
+    name: str,
+    url: str,
+    service: str,
+    probe: bool,
+    client: DockerClient,
+) -> list[Check]:
+    subject = f"source {name}"
+    role = plan.services[service].role if service in plan.services else ""
+    live = found.services.get(service)
+    if url.startswith("docker-volume://"):
+        volume = url[len("docker-volume://") :].split("?", 1)[0]
+        try:
+            client.volumes.get(volume)
+        except Exception:
+            return [Check(subject, ERROR, f"volume {volume} does not exist")]
+        return [Check(subject, OK, f"volume {volume} exists")]
+    if live is None or live.state != "running" or role not in _TOOLS:
+        return []
+    from stackvault.sources.docker.engine import get_container
+    from stackvault.sources.docker.exec import ContainerRunner
+
+    out: list[Check] = []
+    runner = ContainerRunner(client, get_container(client, live.container))
+    missing = [alts[0] for alts in _TOOLS[role] if not any(runner.has(t) for t in alts)]
+    if missing:
+        return [
+            Check(
+                subject,
+                ERROR,
+                f"{', '.join(missing)} missing in container {live.container}",
+                "use the image's official variant, which ships its client tools",
+            )
+        ]
+    if not probe:
+        return [Check(subject, OK, "client tools present")]
+    from stackvault.sources.registry import open_source
+
+    source = open_source(url)
+    try:
+        facts: dict[str, Any] = source.probe()
+    except StackvaultError as exc:
+        return [Check(subject, ERROR, exc.message, exc.hint or "")]
+    finally:
+        source.close()
+    out.append(Check(subject, OK, "connected, credentials work"))
+    wanted = plan.facts.get("databases") if role == POSTGRES else None
+    if isinstance(wanted, list):
+        have = set((facts.get("databases") or {}).keys())
+        for db in wanted:
+            if db not in have:
+                out.append(
+                    Check(
+                        subject,
+                        ERROR,
+                        f"database {db} does not exist on {service}",
+                        f"the {plan.preset} preset expects it; check the stack, or remove it "
+                        "from facts.databases in the plan",
+                    )
+                )
+    return out
