@@ -39,8 +39,19 @@ if TYPE_CHECKING:
 _IDLE = "trap 'exit 0' TERM INT; while :; do sleep 0.2; done"
 """What a stateless service runs: it ends at once on SIGTERM (a bare ``sleep`` as PID 1 would
 ignore it and be killed only after the stop timeout)."""
+MIGRATE = (
+    "CREATE TABLE IF NOT EXISTS upload_files (name text PRIMARY KEY);"
+    "CREATE TABLE IF NOT EXISTS tenants (id text PRIMARY KEY);"
+    "INSERT INTO tenants VALUES ('tenant-0'), ('tenant-1'), ('tenant-2') ON CONFLICT DO NOTHING;"
+    "CREATE TABLE IF NOT EXISTS alembic_version (version_num varchar(32) PRIMARY KEY);"
+    "INSERT INTO alembic_version SELECT '4f3a2b1c9d8e' "
+    "WHERE NOT EXISTS (SELECT 1 FROM alembic_version);"
+)
+"""What the api does to the ``dify`` database when it starts (Dify's api migrates it)."""
 _WRITER = (
-    "trap 'exit 0' TERM INT; i=0; while true; do i=$((i+1)); t=tenant-$((i % 3)); "
+    "trap 'exit 0' TERM INT; "
+    'until psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d dify -c "$MIGRATE" '
+    ">/dev/null 2>&1; do sleep 0.2; done; i=0; while true; do i=$((i+1)); t=tenant-$((i % 3)); "
     "mkdir -p /app/api/storage/privkeys/$t /app/api/storage/upload_files/$t; "
     "[ -f /app/api/storage/privkeys/$t/private.pem ] || "
     'echo "-----BEGIN KEY $t-----" > /app/api/storage/privkeys/$t/private.pem; '
@@ -114,12 +125,7 @@ class DifyLikeProject:
             "--auth-host=scram-sha-256 -E UTF8 --locale=C --no-sync >/dev/null; }; "
             "( for i in $$(seq 1 100); do pg_isready -q && break; sleep 0.2; done; "
             "psql -U postgres -qc 'CREATE DATABASE dify' 2>/dev/null; "
-            "psql -U postgres -qc 'CREATE DATABASE dify_plugin' 2>/dev/null; "
-            "psql -U postgres -d dify -qc 'CREATE TABLE IF NOT EXISTS upload_files "
-            "(name text PRIMARY KEY); CREATE TABLE IF NOT EXISTS alembic_version "
-            "(version_num varchar(32) PRIMARY KEY); INSERT INTO alembic_version "
-            "SELECT $$$$4f3a2b1c9d8e$$$$ WHERE NOT EXISTS (SELECT 1 FROM alembic_version)' "
-            "2>/dev/null ) & "
+            "psql -U postgres -qc 'CREATE DATABASE dify_plugin' 2>/dev/null ) & "
             'exec postgres -D "$$PGDATA" -p "$$PGPORT" -c listen_addresses=127.0.0.1'
         )
         writer = _WRITER.replace("$", "$$")
@@ -148,6 +154,7 @@ services:
 {common}    user: "0:0"
     environment:
       SVC: api
+      MIGRATE: {_yaml_str(MIGRATE.replace("$", "$$"))}
       SECRET_KEY: ${{SECRET_KEY}}
       DB_PASSWORD: ${{DB_PASSWORD}}
       PGPASSWORD: ${{DB_PASSWORD}}
@@ -160,6 +167,7 @@ services:
 {common}    user: "0:0"
     environment:
       SVC: worker
+      MIGRATE: {_yaml_str(MIGRATE.replace("$", "$$"))}
       SECRET_KEY: ${{SECRET_KEY}}
       PGPASSWORD: ${{DB_PASSWORD}}
       PG_PORT: ${{PG_PORT}}
@@ -250,6 +258,9 @@ volumes:
         return f"{self.name}_{service}_1"
 
     def down(self) -> None:
+        """``docker-compose down -v`` (nothing to do once the directory is gone)."""
+        if not (self.directory / "docker-compose.yaml").exists():
+            return
         try:
             self.compose("down", "-v", "--remove-orphans", timeout=120)
         except RuntimeError:

@@ -158,9 +158,12 @@ def _manifest(
             "image_id": live.image_id if live else None,
             "digests": live.digests if live else ([svc.digest] if svc.digest else []),
             "containers": live.containers if live else [],
+            "state": live.state if live else "missing",
             "stopped": mode == "strict" and svc.stop,
             "depends_on": svc.depends_on,
         }
+    for info in services.values():
+        info["created"] = _image_created(client, info["image_id"])
     versions: dict[str, Any] = {}
     parts: dict[str, Any] = {}
     for a in artifacts:
@@ -196,6 +199,7 @@ def _manifest(
         "artifacts": parts,
         "secrets": plan.secrets,
         "facts": plan.facts,
+        "mount_dirs": _mount_dirs(found),
         "app": _app_versions(plan, found, client),
         "timings": {
             "stop_s": round(times["stopped"] - times["start"], 3),
@@ -213,6 +217,42 @@ def _manifest(
         manifest["skew_s"] = round(times["captured"] - times["stopped"], 3)
         manifest["captured_between"] = [min(starts), max(starts)] if starts else []
     return manifest
+
+
+def _image_created(client: DockerClient, image_id: str | None) -> str | None:
+    """When the image was built (its ``Created``), for the restore's version guard."""
+    if not image_id:
+        return None
+    try:
+        created = client.images.get(image_id).attrs.get("Created")
+    except Exception:  # the image may be gone already; the id is still recorded
+        return None
+    return str(created) if created else None
+
+
+def _mount_dirs(found: Project) -> dict[str, dict[str, int]]:
+    """Owner and mode of every bind-mounted directory of the project (databases' data
+    directories included, whose content is dumped instead of copied), so that a restore on a
+    new host creates them as the services expect before starting them."""
+    import os
+    import stat
+
+    out: dict[str, dict[str, int]] = {}
+    for svc in found.services.values():
+        for m in svc.mounts:
+            if m.type != "bind" or m.source in out:
+                continue
+            try:
+                st = os.stat(m.source)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                out[m.source] = {
+                    "uid": st.st_uid,
+                    "gid": st.st_gid,
+                    "mode": stat.S_IMODE(st.st_mode),
+                }
+    return dict(sorted(out.items()))
 
 
 def _app_versions(plan: Plan, found: Project, client: DockerClient) -> dict[str, Any]:

@@ -1,0 +1,592 @@
+"""Restoring a whole stack from a stack snapshot (stack layer): ``stack restore``.
+
+To the same host or a new one, under the same or a new project name and directory. The
+order is the one that works for Dify and its kind:
+
+1. **checks** - the snapshot is a stack snapshot; the target project has no containers and
+   the target directory holds none of the files to restore (nothing is ever overwritten);
+   the **version guard**: every image the snapshot recorded must be on this engine under its
+   tag, and an image *older* than the recorded one is refused unless ``force`` (the
+   application migrated its schema forward; an older image cannot run it). A newer or
+   different image is reported;
+2. **configuration** (compose files, ``.env``, config directories) into the directory;
+3. the bind-mounted directories the manifest recorded are created with their owner and mode
+   (a database's data directory included: its content comes from the dump);
+4. **database services only** are created and started (``docker compose up -d --no-deps``),
+   then waited for (bounded retries; the message names the service that never answered);
+5. **databases** are loaded from their artifacts (every database and the roles; Dify's
+   ``dify`` *and* ``dify_plugin``, before the plugin daemon exists) and validated against the
+   row counts recorded at capture;
+6. **named volumes** (renamed to the new project's prefix) and **data directories**, with
+   their ownership and modes, each file checked against its recorded SHA-256;
+7. **every other service** is started (``docker compose up -d``), and each must be running
+   (and healthy, where it has a health check) within the wait;
+8. **validation**: the preset's checks (Dify: every tenant in the database has its
+   ``privkeys/<tenant>/private.pem``); the report has each step's time and the measured
+   restore time (RTO) from the first check to the last validation.
+
+``dry_run`` does step 1 and returns the steps it would take.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stackvault.engine.artifact_restore import restore_artifact
+from stackvault.engine.progress import NullProgress, Progress
+from stackvault.engine.restore import RestoreJob, RestoreOptions, find_node
+from stackvault.errors import PathNotFound, RestoreRefused, SourceError, UsageError
+from stackvault.repo.snapshot import Snapshot
+from stackvault.stack.classify import DATABASE_ROLES, MYSQL, POSTGRES, REDIS
+from stackvault.stack.compose import LABEL_PROJECT, LABEL_SERVICE
+from stackvault.stack.composecli import Compose
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+    from stackvault.repo.repository import Repository
+
+
+@dataclass
+class Step:
+    name: str
+    detail: str
+    seconds: float | None = None
+    status: str = "planned"
+
+
+@dataclass
+class StackRestore:
+    snapshot: str
+    project: str
+    directory: str
+    dry_run: bool
+    steps: list[Step] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    rto_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(v["ok"] for v in self.validation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot,
+            "project": self.project,
+            "directory": self.directory,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "rto_s": self.rto_s,
+            "steps": [s.__dict__ for s in self.steps],
+            "validation": self.validation,
+            "notices": self.notices,
+        }
+
+
+def restore_stack(
+    repo: Repository,
+    snapshot: Snapshot,
+    client: DockerClient,
+    *,
+    project: str | None = None,
+    directory: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    wait: float = 180.0,
+    progress: Progress | None = None,
+    notice: Callable[[str], None] = lambda _m: None,
+) -> StackRestore:
+    """Restore the stack of ``snapshot`` (see the module docstring)."""
+    m = snapshot.stack
+    if not m:
+        raise UsageError(
+            f"snapshot {snapshot.short_id} is not a stack snapshot (it has no stack manifest)",
+            hint="stack snapshots are tagged stack:PROJECT; list them with "
+            "stackvault snapshots --tag stack:PROJECT",
+        )
+    plan: dict[str, Any] = m.get("plan") or {}
+    old_project = str(m["project"])
+    old_dir = str(m.get("directory") or "")
+    new_project = project or old_project
+    new_dir = os.path.abspath(directory or old_dir)
+    if not new_dir or new_dir == "/":
+        raise UsageError("the stack has no directory to restore into; pass --directory DIR")
+    started = time.monotonic()
+    report = StackRestore(snapshot.id, new_project, new_dir, dry_run)
+    r = _Restorer(repo, snapshot, client, m, plan, old_project, old_dir, new_project, new_dir)
+
+    def tell(message: str) -> None:
+        report.notices.append(message)
+        notice(message)
+
+    r.notice = tell
+    r.progress = progress or NullProgress()
+    r.wait = wait
+
+    r.check_target()
+    r.version_guard(force)
+    steps = r.steps()
+    report.steps = steps
+    if dry_run:
+        return report
+    for step in steps:
+        t0 = time.monotonic()
+        notice(f"{step.name}: {step.detail}")
+        step.status = "running"
+        try:
+            r.run(step, report)
+        except BaseException:
+            step.status = "failed"
+            step.seconds = round(time.monotonic() - t0, 3)
+            raise
+        step.status = "done"
+        step.seconds = round(time.monotonic() - t0, 3)
+    report.rto_s = round(time.monotonic() - started, 3)
+    return report
+
+
+class _Restorer:
+    def __init__(
+        self,
+        repo: Repository,
+        snapshot: Snapshot,
+        client: DockerClient,
+        manifest: dict[str, Any],
+        plan: dict[str, Any],
+        old_project: str,
+        old_dir: str,
+        new_project: str,
+        new_dir: str,
+    ) -> None:
+        self.repo = repo
+        self.snapshot = snapshot
+        self.client = client
+        self.m = manifest
+        self.plan = plan
+        self.old_project = old_project
+        self.old_dir = old_dir.rstrip("/")
+        self.new_project = new_project
+        self.new_dir = new_dir.rstrip("/")
+        self.services: dict[str, Any] = manifest.get("services") or {}
+        self.notice: Callable[[str], None] = lambda _m: None
+        self.progress: Progress = NullProgress()
+        self.wait = 180.0
+        self._compose: Compose | None = None
+
+    # --- mapping ----------------------------------------------------------------------------
+
+    def map_path(self, path: str) -> str:
+        if self.old_dir and (path == self.old_dir or path.startswith(self.old_dir + "/")):
+            return self.new_dir + path[len(self.old_dir) :]
+        return path
+
+    def map_volume(self, name: str) -> str:
+        prefix = f"{self.old_project}_"
+        return f"{self.new_project}_{name[len(prefix) :]}" if name.startswith(prefix) else name
+
+    def compose(self) -> Compose:
+        if self._compose is None:
+            files = [self.map_path(f) for f in self.plan.get("compose_files") or []]
+            self._compose = Compose(self.new_project, self.new_dir, files)
+        return self._compose
+
+    def role(self, service: str) -> str:
+        return str((self.services.get(service) or {}).get("role", ""))
+
+    # --- 1. checks --------------------------------------------------------------------------
+
+    def check_target(self) -> None:
+        import docker.errors
+
+        try:
+            existing = self.client.containers.list(
+                all=True, filters={"label": f"{LABEL_PROJECT}={self.new_project}"}
+            )
+        except docker.errors.DockerException as exc:
+            raise SourceError(f"cannot list the containers of the Docker engine: {exc}") from exc
+        if existing:
+            raise RestoreRefused(
+                f"Compose project {self.new_project} already has {len(existing)} container(s) on "
+                "this engine; nothing was changed",
+                hint="remove it first (docker compose down, after making sure it holds nothing "
+                "you need) or restore under another --project",
+            )
+        clashes = [
+            self.map_path(p)
+            for p in self._file_entries()
+            if os.path.lexists(self.map_path(p)) and not _empty_dir(self.map_path(p))
+        ]
+        if clashes:
+            raise RestoreRefused(
+                f"{clashes[0]} exists already"
+                + (f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else "")
+                + "; a stack restore never overwrites files, and nothing was changed",
+                hint="move them away, or restore into another --directory",
+            )
+        for name in self._volume_targets().values():
+            try:
+                self.client.volumes.get(name)
+            except docker.errors.NotFound:
+                continue
+            raise RestoreRefused(
+                f"volume {name} exists already; nothing was changed",
+                hint=f"remove it (docker volume rm {name}) or restore under another --project",
+            )
+
+    def version_guard(self, force: bool) -> None:
+        import docker.errors
+
+        missing: list[str] = []
+        older: list[str] = []
+        for name, svc in self.services.items():
+            tag = str(svc.get("image") or "")
+            if not tag:
+                continue
+            try:
+                image = self.client.images.get(tag)
+            except docker.errors.ImageNotFound:
+                missing.append(f"{tag} (service {name})")
+                continue
+            if svc.get("image_id") and image.id != svc["image_id"]:
+                recorded, local = str(svc.get("created") or ""), str(image.attrs.get("Created"))
+                if recorded and local < recorded:
+                    older.append(
+                        f"{tag} of service {name} (built {local[:19]}, the snapshot's "
+                        f"{recorded[:19]})"
+                    )
+                else:
+                    self.notice(
+                        f"service {name}: image {tag} here is not the one recorded "
+                        f"({str(svc['image_id'])[:19]}); it is newer, and will migrate the data "
+                        "forward"
+                    )
+        if missing:
+            raise SourceError(
+                f"image {missing[0]} is not on this host"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + "; nothing was changed",
+                hint="pull or load the images the snapshot recorded (stackvault snapshots "
+                "--json lists their digests), then restore again",
+            )
+        if older and not force:
+            raise RestoreRefused(
+                f"image {older[0]} is older than the one the data was saved with; its schema "
+                "may have moved forward and cannot be run by an older image; nothing was changed",
+                hint="use the recorded images (their digests are in the manifest), or pass "
+                "--force if you know the versions are compatible",
+            )
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _file_entries(self) -> list[str]:
+        entries: list[str] = []
+        for p in [
+            *(self.plan.get("config") or []),
+            *(x["path"] for x in self.plan.get("paths") or []),
+        ]:
+            if p in self.snapshot.paths and p not in entries:
+                entries.append(p)
+        return entries
+
+    def _volume_targets(self) -> dict[str, str]:
+        """Artifact name → target volume for the named volumes of the stack."""
+        out: dict[str, str] = {}
+        for s in self.plan.get("sources") or []:
+            url = str(s.get("url", ""))
+            if url.startswith("docker-volume://"):
+                out[str(s["name"])] = self.map_volume(url[len("docker-volume://") :].split("?")[0])
+        return out
+
+    def steps(self) -> list[Step]:
+        dbs = [n for n in self.services if self.role(n) in DATABASE_ROLES]
+        config = [p for p in self._file_entries() if p in (self.plan.get("config") or [])]
+        data = [p for p in self._file_entries() if p not in config]
+        db_sources = [
+            s["name"]
+            for s in self.plan.get("sources") or []
+            if self.role(str(s.get("service"))) in DATABASE_ROLES
+        ]
+        volumes = self._volume_targets()
+        rest = [n for n in self.services if n not in dbs]
+        return [
+            Step("configuration", f"{len(config)} entries into {self.new_dir}"),
+            Step(
+                "directories",
+                f"{len(self.m.get('mount_dirs') or {})} bind-mount directories with their owners",
+            ),
+            Step("database services", ", ".join(dbs) or "none"),
+            Step("databases", ", ".join(db_sources) or "none"),
+            Step("volumes", ", ".join(volumes.values()) or "none"),
+            Step("data directories", ", ".join(self.map_path(p) for p in data) or "none"),
+            Step("other services", ", ".join(rest) or "none"),
+            Step("validation", f"preset {self.m.get('preset')}: health, facts, files"),
+        ]
+
+    def run(self, step: Step, report: StackRestore) -> None:
+        getattr(self, "_" + step.name.replace(" ", "_"))(report)
+
+    def _restore_files(self, entries: list[str]) -> int:
+        """Restore captured paths to their mapped places (checked against their SHA-256)."""
+        if not entries:
+            return 0
+        groups: dict[str, list[str]] = {}
+        for p in entries:
+            root = self.old_dir if self.map_path(p) != p else os.path.dirname(p)
+            groups.setdefault(root, []).append(p)
+        files = 0
+        for root, paths in groups.items():
+            node = find_node(self.repo, self.snapshot, root)
+            if node.type != "dir" or node.subtree is None:
+                raise PathNotFound(
+                    f"{root} is not a directory in snapshot {self.snapshot.short_id}"
+                )
+            include = ["/" + os.path.relpath(p, root) for p in paths]
+            job = RestoreJob(
+                self.repo,
+                self.snapshot,
+                # check_target made sure every restored path was absent or an empty
+                # directory; what exists now are the parents this restore made itself.
+                RestoreOptions(
+                    target=self.map_path(root),
+                    include=include,
+                    overwrite=True,
+                    verify=True,
+                    root_tree=node.subtree,
+                ),
+                progress=self.progress,
+            )
+            result = job.run()
+            files += result.files
+            for n in result.notices:
+                self.notice(n)
+        return files
+
+    def _configuration(self, report: StackRestore) -> None:
+        config = [p for p in self._file_entries() if p in (self.plan.get("config") or [])]
+        self._restore_files(config)
+
+    def _directories(self, report: StackRestore) -> None:
+        for path, meta in (self.m.get("mount_dirs") or {}).items():
+            target = self.map_path(path)
+            if os.path.isdir(target):
+                continue
+            os.makedirs(target, exist_ok=True)
+            try:
+                os.chown(target, int(meta["uid"]), int(meta["gid"]))
+                os.chmod(target, int(meta["mode"]))
+            except OSError as exc:
+                self.notice(f"{target}: owner/mode not restored ({exc.strerror})")
+
+    def _database_services(self, report: StackRestore) -> None:
+        dbs = [n for n in self.services if self.role(n) in DATABASE_ROLES]
+        if not dbs:
+            return
+        self.compose().up(dbs)
+        for name in dbs:
+            self._wait_ready(name)
+
+    def _container_of(self, service: str) -> str:
+        found = self.client.containers.list(
+            all=True,
+            filters={
+                "label": [f"{LABEL_PROJECT}={self.new_project}", f"{LABEL_SERVICE}={service}"]
+            },
+        )
+        if not found:
+            raise SourceError(f"service {service} of project {self.new_project} has no container")
+        return str(found[0].name)
+
+    def _target_url(self, source: dict[str, Any]) -> str:
+        service = str(source["service"])
+        container = self._container_of(service)
+        url = str(source["url"])
+        role = self.role(service)
+        if role == POSTGRES:
+            return f"postgres+docker://{container}/"
+        if role == MYSQL:
+            return f"mysql+docker://{container}/"
+        if role == REDIS:
+            rest = url.split("://", 1)[1].split("?", 1)[0]
+            port = rest.rsplit(":", 1)[1] if ":" in rest else ""
+            return f"redis+docker://{container}" + (f":{port}" if port else "")
+        raise SourceError(f"source {source['name']} of service {service} is not a database")
+
+    def _wait_ready(self, service: str) -> None:
+        """Until the database service answers its own client (bounded)."""
+        from stackvault.sources.registry import open_source
+
+        source = next(
+            (s for s in self.plan.get("sources") or [] if s.get("service") == service), None
+        )
+        deadline = time.monotonic() + self.wait
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                if source is None:
+                    self._running(service)
+                    return
+                target = open_source(self._target_url(source))
+                try:
+                    target.describe_target()
+                finally:
+                    target.close()
+                return
+            except SourceError as exc:
+                last = exc.message
+            time.sleep(1.0)
+        raise SourceError(
+            f"service {service} of project {self.new_project} did not become ready in "
+            f"{self.wait:.0f} s: {last}",
+            hint=f"look at its log: docker logs {self._container_of(service)}",
+        )
+
+    def _running(self, service: str) -> None:
+        container = self.client.containers.get(self._container_of(service))
+        state = container.attrs.get("State") or {}
+        if not state.get("Running"):
+            raise SourceError(f"service {service} is {state.get('Status')}")
+        health = (state.get("Health") or {}).get("Status")
+        if health not in (None, "healthy"):
+            raise SourceError(f"service {service} is {health}")
+
+    def _restore_sources(
+        self, names: list[str], targets: dict[str, str], report: StackRestore
+    ) -> None:
+        for name in names:
+            record = next((a for a in self.snapshot.artifacts if a["name"] == name), None)
+            if record is None or not record.get("complete"):
+                report.validation.append(
+                    {
+                        "subject": f"artifact {name}",
+                        "ok": False,
+                        "message": "the snapshot holds no complete capture of it",
+                    }
+                )
+                continue
+            result = restore_artifact(
+                self.repo,
+                self.snapshot,
+                name,
+                targets[name],
+                progress=self.progress,
+                notice=self.notice,
+            )
+            report.validation.append(
+                {
+                    "subject": f"artifact {name}",
+                    "ok": not result.differences,
+                    "message": "matches what was recorded"
+                    if not result.differences
+                    else "; ".join(result.differences[:5]),
+                }
+            )
+
+    def _databases(self, report: StackRestore) -> None:
+        sources = [
+            s
+            for s in self.plan.get("sources") or []
+            if self.role(str(s.get("service"))) in DATABASE_ROLES
+        ]
+        targets = {str(s["name"]): self._target_url(s) for s in sources}
+        self._restore_sources(list(targets), targets, report)
+
+    def _volumes(self, report: StackRestore) -> None:
+        volumes = self._volume_targets()
+        targets = {name: f"docker-volume://{vol}" for name, vol in volumes.items()}
+        self._restore_sources(list(targets), targets, report)
+
+    def _data_directories(self, report: StackRestore) -> None:
+        config = self.plan.get("config") or []
+        data = [p for p in self._file_entries() if p not in config]
+        files = self._restore_files(data)
+        report.validation.append(
+            {
+                "subject": "data directories",
+                "ok": True,
+                "message": f"{files} files restored, each checked against its recorded SHA-256",
+            }
+        )
+
+    def _other_services(self, report: StackRestore) -> None:
+        self.compose().up()
+        deadline = time.monotonic() + self.wait
+        # Services that were not running at backup time (one-shot jobs) are not waited for.
+        pending = [n for n, s in self.services.items() if s.get("state", "running") == "running"]
+        while pending and time.monotonic() < deadline:
+            still = []
+            for name in pending:
+                try:
+                    self._running(name)
+                except SourceError:
+                    still.append(name)
+            pending = still
+            if pending:
+                time.sleep(1.0)
+        for name in [n for n, s in self.services.items() if s.get("state", "running") == "running"]:
+            report.validation.append(
+                {
+                    "subject": f"service {name}",
+                    "ok": name not in pending,
+                    "message": "running"
+                    if name not in pending
+                    else f"not running/healthy after {self.wait:.0f} s",
+                }
+            )
+
+    def _validation(self, report: StackRestore) -> None:
+        if self.m.get("preset") == "dify":
+            report.validation += self._dify_checks()
+
+    def _dify_checks(self) -> list[dict[str, Any]]:
+        """Every tenant of the dify database has its private key file."""
+        from stackvault.sources.docker.engine import container_env, get_container
+        from stackvault.sources.docker.exec import ContainerRunner
+
+        pg = next((n for n in self.services if self.role(n) == POSTGRES), None)
+        privkeys = (self.m.get("facts") or {}).get("privkeys")
+        if pg is None or not privkeys:
+            return []
+        container = get_container(self.client, self._container_of(pg))
+        user = container_env(container).get("POSTGRES_USER") or "postgres"
+        runner = ContainerRunner(
+            self.client, container, env_from={"PGPASSWORD": "POSTGRES_PASSWORD"}
+        )
+        res = runner.run(
+            ["psql", "-X", "-At", "-U", user, "-d", "dify", "-c", "SELECT id FROM tenants"],
+            timeout=60,
+        )
+        if res.code != 0:
+            return [
+                {
+                    "subject": "dify tenants' private keys",
+                    "ok": True,
+                    "message": "no tenants table (nothing to check)",
+                }
+            ]
+        tenants = [t for t in res.text.split() if t]
+        keys_dir = self.map_path(str(privkeys))
+        missing = [
+            t for t in tenants if not os.path.isfile(os.path.join(keys_dir, t, "private.pem"))
+        ]
+        return [
+            {
+                "subject": "dify tenants' private keys",
+                "ok": not missing,
+                "message": f"all {len(tenants)} tenants have privkeys/<tenant>/private.pem"
+                if not missing
+                else f"{len(missing)} of {len(tenants)} tenants have no private key: "
+                f"{', '.join(missing[:5])} (their stored credentials cannot be decrypted)",
+            }
+        ]
+
+
+def _empty_dir(path: str) -> bool:
+    try:
+        return os.path.isdir(path) and not os.listdir(path)
+    except OSError:
+        return False
