@@ -12,6 +12,7 @@ one and stops on a missing one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -128,8 +129,21 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
     project.down()
     shutil.rmtree(project.directory)
     new_dir = tmp_path / "moved" / "docker"
-    res = cli("stack", "restore", snap, "--project", "moved", "--directory", str(new_dir), "--json")
+    report_file = tmp_path / "restore-report.json"
+    res = cli(
+        "stack",
+        "restore",
+        snap,
+        "--project",
+        "moved",
+        "--directory",
+        str(new_dir),
+        "--report",
+        str(report_file),
+        "--json",
+    )
     assert res.code == 0, res.err + res.out
+    assert json.loads(report_file.read_text()) == res.json()
     moved = DifyLikeProject(new_dir, project.engine, name="moved")
     moved.redis_port = project.redis_port
     try:

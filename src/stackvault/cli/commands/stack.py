@@ -82,6 +82,11 @@ def _restore_options(stack: Subparsers) -> None:
         metavar="SECONDS",
         help="How long each service may take to become ready.",
     )
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="Also write the restore report (steps, timings, validation, RTO) there as JSON.",
+    )
     add_json_option(p)
 
 
@@ -274,6 +279,7 @@ def stack_restore(
     dry_run: bool,
     force: bool,
     wait: float,
+    report: str | None,
 ) -> int:
     """Restore a whole stack from a stack snapshot, to this host or a new one, under its own
     or a new project name and directory: configuration, database services, databases, volumes
@@ -287,7 +293,7 @@ def stack_restore(
     try:
         with cli.open_repo(lock="stack restore") as repo:
             snap = repo.find_snapshot(snapshot)
-            report = restore_stack(
+            done = restore_stack(
                 repo,
                 snap,
                 client,
@@ -301,20 +307,26 @@ def stack_restore(
             )
     finally:
         client.close()
+    if report is not None:
+        import json
+
+        with open(report, "w", encoding="utf-8") as f:
+            json.dump(done.to_dict(), f, indent=2)
+            f.write("\n")
     if cli.json:
-        cli.emit_json(report.to_dict())
+        cli.emit_json(done.to_dict())
     else:
-        for step in report.steps:
+        for step in done.steps:
             took = f" ({step.seconds:.1f} s)" if step.seconds is not None else ""
             cli.print(f"{step.status:8} {step.name}: {step.detail}{took}")
-        for v in report.validation:
+        for v in done.validation:
             cli.print(f"{'ok  ' if v['ok'] else 'FAIL'}  {v['subject']}: {v['message']}")
         if dry_run:
-            cli.print(f"dry run: project {report.project} in {report.directory}; nothing changed")
+            cli.print(f"dry run: project {done.project} in {done.directory}; nothing changed")
         else:
             cli.print(
-                f"restored project {report.project} in {report.directory} from snapshot "
-                f"{snap.short_id} in {report.rto_s:.1f} s"
-                + ("" if report.ok else "; VALIDATION FAILED")
+                f"restored project {done.project} in {done.directory} from snapshot "
+                f"{snap.short_id} in {done.rto_s:.1f} s"
+                + ("" if done.ok else "; VALIDATION FAILED")
             )
-    return 0 if report.ok else 1
+    return 0 if done.ok else 1

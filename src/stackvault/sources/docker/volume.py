@@ -576,10 +576,12 @@ class VolumeSource(Source):
                     hint="unpause them (`docker unpause`) or stop them first",
                 )
             to_stop = live
-        else:
+        elif live:
+            names = ", ".join(str(c.name) for c in live)
             sink.notice(
-                f"volume {self.volume} is captured hot (nothing is stopped): a live database "
-                "volume should be captured with mode=cold or through its database source"
+                f"volume {self.volume} is captured hot while {names} use(s) it: a live "
+                "database volume should be captured with mode=cold or through its database "
+                "source"
             )
         quiesce = Quiesce(
             self.client,
