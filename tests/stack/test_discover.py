@@ -20,7 +20,7 @@ import pytest
 
 from conftest import Result
 from stackvault.errors import UsageError
-from stackvault.stack.plan import load_plan, plan_from_dict
+from stackvault.stack.plan import load_plan, plan_from_dict, render_plan
 from stackvault.stack.presets.dify import DEFAULT_SECRET_KEY
 from support.composeproject import DifyLikeProject
 from support.dockerd import DockerEngine
@@ -172,6 +172,13 @@ def test_broken_plan_files_name_the_field(tmp_path: Path) -> None:
         "secrets": [],
     }
     assert plan_from_dict(good).services["db"].role == "postgres"
+    hooked = plan_from_dict({**good, "hooks": [{"service": "db", "before": "pause now"}]})
+    assert hooked.hooks[0].before == ["sh", "-c", "pause now"] and hooked.hooks[0].after == []
+    assert (hooked.hooks[0].where, hooked.hooks[0].mode, hooked.hooks[0].timeout) == (
+        "container",
+        "essential",
+        60.0,
+    )
     cases = [
         ({"consistency": "sometimes"}, "consistency must be strict or online"),
         ({"services": {"db": {"role": "oracle", "image": "x"}}}, "services.db.role must be one"),
@@ -185,11 +192,20 @@ def test_broken_plan_files_name_the_field(tmp_path: Path) -> None:
         ),
         ({"paths": [{"path": "rel/dir", "service": "db"}]}, "paths[0].path must be absolute"),
         ({"version": 2}, "version must be 1"),
+        ({"hooks": [{"service": "db", "before": "x", "where": "vm"}]}, "where must be container"),
+        ({"hooks": [{"service": "db", "before": "x", "mode": "maybe"}]}, "mode must be essential"),
+        ({"hooks": [{"service": "web", "before": "x"}]}, "hooks[0] names service 'web'"),
+        ({"hooks": [{"service": "db"}]}, "hooks[0] has neither before nor after"),
+        ({"hooks": [{"service": "db", "after": 5}]}, "hooks[0].after must be a command"),
+        ({"hooks": [{"service": "db", "after": "x", "timeout": -1}]}, "timeout must be a positive"),
     ]
     for change, message in cases:
         with pytest.raises(UsageError) as failed:
             plan_from_dict({**good, **change}, "plan.yaml")
         assert message in str(failed.value), (change, str(failed.value))
+    rendered = tmp_path / "hooked.yaml"
+    rendered.write_text(render_plan(hooked))
+    assert load_plan(str(rendered)).hooks == hooked.hooks
     broken = tmp_path / "bad.yaml"
     broken.write_text("services: [\n")
     with pytest.raises(UsageError, match="is not valid YAML"):

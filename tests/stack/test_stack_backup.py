@@ -202,3 +202,65 @@ def snapshot_list() -> list[dict[str, object]]:
     doc = json.loads(res.stdout)
     assert isinstance(doc, list)
     return doc
+
+
+def with_hooks(plan_file: Path, hooks: str) -> Path:
+    text = plan_file.read_text()
+    assert text.rstrip().endswith("hooks:\n  []")
+    out = plan_file.with_name("hooked.yaml")
+    out.write_text(text.rstrip()[: -len("  []")] + hooks)
+    return out
+
+
+def test_hooks_run_around_the_cut_and_an_essential_failure_undoes(
+    cli: Cli, project: DifyLikeProject, plan_file: Path, initialised: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "paused"
+    log = tmp_path / "hook.log"
+    good = f"""
+  - service: api
+    before: "echo pause >> {log}; touch {marker}"
+    after: "echo resume >> {log}; rm {marker}"
+    where: host
+  - service: db
+    before: ["sh", "-c", "echo before > /tmp/hook-marker"]
+    after: ["rm", "/tmp/hook-marker"]
+    timeout: 10
+"""
+    res = cli("stack", "backup", "--config", str(with_hooks(plan_file, good)), "--json")
+    assert res.code == 0, res.err
+    hooks = res.json()["manifest"]["hooks"]
+    assert [(h["service"], h["phase"], h["ok"]) for h in hooks] == [
+        ("api", "before", True),
+        ("db", "before", True),
+        ("db", "after", True),
+        ("api", "after", True),
+    ]
+    assert log.read_text() == "pause\nresume\n" and not marker.exists()
+    assert "hook-marker" not in project.compose("exec", "-T", "db", "ls", "/tmp")
+    count = len(cli("snapshots", "--json").json())
+
+    failing = (
+        good
+        + """
+  - service: redis
+    before: "echo no pause endpoint >&2; exit 7"
+    mode: essential
+"""
+    )
+    res = cli("stack", "backup", "--config", str(with_hooks(plan_file, failing)))
+    assert res.code == 1
+    assert (
+        "the before hook of service redis (container) exited with status 7: no pause endpoint; "
+        "the backup was aborted before anything was stopped or saved"
+    ) in res.err, res.err
+    assert "stopping" not in res.err
+    assert log.read_text() == "pause\nresume\n" * 2 and not marker.exists(), "the undo ran"
+    assert len(cli("snapshots", "--json").json()) == count
+    assert states(project) == dict.fromkeys((*WRITERS, "db", "redis"), "running")
+
+    optional = failing.replace("mode: essential", "mode: optional")
+    res = cli("stack", "backup", "--config", str(with_hooks(plan_file, optional)), "--json")
+    assert res.code == 0, res.err
+    assert "warning: the before hook of service redis (container) exited with status 7" in res.err
+    assert [h["ok"] for h in res.json()["manifest"]["hooks"]].count(False) == 1

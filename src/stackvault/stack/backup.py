@@ -27,12 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stackvault.engine.backup import BackupJob, BackupOptions
+from stackvault.engine.backup import BackupJob, BackupOptions, BackupResult
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.errors import SourceError, UsageError
 from stackvault.repo.snapshot import Snapshot
 from stackvault.stack.classify import POSTGRES
 from stackvault.stack.compose import Project
+from stackvault.stack.hooks import Hooks
 from stackvault.stack.plan import Plan
 from stackvault.stack.preflight import Check, errors, preflight
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
 
     from stackvault.repo.repository import Repository
+    from stackvault.sources.base import Source
 
 MANIFEST_FORMAT = 1
 
@@ -103,35 +105,56 @@ def backup_stack(
         for name in project.services[svc].containers
     ]
     quiesce = Quiesce(client, containers, timeout=stop_timeout, notice=notice)
+    hooks = Hooks(plan.hooks, project, client, notice)
     times: dict[str, float] = {}
 
     def after_capture(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
         times["captured"] = time.monotonic()
         quiesce.__exit__(None, None, None)  # start the services again now (idempotent)
         times["restarted"] = time.monotonic()
-        return _manifest(plan, project, mode, artifacts, quiesce.record(), times, client)
+        hooks.after()
+        manifest = _manifest(plan, project, mode, artifacts, quiesce.record(), times, client)
+        manifest["hooks"] = hooks.record
+        return manifest
 
+    hooks.before()
     if stop:
         notice(f"stopping {', '.join(stop)} for the cut")
     times["start"] = time.monotonic()
-    with quiesce:
-        times["stopped"] = time.monotonic()
-        job = BackupJob(
-            repo,
-            BackupOptions(
-                paths=paths,
-                excludes=excludes,
-                tags=sorted({f"stack:{plan.project}", *(tags or [])}),
-                sources=sources,
-                after_capture=after_capture,
-            ),
-            progress=progress or NullProgress(),
-        )
-        result = job.run()
+    try:
+        with quiesce:
+            times["stopped"] = time.monotonic()
+            result = _run_job(repo, plan, paths, excludes, tags, sources, after_capture, progress)
+    finally:
+        hooks.after()  # the undo after a failure; nothing more after a success
     manifest = result.snapshot.stack or {}
     manifest.setdefault("timings", {})["total_s"] = round(time.monotonic() - started, 3)
     problems = [f"{p.path}: {p.message}" for p in result.problems if p.incomplete]
     return StackBackup(result.snapshot, checks, manifest, problems)
+
+
+def _run_job(
+    repo: Repository,
+    plan: Plan,
+    paths: list[str],
+    excludes: list[str],
+    tags: list[str] | None,
+    sources: list[Source],
+    after_capture: Callable[[list[dict[str, Any]]], dict[str, Any] | None],
+    progress: Progress | None,
+) -> BackupResult:
+    job = BackupJob(
+        repo,
+        BackupOptions(
+            paths=paths,
+            excludes=excludes,
+            tags=sorted({f"stack:{plan.project}", *(tags or [])}),
+            sources=sources,
+            after_capture=after_capture,
+        ),
+        progress=progress or NullProgress(),
+    )
+    return job.run()
 
 
 def _exists(path: str) -> bool:

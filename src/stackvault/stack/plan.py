@@ -78,6 +78,22 @@ class PathPlan:
 
 
 @dataclass
+class HookPlan:
+    """Commands around the cut for one service: ``before`` runs before anything is stopped or
+    read, ``after`` once everything is read and the services run again - and also as the undo
+    when the cut fails after ``before`` succeeded. ``essential``: a failing ``before`` aborts
+    the backup (every undo runs); ``optional``: a warning, and the backup goes on."""
+
+    service: str
+    before: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+    where: str = "container"
+    """``container`` (through the Engine API, in the service's container) or ``host``."""
+    timeout: float = 60.0
+    mode: str = "essential"
+
+
+@dataclass
 class Plan:
     project: str
     directory: str | None
@@ -91,6 +107,7 @@ class Plan:
     secrets: list[str]
     warnings: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    hooks: list[HookPlan] = field(default_factory=list)
     """Preset knowledge checked by preflight and after restore (``databases``: names that
     must exist, ``privkeys``: the storage directory holding per-tenant keys, …)."""
 
@@ -139,6 +156,7 @@ class Plan:
             "config": self.config,
             "secrets": self.secrets,
             "warnings": self.warnings,
+            "hooks": [h.__dict__ for h in self.hooks],
             "facts": self.facts,
         }
 
@@ -310,6 +328,28 @@ def render_plan(plan: Plan, *, discovered_at: str = "") -> str:
         f"secrets: {_q(plan.secrets)}",
     ]
     out += ["", "# what the preset knows and checks", f"facts: {_q(plan.facts)}"]
+    out += [
+        "",
+        "# commands around the cut, e.g. an application's pause/resume endpoint:",
+        "#   - service: api",
+        '#     before: ["curl", "-fsS", "-X", "POST", "http://127.0.0.1:5001/pause"]',
+        '#     after: ["curl", "-fsS", "-X", "POST", "http://127.0.0.1:5001/resume"]',
+        "#     where: container      # or host",
+        "#     timeout: 60           # seconds",
+        "#     mode: essential       # a failing before aborts the backup; optional: warn",
+        "hooks:",
+    ]
+    for h in plan.hooks:
+        out += [
+            f"  - service: {_q(h.service)}",
+            f"    before: {_q(h.before)}",
+            f"    after: {_q(h.after)}",
+            f"    where: {_q(h.where)}",
+            f"    timeout: {h.timeout:g}",
+            f"    mode: {_q(h.mode)}",
+        ]
+    if not plan.hooks:
+        out.append("  []")
     if plan.warnings:
         out += ["", "# warnings found while discovering"]
         out.append("warnings:")
@@ -391,6 +431,29 @@ def plan_from_dict(doc: Any, where: str = "the plan") -> Plan:
     facts = doc.get("facts") or {}
     if not isinstance(facts, dict):
         raise UsageError(f"{where}: facts must be a mapping")
+    hooks = []
+    for i, spec in enumerate(r.items(doc, "hooks")):
+        key = f"hooks[{i}]"
+        spec = r.mapping({key: spec}, key)
+        hook = HookPlan(
+            service=r.text(spec, "service", key),
+            before=r.command(spec, "before", key),
+            after=r.command(spec, "after", key),
+            where=str(spec.get("where", "container")),
+            timeout=r.number(spec, "timeout", key, 60.0),
+            mode=str(spec.get("mode", "essential")),
+        )
+        if hook.where not in ("container", "host"):
+            raise UsageError(f"{where}: {key}.where must be container or host")
+        if hook.mode not in ("essential", "optional"):
+            raise UsageError(f"{where}: {key}.mode must be essential or optional")
+        if hook.service not in services:
+            raise UsageError(
+                f"{where}: {key} names service {hook.service!r}, which is not under services"
+            )
+        if not hook.before and not hook.after:
+            raise UsageError(f"{where}: {key} has neither before nor after")
+        hooks.append(hook)
     return Plan(
         project=r.text(doc, "project"),
         directory=r.optional_text(doc, "directory"),
@@ -404,6 +467,7 @@ def plan_from_dict(doc: Any, where: str = "the plan") -> Plan:
         secrets=r.texts(doc, "secrets"),
         warnings=r.texts(doc, "warnings"),
         facts=facts,
+        hooks=hooks,
     )
 
 
@@ -448,6 +512,23 @@ class _Reader:
         if not isinstance(value, list):
             raise self._fail(key, "a list")
         return value
+
+    def command(self, doc: dict[str, Any], key: str, parent: str = "") -> list[str]:
+        """A command as an argument list; a string is run by ``sh -c``."""
+        value = doc.get(key)
+        if value is None or value == []:
+            return []
+        if isinstance(value, str) and value.strip():
+            return ["sh", "-c", value]
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise self._fail(self._name(key, parent), "a command: a string or a list of strings")
+
+    def number(self, doc: dict[str, Any], key: str, parent: str, default: float) -> float:
+        value = doc.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self._fail(self._name(key, parent), "a positive number")
+        return float(value)
 
     def mapping(self, doc: dict[str, Any], key: str, parent: str = "") -> dict[str, Any]:
         value = doc.get(key) or {}

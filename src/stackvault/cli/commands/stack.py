@@ -259,6 +259,9 @@ def stack_backup(cli: Cli, *, config: str, consistency: str | None, tags: list[s
             )
         else:
             cli.print(f"online: parts captured over {m.get('skew_s', 0):.2f} s")
+        for h in m.get("hooks") or []:
+            state = "ok" if h["ok"] else f"FAILED ({h['error']})"
+            cli.print(f"hook {h['phase']} of {h['service']} ({h['where']}): {state}")
         app = m.get("app") or {}
         if app.get("alembic_version"):
             cli.print(f"application schema (alembic_version): {app['alembic_version']}")

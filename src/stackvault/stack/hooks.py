@@ -1,0 +1,115 @@
+"""Running a plan's hooks around the cut (stack layer).
+
+`Hooks.before` runs every hook's ``before`` command in plan order; an essential one that fails
+(non-zero exit, timeout, no container) aborts: the ``after`` commands of the hooks whose
+``before`` already ran are run at once as the undo, then `HookFailed` is raised. An optional
+one that fails is a warning. `Hooks.after` runs the ``after`` commands in reverse order
+(once per hook, also as the undo after a failed cut); their failures are warnings - the data
+is already read by then. Every run is recorded (service, phase, ok, seconds, exit status and
+the last line of its error output) for the manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from stackvault.errors import SourceError, StackvaultError
+from stackvault.sources.runner import HostRunner, Runner, describe_exit
+from stackvault.stack.compose import Project
+from stackvault.stack.plan import HookPlan
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+
+class HookFailed(SourceError):
+    """An essential ``before`` hook failed; the undo ran, nothing was stopped or saved."""
+
+
+class Hooks:
+    def __init__(
+        self,
+        hooks: list[HookPlan],
+        project: Project,
+        client: DockerClient,
+        notice: Callable[[str], None],
+    ) -> None:
+        self.hooks = hooks
+        self.project = project
+        self.client = client
+        self.notice = notice
+        self.record: list[dict[str, Any]] = []
+        self._ran_before: list[HookPlan] = []
+        self._after_done = False
+
+    def _runner(self, hook: HookPlan) -> Runner:
+        if hook.where == "host":
+            return HostRunner()
+        from stackvault.sources.docker.engine import get_container
+        from stackvault.sources.docker.exec import ContainerRunner
+
+        svc = self.project.services.get(hook.service)
+        if svc is None:
+            raise SourceError(f"service {hook.service} has no container")
+        return ContainerRunner(self.client, get_container(self.client, svc.container))
+
+    def _run(self, hook: HookPlan, phase: str, argv: list[str]) -> str | None:
+        """Run one command; None if it succeeded, else why not."""
+        t0 = time.monotonic()
+        error: str | None = None
+        code: int | None = None
+        try:
+            res = self._runner(hook).run(argv, timeout=hook.timeout)
+            code = res.code
+            if res.code != 0:
+                last = (res.stderr.strip().splitlines() or [""])[-1][:200]
+                error = describe_exit(res.code) + (f": {last}" if last else "")
+        except StackvaultError as exc:
+            error = exc.message
+        self.record.append(
+            {
+                "service": hook.service,
+                "phase": phase,
+                "where": hook.where,
+                "mode": hook.mode,
+                "ok": error is None,
+                "exit": code,
+                "error": error,
+                "seconds": round(time.monotonic() - t0, 3),
+            }
+        )
+        return error
+
+    def before(self) -> None:
+        for hook in self.hooks:
+            if not hook.before:
+                self._ran_before.append(hook)
+                continue
+            error = self._run(hook, "before", hook.before)
+            if error is None:
+                self._ran_before.append(hook)
+                continue
+            what = f"the before hook of service {hook.service} ({hook.where}) {error}"
+            if hook.mode == "optional":
+                self.notice(f"warning: {what}; it is optional, the backup goes on")
+                self._ran_before.append(hook)
+                continue
+            self.after()
+            raise HookFailed(
+                f"{what}; the backup was aborted before anything was stopped or saved, and "
+                "the after hooks of the hooks already run were run",
+                hint="fix the hook or mark it mode: optional in the plan",
+            )
+
+    def after(self) -> None:
+        if self._after_done:
+            return
+        self._after_done = True
+        for hook in reversed(self._ran_before):
+            if not hook.after:
+                continue
+            error = self._run(hook, "after", hook.after)
+            if error is not None:
+                self.notice(f"warning: the after hook of service {hook.service} {error}")
