@@ -24,7 +24,7 @@ import pytest
 from conftest import Result
 from stackvault.errors import RestoreRefused, SourceError
 from support.composeproject import DifyLikeProject
-from support.dockerd import DockerEngine
+from support.dockerd import DockerEngine, build_host_image
 
 Cli = Callable[..., Result]
 
@@ -68,7 +68,12 @@ def facts(proj: DifyLikeProject) -> dict[str, Any]:
 
 
 def test_destroy_then_restore_same_project_and_then_a_new_one(
-    cli: Cli, project: DifyLikeProject, initialised: Path, docker_env: str, tmp_path: Path
+    cli: Cli,
+    project: DifyLikeProject,
+    initialised: Path,
+    docker_env: str,
+    tmp_path: Path,
+    host_image: str,
 ) -> None:
     plan = tmp_path / "stackvault.yaml"
     assert cli("stack", "discover", "--project", project.name, "-o", str(plan)).code == 0
@@ -85,9 +90,10 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
         "b",
         "2",
     )
-    res = cli("stack", "backup", "--config", str(plan), "--json")
+    res = cli("stack", "backup", "--config", str(plan), "--with-images", "--json")
     assert res.code == 0, res.err
     snap = res.json()["snapshot"]
+    image_id = res.json()["manifest"]["images"][host_image]
     # What the snapshot holds: the writers were stopped at the cut, so read it from the repo.
     saved = {
         a["name"]: a["metadata"]["facts"]
@@ -99,16 +105,23 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
     res = cli("stack", "restore", snap)
     assert res.code == 1 and f"Compose project {project.name} already has" in res.err, res.err
 
-    # Destroy everything.
+    # Destroy everything, the image too (a new host without registry access).
     project.down()
     shutil.rmtree(project.directory)
-    res = cli("stack", "restore", snap, "--dry-run")
-    assert res.code == 0, res.err
-    assert "dry run" in res.out and not project.directory.exists()
-
-    res = cli("stack", "restore", snap, "--json")
-    assert res.code == 0, res.err + res.out
+    client = project.engine.client()
+    client.images.remove(host_image, force=True)  # running test containers keep its layers
+    try:
+        res = cli("stack", "restore", snap, "--dry-run")
+        assert res.code == 0, res.err
+        assert "dry run" in res.out and not project.directory.exists()
+        assert f"images: load {host_image} from the snapshot" in res.out
+        res = cli("stack", "restore", snap, "--json")
+        assert res.code == 0, res.err + res.out
+    finally:
+        build_host_image(client)  # whatever happened, later tests need it
+    assert client.images.get(host_image).id == image_id
     report = res.json()
+    assert report["steps"][0]["name"] == "images"
     assert report["ok"] and report["rto_s"] > 0, report
     assert [s["status"] for s in report["steps"]] == ["done"] * len(report["steps"])
     got = facts(project)
@@ -119,6 +132,11 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
     assert got["key_owner"] == {1001}
     assert got["uploads"] >= rows and got["redis"] == "2" and got["volume"] == "index"
     subjects = {v["subject"]: v for v in report["validation"]}
+    assert subjects["images"] == {
+        "subject": "images",
+        "ok": True,
+        "message": f"loaded {host_image}",
+    }
     assert subjects["dify tenants' private keys"]["ok"]
     assert subjects["artifact db"]["message"] == "matches what was recorded"
     assert all(subjects[f"service {s}"]["ok"] for s in ("api", "db", "nginx", "web"))
@@ -196,3 +214,22 @@ def test_version_guard(host_image: str, docker_env: str) -> None:
             r.version_guard(force=False)
     finally:
         client.close()
+
+
+def test_images_source_urls_and_a_missing_image(docker_env: str) -> None:
+    from stackvault.errors import UsageError
+    from stackvault.sources.docker.images import ImagesSource
+    from stackvault.sources.registry import open_source
+    from support.artifacts import MemorySink
+
+    src = open_source("docker-images://?tags=a:1,b/c:2&name=imgs")
+    assert isinstance(src, ImagesSource) and src.tags == ["a:1", "b/c:2"] and src.name == "imgs"
+    with pytest.raises(UsageError, match="the engine is DOCKER_HOST"):
+        open_source("docker-images://remote-host?tags=a:1")
+    missing = open_source("docker-images://?tags=stackvault-test/absent:1")
+    try:
+        with pytest.raises(SourceError, match="image stackvault-test/absent:1 is not on the"):
+            missing.capture(MemorySink())
+        assert missing.probe() == {"images": {}}
+    finally:
+        missing.close()

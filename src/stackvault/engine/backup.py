@@ -58,6 +58,11 @@ class BackupOptions:
     sources: list[Source] = field(default_factory=list)
     """Application sources captured as artifacts (databases, volumes, buckets), in order,
     before the paths."""
+    before_cut: Callable[[], None] | None = None
+    """Called once the first ``cut_at`` sources are captured, before the others and the
+    paths (a stack backup stops its writers here, so that what does not change - images -
+    is read before the cut)."""
+    cut_at: int = 0
     after_capture: Callable[[list[dict[str, Any]]], dict[str, Any] | None] | None = None
     """Called once everything has been read (before the last packs, the index and the
     snapshot are written) with the artifact records; what it returns becomes the snapshot's
@@ -494,6 +499,8 @@ class BackupJob:
         artifacts: list[dict[str, Any]] = []
         try:
             extra: list[Node] = []
+            if self.opts.before_cut is not None and self.opts.cut_at <= 0:
+                self.opts.before_cut()
             if self.opts.sources:
                 extra = self._capture_sources(
                     writer, parent, artifacts, several=len(self.opts.sources) + len(file_paths) > 1
@@ -593,7 +600,9 @@ class BackupJob:
         several, it is recorded as a failed artifact (the snapshot becomes incomplete) and
         nothing it stored is referenced."""
         nodes: list[Node] = []
-        for source in self.opts.sources:
+        for i, source in enumerate(self.opts.sources):
+            if i == self.opts.cut_at and i > 0 and self.opts.before_cut is not None:
+                self.opts.before_cut()
             started = self.repo.clock.now()
             t0 = self.repo.clock.monotonic()
             self.progress.notice(f"capturing {source.name} from {source.location}")
@@ -638,6 +647,9 @@ class BackupJob:
                     self._counts.bytes += sink.bytes
             record["duration_s"] = round(self.repo.clock.monotonic() - t0, 3)
             records.append(record)
+        cut = self.opts.cut_at
+        if 0 < len(self.opts.sources) <= cut and self.opts.before_cut is not None:
+            self.opts.before_cut()
         if several and not nodes and not self.opts.paths and not self.opts.stdin_command:
             failures = "; ".join(f"{r['name']}: {r['error']}" for r in records)
             raise SourceError(f"no source could be captured; no snapshot was saved ({failures})")

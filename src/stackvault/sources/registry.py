@@ -25,6 +25,7 @@ _SCHEMES: dict[str, str] = {
     "sqlite": "stackvault.sources.sqlite:SQLiteSource",
     "docker-volume": "stackvault.sources.docker.volume:VolumeSource",
     "docker-container": "stackvault.sources.docker.container:ContainerSource",
+    "docker-images": "stackvault.sources.docker.images:ImagesSource",
     "s3": "stackvault.sources.s3bucket:BucketSource",
 }
 

@@ -13,6 +13,10 @@ capture → restart → one snapshot holding every part and the stack manifest.
   snapshot) and the manifest records when each part was captured and the skew between the
   first and the last.
 
+With ``with_images`` the images the services run are stored too (artifact ``images``, kind
+``docker-images``), read *before* the writers stop - they do not change - so they add no
+downtime; unchanged images deduplicate to nothing new.
+
 The snapshot is tagged ``stack:PROJECT`` and carries the **manifest** (``Snapshot.stack``,
 FORMAT.md §8.3): the plan (services with roles, images, digests, sources, paths, config,
 secret names, preset facts), the images and their digests as they ran, server versions from
@@ -27,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stackvault.engine.backup import BackupJob, BackupOptions, BackupResult
+from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.errors import SourceError, UsageError
 from stackvault.repo.snapshot import Snapshot
@@ -68,6 +72,7 @@ def backup_stack(
     progress: Progress | None = None,
     notice: Callable[[str], None] = lambda _m: None,
     stop_timeout: float = 60.0,
+    with_images: bool = False,
 ) -> StackBackup:
     """Back up the stack of ``plan`` (see the module docstring)."""
     from stackvault.sources.docker.engine import get_container
@@ -92,6 +97,9 @@ def backup_stack(
         if c.status == "warning":
             notice(f"warning: {c.subject}: {c.message}")
     sources = [open_source(s.url) for s in plan.sources]
+    if with_images:
+        tags = sorted({svc.image for svc in project.services.values() if svc.image})
+        sources.insert(0, open_source("docker-images://?tags=" + ",".join(tags)))
     paths: list[str] = []
     for p in [*(p.path for p in plan.paths), *plan.config]:
         if p not in paths and _exists(p):
@@ -117,14 +125,28 @@ def backup_stack(
         manifest["hooks"] = hooks.record
         return manifest
 
+    entered: list[bool] = []
+
+    def before_cut() -> None:
+        if stop:
+            notice(f"stopping {', '.join(stop)} for the cut")
+        times["start"] = time.monotonic()
+        quiesce.__enter__()  # on failure it starts again what it stopped, then raises
+        entered.append(True)
+        times["stopped"] = time.monotonic()
+
     hooks.before()
-    if stop:
-        notice(f"stopping {', '.join(stop)} for the cut")
-    times["start"] = time.monotonic()
     try:
-        with quiesce:
-            times["stopped"] = time.monotonic()
-            result = _run_job(repo, plan, paths, excludes, tags, sources, after_capture, progress)
+        job = _job(repo, plan, paths, excludes, tags, sources, progress)
+        job.opts.before_cut = before_cut
+        job.opts.cut_at = 1 if with_images else 0
+        job.opts.after_capture = after_capture
+        try:
+            result = job.run()
+        except BaseException as exc:
+            if entered:  # start the services again, whatever happened
+                quiesce.__exit__(type(exc), exc, exc.__traceback__)
+            raise
     finally:
         hooks.after()  # the undo after a failure; nothing more after a success
     manifest = result.snapshot.stack or {}
@@ -133,28 +155,25 @@ def backup_stack(
     return StackBackup(result.snapshot, checks, manifest, problems)
 
 
-def _run_job(
+def _job(
     repo: Repository,
     plan: Plan,
     paths: list[str],
     excludes: list[str],
     tags: list[str] | None,
     sources: list[Source],
-    after_capture: Callable[[list[dict[str, Any]]], dict[str, Any] | None],
     progress: Progress | None,
-) -> BackupResult:
-    job = BackupJob(
+) -> BackupJob:
+    return BackupJob(
         repo,
         BackupOptions(
             paths=paths,
             excludes=excludes,
             tags=sorted({f"stack:{plan.project}", *(tags or [])}),
             sources=sources,
-            after_capture=after_capture,
         ),
         progress=progress or NullProgress(),
     )
-    return job.run()
 
 
 def _exists(path: str) -> bool:
@@ -224,6 +243,14 @@ def _manifest(
         "facts": plan.facts,
         "mount_dirs": _mount_dirs(found),
         "app": _app_versions(plan, found, client),
+        "images": next(
+            (
+                a.get("metadata", {}).get("facts", {}).get("images")
+                for a in artifacts
+                if a.get("kind") == "docker-images" and a.get("complete")
+            ),
+            None,
+        ),
         "timings": {
             "stop_s": round(times["stopped"] - times["start"], 3),
             "capture_s": round(times["captured"] - times["stopped"], 3),

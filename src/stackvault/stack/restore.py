@@ -5,6 +5,8 @@ order is the one that works for Dify and its kind:
 
 1. **checks** - the snapshot is a stack snapshot; the target project has no containers and
    the target directory holds none of the files to restore (nothing is ever overwritten);
+   then the images the snapshot holds (``stack backup --with-images``) that this engine
+   lacks are loaded, never replacing a tag;
    the **version guard**: every image the snapshot recorded must be on this engine under its
    tag, and an image *older* than the recorded one is refused unless ``force`` (the
    application migrated its schema forward; an older image cannot run it). A newer or
@@ -129,9 +131,17 @@ def restore_stack(
     r.wait = wait
 
     r.check_target()
-    r.version_guard(force)
+    images = r.images_step()
+    if images is not None:
+        report.steps.append(images)
+        if not dry_run:
+            t0 = time.monotonic()
+            notice(f"{images.name}: {images.detail}")
+            r.load_images(report)
+            images.status, images.seconds = "done", round(time.monotonic() - t0, 3)
+    r.version_guard(force, loadable=r.loadable_images() if dry_run else set())
     steps = r.steps()
-    report.steps = steps
+    report.steps += steps
     if dry_run:
         return report
     for step in steps:
@@ -238,7 +248,60 @@ class _Restorer:
                 hint=f"remove it (docker volume rm {name}) or restore under another --project",
             )
 
-    def version_guard(self, force: bool) -> None:
+    def _images_record(self) -> dict[str, Any] | None:
+        return next(
+            (
+                a
+                for a in self.snapshot.artifacts
+                if a.get("kind") == "docker-images" and a.get("complete")
+            ),
+            None,
+        )
+
+    def loadable_images(self) -> set[str]:
+        record = self._images_record()
+        return set(((record or {}).get("metadata") or {}).get("facts", {}).get("images") or {})
+
+    def images_step(self) -> Step | None:
+        """Loading the images the snapshot holds that this engine lacks (before the guard)."""
+        import docker.errors
+
+        tags = sorted(self.loadable_images())
+        if not tags:
+            return None
+        missing = []
+        for tag in tags:
+            try:
+                self.client.images.get(tag)
+            except docker.errors.ImageNotFound:
+                missing.append(tag)
+        if not missing:
+            return None
+        return Step("images", f"load {', '.join(missing)} from the snapshot")
+
+    def load_images(self, report: StackRestore) -> None:
+        record = self._images_record()
+        assert record is not None
+        tags = sorted(self.loadable_images())
+        result = restore_artifact(
+            self.repo,
+            self.snapshot,
+            str(record["name"]),
+            "docker-images://?tags=" + ",".join(tags),
+            progress=self.progress,
+            notice=self.notice,
+        )
+        report.validation.append(
+            {
+                "subject": "images",
+                "ok": not result.differences,
+                "message": f"loaded {', '.join(result.details.get('loaded') or []) or 'none'}"
+                if not result.differences
+                else "; ".join(result.differences[:5]),
+            }
+        )
+
+    def version_guard(self, force: bool, loadable: set[str] | None = None) -> None:
         import docker.errors
 
         missing: list[str] = []
@@ -250,7 +313,8 @@ class _Restorer:
             try:
                 image = self.client.images.get(tag)
             except docker.errors.ImageNotFound:
-                missing.append(f"{tag} (service {name})")
+                if tag not in (loadable or set()):
+                    missing.append(f"{tag} (service {name})")
                 continue
             if svc.get("image_id") and image.id != svc["image_id"]:
                 recorded, local = str(svc.get("created") or ""), str(image.attrs.get("Created"))
@@ -271,7 +335,8 @@ class _Restorer:
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 + "; nothing was changed",
                 hint="pull or load the images the snapshot recorded (stackvault snapshots "
-                "--json lists their digests), then restore again",
+                "--json lists their digests), or back up with stack backup --with-images, "
+                "then restore again",
             )
         if older and not force:
             raise RestoreRefused(

@@ -52,6 +52,12 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument(
         "--tag", dest="tags", action="append", default=[], metavar="TAG", help="Add a tag."
     )
+    p.add_argument(
+        "--with-images",
+        action="store_true",
+        help="Also store the images the services run (read before the cut; deduplicated), "
+        "so that a host without registry access can restore the stack.",
+    )
     add_json_option(p)
     _restore_options(stack)
 
@@ -209,7 +215,9 @@ def _repository_check(cli: Cli) -> Check:
     return Check("repository", OK, f"{describe} opens")
 
 
-def stack_backup(cli: Cli, *, config: str, consistency: str | None, tags: list[str]) -> int:
+def stack_backup(
+    cli: Cli, *, config: str, consistency: str | None, tags: list[str], with_images: bool
+) -> int:
     """Back up the whole stack of the plan in one consistent cut: preflight, stop the writers
     (strict), dump the databases, read volumes, data directories and configuration, start the
     writers again, save one snapshot with the stack manifest."""
@@ -232,6 +240,7 @@ def stack_backup(cli: Cli, *, config: str, consistency: str | None, tags: list[s
                 tags=tags,
                 progress=progress,
                 notice=cli.notice,
+                with_images=with_images,
             )
     finally:
         client.close()
