@@ -20,8 +20,8 @@ import pytest
 
 from conftest import Result
 from stackvault.errors import UsageError
-from stackvault.stack.plan import load_plan, plan_from_dict, render_plan
-from stackvault.stack.presets.dify import DEFAULT_SECRET_KEY
+from stackvault.stack.plan import PathPlan, ProbePlan, load_plan, plan_from_dict, render_plan
+from stackvault.stack.presets.dify import DEFAULT_SECRET_KEY, backup_facts
 from support.composeproject import DifyLikeProject
 from support.dockerd import DockerEngine
 
@@ -198,6 +198,10 @@ def test_broken_plan_files_name_the_field(tmp_path: Path) -> None:
         ({"hooks": [{"service": "db"}]}, "hooks[0] has neither before nor after"),
         ({"hooks": [{"service": "db", "after": 5}]}, "hooks[0].after must be a command"),
         ({"hooks": [{"service": "db", "after": "x", "timeout": -1}]}, "timeout must be a positive"),
+        ({"probes": [{"url": "ftp://h/"}]}, "probes[0].url must be an http:// or https:// URL"),
+        ({"probes": [{"url": "http://h/", "status": 99}]}, "probes[0].status must be an HTTP"),
+        ({"probes": [{"url": "http://h/", "status": True}]}, "probes[0].status must be an HTTP"),
+        ({"probes": [{"url": "http://h/", "service": "web"}]}, "probes[0] names service 'web'"),
     ]
     for change, message in cases:
         with pytest.raises(UsageError) as failed:
@@ -206,6 +210,10 @@ def test_broken_plan_files_name_the_field(tmp_path: Path) -> None:
     rendered = tmp_path / "hooked.yaml"
     rendered.write_text(render_plan(hooked))
     assert load_plan(str(rendered)).hooks == hooked.hooks
+    probed = plan_from_dict({**good, "probes": [{"url": "http://127.0.0.1:8/x", "service": "db"}]})
+    assert probed.probes == [ProbePlan("http://127.0.0.1:8/x", 200, "db")]
+    rendered.write_text(render_plan(probed))
+    assert load_plan(str(rendered)).probes == probed.probes
     broken = tmp_path / "bad.yaml"
     broken.write_text("services: [\n")
     with pytest.raises(UsageError, match="is not valid YAML"):
@@ -214,3 +222,24 @@ def test_broken_plan_files_name_the_field(tmp_path: Path) -> None:
         load_plan(str(tmp_path / "missing.yaml"))
     broken.write_text(json.dumps(good))
     assert load_plan(str(broken)).project == "p"
+
+
+def test_an_excluded_plugin_cwd_is_recorded_for_the_restore() -> None:
+    plan = plan_from_dict(
+        {
+            "version": 1,
+            "project": "p",
+            "directory": "/srv/dify/docker",
+            "preset": "dify",
+            "consistency": "strict",
+            "services": {"plugin_daemon": {"role": "app", "image": "x", "stop": True}},
+            "paths": [
+                {"path": "/srv/dify/docker/volumes/plugin_daemon", "service": "plugin_daemon"}
+            ],
+        }
+    )
+    assert backup_facts(plan) == {}
+    plan.paths[0].exclude = ["persistence", "/cwd/"]
+    assert backup_facts(plan) == {"plugins_rebuild": True}
+    plan.paths = [PathPlan("/srv/other/volumes/plugin_daemon", "plugin_daemon", ["cwd"])]
+    assert backup_facts(plan) == {}

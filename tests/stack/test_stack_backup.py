@@ -206,9 +206,9 @@ def snapshot_list() -> list[dict[str, object]]:
 
 def with_hooks(plan_file: Path, hooks: str) -> Path:
     text = plan_file.read_text()
-    assert text.rstrip().endswith("hooks:\n  []")
+    assert text.count("hooks:\n  []\n") == 1
     out = plan_file.with_name("hooked.yaml")
-    out.write_text(text.rstrip()[: -len("  []")] + hooks)
+    out.write_text(text.replace("hooks:\n  []\n", "hooks:" + hooks))
     return out
 
 

@@ -1,9 +1,10 @@
 """`stack restore` of the Dify-shaped Compose project (`support.composeproject`) on the real
 engine: back it up while the writers run, destroy everything (``down -v`` and the directory),
-restore it under its own name and directory, then destroy it again and restore it under a new
-project name into a new directory. Each time: both databases with their rows, Redis keys, the
-named volume, uploads and the tenants' private keys with their owner, every service running,
-the Dify checks passing, the restore time measured.
+restore the strict cut under its own name and directory, then destroy it again and restore the
+online cut (taken while the writers kept writing) under a new project name into a new
+directory. Each time: both databases with their rows, Redis keys, the named volume, uploads and
+the tenants' private keys with their owner, every service running, the Dify checks and the
+plan's HTTP probe passing, the restore time measured.
 
 Also: the dry run changes nothing; a restore onto an existing project is refused without
 changing anything; the version guard refuses an older image (unless forced), reports a newer
@@ -12,6 +13,7 @@ one and stops on a missing one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import Result
 from stackvault.errors import RestoreRefused, SourceError
@@ -77,6 +80,15 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
 ) -> None:
     plan = tmp_path / "stackvault.yaml"
     assert cli("stack", "discover", "--project", project.name, "-o", str(plan)).code == 0
+    web = f"http://127.0.0.1:{project.web_port}/"
+    text = plan.read_text()
+    assert text.count("probes:\n  []\n") == 1
+    doc = yaml.safe_load(text)
+    doc["probes"] = [{"url": web, "service": "web"}]
+    plugin_dir = f"{project.directory}/volumes/plugin_daemon"
+    [plugin] = [p for p in doc["paths"] if p["path"] == plugin_dir]
+    plugin["exclude"] = ["cwd"]  # the plugins' virtual environments: rebuilt, not restored
+    plan.write_text(json.dumps(doc))
     project.compose(
         "exec",
         "-T",
@@ -94,10 +106,15 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
     assert res.code == 0, res.err
     snap = res.json()["snapshot"]
     image_id = res.json()["manifest"]["images"][host_image]
+    # A second cut while nothing stops (the writers keep writing): restored to a new project.
+    res = cli("stack", "backup", "--config", str(plan), "--consistency", "online", "--json")
+    assert res.code == 0, res.err
+    online = res.json()["snapshot"]
+    assert res.json()["manifest"]["consistency"] == "online"
     # What the snapshot holds: the writers were stopped at the cut, so read it from the repo.
     saved = {
         a["name"]: a["metadata"]["facts"]
-        for a in cli("snapshots", "--json").json()[-1]["artifacts"]
+        for a in next(s for s in cli("snapshots", "--json").json() if s["id"] == snap)["artifacts"]
     }
     rows = saved["db"]["databases"]["dify"]["tables"]["public.upload_files"]
 
@@ -138,12 +155,20 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
         "message": f"loaded {host_image}",
     }
     assert subjects["dify tenants' private keys"]["ok"]
+    assert subjects[f"probe {web}"] == {
+        "subject": f"probe {web}",
+        "ok": True,
+        "message": "answered 200",
+    }
     assert subjects["artifact db"]["message"] == "matches what was recorded"
     assert all(subjects[f"service {s}"]["ok"] for s in ("api", "db", "nginx", "web"))
     assert (project.directory / ".env").stat().st_mode & 0o777 == 0o600
+    assert (project.directory / "volumes/plugin_daemon/plugin/manifest.yaml").is_file()
+    assert not (project.directory / "volumes/plugin_daemon/cwd").exists()
+    assert any("plugin_daemon cwd/) were not backed up" in n for n in report["notices"])
 
-    # A new project name in a new directory (the old one destroyed again: host networking,
-    # same ports).
+    # The online cut under a new project name in a new directory (the old one destroyed
+    # again: host networking, same ports).
     project.down()
     shutil.rmtree(project.directory)
     new_dir = tmp_path / "moved" / "docker"
@@ -151,7 +176,7 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
     res = cli(
         "stack",
         "restore",
-        snap,
+        online,
         "--project",
         "moved",
         "--directory",
@@ -233,3 +258,34 @@ def test_images_source_urls_and_a_missing_image(docker_env: str) -> None:
         assert missing.probe() == {"images": {}}
     finally:
         missing.close()
+
+
+def test_a_probe_waits_for_its_status_and_says_what_it_got(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    from stackvault.stack.restore import _Restorer
+    from support.dbservers import free_port
+
+    (tmp_path / "up").write_text("ok")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    r = _Restorer(None, None, None, {}, {}, "p", "/x", "q", "/y")  # type: ignore[arg-type]
+    r.wait = 1.0
+    try:
+        assert r._probe({"url": f"{base}/up"}) == {
+            "subject": f"probe {base}/up",
+            "ok": True,
+            "message": "answered 200",
+        }
+        missing = r._probe({"url": f"{base}/nope", "status": 200})
+        assert missing["ok"] is False
+        assert missing["message"] == "answered 404, not 200, within 1 s", missing
+        assert r._probe({"url": f"{base}/nope", "status": 404})["ok"] is True
+    finally:
+        server.shutdown()
+        server.server_close()
+    closed = r._probe({"url": f"http://127.0.0.1:{free_port()}/"})
+    assert closed["ok"] is False and "refused" in closed["message"], closed

@@ -8,12 +8,13 @@ Compose sets, exactly as on an operator's host.
   ``volumes/db/data``, databases ``dify`` and ``dify_plugin`` created at first start), ``redis``
   (``volumes/redis/data``), ``api`` and ``worker`` (writers: they keep adding uploads under
   ``volumes/app/storage/upload_files`` and ``privkeys/<tenant>/private.pem`` files, as root with
-  files chowned to 1001), ``plugin_daemon`` (``volumes/plugin_daemon`` with a symlink),
-  ``weaviate`` (a named volume ``weaviate_data``), ``web`` (stateless), ``nginx`` (its config
-  directory ``nginx/`` mounted read-only); every service uses host networking and the host image
-  (host ``/usr`` and ``/etc`` mounted read-only);
+  files chowned to 1001), ``plugin_daemon`` (``volumes/plugin_daemon`` with a symlink and
+  a ``cwd/``), ``weaviate`` (a named volume ``weaviate_data``), ``web`` (stateless: an HTTP
+  server on ``WEB_PORT``), ``nginx`` (its config directory ``nginx/`` mounted read-only);
+  every service uses host networking and the host image (host ``/usr`` and ``/etc`` mounted
+  read-only);
 - ``.env``: ``SECRET_KEY`` (random unless given), ``DB_PASSWORD``, ``STORAGE_TYPE=opendal``,
-  ``VECTOR_STORE=weaviate``, ``PG_PORT`` / ``REDIS_PORT`` (free ports on 127.0.0.1).
+  ``VECTOR_STORE=weaviate``, ``PG_PORT`` / ``REDIS_PORT`` / ``WEB_PORT`` (free ports on 127.0.0.1).
 
 `up` runs ``docker-compose up -d`` and waits until PostgreSQL answers and both databases exist;
 `down` runs ``docker-compose down -v``. `compose(*args)` runs any docker-compose command. Every
@@ -83,6 +84,7 @@ class DifyLikeProject:
         self.db_password = secrets.token_hex(12)
         self.pg_port = free_port()
         self.redis_port = free_port()
+        self.web_port = free_port()
 
     # -- files ---------------------------------------------------------------------------
 
@@ -101,6 +103,9 @@ class DifyLikeProject:
         os.chown(d / "volumes/db/data", pg_uid, pg_gid)
         os.chown(d / "volumes/redis/data", redis_uid, redis_gid)
         (d / "volumes/plugin_daemon/plugin/manifest.yaml").write_text("name: demo\n")
+        venv = d / "volumes/plugin_daemon/cwd/demo/.venv/bin"
+        venv.mkdir(parents=True, exist_ok=True)
+        (venv / "python").write_text("#!/bin/sh\n")
         link = d / "volumes/plugin_daemon/current"
         if not link.is_symlink():
             link.symlink_to("plugin")
@@ -109,7 +114,7 @@ class DifyLikeProject:
             f"SECRET_KEY={self.secret_key}\n"
             f"DB_PASSWORD={self.db_password}\n"
             "STORAGE_TYPE=opendal\nOPENDAL_SCHEME=fs\nVECTOR_STORE=weaviate\n"
-            f"PG_PORT={self.pg_port}\nREDIS_PORT={self.redis_port}\n"
+            f"PG_PORT={self.pg_port}\nREDIS_PORT={self.redis_port}\nWEB_PORT={self.web_port}\n"
         )
         (d / ".env").chmod(0o600)
         (d / "docker-compose.yaml").write_text(self.compose_yaml(pg_uid, pg_gid, redis_uid))
@@ -188,7 +193,8 @@ services:
 {host}      - weaviate_data:/var/lib/weaviate
   web:
 {common}    user: "0:0"
-    command: ["sh", "-c", {_yaml_str(_IDLE)}]
+    command: ["python3", "-m", "http.server", "${{WEB_PORT}}", "--bind", "127.0.0.1",
+              "--directory", "/usr"]
     depends_on: [api]
     volumes:
 {host}

@@ -40,6 +40,7 @@ from stackvault.stack.compose import Project
 from stackvault.stack.hooks import Hooks
 from stackvault.stack.plan import Plan
 from stackvault.stack.preflight import Check, errors, preflight
+from stackvault.stack.presets import dify
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -240,8 +241,9 @@ def _manifest(
         "versions": versions,
         "artifacts": parts,
         "secrets": plan.secrets,
-        "facts": plan.facts,
+        "facts": {**plan.facts, **(dify.backup_facts(plan) if plan.preset == "dify" else {})},
         "mount_dirs": _mount_dirs(found),
+        "profiles": sorted({p for svc in found.services.values() for p in svc.profiles}),
         "app": _app_versions(plan, found, client),
         "images": next(
             (

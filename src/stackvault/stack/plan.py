@@ -94,6 +94,15 @@ class HookPlan:
 
 
 @dataclass
+class ProbePlan:
+    """An HTTP check after a restore: ``url`` must answer ``status`` within the wait."""
+
+    url: str
+    status: int = 200
+    service: str | None = None
+
+
+@dataclass
 class Plan:
     project: str
     directory: str | None
@@ -107,9 +116,10 @@ class Plan:
     secrets: list[str]
     warnings: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
-    hooks: list[HookPlan] = field(default_factory=list)
     """Preset knowledge checked by preflight and after restore (``databases``: names that
     must exist, ``privkeys``: the storage directory holding per-tenant keys, …)."""
+    hooks: list[HookPlan] = field(default_factory=list)
+    probes: list[ProbePlan] = field(default_factory=list)
 
     def stop_order(self) -> list[str]:
         """Services to stop, dependents before what they depend on."""
@@ -157,6 +167,7 @@ class Plan:
             "secrets": self.secrets,
             "warnings": self.warnings,
             "hooks": [h.__dict__ for h in self.hooks],
+            "probes": [p.__dict__ for p in self.probes],
             "facts": self.facts,
         }
 
@@ -350,6 +361,16 @@ def render_plan(plan: Plan, *, discovered_at: str = "") -> str:
         ]
     if not plan.hooks:
         out.append("  []")
+    out += [
+        "",
+        "# HTTP checks after a restore, e.g. - {url: http://127.0.0.1/console/api/setup,",
+        "#                                      status: 200, service: api}",
+        "probes:",
+    ]
+    out += [
+        f"  - {{url: {_q(p.url)}, status: {p.status}, service: {_q(p.service)}}}"
+        for p in plan.probes
+    ] or ["  []"]
     if plan.warnings:
         out += ["", "# warnings found while discovering"]
         out.append("warnings:")
@@ -454,6 +475,22 @@ def plan_from_dict(doc: Any, where: str = "the plan") -> Plan:
         if not hook.before and not hook.after:
             raise UsageError(f"{where}: {key} has neither before nor after")
         hooks.append(hook)
+    probes = []
+    for i, spec in enumerate(r.items(doc, "probes")):
+        key = f"probes[{i}]"
+        spec = r.mapping({key: spec}, key)
+        url = r.text(spec, "url", key)
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"{where}: {key}.url must be an http:// or https:// URL")
+        status = spec.get("status", 200)
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            raise UsageError(f"{where}: {key}.status must be an HTTP status code")
+        probe_service = r.optional_text(spec, "service", key)
+        if probe_service is not None and probe_service not in services:
+            raise UsageError(
+                f"{where}: {key} names service {probe_service!r}, which is not under services"
+            )
+        probes.append(ProbePlan(url, status, probe_service))
     return Plan(
         project=r.text(doc, "project"),
         directory=r.optional_text(doc, "directory"),
@@ -468,6 +505,7 @@ def plan_from_dict(doc: Any, where: str = "the plan") -> Plan:
         warnings=r.texts(doc, "warnings"),
         facts=facts,
         hooks=hooks,
+        probes=probes,
     )
 
 

@@ -604,8 +604,56 @@ class _Restorer:
             )
 
     def _validation(self, report: StackRestore) -> None:
+        for probe in self.plan.get("probes") or []:
+            report.validation.append(self._probe(probe))
         if self.m.get("preset") == "dify":
             report.validation += self._dify_checks()
+        if (self.m.get("facts") or {}).get("plugins_rebuild"):
+            self.notice(
+                "the plugins' virtual environments (plugin_daemon cwd/) were not backed up: "
+                "the plugin daemon rebuilds them, which takes a while after the first start"
+            )
+
+    def _probe(self, probe: dict[str, Any]) -> dict[str, Any]:
+        """GET the URL until it answers the expected status (bounded by the wait)."""
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        url, want = str(probe["url"]), int(probe.get("status", 200))
+        host = urllib.parse.urlsplit(url).hostname or ""
+        # A proxy cannot reach this host's loopback: ask the service directly.
+        loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+        opener = urllib.request.build_opener(
+            *([urllib.request.ProxyHandler({})] if loopback else [])
+        )
+        deadline = time.monotonic() + self.wait
+        got = "no answer"
+        while True:
+            try:
+                with opener.open(url, timeout=10) as response:
+                    status = int(response.status)
+            except urllib.error.HTTPError as exc:
+                status = int(exc.code)
+            except (urllib.error.URLError, OSError) as exc:
+                status, got = 0, str(getattr(exc, "reason", exc))[:120]
+            if status == want:
+                return {"subject": f"probe {url}", "ok": True, "message": f"answered {status}"}
+            if status:
+                got = f"answered {status}"
+            if time.monotonic() > deadline:
+                logs = ""
+                if probe.get("service"):
+                    try:
+                        logs = f" (look at docker logs {self._container_of(probe['service'])})"
+                    except SourceError:
+                        logs = f" (service {probe['service']} has no container)"
+                return {
+                    "subject": f"probe {url}",
+                    "ok": False,
+                    "message": f"{got}, not {want}, within {self.wait:.0f} s{logs}",
+                }
+            time.sleep(1.0)
 
     def _dify_checks(self) -> list[dict[str, Any]]:
         """Every tenant of the dify database has its private key file."""

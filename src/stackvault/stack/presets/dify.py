@@ -16,6 +16,8 @@ Dify (langgenius/dify, ``docker/docker-compose.yaml``) keeps its state in:
 
 `refine` adds the configuration directories that exist, records those facts, and warns when
 ``SECRET_KEY`` is unset or the public default, and when uploads live in an external store.
+`backup_facts` records, at backup time, what the operator chose to leave out (``cwd/``), so
+the restore can say what must be rebuilt.
 """
 
 from __future__ import annotations
@@ -109,3 +111,15 @@ def refine(plan: Plan, project: Project) -> None:
         )
     facts["vector_store"] = env.get("VECTOR_STORE", "weaviate")
     plan.facts.update(facts)
+
+
+def backup_facts(plan: Plan) -> dict[str, object]:
+    """Facts of this cut for the restore: ``plugins_rebuild`` when the plan excludes the
+    plugin daemon's ``cwd/`` (the plugins' virtual environments, rebuilt at first start)."""
+    if not plan.directory:
+        return {}
+    plugin = os.path.join(plan.directory, PLUGIN_STORAGE)
+    for p in plan.paths:
+        if os.path.normpath(p.path) == plugin and any(e.strip("/") == "cwd" for e in p.exclude):
+            return {"plugins_rebuild": True}
+    return {}
