@@ -94,23 +94,20 @@ Restore returns ``{"databases": [...], "bytes": N, "created": [...], "replaced":
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
-from stackvault.errors import RestoreRefused, SourceError, UsageError
+from stackvault.errors import SourceError, UsageError
 from stackvault.sources.base import (
     ArtifactReader,
     ArtifactSink,
     EntryMeta,
-    Readable,
     RestoreOptions,
-    Source,
     read_manifest,
 )
+from stackvault.sources.dbsource import DatabaseSource, Tap, dump_path, url_parts
 from stackvault.sources.dumpload import load_dump
 from stackvault.sources.mysqlclient import (
     TRAILER,
@@ -131,56 +128,28 @@ from stackvault.sources.mysqlclient import (
 from stackvault.sources.runner import HostRunner, StreamResult
 from stackvault.sources.url import SourceURL
 
-if TYPE_CHECKING:
-    from docker import DockerClient
-
 DUMP = "dump.sql"
 USERS = "users.sql"
 MANIFEST = "manifest.json"
-DATABASES_DIR = "databases"
 
 _OPTIONS = frozenset({"owner", "socket", "defaults_file", "timeout"})
-_CHUNK = 1 << 20
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _DOCKER_SCHEMES = ("mysql+docker", "mariadb+docker")
 
 
 def database_path(db: str) -> str:
     """Where a server artifact keeps the dump of ``db``: ``databases/NAME.sql``."""
-    name = db if _PLAIN_NAME.match(db) else quote(db, safe="")
-    return f"{DATABASES_DIR}/{name}.sql"
+    return dump_path(db, "sql")
 
 
-class _Tap:
-    """Passes a dump to the sink while the scanner reads it."""
-
-    def __init__(self, stream: Readable, scanner: DumpScanner) -> None:
-        self._stream = stream
-        self._scanner = scanner
-
-    def readinto(self, buf: memoryview) -> int:
-        n = self._stream.readinto(buf)
-        if n:
-            self._scanner.feed(buf[:n])
-        return n
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            parts = []
-            while part := self.read(_CHUNK):
-                parts.append(part)
-            return b"".join(parts)
-        buf = bytearray(n)
-        got = self.readinto(memoryview(buf))
-        return bytes(buf[:got])
-
-
-class MySQLSource(Source):
+class MySQLSource(DatabaseSource):
     """One MySQL/MariaDB database, or every user database of a server; see the module
     docstring."""
 
     kind = "mysql"
     schemes = ("mysql", "mariadb", "mysql+docker", "mariadb+docker")
+    extra_file = USERS
+    extra_what = "user accounts"
+    extra_key = "users"
 
     def __init__(
         self,
@@ -197,45 +166,33 @@ class MySQLSource(Source):
         no_owner: bool = False,
         timeout: float = 600.0,
     ) -> None:
-        super().__init__(name, location)
-        self.database = database
-        """None: every user database of the server."""
-        self.host = host
-        self.port = port
-        self.user = user
-        self.container = container
+        super().__init__(
+            name,
+            location,
+            database=database,
+            host=host,
+            port=port,
+            user=user,
+            container=container,
+            no_owner=no_owner,
+            timeout=timeout,
+        )
         self.socket = socket
         self.defaults_file = defaults_file
-        self.no_owner = no_owner
-        self.timeout = timeout
         self._ep: Endpoint | None = None
-        self._client: DockerClient | None = None
-        self._container_facts: dict[str, Any] | None = None
 
     @classmethod
     def from_url(cls, url: SourceURL) -> MySQLSource:
         url.require_options(_OPTIONS)
-        timeout = url.number("timeout", 600.0, minimum=1)
-        owner = url.query.get("owner", "keep")
-        if owner not in ("keep", "none"):
-            raise UsageError(f"option owner={owner!r} of {url.redacted} must be keep or none")
+        parts = url_parts(url)
         defaults_file = url.query.get("defaults_file")
         if defaults_file is not None and not os.access(defaults_file, os.R_OK):
             raise UsageError(
                 f"option defaults_file={defaults_file!r} of {url.redacted} names no readable file"
             )
-        database = url.path[1:] if url.path.startswith("/") else url.path
+        database = parts.database or "all"
         base = url.scheme.split("+", 1)[0]
-        user = f"{quote(url.user, safe='')}@" if url.user else ""
-        port = f":{url.port}" if url.port else ""
-        path = f"/{quote(database, safe='')}" if database else "/"
-        common: dict[str, Any] = {
-            "database": database or None,
-            "port": url.port,
-            "user": url.user,
-            "no_owner": owner == "none",
-            "timeout": timeout,
-        }
+        user, port, path, common = parts.user_part, parts.port_part, parts.path, parts.common
         if url.scheme in _DOCKER_SCHEMES:
             if not url.host:
                 raise UsageError(
@@ -248,14 +205,14 @@ class MySQLSource(Source):
                     "in a container the tools use its own socket and environment"
                 )
             return cls(
-                name=url.artifact_name(f"{url.host}-{database or 'all'}"),
+                name=url.artifact_name(f"{url.host}-{database}"),
                 location=f"{url.scheme}://{user}{url.host}{port}{path}",
                 container=url.host,
                 **common,
             )
         host = f"[{url.host}]" if ":" in url.host else url.host
         return cls(
-            name=url.artifact_name(f"{base}-{database or 'all'}"),
+            name=url.artifact_name(f"{base}-{database}"),
             location=f"{url.scheme}://{user}{host}{port}{path}",
             host=url.host or None,
             socket=url.query.get("socket"),
@@ -264,10 +221,7 @@ class MySQLSource(Source):
         )
 
     def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
+        super().close()
         self._ep = None
 
     # --- where the tools run ----------------------------------------------------------------
@@ -307,21 +261,11 @@ class MySQLSource(Source):
         )
 
     def _container_endpoint(self) -> Endpoint:
-        from stackvault.sources.docker.engine import (
-            connect,
-            container_env,
-            get_container,
-            image_facts,
-            require_running,
-        )
+        from stackvault.sources.docker.engine import image_facts
         from stackvault.sources.docker.exec import ContainerRunner
 
-        assert self.container is not None
-        if self._client is None:
-            self._client = connect()
-        container = get_container(self._client, self.container)
-        require_running(container)
-        cenv = container_env(container)  # holds secrets: only names are used here
+        container, cenv = self._running_container()
+        assert self._client is not None
         root_var = next(
             (v for v in ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD") if cenv.get(v)), None
         )
@@ -455,7 +399,7 @@ class MySQLSource(Source):
         scanner = DumpScanner()
         try:
             with stream:
-                stored = sink.add_file(path, _Tap(stream, scanner), EntryMeta(mode=0o600))
+                stored = sink.add_file(path, Tap(stream, scanner.feed), EntryMeta(mode=0o600))
                 result = stream.finish()
         except SourceError as exc:
             raise translate(exc, ep, db) from exc
@@ -519,14 +463,6 @@ class MySQLSource(Source):
 
     # --- probe and target -------------------------------------------------------------------
 
-    def expected_facts(self, recorded: dict[str, Any]) -> dict[str, Any]:
-        """A server artifact restored into a URL naming one database is compared on it."""
-        databases = recorded.get("databases")
-        if self.database is not None and isinstance(databases, dict):
-            one = databases.get(self.database)
-            return one if isinstance(one, dict) else {}
-        return recorded
-
     def probe(self) -> dict[str, Any]:
         ep = self._endpoint()
         if self.database is not None:
@@ -558,13 +494,13 @@ class MySQLSource(Source):
     def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
         started = time.monotonic()
         manifest = read_manifest(reader, MANIFEST, "a MySQL artifact")
-        plan, with_users = self._plan(reader, manifest, options)
+        plan, with_users = self.restore_plan(reader, manifest, options)
         ep = self._endpoint()
         no_owner = self.no_owner or options.no_owner
         info = server_info(ep, self.timeout)
         objects = {
             target: object_count(ep, target, self.timeout) if target in info["databases"] else 0
-            for target, _entry in plan
+            for target, _archived, _entry in plan
         }
         busy = [t for t, n in objects.items() if n]
         if busy and not options.overwrite:
@@ -572,11 +508,7 @@ class MySQLSource(Source):
             what = summarize(
                 first, table_facts(ep, first, self.timeout), objects[first], ep.address
             )
-            more = f" (and {len(busy) - 1} more databases hold data)" if len(busy) > 1 else ""
-            raise RestoreRefused(
-                f"{what}{more}; restoring {reader.name!r} would replace it",
-                hint="pass --overwrite to replace it (a safety snapshot of it is taken first)",
-            )
+            raise self.refusal(reader, what, len(busy))
         users_result = None
         if with_users:
             users_result = self._restore_users(ep, reader, info, options)
@@ -584,7 +516,7 @@ class MySQLSource(Source):
         replaced: list[str] = []
         reused: list[str] = []
         total = 0
-        for target, entry in plan:
+        for target, _archived, entry in plan:
             if target in busy:
                 run_sql(ep, f"DROP DATABASE {quote_ident(target)};", timeout=self.timeout)
                 self._create(ep, target, entry, options)
@@ -600,7 +532,7 @@ class MySQLSource(Source):
                 created.append(target)
             total += self._load(ep, reader, str(entry["file"]), target, no_owner)
         return {
-            "databases": [target for target, _entry in plan],
+            "databases": [target for target, _archived, _entry in plan],
             "bytes": total,
             "created": created,
             "replaced": replaced,
@@ -609,31 +541,6 @@ class MySQLSource(Source):
             "owner": "none" if no_owner else "keep",
             "seconds": round(time.monotonic() - started, 3),
         }
-
-    def _plan(
-        self, reader: ArtifactReader, manifest: dict[str, Any], options: RestoreOptions
-    ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-        entries: dict[str, dict[str, Any]] = manifest.get("databases") or {}
-        if manifest.get("mode") == "database":
-            if len(entries) != 1:
-                raise SourceError(f"the manifest of artifact {reader.name!r} is damaged")
-            archived, entry = next(iter(entries.items()))
-            return [(self.database or archived, entry)], False
-        if self.database is not None:
-            if self.database not in entries:
-                have = ", ".join(sorted(entries)) or "none"
-                raise SourceError(
-                    f"artifact {reader.name!r} holds no database {self.database} "
-                    f"(it holds: {have})",
-                    hint="name one of them in the URL, or none to restore them all",
-                )
-            if manifest.get("users"):
-                options.notice(
-                    f"restoring only database {self.database} of the server artifact "
-                    f"{reader.name!r}; its user accounts ({USERS}) are not restored"
-                )
-            return [(self.database, entries[self.database])], False
-        return list(entries.items()), bool(manifest.get("users"))
 
     def _create(
         self, ep: Endpoint, db: str, entry: dict[str, Any], options: RestoreOptions

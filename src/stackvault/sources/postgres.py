@@ -140,21 +140,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
-from stackvault.errors import RestoreRefused, SourceError, UsageError
+from stackvault.errors import SourceError, UsageError
 from stackvault.sources.base import (
     ArtifactReader,
     ArtifactSink,
     EntryMeta,
-    Readable,
     RestoreOptions,
-    Source,
     read_manifest,
+)
+from stackvault.sources.dbsource import (
+    DatabaseSource,
+    Tap,
+    dump_path,
+    url_parts,
 )
 from stackvault.sources.dumpload import load_dump
 from stackvault.sources.pgsql import (
@@ -184,51 +187,20 @@ from stackvault.sources.pgsql import (
 from stackvault.sources.runner import HostRunner, StreamResult
 from stackvault.sources.url import SourceURL
 
-if TYPE_CHECKING:
-    from docker import DockerClient
-
 DUMP = "dump.pgc"
 """The dump of a one-database artifact."""
 GLOBALS = "globals.sql"
 MANIFEST = "manifest.json"
-DATABASES_DIR = "databases"
 
 _OPTIONS = frozenset({"owner", "sslmode", "timeout"})
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-_CHUNK = 1 << 20
 _MAGIC = b"PGDMP"
 _FORMAT_CUSTOM = 1  # the archive header's format byte (archCustom)
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def database_path(db: str) -> str:
     """Where a server artifact keeps the dump of ``db``: ``databases/NAME.pgc``."""
-    name = db if _PLAIN_NAME.match(db) else quote(db, safe="")
-    return f"{DATABASES_DIR}/{name}.pgc"
-
-
-class _Tap:
-    """Passes a dump stream to the sink, keeping its first bytes for the header check."""
-
-    def __init__(self, stream: Readable) -> None:
-        self._stream = stream
-        self.head = b""
-
-    def readinto(self, buf: memoryview) -> int:
-        n = self._stream.readinto(buf)
-        if n and len(self.head) < 16:
-            self.head += bytes(buf[: min(n, 16 - len(self.head))])
-        return n
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            parts = []
-            while part := self.read(_CHUNK):
-                parts.append(part)
-            return b"".join(parts)
-        buf = bytearray(n)
-        got = self.readinto(memoryview(buf))
-        return bytes(buf[:got])
+    return dump_path(db, "pgc")
 
 
 class _Target:
@@ -246,11 +218,14 @@ class _Target:
         )
 
 
-class PostgresSource(Source):
+class PostgresSource(DatabaseSource):
     """One PostgreSQL database, or every database of a server; see the module docstring."""
 
     kind = "postgres"
     schemes = ("postgres", "postgresql", "postgres+docker")
+    extra_file = GLOBALS
+    extra_what = "roles"
+    extra_key = "globals"
 
     def __init__(
         self,
@@ -266,45 +241,33 @@ class PostgresSource(Source):
         no_owner: bool = False,
         timeout: float = 600.0,
     ) -> None:
-        super().__init__(name, location)
-        self.database = database
-        """None: every database of the server."""
-        self.host = host
-        self.port = port
-        self.user = user
-        self.container = container
+        super().__init__(
+            name,
+            location,
+            database=database,
+            host=host,
+            port=port,
+            user=user,
+            container=container,
+            no_owner=no_owner,
+            timeout=timeout,
+        )
         self.sslmode = sslmode
-        self.no_owner = no_owner
-        self.timeout = timeout
         self._ep: Endpoint | None = None
-        self._client: DockerClient | None = None
-        self._container_facts: dict[str, Any] | None = None
 
     @classmethod
     def from_url(cls, url: SourceURL) -> PostgresSource:
         url.require_options(_OPTIONS)
-        timeout = url.number("timeout", 600.0, minimum=1)
-        owner = url.query.get("owner", "keep")
-        if owner not in ("keep", "none"):
-            raise UsageError(f"option owner={owner!r} of {url.redacted} must be keep or none")
+        parts = url_parts(url)
         sslmode = url.query.get("sslmode")
         if sslmode is not None and sslmode not in _SSLMODES:
             raise UsageError(
                 f"option sslmode={sslmode!r} of {url.redacted} must be one of "
                 f"{', '.join(_SSLMODES)}"
             )
-        database = url.path[1:] if url.path.startswith("/") else url.path
-        user = f"{quote(url.user, safe='')}@" if url.user else ""
-        port = f":{url.port}" if url.port else ""
-        path = f"/{quote(database, safe='')}" if database else "/"
-        common: dict[str, Any] = {
-            "database": database or None,
-            "port": url.port,
-            "user": url.user,
-            "sslmode": sslmode,
-            "no_owner": owner == "none",
-            "timeout": timeout,
-        }
+        database = parts.database or "all"
+        user, port, path = parts.user_part, parts.port_part, parts.path
+        common = {**parts.common, "sslmode": sslmode}
         if url.scheme == "postgres+docker":
             container = _original_host(url)
             if not container:
@@ -313,24 +276,21 @@ class PostgresSource(Source):
                     "postgres+docker://CONTAINER/DB"
                 )
             return cls(
-                name=url.artifact_name(f"{container}-{database or 'all'}"),
+                name=url.artifact_name(f"{container}-{database}"),
                 location=f"postgres+docker://{user}{container}{port}{path}",
                 container=container,
                 **common,
             )
         host = f"[{url.host}]" if ":" in url.host else url.host
         return cls(
-            name=url.artifact_name(f"postgres-{database or 'all'}"),
+            name=url.artifact_name(f"postgres-{database}"),
             location=f"postgres://{user}{host}{port}{path}",
             host=url.host or None,
             **common,
         )
 
     def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
+        super().close()
         self._ep = None
 
     # --- where the tools run ----------------------------------------------------------------
@@ -371,21 +331,11 @@ class PostgresSource(Source):
         )
 
     def _container_endpoint(self) -> Endpoint:
-        from stackvault.sources.docker.engine import (
-            connect,
-            container_env,
-            get_container,
-            image_facts,
-            require_running,
-        )
+        from stackvault.sources.docker.engine import image_facts
         from stackvault.sources.docker.exec import ContainerRunner
 
-        assert self.container is not None
-        if self._client is None:
-            self._client = connect()
-        container = get_container(self._client, self.container)
-        require_running(container)
-        cenv = container_env(container)  # holds secrets: only names are used here
+        container, cenv = self._running_container()
+        assert self._client is not None
         user = self.user or cenv.get("POSTGRES_USER") or "postgres"
         env_from = {"PGPASSWORD": "POSTGRES_PASSWORD"} if "POSTGRES_PASSWORD" in cenv else None
         runner = ContainerRunner(self._client, container, env_from=env_from)
@@ -555,14 +505,20 @@ class PostgresSource(Source):
                 verify=["pg_restore", "-f", "/dev/null"],
                 label=f"pg_dump of database {db}",
             )
-            tap = _Tap(stream)
+            head = bytearray()
+
+            def keep_head(piece: memoryview) -> None:
+                if len(head) < 16:
+                    head.extend(piece[: 16 - len(head)])
+
+            tap = Tap(stream, keep_head)
             try:
                 with stream:
                     stored = sink.add_file(path, tap, EntryMeta(mode=0o600))
                     result = stream.finish()
             except SourceError as exc:
                 raise translate(exc, ep, db) from exc
-            self._check_dump(db, path, tap.head, stored.size, stored.sha256, result)
+            self._check_dump(db, path, bytes(head), stored.size, stored.sha256, result)
             t2 = time.monotonic()
             psql.run("COMMIT")
         finally:
@@ -637,15 +593,6 @@ class PostgresSource(Source):
 
     # --- probe and target -------------------------------------------------------------------
 
-    def expected_facts(self, recorded: dict[str, Any]) -> dict[str, Any]:
-        """An every-database artifact restored into a URL that names one database is
-        compared on that database only."""
-        databases = recorded.get("databases")
-        if self.database is not None and isinstance(databases, dict):
-            one = databases.get(self.database)
-            return one if isinstance(one, dict) else {}
-        return recorded
-
     def probe(self) -> dict[str, Any]:
         ep = self._endpoint()
         require_tools(ep, ["psql"])
@@ -679,7 +626,7 @@ class PostgresSource(Source):
     def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
         started = time.monotonic()
         manifest = read_manifest(reader, MANIFEST, "a PostgreSQL artifact")
-        plan, with_globals = self._plan(reader, manifest, options)
+        plan, with_globals = self.restore_plan(reader, manifest, options)
         ep = self._endpoint()
         require_tools(ep, ["psql", "pg_restore"])
         require_restore_tool(ep, str(manifest.get("dump_tool") or ""))
@@ -699,11 +646,7 @@ class PostgresSource(Source):
             first = busy[0]
             assert first.facts is not None
             what = summarize_tables(first.name, first.facts, ep.address)
-            more = f" (and {len(busy) - 1} more databases hold data)" if len(busy) > 1 else ""
-            raise RestoreRefused(
-                f"{what}{more}; restoring {reader.name!r} would replace it",
-                hint="pass --overwrite to replace it (a safety snapshot of it is taken first)",
-            )
+            raise self.refusal(reader, what, len(busy))
         globals_result = None
         if with_globals:
             globals_result = self._restore_globals(ep, reader, info, options)
@@ -745,31 +688,6 @@ class PostgresSource(Source):
             "owner": "none" if no_owner else "keep",
             "seconds": round(time.monotonic() - started, 3),
         }
-
-    def _plan(
-        self, reader: ArtifactReader, manifest: dict[str, Any], options: RestoreOptions
-    ) -> tuple[list[tuple[str, str, dict[str, Any]]], bool]:
-        entries: dict[str, dict[str, Any]] = manifest.get("databases") or {}
-        if manifest.get("mode") == "database":
-            if len(entries) != 1:
-                raise SourceError(f"the manifest of artifact {reader.name!r} is damaged")
-            archived, entry = next(iter(entries.items()))
-            return [(self.database or archived, archived, entry)], False
-        if self.database is not None:
-            if self.database not in entries:
-                have = ", ".join(sorted(entries)) or "none"
-                raise SourceError(
-                    f"artifact {reader.name!r} holds no database {self.database} "
-                    f"(it holds: {have})",
-                    hint="name one of them in the URL, or none to restore them all",
-                )
-            options.notice(
-                f"restoring only database {self.database} of the server artifact "
-                f"{reader.name!r}; its roles ({GLOBALS}) are not restored"
-            )
-            return [(self.database, self.database, entries[self.database])], False
-        plan = [(db, db, entry) for db, entry in entries.items()]
-        return plan, manifest.get("globals") is not None
 
     def _drop(self, ep: Endpoint, db: str, num: int, options: RestoreOptions) -> None:
         maint = maintenance_db(db)
