@@ -10,7 +10,9 @@ without changing anything:
   source is probed: a connection and row counts); the preset's databases exist (Dify:
   ``dify`` and ``dify_plugin``);
 - each named volume exists; each data directory is readable; each configuration entry exists;
-- the plan's own warnings (a public ``SECRET_KEY``, external storage) are repeated.
+- the plan's own warnings (a public ``SECRET_KEY``, external storage) are repeated;
+- `space_check`: a local repository has room for what the project's recent stack backups
+  stored (the CLI adds it, since only it opens the repository).
 
 Each `Check` is ``ok``, ``warning`` or ``error`` with the fix; a backup refuses to start while
 an ``error`` remains.
@@ -203,3 +205,32 @@ def _source_checks(
                     )
                 )
     return out
+
+
+_MIN_FREE = 1 << 30
+
+
+def space_check(describe: str, free: int, stored: list[int]) -> Check:
+    """Room in a local repository for the next stack backup. ``free``: bytes free there;
+    ``stored``: what each recent stack backup of the project stored (after deduplication and
+    compression). Less free than the most any of them stored is an error (the next backup
+    would likely fill the disk half way); less than twice that, or under 1 GiB, a warning."""
+    most = max(stored, default=0)
+    mib = free >> 20
+    if most and free < most:
+        return Check(
+            "repository",
+            ERROR,
+            f"{describe} has {mib} MiB free, but recent stack backups stored up to "
+            f"{most >> 20} MiB each",
+            "free space, prune (stackvault forget --prune) or move the repository",
+        )
+    if free < max(_MIN_FREE, 2 * most):
+        why = f"; recent stack backups stored up to {most >> 20} MiB each" if most else ""
+        return Check(
+            "repository",
+            WARNING,
+            f"{describe} opens, but only {mib} MiB are free there{why}",
+            "free space or prune before the backup",
+        )
+    return Check("repository", OK, f"{describe} opens; {free >> 30} GiB free")

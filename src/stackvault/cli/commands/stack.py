@@ -169,7 +169,7 @@ def stack_preflight(cli: Cli, *, config: str) -> int:
         checks, _found = preflight(plan, client)
     finally:
         client.close()
-    checks.append(_repository_check(cli))
+    checks.append(_repository_check(cli, plan.project))
     bad = [c for c in checks if c.status == ERROR]
     if cli.json:
         cli.emit_json({"ok": not bad, "checks": [c.to_dict() for c in checks]})
@@ -186,12 +186,12 @@ def stack_preflight(cli: Cli, *, config: str) -> int:
     return 1 if bad else 0
 
 
-def _repository_check(cli: Cli) -> Check:
+def _repository_check(cli: Cli, project: str) -> Check:
     import os
     import shutil
 
     from stackvault.errors import StackvaultError
-    from stackvault.stack.preflight import ERROR, OK, WARNING, Check
+    from stackvault.stack.preflight import ERROR, OK, WARNING, Check, space_check
 
     try:
         location = cli.location()
@@ -200,19 +200,14 @@ def _repository_check(cli: Cli) -> Check:
     try:
         with cli.open_repo(index=False) as repo:
             describe = repo.store.describe()
+            if "://" in location or not os.path.isdir(location):
+                return Check("repository", OK, f"{describe} opens")
+            tag = f"stack:{project}"
+            recent = [s for s in repo.list_snapshots() if tag in s.tags][-10:]
     except StackvaultError as exc:
         return Check("repository", ERROR, exc.message, exc.hint or "")
-    if "://" not in location and os.path.isdir(location):
-        free = shutil.disk_usage(location).free
-        if free < 1 << 30:
-            return Check(
-                "repository",
-                WARNING,
-                f"{describe} opens, but only {free >> 20} MiB are free there",
-                "free space or prune before the backup",
-            )
-        return Check("repository", OK, f"{describe} opens; {free >> 30} GiB free")
-    return Check("repository", OK, f"{describe} opens")
+    stored = [int(s.summary.get("data_added_stored") or 0) for s in recent]
+    return space_check(describe, shutil.disk_usage(location).free, stored)
 
 
 def stack_backup(
