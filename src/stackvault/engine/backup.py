@@ -19,11 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from stackvault.chunking.cdc import Chunker
+from stackvault.chunking.streamcut import StreamCutter
 from stackvault.engine.artifacts import ARTIFACTS_DIR, RESERVED, TreeSink, artifact_path
 from stackvault.engine.nodes import Pending, node_from_entry, when_all
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import SizeScanner
-from stackvault.errors import Interrupted, SourceError, StackvaultError, UsageError
+from stackvault.errors import (
+    Interrupted,
+    SourceChanged,
+    SourceError,
+    StackvaultError,
+    UsageError,
+)
 from stackvault.repo.blob import BlobType
 from stackvault.repo.lock import current_username
 from stackvault.repo.repository import PROGRAM, Repository
@@ -88,6 +95,8 @@ class _Counts:
 
 
 _PREFETCH_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+CAPTURE_TRIES = 3
+"""Tries of a source whose data changed while it was read (`SourceChanged`)."""
 
 
 class BackupJob:
@@ -124,12 +133,15 @@ class BackupJob:
             f"{'error' if problem.incomplete else 'notice'}: {problem.path}: {problem.message}"
         )
 
-    def _chunker(self) -> Chunker:
-        chunker: Chunker | None = getattr(self._local, "chunker", None)
-        if chunker is None:
+    def _cutter(self) -> StreamCutter:
+        """This thread's chunker and read buffer, made on first use and kept for the run."""
+        cutter: StreamCutter | None = getattr(self._local, "cutter", None)
+        if cutter is None:
             cfg = self.repo.config
-            chunker = self._local.chunker = Chunker(cfg.chunker, self.repo.master.chunker_seed)
-        return chunker
+            cutter = self._local.cutter = StreamCutter(
+                Chunker(cfg.chunker, self.repo.master.chunker_seed)
+            )
+        return cutter
 
     # --- parent ---------------------------------------------------------------------------
 
@@ -173,7 +185,7 @@ class BackupJob:
         content: list[bytes] = []
         size = 0
         master = self.repo.master
-        for chunk in self._chunker().stream_chunks(stream):  # type: ignore[arg-type]
+        for chunk in self._cutter().chunks(stream):
             if self._stop.is_set():
                 raise Interrupted("backup interrupted")
             sha.update(chunk)
@@ -587,6 +599,34 @@ class BackupJob:
             return None
         return node.subtree if node.type == "dir" else None
 
+    def _capture(
+        self, writer: BlobWriter, parent: Snapshot | None, source: Source
+    ) -> tuple[TreeSink, dict[str, Any], Node]:
+        """One source into a fresh sink: its sink, metadata and root node. A capture whose
+        data changed while it was read (`SourceChanged`) is taken again from the start, up to
+        `CAPTURE_TRIES` in all; what an abandoned try stored is left unreferenced."""
+        for attempt in range(1, CAPTURE_TRIES + 1):
+            sink = TreeSink(
+                self.repo,
+                writer,
+                source.name,
+                lambda stream: self._store_stream(writer, stream),
+                previous_tree=self._previous_artifact(parent, source.name),
+                notice=self.progress.notice,
+                stopping=self._stop.is_set,
+            )
+            try:
+                metadata = source.capture(sink)
+                return sink, metadata, sink.finish()
+            except SourceChanged as exc:
+                if attempt == CAPTURE_TRIES:
+                    raise
+                self.progress.notice(
+                    f"{source.name}: {exc.message}; capturing it again "
+                    f"(try {attempt + 1} of {CAPTURE_TRIES})"
+                )
+        raise AssertionError("unreachable")
+
     def _capture_sources(
         self,
         writer: BlobWriter,
@@ -606,15 +646,6 @@ class BackupJob:
             started = self.repo.clock.now()
             t0 = self.repo.clock.monotonic()
             self.progress.notice(f"capturing {source.name} from {source.location}")
-            sink = TreeSink(
-                self.repo,
-                writer,
-                source.name,
-                lambda stream: self._store_stream(writer, stream),
-                previous_tree=self._previous_artifact(parent, source.name),
-                notice=self.progress.notice,
-                stopping=self._stop.is_set,
-            )
             record: dict[str, Any] = {
                 "name": source.name,
                 "kind": source.kind,
@@ -624,8 +655,7 @@ class BackupJob:
             }
             try:
                 try:
-                    metadata = source.capture(sink)
-                    node = sink.finish()
+                    sink, metadata, node = self._capture(writer, parent, source)
                 finally:
                     source.close()
             except SourceError as exc:

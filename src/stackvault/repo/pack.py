@@ -41,29 +41,50 @@ class PackedBlob:
 class PackBuilder:
     """Accumulates sealed blobs of one type for one pack file.
 
-    The sealed blobs are kept as separate buffers and handed to the store as a list of parts
-    (written with one gathering system call by the local store), so building a pack never
-    copies its data and never holds the GIL for a large memcpy.
+    The pack is handed to the store as a list of parts (written with one gathering system
+    call by the local store), so finishing a pack never concatenates it and never holds the
+    GIL for a large memcpy.
+
+    With a ``buffer`` (a writable view the caller owns and reuses for later packs), each blob
+    is copied into it while it fits, so the caller can drop the sealed object at once; blobs
+    that do not fit are kept as separate parts after it. The pack's bytes are the same
+    either way. Why: a sealed blob kept as its own object lives until its pack is stored;
+    such long-lived buffers of every size, scattered through malloc's per-thread arenas, keep
+    the freed memory between them resident (measured: ~60 MB of free but resident arena
+    memory at the peak of a 1.06 GB backup). Reused pack buffers do not fragment anything.
     """
 
-    def __init__(self, blob_type: BlobType) -> None:
+    def __init__(self, blob_type: BlobType, buffer: memoryview | None = None) -> None:
         self.blob_type = blob_type
-        self.parts: list[bytes] = []
+        self.buffer = buffer
+        """The caller's buffer, if any: to be reused once the pack is stored, not before."""
+        self.parts: list[bytes | memoryview] = []
         self.entries: list[PackedBlob] = []
         self.size = 0
+        self.buffered = 0
+        """Bytes at the start of ``buffer`` that belong to the pack."""
 
-    def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+    def add(self, blob_id: bytes, sealed: bytes | memoryview, raw_length: int) -> None:
         self.entries.append(PackedBlob(self.blob_type, blob_id, self.size, len(sealed), raw_length))
-        self.parts.append(sealed)
+        end = self.buffered + len(sealed)
+        if self.buffer is not None and not self.parts and end <= len(self.buffer):
+            self.buffer[self.buffered : end] = sealed
+            self.buffered = end
+        else:
+            self.parts.append(sealed)
         self.size += len(sealed)
 
-    def finish(self, envelope: Envelope) -> tuple[bytes, list[bytes]]:
-        """Return ``(pack_id, parts)``: the pack is the concatenation of ``parts``."""
+    def finish(self, envelope: Envelope) -> tuple[bytes, list[bytes | memoryview]]:
+        """Return ``(pack_id, parts)``: the pack is the concatenation of ``parts``, which may
+        include a view of ``buffer`` (valid until the caller reuses it)."""
         header = b"".join(
             _ENTRY.pack(e.type, e.length, e.raw_length, e.blob_id) for e in self.entries
         )
         sealed_header = envelope.seal(header, HEADER_AAD)
-        parts = [*self.parts, sealed_header, _TRAILER.pack(len(sealed_header))]
+        head: list[bytes | memoryview] = []
+        if self.buffered and self.buffer is not None:
+            head.append(self.buffer[: self.buffered])
+        parts = [*head, *self.parts, sealed_header, _TRAILER.pack(len(sealed_header))]
         self.parts = []
         hasher = blake3.blake3()
         for part in parts:

@@ -7,6 +7,7 @@ durable). A crash leaves at most packs no index names.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stackvault.crypto.envelope import OVERHEAD
 from stackvault.errors import StackvaultError
 from stackvault.repo.blob import BlobType, blob_aad
 from stackvault.repo.index import encode_index
@@ -26,6 +28,44 @@ INDEX_EVERY_PACKS = 64
 ASYNC_MIN = 64 * 1024
 """Blobs at least this large are compressed and sealed on the writer's worker pool; smaller
 ones inline, where a pool hand-off would cost more than the work."""
+
+
+class _PackBuffers:
+    """A fixed set of reusable pack buffers: ``take`` waits until one is free.
+
+    Each is a private anonymous mapping, outside malloc's arenas, whose pages are allocated
+    only once written to; a buffer that held a pack is reused for a later one, so the run
+    keeps at most ``count`` packs' worth of pages resident however many packs it writes.
+    """
+
+    def __init__(self, count: int, capacity: int, keep: int) -> None:
+        self._capacity = capacity
+        # Pages past ``keep`` (the pack size) hold only the part of a pack's last blob that
+        # overshoots it: returned to the kernel when a pack used them, so an idle buffer
+        # keeps about one pack size resident, not the largest overshoot seen so far.
+        self._keep = -(-keep // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._free: list[memoryview] = []
+        self._left = count  # not created yet
+        self._cond = threading.Condition()
+
+    def take(self) -> memoryview:
+        with self._cond:
+            while not self._free and not self._left:
+                self._cond.wait()
+            if self._free:
+                return self._free.pop()
+            self._left -= 1
+        return memoryview(mmap.mmap(-1, self._capacity, flags=mmap.MAP_PRIVATE))
+
+    def give(self, buffer: memoryview, used: int = 0) -> None:
+        """Return a buffer once nothing refers to its contents; ``used``: bytes written."""
+        if used > self._keep and hasattr(mmap, "MADV_DONTNEED"):
+            mapping = buffer.obj
+            assert isinstance(mapping, mmap.mmap)
+            mapping.madvise(mmap.MADV_DONTNEED, self._keep, self._capacity - self._keep)
+        with self._cond:
+            self._free.append(buffer)
+            self._cond.notify()
 
 
 @dataclass
@@ -57,6 +97,15 @@ class BlobWriter:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pack-upload")
         # Packs in memory waiting for upload: bounded so a slow store throttles readers.
         self._slots = threading.BoundedSemaphore(workers)
+        # Data packs are built in reused buffers (see `PackBuilder`): one being filled while
+        # ``workers`` are uploaded. Taking a buffer waits for an upload to finish, which is
+        # the back-pressure that stops sealers (and through them the readers) when uploads
+        # lag. Room for a pack plus the largest chunk, sealed: a pack is closed once it
+        # reaches the pack size, so it overshoots by less than one blob.
+        config = repo.config
+        self._buffers = _PackBuffers(
+            workers + 1, config.pack_size + config.chunker.max + 1 + OVERHEAD, config.pack_size
+        )
         sealers = seal_workers or max(1, os.cpu_count() or 1)
         self._seal_pool = ThreadPoolExecutor(max_workers=sealers, thread_name_prefix="seal")
         self._seal_slots = threading.BoundedSemaphore(sealers * 2)
@@ -95,29 +144,41 @@ class BlobWriter:
             self._seal(blob_type, blob_id, data)
             return blob_id, True
         self._raise_pending()
-        # The caller's buffer (a chunker view) is reused for the next chunk: copy it.
-        payload = bytes(data)
+        # Wait for a seal slot before copying: a reader held up here holds no copy.
         self._seal_slots.acquire()
         with self._idle:
             self._pending += 1
         try:
-            self._seal_pool.submit(self._seal_async, blob_type, blob_id, payload)
+            # The caller's buffer (a chunker view) is reused for the next chunk: copy it.
+            # The copy goes in a box the sealer empties, so it is freed once sealed rather
+            # than when the task ends (a pool keeps a task's arguments until then, and a
+            # sealer may wait for a pack buffer after sealing).
+            box = [bytes(data)]
+            self._seal_pool.submit(self._seal_async, blob_type, blob_id, box)
         except BaseException:
             self._seal_done()
             raise
         return blob_id, True
 
+    def _seal_only(
+        self, blob_type: BlobType, blob_id: bytes, data: bytes | bytearray | memoryview
+    ) -> bytes:
+        return self._repo.envelope.seal(
+            self._repo.codec().encode(data), blob_aad(blob_type, blob_id)
+        )
+
     def _seal(
         self, blob_type: BlobType, blob_id: bytes, data: bytes | bytearray | memoryview
     ) -> None:
-        sealed = self._repo.envelope.seal(
-            self._repo.codec().encode(data), blob_aad(blob_type, blob_id)
-        )
-        self.add_sealed(blob_type, blob_id, sealed, len(data))
+        self.add_sealed(blob_type, blob_id, self._seal_only(blob_type, blob_id, data), len(data))
 
-    def _seal_async(self, blob_type: BlobType, blob_id: bytes, data: bytes) -> None:
+    def _seal_async(self, blob_type: BlobType, blob_id: bytes, box: list[bytes]) -> None:
         try:
-            self._seal(blob_type, blob_id, data)
+            data = box.pop()
+            raw_len = len(data)
+            sealed = self._seal_only(blob_type, blob_id, data)
+            del data
+            self.add_sealed(blob_type, blob_id, sealed, raw_len)
         except BaseException as exc:
             with self._lock:
                 if self._error is None:
@@ -137,29 +198,53 @@ class BlobWriter:
             while self._pending:
                 self._idle.wait()
 
-    def add_sealed(self, blob_type: BlobType, blob_id: bytes, sealed: bytes, raw_len: int) -> None:
-        """Append an already sealed, reserved blob to the open pack of its type."""
+    def add_sealed(
+        self, blob_type: BlobType, blob_id: bytes, sealed: bytes | memoryview, raw_len: int
+    ) -> None:
+        """Append an already sealed, reserved blob to the open pack of its type.
+
+        May wait (for a data pack: until an upload frees a buffer; for a full pack: until an
+        upload slot is free): that is the writer's back-pressure.
+        """
         self._raise_pending()
         full: PackBuilder | None = None
-        with self._lock:
-            builder = self._builders.get(blob_type)
-            if builder is None:
-                builder = self._builders[blob_type] = PackBuilder(blob_type)
-            builder.add(blob_id, sealed, raw_len)
-            self.stats.blobs_added += 1
-            self.stats.raw_added += raw_len
-            self.stats.stored_added += len(sealed)
-            if builder.size >= self._repo.config.pack_size:
-                full = self._builders.pop(blob_type)
+        buffer: memoryview | None = None
+        while True:
+            with self._lock:
+                builder = self._builders.get(blob_type)
+                if builder is None and (buffer is not None or blob_type != BlobType.DATA):
+                    builder = self._builders[blob_type] = PackBuilder(blob_type, buffer)
+                    buffer = None
+                if builder is not None:
+                    builder.add(blob_id, sealed, raw_len)
+                    self.stats.blobs_added += 1
+                    self.stats.raw_added += raw_len
+                    self.stats.stored_added += len(sealed)
+                    if builder.size >= self._repo.config.pack_size:
+                        full = self._builders.pop(blob_type)
+                    break
+            # No open data pack: wait for a buffer outside the lock, then open one (unless
+            # another thread did meanwhile: then the buffer goes back).
+            buffer = self._buffers.take()
+            if self._error is not None:
+                self._buffers.give(buffer)
+                self._raise_pending()
+        if buffer is not None:
+            self._buffers.give(buffer)
         if full is not None:
             self._submit(full)
 
     def _submit(self, builder: PackBuilder) -> None:
-        self._slots.acquire()  # back-pressure: at most 2 x workers packs in memory
+        # Back-pressure: at most ``workers`` uploads; data packs are also bounded by their
+        # buffers (``workers + 1`` in all, the open one included).
+        self._slots.acquire()
         try:
             fut = self._pool.submit(self._upload, builder)
         except BaseException:
             self._slots.release()
+            if builder.buffer is not None:  # never to be uploaded: a waiting sealer may need it
+                self._buffers.give(builder.buffer)
+                builder.buffer = None
             raise
         with self._lock:
             self._futures.append(fut)
@@ -188,6 +273,10 @@ class BlobWriter:
                 if self._error is None:
                     self._error = exc
         finally:
+            if builder.buffer is not None:
+                # Stored (or failed): nothing refers to the buffer's bytes any more.
+                self._buffers.give(builder.buffer, builder.buffered)
+                builder.buffer = None
             self._slots.release()
 
     def _write_index(self) -> None:
