@@ -157,6 +157,11 @@ class SourceError(StackvaultError):
     """Capturing a source failed (a dump command exited non-zero, a stream broke, ...)."""
 
 
+class SourceChanged(SourceError):
+    """The data changed while it was read (e.g. a file of a busy volume shrank during a hot
+    capture): the capture is worthless, but trying it again may well succeed."""
+
+
 class RestoreRefused(StackvaultError):
     """Restore refused to act because it could destroy data or escape its target."""
 

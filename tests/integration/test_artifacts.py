@@ -26,6 +26,7 @@ from stackvault.engine.restore import RestoreJob, RestoreOptions
 from stackvault.errors import (
     Interrupted,
     RestoreRefused,
+    SourceChanged,
     SourceError,
     StackvaultError,
     UsageError,
@@ -186,6 +187,32 @@ def test_every_source_failing_saves_nothing(repo: Repository, tmp_path: Path) ->
     with pytest.raises(SourceError, match="no source could be captured"):
         backup(repo, [src(a, **{"fail-after": "0"}), src(b, **{"fail-after": "0"})])
     assert repo.list_snapshots() == []
+
+
+def test_a_capture_whose_data_changed_is_taken_again(repo: Repository, tmp_path: Path) -> None:
+    data = make_dir(tmp_path / "data")
+    progress = NullProgress()
+    job = BackupOptions(paths=[], sources=[src(data, changed="2")], host="h")
+    snap = BackupJob(repo, job, progress=progress).run().snapshot
+    assert snap.complete and snap.artifacts[0]["complete"]
+    again = [n for n in progress.notices if "capturing it again" in n]
+    assert again == [
+        "dir-data: simulated change under sub/big.bin; capturing it again (try 2 of 3)",
+        "dir-data: simulated change under sub/big.bin; capturing it again (try 3 of 3)",
+    ]
+    reader = RepoArtifactReader(repo, snap, find_artifact(snap, "dir-data"))
+    assert reader.open("sub/big.bin").read() == (data / "sub" / "big.bin").read_bytes()
+    assert Checker(repo, read_data=True).run().ok  # the abandoned tries: unreferenced only
+
+
+def test_a_capture_that_keeps_changing_fails_after_three_tries(
+    repo: Repository, tmp_path: Path
+) -> None:
+    data = make_dir(tmp_path / "data")
+    with pytest.raises(SourceChanged, match=r"simulated change under sub/big\.bin"):
+        backup(repo, [src(data, changed="3")])
+    assert repo.list_snapshots() == []
+    assert Checker(repo).run().ok
 
 
 def test_interrupting_a_capture_saves_nothing(repo: Repository, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 ``testdir:///abs/path`` captures a directory (files with modes, symlinks, hard links, reuse of
 unchanged files through ``sink.previous``) and restores into a missing or emptied directory;
 facts are path → SHA-256. ``?fail-after=N`` raises `SourceError` before the N-th file,
-``?interrupt=1`` raises KeyboardInterrupt mid-capture. ``otherdir://`` is the same as another
+``?interrupt=1`` raises KeyboardInterrupt mid-capture, ``?changed=N`` makes the first N captures
+raise `SourceChanged` after one file. ``otherdir://`` is the same as another
 kind. `register_dir_sources` adds both schemes to the registry for one test.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from stackvault.errors import SourceError
+from stackvault.errors import SourceChanged, SourceError
 from stackvault.sources import registry
 from stackvault.sources.base import (
     ArtifactReader,
@@ -41,10 +42,12 @@ class DirSource(Source):
         self.root = Path(url.path)
         self.fail_after = int(url.query.get("fail-after", "-1"))
         self.interrupt = url.flag("interrupt")
+        self.changes = int(url.query.get("changed", "0"))
+        """Captures left that fail with `SourceChanged` after the first file."""
 
     @classmethod
     def from_url(cls, url: SourceURL) -> Source:
-        url.require_options({"fail-after", "interrupt"})
+        url.require_options({"fail-after", "interrupt", "changed"})
         return cls(url)
 
     def _facts(self, root: Path) -> dict[str, Any]:
@@ -75,6 +78,9 @@ class DirSource(Source):
             else:
                 if done == self.fail_after:
                     raise SourceError(f"simulated failure after {done} files")
+                if self.changes and done == 1:
+                    self.changes -= 1
+                    raise SourceChanged(f"simulated change under {rel}")
                 if self.interrupt and done == 1:
                     raise KeyboardInterrupt
                 prev = sink.previous(rel)

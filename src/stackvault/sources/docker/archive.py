@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
-from stackvault.errors import RestoreRefused, SourceError
+from stackvault.errors import RestoreRefused, SourceChanged, SourceError
 from stackvault.sources.base import ArtifactEntry, ArtifactReader, ArtifactSink, EntryMeta
 
 BLOCK = 512
@@ -137,7 +137,7 @@ class _ChunkReader(io.RawIOBase):
         rest = self.total - offset
         start = len(self._tail) - rest
         if rest < 2 * BLOCK:
-            raise SourceError(
+            raise SourceChanged(
                 f"the archive stream of {self.what} ended early (at byte {self.total}, "
                 "without the end-of-archive blocks)",
                 hint="a file may have shrunk while it was read (a hot capture of a busy volume): "
@@ -168,7 +168,7 @@ class _MemberStream:
         try:
             data = self._f.read(n if n is not None and n >= 0 else -1)
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise SourceError(
+            raise SourceChanged(
                 f"the archive stream of {self.what} ended inside {self.path!r} ({_clean(exc)})",
                 hint="a file may have shrunk while it was read (a hot capture of a busy "
                 "volume): try again, or capture with mode=cold",
