@@ -264,7 +264,7 @@ def test_a_probe_waits_for_its_status_and_says_what_it_got(tmp_path: Path) -> No
     import http.server
     import threading
 
-    from stackvault.stack.restore import _Restorer
+    from stackvault.stack.probes import http_probe
     from support.dbservers import free_port
 
     (tmp_path / "up").write_text("ok")
@@ -272,20 +272,18 @@ def test_a_probe_waits_for_its_status_and_says_what_it_got(tmp_path: Path) -> No
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    r = _Restorer(None, None, None, {}, {}, "p", "/x", "q", "/y")  # type: ignore[arg-type]
-    r.wait = 1.0
     try:
-        assert r._probe({"url": f"{base}/up"}) == {
+        assert http_probe(f"{base}/up", 200, 1.0) == {
             "subject": f"probe {base}/up",
             "ok": True,
             "message": "answered 200",
         }
-        missing = r._probe({"url": f"{base}/nope", "status": 200})
+        missing = http_probe(f"{base}/nope", 200, 1.0)
         assert missing["ok"] is False
         assert missing["message"] == "answered 404, not 200, within 1 s", missing
-        assert r._probe({"url": f"{base}/nope", "status": 404})["ok"] is True
+        assert http_probe(f"{base}/nope", 404, 1.0)["ok"] is True
     finally:
         server.shutdown()
         server.server_close()
-    closed = r._probe({"url": f"http://127.0.0.1:{free_port()}/"})
+    closed = http_probe(f"http://127.0.0.1:{free_port()}/", 200, 1.0)
     assert closed["ok"] is False and "refused" in closed["message"], closed

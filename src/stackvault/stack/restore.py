@@ -46,6 +46,8 @@ from stackvault.repo.snapshot import Snapshot
 from stackvault.stack.classify import DATABASE_ROLES, MYSQL, POSTGRES, REDIS
 from stackvault.stack.compose import LABEL_PROJECT, LABEL_SERVICE
 from stackvault.stack.composecli import Compose
+from stackvault.stack.presets import dify
+from stackvault.stack.probes import http_probe
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -615,87 +617,21 @@ class _Restorer:
             )
 
     def _probe(self, probe: dict[str, Any]) -> dict[str, Any]:
-        """GET the URL until it answers the expected status (bounded by the wait)."""
-        import urllib.error
-        import urllib.parse
-        import urllib.request
-
-        url, want = str(probe["url"]), int(probe.get("status", 200))
-        host = urllib.parse.urlsplit(url).hostname or ""
-        # A proxy cannot reach this host's loopback: ask the service directly.
-        loopback = host == "localhost" or host.startswith("127.") or host == "::1"
-        opener = urllib.request.build_opener(
-            *([urllib.request.ProxyHandler({})] if loopback else [])
-        )
-        deadline = time.monotonic() + self.wait
-        got = "no answer"
-        while True:
+        where = ""
+        if probe.get("service"):
             try:
-                with opener.open(url, timeout=10) as response:
-                    status = int(response.status)
-            except urllib.error.HTTPError as exc:
-                status = int(exc.code)
-            except (urllib.error.URLError, OSError) as exc:
-                status, got = 0, str(getattr(exc, "reason", exc))[:120]
-            if status == want:
-                return {"subject": f"probe {url}", "ok": True, "message": f"answered {status}"}
-            if status:
-                got = f"answered {status}"
-            if time.monotonic() > deadline:
-                logs = ""
-                if probe.get("service"):
-                    try:
-                        logs = f" (look at docker logs {self._container_of(probe['service'])})"
-                    except SourceError:
-                        logs = f" (service {probe['service']} has no container)"
-                return {
-                    "subject": f"probe {url}",
-                    "ok": False,
-                    "message": f"{got}, not {want}, within {self.wait:.0f} s{logs}",
-                }
-            time.sleep(1.0)
+                where = f" (look at docker logs {self._container_of(probe['service'])})"
+            except SourceError:
+                where = f" (service {probe['service']} has no container)"
+        return http_probe(str(probe["url"]), int(probe.get("status", 200)), self.wait, where)
 
     def _dify_checks(self) -> list[dict[str, Any]]:
-        """Every tenant of the dify database has its private key file."""
-        from stackvault.sources.docker.engine import container_env, get_container
-        from stackvault.sources.docker.exec import ContainerRunner
-
         pg = next((n for n in self.services if self.role(n) == POSTGRES), None)
         privkeys = (self.m.get("facts") or {}).get("privkeys")
         if pg is None or not privkeys:
             return []
-        container = get_container(self.client, self._container_of(pg))
-        user = container_env(container).get("POSTGRES_USER") or "postgres"
-        runner = ContainerRunner(
-            self.client, container, env_from={"PGPASSWORD": "POSTGRES_PASSWORD"}
-        )
-        res = runner.run(
-            ["psql", "-X", "-At", "-U", user, "-d", "dify", "-c", "SELECT id FROM tenants"],
-            timeout=60,
-        )
-        if res.code != 0:
-            return [
-                {
-                    "subject": "dify tenants' private keys",
-                    "ok": True,
-                    "message": "no tenants table (nothing to check)",
-                }
-            ]
-        tenants = [t for t in res.text.split() if t]
         keys_dir = self.map_path(str(privkeys))
-        missing = [
-            t for t in tenants if not os.path.isfile(os.path.join(keys_dir, t, "private.pem"))
-        ]
-        return [
-            {
-                "subject": "dify tenants' private keys",
-                "ok": not missing,
-                "message": f"all {len(tenants)} tenants have privkeys/<tenant>/private.pem"
-                if not missing
-                else f"{len(missing)} of {len(tenants)} tenants have no private key: "
-                f"{', '.join(missing[:5])} (their stored credentials cannot be decrypted)",
-            }
-        ]
+        return [dify.tenant_keys_check(self.client, self._container_of(pg), keys_dir)]
 
 
 def _empty_dir(path: str) -> bool:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from stackvault.errors import SourceError
 from stackvault.sources.base import Readable
-from stackvault.sources.redis.rdb import CHUNK, RDB, RdbCheck
+from stackvault.sources.redis.rdb import RdbCheck, held_back
 from stackvault.sources.redis.rediscli import RedisCli
 from stackvault.sources.redis.resp import DEFAULT_PORT, POLL
 
@@ -91,25 +91,8 @@ def tar_upload(
     info.uid, info.gid = uid, gid
     info.mtime = int(time.time())
     yield info.tobuf(format=tarfile.PAX_FORMAT)
-    last = b""
-    while True:
-        data = stream.read(CHUNK)
-        if not data:
-            break
-        check.update(data)
-        if check.size > size:
-            break
-        if last:
-            yield last
-        last = data
-    if check.size != size or check.sha256.hexdigest() != sha256:
-        raise SourceError(
-            f"the artifact's {RDB} has {check.size} bytes (SHA-256 "
-            f"{check.sha256.hexdigest()[:12]}…), not the {size} bytes recorded",
-            hint="run `stackvault check` on the repository",
-        )
-    check.finish()
-    yield last + b"\0" * (-size % 512) + b"\0" * 1024
+    yield from held_back(stream, check, size, sha256)
+    yield b"\0" * (-size % 512) + b"\0" * 1024
 
 
 def link_archive(

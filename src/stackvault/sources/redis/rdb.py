@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.base import ArtifactReader
+from stackvault.sources.base import ArtifactReader, Readable
 from stackvault.sources.redis.crc64 import Crc64
 
 RDB = "dump.rdb"
@@ -92,6 +92,31 @@ class RdbCheck:
             crc = "ok"
         self._result = {"rdb_version": int(self._head[5:9]), "crc64": crc}
         return self._result
+
+
+def held_back(
+    stream: Readable, check: RdbCheck, size: int, sha256: str, outcome: str = ""
+) -> Iterator[bytes]:
+    """The artifact's RDB from ``stream`` in pieces, each fed to ``check``, the last one held
+    back until the whole had ``size`` bytes with SHA-256 ``sha256`` and was a complete RDB -
+    so a server being fed never receives the end of a wrong file. `SourceError` otherwise
+    (``outcome``: what that means for the target, appended to the message)."""
+    last = b""
+    while data := stream.read(CHUNK):
+        check.update(data)
+        if check.size > size:
+            break
+        if last:
+            yield last
+        last = data
+    if check.size != size or check.sha256.hexdigest() != sha256:
+        raise SourceError(
+            f"the artifact's {RDB} has {check.size} bytes (SHA-256 "
+            f"{check.sha256.hexdigest()[:12]}…), not the {size} bytes recorded{outcome}",
+            hint="run `stackvault check` on the repository",
+        )
+    check.finish()
+    yield last
 
 
 class CheckedStream:

@@ -38,7 +38,7 @@ from typing import Any
 
 from stackvault.errors import SourceError, StackvaultError
 from stackvault.sources.base import Readable
-from stackvault.sources.redis.rdb import CHUNK, RDB, RdbCheck
+from stackvault.sources.redis.rdb import CHUNK, RDB, RdbCheck, held_back
 from stackvault.sources.redis.resp import POLL, Connection
 
 
@@ -198,28 +198,11 @@ class Master:
         check = RdbCheck(f"the artifact's {RDB}", restore=True)
         stream = self.open_rdb()
         sock.sendall(b"$%d\r\n" % self.size)
-        last = b""
-        while True:
-            data = stream.read(CHUNK)
-            if not data:
-                break
-            check.update(data)
-            if check.size > self.size:
-                break
-            if last:
-                sock.sendall(last)
-                self.sent += len(last)
-            last = data
-        if check.size != self.size or check.sha256.hexdigest() != self.sha256:
-            raise SourceError(
-                f"the artifact's {RDB} has {check.size} bytes (SHA-256 "
-                f"{check.sha256.hexdigest()[:12]}…), not the {self.size} bytes recorded; "
-                f"redis at {self.location} did not load it",
-                hint="run `stackvault check` on the repository",
-            )
+        outcome = f"; redis at {self.location} did not load it"
+        for piece in held_back(stream, check, self.size, self.sha256, outcome):
+            sock.sendall(piece)  # the last piece only once the whole was checked
+            self.sent += len(piece)
         self.rdb_info = check.finish()
-        sock.sendall(last)  # now complete: the replica may load it
-        self.sent += len(last)
         self.served.set()
 
     def wait_loaded(self, conn: Connection, timeout: float) -> None:

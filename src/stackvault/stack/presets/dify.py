@@ -16,6 +16,7 @@ Dify (langgenius/dify, ``docker/docker-compose.yaml``) keeps its state in:
 
 `refine` adds the configuration directories that exist, records those facts, and warns when
 ``SECRET_KEY`` is unset or the public default, and when uploads live in an external store.
+`tenant_keys_check`, after a restore, finds every tenant's private key file.
 `backup_facts` records, at backup time, what the operator chose to leave out (``cwd/``), so
 the restore can say what must be rebuilt.
 """
@@ -23,10 +24,14 @@ the restore can say what must be rebuilt.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from stackvault.stack.classify import POSTGRES, image_repository
 from stackvault.stack.compose import Project
 from stackvault.stack.plan import Plan
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 DEFAULT_SECRET_KEY = "sk-9f73s3ljTXVcMT3Blb3ljTqtsKiGHXVcMT3BlbkFJLK7U"
 """The value shipped in Dify's ``.env.example`` and compose defaults: public."""
@@ -123,3 +128,32 @@ def backup_facts(plan: Plan) -> dict[str, object]:
         if os.path.normpath(p.path) == plugin and any(e.strip("/") == "cwd" for e in p.exclude):
             return {"plugins_rebuild": True}
     return {}
+
+
+def tenant_keys_check(client: DockerClient, container: str, keys_dir: str) -> dict[str, Any]:
+    """A validation entry: every tenant of the ``dify`` database in PostgreSQL ``container``
+    has ``keys_dir/<tenant>/private.pem`` (without it, the tenant's stored model and tool
+    credentials cannot be decrypted)."""
+    from stackvault.sources.docker.engine import container_env, get_container
+    from stackvault.sources.docker.exec import ContainerRunner
+
+    found = get_container(client, container)
+    user = container_env(found).get("POSTGRES_USER") or "postgres"
+    runner = ContainerRunner(client, found, env_from={"PGPASSWORD": "POSTGRES_PASSWORD"})
+    res = runner.run(
+        ["psql", "-X", "-At", "-U", user, "-d", "dify", "-c", "SELECT id FROM tenants"],
+        timeout=60,
+    )
+    subject = "dify tenants' private keys"
+    if res.code != 0:
+        return {"subject": subject, "ok": True, "message": "no tenants table (nothing to check)"}
+    tenants = [t for t in res.text.split() if t]
+    missing = [t for t in tenants if not os.path.isfile(os.path.join(keys_dir, t, "private.pem"))]
+    if not missing:
+        message = f"all {len(tenants)} tenants have privkeys/<tenant>/private.pem"
+    else:
+        message = (
+            f"{len(missing)} of {len(tenants)} tenants have no private key: "
+            f"{', '.join(missing[:5])} (their stored credentials cannot be decrypted)"
+        )
+    return {"subject": subject, "ok": not missing, "message": message}
