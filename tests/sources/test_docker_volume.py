@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from stackvault.engine.backup import CAPTURE_TRIES
+from stackvault.engine.capture import CAPTURE_TRIES
 from stackvault.errors import RestoreRefused, SourceChanged, SourceError, UsageError
 from stackvault.sources.base import (
     ArtifactEntry,

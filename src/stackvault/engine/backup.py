@@ -20,13 +20,13 @@ from typing import Any, BinaryIO
 
 from stackvault.chunking.cdc import Chunker
 from stackvault.chunking.streamcut import StreamCutter
-from stackvault.engine.artifacts import ARTIFACTS_DIR, RESERVED, TreeSink, artifact_path
+from stackvault.engine.artifacts import RESERVED, artifact_path
+from stackvault.engine.capture import SourceCapture
 from stackvault.engine.nodes import Pending, node_from_entry, when_all
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import SizeScanner
 from stackvault.errors import (
     Interrupted,
-    SourceChanged,
     SourceError,
     StackvaultError,
     UsageError,
@@ -95,8 +95,6 @@ class _Counts:
 
 
 _PREFETCH_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-CAPTURE_TRIES = 3
-"""Tries of a source whose data changed while it was read (`SourceChanged`)."""
 
 
 class BackupJob:
@@ -514,9 +512,26 @@ class BackupJob:
             if self.opts.before_cut is not None and self.opts.cut_at <= 0:
                 self.opts.before_cut()
             if self.opts.sources:
-                extra = self._capture_sources(
-                    writer, parent, artifacts, several=len(self.opts.sources) + len(file_paths) > 1
+                capture = SourceCapture(
+                    self.repo,
+                    writer,
+                    self.progress,
+                    store_stream=lambda stream: self._store_stream(writer, stream),
+                    save_tree=lambda nodes: self._save_tree(writer, nodes),
+                    problem=self._problem,
+                    stopping=self._stop.is_set,
                 )
+                extra = capture.run(
+                    self.opts.sources,
+                    parent,
+                    artifacts,
+                    several=len(self.opts.sources) + len(file_paths) > 1,
+                    alone=not self.opts.paths and not self.opts.stdin_command,
+                    before_cut=self.opts.before_cut,
+                    cut_at=self.opts.cut_at,
+                )
+                with self._counts.lock:
+                    self._counts.bytes += capture.bytes
             if self.opts.stdin_command:
                 tree_id = self._backup_command(writer, extra)
             else:
@@ -582,113 +597,6 @@ class BackupJob:
         self.repo.save_snapshot(snap)
         self.progress.close()
         return BackupResult(snap, self.problems)
-
-    # --- sources ----------------------------------------------------------------------------
-
-    def _previous_artifact(self, parent: Snapshot | None, name: str) -> bytes | None:
-        """The tree of artifact ``name`` in the parent snapshot, if it was complete there."""
-        if parent is None or not any(
-            a.get("name") == name and a.get("complete") for a in parent.artifacts
-        ):
-            return None
-        from stackvault.engine.restore import find_node
-
-        try:
-            node = find_node(self.repo, parent, artifact_path(name))
-        except StackvaultError:
-            return None
-        return node.subtree if node.type == "dir" else None
-
-    def _capture(
-        self, writer: BlobWriter, parent: Snapshot | None, source: Source
-    ) -> tuple[TreeSink, dict[str, Any], Node]:
-        """One source into a fresh sink: its sink, metadata and root node. A capture whose
-        data changed while it was read (`SourceChanged`) is taken again from the start, up to
-        `CAPTURE_TRIES` in all; what an abandoned try stored is left unreferenced."""
-        for attempt in range(1, CAPTURE_TRIES + 1):
-            sink = TreeSink(
-                self.repo,
-                writer,
-                source.name,
-                lambda stream: self._store_stream(writer, stream),
-                previous_tree=self._previous_artifact(parent, source.name),
-                notice=self.progress.notice,
-                stopping=self._stop.is_set,
-            )
-            try:
-                metadata = source.capture(sink)
-                return sink, metadata, sink.finish()
-            except SourceChanged as exc:
-                if attempt == CAPTURE_TRIES:
-                    raise
-                self.progress.notice(
-                    f"{source.name}: {exc.message}; capturing it again "
-                    f"(try {attempt + 1} of {CAPTURE_TRIES})"
-                )
-        raise AssertionError("unreachable")
-
-    def _capture_sources(
-        self,
-        writer: BlobWriter,
-        parent: Snapshot | None,
-        records: list[dict[str, Any]],
-        *,
-        several: bool,
-    ) -> list[Node]:
-        """Capture every source into its artifact tree; return the root's ``.stackvault``
-        node. A failing source fails the run when it is the only thing to back up; with
-        several, it is recorded as a failed artifact (the snapshot becomes incomplete) and
-        nothing it stored is referenced."""
-        nodes: list[Node] = []
-        for i, source in enumerate(self.opts.sources):
-            if i == self.opts.cut_at and i > 0 and self.opts.before_cut is not None:
-                self.opts.before_cut()
-            started = self.repo.clock.now()
-            t0 = self.repo.clock.monotonic()
-            self.progress.notice(f"capturing {source.name} from {source.location}")
-            record: dict[str, Any] = {
-                "name": source.name,
-                "kind": source.kind,
-                "location": source.location,
-                "path": artifact_path(source.name),
-                "started": started.isoformat(timespec="microseconds"),
-            }
-            try:
-                try:
-                    sink, metadata, node = self._capture(writer, parent, source)
-                finally:
-                    source.close()
-            except SourceError as exc:
-                if not several:
-                    raise
-                record.update(complete=False, error=str(exc))
-                self._problem(Problem(f"artifact:{source.name}", str(exc), True))
-            else:
-                record.update(
-                    complete=True,
-                    error=None,
-                    files=sink.files,
-                    bytes=sink.bytes,
-                    reused=sink.reused,
-                    metadata=metadata,
-                )
-                nodes.append(node)
-                with self._counts.lock:
-                    self._counts.bytes += sink.bytes
-            record["duration_s"] = round(self.repo.clock.monotonic() - t0, 3)
-            records.append(record)
-        cut = self.opts.cut_at
-        if 0 < len(self.opts.sources) <= cut and self.opts.before_cut is not None:
-            self.opts.before_cut()
-        if several and not nodes and not self.opts.paths and not self.opts.stdin_command:
-            failures = "; ".join(f"{r['name']}: {r['error']}" for r in records)
-            raise SourceError(f"no source could be captured; no snapshot was saved ({failures})")
-        if not nodes:
-            return []
-        artifacts_tree = self._save_tree(writer, sorted(nodes, key=lambda n: n.name))
-        artifacts_dir = Node(name=ARTIFACTS_DIR, type="dir", mode=0o700, subtree=artifacts_tree)
-        top = self._save_tree(writer, [artifacts_dir])
-        return [Node(name=RESERVED, type="dir", mode=0o700, subtree=top)]
 
     def _backup_command(self, writer: BlobWriter, extra: list[Node]) -> bytes:
         now = self.repo.clock.now()
