@@ -364,14 +364,46 @@ def test_overwrite_replaces_files_but_never_directories(tmp_path: Path) -> None:
 
 def test_duplicate_name_in_a_snapshot_does_not_replace_the_first(target: RestoreTarget) -> None:
     first = target.open_file(["dup"], 5)
-    second = target.open_file(["dup"], 6)
-    first.pwrite(0, b"first")
-    second.pwrite(0, b"second")
-    first.commit(0o644, 0, 0, 0)
     with pytest.raises(RestoreRefused, match="already exists"):
-        second.commit(0o644, 0, 0, 0)
+        target.open_file(["dup"], 6)  # refused at once: the name is taken by the first
+    first.pwrite(0, b"first")
+    first.commit(0o644, 0, 0, 0)
     assert (Path(target.root) / "dup").read_bytes() == b"first"
-    assert temp_files(Path(target.root)) == []
+    assert os.listdir(target.root) == ["dup"]
+
+
+def test_a_name_taken_by_a_directory_or_symlink_is_refused_without_touching_it(
+    target: RestoreTarget, area: tuple[Path, Path]
+) -> None:
+    root = Path(target.root)
+    (root / "dir").mkdir()
+    (root / "link").symlink_to(area[1] / "x")
+    with pytest.raises(RestoreRefused, match="directory of that name"):
+        target.open_file(["dir"], 1)
+    with pytest.raises(RestoreRefused, match="already exists"):
+        target.open_file(["link"], 1)
+    assert sorted(os.listdir(root)) == ["dir", "link"]
+    assert_untouched(area[1])
+
+
+def test_overwrite_writes_beside_the_old_file_until_commit(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "f").write_bytes(b"old")
+    with RestoreTarget(str(root), overwrite=True) as target:
+        with target.open_file(["f"], 3) as w:
+            w.pwrite(0, b"new")
+            [tmp] = temp_files(root)
+            assert Path(tmp).name.startswith(".f.svtmp-")
+            assert stat.S_IMODE(os.lstat(tmp).st_mode) == 0o600
+            assert (root / "f").read_bytes() == b"old"  # untouched until commit
+            w.commit(0o640, 0, 0, MTIME_NS)
+        with target.open_file(["f"], 5) as w:
+            w.pwrite(0, b"newer")
+            w.abort()  # e.g. its SHA-256 did not match: the old content stays
+    assert (root / "f").read_bytes() == b"new"
+    assert stat.S_IMODE(os.lstat(root / "f").st_mode) == 0o640
+    assert temp_files(root) == []
 
 
 # --- writers -----------------------------------------------------------------------------
@@ -406,10 +438,10 @@ def test_many_files_from_many_threads(target: RestoreTarget) -> None:
     assert len(os.listdir("/proc/self/fd")) < fsdirs.MAX_CACHED_DIRS + 100
 
 
-def test_abort_leaves_no_temp_file(target: RestoreTarget) -> None:
+def test_abort_removes_the_file(target: RestoreTarget) -> None:
     w = target.open_file(["f"], 10)
     w.pwrite(0, b"partial")
-    assert len(temp_files(Path(target.root))) == 1
+    assert os.listdir(target.root) == ["f"]
     w.abort()
     w.abort()  # idempotent
     with pytest.raises(ValueError), target.open_file(["g"], 3) as w2:
@@ -420,6 +452,8 @@ def test_abort_leaves_no_temp_file(target: RestoreTarget) -> None:
         w.pwrite(0, b"x")
     with pytest.raises(RuntimeError):
         w.commit(0o644, 0, 0, 0)
+    write_file(target, ["f"], b"again")  # the name of a discarded file is free again
+    assert (Path(target.root) / "f").read_bytes() == b"again"
 
 
 def test_pwrite_beyond_the_recorded_size_is_an_integrity_error(target: RestoreTarget) -> None:
@@ -432,11 +466,13 @@ def test_pwrite_beyond_the_recorded_size_is_an_integrity_error(target: RestoreTa
 
 def test_file_is_private_until_committed(target: RestoreTarget) -> None:
     with target.open_file(["f"], 1) as w:
-        [tmp] = temp_files(Path(target.root))
-        assert Path(tmp).name.startswith(".f.svtmp-")
-        assert stat.S_IMODE(os.lstat(tmp).st_mode) == 0o600
-        assert not (Path(target.root) / "f").exists()
-        w.commit(0o644, 0, 0, 0)
+        path = Path(target.root) / "f"
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+        w.pwrite(0, b"x")
+        w.commit(0o644, 0, 0, MTIME_NS)
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o644
+    assert os.lstat(path).st_mtime_ns == MTIME_NS
+    assert temp_files(Path(target.root)) == []
 
 
 def test_close_releases_every_fd(area: tuple[Path, Path]) -> None:

@@ -1,8 +1,10 @@
-"""The restore pipeline (engine layer): snapshot tree → files written atomically below a target.
+"""The restore pipeline (engine layer): snapshot tree → files written below a target.
 
-Files are restored by a pool of worker threads; each file's bytes are authenticated blob by
-blob and its SHA-256 is compared with the snapshot's record before the file is renamed into
-place, so a damaged file is never left behind looking good. Files whose data is damaged are
+Files are restored by two lanes of worker threads (small files; files of several blobs);
+each file's bytes are authenticated blob by blob and its SHA-256 is compared with the
+snapshot's record before the file gets its metadata (or, with ``overwrite``, replaces the old
+one), and a file that does not match is removed, so a damaged file is never left behind
+looking good. Files whose data is damaged are
 reported (with the blob at fault) and the others are still restored; the run then fails with
 `IntegrityError` (exit 20). Directory metadata is applied last, deepest first, so mtimes stick.
 """
@@ -14,8 +16,8 @@ import itertools
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from stackvault.engine.progress import NullProgress, Progress
@@ -24,11 +26,13 @@ from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, valid_name
 from stackvault.sources.exclude import ExcludeMatcher
-from stackvault.sources.fsrestore import RestoreTarget
+from stackvault.sources.fsrestore import FileWriter, RestoreTarget
 
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
 PREFETCH = 4
+LANE_QUEUE = 256
+"""Jobs queued per lane of file threads, so the tree walk runs ahead of both lanes."""
 """Blobs of one file fetched and decrypted ahead of the one being written."""
 
 
@@ -136,44 +140,70 @@ class RestoreJob:
                 target.mkdir(list(key))
                 self._made.add(key)
 
-    def _blobs_of(self, node: Node) -> Iterator[bytes | memoryview]:
-        """A file's blobs in order; large files fetch and decrypt a few blobs ahead in
-        parallel so one big file keeps every core busy."""
+    def _write_blobs(self, node: Node, writer: FileWriter) -> tuple[int, str]:
+        """Write a file's blobs; the bytes written and the SHA-256 (hex) of what was written.
+
+        A file of several blobs has them fetched, authenticated and written at their offsets
+        (known from the index) a few ahead on the blob pool, so one large file keeps every
+        core busy; this thread only hashes them in order.
+        """
         content = node.content
+        sha = hashlib.sha256()
         if len(content) < 2 or self._blob_pool is None:
+            written = 0
             for blob_id in content:
-                yield self.repo.load_blob(blob_id)
-            return
+                data = self.repo.load_blob(blob_id)
+                sha.update(data)
+                writer.pwrite(written, data)
+                written += len(data)
+                self.progress.advance(bytes_=len(data))
+            return written, sha.hexdigest()
+        offsets = []
+        offset = 0
+        for blob_id in content:
+            entry = self.repo.index.get(blob_id)
+            if entry is None:
+                raise IntegrityError(f"blob {blob_id.hex()[:12]} is not in the index")
+            offsets.append(offset)
+            offset += entry.raw_length
+
+        def fetch_write(blob_id: bytes, at: int) -> bytes | memoryview:
+            if self._stop.is_set():
+                raise Interrupted("restore interrupted")
+            data = self.repo.load_blob(blob_id)
+            writer.pwrite(at, data)
+            return data
+
+        pool = self._blob_pool
         window: deque[Future[bytes | memoryview]] = deque()
-        pending = iter(content)
+        pending = iter(zip(content, offsets, strict=True))
+        written = 0
         try:
-            for blob_id in itertools.islice(pending, PREFETCH):
-                window.append(self._blob_pool.submit(self.repo.load_blob, blob_id))
+            for blob_id, at in itertools.islice(pending, PREFETCH):
+                window.append(pool.submit(fetch_write, blob_id, at))
             while window:
                 data = window.popleft().result()
                 nxt = next(pending, None)
                 if nxt is not None:
-                    window.append(self._blob_pool.submit(self.repo.load_blob, nxt))
-                yield data
+                    window.append(pool.submit(fetch_write, *nxt))
+                sha.update(data)
+                written += len(data)
+                self.progress.advance(bytes_=len(data))
         finally:
             for fut in window:
                 fut.cancel()
+            wait(window)  # no pwrite may still run once the writer is committed or aborted
+        return written, sha.hexdigest()
 
     def _restore_file(self, target: RestoreTarget, rel: list[str], node: Node) -> None:
         path = "/".join(rel)
         try:
+            if self._stop.is_set():
+                raise Interrupted("restore interrupted")
             writer = target.open_file(rel, node.size)
             try:
-                offset = 0
-                sha = hashlib.sha256()
-                for data in self._blobs_of(node):
-                    if self._stop.is_set():
-                        raise Interrupted("restore interrupted")
-                    sha.update(data)
-                    writer.pwrite(offset, data)
-                    offset += len(data)
-                    self.progress.advance(bytes_=len(data))
-                if offset != node.size or (node.sha256 and sha.hexdigest() != node.sha256):
+                written, digest = self._write_blobs(node, writer)
+                if written != node.size or (node.sha256 and digest != node.sha256):
                     raise IntegrityError("restored content does not match the snapshot's SHA-256")
                 writer.commit(node.mode, node.uid, node.gid, node.mtime_ns, None, node.xattrs)
             except BaseException:
@@ -193,37 +223,34 @@ class RestoreJob:
         """Restore; raise `IntegrityError` at the end if any file could not be restored."""
         target = RestoreTarget(self.opts.target, overwrite=self.opts.overwrite)
         target.prepare()
-        # One file at a time by default: per-file work is Python glue plus ~10 system calls
-        # that contend in the kernel when several threads create files at once (1.06 GB,
-        # cold cache: 4 file threads 5.3-5.5 s with 5.2-5.4 s system CPU; 1 thread 3.85 s
-        # with 2.2 s). Blobs of large files are still fetched and decrypted in parallel by
-        # the prefetch pool. A remote store (S3) is latency-bound instead: there, several
-        # files are restored at once so that enough requests are in flight.
+        # Two lanes of file threads: one for small files (in batches), one for files of
+        # several blobs, so that the creation of many small files (Python glue and system
+        # calls) overlaps with the hashing and writing of large ones. One thread per lane by
+        # default: more threads creating files at once contend in the kernel (1.06 GB, cold
+        # cache: 4 file threads 5.3-5.5 s with 5.2-5.4 s system CPU; 1 thread 3.85 s with
+        # 2.2 s). Blobs of large files are fetched, authenticated and written by the blob
+        # pool. A remote store (S3) is latency-bound instead: there, several files per lane
+        # are restored at once so that enough requests are in flight.
         caps = self.repo.store.capabilities()
         workers = self.opts.workers or (min(8, caps.parallelism) if caps.remote else 1)
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restore")
+        small_lane = _Lane(workers, "restore-small")
+        large_lane = _Lane(workers, "restore-large")
         blob_workers = max(2, os.cpu_count() or 2)
         if caps.remote:
             blob_workers = max(blob_workers, min(8, caps.parallelism))
         self._blob_pool = ThreadPoolExecutor(
             max_workers=blob_workers, thread_name_prefix="restore-blob"
         )
-        slots = threading.BoundedSemaphore(workers * 4)
-        futures: list[Future[None]] = []
         total_files = total_bytes = 0
 
         def job(files: list[tuple[list[str], Node]]) -> None:
-            try:
-                for rel, node in files:
-                    self._restore_file(target, rel, node)
-            finally:
-                slots.release()
+            for rel, node in files:
+                self._restore_file(target, rel, node)
 
-        # Small files go to the pool in batches: a hand-off per tiny file costs more than
+        # Small files go to their lane in batches: a hand-off per tiny file costs more than
         # restoring it.
         batch: list[tuple[list[str], Node]] = []
         batch_bytes = 0
-        small = self.repo.config.chunker.min
 
         try:
             root = self.opts.root_tree or self.snapshot.tree
@@ -249,21 +276,18 @@ class RestoreJob:
                     total_files += 1
                     total_bytes += node.size
                     self.progress.set_total(files=total_files, bytes_=total_bytes)
-                    if node.size < small:
-                        batch.append((rel, node))
-                        batch_bytes += node.size
-                        if len(batch) < BATCH_FILES and batch_bytes < BATCH_BYTES:
-                            continue
-                        files, batch, batch_bytes = batch, [], 0
-                    else:
-                        files = [(rel, node)]
-                    slots.acquire()
-                    futures.append(pool.submit(job, files))
+                    if len(node.content) > 1:
+                        large_lane.submit(job, [(rel, node)])
+                        continue
+                    batch.append((rel, node))
+                    batch_bytes += node.size
+                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                        small_lane.submit(job, batch)
+                        batch, batch_bytes = [], 0
             if batch:
-                slots.acquire()
-                futures.append(pool.submit(job, batch))
-            for fut in futures:
-                fut.result()
+                small_lane.submit(job, batch)
+            small_lane.finish()
+            large_lane.finish()
             self._make_hardlinks(target)
             for rel, node in sorted(self._dirs, key=lambda d: len(d[0]), reverse=True):
                 target.set_dir_metadata(
@@ -275,7 +299,8 @@ class RestoreJob:
             raise Interrupted("restore interrupted; files not yet restored are missing") from exc
         finally:
             self._stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            small_lane.shutdown()
+            large_lane.shutdown()
             self._blob_pool.shutdown(wait=True, cancel_futures=True)
             self.result.notices.extend(target.notices)
             target.close()
@@ -317,6 +342,38 @@ class RestoreJob:
                 self.result.failed.append((path, "verification after restore: SHA-256 differs"))
             else:
                 self.result.verified += 1
+
+
+class _Lane:
+    """A pool of file threads with a bounded queue of jobs (`submit` blocks when it is full)."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._slots = threading.BoundedSemaphore(workers + LANE_QUEUE)
+        self._futures: list[Future[None]] = []
+
+    def submit(
+        self,
+        job: Callable[[list[tuple[list[str], Node]]], None],
+        files: list[tuple[list[str], Node]],
+    ) -> None:
+        self._slots.acquire()
+
+        def run() -> None:
+            try:
+                job(files)
+            finally:
+                self._slots.release()
+
+        self._futures.append(self._pool.submit(run))
+
+    def finish(self) -> None:
+        """Wait for every job; re-raise the first failure."""
+        for fut in self._futures:
+            fut.result()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def sha256_of(path: str) -> str:

@@ -34,7 +34,7 @@ from stackvault.sources.fsdirs import (
 )
 from stackvault.sources.fswriter import FileWriter
 
-_TMP_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_XATTR_SUPPORT = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 # chown errors that mean "not allowed / not representable here" rather than a broken disk.
 _OWNER_REFUSED = frozenset({errno.EPERM, errno.EINVAL})
@@ -48,6 +48,18 @@ def _check_entry(rel: Sequence[str]) -> tuple[str, ...]:
     if not parts:
         raise RestoreRefused("refusing to restore an entry over the target directory itself")
     return parts
+
+
+def _create_temp(name: str, pfd: int) -> tuple[str, int]:
+    """Create a private temp file beside ``name`` in directory ``pfd``: its name and fd."""
+    # Keep the temp name within NAME_MAX (255 bytes) however long the real name is.
+    stem = os.fsdecode(os.fsencode(name)[:200])
+    while True:
+        tmp = f".{stem}.svtmp-{secrets.token_hex(6)}"
+        try:
+            return tmp, os.open(tmp, _NEW_FLAGS, 0o600, dir_fd=pfd)
+        except FileExistsError:
+            continue
 
 
 class RestoreTarget:
@@ -137,38 +149,38 @@ class RestoreTarget:
                 raise os_failure(self.root, parts, exc) from exc
 
     def open_file(self, rel: Sequence[str], size: int) -> FileWriter:
-        """Start writing a regular file of ``size`` bytes, as a temp file beside its name.
+        """Start writing a regular file of ``size`` bytes; an existing entry is never touched.
 
-        An existing entry of that name is refused now, before any data is written, unless
-        ``overwrite`` (a directory always is). The temp file ``.<name>.svtmp-<random>`` is
-        sized with ftruncate, so regions never written stay sparse zeros.
+        Without ``overwrite``, the file is created under its own name with ``O_EXCL`` (mode
+        0o600 until `FileWriter.commit`), so an existing entry of that name, a directory or a
+        symlink included, is refused now, before any data is written; `FileWriter.abort`
+        removes it again. With ``overwrite`` (a directory is still refused), the data goes to
+        a temp file ``.<name>.svtmp-<random>`` beside the name, which replaces the old entry
+        only at commit. The file is sized with ftruncate, so regions never written stay
+        sparse zeros.
         """
         parts = _check_entry(rel)
         dirs = self._fds()
         pfd, handle = dirs.acquire(parts[:-1], create=True)
         try:
-            check_slot(self.root, parts, pfd, overwrite=self.overwrite)
-            # Keep the temp name within NAME_MAX (255 bytes) however long the real name is.
-            stem = os.fsdecode(os.fsencode(parts[-1])[:200])
-            while True:
-                tmp = f".{stem}.svtmp-{secrets.token_hex(6)}"
-                try:
-                    fd = os.open(tmp, _TMP_FLAGS, 0o600, dir_fd=pfd)
-                    break
-                except FileExistsError:
-                    continue
+            if self.overwrite:
+                check_slot(self.root, parts, pfd, overwrite=True)
+                name, fd = _create_temp(parts[-1], pfd)
+            else:
+                name, fd = parts[-1], self._create_new(parts, pfd)
             try:
                 os.ftruncate(fd, size)
             except OSError:
                 os.close(fd)
-                os.unlink(tmp, dir_fd=pfd)
+                os.unlink(name, dir_fd=pfd)
                 raise
         except BaseException as exc:
             dirs.release(handle)
             if isinstance(exc, OSError):
                 raise os_failure(self.root, parts, exc) from exc
             raise
-        return FileWriter(self, parts, pfd, partial(dirs.release, handle), fd, tmp, size)
+        in_place = not self.overwrite
+        return FileWriter(self, parts, pfd, partial(dirs.release, handle), fd, name, size, in_place)
 
     def symlink(
         self, rel: Sequence[str], target: str, uid: int, gid: int, mtime_ns: int
@@ -271,29 +283,27 @@ class RestoreTarget:
         return self._note(notices)
 
     def install(self, parts: tuple[str, ...], pfd: int, tmp: str) -> None:
-        """Give a finished temp file its real name, replacing a file only if ``overwrite``."""
-        name = parts[-1]
+        """Give a finished temp file (``overwrite`` only) its real name, replacing a file there.
+
+        A directory that took the name meanwhile is never replaced.
+        """
         try:
-            if self.overwrite:
-                os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
-                return
-            try:
-                # link() fails if the name exists: an atomic "rename unless it exists", so a
-                # duplicate name in a snapshot cannot silently replace the first file.
-                os.link(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd, follow_symlinks=False)
-            except FileExistsError as exc:
-                raise exists_error(parts) from exc
-            except OSError:  # no hard links on this filesystem: check, then rename
-                check_slot(self.root, parts, pfd, overwrite=self.overwrite)
-                os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
-                return
-            os.unlink(tmp, dir_fd=pfd)
+            os.rename(tmp, parts[-1], src_dir_fd=pfd, dst_dir_fd=pfd)
         except IsADirectoryError as exc:
             raise exists_error(parts, directory=True) from exc
         except OSError as exc:
             raise os_failure(self.root, parts, exc) from exc
 
     # --- internals -------------------------------------------------------------------------
+
+    def _create_new(self, parts: tuple[str, ...], pfd: int) -> int:
+        """Create ``parts`` exclusively (never following or replacing anything); its fd."""
+        try:
+            return os.open(parts[-1], _NEW_FLAGS, 0o600, dir_fd=pfd)
+        except FileExistsError as exc:
+            st = lstat_at(self.root, parts, pfd)
+            is_dir = st is not None and stat.S_ISDIR(st.st_mode)
+            raise exists_error(parts, directory=is_dir) from exc
 
     def _fds(self) -> DirFds:
         if self._dirs is None:

@@ -1,4 +1,5 @@
-"""Restored file writer (sources layer): a temp file filled by pwrite, then renamed into place."""
+"""Restored file writer (sources layer): a new file (or a temp file beside an old one) filled
+by pwrite, given its metadata at commit."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ if TYPE_CHECKING:
 class FileWriter:
     """One file being restored; created by `RestoreTarget.open_file`.
 
-    `pwrite` may be called from several threads at once. `commit` (or `abort`) ends the
+    The file is either created under its own name (``in_place``: a restore that never
+    replaces anything) or a temp file renamed over the old entry at commit. `pwrite` may be
+    called from several threads at once. `commit` (or `abort`) ends the
     writer; it waits for pwrites under way and refuses later ones. Used as a context manager,
     the writer is aborted on leaving the block unless it was committed.
     """
@@ -30,12 +33,15 @@ class FileWriter:
         dir_fd: int,
         release: Callable[[], None],
         fd: int,
-        tmp_name: str,
+        name: str,
         size: int,
+        in_place: bool,
     ) -> None:
         self.parts = parts
         self.size = size
-        self.tmp_name = tmp_name
+        self.name = name
+        """The name being written in the parent directory: the real one if ``in_place``."""
+        self.in_place = in_place
         self.committed = False
         self._target = target
         self._dir_fd = dir_fd
@@ -89,9 +95,9 @@ class FileWriter:
         atime_ns: int | None = None,
         xattrs: Sequence[tuple[str, bytes]] = (),
     ) -> list[str]:
-        """Apply the metadata, then move the file to its name; returns metadata notices.
+        """Apply the metadata (and move a temp file to its name); returns metadata notices.
 
-        ``atime_ns`` defaults to ``mtime_ns``. On failure the temp file is removed.
+        ``atime_ns`` defaults to ``mtime_ns``. On failure the file being written is removed.
         """
         if not self._stop():
             raise RuntimeError("FileWriter is already committed or aborted")
@@ -99,7 +105,8 @@ class FileWriter:
             notices = self._target.apply_metadata(
                 self._fd, self.parts, mode, uid, gid, mtime_ns, atime_ns, xattrs
             )
-            self._target.install(self.parts, self._dir_fd, self.tmp_name)
+            if not self.in_place:
+                self._target.install(self.parts, self._dir_fd, self.name)
         except BaseException:
             self._discard()
             raise
@@ -109,7 +116,7 @@ class FileWriter:
         return notices
 
     def abort(self) -> None:
-        """Remove the temp file; a no-op after `commit` or a previous `abort`."""
+        """Remove the file being written; a no-op after `commit` or a previous `abort`."""
         if self._stop():
             self._discard()
 
@@ -126,7 +133,7 @@ class FileWriter:
         try:
             os.close(self._fd)
             try:
-                os.unlink(self.tmp_name, dir_fd=self._dir_fd)
+                os.unlink(self.name, dir_fd=self._dir_fd)
             except OSError:
                 pass  # best effort: cleaning up must not hide the error that led here
         finally:
