@@ -291,6 +291,23 @@ class Cli:
         store.close()
 
 
+def preload(*modules: str) -> None:
+    """Import ``modules`` on a background thread, so that their import overlaps with the
+    password's key derivation (Argon2id releases the GIL); the command's own ``import`` then
+    finds them loaded or waits for them. A failure is left for that import to raise."""
+    import importlib
+    import threading
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except BaseException:
+                return
+
+    threading.Thread(target=run, name="preload", daemon=True).start()
+
+
 def _hint(role: str, exc: Exception) -> str:
     """What to check when the source or destination of a copy cannot be opened."""
     if isinstance(exc, WrongPassword):

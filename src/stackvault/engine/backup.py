@@ -22,7 +22,7 @@ from stackvault.chunking.cdc import Chunker
 from stackvault.chunking.streamcut import StreamCutter
 from stackvault.engine.artifacts import RESERVED, artifact_path
 from stackvault.engine.capture import SourceCapture
-from stackvault.engine.nodes import Pending, node_from_entry, when_all
+from stackvault.engine.nodes import Pending, node_from_entry, same_metadata, when_all
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import SizeScanner
 from stackvault.errors import (
@@ -94,6 +94,20 @@ class _Counts:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+LIST_AHEAD = 256
+"""Directories listed (with their parent trees decoded) ahead of the walk, at most."""
+
+
+@dataclass
+class _Listing:
+    """A directory's children, its parent snapshot's children by name, and the listings of
+    its subdirectories that were started ahead of the walk."""
+
+    children: list[FsEntry]
+    old_children: dict[str, Node]
+    ahead: dict[str, Future[_Listing]]
+
+
 _PREFETCH_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -116,7 +130,7 @@ class BackupJob:
         self._stop = threading.Event()
         self._local = threading.local()
         self._hardlinks: dict[str, Future[Node | None]] = {}
-        self._listings: dict[str, Future[tuple[list[FsEntry], dict[str, Node]]]] = {}
+        self._ahead = threading.BoundedSemaphore(LIST_AHEAD)
         self._scan_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan")
         workers = options.workers or max(2, (os.cpu_count() or 2))
         self._workers = workers
@@ -174,7 +188,7 @@ class BackupJob:
             and old.ctime_ns == entry.ctime_ns
             and old.inode == entry.inode
             and bool(old.sha256)
-            and all(c in self.repo.index for c in old.content)
+            and self.repo.index.has_all(old.content)
         )
 
     def _store_stream(self, writer: BlobWriter, stream: object) -> tuple[list[bytes], str, int]:
@@ -249,12 +263,15 @@ class BackupJob:
             self._problem(Problem(entry.path, str(exc), True))
             return None
 
-    def _list_ahead(
-        self, walker: FileWalker, entry: FsEntry, old: Node | None
-    ) -> tuple[list[FsEntry], dict[str, Node]]:
-        """List a directory and decode its parent tree ahead of the walk, and ask the kernel
-        to start reading the small files that will be read: the walking thread reads them one
-        after the other, and on a cold cache each read would otherwise wait for the disk."""
+    def _list(self, walker: FileWalker, entry: FsEntry, old: Node | None) -> _Listing:
+        """List a directory and decode its parent tree, start the same for its subdirectories
+        on the scan pool (within `LIST_AHEAD`), and ask the kernel to start reading the small
+        files that will be read: the walking thread reads them one after the other, and on a
+        cold cache each read would otherwise wait for the disk.
+
+        Listing is bound by stat/listxattr system calls, which release the GIL; starting the
+        subdirectories from here (not when the walk reaches their parent) means the walk,
+        depth first, rarely waits for a listing."""
         children = walker.scan_dir(entry)
         old_children = self._parent_children(old)
         small = self.repo.config.chunker.min
@@ -275,14 +292,30 @@ class BackupJob:
                     pass
                 finally:
                     os.close(fd)
-        return children, old_children
+        ahead: dict[str, Future[_Listing]] = {}
+        for child in children:
+            if child.kind != "dir" or self._stop.is_set():
+                continue
+            if not self._ahead.acquire(blocking=False):
+                break  # far enough ahead: the walk lists the rest itself
+            try:
+                ahead[child.name] = self._scan_pool.submit(
+                    self._list, walker, child, old_children.get(child.name)
+                )
+            except RuntimeError:  # the pool is shut down: the run is ending
+                self._ahead.release()
+                break
+        return _Listing(children, old_children, ahead)
 
     def _reuse(self, entry: FsEntry, old: Node | None) -> Node | None:
         """The node of an unchanged file, built from its parent node without reading it."""
         if self.opts.force or old is None or not self._unchanged(entry, old):
             return None
-        node = node_from_entry(entry)
-        node.content, node.sha256, node.size = list(old.content), old.sha256, old.size
+        if same_metadata(entry, old):
+            node = old  # nodes are never changed once built, so the parent's can be shared
+        else:
+            node = node_from_entry(entry)
+            node.content, node.sha256, node.size = list(old.content), old.sha256, old.size
         with self._counts.lock:
             self._counts.files += 1
             self._counts.files_unmodified += 1
@@ -340,30 +373,29 @@ class BackupJob:
         walker: FileWalker,
         entry: FsEntry,
         old: Node | None,
+        listed: Future[_Listing] | None = None,
     ) -> Future[Node | None]:
         """Walk a directory and submit its files; the returned future resolves to its node
         once every child is stored. The walk does not wait for a directory's files: it goes
-        on to the next directory while the workers read them."""
+        on to the next directory while the workers read them. ``listed`` is its listing if
+        it was started ahead."""
         if self._stop.is_set():
             raise Interrupted("backup interrupted")
-        listing = self._listings.pop(entry.path, None)
-        if listing is not None:
-            children, old_children = listing.result()
+        if listed is None:
+            listing = self._list(walker, entry, old)
         else:
-            children, old_children = self._list_ahead(walker, entry, old)
-        # List subdirectories ahead on the scan pool: the walk is bound by stat/listxattr
-        # system calls, which release the GIL and overlap with this thread's work.
-        for child in children:
-            if child.kind == "dir":
-                self._listings[child.path] = self._scan_pool.submit(
-                    self._list_ahead, walker, child, old_children.get(child.name)
-                )
+            try:
+                listing = listed.result()
+            finally:
+                self._ahead.release()
+        children, old_children = listing.children, listing.old_children
         pending: list[Pending] = []
         small = self.repo.config.chunker.min
         for child in children:
             prev = old_children.get(child.name)
             if child.kind == "dir":
-                pending.append(self._backup_dir(pool, writer, walker, child, prev))
+                ahead = listing.ahead.get(child.name)
+                pending.append(self._backup_dir(pool, writer, walker, child, prev, ahead))
             elif child.kind != "file":
                 pending.append(node_from_entry(child))
             elif (reused := self._reuse(child, prev)) is not None:
@@ -381,7 +413,7 @@ class BackupJob:
                 old is not None
                 and old.subtree is not None
                 and len(kept) == len(old_children)
-                and all(old_children.get(n.name) == n for n in kept)
+                and all((o := old_children.get(n.name)) is n or o == n for n in kept)
             ):
                 # Nothing below changed: the tree would serialise to the same bytes, so it
                 # has the same id. Skip encoding, hashing and the index lookup.

@@ -33,6 +33,33 @@ def node_from_entry(e: FsEntry) -> Node:
     return node
 
 
+def same_metadata(e: FsEntry, node: Node) -> bool:
+    """Whether `node_from_entry` of the regular file ``e`` would give ``node``'s metadata
+    (every field other than content and SHA-256), so that ``node`` can stand for it."""
+    return (
+        # FsEntry is a named tuple: fields 3-11 (mode, uid, gid, size, mtime_ns, ctime_ns,
+        # inode, device, nlink) compared in one go; this runs once per unchanged file.
+        e[3:12]
+        == (
+            node.mode,
+            node.uid,
+            node.gid,
+            node.size,
+            node.mtime_ns,
+            node.ctime_ns,
+            node.inode,
+            node.device,
+            node.nlink,
+        )
+        and e.kind == "file" == node.type
+        and e.name == node.name
+        and node.target is None
+        and node.subtree is None
+        and (list(e.xattrs) == node.xattrs if e.xattrs or node.xattrs else True)
+        and (f"{e.device}:{e.inode}" if e.nlink > 1 else None) == node.hardlink
+    )
+
+
 Pending = Node | None | Future[Node | None] | Future[list[Node | None]]
 
 

@@ -46,6 +46,10 @@ class Index:
     def __contains__(self, blob_id: object) -> bool:
         return blob_id in self._blobs
 
+    def has_all(self, blob_ids: Iterable[bytes]) -> bool:
+        """Whether every one of ``blob_ids`` is indexed."""
+        return all(map(self._blobs.__contains__, blob_ids))
+
     def get(self, blob_id: bytes) -> IndexEntry | None:
         return self._blobs.get(blob_id)
 

@@ -135,7 +135,8 @@ class FileWalker:
                 self._incomplete(dir_entry.path, f"cannot read directory: {exc.strerror}")
                 return []
             names.sort(key=os.fsencode)
-            children = (self._child(fd, dir_entry, name) for name in names)
+            prefix = dir_entry.path if dir_entry.path.endswith("/") else dir_entry.path + "/"
+            children = (self._child(fd, dir_entry, prefix, name) for name in names)
             return [child for child in children if child is not None]
         finally:
             os.close(fd)
@@ -176,8 +177,8 @@ class FileWalker:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _child(self, dir_fd: int, parent: FsEntry, name: str) -> FsEntry | None:
-        path = os.path.join(parent.path, name)
+    def _child(self, dir_fd: int, parent: FsEntry, prefix: str, name: str) -> FsEntry | None:
+        path = prefix + name
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             kind = kind_of(st.st_mode)
@@ -198,7 +199,9 @@ class FileWalker:
             with self._lock:
                 self._mount_points.add((st.st_dev, st.st_ino))
             self._notice(path, "mount point kept empty: another filesystem (one-file-system)")
-        return entry_from_stat(path, name, st, link_target=target, xattrs=self._xattrs(path))
+        return entry_from_stat(
+            path, name, st, link_target=target, xattrs=self._xattrs(path), kind=kind
+        )
 
     def _xattrs(self, path: str) -> tuple[tuple[str, bytes], ...]:
         # listxattr has no dir_fd form; going by path is fine for attributes of lstat-ed

@@ -10,8 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from stackvault.errors import SourceError
 
@@ -21,14 +20,14 @@ EntryKind = Literal["file", "dir", "symlink"]
 _NO_XATTR_SUPPORT = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
-@dataclass(frozen=True, slots=True)
-class FsEntry:
+class FsEntry(NamedTuple):
     """One directory entry as captured by a backup; never a socket, fifo or device.
 
     ``size`` is the byte size for files, the length of the link text for symlinks and 0 for
     directories (their ``st_size`` is filesystem-specific noise). ``link_target`` is set for
     symlinks only. ``xattrs`` is sorted by name and empty when there are none or the
-    filesystem does not support them.
+    filesystem does not support them. Immutable (a named tuple: a backup makes one per file,
+    and a frozen dataclass costs twice as much to build).
     """
 
     name: str
@@ -78,32 +77,35 @@ def entry_from_stat(
     *,
     link_target: str | None = None,
     xattrs: tuple[tuple[str, bytes], ...] = (),
+    kind: EntryKind | None = None,
 ) -> FsEntry:
-    """Build an entry from an ``lstat`` result; touches no disk.
+    """Build an entry from an ``lstat`` result; touches no disk. ``kind`` is
+    ``kind_of(st.st_mode)`` if the caller has it already.
 
     Raises `SourceError` if ``st`` describes a socket, fifo or device, or if a symlink comes
     without its ``link_target``.
     """
-    kind = kind_of(st.st_mode)
+    if kind is None:
+        kind = kind_of(st.st_mode)
     if kind is None:
         raise SourceError(f"cannot back up {path}: it is a {special_kind_name(st.st_mode)}")
     if kind == "symlink" and link_target is None:
         raise SourceError(f"cannot back up {path}: symlink target not read")
     return FsEntry(
-        name=name,
-        path=path,
-        kind=kind,
-        mode=stat.S_IMODE(st.st_mode),
-        uid=st.st_uid,
-        gid=st.st_gid,
-        size=0 if kind == "dir" else st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        ctime_ns=st.st_ctime_ns,
-        inode=st.st_ino,
-        device=st.st_dev,
-        nlink=st.st_nlink,
-        link_target=link_target if kind == "symlink" else None,
-        xattrs=tuple(sorted(xattrs)),
+        name,
+        path,
+        kind,
+        st.st_mode & 0o7777,  # stat.S_IMODE
+        st.st_uid,
+        st.st_gid,
+        0 if kind == "dir" else st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+        st.st_dev,
+        st.st_nlink,
+        link_target if kind == "symlink" else None,
+        tuple(sorted(xattrs)) if xattrs else (),
     )
 
 

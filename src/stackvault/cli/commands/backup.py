@@ -90,33 +90,37 @@ def backup(
 ) -> int | None:
     """Back up files and directories, a command's output, or application sources into a new
     snapshot."""
-    from stackvault.cli.render import artifact_line, human_bytes, snapshot_json
-    from stackvault.engine.backup import BackupJob, BackupOptions
-    from stackvault.sources.exclude import load_exclude_file
-    from stackvault.sources.registry import open_source
+    from stackvault.cli.context import preload
 
     if stdin_from_command and paths:
         raise UsageError("give either paths or --stdin-from-command, not both")
     if not stdin_from_command and not paths and not source:
         raise UsageError("nothing to back up: give paths, --source URL or --stdin-from-command")
+    preload("stackvault.engine.backup")  # imported while the repository opens
+    from stackvault.cli.render import artifact_line, human_bytes, snapshot_json
+    from stackvault.sources.exclude import load_exclude_file
+    from stackvault.sources.registry import open_source
+
     sources = [open_source(url) for url in source]  # URL errors before the repository opens
     patterns = list(exclude)
     for f in exclude_file:
         patterns.extend(load_exclude_file(f))
-    opts = BackupOptions(
-        paths=list(paths or []),
-        excludes=patterns,
-        one_file_system=one_file_system,
-        tags=tag,
-        host=host,
-        parent=parent,
-        force=force,
-        stdin_command=stdin_from_command,
-        stdin_filename=stdin_filename,
-        scan_totals=cli.interactive,
-        sources=sources,
-    )
     with cli.open_repo(lock="backup") as repo:
+        from stackvault.engine.backup import BackupJob, BackupOptions
+
+        opts = BackupOptions(
+            paths=list(paths or []),
+            excludes=patterns,
+            one_file_system=one_file_system,
+            tags=tag,
+            host=host,
+            parent=parent,
+            force=force,
+            stdin_command=stdin_from_command,
+            stdin_filename=stdin_filename,
+            scan_totals=cli.interactive,
+            sources=sources,
+        )
         progress = make_progress(cli, "backup")
         job = BackupJob(repo, opts, progress=progress)
         try:
