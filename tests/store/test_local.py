@@ -4,6 +4,7 @@ append-only mode and FaultyStore rules. The shared contract is in test_conforman
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
 import subprocess
@@ -339,6 +340,91 @@ def test_disk_full_raises_store_full_and_leaves_nothing_behind(full_disk: Full) 
         store.put("data/ab/fits", b"f" * 100_000)
         assert store.stat("data/ab/fits").size == 100_000
     assert [i.name for i in store.list("index/")] == ["index/i1"]
+
+
+# --- direct writes of pack buffers ------------------------------------------------------------
+
+
+def _pack_buffer(size: int) -> memoryview:
+    """A page-aligned, writable buffer like the writer's pack buffers, filled with noise."""
+    view = memoryview(mmap.mmap(-1, size + 4096))
+    view[:size] = os.urandom(size)
+    return view[:size]
+
+
+class _OpenSpy:
+    """Records whether os.open was asked for O_DIRECT; optionally refuses it with EINVAL."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, refuse: bool = False) -> None:
+        self.direct_opens = 0
+        real_open = os.open
+
+        def spy(path: object, flags: int, *args: object, **kwargs: object) -> int:
+            if flags & os.O_DIRECT:
+                self.direct_opens += 1
+                if refuse:
+                    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "open", spy)
+
+
+def test_a_large_aligned_first_part_is_written_direct(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _OpenSpy(monkeypatch)
+    for size in (3 * 1024 * 1024 + 123, 2 * 1024 * 1024):  # unaligned and aligned lengths
+        head = _pack_buffer(size)
+        store.put_parts(f"data/ab/p{size}", [head, b"header", b"\x00\x01"])
+        assert store.get(f"data/ab/p{size}") == bytes(head) + b"header\x00\x01"
+    assert spy.direct_opens == 2
+    store.put_parts("data/ab/small", [_pack_buffer(64 * 1024), b"h"])  # below the minimum
+    store.put_parts("data/ab/bytes", [b"b" * (2 * 1024 * 1024)])  # read-only: alignment unknown
+    assert spy.direct_opens == 2
+    assert _temp_files(store.root) == []
+
+
+def test_a_filesystem_refusing_o_direct_gets_normal_writes(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _OpenSpy(monkeypatch, refuse=True)
+    head = _pack_buffer(2 * 1024 * 1024 + 7)
+    store.put_parts("data/ab/p1", [head, b"tail"])
+    store.put_parts("data/ab/p2", [head, b"tail"])
+    assert store.get("data/ab/p1") == store.get("data/ab/p2") == bytes(head) + b"tail"
+    assert spy.direct_opens == 1  # not asked again once refused
+
+
+def test_disk_full_during_a_direct_write(
+    tmp_path: Path, can_mount: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if can_mount:
+        mountpoint = tmp_path / "small"
+        mountpoint.mkdir()
+        assert _run("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint))
+        cleanup = lambda: _run("umount", str(mountpoint))  # noqa: E731
+    else:  # inject ENOSPC into the direct write instead
+        mountpoint = tmp_path
+        real_pwrite = os.pwrite
+
+        def pwrite(fd: int, data: memoryview, offset: int) -> int:
+            if offset >= 1024 * 1024:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_pwrite(fd, data[: 1024 * 1024 - offset], offset)
+
+        monkeypatch.setattr(os, "pwrite", pwrite)
+        cleanup = lambda: True  # noqa: E731
+    try:
+        store = LocalStore(mountpoint / "repo")
+        store.ensure_root()
+        spy = _OpenSpy(monkeypatch)
+        with pytest.raises(StoreFull):
+            store.put_parts("data/ab/big", [_pack_buffer(2 * 1024 * 1024), b"h"])
+        assert spy.direct_opens == 1
+        assert _temp_files(store.root) == []
+        assert not store.exists("data/ab/big")
+    finally:
+        cleanup()
 
 
 # --- MemoryStore, append-only ------------------------------------------------------------------

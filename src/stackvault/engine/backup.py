@@ -94,7 +94,7 @@ class _Counts:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-LIST_AHEAD = 256
+LIST_AHEAD = 32
 """Directories listed (with their parent trees decoded) ahead of the walk, at most."""
 
 

@@ -32,6 +32,13 @@ _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 _DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
 """`link` failures of filesystems without hard links (vfat, some FUSE mounts)."""
+_DIRECT = getattr(os, "O_DIRECT", 0)
+_DIRECT_ALIGN = 4096
+_DIRECT_MIN = 1 << 20
+"""A first part of at least this size, page-aligned in memory (a pack buffer), is written
+with ``O_DIRECT``: the object is fsync'd anyway, and going through the page cache would only
+copy it there (1.8 s of system time for 520 MB of packs on a virtual machine, 0.06 s direct)
+and evict the data of the applications being backed up."""
 LOCKS_PREFIX = "locks/"
 """Lock objects stay deletable in append-only mode: a client must release its own lock."""
 
@@ -54,6 +61,7 @@ class LocalStore(Store):
         self._root = Path(os.path.abspath(root))
         self._fds = FdCache()
         self._append_only = append_only
+        self._direct = bool(_DIRECT)  # cleared when the filesystem refuses O_DIRECT
 
     @property
     def root(self) -> Path:
@@ -91,7 +99,8 @@ class LocalStore(Store):
             raise self._error(exc, "writing", name) from exc
         try:
             try:
-                _write_all(fd, parts)
+                rest = self._write_direct(fd, tmp, parts) if self._direct else parts
+                _write_all(fd, rest)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -224,6 +233,44 @@ class LocalStore(Store):
 
     # --- helpers ----------------------------------------------------------------------------
 
+    def _write_direct(
+        self, fd: int, tmp: Path, parts: Sequence[bytes | bytearray | memoryview]
+    ) -> Sequence[bytes | bytearray | memoryview]:
+        """Write the aligned start of a large page-aligned first part to the empty file
+        ``tmp`` (open as ``fd``) with ``O_DIRECT``; the parts still to write, after moving
+        ``fd``'s position past what was written.
+
+        Anything this filesystem or buffer does not allow is left to the normal write (which
+        then writes everything): a refused ``O_DIRECT`` open or write turns it off for this
+        store.
+        """
+        if not parts or len(parts[0]) < _DIRECT_MIN:
+            return parts
+        first = memoryview(parts[0]).cast("B")
+        size = len(first) // _DIRECT_ALIGN * _DIRECT_ALIGN
+        if _address(first) % _DIRECT_ALIGN:
+            return parts
+        try:
+            direct = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | _DIRECT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._direct = False  # e.g. an older tmpfs
+            return parts
+        done = 0
+        try:
+            while done < size:
+                done += os.pwrite(direct, first[done:size], done)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._direct = False  # alignment this filesystem does not accept
+            return parts  # written again from the start through the page cache
+        finally:
+            os.close(direct)
+        os.lseek(fd, size, os.SEEK_SET)
+        return [first[size:], *parts[1:]]
+
     def _link_new(self, tmp: Path, target: Path, name: str) -> None:
         """Give the written temp file its final name only if that name is free (append-only).
 
@@ -347,6 +394,19 @@ class LocalStore(Store):
                 hint=f"check the permissions and mount options of {path}",
             )
         return StoreError(f"error while {action}{what} in {self._root}: {exc.strerror or exc}")
+
+
+def _address(view: memoryview) -> int:
+    """The memory address of a buffer's first byte; 1 (never aligned) if it is read-only."""
+    import ctypes
+
+    if view.readonly:
+        return 1
+    anchor = ctypes.c_char.from_buffer(view)
+    try:
+        return ctypes.addressof(anchor)
+    finally:
+        del anchor
 
 
 def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
