@@ -22,13 +22,13 @@ from stackvault.chunking.cdc import Chunker
 from stackvault.chunking.streamcut import StreamCutter
 from stackvault.engine.artifacts import RESERVED, artifact_path
 from stackvault.engine.capture import SourceCapture
+from stackvault.engine.listing import DirectoryLister, Listing
 from stackvault.engine.nodes import Pending, node_from_entry, same_metadata, when_all
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import SizeScanner
 from stackvault.errors import (
     Interrupted,
     SourceError,
-    StackvaultError,
     UsageError,
 )
 from stackvault.repo.blob import BlobType
@@ -94,23 +94,6 @@ class _Counts:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-LIST_AHEAD = 32
-"""Directories listed (with their parent trees decoded) ahead of the walk, at most."""
-
-
-@dataclass
-class _Listing:
-    """A directory's children, its parent snapshot's children by name, and the listings of
-    its subdirectories that were started ahead of the walk."""
-
-    children: list[FsEntry]
-    old_children: dict[str, Node]
-    ahead: dict[str, Future[_Listing]]
-
-
-_PREFETCH_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
 class BackupJob:
     """One backup run. Create, then call `run` once."""
 
@@ -130,8 +113,7 @@ class BackupJob:
         self._stop = threading.Event()
         self._local = threading.local()
         self._hardlinks: dict[str, Future[Node | None]] = {}
-        self._ahead = threading.BoundedSemaphore(LIST_AHEAD)
-        self._scan_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan")
+        self._lister = DirectoryLister(repo, self.progress, force=options.force, stop=self._stop)
         workers = options.workers or max(2, (os.cpu_count() or 2))
         self._workers = workers
         self._slots = threading.BoundedSemaphore(workers * 4)
@@ -168,28 +150,7 @@ class BackupJob:
                 return snap
         return None
 
-    def _parent_children(self, parent_node: Node | None) -> dict[str, Node]:
-        if parent_node is None or parent_node.type != "dir" or parent_node.subtree is None:
-            return {}
-        try:
-            return {n.name: n for n in self.repo.load_tree(parent_node.subtree)}
-        except StackvaultError as exc:
-            self.progress.notice(f"notice: parent tree unreadable, re-reading files: {exc}")
-            return {}
-
     # --- files ----------------------------------------------------------------------------
-
-    def _unchanged(self, entry: FsEntry, old: Node | None) -> bool:
-        return (
-            old is not None
-            and old.type == "file"
-            and old.size == entry.size
-            and old.mtime_ns == entry.mtime_ns
-            and old.ctime_ns == entry.ctime_ns
-            and old.inode == entry.inode
-            and bool(old.sha256)
-            and self.repo.index.has_all(old.content)
-        )
 
     def _store_stream(self, writer: BlobWriter, stream: object) -> tuple[list[bytes], str, int]:
         """Chunk, hash and store a byte stream; return (blob ids, sha256 hex, size)."""
@@ -263,53 +224,9 @@ class BackupJob:
             self._problem(Problem(entry.path, str(exc), True))
             return None
 
-    def _list(self, walker: FileWalker, entry: FsEntry, old: Node | None) -> _Listing:
-        """List a directory and decode its parent tree, start the same for its subdirectories
-        on the scan pool (within `LIST_AHEAD`), and ask the kernel to start reading the small
-        files that will be read: the walking thread reads them one after the other, and on a
-        cold cache each read would otherwise wait for the disk.
-
-        Listing is bound by stat/listxattr system calls, which release the GIL; starting the
-        subdirectories from here (not when the walk reaches their parent) means the walk,
-        depth first, rarely waits for a listing."""
-        children = walker.scan_dir(entry)
-        old_children = self._parent_children(old)
-        small = self.repo.config.chunker.min
-        for child in children:
-            if (
-                child.kind == "file"
-                and 0 < child.size < small
-                and (self.opts.force or not self._unchanged(child, old_children.get(child.name)))
-                and not self._stop.is_set()
-            ):
-                try:
-                    fd = os.open(child.path, _PREFETCH_FLAGS)
-                except OSError:
-                    continue  # the real read reports it
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-                except OSError:
-                    pass
-                finally:
-                    os.close(fd)
-        ahead: dict[str, Future[_Listing]] = {}
-        for child in children:
-            if child.kind != "dir" or self._stop.is_set():
-                continue
-            if not self._ahead.acquire(blocking=False):
-                break  # far enough ahead: the walk lists the rest itself
-            try:
-                ahead[child.name] = self._scan_pool.submit(
-                    self._list, walker, child, old_children.get(child.name)
-                )
-            except RuntimeError:  # the pool is shut down: the run is ending
-                self._ahead.release()
-                break
-        return _Listing(children, old_children, ahead)
-
     def _reuse(self, entry: FsEntry, old: Node | None) -> Node | None:
         """The node of an unchanged file, built from its parent node without reading it."""
-        if self.opts.force or old is None or not self._unchanged(entry, old):
+        if old is None or not self._lister.unchanged(entry, old):
             return None
         if same_metadata(entry, old):
             node = old  # nodes are never changed once built, so the parent's can be shared
@@ -373,7 +290,7 @@ class BackupJob:
         walker: FileWalker,
         entry: FsEntry,
         old: Node | None,
-        listed: Future[_Listing] | None = None,
+        listed: Future[Listing] | None = None,
     ) -> Future[Node | None]:
         """Walk a directory and submit its files; the returned future resolves to its node
         once every child is stored. The walk does not wait for a directory's files: it goes
@@ -382,12 +299,9 @@ class BackupJob:
         if self._stop.is_set():
             raise Interrupted("backup interrupted")
         if listed is None:
-            listing = self._list(walker, entry, old)
+            listing = self._lister.list(walker, entry, old)
         else:
-            try:
-                listing = listed.result()
-            finally:
-                self._ahead.release()
+            listing = self._lister.take(listed)
         children, old_children = listing.children, listing.old_children
         pending: list[Pending] = []
         small = self.repo.config.chunker.min
@@ -464,7 +378,7 @@ class BackupJob:
         def build(
             prefix: str, members: list[str], old: Node | None, more: list[Node] | None = None
         ) -> bytes:
-            olds = self._parent_children(old)
+            olds = self._lister.parent_children(old)
             groups: dict[str, list[str]] = {}
             for p in members:
                 rest = p[len(prefix) :].lstrip("/")
@@ -591,7 +505,7 @@ class BackupJob:
         finally:
             if not committed:
                 self._stop.set()
-            self._scan_pool.shutdown(wait=True, cancel_futures=True)
+            self._lister.shutdown()
             pool.shutdown(wait=True, cancel_futures=True)
             writer.close(commit=committed)
         incomplete = [p for p in self.problems if p.incomplete]

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.errors import IntegrityError, Interrupted, PathNotFound, RestoreRefused
@@ -158,14 +159,11 @@ class RestoreJob:
                 written += len(data)
                 self.progress.advance(bytes_=len(data))
             return written, sha.hexdigest()
-        offsets = []
-        offset = 0
-        for blob_id in content:
-            entry = self.repo.index.get(blob_id)
-            if entry is None:
-                raise IntegrityError(f"blob {blob_id.hex()[:12]} is not in the index")
-            offsets.append(offset)
-            offset += entry.raw_length
+        offsets = list(
+            itertools.accumulate(
+                (self.repo.index_entry(b).raw_length for b in content[:-1]), initial=0
+            )
+        )
 
         def fetch_write(blob_id: bytes, at: int) -> bytes | memoryview:
             if self._stop.is_set():
@@ -219,6 +217,10 @@ class RestoreJob:
             self.result.bytes += node.size
         self.progress.advance(files=1)
 
+    def _restore_files(self, target: RestoreTarget, files: list[tuple[list[str], Node]]) -> None:
+        for rel, node in files:
+            self._restore_file(target, rel, node)
+
     def run(self) -> RestoreResult:
         """Restore; raise `IntegrityError` at the end if any file could not be restored."""
         target = RestoreTarget(self.opts.target, overwrite=self.opts.overwrite)
@@ -233,8 +235,8 @@ class RestoreJob:
         # are restored at once so that enough requests are in flight.
         caps = self.repo.store.capabilities()
         workers = self.opts.workers or (min(8, caps.parallelism) if caps.remote else 1)
-        small_lane = _Lane(workers, "restore-small")
-        large_lane = _Lane(workers, "restore-large")
+        small_lane = _Lane(workers, "restore-small", partial(self._restore_files, target))
+        large_lane = _Lane(workers, "restore-large", partial(self._restore_files, target))
         blob_workers = max(2, os.cpu_count() or 2)
         if caps.remote:
             blob_workers = max(blob_workers, min(8, caps.parallelism))
@@ -242,10 +244,6 @@ class RestoreJob:
             max_workers=blob_workers, thread_name_prefix="restore-blob"
         )
         total_files = total_bytes = 0
-
-        def job(files: list[tuple[list[str], Node]]) -> None:
-            for rel, node in files:
-                self._restore_file(target, rel, node)
 
         # Small files go to their lane in batches: a hand-off per tiny file costs more than
         # restoring it.
@@ -277,15 +275,15 @@ class RestoreJob:
                     total_bytes += node.size
                     self.progress.set_total(files=total_files, bytes_=total_bytes)
                     if len(node.content) > 1:
-                        large_lane.submit(job, [(rel, node)])
+                        large_lane.submit([(rel, node)])
                         continue
                     batch.append((rel, node))
                     batch_bytes += node.size
                     if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                        small_lane.submit(job, batch)
+                        small_lane.submit(batch)
                         batch, batch_bytes = [], 0
             if batch:
-                small_lane.submit(job, batch)
+                small_lane.submit(batch)
             small_lane.finish()
             large_lane.finish()
             self._make_hardlinks(target)
@@ -345,23 +343,23 @@ class RestoreJob:
 
 
 class _Lane:
-    """A pool of file threads with a bounded queue of jobs (`submit` blocks when it is full)."""
+    """File threads running ``job`` on batches of files, with a bounded queue (`submit`
+    blocks when it is full)."""
 
-    def __init__(self, workers: int, name: str) -> None:
+    def __init__(
+        self, workers: int, name: str, job: Callable[[list[tuple[list[str], Node]]], None]
+    ) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         self._slots = threading.BoundedSemaphore(workers + LANE_QUEUE)
         self._futures: list[Future[None]] = []
+        self._job = job
 
-    def submit(
-        self,
-        job: Callable[[list[tuple[list[str], Node]]], None],
-        files: list[tuple[list[str], Node]],
-    ) -> None:
+    def submit(self, files: list[tuple[list[str], Node]]) -> None:
         self._slots.acquire()
 
         def run() -> None:
             try:
-                job(files)
+                self._job(files)
             finally:
                 self._slots.release()
 

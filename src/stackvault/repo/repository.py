@@ -297,11 +297,16 @@ class Repository:
             )
         return plain
 
-    def load_blob(self, blob_id: bytes) -> bytes | memoryview:
-        """The plaintext of a blob. Raises `IntegrityError` if missing or damaged."""
+    def index_entry(self, blob_id: bytes) -> IndexEntry:
+        """Where a blob is stored; raises `IntegrityError` if the index does not list it."""
         entry = self.index.get(blob_id)
         if entry is None:
             raise IntegrityError(f"blob {blob_id.hex()[:12]} is not in the index")
+        return entry
+
+    def load_blob(self, blob_id: bytes) -> bytes | memoryview:
+        """The plaintext of a blob. Raises `IntegrityError` if missing or damaged."""
+        entry = self.index_entry(blob_id)
         try:
             sealed = self.store.get(pack_name(entry.pack_id), entry.offset, entry.length)
         except ObjectNotFound as exc:

@@ -179,8 +179,7 @@ class RestoreTarget:
             if isinstance(exc, OSError):
                 raise os_failure(self.root, parts, exc) from exc
             raise
-        in_place = not self.overwrite
-        return FileWriter(self, parts, pfd, partial(dirs.release, handle), fd, name, size, in_place)
+        return FileWriter(self, parts, pfd, partial(dirs.release, handle), fd, name, size)
 
     def symlink(
         self, rel: Sequence[str], target: str, uid: int, gid: int, mtime_ns: int

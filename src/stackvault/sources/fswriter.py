@@ -35,13 +35,12 @@ class FileWriter:
         fd: int,
         name: str,
         size: int,
-        in_place: bool,
     ) -> None:
         self.parts = parts
         self.size = size
         self.name = name
         """The name being written in the parent directory: the real one if ``in_place``."""
-        self.in_place = in_place
+        self.in_place = not target.overwrite
         self.committed = False
         self._target = target
         self._dir_fd = dir_fd

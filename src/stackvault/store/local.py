@@ -248,7 +248,8 @@ class LocalStore(Store):
             return parts
         first = memoryview(parts[0]).cast("B")
         size = len(first) // _DIRECT_ALIGN * _DIRECT_ALIGN
-        if _address(first) % _DIRECT_ALIGN:
+        address = _address(first)
+        if address is None or address % _DIRECT_ALIGN:
             return parts
         try:
             direct = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | _DIRECT)
@@ -396,12 +397,12 @@ class LocalStore(Store):
         return StoreError(f"error while {action}{what} in {self._root}: {exc.strerror or exc}")
 
 
-def _address(view: memoryview) -> int:
-    """The memory address of a buffer's first byte; 1 (never aligned) if it is read-only."""
+def _address(view: memoryview) -> int | None:
+    """The memory address of a buffer's first byte; None if it is read-only (unknowable)."""
     import ctypes
 
     if view.readonly:
-        return 1
+        return None
     anchor = ctypes.c_char.from_buffer(view)
     try:
         return ctypes.addressof(anchor)

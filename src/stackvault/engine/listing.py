@@ -1,0 +1,136 @@
+"""Directories read ahead of a backup's walk (engine layer): each directory's children, its
+parent snapshot's children, and whether a file is unchanged since that parent.
+
+Listing is bound by stat/listxattr system calls, which release the GIL. A listing starts
+those of its subdirectories on a small scan pool (within `LIST_AHEAD`), not when the walk
+reaches their parent, so the walk - depth first, in the backup's main thread - rarely waits
+for one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from stackvault.engine.progress import Progress
+from stackvault.errors import StackvaultError
+from stackvault.repo.repository import Repository
+from stackvault.repo.tree import Node
+from stackvault.sources.files import FileWalker
+from stackvault.sources.fsentry import FsEntry
+
+LIST_AHEAD = 32
+"""Directories listed (with their parent trees decoded) ahead of the walk, at most; 256
+cost 10 MB more peak RSS in a 1.06 GB initial backup."""
+
+_PREFETCH_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass
+class Listing:
+    """A directory's children, its parent snapshot's children by name, and the listings of
+    its subdirectories that were started ahead of the walk (pass them to `DirectoryLister.take`)."""
+
+    children: list[FsEntry]
+    old_children: dict[str, Node]
+    ahead: dict[str, Future[Listing]]
+
+
+class DirectoryLister:
+    """Lists directories for one backup run; thread-safe. Call `shutdown` at the end.
+
+    With ``force``, no file counts as unchanged (every one is read again).
+    """
+
+    def __init__(
+        self, repo: Repository, progress: Progress, *, force: bool, stop: threading.Event
+    ) -> None:
+        self.repo = repo
+        self.progress = progress
+        self.force = force
+        self._stop = stop
+        self._ahead = threading.BoundedSemaphore(LIST_AHEAD)
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan")
+
+    def parent_children(self, parent_node: Node | None) -> dict[str, Node]:
+        """The children of a directory node of the parent snapshot, by name ({} if none, or
+        if its tree cannot be read: then a notice says so and the files are read again)."""
+        if parent_node is None or parent_node.type != "dir" or parent_node.subtree is None:
+            return {}
+        try:
+            return {n.name: n for n in self.repo.load_tree(parent_node.subtree)}
+        except StackvaultError as exc:
+            self.progress.notice(f"notice: parent tree unreadable, re-reading files: {exc}")
+            return {}
+
+    def unchanged(self, entry: FsEntry, old: Node | None) -> bool:
+        """Whether the file ``entry`` is, by its size, times and inode, the parent's ``old``
+        file, whose data is all still in the repository (False with ``force``)."""
+        return (
+            not self.force
+            and old is not None
+            and old.type == "file"
+            and old.size == entry.size
+            and old.mtime_ns == entry.mtime_ns
+            and old.ctime_ns == entry.ctime_ns
+            and old.inode == entry.inode
+            and bool(old.sha256)
+            and self.repo.index.has_all(old.content)
+        )
+
+    def list(self, walker: FileWalker, entry: FsEntry, old: Node | None) -> Listing:
+        """List a directory and decode its parent tree ``old``, start the same for its
+        subdirectories on the scan pool, and ask the kernel to start reading the small files
+        that will be read: the walk reads them one after the other, and on a cold cache each
+        read would otherwise wait for the disk."""
+        children = walker.scan_dir(entry)
+        old_children = self.parent_children(old)
+        small = self.repo.config.chunker.min
+        for child in children:
+            if (
+                child.kind == "file"
+                and 0 < child.size < small
+                and not self.unchanged(child, old_children.get(child.name))
+                and not self._stop.is_set()
+            ):
+                _will_read(child.path)
+        ahead: dict[str, Future[Listing]] = {}
+        for child in children:
+            if child.kind != "dir" or self._stop.is_set():
+                continue
+            if not self._ahead.acquire(blocking=False):
+                break  # far enough ahead: the walk lists the rest itself
+            try:
+                ahead[child.name] = self._pool.submit(
+                    self.list, walker, child, old_children.get(child.name)
+                )
+            except RuntimeError:  # the pool is shut down: the run is ending
+                self._ahead.release()
+                break
+        return Listing(children, old_children, ahead)
+
+    def take(self, listed: Future[Listing]) -> Listing:
+        """The result of a listing started ahead (`Listing.ahead`); re-raises its failure."""
+        try:
+            return listed.result()
+        finally:
+            self._ahead.release()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _will_read(path: str) -> None:
+    """Ask the kernel to start reading a file (errors are left for the real read)."""
+    try:
+        fd = os.open(path, _PREFETCH_FLAGS)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
