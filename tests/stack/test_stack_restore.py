@@ -204,7 +204,7 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
 
 def test_version_guard(host_image: str, docker_env: str) -> None:
     from stackvault.sources.docker.engine import connect
-    from stackvault.stack.restore import _Restorer
+    from stackvault.stack.images import version_guard
 
     client = connect()
     try:
@@ -220,23 +220,25 @@ def test_version_guard(host_image: str, docker_env: str) -> None:
             }
         }
         notes: list[str] = []
-        r = _Restorer(None, None, client, manifest, {}, "p", "/x", "q", "/y")  # type: ignore[arg-type]
-        r.notice = notes.append
+
+        def guard(force: bool) -> None:
+            version_guard(client, manifest["services"], force, set(), notice=notes.append)
+
         with pytest.raises(RestoreRefused, match="is older than the one the data was saved with"):
-            r.version_guard(force=False)
-        r.version_guard(force=True)  # forced: goes on
+            guard(force=False)
+        guard(force=True)  # forced: goes on
         manifest["services"]["db"]["created"] = "2000-01-01T00:00:00Z"
-        r.version_guard(force=False)
+        guard(force=False)
         assert any("is newer" in n for n in notes), notes
         manifest["services"]["db"]["image_id"] = image.id
         notes.clear()
-        r.version_guard(force=False)
+        guard(force=False)
         assert notes == []
         manifest["services"]["db"]["image"] = "stackvault-test/absent:9"
         with pytest.raises(
             SourceError, match=r"image stackvault-test/absent:9 .* is not on this host"
         ):
-            r.version_guard(force=False)
+            guard(force=False)
     finally:
         client.close()
 

@@ -46,6 +46,7 @@ from stackvault.repo.snapshot import Snapshot
 from stackvault.stack.classify import DATABASE_ROLES, MYSQL, POSTGRES, REDIS
 from stackvault.stack.compose import LABEL_PROJECT, LABEL_SERVICE
 from stackvault.stack.composecli import Compose
+from stackvault.stack.images import load_images, loadable_images, missing_images, version_guard
 from stackvault.stack.presets import dify
 from stackvault.stack.probes import http_probe
 
@@ -133,15 +134,18 @@ def restore_stack(
     r.wait = wait
 
     r.check_target()
-    images = r.images_step()
-    if images is not None:
+    missing = missing_images(client, snapshot)
+    if missing:
+        images = Step("images", f"load {', '.join(missing)} from the snapshot")
         report.steps.append(images)
         if not dry_run:
             t0 = time.monotonic()
             notice(f"{images.name}: {images.detail}")
-            r.load_images(report)
+            report.validation.append(load_images(repo, snapshot, r.progress, tell))
             images.status, images.seconds = "done", round(time.monotonic() - t0, 3)
-    r.version_guard(force, loadable=r.loadable_images() if dry_run else set())
+    version_guard(
+        client, r.services, force, loadable_images(snapshot) if dry_run else set(), notice=tell
+    )
     steps = r.steps()
     report.steps += steps
     if dry_run:
@@ -248,104 +252,6 @@ class _Restorer:
             raise RestoreRefused(
                 f"volume {name} exists already; nothing was changed",
                 hint=f"remove it (docker volume rm {name}) or restore under another --project",
-            )
-
-    def _images_record(self) -> dict[str, Any] | None:
-        return next(
-            (
-                a
-                for a in self.snapshot.artifacts
-                if a.get("kind") == "docker-images" and a.get("complete")
-            ),
-            None,
-        )
-
-    def loadable_images(self) -> set[str]:
-        record = self._images_record()
-        return set(((record or {}).get("metadata") or {}).get("facts", {}).get("images") or {})
-
-    def images_step(self) -> Step | None:
-        """Loading the images the snapshot holds that this engine lacks (before the guard)."""
-        import docker.errors
-
-        tags = sorted(self.loadable_images())
-        if not tags:
-            return None
-        missing = []
-        for tag in tags:
-            try:
-                self.client.images.get(tag)
-            except docker.errors.ImageNotFound:
-                missing.append(tag)
-        if not missing:
-            return None
-        return Step("images", f"load {', '.join(missing)} from the snapshot")
-
-    def load_images(self, report: StackRestore) -> None:
-        record = self._images_record()
-        assert record is not None
-        tags = sorted(self.loadable_images())
-        result = restore_artifact(
-            self.repo,
-            self.snapshot,
-            str(record["name"]),
-            "docker-images://?tags=" + ",".join(tags),
-            progress=self.progress,
-            notice=self.notice,
-        )
-        report.validation.append(
-            {
-                "subject": "images",
-                "ok": not result.differences,
-                "message": f"loaded {', '.join(result.details.get('loaded') or []) or 'none'}"
-                if not result.differences
-                else "; ".join(result.differences[:5]),
-            }
-        )
-
-    def version_guard(self, force: bool, loadable: set[str] | None = None) -> None:
-        import docker.errors
-
-        missing: list[str] = []
-        older: list[str] = []
-        for name, svc in self.services.items():
-            tag = str(svc.get("image") or "")
-            if not tag:
-                continue
-            try:
-                image = self.client.images.get(tag)
-            except docker.errors.ImageNotFound:
-                if tag not in (loadable or set()):
-                    missing.append(f"{tag} (service {name})")
-                continue
-            if svc.get("image_id") and image.id != svc["image_id"]:
-                recorded, local = str(svc.get("created") or ""), str(image.attrs.get("Created"))
-                if recorded and local < recorded:
-                    older.append(
-                        f"{tag} of service {name} (built {local[:19]}, the snapshot's "
-                        f"{recorded[:19]})"
-                    )
-                else:
-                    self.notice(
-                        f"service {name}: image {tag} here is not the one recorded "
-                        f"({str(svc['image_id'])[:19]}); it is newer, and will migrate the data "
-                        "forward"
-                    )
-        if missing:
-            raise SourceError(
-                f"image {missing[0]} is not on this host"
-                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                + "; nothing was changed",
-                hint="pull or load the images the snapshot recorded (stackvault snapshots "
-                "--json lists their digests), or back up with stack backup --with-images, "
-                "then restore again",
-            )
-        if older and not force:
-            raise RestoreRefused(
-                f"image {older[0]} is older than the one the data was saved with; its schema "
-                "may have moved forward and cannot be run by an older image; nothing was changed",
-                hint="use the recorded images (their digests are in the manifest), or pass "
-                "--force if you know the versions are compatible",
             )
 
     # --- steps ------------------------------------------------------------------------------
