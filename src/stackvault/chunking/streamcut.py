@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
+from typing import Protocol
 
 from stackvault.chunking.cdc import Chunker
+
+DIGEST_BEHIND_MIN = 1 << 20
+"""Reads at least this large are hashed on the digest executor while the stream is cut."""
+
+
+class Digest(Protocol):
+    """What `StreamCutter.chunks` feeds the bytes it reads: a `hashlib` object."""
+
+    def update(self, data: memoryview, /) -> None: ...
 
 
 def _readinto_of(stream: object) -> Callable[[memoryview], int]:
@@ -37,42 +48,72 @@ class StreamCutter:
     Same cut points: like the stream chunker, it refills whenever fewer than the maximum
     chunk size of bytes are buffered ahead of the next cut (until end of stream), and a cut
     looks at most that far ahead, so every cut sees the same bytes.
+
+    Digest behind the cut: given a ``digest`` executor, each large read is hashed there
+    (hashlib releases the GIL) while this thread cuts and hashes the chunks of the read
+    before it; a whole-file SHA-256 is then off the critical path of a large file. The
+    digest sees the bytes in stream order: at most one update is in flight, and it finishes
+    before its bytes are moved or overwritten.
     """
 
-    def __init__(self, chunker: Chunker) -> None:
+    def __init__(self, chunker: Chunker, digest: Executor | None = None) -> None:
         self.chunker = chunker
+        self._digest_pool = digest
+        self._pending: Future[None] | None = None
         self._ahead = chunker.params.max
         # The stream chunker's capacity: each refill moves less than one maximum chunk to
         # the front and reads at least one.
         self._buffer = memoryview(mmap.mmap(-1, 2 * self._ahead, flags=mmap.MAP_PRIVATE))
 
-    def chunks(self, stream: object) -> Iterator[memoryview]:
-        """Yield the chunks of ``stream`` (read to EOF) as views into the buffer.
+    def chunks(self, stream: object, digest: Digest | None = None) -> Iterator[memoryview]:
+        """Yield the chunks of ``stream`` (read to EOF) as views into the buffer, and feed
+        every byte read to ``digest`` if given; it is complete once the iterator is
+        exhausted. If the iteration stops early, the digest is incomplete.
 
         Each view is valid only until the next one is requested: copy or consume it.
         """
+        self._settle()  # an earlier stream abandoned with its last update in flight
         readinto = _readinto_of(stream)
         buf = self._buffer
         ahead = self._ahead
         start = end = 0
         eof = False
-        while True:
-            if not eof and end - start < ahead:
-                if start:
-                    # memoryview assignment uses memmove for overlapping ranges
-                    buf[: end - start] = buf[start:end]
-                    end -= start
-                    start = 0
-                while end < len(buf):
-                    n = readinto(buf[end:])
-                    if not n:
-                        eof = True
-                        break
-                    end += n
-            if start == end:
-                return
-            for chunk in self.chunker.buffer_chunks(buf[start:end]):
-                start += len(chunk)
-                yield chunk
+        try:
+            while True:
                 if not eof and end - start < ahead:
-                    break  # refill before the next cut
+                    self._settle()  # the digest is done with the bytes about to move
+                    if start:
+                        # memoryview assignment uses memmove for overlapping ranges
+                        buf[: end - start] = buf[start:end]
+                        end -= start
+                        start = 0
+                    read_from = end
+                    while end < len(buf):
+                        n = readinto(buf[end:])
+                        if not n:
+                            eof = True
+                            break
+                        end += n
+                    if digest is not None and end > read_from:
+                        self._feed(digest, buf[read_from:end])
+                if start == end:
+                    return
+                for chunk in self.chunker.buffer_chunks(buf[start:end]):
+                    start += len(chunk)
+                    yield chunk
+                    if not eof and end - start < ahead:
+                        break  # refill before the next cut
+        finally:
+            self._settle()
+
+    def _feed(self, digest: Digest, data: memoryview) -> None:
+        if self._digest_pool is None or len(data) < DIGEST_BEHIND_MIN:
+            digest.update(data)
+        else:
+            self._pending = self._digest_pool.submit(digest.update, data)
+
+    def _settle(self) -> None:
+        """Wait for the update in flight, if any (re-raising its failure)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()

@@ -117,6 +117,8 @@ class BackupJob:
         workers = options.workers or max(2, (os.cpu_count() or 2))
         self._workers = workers
         self._slots = threading.BoundedSemaphore(workers * 4)
+        # Whole-file SHA-256 of large files, computed behind their chunking (StreamCutter).
+        self._digests = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digest")
 
     # --- problems and per-thread state --------------------------------------------------------
 
@@ -133,7 +135,7 @@ class BackupJob:
         if cutter is None:
             cfg = self.repo.config
             cutter = self._local.cutter = StreamCutter(
-                Chunker(cfg.chunker, self.repo.master.chunker_seed)
+                Chunker(cfg.chunker, self.repo.master.chunker_seed), self._digests
             )
         return cutter
 
@@ -158,10 +160,9 @@ class BackupJob:
         content: list[bytes] = []
         size = 0
         master = self.repo.master
-        for chunk in self._cutter().chunks(stream):
+        for chunk in self._cutter().chunks(stream, sha):
             if self._stop.is_set():
                 raise Interrupted("backup interrupted")
-            sha.update(chunk)
             blob_id = master.blob_id(chunk)
             writer.save(BlobType.DATA, chunk, blob_id)
             content.append(blob_id)
@@ -507,6 +508,7 @@ class BackupJob:
                 self._stop.set()
             self._lister.shutdown()
             pool.shutdown(wait=True, cancel_futures=True)
+            self._digests.shutdown(wait=True)
             writer.close(commit=committed)
         incomplete = [p for p in self.problems if p.incomplete]
         failed_artifacts = sum(1 for a in artifacts if not a["complete"])
