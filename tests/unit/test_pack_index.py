@@ -457,6 +457,32 @@ def test_tree_encoding_is_deterministic() -> None:
     assert encode_tree(changed) != first
 
 
+def test_tree_bytes_are_the_canonical_json_whatever_the_names() -> None:
+    """Tree ids must not depend on which JSON encoder wrote the tree: every tree is the
+    standard library's compact, ASCII-escaped JSON (FORMAT.md §8.1), names with control
+    characters, DEL, non-ASCII text and undecodable bytes included."""
+    rnd = random.Random(11)
+    alphabet = [chr(c) for c in range(1, 128) if chr(c) != "/"] + ["é", "€", "😀", "\udcff"]
+    for _ in range(300):
+        nodes = [
+            Node(
+                name="".join(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 12))) + str(i),
+                type="symlink",
+                mtime_ns=rnd.randrange(-(2**62), 2**63),
+                inode=rnd.randrange(2**64),
+                target="".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 8))),
+            )
+            for i in range(rnd.randrange(1, 6))
+        ]
+        data = encode_tree(nodes)
+        ordered = sorted(nodes, key=lambda n: n.name)
+        want = json.dumps(
+            {"nodes": [n.to_json() for n in ordered]}, separators=(",", ":"), ensure_ascii=True
+        ).encode()
+        assert data == want
+        assert decode_tree(data) == ordered
+
+
 @pytest.mark.parametrize(
     "data",
     [

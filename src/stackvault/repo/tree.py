@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from stackvault.errors import IntegrityError
 
 NodeType = Literal["file", "dir", "symlink"]
@@ -106,15 +108,38 @@ class Node:
 def encode_tree(nodes: list[Node]) -> bytes:
     """Serialise a directory deterministically (nodes sorted by name)."""
     ordered = sorted(nodes, key=lambda n: n.name)
-    doc = {"nodes": [n.to_json() for n in ordered]}
-    # ensure_ascii keeps undecodable names (lone surrogates) as \udcXX escapes.
+    return _dumps({"nodes": [n.to_json() for n in ordered]})
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    """The canonical JSON of a tree (FORMAT.md §8.1): compact, every character outside
+    printable ASCII escaped, as ``json.dumps(doc, separators=(",", ":"), ensure_ascii=True)``
+    writes it. orjson writes those same bytes about ten times faster whenever nothing in the
+    document needs a ``\\uXXXX`` escape of a character of 0x7f or above (it writes those
+    raw, and refuses lone surrogates, which stand for undecodable bytes in names); such a
+    document is encoded by the standard library instead."""
+    try:
+        out = orjson.dumps(doc)
+        if out.isascii() and b"\x7f" not in out:
+            return out
+    except TypeError:  # orjson.JSONEncodeError: a lone surrogate, or an integer past 64 bits
+        pass
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _loads(data: bytes) -> Any:
+    """Parse JSON; lone surrogate escapes (undecodable names), which orjson refuses, are
+    parsed by the standard library. Raises `ValueError` if neither can parse it."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def decode_tree(data: bytes) -> list[Node]:
     """Parse a tree blob. Raises `IntegrityError` on malformed content."""
     try:
-        doc = json.loads(data)
+        doc = _loads(data)
         return [Node.from_json(n) for n in doc["nodes"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError("tree blob is malformed") from exc
@@ -129,7 +154,7 @@ def rewrite_tree(data: bytes, mapping: Mapping[bytes, bytes]) -> bytes:
     Raises `IntegrityError` if the tree is malformed or references an id ``mapping`` lacks.
     """
     try:
-        doc = json.loads(data)
+        doc = _loads(data)
         nodes = doc["nodes"]
         for node in nodes:
             content = node.get("content")
@@ -140,7 +165,7 @@ def rewrite_tree(data: bytes, mapping: Mapping[bytes, bytes]) -> bytes:
                 node["subtree"] = _mapped(mapping, subtree).hex()
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError("tree blob is malformed") from exc
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode()
+    return _dumps(doc)
 
 
 def _mapped(mapping: Mapping[bytes, bytes], hex_id: str) -> bytes:
