@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 from stackvault.errors import EXIT_ERROR, EXIT_INTERRUPTED, StackvaultError
@@ -74,5 +75,20 @@ def _silence_stdout() -> None:
 
 
 def run() -> None:
-    """Console-script entry."""
-    sys.exit(main())
+    """Console-script entry.
+
+    Once the command is done, the process exits without finalising the interpreter (freeing
+    every object and module takes ~40 ms after a backup): by then every file is closed, every
+    lock released and every worker pool joined, and the output is flushed here. If a thread
+    other than daemon threads is still alive, or the output cannot be flushed, the normal
+    exit runs instead.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    os._exit(code)
