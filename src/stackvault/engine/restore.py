@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import mmap
 import os
 import threading
 from collections import deque
@@ -32,9 +33,13 @@ from stackvault.sources.fsrestore import FileWriter, RestoreTarget
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
 PREFETCH = 4
+"""Blobs of one file fetched and decrypted ahead of the one being written."""
 LANE_QUEUE = 256
 """Jobs queued per lane of file threads, so the tree walk runs ahead of both lanes."""
-"""Blobs of one file fetched and decrypted ahead of the one being written."""
+DIRECT_MIN = 1 << 20
+"""Files at least this large are written around the page cache (`FileWriter.stage_direct`)."""
+STAGE_BYTES = 4 * 1024 * 1024
+"""Each file thread's stage for those writes (page-aligned, reused for every file)."""
 
 
 @dataclass
@@ -108,6 +113,7 @@ class RestoreJob:
         self._made: set[tuple[str, ...]] = set()
         self._blob_pool: ThreadPoolExecutor | None = None
         self._to_verify: list[tuple[list[str], str]] = []
+        self._local = threading.local()
 
     def stop(self) -> None:
         self._stop.set()
@@ -144,14 +150,25 @@ class RestoreJob:
     def _write_blobs(self, node: Node, writer: FileWriter) -> tuple[int, str]:
         """Write a file's blobs; the bytes written and the SHA-256 (hex) of what was written.
 
-        A file of several blobs has them fetched, authenticated and written at their offsets
-        (known from the index) a few ahead on the blob pool, so one large file keeps every
-        core busy; this thread only hashes them in order.
+        A large file is written front to back around the page cache where the filesystem
+        allows it (`FileWriter.stage_direct`), its blobs fetched and authenticated a few
+        ahead on the blob pool. Otherwise a file of several blobs has them fetched,
+        authenticated and written at their offsets (known from the index) a few ahead on the
+        blob pool, so that copying into the page cache keeps every core busy; this thread
+        only hashes them in order.
         """
         content = node.content
         sha = hashlib.sha256()
-        if len(content) < 2 or self._blob_pool is None:
-            written = 0
+        written = 0
+        pool = self._blob_pool
+        if pool is not None and node.size >= DIRECT_MIN and writer.stage_direct(self._stage()):
+            for data in self._prefetched(pool, content, None):
+                sha.update(data)
+                writer.append(data)
+                written += len(data)
+                self.progress.advance(bytes_=len(data))
+            return written, sha.hexdigest()
+        if len(content) < 2 or pool is None:
             for blob_id in content:
                 data = self.repo.load_blob(blob_id)
                 sha.update(data)
@@ -159,39 +176,56 @@ class RestoreJob:
                 written += len(data)
                 self.progress.advance(bytes_=len(data))
             return written, sha.hexdigest()
-        offsets = list(
-            itertools.accumulate(
-                (self.repo.index_entry(b).raw_length for b in content[:-1]), initial=0
-            )
-        )
+        for data in self._prefetched(pool, content, writer):
+            sha.update(data)
+            written += len(data)
+            self.progress.advance(bytes_=len(data))
+        return written, sha.hexdigest()
 
-        def fetch_write(blob_id: bytes, at: int) -> bytes | memoryview:
+    def _stage(self) -> memoryview:
+        """This thread's page-aligned stage for direct writes, made on first use."""
+        stage: memoryview | None = getattr(self._local, "stage", None)
+        if stage is None:
+            stage = self._local.stage = memoryview(mmap.mmap(-1, STAGE_BYTES))
+        return stage
+
+    def _prefetched(
+        self, pool: ThreadPoolExecutor, content: list[bytes], writer: FileWriter | None
+    ) -> Iterator[bytes | memoryview]:
+        """The plaintext of ``content`` in order, each blob fetched and authenticated up to
+        `PREFETCH` ahead on ``pool`` and, given a ``writer``, also written at its offset
+        there."""
+        offsets: list[int] = []
+        if writer is not None:
+            offsets = list(
+                itertools.accumulate(
+                    (self.repo.index_entry(b).raw_length for b in content[:-1]), initial=0
+                )
+            )
+
+        def fetch(index: int) -> bytes | memoryview:
             if self._stop.is_set():
                 raise Interrupted("restore interrupted")
-            data = self.repo.load_blob(blob_id)
-            writer.pwrite(at, data)
+            data = self.repo.load_blob(content[index])
+            if writer is not None:
+                writer.pwrite(offsets[index], data)
             return data
 
-        pool = self._blob_pool
         window: deque[Future[bytes | memoryview]] = deque()
-        pending = iter(zip(content, offsets, strict=True))
-        written = 0
+        pending = iter(range(len(content)))
         try:
-            for blob_id, at in itertools.islice(pending, PREFETCH):
-                window.append(pool.submit(fetch_write, blob_id, at))
+            for index in itertools.islice(pending, PREFETCH):
+                window.append(pool.submit(fetch, index))
             while window:
                 data = window.popleft().result()
                 nxt = next(pending, None)
                 if nxt is not None:
-                    window.append(pool.submit(fetch_write, *nxt))
-                sha.update(data)
-                written += len(data)
-                self.progress.advance(bytes_=len(data))
+                    window.append(pool.submit(fetch, nxt))
+                yield data
         finally:
             for fut in window:
                 fut.cancel()
             wait(window)  # no pwrite may still run once the writer is committed or aborted
-        return written, sha.hexdigest()
 
     def _restore_file(self, target: RestoreTarget, rel: list[str], node: Node) -> None:
         path = "/".join(rel)
