@@ -105,7 +105,7 @@ class FileWriter:
         restore on virtual machines (1.09 GB of pwrite: 3.6 s of system time there; direct:
         0.06 s), and a restore of gigabytes would evict the cache of everything else on the
         host. The data is on the device once each write returns. Returns False, changing
-        nothing, if this filesystem refuses ``O_DIRECT`` (tmpfs, some FUSE filesystems).
+        nothing, if this filesystem refuses ``O_DIRECT`` (older tmpfs, some FUSE filesystems).
         """
         if not _DIRECT or self._appended or len(stage) % DIRECT_ALIGN or not len(stage):
             return False
