@@ -87,6 +87,9 @@ def run() -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
+    except BrokenPipeError:  # the reader of stdout went away after the command finished
+        _silence_stdout()
+        sys.exit(code or EXIT_ERROR)
     except (OSError, ValueError):
         sys.exit(code)
     if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
