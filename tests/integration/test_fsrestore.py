@@ -485,7 +485,7 @@ def test_a_filesystem_refusing_o_direct_gets_page_cache_writes(
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         return real(fd, cmd, arg)
 
-    monkeypatch.setattr(fswriter.fcntl, "fcntl", refuse)
+    monkeypatch.setattr(fcntl, "fcntl", refuse)
     data = random.Random(1).randbytes(3 * STAGE + 99)
     assert _append_all(target, "f", data, direct=True) is False
     assert (Path(target.root) / "f").read_bytes() == data

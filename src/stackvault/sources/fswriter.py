@@ -4,7 +4,6 @@ by pwrite, given its metadata at commit."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -13,13 +12,10 @@ from typing import TYPE_CHECKING
 
 from stackvault.errors import IntegrityError
 from stackvault.sources.fsdirs import os_failure, show
+from stackvault.store.directio import ALIGN, set_direct
 
 if TYPE_CHECKING:
     from stackvault.sources.fsrestore import RestoreTarget
-
-_DIRECT = getattr(os, "O_DIRECT", 0)
-DIRECT_ALIGN = 4096
-"""Alignment of the file offsets, lengths and memory of writes with ``O_DIRECT``."""
 
 
 class FileWriter:
@@ -98,7 +94,7 @@ class FileWriter:
 
     def stage_direct(self, stage: memoryview) -> bool:
         """Have `append` collect the file's bytes in ``stage`` (writable, page-aligned, a
-        multiple of `DIRECT_ALIGN` long, reused by the caller once this writer has ended)
+        multiple of `ALIGN` long, reused by the caller once this writer has ended)
         and write each full stage with ``O_DIRECT``; `commit` writes the rest.
 
         Why: copying restored data into the page cache is the largest single cost of a
@@ -107,14 +103,12 @@ class FileWriter:
         host. The data is on the device once each write returns. Returns False, changing
         nothing, if this filesystem refuses ``O_DIRECT`` (older tmpfs, some FUSE filesystems).
         """
-        if not _DIRECT or self._appended or len(stage) % DIRECT_ALIGN or not len(stage):
+        if self._appended or not len(stage) or len(stage) % ALIGN:
             return False
         try:
-            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | _DIRECT)
-        except OSError as exc:
-            if exc.errno == errno.EINVAL:
+            if not set_direct(self._fd, True):
                 return False
+        except OSError as exc:
             raise os_failure(self._target.root, self.parts, exc) from exc
         self._stage = stage
         return True
@@ -144,7 +138,7 @@ class FileWriter:
                 self._write_stage(room)
 
     def _write_stage(self, length: int) -> None:
-        """Write the first ``length`` staged bytes (a multiple of `DIRECT_ALIGN`, or the
+        """Write the first ``length`` staged bytes (a multiple of `ALIGN`, or the
         file's last bytes) and keep the rest at the front of the stage."""
         assert self._stage is not None
         at = self._appended - self._staged
@@ -154,7 +148,7 @@ class FileWriter:
                 try:
                     written = os.pwrite(self._fd, view, at)
                 except OSError as exc:
-                    if exc.errno != errno.EINVAL or not self._direct_off():
+                    if exc.errno != errno.EINVAL or not set_direct(self._fd, False):
                         raise
                     continue  # the same bytes again, through the page cache
                 view, at = view[written:], at + written
@@ -165,25 +159,17 @@ class FileWriter:
             self._stage[:rest] = self._stage[length : self._staged]
         self._staged = rest
 
-    def _direct_off(self) -> bool:
-        """Turn ``O_DIRECT`` off for this file; False if it was not on."""
-        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-        if not flags & _DIRECT:
-            return False
-        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_DIRECT)
-        return True
-
     def _flush_stage(self) -> None:
         """Write what is staged: the aligned part directly, the last partial block through
         the page cache (``O_DIRECT`` cannot write it)."""
         if self._stage is None or not self._staged:
             return
-        aligned = self._staged // DIRECT_ALIGN * DIRECT_ALIGN
+        aligned = self._staged // ALIGN * ALIGN
         if aligned:
             self._write_stage(aligned)
         if self._staged:
             try:
-                self._direct_off()
+                set_direct(self._fd, False)
             except OSError as exc:
                 raise os_failure(self._target.root, self.parts, exc) from exc
             self._write_stage(self._staged)

@@ -17,6 +17,7 @@ from stackvault.errors import (
     StorePermissionDenied,
 )
 from stackvault.store.base import Capabilities, ObjectInfo, Store, validate_name
+from stackvault.store.directio import ALIGN, O_DIRECT
 from stackvault.store.fdcache import FdCache
 
 TEMP_PREFIX = ".tmp-"
@@ -32,8 +33,6 @@ _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 _DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
 """`link` failures of filesystems without hard links (vfat, some FUSE mounts)."""
-_DIRECT = getattr(os, "O_DIRECT", 0)
-_DIRECT_ALIGN = 4096
 _DIRECT_MIN = 1 << 20
 """A first part of at least this size, page-aligned in memory (a pack buffer), is written
 with ``O_DIRECT``: the object is fsync'd anyway, and going through the page cache would only
@@ -61,7 +60,7 @@ class LocalStore(Store):
         self._root = Path(os.path.abspath(root))
         self._fds = FdCache()
         self._append_only = append_only
-        self._direct = bool(_DIRECT)  # cleared when the filesystem refuses O_DIRECT
+        self._direct = bool(O_DIRECT)  # cleared when the filesystem refuses O_DIRECT
 
     @property
     def root(self) -> Path:
@@ -247,12 +246,12 @@ class LocalStore(Store):
         if not parts or len(parts[0]) < _DIRECT_MIN:
             return parts
         first = memoryview(parts[0]).cast("B")
-        size = len(first) // _DIRECT_ALIGN * _DIRECT_ALIGN
+        size = len(first) // ALIGN * ALIGN
         address = _address(first)
-        if address is None or address % _DIRECT_ALIGN:
+        if address is None or address % ALIGN:
             return parts
         try:
-            direct = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | _DIRECT)
+            direct = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | O_DIRECT)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
