@@ -95,40 +95,7 @@ extensions), and of a server ``{"databases": {NAME: <facts of one database>}}``.
 returns the same shape, counted now, so `compare_facts` is empty after a faithful restore.
 The facts of a one-database artifact carry no database name: it may be restored under another.
 
-**Restore** (`PostgresSource.restore`) into the URL's server: a one-database artifact goes into
-the URL's database (any name), or its own name when the URL names none; a server artifact
-restores every database under its own name (globals first), or, when the URL names one
-database, only that one (without globals). For each target database:
-
-- it exists and holds user tables or large objects (`describe_target`: "database app holds 4
-  tables (120 rows in public.users, …)"): without ``overwrite`` `RestoreRefused`, before
-  anything is changed; with it (the engine has taken a safety snapshot) the other sessions on
-  it are terminated (``pg_terminate_backend``; said in a notice) and it is dropped
-  (``WITH (FORCE)`` from PostgreSQL 13) and created again;
-- it exists and holds none: the dump is restored into it as it is (owner, locale and settings
-  someone chose for it stay);
-- it does not exist: ``CREATE DATABASE … TEMPLATE template0`` with the captured encoding and
-  locale, owned by the captured owner if that role exists here and ``owner=keep`` (else by the
-  restoring role, with a notice); then the captured comment, connection limit, settings and
-  (with ``owner=keep``) privileges are applied - one failing statement (a role missing here)
-  is reported as a notice, not fatal.
-
-CREATE/DROP DATABASE run on the ``postgres`` database (``template1`` when the target is
-``postgres``). The dump is streamed from the repository in 1 MiB pieces into ``pg_restore
---exit-on-error --no-password -d DB`` (plus ``--no-owner --no-privileges`` for owner=none); its
-failure fails the restore with its error, saying that the database is incomplete. Then
-``ANALYZE`` gives the planner statistics (pg_restore does not).
-
-Globals: ``globals.sql`` runs through psql *without* ON_ERROR_STOP, after two edits: ``CREATE
-ROLE`` of roles that exist already is left out (it could only fail; their ``ALTER ROLE …
-WITH`` still sets the captured attributes and password), and so is the ``ALTER ROLE … WITH``
-of the role the restore connects as, whose attributes and password stay as they are (else the
-restore, and its operator, could lock themselves out). Other errors (a tablespace directory
-missing here) are reported as notices; the databases are restored regardless.
-
-Restore returns ``{"databases": [NAME, ...], "bytes": N, "created": [...], "replaced": [...],
-"reused": [...], "globals": {"skipped_existing_roles": [...], "errors": N} | None,
-"owner": "keep"|"none", "seconds": s}``.
+**Restore**: see `stackvault.sources.pgrestore`.
 
 Errors are translated into sentences (`stackvault.sources.pgsql.translate`): a wrong or missing
 password, a refused connection, an unknown host, a missing database or role, permission denied
@@ -151,7 +118,6 @@ from stackvault.sources.base import (
     ArtifactSink,
     EntryMeta,
     RestoreOptions,
-    read_manifest,
 )
 from stackvault.sources.dbsource import (
     DatabaseSource,
@@ -159,7 +125,7 @@ from stackvault.sources.dbsource import (
     dump_path,
     url_parts,
 )
-from stackvault.sources.dumpload import load_dump
+from stackvault.sources.pgrestore import GLOBALS, MANIFEST, DatabaseTarget, PostgresRestore
 from stackvault.sources.pgsql import (
     BEGIN_SNAPSHOT,
     DATABASES_SQL,
@@ -167,18 +133,10 @@ from stackvault.sources.pgsql import (
     SERVER_SQL,
     Endpoint,
     Psql,
-    create_database_sql,
     database_properties,
-    filter_globals,
-    maintenance_db,
-    properties_sql,
-    quote_ident,
-    quote_literal,
     require_dump_tool,
-    require_restore_tool,
     require_tools,
     roles_in_globals,
-    run_script,
     session_setup,
     summarize_tables,
     table_facts,
@@ -189,8 +147,6 @@ from stackvault.sources.url import SourceURL
 
 DUMP = "dump.pgc"
 """The dump of a one-database artifact."""
-GLOBALS = "globals.sql"
-MANIFEST = "manifest.json"
 
 _OPTIONS = frozenset({"owner", "sslmode", "timeout"})
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -201,21 +157,6 @@ _FORMAT_CUSTOM = 1  # the archive header's format byte (archCustom)
 def database_path(db: str) -> str:
     """Where a server artifact keeps the dump of ``db``: ``databases/NAME.pgc``."""
     return dump_path(db, "pgc")
-
-
-class _Target:
-    """What a restore finds where a database goes."""
-
-    def __init__(self, name: str, exists: bool, facts: dict[str, Any] | None) -> None:
-        self.name = name
-        self.exists = exists
-        self.facts = facts
-
-    @property
-    def holds_data(self) -> bool:
-        return self.facts is not None and bool(
-            self.facts.get("tables") or self.facts.get("large_objects")
-        )
 
 
 class PostgresSource(DatabaseSource):
@@ -295,7 +236,7 @@ class PostgresSource(DatabaseSource):
 
     # --- where the tools run ----------------------------------------------------------------
 
-    def _endpoint(self) -> Endpoint:
+    def endpoint(self) -> Endpoint:
         if self._ep is None:
             self._ep = self._container_endpoint() if self.container else self._host_endpoint()
         return self._ep
@@ -375,7 +316,7 @@ class PostgresSource(DatabaseSource):
         psql.run(session_setup(self.timeout))
         return psql
 
-    def _facts_of(
+    def facts_of(
         self, ep: Endpoint, db: str, check: Callable[[], None] | None = None
     ) -> dict[str, Any]:
         """The facts of ``db`` now (its own consistent snapshot)."""
@@ -388,7 +329,7 @@ class PostgresSource(DatabaseSource):
         finally:
             psql.close()
 
-    def _server(self, ep: Endpoint) -> dict[str, Any]:
+    def server_info(self, ep: Endpoint) -> dict[str, Any]:
         """Server version, connecting role, databases (connectable, not templates) and roles."""
         try:
             psql = self._psql(ep, "postgres")
@@ -407,7 +348,7 @@ class PostgresSource(DatabaseSource):
 
     def capture(self, sink: ArtifactSink) -> dict[str, Any]:
         started = time.monotonic()
-        ep = self._endpoint()
+        ep = self.endpoint()
         tools = ["psql", "pg_dump", "pg_restore"]
         require_tools(ep, tools if self.database is not None else [*tools, "pg_dumpall"])
         done: dict[str, dict[str, Any]] = {}
@@ -417,7 +358,7 @@ class PostgresSource(DatabaseSource):
             done[self.database] = self._capture_database(ep, sink, self.database, DUMP)
             facts: dict[str, Any] = done[self.database]["facts"]
         else:
-            info = self._server(ep)
+            info = self.server_info(ep)
             for db in info["unconnectable"]:
                 sink.notice(
                     f"database {db} {ep.address} does not accept connections "
@@ -594,27 +535,27 @@ class PostgresSource(DatabaseSource):
     # --- probe and target -------------------------------------------------------------------
 
     def probe(self) -> dict[str, Any]:
-        ep = self._endpoint()
+        ep = self.endpoint()
         require_tools(ep, ["psql"])
         if self.database is not None:
-            return self._facts_of(ep, self.database)
-        info = self._server(ep)
-        return {"databases": {db: self._facts_of(ep, db) for db in info["databases"]}}
+            return self.facts_of(ep, self.database)
+        info = self.server_info(ep)
+        return {"databases": {db: self.facts_of(ep, db) for db in info["databases"]}}
 
     def describe_target(self) -> str | None:
-        ep = self._endpoint()
+        ep = self.endpoint()
         require_tools(ep, ["psql"])
-        info = self._server(ep)
+        info = self.server_info(ep)
         if self.database is not None:
             if self.database not in info["all"]:
                 return None
-            facts = self._facts_of(ep, self.database)
-            target = _Target(self.database, True, facts)
+            facts = self.facts_of(ep, self.database)
+            target = DatabaseTarget(self.database, True, facts)
             return summarize_tables(self.database, facts) if target.holds_data else None
         busy = []
         for db in info["databases"]:
-            facts = self._facts_of(ep, db)
-            if _Target(db, True, facts).holds_data:
+            facts = self.facts_of(ep, db)
+            if DatabaseTarget(db, True, facts).holds_data:
                 busy.append(f"{db} ({len(facts['tables'])} tables)")
         if not busy:
             return None
@@ -624,189 +565,7 @@ class PostgresSource(DatabaseSource):
     # --- restore ----------------------------------------------------------------------------
 
     def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
-        started = time.monotonic()
-        manifest = read_manifest(reader, MANIFEST, "a PostgreSQL artifact")
-        plan, with_globals = self.restore_plan(reader, manifest, options)
-        ep = self._endpoint()
-        require_tools(ep, ["psql", "pg_restore"])
-        require_restore_tool(ep, str(manifest.get("dump_tool") or ""))
-        no_owner = self.no_owner or options.no_owner
-        info = self._server(ep)
-        num = int(info["server_version_num"])
-        targets = {
-            target: _Target(
-                target,
-                target in info["all"],
-                self._facts_of(ep, target) if target in info["all"] else None,
-            )
-            for target, _archived, _entry in plan
-        }
-        busy = [t for t in targets.values() if t.holds_data]
-        if busy and not options.overwrite:
-            first = busy[0]
-            assert first.facts is not None
-            what = summarize_tables(first.name, first.facts, ep.address)
-            raise self.refusal(reader, what, len(busy))
-        globals_result = None
-        if with_globals:
-            globals_result = self._restore_globals(ep, reader, info, options)
-            info = self._server(ep)  # the roles the globals created
-        roles = set(info["roles"])
-        created: list[str] = []
-        replaced: list[str] = []
-        reused: list[str] = []
-        total = 0
-        for target, _archived, entry in plan:
-            state = targets[target]
-            props: dict[str, Any] = entry.get("properties") or {}
-            exists = state.exists
-            if state.holds_data:
-                self._drop(ep, target, num, options)
-                replaced.append(target)
-                exists = False
-            if exists:
-                reused.append(target)
-                options.notice(
-                    f"database {target} {ep.address} exists and holds no tables; the dump is "
-                    "restored into it as it is"
-                )
-            else:
-                self._create(ep, target, props, num, roles, no_owner, info["user"], options)
-                if target not in replaced:
-                    created.append(target)
-            total += self._load(ep, reader, str(entry["file"]), target, no_owner)
-            if not exists:
-                self._apply_properties(ep, target, props, no_owner, options)
-            run_script(ep, target, "ANALYZE", timeout=self.timeout)
-        return {
-            "databases": [target for target, _a, _e in plan],
-            "bytes": total,
-            "created": created,
-            "replaced": replaced,
-            "reused": reused,
-            "globals": globals_result,
-            "owner": "none" if no_owner else "keep",
-            "seconds": round(time.monotonic() - started, 3),
-        }
-
-    def _drop(self, ep: Endpoint, db: str, num: int, options: RestoreOptions) -> None:
-        maint = maintenance_db(db)
-        lit = quote_literal(db)
-        others_sql = (
-            f"SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = {lit} "
-            "AND pid <> pg_catalog.pg_backend_pid()"
-        )
-        out, _ = run_script(ep, maint, others_sql, timeout=self.timeout)
-        others = int(out.strip() or 0)
-        if others:
-            options.notice(
-                f"terminating {others} other connection(s) to database {db} {ep.address} so "
-                "that it can be replaced"
-            )
-        terminate = (
-            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
-            f"WHERE datname = {lit} AND pid <> pg_catalog.pg_backend_pid()"
-        )
-        drop = f"DROP DATABASE {quote_ident(db)}" + (" WITH (FORCE)" if num >= 130000 else "")
-        for attempt in range(10):
-            try:
-                run_script(ep, maint, f"{terminate};\n{drop}", timeout=self.timeout)
-                return
-            except SourceError as exc:
-                if "being accessed by other users" not in str(exc) or attempt == 9:
-                    raise
-                time.sleep(0.5)
-
-    def _create(
-        self,
-        ep: Endpoint,
-        db: str,
-        props: dict[str, Any],
-        num: int,
-        roles: set[str],
-        no_owner: bool,
-        current: str,
-        options: RestoreOptions,
-    ) -> None:
-        owner = props.get("owner")
-        if no_owner or not owner:
-            owner = None
-        elif owner not in roles:
-            options.notice(
-                f"role {owner}, which owned database {db}, does not exist {ep.address}; the "
-                f"database is created owned by {current}"
-            )
-            owner = None
-        sql, notes = create_database_sql(db, props, num, owner)
-        for note in notes:
-            options.notice(f"database {db}: {note}; it is created with the server's default")
-        try:
-            run_script(ep, maintenance_db(db), sql, timeout=self.timeout)
-        except SourceError as exc:
-            raise SourceError(
-                f"cannot create database {db} {ep.address}: {exc.message}",
-                hint=exc.hint
-                or "create it yourself (e.g. with createdb) and restore again: an empty "
-                "database is restored into as it is",
-            ) from exc
-
-    def _apply_properties(
-        self, ep: Endpoint, db: str, props: dict[str, Any], no_owner: bool, options: RestoreOptions
-    ) -> None:
-        statements = properties_sql(db, props, privileges=not no_owner)
-        if not statements:
-            return
-        script = ";\n".join(statements) + ";"
-        _out, errors = run_script(
-            ep, maintenance_db(db), script, timeout=self.timeout, stop_on_error=False
-        )
-        for line in errors[:5]:
-            options.notice(f"database {db}: a property could not be restored: {line.strip()}")
-        if len(errors) > 5:
-            options.notice(f"database {db}: {len(errors) - 5} more properties failed")
-
-    def _load(
-        self, ep: Endpoint, reader: ArtifactReader, path: str, db: str, no_owner: bool
-    ) -> int:
-        """Stream the dump at ``path`` into pg_restore on ``db``; the bytes sent."""
-        argv = ep.argv("pg_restore", db, "--exit-on-error", "--no-password")
-        if no_owner:
-            argv[1:1] = ["--no-owner", "--no-privileges"]
-        stream = ep.runner.input(
-            argv, env=ep.tool_env("stackvault-pg_restore"), label=f"pg_restore of database {db}"
-        )
-        return load_dump(
-            reader,
-            path,
-            stream,
-            db=db,
-            address=ep.address,
-            translate=lambda exc: translate(exc, ep, db),
-        )
-
-    def _restore_globals(
-        self,
-        ep: Endpoint,
-        reader: ArtifactReader,
-        info: dict[str, Any],
-        options: RestoreOptions,
-    ) -> dict[str, Any]:
-        text = reader.open(GLOBALS).read().decode("utf-8")
-        current = str(info["user"])
-        script, skipped = filter_globals(text, info["roles"], current)
-        _out, errors = run_script(
-            ep, maintenance_db(), script, timeout=self.timeout, stop_on_error=False
-        )
-        if skipped:
-            options.notice(
-                f"{len(skipped)} role(s) of the artifact exist already {ep.address}; they get "
-                f"the captured attributes and passwords, except {current}, the restoring role"
-            )
-        for line in errors[:5]:
-            options.notice(f"roles and tablespaces: {line.strip()}")
-        if len(errors) > 5:
-            options.notice(f"roles and tablespaces: {len(errors) - 5} more errors")
-        return {"skipped_existing_roles": skipped, "errors": len(errors)}
+        return PostgresRestore(self, reader, options).run()
 
 
 def _original_host(url: SourceURL) -> str:
