@@ -340,6 +340,14 @@ def file_entry(walker: FileWalker, path: Path) -> FsEntry:
     return entry
 
 
+# Both ways of reading a file make the same checks and raise the same errors.
+OPENERS = {
+    "open_regular_file": lambda w, e: w.open_regular_file(e),
+    "read_small_file": lambda w, e: w.read_small_file(e, 1 << 20),
+}
+opener = pytest.mark.parametrize("read", OPENERS.values(), ids=OPENERS.keys())
+
+
 def test_open_regular_file_reads_unbuffered(tmp_path: Path) -> None:
     data = os.urandom(100_000)
     (tmp_path / "f").write_bytes(data)
@@ -349,17 +357,19 @@ def test_open_regular_file_reads_unbuffered(tmp_path: Path) -> None:
         assert f.read() == data
 
 
-def test_open_regular_file_refuses_a_replaced_file(tmp_path: Path) -> None:
+@opener
+def test_opening_refuses_a_replaced_file(tmp_path: Path, read: Any) -> None:
     walker, _ = make_walker()
     (tmp_path / "f").write_text("original")
     entry = file_entry(walker, tmp_path / "f")
     (tmp_path / "new").write_text("replacement")
     os.rename(tmp_path / "new", tmp_path / "f")
     with pytest.raises(SourceError, match="replaced during backup"):
-        walker.open_regular_file(entry)
+        read(walker, entry)
 
 
-def test_open_regular_file_never_follows_a_symlink(tmp_path: Path) -> None:
+@opener
+def test_opening_never_follows_a_symlink(tmp_path: Path, read: Any) -> None:
     walker, _ = make_walker()
     (tmp_path / "f").write_text("original")
     entry = file_entry(walker, tmp_path / "f")
@@ -367,28 +377,54 @@ def test_open_regular_file_never_follows_a_symlink(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("secret")
     (tmp_path / "f").symlink_to(tmp_path / "secret")
     with pytest.raises(SourceError, match=re.escape(str(tmp_path / "f"))):
-        walker.open_regular_file(entry)
+        read(walker, entry)
 
 
-def test_open_regular_file_does_not_hang_on_a_fifo(tmp_path: Path) -> None:
+@opener
+def test_opening_does_not_hang_on_a_fifo(tmp_path: Path, read: Any) -> None:
     walker, _ = make_walker()
     (tmp_path / "f").write_text("original")
     entry = file_entry(walker, tmp_path / "f")
     os.unlink(tmp_path / "f")
     os.mkfifo(tmp_path / "f")
     with pytest.raises(SourceError, match="replaced during backup"):
-        walker.open_regular_file(entry)
+        read(walker, entry)
 
 
-def test_open_regular_file_missing_and_non_file(tmp_path: Path) -> None:
+@opener
+def test_opening_missing_and_non_file(tmp_path: Path, read: Any) -> None:
     walker, _ = make_walker()
     (tmp_path / "f").write_text("x")
     entry = file_entry(walker, tmp_path / "f")
     os.unlink(tmp_path / "f")
     with pytest.raises(SourceError, match="No such file"):
-        walker.open_regular_file(entry)
+        read(walker, entry)
     with pytest.raises(SourceError, match="not a regular file"):
-        walker.open_regular_file(file_entry(walker, tmp_path))
+        read(walker, file_entry(walker, tmp_path))
+
+
+def test_read_small_file_reads_the_whole_file_and_sees_it_grow_or_shrink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walker, _ = make_walker()
+    f = tmp_path / "f"
+    f.write_bytes(b"0123456789")
+    entry = file_entry(walker, f)
+    assert walker.read_small_file(entry, 1000) == b"0123456789"
+    f.write_bytes(b"0123456789" * 5)  # grew since it was listed
+    assert walker.read_small_file(entry, 1000) == b"0123456789" * 5
+    assert walker.read_small_file(entry, 20) == b"01234567890123456789"  # stops at the limit
+    f.write_bytes(b"0123")  # shrank
+    assert walker.read_small_file(entry, 1000) == b"0123"
+    f.write_bytes(b"")
+    assert walker.read_small_file(entry, 1000) == b""
+
+    # Short reads (a network or FUSE filesystem) are read on to the end.
+    data = os.urandom(5000)
+    f.write_bytes(data)
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 333)))
+    assert walker.read_small_file(file_entry(walker, f), 1 << 20) == data
 
 
 def test_open_regular_file_without_noatime_permission(

@@ -1,22 +1,24 @@
 """The file backup pipeline (engine layer): walk → chunk → dedup → pack → index → snapshot.
 
-The main thread walks directories and builds trees; regular files are read, chunked, hashed,
-compressed and encrypted by a bounded pool of worker threads (the native libraries release the
-GIL); full packs are uploaded by the writer's own pool. The snapshot is written only after every
-pack and index file is durable, and never when the run fails or is interrupted.
+The main thread walks directories and builds trees; files of at least the minimum chunk size
+are read, chunked and hashed by a bounded pool of worker threads (the native libraries release
+the GIL) and their chunks compressed and encrypted on the writer's pool. Smaller files are read
+and hashed by the main thread itself, when it would otherwise wait (`SmallFiles`), and sealed
+by the writer in batches; full packs are uploaded by the writer's own pool. The snapshot is
+written only after every pack and index file is durable, and never when the run fails or is
+interrupted.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 from stackvault.chunking.cdc import Chunker
 from stackvault.chunking.streamcut import StreamCutter
@@ -26,6 +28,7 @@ from stackvault.engine.listing import DirectoryLister, Listing
 from stackvault.engine.nodes import Pending, node_from_entry, same_metadata, when_all
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import SizeScanner
+from stackvault.engine.smallfiles import SmallFiles
 from stackvault.errors import (
     Interrupted,
     SourceError,
@@ -117,6 +120,8 @@ class BackupJob:
         workers = options.workers or max(2, (os.cpu_count() or 2))
         self._workers = workers
         self._slots = threading.BoundedSemaphore(workers * 4)
+        # Small files the walking thread reads when it would otherwise wait (smallfiles.py).
+        self._small = SmallFiles()
         # Whole-file SHA-256 of large files, computed behind their chunking (StreamCutter).
         self._digests = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digest")
 
@@ -170,15 +175,19 @@ class BackupJob:
             self.progress.advance(bytes_=len(chunk))
         return content, sha.hexdigest(), size
 
-    def _store_small(self, writer: BlobWriter, f: BinaryIO) -> tuple[list[bytes], str, int]:
+    def _store_small(
+        self, writer: BlobWriter, walker: FileWalker, entry: FsEntry
+    ) -> tuple[list[bytes], str, int]:
         """A file below the minimum chunk size is one chunk: one read, no chunker set-up.
 
         Gives the same blobs as `_store_stream` would (the chunker never cuts below its
         minimum), so deduplication does not depend on which path a file took.
         """
-        data = f.read()
-        if len(data) >= self.repo.config.chunker.min:  # grew since it was listed
-            return self._store_stream(writer, io.BytesIO(data))
+        small = self.repo.config.chunker.min
+        data = walker.read_small_file(entry, small)
+        if len(data) >= small:  # grew since it was listed
+            with walker.open_regular_file(entry) as f:
+                return self._store_stream(writer, f)
         if self._stop.is_set():
             raise Interrupted("backup interrupted")
         content: list[bytes] = []
@@ -203,10 +212,10 @@ class BackupJob:
         try:
             node = node_from_entry(entry)
             try:
-                with walker.open_regular_file(entry) as f:
-                    if entry.size < self.repo.config.chunker.min:
-                        node.content, node.sha256, node.size = self._store_small(writer, f)
-                    else:
+                if entry.size < self.repo.config.chunker.min:
+                    node.content, node.sha256, node.size = self._store_small(writer, walker, entry)
+                else:
+                    with walker.open_regular_file(entry) as f:
                         node.content, node.sha256, node.size = self._store_stream(writer, f)
             except OSError as exc:
                 raise SourceError(f"read failed: {exc.strerror or exc}") from exc
@@ -224,6 +233,14 @@ class BackupJob:
         except SourceError as exc:
             self._problem(Problem(entry.path, str(exc), True))
             return None
+
+    def _reader(
+        self, writer: BlobWriter, walker: FileWalker
+    ) -> Callable[[FsEntry, Node | None], Node | None]:
+        def read(entry: FsEntry, old: Node | None) -> Node | None:
+            return self._read_file(writer, walker, entry, old)
+
+        return read
 
     def _reuse(self, entry: FsEntry, old: Node | None) -> Node | None:
         """The node of an unchanged file, built from its parent node without reading it."""
@@ -252,7 +269,7 @@ class BackupJob:
         key = f"{entry.device}:{entry.inode}" if entry.nlink > 1 else None
         if key is not None and key in self._hardlinks:
             return self._linked(self._hardlinks[key], entry, self._counts)
-        self._slots.acquire()  # back-pressure on the walker
+        self._small.acquire(self._slots)  # back-pressure on the walker
         fut = pool.submit(self._backup_file, writer, walker, entry, old)
         if key is not None:
             self._hardlinks[key] = fut
@@ -302,10 +319,12 @@ class BackupJob:
         if listed is None:
             listing = self._lister.list(walker, entry, old)
         else:
+            self._small.wait(listed)
             listing = self._lister.take(listed)
         children, old_children = listing.children, listing.old_children
         pending: list[Pending] = []
         small = self.repo.config.chunker.min
+        deferred: list[tuple[FsEntry, Node | None]] = []
         for child in children:
             prev = old_children.get(child.name)
             if child.kind == "dir":
@@ -316,11 +335,15 @@ class BackupJob:
             elif (reused := self._reuse(child, prev)) is not None:
                 pending.append(reused)
             elif child.size < small and child.nlink == 1:
-                # Small files are read right here: their cost is Python glue, which threads
-                # cannot share (the GIL), and handing them to a pool costs more than it saves.
-                pending.append(self._read_file(writer, walker, child, prev))
+                # Small files are read by this thread: their cost is Python glue, which
+                # threads cannot share (the GIL), and handing them to a pool costs more than
+                # it saves. It reads them when it would otherwise wait (smallfiles.py).
+                deferred.append((child, prev))
             else:
                 pending.append(self._submit_file(pool, writer, walker, child, prev))
+        if deferred:
+            read = self._reader(writer, walker)
+            pending.extend(self._small.defer(read, deferred))
 
         def finish(kept: list[Node]) -> Node:
             node = node_from_entry(entry)
@@ -395,6 +418,7 @@ class BackupJob:
                     inter = node_from_entry(entry_from_stat(full, name, os.lstat(full)))
                     inter.subtree = build(full, groups[name], olds.get(name))
                     nodes.append(inter)
+            self._small.drain()
             done = [n.result() if isinstance(n, Future) else n for n in nodes]
             kept = [n for n in done if n is not None] + list(more or [])
             return self._save_tree(writer, sorted(kept, key=lambda n: n.name))
@@ -506,6 +530,7 @@ class BackupJob:
         finally:
             if not committed:
                 self._stop.set()
+                self._small.cancel(Interrupted("backup stopped"))
             self._lister.shutdown()
             pool.shutdown(wait=True, cancel_futures=True)
             self._digests.shutdown(wait=True)

@@ -26,8 +26,13 @@ if TYPE_CHECKING:
 
 INDEX_EVERY_PACKS = 64
 ASYNC_MIN = 64 * 1024
-"""Blobs at least this large are compressed and sealed on the writer's worker pool; smaller
-ones inline, where a pool hand-off would cost more than the work."""
+"""Blobs at least this large are compressed and sealed on the writer's worker pool one by one;
+smaller ones in batches (a hand-off per blob would cost more than the work)."""
+BATCH_BLOBS = 64
+BATCH_BYTES = 256 * 1024
+"""A batch of small blobs goes to the pool once it holds this many blobs or bytes."""
+BATCHES_IN_FLIGHT = 4
+"""Batches queued or being sealed at most; a caller with another full batch waits."""
 
 
 class _PackBuffers:
@@ -109,6 +114,12 @@ class BlobWriter:
         sealers = seal_workers or max(1, os.cpu_count() or 1)
         self._seal_pool = ThreadPoolExecutor(max_workers=sealers, thread_name_prefix="seal")
         self._seal_slots = threading.BoundedSemaphore(sealers * 2)
+        # Small blobs wait here, already reserved, until a batch is full (or `flush`). They
+        # have their own bound so that a caller storing small files is not held up behind
+        # large chunks waiting for seal slots.
+        self._batch: list[tuple[BlobType, bytes, bytes]] = []
+        self._batch_bytes = 0
+        self._batch_slots = threading.BoundedSemaphore(BATCHES_IN_FLIGHT)
         self._pending = 0
         self._idle = threading.Condition()
         self._lock = threading.Lock()
@@ -141,7 +152,7 @@ class BlobWriter:
         if not self.reserve(blob_id):
             return blob_id, False
         if len(data) < ASYNC_MIN:
-            self._seal(blob_type, blob_id, data)
+            self._queue_small(blob_type, blob_id, data)
             return blob_id, True
         self._raise_pending()
         # Wait for a seal slot before copying: a reader held up here holds no copy.
@@ -160,17 +171,61 @@ class BlobWriter:
             raise
         return blob_id, True
 
+    def _queue_small(
+        self, blob_type: BlobType, blob_id: bytes, data: bytes | bytearray | memoryview
+    ) -> None:
+        # A chunker view is reused for the next chunk: keep a copy (``bytes`` are immutable).
+        item = (blob_type, blob_id, data if isinstance(data, bytes) else bytes(data))
+        with self._lock:
+            self._batch.append(item)
+            self._batch_bytes += len(item[2])
+            if len(self._batch) < BATCH_BLOBS and self._batch_bytes < BATCH_BYTES:
+                return
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._submit_batch(batch)
+
+    def _submit_batch(self, batch: list[tuple[BlobType, bytes, bytes]]) -> None:
+        self._raise_pending()
+        self._batch_slots.acquire()
+        with self._idle:
+            self._pending += 1
+        try:
+            self._seal_pool.submit(self._seal_batch, [batch])
+        except BaseException:
+            self._batch_done()
+            raise
+
+    def _seal_batch(self, box: list[list[tuple[BlobType, bytes, bytes]]]) -> None:
+        try:
+            batch = box.pop()
+            # One call compresses the whole batch: the GIL is released once, not per blob.
+            encoded = self._repo.codec().encode_many([data for _t, _i, data in batch])
+            envelope = self._repo.envelope
+            for (blob_type, blob_id, data), payload in zip(batch, encoded, strict=True):
+                if self._error is not None:
+                    return
+                sealed = envelope.seal(payload, blob_aad(blob_type, blob_id))
+                self.add_sealed(blob_type, blob_id, sealed, len(data))
+        except BaseException as exc:
+            with self._lock:
+                if self._error is None:
+                    self._error = exc
+        finally:
+            self._batch_done()
+
+    def _batch_done(self) -> None:
+        self._batch_slots.release()
+        with self._idle:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.notify_all()
+
     def _seal_only(
         self, blob_type: BlobType, blob_id: bytes, data: bytes | bytearray | memoryview
     ) -> bytes:
         return self._repo.envelope.seal(
             self._repo.codec().encode(data), blob_aad(blob_type, blob_id)
         )
-
-    def _seal(
-        self, blob_type: BlobType, blob_id: bytes, data: bytes | bytearray | memoryview
-    ) -> None:
-        self.add_sealed(blob_type, blob_id, self._seal_only(blob_type, blob_id, data), len(data))
 
     def _seal_async(self, blob_type: BlobType, blob_id: bytes, box: list[bytes]) -> None:
         try:
@@ -309,6 +364,10 @@ class BlobWriter:
 
     def flush(self) -> None:
         """Write open packs and an index naming every stored pack; durable on return."""
+        with self._lock:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+        if batch:
+            self._submit_batch(batch)
         self._wait_sealed()
         self._raise_pending()
         with self._lock:
@@ -331,6 +390,8 @@ class BlobWriter:
             if commit:
                 self.flush()
             else:
+                with self._lock:
+                    self._batch, self._batch_bytes = [], 0
                 self._wait_sealed()
                 with self._lock:
                     self._builders = {}

@@ -147,6 +147,44 @@ class FileWalker:
         Raises `SourceError` (naming the path and the reason) if the file cannot be opened or
         is no longer the regular file with the entry's inode and device.
         """
+        fd = self._open_fd(entry)
+        try:
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb", buffering=0)
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise SourceError(f"cannot read {entry.path}: {exc.strerror}") from exc
+            raise
+
+    def read_small_file(self, entry: FsEntry, limit: int) -> bytes:
+        """The contents of a file entry, up to ``limit`` bytes (``limit`` bytes means it may
+        have grown: the caller reads it as a stream instead). Same checks and errors as
+        `open_regular_file`; one open, fstat, read and close, without a file object: this
+        runs once per small file of a backup, on the walking thread."""
+        fd = self._open_fd(entry)
+        try:
+            # O_NONBLOCK has no effect on reads of a regular file (fstat checked it is one).
+            # Ask for one byte more than listed: getting exactly the listed size is the
+            # common case and needs no second read to find the end.
+            want = min(limit, entry.size + 1)
+            data = os.read(fd, want)
+            if len(data) != entry.size and len(data) > 0:
+                # Shorter (a short read, or truncated) or longer (it grew): read on until
+                # EOF or the limit.
+                parts = [data]
+                size = len(data)
+                while size < limit and (more := os.read(fd, limit - size)):
+                    parts.append(more)
+                    size += len(more)
+                data = b"".join(parts)
+            return data
+        except OSError as exc:
+            raise SourceError(f"cannot read {entry.path}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+
+    def _open_fd(self, entry: FsEntry) -> int:
         if entry.kind != "file":
             raise SourceError(f"cannot read {entry.path}: not a regular file")
         try:
@@ -167,8 +205,7 @@ class FileWalker:
                 entry.inode,
             ):
                 raise SourceError(f"cannot read {entry.path}: replaced during backup")
-            os.set_blocking(fd, True)
-            return os.fdopen(fd, "rb", buffering=0)
+            return fd
         except BaseException as exc:
             os.close(fd)
             if isinstance(exc, OSError):
