@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from conftest import FAST_INIT, PASSWORD, Result, describe, inside, make_tree
+from stackvault.errors import EXIT_INTEGRITY
 from stackvault.repo.blob import BlobType
 from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
@@ -527,6 +528,58 @@ def test_absolute_symlink_in_snapshot_is_restored_as_a_link_only(
     assert os.readlink(target / "link") == str(sentinel)
     assert (target / "normal.txt").read_text() == "fine"
     assert outside_target(outer) == before
+
+
+def test_a_blob_stored_under_another_id_never_restores_wrong_content(
+    initialised: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """A faulty writer that sealed one chunk under another chunk's id: authentication passes,
+    the content is wrong. A file with a SHA-256 is checked against it (restore does not hash
+    the blob ids again), one without against the ids: neither is left behind, the others
+    are restored, and the exit code says repository data is damaged."""
+    r = open_repo(initialised)
+    writer = r.writer()
+    rnd = random.Random(5)
+    meant, stored = rnd.randbytes(3000), rnd.randbytes(3000)
+    big_head, big_meant, big_stored = (rnd.randbytes(MIB) for _ in range(3))
+    liar = r.master.blob_id(meant)
+    writer.save(BlobType.DATA, stored, liar)  # `stored` sealed under the id of `meant`
+    big_liar = r.master.blob_id(big_meant)
+    writer.save(BlobType.DATA, big_stored, big_liar)
+    head_id, _ = writer.save(BlobType.DATA, big_head)
+    good = b"fine\n"
+    good_id, _ = writer.save(BlobType.DATA, good)
+
+    def file(name: str, content: list[bytes], data: bytes, sha: bool = True) -> Node:
+        return Node(
+            name=name,
+            type="file",
+            mode=0o644,
+            size=len(data),
+            content=content,
+            sha256=hashlib.sha256(data).hexdigest() if sha else "",
+        )
+
+    nodes = [
+        file("small", [liar], meant),
+        file("big", [head_id, big_liar], big_head + big_meant),  # the large-file path
+        file("no-digest", [liar], meant, sha=False),
+        file("ok", [good_id], good),
+    ]
+    root, _ = writer.save(BlobType.TREE, encode_tree(nodes))
+    writer.flush()
+    writer.close()
+    snap_id = r.save_snapshot(
+        Snapshot(time=r.clock.now(), tree=root, paths=["/"], hostname="h", username="u")
+    )
+    target = tmp_path / "out"
+    res = cli("restore", snap_id, "--target", target)
+    assert res.code == EXIT_INTEGRITY, res.out + res.err
+    assert "Traceback" not in res.err, res.err
+    assert sorted(p.name for p in target.iterdir()) == ["ok"]
+    assert (target / "ok").read_bytes() == good
+    assert "small" in res.err and "big" in res.err and "SHA-256" in res.err, res.err
+    assert "no-digest" in res.err and "wrong content" in res.err, res.err
 
 
 # --- prune keeps what is kept ---------------------------------------------------------------

@@ -167,7 +167,7 @@ class BlobWriter:
             box = [bytes(data)]
             self._seal_pool.submit(self._seal_async, blob_type, blob_id, box)
         except BaseException:
-            self._seal_done()
+            self._task_done(self._seal_slots)
             raise
         return blob_id, True
 
@@ -192,7 +192,7 @@ class BlobWriter:
         try:
             self._seal_pool.submit(self._seal_batch, [batch])
         except BaseException:
-            self._batch_done()
+            self._task_done(self._batch_slots)
             raise
 
     def _seal_batch(self, box: list[list[tuple[BlobType, bytes, bytes]]]) -> None:
@@ -207,18 +207,9 @@ class BlobWriter:
                 sealed = envelope.seal(payload, blob_aad(blob_type, blob_id))
                 self.add_sealed(blob_type, blob_id, sealed, len(data))
         except BaseException as exc:
-            with self._lock:
-                if self._error is None:
-                    self._error = exc
+            self._fail(exc)
         finally:
-            self._batch_done()
-
-    def _batch_done(self) -> None:
-        self._batch_slots.release()
-        with self._idle:
-            self._pending -= 1
-            if self._pending == 0:
-                self._idle.notify_all()
+            self._task_done(self._batch_slots)
 
     def _seal_only(
         self, blob_type: BlobType, blob_id: bytes, data: bytes | bytearray | memoryview
@@ -235,18 +226,23 @@ class BlobWriter:
             del data
             self.add_sealed(blob_type, blob_id, sealed, raw_len)
         except BaseException as exc:
-            with self._lock:
-                if self._error is None:
-                    self._error = exc
+            self._fail(exc)
         finally:
-            self._seal_done()
+            self._task_done(self._seal_slots)
 
-    def _seal_done(self) -> None:
-        self._seal_slots.release()
+    def _task_done(self, slots: threading.BoundedSemaphore) -> None:
+        """A sealing task (one blob, or a batch) ended: free its slot; wake `flush`."""
+        slots.release()
         with self._idle:
             self._pending -= 1
             if self._pending == 0:
                 self._idle.notify_all()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record the first failure of a pool task; `_raise_pending` raises it."""
+        with self._lock:
+            if self._error is None:
+                self._error = exc
 
     def _wait_sealed(self) -> None:
         with self._idle:
@@ -324,9 +320,7 @@ class BlobWriter:
             if write_index:
                 self._write_index()
         except BaseException as exc:
-            with self._lock:
-                if self._error is None:
-                    self._error = exc
+            self._fail(exc)
         finally:
             if builder.buffer is not None:
                 # Stored (or failed): nothing refers to the buffer's bytes any more.
