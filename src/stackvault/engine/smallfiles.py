@@ -22,8 +22,9 @@ from stackvault.sources.fsentry import FsEntry
 
 BATCH = 64
 """Files read per turn: the walker checks for a free reader slot between turns."""
-LIMIT = 50_000
-"""Files queued at most (their entries stay in memory: ~250 bytes each)."""
+LIMIT = 32_768
+"""Files queued at most: their entries stay in memory, ~600 bytes each (~20 MB at the bound,
+measured on 20,000 entries with tracemalloc)."""
 
 Reader = Callable[[FsEntry, Node | None], Node | None]
 
