@@ -11,6 +11,7 @@ interrupted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -234,14 +235,6 @@ class BackupJob:
             self._problem(Problem(entry.path, str(exc), True))
             return None
 
-    def _reader(
-        self, writer: BlobWriter, walker: FileWalker
-    ) -> Callable[[FsEntry, Node | None], Node | None]:
-        def read(entry: FsEntry, old: Node | None) -> Node | None:
-            return self._read_file(writer, walker, entry, old)
-
-        return read
-
     def _reuse(self, entry: FsEntry, old: Node | None) -> Node | None:
         """The node of an unchanged file, built from its parent node without reading it."""
         if old is None or not self._lister.unchanged(entry, old):
@@ -342,7 +335,7 @@ class BackupJob:
             else:
                 pending.append(self._submit_file(pool, writer, walker, child, prev))
         if deferred:
-            read = self._reader(writer, walker)
+            read = functools.partial(self._read_file, writer, walker)
             pending.extend(self._small.defer(read, deferred))
 
         def finish(kept: list[Node]) -> Node:

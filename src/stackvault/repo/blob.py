@@ -35,6 +35,16 @@ def blob_aad(blob_type: BlobType, blob_id: bytes) -> bytes:
     return b"sv1:blob:" + bytes((blob_type,)) + blob_id
 
 
+COMPRESS_MIN = 64
+"""Payloads shorter than this are stored raw without trying zstd."""
+
+
+def _saves_enough(size: int, packed: int) -> bool:
+    """Whether zstd output of ``packed`` bytes is worth storing for ``size`` raw bytes: it
+    must save at least 1/32."""
+    return packed <= size - (size >> 5)
+
+
 class BlobCodec:
     """Compresses and decompresses blob payloads. One per thread: zstd contexts are not
     shareable between threads."""
@@ -48,16 +58,15 @@ class BlobCodec:
 
     def encode(self, plaintext: bytes | bytearray | memoryview) -> bytes:
         """``encoding byte | payload``: zstd when it saves at least 1/32, else raw."""
-        size = len(plaintext)
-        if size >= 64:
+        if len(plaintext) >= COMPRESS_MIN:
             packed = self._compressor.compress(plaintext)
-            if len(packed) <= size - (size >> 5):
+            if _saves_enough(len(plaintext), len(packed)):
                 return b"\x01" + packed
         return b"\x00" + bytes(plaintext)
 
     def encode_many(self, plaintexts: list[bytes]) -> list[bytes]:
         """`encode` of each of ``plaintexts`` (small blobs), compressed in one native call."""
-        big = [i for i, p in enumerate(plaintexts) if len(p) >= 64]
+        big = [i for i, p in enumerate(plaintexts) if len(p) >= COMPRESS_MIN]
         out = [b"\x00" + p for p in plaintexts]  # replaced below where zstd saves enough
         if big:
             packed = self._compressor.multi_compress_to_buffer(
@@ -65,8 +74,7 @@ class BlobCodec:
             )
             for k, i in enumerate(big):
                 segment = packed[k]
-                size = len(plaintexts[i])
-                if len(segment) <= size - (size >> 5):
+                if _saves_enough(len(plaintexts[i]), len(segment)):
                     out[i] = b"\x01" + segment.tobytes()
         return out
 

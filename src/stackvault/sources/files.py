@@ -147,14 +147,11 @@ class FileWalker:
         Raises `SourceError` (naming the path and the reason) if the file cannot be opened or
         is no longer the regular file with the entry's inode and device.
         """
-        fd = self._open_fd(entry)
+        fd = self._open_fd(entry, blocking=True)
         try:
-            os.set_blocking(fd, True)
             return os.fdopen(fd, "rb", buffering=0)
-        except BaseException as exc:
+        except BaseException:
             os.close(fd)
-            if isinstance(exc, OSError):
-                raise SourceError(f"cannot read {entry.path}: {exc.strerror}") from exc
             raise
 
     def read_small_file(self, entry: FsEntry, limit: int) -> bytes:
@@ -162,7 +159,7 @@ class FileWalker:
         have grown: the caller reads it as a stream instead). Same checks and errors as
         `open_regular_file`; one open, fstat, read and close, without a file object: this
         runs once per small file of a backup, on the walking thread."""
-        fd = self._open_fd(entry)
+        fd = self._open_fd(entry, blocking=False)
         try:
             # O_NONBLOCK has no effect on reads of a regular file (fstat checked it is one).
             # Ask for one byte more than listed: getting exactly the listed size is the
@@ -184,7 +181,9 @@ class FileWalker:
         finally:
             os.close(fd)
 
-    def _open_fd(self, entry: FsEntry) -> int:
+    def _open_fd(self, entry: FsEntry, *, blocking: bool) -> int:
+        """The entry's file opened read-only (``O_NONBLOCK`` cleared if ``blocking``), checked
+        to still be the regular file with the entry's inode and device."""
         if entry.kind != "file":
             raise SourceError(f"cannot read {entry.path}: not a regular file")
         try:
@@ -205,6 +204,8 @@ class FileWalker:
                 entry.inode,
             ):
                 raise SourceError(f"cannot read {entry.path}: replaced during backup")
+            if blocking:
+                os.set_blocking(fd, True)
             return fd
         except BaseException as exc:
             os.close(fd)
