@@ -12,6 +12,7 @@ import errno
 import hashlib
 import io
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -292,6 +293,29 @@ def test_restore_verify(initialised: Path, tmp_path: Path, cli: Cli) -> None:
     )
     no_verify = cli("restore", "--json", "latest", "--target", tmp_path / "t3")
     assert no_verify.json()["verified"] is None
+
+
+def test_restore_measures_both_ways_of_writing_large_files(
+    initialised: Path, tmp_path: Path, cli: Cli
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    data = random.Random(7).randbytes(24 << 20)  # six stages: three written each way
+    (src / "big.bin").write_bytes(data)
+    assert cli("backup", src).code == 0
+    res = cli("restore", "--json", "latest", "--target", tmp_path / "t")
+    assert res.code == 0, res.err
+    assert inside(tmp_path / "t", src / "big.bin").read_bytes() == data
+    writes = res.json()["writes"]
+    assert writes["page_cache_mb_s"] > 0
+    try:
+        fd = os.open(tmp_path / "t" / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:  # a filesystem without O_DIRECT: every write went through the page cache
+        assert writes["chosen"] == "page cache" and writes["direct_mb_s"] is None
+    else:
+        os.close(fd)
+        assert writes["direct_mb_s"] > 0
+        assert writes["chosen"] in ("direct", "page cache")
 
 
 def test_sha256sums_checked_by_coreutils(initialised: Path, tmp_path: Path, cli: Cli) -> None:

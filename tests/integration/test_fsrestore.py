@@ -4,10 +4,7 @@ escape the target, overwrite rules and concurrent writes, on real files (tests r
 from __future__ import annotations
 
 import errno
-import fcntl
-import mmap
 import os
-import random
 import stat
 import subprocess
 import threading
@@ -19,7 +16,7 @@ from typing import Any
 import pytest
 
 from stackvault.errors import IntegrityError, RestoreRefused, StackvaultError
-from stackvault.sources import fsdirs, fswriter
+from stackvault.sources import fsdirs
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.files import FileWalker, Problem
 from stackvault.sources.fsentry import FsEntry
@@ -425,117 +422,6 @@ def test_parallel_pwrite_gives_exact_content(target: RestoreTarget) -> None:
             )
         w.commit(0o600, 0, 0, MTIME_NS)
     assert (Path(target.root) / "big").read_bytes() == data
-
-
-STAGE = 64 * 1024
-
-
-def _stage() -> memoryview:
-    return memoryview(mmap.mmap(-1, STAGE))
-
-
-def _append_all(target: RestoreTarget, name: str, data: bytes, direct: bool) -> bool:
-    """Write ``data`` with `append` in pieces of awkward sizes; whether it went direct."""
-    rnd = random.Random(len(data))
-    with target.open_file([name], len(data)) as w:
-        went_direct = w.stage_direct(_stage()) if direct else False
-        at = 0
-        while at < len(data):
-            n = rnd.choice([1, 511, 4096, STAGE - 1, STAGE, 3 * STAGE + 5])
-            w.append(data[at : at + n])
-            at += n
-        w.commit(0o640, 0, 0, MTIME_NS)
-    return went_direct
-
-
-def _supports_direct(path: Path) -> bool:
-    probe = path / ".direct-probe"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
-    except OSError:
-        return False
-    os.close(fd)
-    probe.unlink()
-    return True
-
-
-@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, STAGE, STAGE + 1, 5 * STAGE + 12345])
-def test_appended_writes_around_the_page_cache_give_exact_content(
-    target: RestoreTarget, size: int
-) -> None:
-    data = random.Random(size).randbytes(size)
-    went_direct = _append_all(target, "f", data, direct=True)
-    assert went_direct == _supports_direct(Path(target.root))
-    path = Path(target.root) / "f"
-    assert path.read_bytes() == data
-    assert os.lstat(path).st_size == size
-    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o640
-    assert os.lstat(path).st_mtime_ns == MTIME_NS
-    _append_all(target, "g", data, direct=False)  # the same through the page cache
-    assert (Path(target.root) / "g").read_bytes() == data
-
-
-def test_a_filesystem_refusing_o_direct_gets_page_cache_writes(
-    target: RestoreTarget, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = fcntl.fcntl
-
-    def refuse(fd: int, cmd: int, arg: int = 0) -> int:
-        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        return real(fd, cmd, arg)
-
-    monkeypatch.setattr(fcntl, "fcntl", refuse)
-    data = random.Random(1).randbytes(3 * STAGE + 99)
-    assert _append_all(target, "f", data, direct=True) is False
-    assert (Path(target.root) / "f").read_bytes() == data
-
-
-def test_a_direct_write_refused_midway_is_written_again_through_the_page_cache(
-    target: RestoreTarget, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not _supports_direct(Path(target.root)):
-        pytest.skip("this filesystem has no O_DIRECT: the fallback is tested above")
-    real = os.pwrite
-    refused = []
-
-    def refuse_direct_once(fd: int, data: memoryview, offset: int) -> int:
-        if not refused and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT and offset:
-            refused.append(offset)
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        return real(fd, data, offset)
-
-    monkeypatch.setattr(fswriter.os, "pwrite", refuse_direct_once)
-    data = random.Random(2).randbytes(4 * STAGE + 7)
-    assert _append_all(target, "f", data, direct=True) is True
-    assert refused == [STAGE]
-    assert (Path(target.root) / "f").read_bytes() == data
-
-
-def test_disk_full_during_a_direct_write_removes_the_file(
-    target: RestoreTarget, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def full(fd: int, data: memoryview, offset: int) -> int:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    data = bytes(2 * STAGE)
-    w = target.open_file(["f"], len(data))
-    w.stage_direct(_stage())
-    monkeypatch.setattr(fswriter.os, "pwrite", full)
-    with pytest.raises(StackvaultError, match="No space left"):
-        w.append(data)
-    w.abort()
-    assert os.listdir(target.root) == []
-
-
-def test_append_beyond_the_recorded_size_is_an_integrity_error(target: RestoreTarget) -> None:
-    for direct in (False, True):
-        with target.open_file([f"f{direct}"], 5) as w:
-            if direct:
-                w.stage_direct(_stage())
-            w.append(b"abc")
-            with pytest.raises(IntegrityError):
-                w.append(b"abc")
 
 
 def test_many_files_from_many_threads(target: RestoreTarget) -> None:

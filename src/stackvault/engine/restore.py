@@ -29,6 +29,7 @@ from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, valid_name
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.fsrestore import FileWriter, RestoreTarget
+from stackvault.sources.writemode import WriteFigures, WriteMode
 
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
@@ -36,10 +37,11 @@ PREFETCH = 4
 """Blobs of one file fetched and decrypted ahead of the one being written."""
 LANE_QUEUE = 256
 """Jobs queued per lane of file threads, so the tree walk runs ahead of both lanes."""
-DIRECT_MIN = 1 << 20
-"""Files at least this large are written around the page cache (`FileWriter.stage_direct`)."""
+STAGE_MIN = 1 << 20
+"""Files at least this large are written through stages (`FileWriter.stage`), around the page
+cache or through it as `WriteMode` finds cheaper."""
 STAGE_BYTES = 4 * 1024 * 1024
-"""Each file thread's stage for those writes (page-aligned, reused for every file)."""
+"""Length of each of a file thread's two stages (page-aligned, reused for every file)."""
 
 
 @dataclass
@@ -63,6 +65,8 @@ class RestoreResult:
     verified: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    writes: WriteFigures | None = None
+    """How large files were written (`WriteMode`): MB/s around and through the page cache."""
 
 
 def find_node(repo: Repository, snapshot: Snapshot, path: str) -> Node:
@@ -112,6 +116,8 @@ class RestoreJob:
         self._dirs: list[tuple[list[str], Node]] = []
         self._made: set[tuple[str, ...]] = set()
         self._blob_pool: ThreadPoolExecutor | None = None
+        self._write_pool: ThreadPoolExecutor | None = None
+        self._write_mode = WriteMode()
         self._to_verify: list[tuple[list[str], str]] = []
         self._local = threading.local()
 
@@ -150,8 +156,9 @@ class RestoreJob:
     def _write_blobs(self, node: Node, writer: FileWriter) -> tuple[int, str]:
         """Write a file's blobs; the bytes written and the SHA-256 (hex) of what was written.
 
-        A large file is written front to back around the page cache where the filesystem
-        allows it (`FileWriter.stage_direct`), its blobs fetched and authenticated a few
+        A large file is written front to back through this thread's stages, each full stage
+        written on the write pool (around the page cache or through it, as `WriteMode`
+        finds cheaper) while the next fills, its blobs fetched and authenticated a few
         ahead on the blob pool. Otherwise a file of several blobs has them fetched,
         authenticated and written at their offsets (known from the index) a few ahead on the
         blob pool, so that copying into the page cache keeps every core busy; this thread
@@ -164,8 +171,13 @@ class RestoreJob:
         verify = not node.sha256
         sha = hashlib.sha256()
         written = 0
-        pool = self._blob_pool
-        if pool is not None and node.size >= DIRECT_MIN and writer.stage_direct(self._stage()):
+        pool, writes = self._blob_pool, self._write_pool
+        if (
+            pool is not None
+            and writes is not None
+            and node.size >= STAGE_MIN
+            and writer.stage(self._stages(), writes, self._write_mode)
+        ):
             for data in self._prefetched(pool, content, None, verify):
                 sha.update(data)
                 writer.append(data)
@@ -186,12 +198,15 @@ class RestoreJob:
             self.progress.advance(bytes_=len(data))
         return written, sha.hexdigest()
 
-    def _stage(self) -> memoryview:
-        """This thread's page-aligned stage for direct writes, made on first use."""
-        stage: memoryview | None = getattr(self._local, "stage", None)
-        if stage is None:
-            stage = self._local.stage = memoryview(mmap.mmap(-1, STAGE_BYTES))
-        return stage
+    def _stages(self) -> tuple[memoryview, memoryview]:
+        """This thread's two page-aligned stages, made on first use."""
+        stages: tuple[memoryview, memoryview] | None = getattr(self._local, "stages", None)
+        if stages is None:
+            stages = self._local.stages = (
+                memoryview(mmap.mmap(-1, STAGE_BYTES)),
+                memoryview(mmap.mmap(-1, STAGE_BYTES)),
+            )
+        return stages
 
     def _prefetched(
         self,
@@ -285,6 +300,9 @@ class RestoreJob:
         self._blob_pool = ThreadPoolExecutor(
             max_workers=blob_workers, thread_name_prefix="restore-blob"
         )
+        self._write_pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="restore-write"
+        )
         total_files = total_bytes = 0
 
         # Small files go to their lane in batches: a hand-off per tiny file costs more than
@@ -342,6 +360,8 @@ class RestoreJob:
             small_lane.shutdown()
             large_lane.shutdown()
             self._blob_pool.shutdown(wait=True, cancel_futures=True)
+            self._write_pool.shutdown(wait=True)
+            self.result.writes = self._write_mode.figures()
             self.result.notices.extend(target.notices)
             target.close()
         if self.opts.verify:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, wait
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from stackvault.errors import IntegrityError
 from stackvault.sources.fsdirs import os_failure, show
+from stackvault.sources.writemode import WriteMode
 from stackvault.store.directio import ALIGN, set_direct
 
 if TYPE_CHECKING:
@@ -24,10 +27,10 @@ class FileWriter:
     The file is either created under its own name (``in_place``: a restore that never
     replaces anything) or a temp file renamed over the old entry at commit. `pwrite` may be
     called from several threads at once; `append` (from one thread, not mixed with `pwrite`)
-    writes the file front to back, through the page cache or, after `stage_direct`, around
-    it. `commit` (or `abort`) ends the writer; it waits for pwrites under way and refuses
-    later ones. Used as a context manager, the writer is aborted on leaving the block unless
-    it was committed.
+    writes the file front to back, directly or, after `stage`, through stages written in the
+    background around or through the page cache. `commit` (or `abort`) ends the writer; it
+    waits for the writes under way and refuses later ones. Used as a context manager, the
+    writer is aborted on leaving the block unless it was committed.
     """
 
     def __init__(
@@ -54,8 +57,13 @@ class FileWriter:
         self._writing = 0  # pwrite calls under way
         self._open = True
         self._appended = 0  # bytes given to append
-        self._stage: memoryview | None = None
-        self._staged = 0  # bytes in the stage, which start at file offset _appended - _staged
+        self._stages: Sequence[memoryview] = ()
+        self._cur = 0  # the stage being filled
+        self._staged = 0  # bytes in it, which start at file offset _appended - _staged
+        self._writes: Executor | None = None
+        self._mode = WriteMode(direct=False)
+        self._inflight: Future[None] | None = None  # the write of the previous stage
+        self._direct = False  # whether O_DIRECT is set on the file now
 
     def __enter__(self) -> FileWriter:
         return self
@@ -92,33 +100,37 @@ class FileWriter:
                 self._writing -= 1
                 self._cond.notify_all()
 
-    def stage_direct(self, stage: memoryview) -> bool:
-        """Have `append` collect the file's bytes in ``stage`` (writable, page-aligned, a
-        multiple of `ALIGN` long, reused by the caller once this writer has ended)
-        and write each full stage with ``O_DIRECT``; `commit` writes the rest.
+    def stage(self, stages: Sequence[memoryview], writes: Executor, mode: WriteMode) -> bool:
+        """Have `append` collect the file's bytes in ``stages`` (at least two, writable,
+        page-aligned, all of one length that is a multiple of `ALIGN`; the caller reuses
+        them once this writer has ended) and write each full stage on ``writes`` while
+        the next one fills. ``mode`` chooses for each write whether it goes around the page
+        cache (``O_DIRECT``) and is told what it took; `commit` writes the rest.
 
-        Why: copying restored data into the page cache is the largest single cost of a
-        restore on virtual machines (1.09 GB of pwrite: 3.6 s of system time there; direct:
-        0.06 s), and a restore of gigabytes would evict the cache of everything else on the
-        host. The data is on the device once each write returns. Returns False, changing
-        nothing, if this filesystem refuses ``O_DIRECT`` (older tmpfs, some FUSE filesystems).
+        Why around the page cache: copying restored data into it was the largest single
+        cost of a restore on virtual machines (1.09 GB of pwrite: 3.6 s of system time
+        there; direct: 0.06 s), and a restore of gigabytes would evict the cache of
+        everything else on the host. Why not always: where the disk is slow, writing
+        through the cache finishes sooner (`stackvault.sources.writemode`). Returns False,
+        changing nothing, if anything was written already or the stages do not qualify.
         """
-        if self._appended or not len(stage) or len(stage) % ALIGN:
+        size = len(stages[0]) if stages else 0
+        if (
+            self._appended
+            or len(stages) < 2
+            or not size
+            or size % ALIGN
+            or any(len(st) != size for st in stages)
+        ):
             return False
-        try:
-            if not set_direct(self._fd, True):
-                return False
-        except OSError as exc:
-            raise os_failure(self._target.root, self.parts, exc) from exc
-        self._stage = stage
+        self._stages, self._writes, self._mode = stages, writes, mode
         return True
 
     def append(self, data: bytes | memoryview) -> None:
         """Write ``data`` after everything appended before; raises `IntegrityError` past the
         file size. From one thread only."""
         view = memoryview(data).cast("B")
-        stage = self._stage
-        if stage is None:
+        if not self._stages:
             self.pwrite(self._appended, view)
             self._appended += view.nbytes
             return
@@ -127,52 +139,70 @@ class FileWriter:
                 f"restoring '{show(self.parts)}': data at {self._appended}+{view.nbytes} lies "
                 f"beyond its recorded size {self.size}"
             )
-        room = len(stage)
+        room = len(self._stages[0])
         while view:
+            stage = self._stages[self._cur]
             n = min(room - self._staged, view.nbytes)
             stage[self._staged : self._staged + n] = view[:n]
             self._staged += n
             self._appended += n
             view = view[n:]
             if self._staged == room:
-                self._write_stage(room)
+                self._settle()
+                assert self._writes is not None
+                self._inflight = self._writes.submit(
+                    self._write_out, stage, self._appended - room, measure=True
+                )
+                self._cur = (self._cur + 1) % len(self._stages)
+                self._staged = 0
 
-    def _write_stage(self, length: int) -> None:
-        """Write the first ``length`` staged bytes (a multiple of `ALIGN`, or the
-        file's last bytes) and keep the rest at the front of the stage."""
-        assert self._stage is not None
-        at = self._appended - self._staged
-        view = self._stage[:length]
+    def _settle(self) -> None:
+        """Wait for the write of the previous stage; raise its failure."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
+
+    def _write_out(self, view: memoryview, at: int, *, measure: bool) -> None:
+        """Write all of ``view`` at ``at``: around the page cache if ``measure`` and the mode
+        says so (then telling it what the write took), else through it. At most one call
+        runs at a time per writer (the O_DIRECT flag belongs to the open file)."""
+        want = measure and self._mode.direct()
         try:
+            if want != self._direct:
+                if set_direct(self._fd, want):
+                    self._direct = want
+                elif want:
+                    self._mode.refuse_direct()  # this filesystem has no O_DIRECT
+            direct, start, nbytes = self._direct, time.perf_counter(), view.nbytes
             while view:
                 try:
                     written = os.pwrite(self._fd, view, at)
                 except OSError as exc:
-                    if exc.errno != errno.EINVAL or not set_direct(self._fd, False):
+                    if exc.errno != errno.EINVAL or not self._direct:
                         raise
-                    continue  # the same bytes again, through the page cache
+                    set_direct(self._fd, False)  # refused midway: the same bytes again,
+                    self._direct = measure = False  # through the page cache from now on
+                    self._mode.refuse_direct()
+                    continue
                 view, at = view[written:], at + written
         except OSError as exc:
             raise os_failure(self._target.root, self.parts, exc) from exc
-        rest = self._staged - length
-        if rest:
-            self._stage[:rest] = self._stage[length : self._staged]
-        self._staged = rest
+        if measure:
+            self._mode.record(direct, nbytes, time.perf_counter() - start)
 
     def _flush_stage(self) -> None:
-        """Write what is staged: the aligned part directly, the last partial block through
-        the page cache (``O_DIRECT`` cannot write it)."""
-        if self._stage is None or not self._staged:
+        """Write what is staged: the aligned part as the mode says, the last partial block
+        through the page cache (``O_DIRECT`` cannot write it)."""
+        if not self._stages:
             return
-        aligned = self._staged // ALIGN * ALIGN
+        self._settle()
+        staged, self._staged = self._staged, 0
+        stage, at = self._stages[self._cur], self._appended - staged
+        aligned = staged // ALIGN * ALIGN
         if aligned:
-            self._write_stage(aligned)
-        if self._staged:
-            try:
-                set_direct(self._fd, False)
-            except OSError as exc:
-                raise os_failure(self._target.root, self.parts, exc) from exc
-            self._write_stage(self._staged)
+            self._write_out(stage[:aligned], at, measure=True)
+        if staged > aligned:
+            self._write_out(stage[aligned:staged], at + aligned, measure=False)
 
     def commit(
         self,
@@ -200,7 +230,7 @@ class FileWriter:
             self._discard()
             raise
         self.committed = True
-        self._stage = None
+        self._stages = ()
         os.close(self._fd)
         self._release()
         return notices
@@ -220,7 +250,10 @@ class FileWriter:
             return True
 
     def _discard(self) -> None:
-        self._stage = None
+        self._stages = ()
+        if self._inflight is not None:
+            wait([self._inflight])  # its failure, if any, is not the one to report
+            self._inflight = None
         try:
             os.close(self._fd)
             try:

@@ -141,6 +141,13 @@ def restore(
                 "hardlinks": r.hardlinks,
                 "bytes": r.bytes,
                 "verified": r.verified if verify else None,
+                "writes": None
+                if r.writes is None
+                else {
+                    "chosen": r.writes.chosen,
+                    "direct_mb_s": r.writes.direct_mb_s,
+                    "page_cache_mb_s": r.writes.page_cache_mb_s,
+                },
             }
         )
     else:
