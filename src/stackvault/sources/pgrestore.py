@@ -47,17 +47,19 @@ from stackvault.sources.dbsource import RestoreTally
 from stackvault.sources.dumpload import load_dump
 from stackvault.sources.pgsql import (
     Endpoint,
-    create_database_sql,
-    filter_globals,
     maintenance_db,
-    properties_sql,
-    quote_ident,
-    quote_literal,
     require_restore_tool,
     require_tools,
     run_script,
     summarize_tables,
     translate,
+)
+from stackvault.sources.pgsqltext import (
+    create_database_sql,
+    filter_globals,
+    properties_sql,
+    quote_ident,
+    quote_literal,
 )
 
 if TYPE_CHECKING:
