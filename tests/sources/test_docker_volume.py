@@ -40,7 +40,8 @@ from stackvault.sources.base import (
     compare_facts,
 )
 from stackvault.sources.docker.archive import read_tree
-from stackvault.sources.docker.volume import MOUNT, VolumeSource
+from stackvault.sources.docker.mounts import MOUNT
+from stackvault.sources.docker.volume import VolumeSource
 from stackvault.sources.registry import open_source
 from support.artifacts import MemorySink
 from support.dockerd import run_oneshot, run_service_container

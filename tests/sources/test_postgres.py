@@ -30,11 +30,10 @@ from stackvault.sources.base import EntryMeta, Readable, RestoreOptions, StoredF
 from stackvault.sources.pgsql import (
     Endpoint,
     dbname_arg,
-    filter_globals,
-    split_guc_list,
     tool_version_num,
     translate,
 )
+from stackvault.sources.pgsqltext import filter_globals, split_guc_list
 from stackvault.sources.postgres import DUMP, GLOBALS, MANIFEST, PostgresSource, database_path
 from stackvault.sources.registry import open_source
 from stackvault.sources.runner import HostRunner

@@ -6,6 +6,7 @@ part. This module holds that common shape so both behave - and fail - alike:
 - `DatabaseSource`: the fields every such source has, the URL parts they are built from
   (`url_parts`), the container lookup, `close`, `expected_facts`, the choice of what a restore
   writes (`restore_plan`) and the refusal to replace data (`refusal`);
+- `RestoreTally`: what a restore has done, and what it returns;
 - `Tap`: the readable a dump passes through on its way into the sink, showing each piece to
   a watcher (the header check, the row scanner);
 - `dump_path`: where a server artifact keeps the dump of one database.
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
@@ -42,6 +44,43 @@ def dump_path(db: str, extension: str) -> str:
     percent-quoted unless it is plain."""
     name = db if _PLAIN_NAME.match(db) else quote(db, safe="")
     return f"{DATABASES_DIR}/{name}.{extension}"
+
+
+@dataclass
+class RestoreTally:
+    """What a database restore has done so far, database by database; `result` is what the
+    restore returns. Made when the restore starts (`started`, a `time.monotonic` reading)."""
+
+    started: float = field(default_factory=time.monotonic)
+    created: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    bytes: int = 0
+    """The dump bytes loaded."""
+
+    def result(
+        self,
+        plan: Sequence[PlanEntry],
+        extra_key: str,
+        extra: dict[str, Any] | None,
+        *,
+        no_owner: bool,
+    ) -> dict[str, Any]:
+        """``{"databases": [TARGET, ...], "bytes": N, "created": [...], "replaced": [...],
+        "reused": [...], EXTRA_KEY: extra, "owner": "keep"|"none", "seconds": s}``: the
+        databases in the order of ``plan``, ``extra`` what restoring the server artifact's
+        roles / accounts gave (None when they were not restored), the seconds since
+        `started`."""
+        return {
+            "databases": [target for target, _archived, _entry in plan],
+            "bytes": self.bytes,
+            "created": self.created,
+            "replaced": self.replaced,
+            "reused": self.reused,
+            extra_key: extra,
+            "owner": "none" if no_owner else "keep",
+            "seconds": round(time.monotonic() - self.started, 3),
+        }
 
 
 class Tap:

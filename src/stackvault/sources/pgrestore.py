@@ -43,20 +43,23 @@ from typing import TYPE_CHECKING, Any
 
 from stackvault.errors import SourceError
 from stackvault.sources.base import ArtifactReader, RestoreOptions, read_manifest
+from stackvault.sources.dbsource import RestoreTally
 from stackvault.sources.dumpload import load_dump
 from stackvault.sources.pgsql import (
     Endpoint,
-    create_database_sql,
-    filter_globals,
     maintenance_db,
-    properties_sql,
-    quote_ident,
-    quote_literal,
     require_restore_tool,
     require_tools,
     run_script,
     summarize_tables,
     translate,
+)
+from stackvault.sources.pgsqltext import (
+    create_database_sql,
+    filter_globals,
+    properties_sql,
+    quote_ident,
+    quote_literal,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +99,7 @@ class PostgresRestore:
 
     def run(self) -> dict[str, Any]:
         reader, options = self.reader, self.options
-        started = time.monotonic()
+        tally = RestoreTally()
         manifest = read_manifest(reader, MANIFEST, "a PostgreSQL artifact")
         plan, with_globals = self.source.restore_plan(reader, manifest, options)
         ep = self.source.endpoint()
@@ -124,42 +127,29 @@ class PostgresRestore:
             globals_result = self._restore_globals(ep, reader, info, options)
             info = self.source.server_info(ep)  # the roles the globals created
         roles = set(info["roles"])
-        created: list[str] = []
-        replaced: list[str] = []
-        reused: list[str] = []
-        total = 0
         for target, _archived, entry in plan:
             state = targets[target]
             props: dict[str, Any] = entry.get("properties") or {}
             exists = state.exists
             if state.holds_data:
                 self._drop(ep, target, num, options)
-                replaced.append(target)
+                tally.replaced.append(target)
                 exists = False
             if exists:
-                reused.append(target)
+                tally.reused.append(target)
                 options.notice(
                     f"database {target} {ep.address} exists and holds no tables; the dump is "
                     "restored into it as it is"
                 )
             else:
                 self._create(ep, target, props, num, roles, no_owner, info["user"], options)
-                if target not in replaced:
-                    created.append(target)
-            total += self._load(ep, reader, str(entry["file"]), target, no_owner)
+                if target not in tally.replaced:
+                    tally.created.append(target)
+            tally.bytes += self._load(ep, reader, str(entry["file"]), target, no_owner)
             if not exists:
                 self._apply_properties(ep, target, props, no_owner, options)
             run_script(ep, target, "ANALYZE", timeout=self.timeout)
-        return {
-            "databases": [target for target, _a, _e in plan],
-            "bytes": total,
-            "created": created,
-            "replaced": replaced,
-            "reused": reused,
-            "globals": globals_result,
-            "owner": "none" if no_owner else "keep",
-            "seconds": round(time.monotonic() - started, 3),
-        }
+        return tally.result(plan, "globals", globals_result, no_owner=no_owner)
 
     def _drop(self, ep: Endpoint, db: str, num: int, options: RestoreOptions) -> None:
         maint = maintenance_db(db)

@@ -127,20 +127,22 @@ from stackvault.sources.dbsource import (
 )
 from stackvault.sources.pgrestore import GLOBALS, MANIFEST, DatabaseTarget, PostgresRestore
 from stackvault.sources.pgsql import (
+    Endpoint,
+    Psql,
+    require_dump_tool,
+    require_tools,
+    summarize_tables,
+    table_facts,
+    translate,
+)
+from stackvault.sources.pgsqltext import (
     BEGIN_SNAPSHOT,
     DATABASES_SQL,
     GLOBALS_TRAILER,
     SERVER_SQL,
-    Endpoint,
-    Psql,
     database_properties,
-    require_dump_tool,
-    require_tools,
     roles_in_globals,
     session_setup,
-    summarize_tables,
-    table_facts,
-    translate,
 )
 from stackvault.sources.runner import HostRunner, StreamResult
 from stackvault.sources.url import SourceURL

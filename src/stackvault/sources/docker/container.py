@@ -59,10 +59,8 @@ from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.base import ArtifactReader, ArtifactSink, RestoreOptions, Source
 from stackvault.sources.docker.archive import TreeResult, tree_entries
 from stackvault.sources.docker.engine import api_error, connect, get_container, image_facts
-from stackvault.sources.docker.quiesce import Quiesce
-from stackvault.sources.docker.volume import (
+from stackvault.sources.docker.mounts import (
     MountSpec,
-    StopOptions,
     count_mount,
     describe_count,
     empty_mounts,
@@ -70,10 +68,11 @@ from stackvault.sources.docker.volume import (
     read_mount,
     recreate_volume,
     running,
-    url_name,
     users_of,
     write_mount,
 )
+from stackvault.sources.docker.quiesce import Quiesce
+from stackvault.sources.docker.volume import StopOptions, url_name
 from stackvault.sources.url import SourceURL
 
 if TYPE_CHECKING:
