@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from stackvault.errors import IntegrityError, RestoreRefused, StackvaultError
-from stackvault.sources import fsdirs
+from stackvault.sources import fsdirs, fsrestore
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.files import FileWalker, Problem
 from stackvault.sources.fsentry import FsEntry
@@ -422,6 +422,21 @@ def test_parallel_pwrite_gives_exact_content(target: RestoreTarget) -> None:
             )
         w.commit(0o600, 0, 0, MTIME_NS)
     assert (Path(target.root) / "big").read_bytes() == data
+
+
+def test_large_files_are_sized_before_they_are_written(target: RestoreTarget) -> None:
+    big = fsrestore.PRESIZE_MIN
+    with target.open_file(["big"], big) as w:
+        assert os.lstat(Path(target.root) / "big").st_size == big  # sparse until written
+        w.pwrite(big - 3, b"end")
+        w.commit(0o600, 0, 0, MTIME_NS)
+    data = (Path(target.root) / "big").read_bytes()
+    assert data == bytes(big - 3) + b"end"
+    with target.open_file(["small"], big - 1) as w:
+        assert os.lstat(Path(target.root) / "small").st_size == 0  # sized by its writes
+        w.pwrite(0, b"x" * (big - 1))
+        w.commit(0o600, 0, 0, MTIME_NS)
+    assert os.lstat(Path(target.root) / "small").st_size == big - 1
 
 
 def test_many_files_from_many_threads(target: RestoreTarget) -> None:

@@ -35,6 +35,10 @@ from stackvault.sources.fsdirs import (
 from stackvault.sources.fswriter import FileWriter
 
 _NEW_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+PRESIZE_MIN = 1 << 20
+"""Files at least this large are sized with ``ftruncate`` before they are written; smaller
+ones get their size from their writes (20,000 small files: one system call less each,
+~0.09 s)."""
 _NO_XATTR_SUPPORT = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 # chown errors that mean "not allowed / not representable here" rather than a broken disk.
 _OWNER_REFUSED = frozenset({errno.EPERM, errno.EINVAL})
@@ -156,8 +160,9 @@ class RestoreTarget:
         symlink included, is refused now, before any data is written; `FileWriter.abort`
         removes it again. With ``overwrite`` (a directory is still refused), the data goes to
         a temp file ``.<name>.svtmp-<random>`` beside the name, which replaces the old entry
-        only at commit. The file is sized with ftruncate, so regions never written stay
-        sparse zeros.
+        only at commit. A file of at least `PRESIZE_MIN` bytes is sized with ftruncate, so
+        regions never written stay sparse zeros; a smaller one is as long as what was
+        written (the caller checks that it wrote ``size`` bytes).
         """
         parts = _check_entry(rel)
         dirs = self._fds()
@@ -168,12 +173,13 @@ class RestoreTarget:
                 name, fd = _create_temp(parts[-1], pfd)
             else:
                 name, fd = parts[-1], self._create_new(parts, pfd)
-            try:
-                os.ftruncate(fd, size)
-            except OSError:
-                os.close(fd)
-                os.unlink(name, dir_fd=pfd)
-                raise
+            if size >= PRESIZE_MIN:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    os.close(fd)
+                    os.unlink(name, dir_fd=pfd)
+                    raise
         except BaseException as exc:
             dirs.release(handle)
             if isinstance(exc, OSError):
