@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from stackvault.errors import IntegrityError, RestoreRefused, StackvaultError
-from stackvault.sources import fsdirs, fsrestore
+from stackvault.sources import fsdirs, fsrestore, fswriter
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.files import FileWalker, Problem
 from stackvault.sources.fsentry import FsEntry
@@ -422,6 +422,47 @@ def test_parallel_pwrite_gives_exact_content(target: RestoreTarget) -> None:
             )
         w.commit(0o600, 0, 0, MTIME_NS)
     assert (Path(target.root) / "big").read_bytes() == data
+
+
+@pytest.mark.parametrize("end", ["commit", "abort"])
+def test_ending_a_writer_waits_for_the_pwrite_under_way(
+    target: RestoreTarget, monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
+    real, started, release = os.pwrite, threading.Event(), threading.Event()
+
+    def slow(fd: int, data: bytes | memoryview, offset: int) -> int:
+        started.set()
+        assert release.wait(10)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(fswriter.os, "pwrite", slow)
+    w = target.open_file(["f"], 3)
+    writing = threading.Thread(target=w.pwrite, args=(0, b"abc"))
+    writing.start()
+    assert started.wait(10)
+    ended = threading.Event()
+
+    def finish() -> None:
+        if end == "commit":
+            w.commit(0o644, 0, 0, MTIME_NS)
+        else:
+            w.abort()
+        ended.set()
+
+    ending = threading.Thread(target=finish)
+    ending.start()
+    assert not ended.wait(0.2)  # still waiting for the pwrite
+    with pytest.raises(RuntimeError):
+        w.pwrite(0, b"x")  # and no new one may start
+    release.set()
+    writing.join(10)
+    ending.join(10)
+    assert ended.is_set()
+    path = Path(target.root) / "f"
+    if end == "commit":
+        assert path.read_bytes() == b"abc"
+    else:
+        assert not path.exists()
 
 
 def test_large_files_are_sized_before_they_are_written(target: RestoreTarget) -> None:
