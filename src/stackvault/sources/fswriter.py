@@ -64,7 +64,7 @@ class FileWriter:
         self._cur = 0  # the stage being filled
         self._staged = 0  # bytes in it, which start at file offset _appended - _staged
         self._writes: Executor | None = None
-        self._mode = WriteMode(direct=False)
+        self._mode: WriteMode | None = None  # given by `stage`
         self._inflight: Future[None] | None = None  # the write of the previous stage
         self._direct = False  # whether O_DIRECT is set on the file now
 
@@ -170,13 +170,15 @@ class FileWriter:
         """Write all of ``view`` at ``at``: around the page cache if ``measure`` and the mode
         says so (then telling it what the write took), else through it. At most one call
         runs at a time per writer (the O_DIRECT flag belongs to the open file)."""
-        want = measure and self._mode.direct()
+        mode = self._mode
+        assert mode is not None, "only staged writes are written out"
+        want = measure and mode.direct()
         try:
             if want != self._direct:
                 if set_direct(self._fd, want):
                     self._direct = want
                 elif want:
-                    self._mode.refuse_direct()  # this filesystem has no O_DIRECT
+                    mode.refuse_direct()  # this filesystem has no O_DIRECT
             direct, start, nbytes = self._direct, time.perf_counter(), view.nbytes
             while view:
                 try:
@@ -186,13 +188,13 @@ class FileWriter:
                         raise
                     set_direct(self._fd, False)  # refused midway: the same bytes again,
                     self._direct = measure = False  # through the page cache from now on
-                    self._mode.refuse_direct()
+                    mode.refuse_direct()
                     continue
                 view, at = view[written:], at + written
         except OSError as exc:
             raise os_failure(self._target.root, self.parts, exc) from exc
         if measure:
-            self._mode.record(direct, nbytes, time.perf_counter() - start)
+            mode.record(direct, nbytes, time.perf_counter() - start)
 
     def _flush_stage(self) -> None:
         """Write what is staged: the aligned part as the mode says, the last partial block
