@@ -244,6 +244,27 @@ def test_dotdot_message_names_the_path(target: RestoreTarget) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("part", "problem"),
+    [
+        ("", "is empty"),
+        (".", "is not a name"),
+        ("a/b", "contains '/'"),
+        ("a\0b", "contains NUL"),
+        ("\ud800", "is not a valid file name"),  # a lone surrogate encodes to no bytes
+    ],
+)
+def test_each_unsafe_component_is_named_in_the_refusal(
+    target: RestoreTarget, part: str, problem: str
+) -> None:
+    with pytest.raises(RestoreRefused, match=f"{problem}$"):
+        target.open_file(["ok", part, "x"], 1)
+    assert os.listdir(target.root) == []
+    # bytes that are not UTF-8 (decoded with surrogateescape) are a valid name
+    write_file(target, ["ok", "b\udcff"], b"x")
+    assert os.listdir(os.path.join(target.root, "ok").encode()) == [b"b\xff"]
+
+
 def test_symlink_then_file_below_it_is_refused(
     target: RestoreTarget, area: tuple[Path, Path]
 ) -> None:

@@ -38,13 +38,14 @@ from datetime import datetime
 
 from stackvault.errors import StoreError
 
-_COMPONENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
+"""Components of letters, digits, ``_``, ``-`` and ``.`` (not first), joined by ``/``: one
+match per call, which every blob read of a restore makes."""
 
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid object name, else raise `StoreError`."""
-    parts = name.split("/")
-    if not name or any(not _COMPONENT.match(p) for p in parts):
+    if _NAME.fullmatch(name) is None:
         raise StoreError(f"invalid object name {name!r}")
     return name
 
