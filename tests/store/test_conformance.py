@@ -65,7 +65,19 @@ STORE_FACTORIES: list[tuple[str, Callable[[Path, pytest.FixtureRequest], Store]]
     ("s3-versioned", _s3(object_lock=True)),
 ]
 
-BAD_NAMES = ["../x", "/abs", "a//b", ".hidden", "", "a/", "a/../b", "data/.tmp-1", "x y", "a\\b"]
+BAD_NAMES = [
+    "../x",
+    "/abs",
+    "a//b",
+    ".hidden",
+    "",
+    "a/",
+    "a/../b",
+    "data/.tmp-1",
+    "x y",
+    "a\\b",
+    "a\n",
+]
 
 
 @pytest.fixture(params=[f for _, f in STORE_FACTORIES], ids=[n for n, _ in STORE_FACTORIES])
