@@ -40,7 +40,7 @@ from stackvault.sources.base import (
     compare_facts,
 )
 from stackvault.sources.docker.archive import read_tree
-from stackvault.sources.docker.mounts import MOUNT
+from stackvault.sources.docker.mounts import HELPER_LABEL, MOUNT
 from stackvault.sources.docker.volume import VolumeSource
 from stackvault.sources.registry import open_source
 from support.artifacts import MemorySink
@@ -285,6 +285,9 @@ def test_restore_over_a_removed_volume_and_with_overwrite(
         assert compare_facts(meta["facts"], source.probe()) == []
         after = listing(docker_client, host_image, name)
         assert after == {p: r for p, r in recorded.items() if r[0] != "p"}
+        # every helper (the emptying one, those that wrote and read the volume) is removed
+        helpers = docker_client.containers.list(all=True, filters={"label": HELPER_LABEL})
+        assert helpers == []
 
         # a running container uses it: refused, whatever the options
         user.start()

@@ -140,32 +140,44 @@ def pick_image(client: DockerClient, option: str | None, users: Sequence[Contain
 
 
 @contextmanager
-def helper(
-    client: DockerClient, image: str, spec: MountSpec, *, read_only: bool
+def _helper_container(
+    client: DockerClient, what: str, image: str, **create: Any
 ) -> Iterator[Container]:
-    """A created, never started container with ``spec`` mounted at `MOUNT`; removed on exit
-    (also after a failure or an interrupt)."""
+    """A helper container made from ``image`` with ``create``'s arguments (no network, our
+    label, a fresh name); removed on exit, also after a failure or an interrupt. ``what``
+    completes "creating a helper container ..." in an error."""
     import secrets
 
     name = f"stackvault-helper-{secrets.token_hex(6)}"
     container: Container | None = None
     try:
         container = api_call(
-            f"creating a helper container for {spec.label}",
+            f"creating a helper container {what}",
             lambda: client.containers.create(
-                image,
-                entrypoint=["/stackvault-helper-never-started"],
-                command=[],
-                name=name,
-                mounts=[spec.mount(MOUNT, read_only=read_only)],
-                network_mode="none",
-                labels={HELPER_LABEL: "1"},
+                image, name=name, network_mode="none", labels={HELPER_LABEL: "1"}, **create
             ),
         )
         assert container is not None
         yield container
     finally:
         _remove_helper(client, container.id if container is not None else name)
+
+
+@contextmanager
+def helper(
+    client: DockerClient, image: str, spec: MountSpec, *, read_only: bool
+) -> Iterator[Container]:
+    """A created, never started container with ``spec`` mounted at `MOUNT`; removed on exit
+    (also after a failure or an interrupt)."""
+    with _helper_container(
+        client,
+        f"for {spec.label}",
+        image,
+        entrypoint=["/stackvault-helper-never-started"],
+        command=[],
+        mounts=[spec.mount(MOUNT, read_only=read_only)],
+    ) as container:
+        yield container
 
 
 def _remove_helper(client: DockerClient, ref: str | None) -> None:
@@ -291,30 +303,19 @@ def empty_mounts(
     `template`'s other mounts (its tools may live there) — except those at or below a
     destination where ``template`` mounts one of ``specs``: a nested mount point would be busy;
     `SourceError` unless it exits 0 and they are empty."""
-    import secrets
-
     paths = [f"/stackvault-empty/{i}" for i in range(len(specs))]
     mounts = [s.mount(p, read_only=False) for s, p in zip(specs, paths, strict=True)]
     mounts += _tool_mounts(template, specs)
     what = ", ".join(s.label for s in specs)
-    name = f"stackvault-helper-{secrets.token_hex(6)}"
-    container: Container | None = None
-    try:
-        container = api_call(
-            f"creating a helper container to empty {what}",
-            lambda: client.containers.create(
-                image or str(template.attrs.get("Image")),
-                entrypoint=["sh", "-c", _EMPTY_SCRIPT, "sh", *paths],
-                command=[],
-                name=name,
-                user="0:0",
-                mounts=mounts,
-                network_mode="none",
-                labels={HELPER_LABEL: "1"},
-            ),
-        )
-        assert container is not None
-        c = container
+    with _helper_container(
+        client,
+        f"to empty {what}",
+        image or str(template.attrs.get("Image")),
+        entrypoint=["sh", "-c", _EMPTY_SCRIPT, "sh", *paths],
+        command=[],
+        user="0:0",
+        mounts=mounts,
+    ) as c:
         api_call(f"starting a helper container to empty {what}", lambda: c.start())
         deadline = time.monotonic() + EMPTY_TIMEOUT
         while True:
@@ -334,8 +335,6 @@ def empty_mounts(
                 hint="the image needs sh, rm and ls; or empty it by hand, or restore into a "
                 "new volume",
             )
-    finally:
-        _remove_helper(client, container.id if container is not None else name)
 
 
 def _tool_mounts(template: Container, specs: Sequence[MountSpec]) -> list[Mount]:
