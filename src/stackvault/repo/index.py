@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from stackvault.crypto.envelope import Envelope
 from stackvault.errors import IntegrityError, UnsupportedFormat
-from stackvault.repo.blob import BlobType, IndexEntry
+from stackvault.repo.blob import IndexEntry, blob_type
 from stackvault.repo.pack import PackedBlob
 
 INDEX_AAD = b"sv1:index"
@@ -55,15 +55,14 @@ class Index:
 
     def add_pack(self, pack_id: bytes, blobs: Iterable[PackedBlob]) -> None:
         """Record every blob of a completely stored pack."""
+        blobs = list(blobs)
         with self._lock:
-            entries = self._packs.setdefault(pack_id, [])
-            for b in blobs:
-                entries.append(b)
-                # A blob may be listed in several packs (interrupted prune, concurrent backups);
-                # any listed copy is good, so the first one seen stays.
-                self._blobs.setdefault(
-                    b.blob_id, IndexEntry(pack_id, b.offset, b.length, b.raw_length, b.type)
-                )
+            self._packs.setdefault(pack_id, []).extend(blobs)
+            # A blob may be listed in several packs (interrupted prune, concurrent backups);
+            # any listed copy is good, so the first one seen stays.
+            keep = self._blobs.setdefault
+            for kind, blob_id, offset, length, raw_length in blobs:
+                keep(blob_id, IndexEntry(pack_id, offset, length, raw_length, kind))
 
     def packs(self) -> dict[bytes, list[PackedBlob]]:
         """Pack id → the blobs the index lists in it (a copy)."""
@@ -122,7 +121,7 @@ def decode_index_file(envelope: Envelope, data: bytes) -> IndexFile:
             pack_id, n = _PACK.unpack_from(plain, pos)
             pos += _PACK.size
             blobs = [
-                PackedBlob(BlobType(t), bid, off, length, raw)
+                PackedBlob(blob_type(t), bid, off, length, raw)
                 for t, off, length, raw, bid in _ENTRY.iter_unpack(
                     plain[pos : pos + n * _ENTRY.size]
                 )

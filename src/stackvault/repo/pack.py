@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 
 from stackvault.crypto.envelope import Envelope
 from stackvault.errors import IntegrityError
-from stackvault.repo.blob import BlobType
+from stackvault.repo.blob import BlobType, blob_type
 
 HEADER_AAD = b"sv1:packheader"
 _ENTRY = struct.Struct("<BII32s")  # type, stored length, raw length, blob id
@@ -27,9 +27,9 @@ def storage_id(data: bytes | bytearray | memoryview) -> bytes:
     return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
 
 
-@dataclass(frozen=True)
-class PackedBlob:
-    """One blob's place inside a pack."""
+class PackedBlob(NamedTuple):
+    """One blob's place inside a pack (a named tuple: index files list thousands of them,
+    and loading the index builds one per blob)."""
 
     type: BlobType
     blob_id: bytes
@@ -109,7 +109,7 @@ def read_pack_header(envelope: Envelope, tail: bytes, pack_size: int) -> list[Pa
     entries: list[PackedBlob] = []
     offset = 0
     for kind, length, raw_length, blob_id in _ENTRY.iter_unpack(header):
-        entries.append(PackedBlob(BlobType(kind), blob_id, offset, length, raw_length))
+        entries.append(PackedBlob(blob_type(kind), blob_id, offset, length, raw_length))
         offset += length
     if offset + hlen + _TRAILER.size != pack_size:
         raise IntegrityError("pack header does not match the pack's size")
