@@ -9,13 +9,11 @@ holds its record (kind, redacted location, completeness, the source's metadata a
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from stackvault.engine.export import _BlobReader
-from stackvault.engine.restore import read_file_blobs
+from stackvault.engine.filedata import find_node, open_file_node
 from stackvault.errors import IntegrityError, Interrupted, SourceError, StackvaultError
 from stackvault.repo.blob import BlobType
 from stackvault.repo.repository import Repository
@@ -289,8 +287,6 @@ class RepoArtifactReader(ArtifactReader):
     """An artifact of a snapshot, read from the repository."""
 
     def __init__(self, repo: Repository, snapshot: Snapshot, record: dict[str, Any]) -> None:
-        from stackvault.engine.restore import find_node
-
         self.repo = repo
         self.snapshot = snapshot
         self.record = record
@@ -336,7 +332,7 @@ class RepoArtifactReader(ArtifactReader):
             raise SourceError(
                 f"artifact {self.name!r} of snapshot {self.snapshot.short_id} has no file {path!r}"
             )
-        return io.BufferedReader(_BlobReader(read_file_blobs(self.repo, node)), 1 << 20)
+        return open_file_node(self.repo, node)
 
 
 def artifact_summary(record: dict[str, Any]) -> str:

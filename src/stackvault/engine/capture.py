@@ -168,7 +168,7 @@ class SourceCapture:
             a.get("name") == name and a.get("complete") for a in parent.artifacts
         ):
             return None
-        from stackvault.engine.restore import find_node
+        from stackvault.engine.filedata import find_node
 
         try:
             node = find_node(self.repo, parent, artifact_path(name))

@@ -8,38 +8,15 @@ authenticated and checked against the snapshot's SHA-256 on the way out.
 
 from __future__ import annotations
 
-import io
 import tarfile
-from collections.abc import Iterator
 from typing import BinaryIO
 
 from stackvault.engine.browse import walk
+from stackvault.engine.filedata import open_file_node
 from stackvault.errors import IntegrityError
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node
-
-
-class _BlobReader(io.RawIOBase):
-    """A file-like view of a file node's blobs, for `tarfile.addfile`."""
-
-    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
-        self._chunks = chunks
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._buf:
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                return 0
-            self._buf = memoryview(nxt)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
 
 
 def export_tar(
@@ -48,8 +25,6 @@ def export_tar(
     """Write the snapshot (or the subtree at ``path``) as tar to ``out``.
 
     Returns ``(members, bytes of file data)``."""
-    from stackvault.engine.restore import read_file_blobs
-
     members = total = 0
     first_link: dict[str, str] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
@@ -64,8 +39,7 @@ def export_tar(
             elif node.type == "file":
                 if node.hardlink:
                     first_link[node.hardlink] = name
-                reader = io.BufferedReader(_BlobReader(read_file_blobs(repo, node)), 1 << 20)
-                tar.addfile(info, reader)
+                tar.addfile(info, open_file_node(repo, node))
                 total += node.size
             else:
                 tar.addfile(info)

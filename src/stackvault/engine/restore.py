@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.errors import IntegrityError, Interrupted, PathNotFound, RestoreRefused
+from stackvault.errors import IntegrityError, Interrupted, RestoreRefused
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, valid_name
@@ -67,30 +67,6 @@ class RestoreResult:
     notices: list[str] = field(default_factory=list)
     writes: WriteFigures | None = None
     """How large files were written (`WriteMode`): MB/s around and through the page cache."""
-
-
-def find_node(repo: Repository, snapshot: Snapshot, path: str) -> Node:
-    """The node at absolute ``path`` inside a snapshot (``/`` is the root directory)."""
-    node = Node(name="", type="dir", subtree=snapshot.tree)
-    for part in [p for p in path.split("/") if p]:
-        if node.type != "dir" or node.subtree is None:
-            raise PathNotFound(f"{path} is not in snapshot {snapshot.short_id}")
-        match = next((n for n in repo.load_tree(node.subtree) if n.name == part), None)
-        if match is None:
-            raise PathNotFound(f"{path} is not in snapshot {snapshot.short_id}")
-        node = match
-    return node
-
-
-def read_file_blobs(repo: Repository, node: Node) -> Iterator[bytes | memoryview]:
-    """The plaintext of a file node, blob by blob, verified against the recorded SHA-256."""
-    sha = hashlib.sha256()
-    for blob_id in node.content:
-        data = repo.load_blob(blob_id)
-        sha.update(data)
-        yield data
-    if node.sha256 and sha.hexdigest() != node.sha256:
-        raise IntegrityError(f"{node.name}: restored content does not match its SHA-256")
 
 
 class RestoreJob:

@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stackvault.engine.artifact_restore import restore_artifact
+from stackvault.engine.filedata import find_node
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.engine.restore import RestoreJob, RestoreOptions, find_node
+from stackvault.engine.restore import RestoreJob, RestoreOptions
 from stackvault.errors import PathNotFound, RestoreRefused, SourceError, UsageError
 from stackvault.repo.snapshot import Snapshot
 from stackvault.stack.classify import DATABASE_ROLES, MYSQL, POSTGRES, REDIS

@@ -227,7 +227,7 @@ def restore_to(
 
 def dump(cli: Cli, *, snapshot: str, path: str) -> None:
     """Write one file of a snapshot to standard output."""
-    from stackvault.engine.restore import find_node, read_file_blobs
+    from stackvault.engine.filedata import find_node, read_file_blobs
 
     with cli.open_repo(lock="dump") as repo:
         snap = repo.find_snapshot(snapshot)
