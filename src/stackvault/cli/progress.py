@@ -9,15 +9,23 @@ import threading
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
+    from rich.console import Console, RenderableType
     from rich.progress import Progress
 
 
 class BarProgress:
-    """Bytes done of total with rate and ETA; notices printed above the bar (on stderr)."""
+    """Bytes done of total with rate and ETA; notices printed above the bar (on stderr).
 
-    def __init__(self, label: str) -> None:
+    Cheap from any thread, as `Progress` requires: `advance` and `set_total` only add to
+    counters under a lock, and the bar reads them when it redraws (rich's refresh thread,
+    ten times a second). Handing every event to rich instead costs a rich `update` each
+    (locks, a speed sample, field bookkeeping) on the threads doing the work: a backup of
+    20,000 small files makes ~60,000 such calls.
+    """
+
+    def __init__(self, label: str, *, console: Console | None = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -29,8 +37,21 @@ class BarProgress:
             TransferSpeedColumn,
         )
 
-        console = Console(stderr=True, highlight=False, emoji=False, markup=False)
-        self._bar: Progress = Progress(
+        sync = self._sync
+
+        class _Bar(Progress):
+            def get_renderables(self) -> Iterable[RenderableType]:
+                sync()
+                return super().get_renderables()
+
+        if console is None:
+            console = Console(stderr=True, highlight=False, emoji=False, markup=False)
+        self._files = 0
+        self._bytes = 0
+        self._total: int | None = None
+        self._lock = threading.Lock()
+        self._ready = False  # rich may draw before the task exists
+        self._bar: Progress = _Bar(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             DownloadColumn(),
@@ -42,23 +63,37 @@ class BarProgress:
             transient=True,
         )
         self._task = self._bar.add_task(label, total=None, files=0)
-        self._files = 0
-        self._lock = threading.Lock()
+        self._ready = True
         self._bar.start()
 
     def set_total(self, *, files: int | None = None, bytes_: int | None = None) -> None:
         if bytes_ is not None:
-            self._bar.update(self._task, total=bytes_)
+            with self._lock:
+                self._total = bytes_
 
     def advance(self, *, files: int = 0, bytes_: int = 0) -> None:
         with self._lock:
             self._files += files
-            self._bar.update(self._task, advance=bytes_, files=self._files)
+            self._bytes += bytes_
+
+    def _sync(self) -> None:
+        """Hand the counters to the bar (called by rich before each redraw)."""
+        if not self._ready:
+            return
+        with self._lock:
+            files, done, total = self._files, self._bytes, self._total
+        self._bar.update(self._task, completed=done, total=total, files=files)
+
+    def shown(self) -> tuple[int, int, float | None]:
+        """(files, bytes done, bytes in all) as the bar last drew them."""
+        task = self._bar.tasks[0]
+        return int(task.fields["files"]), int(task.completed), task.total
 
     def notice(self, message: str) -> None:
         self._bar.console.print(message, markup=False, highlight=False)
 
     def close(self) -> None:
+        self._bar.refresh()  # the last figures, drawn once more
         self._bar.stop()
 
 
