@@ -65,7 +65,9 @@ class BackupOptions:
     stdin_filename: str = "stdin"
     workers: int | None = None
     scan_totals: bool = False
-    """Count sizes in a background thread so progress can show an ETA (terminals only)."""
+    """Give progress totals for an ETA (terminals only): the parent snapshot's files and
+    bytes when there is a parent, else counted by walking the paths in a background thread
+    (walking them twice costs ~15 % of a no-change backup on a terminal)."""
     sources: list[Source] = field(default_factory=list)
     """Application sources captured as artifacts (databases, volumes, buckets), in order,
     before the paths."""
@@ -420,6 +422,16 @@ class BackupJob:
 
     # --- the run ----------------------------------------------------------------------------
 
+    def _totals_from(self, parent: Snapshot | None) -> bool:
+        """Give progress the parent snapshot's totals as the expected ones; False if there
+        is no parent or it has none."""
+        summary = parent.summary if parent is not None else {}
+        files, size = summary.get("files"), summary.get("bytes")
+        if type(files) is not int or type(size) is not int:
+            return False
+        self.progress.set_total(files=files, bytes_=size)
+        return True
+
     def _normalise_paths(self) -> list[str]:
         if not self.opts.paths:
             if self.opts.sources:
@@ -501,10 +513,9 @@ class BackupJob:
             else:
                 matcher = ExcludeMatcher(self.opts.excludes)
                 walker = FileWalker(matcher, self.opts.one_file_system, self._problem)
-                scanner = (
-                    SizeScanner(paths, matcher, self.progress) if self.opts.scan_totals else None
-                )
-                if scanner and file_paths:
+                scanner = None
+                if self.opts.scan_totals and file_paths and not self._totals_from(parent):
+                    scanner = SizeScanner(paths, matcher, self.progress)
                     scanner.start()
                 try:
                     tree_id = self._build_root(pool, writer, walker, file_paths, parent, extra)
