@@ -8,7 +8,6 @@ Expected blob and byte counts are computed from the source repository's trees, n
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -31,10 +30,11 @@ from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import rewrite_tree
-from stackvault.store.base import Capabilities, ObjectInfo, Store
+from stackvault.store.base import Store
 from stackvault.store.faulty import FaultyStore, SimulatedCrash
 from stackvault.store.local import LocalStore
 from stackvault.store.memory import MemoryStore
+from support.countingstore import CountingStore
 
 PW_SRC = b"source password"
 PW_DST = b"a different destination password"
@@ -45,51 +45,6 @@ SMALL_PACK = 512 * 1024
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-class CountingStore(Store):
-    """Delegates to ``inner`` and records every ``get`` (name, offset, length)."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.gets: list[tuple[str, int, int | None]] = []
-        self._lock = threading.Lock()
-
-    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
-        self.inner.put(name, data)
-
-    def put_parts(self, name: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-        self.inner.put_parts(name, parts)
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        with self._lock:
-            self.gets.append((name, offset, length))
-        return self.inner.get(name, offset, length)
-
-    def stat(self, name: str) -> ObjectInfo:
-        return self.inner.stat(name)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
-
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities()
-
-    def describe(self) -> str:
-        return f"counting:{self.inner.describe()}"
-
-    def data_blob_gets(self, repo: Repository) -> list[bytes]:
-        """Ids of the data blobs that were read (ranged gets inside data packs)."""
-        where = {
-            (pack_name(entry.pack_id), entry.offset): blob_id
-            for blob_id, entry in repo.index.items()
-            if entry.type == BlobType.DATA
-        }
-        with self._lock:
-            return [where[(n, o)] for n, o, _len in self.gets if (n, o) in where]
 
 
 def new_local(path: Path, password: bytes, **kw: Any) -> LocalStore:
