@@ -35,7 +35,7 @@ from stackvault.errors import (
     UsageError,
     WrongPassword,
 )
-from stackvault.repo.blob import BlobCodec, IndexEntry, blob_aad
+from stackvault.repo.blob import BlobCodec, BlobType, IndexEntry, blob_aad
 from stackvault.repo.config import (
     CONFIG_NAME,
     DEFAULT_PACK_SIZE,
@@ -48,6 +48,7 @@ from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_userna
 from stackvault.repo.pack import pack_name, storage_id
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
 from stackvault.repo.tree import Node, decode_tree
+from stackvault.repo.treepacks import TreePacks
 from stackvault.repo.writer import BlobWriter
 from stackvault.store.base import Retention, Store
 
@@ -89,6 +90,7 @@ class Repository:
         """Index files still present but replaced by a newer one (see `load_index`)."""
         self.lock_lease_s = DEFAULT_LEASE_S
         self._local = threading.local()
+        self._tree_packs = TreePacks(store) if store.capabilities().remote else None
 
     # --- creating and opening ---------------------------------------------------------------
 
@@ -330,6 +332,14 @@ class Repository:
         return self.open_blob(entry, blob_id, sealed, verify_id=verify_id)
 
     def load_tree(self, tree_id: bytes) -> list[Node]:
+        """A tree's nodes; from a remote store cut out of its whole tree pack, fetched once
+        (`TreePacks`), else read on its own. Raises `IntegrityError` if missing or damaged."""
+        if self._tree_packs is not None:
+            entry = self.index.get(tree_id)
+            if entry is not None and entry.type == BlobType.TREE:
+                sealed = self._tree_packs.sealed(entry)
+                if sealed is not None:
+                    return decode_tree(bytes(self.open_blob(entry, tree_id, sealed)))
         return decode_tree(bytes(self.load_blob(tree_id)))
 
     def snapshot_names(self) -> list[str]:
