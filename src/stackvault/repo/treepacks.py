@@ -61,6 +61,8 @@ class TreePacks:
         finally:
             fut.set_result(data)  # also when interrupted: no waiter may hang
         with self._lock:
+            if self._packs.get(pack_id) is not fut:
+                return  # already dropped again by another thread's eviction
             self._sizes[pack_id] = len(data or b"")
             self._held += self._sizes[pack_id]
             while self._held > self._keep and len(self._packs) > 1:
