@@ -61,12 +61,17 @@ def _backup(repo: Repository, data: Path, progress: TotalsProgress) -> dict[str,
     return job.run().snapshot.summary
 
 
-def test_first_backup_counts_totals_by_walking(tmp_path: Path) -> None:
-    data = make_tree(tmp_path / "data")
+def _new_repo() -> Repository:
     store = MemoryStore()
     Repository.init(store, PW, kdf=FAST_KDF)
     repo = Repository.open(store, PW)
     repo.load_index()
+    return repo
+
+
+def test_first_backup_counts_totals_by_walking(tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "data")
+    repo = _new_repo()
     progress = TotalsProgress()
     _backup(repo, data, progress)
     # the scanner counts regular files once each (a hard link's two names count twice)
@@ -76,10 +81,7 @@ def test_first_backup_counts_totals_by_walking(tmp_path: Path) -> None:
 
 def test_later_backup_takes_the_parents_totals(tmp_path: Path) -> None:
     data = make_tree(tmp_path / "data")
-    store = MemoryStore()
-    Repository.init(store, PW, kdf=FAST_KDF)
-    repo = Repository.open(store, PW)
-    repo.load_index()
+    repo = _new_repo()
     first = _backup(repo, data, TotalsProgress())
     (data / "added.txt").write_bytes(b"x" * 5000)  # the walk would count this one too
     progress = TotalsProgress()

@@ -28,7 +28,7 @@ from stackvault.engine.capture import SourceCapture
 from stackvault.engine.listing import DirectoryLister, Listing
 from stackvault.engine.nodes import Pending, node_from_entry, same_metadata, when_all
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.engine.scan import SizeScanner
+from stackvault.engine.scan import start_totals
 from stackvault.engine.smallfiles import SmallFiles
 from stackvault.errors import (
     Interrupted,
@@ -422,16 +422,6 @@ class BackupJob:
 
     # --- the run ----------------------------------------------------------------------------
 
-    def _totals_from(self, parent: Snapshot | None) -> bool:
-        """Give progress the parent snapshot's totals as the expected ones; False if there
-        is no parent or it has none."""
-        summary = parent.summary if parent is not None else {}
-        files, size = summary.get("files"), summary.get("bytes")
-        if type(files) is not int or type(size) is not int:
-            return False
-        self.progress.set_total(files=files, bytes_=size)
-        return True
-
     def _normalise_paths(self) -> list[str]:
         if not self.opts.paths:
             if self.opts.sources:
@@ -514,9 +504,8 @@ class BackupJob:
                 matcher = ExcludeMatcher(self.opts.excludes)
                 walker = FileWalker(matcher, self.opts.one_file_system, self._problem)
                 scanner = None
-                if self.opts.scan_totals and file_paths and not self._totals_from(parent):
-                    scanner = SizeScanner(paths, matcher, self.progress)
-                    scanner.start()
+                if self.opts.scan_totals and file_paths:
+                    scanner = start_totals(paths, matcher, self.progress, parent)
                 try:
                     tree_id = self._build_root(pool, writer, walker, file_paths, parent, extra)
                 finally:

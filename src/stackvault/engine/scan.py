@@ -1,7 +1,8 @@
-"""A background size scan (engine layer): totals for progress bars and ETAs.
+"""Progress totals for bars and ETAs (engine layer): the parent snapshot's, or a background
+size scan.
 
-It runs beside a backup on a terminal only, walks the same paths with the same excludes,
-and never follows symlinks. Its numbers are estimates for display, never recorded.
+Only a backup on a terminal asks for them. The scan walks the same paths with the same
+excludes and never follows symlinks. The numbers are estimates for display, never recorded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,24 @@ import threading
 from collections.abc import Sequence
 
 from stackvault.engine.progress import Progress
+from stackvault.repo.snapshot import Snapshot
 from stackvault.sources.exclude import ExcludeMatcher
+
+
+def start_totals(
+    paths: Sequence[str], excludes: ExcludeMatcher, progress: Progress, parent: Snapshot | None
+) -> SizeScanner | None:
+    """Give ``progress`` the expected totals: the parent snapshot's files and bytes if it
+    recorded them (then None), else those of a `SizeScanner` started here (returned, for the
+    caller to stop). Walking the paths a second time costs ~15 % of a no-change backup."""
+    summary = parent.summary if parent is not None else {}
+    files, size = summary.get("files"), summary.get("bytes")
+    if type(files) is int and type(size) is int:
+        progress.set_total(files=files, bytes_=size)
+        return None
+    scanner = SizeScanner(paths, excludes, progress)
+    scanner.start()
+    return scanner
 
 
 class SizeScanner:
