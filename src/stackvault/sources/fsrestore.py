@@ -34,7 +34,7 @@ from stackvault.sources.fsdirs import (
 )
 from stackvault.sources.fswriter import FileWriter
 
-_NEW_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FLAGS = os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
 PRESIZE_MIN = 1 << 20
 """Files at least this large are sized with ``ftruncate`` before they are written; smaller
 ones get their size from their writes (20,000 small files: one system call less each,

@@ -104,6 +104,19 @@ class FileWriter:
                 if not self._writing and self._idle is not None:
                     self._idle.set()
 
+    def read_back(self, offset: int, length: int) -> bytes:
+        """``length`` bytes written at ``offset`` (after a `pwrite` that returned)."""
+        try:
+            data = os.pread(self._fd, length, offset)
+        except OSError as exc:
+            raise os_failure(self._target.root, self.parts, exc) from exc
+        if len(data) != length:
+            raise IntegrityError(
+                f"restoring '{show(self.parts)}': {len(data)} of {length} bytes read back "
+                f"at {offset}"
+            )
+        return data
+
     def stage(self, stages: Sequence[memoryview], writes: Executor, mode: WriteMode) -> bool:
         """Have `append` collect the file's bytes in ``stages`` (at least two, writable,
         page-aligned, all of one length that is a multiple of `ALIGN`; the caller reuses
