@@ -185,9 +185,11 @@ def test_a_missing_pack_fails_its_files_and_the_rest_is_restored(tmp_path: Path)
     }
     store.delete(pack_name(gone))
     target = tmp_path / "out"
-    job = _job(_open(RemoteCountingStore(store)), target)
+    counting = RemoteCountingStore(store)
+    job = _job(_open(counting), target)
     with pytest.raises(IntegrityError):
         job.run()
+    assert [g[0] for g in counting.gets].count(pack_name(gone)) == 1  # not once per blob
     assert {p.lstrip("/") for p, _w in job.result.failed} <= {p.lstrip("/") for p in hit}
     assert job.result.failed and all("missing" in why for _p, why in job.result.failed)
     restored = describe(target / data.relative_to(data.anchor))

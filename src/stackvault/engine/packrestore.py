@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import NamedTuple
 
 from stackvault.engine.progress import Progress
-from stackvault.errors import IntegrityError, Interrupted, StackvaultError
+from stackvault.errors import IntegrityError, Interrupted, ObjectNotFound, StackvaultError
 from stackvault.repo.blob import IndexEntry
 from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
@@ -261,11 +261,14 @@ class PackRestorer:
                 raise Interrupted("restore interrupted")
             start = span[0].entry.offset
             end = max(ref.entry.offset + ref.entry.length for ref in span)
-            data: memoryview | None
+            data: memoryview | None = None
+            missing = False
             try:
                 data = memoryview(self.repo.store.get(pack_name(pack_id), start, end - start))
+            except ObjectNotFound:
+                missing = True  # each file holding one of its blobs fails, no request more
             except StackvaultError:
-                data = None  # each blob is read on its own below, which says what is wrong
+                pass  # each blob is read on its own below, which says what is wrong
             small: list[list[_Ref]] = []
             i = 0
             while i < len(span):
@@ -278,10 +281,10 @@ class PackRestorer:
                 ):
                     small.append(group)
                 else:
-                    self._restore_blob(group, data, start)
+                    self._restore_blob(group, data, start, missing)
                 i = j
             if small:
-                self._track(self._small.submit(self._restore_small, small, data, start))
+                self._track(self._small.submit(self._restore_small, small, data, start, missing))
                 handed = True
         except BaseException as exc:
             self._failure(exc)
@@ -290,12 +293,14 @@ class PackRestorer:
             if not handed:
                 self._slots.release()
 
-    def _restore_small(self, groups: list[list[_Ref]], data: memoryview | None, start: int) -> None:
+    def _restore_small(
+        self, groups: list[list[_Ref]], data: memoryview | None, start: int, missing: bool
+    ) -> None:
         try:
             for group in groups:
                 if self._stop.is_set():
                     raise Interrupted("restore interrupted")
-                self._restore_blob(group, data, start)
+                self._restore_blob(group, data, start, missing)
         except BaseException as exc:
             self._failure(exc)
             raise
@@ -308,13 +313,19 @@ class PackRestorer:
                 self._error = exc
         self._stop.set()
 
-    def _restore_blob(self, refs: list[_Ref], data: memoryview | None, start: int) -> None:
+    def _restore_blob(
+        self, refs: list[_Ref], data: memoryview | None, start: int, missing: bool
+    ) -> None:
         """Open one blob (cut out of ``data``, the span read from ``start``, or read on its
-        own) and write it for every reference to it."""
+        own unless its pack is ``missing``) and write it for every reference to it."""
         entry, blob_id = refs[0].entry, refs[0].blob_id
         verify = any(not ref.task.node.sha256 for ref in refs)
         at = entry.offset - start
         try:
+            if missing:
+                raise IntegrityError(
+                    f"pack {entry.pack_id.hex()[:12]} holding blob {blob_id.hex()[:12]} is missing"
+                )
             if data is not None and at + entry.length <= len(data):
                 plain = self.repo.open_blob(
                     entry, blob_id, data[at : at + entry.length], verify_id=verify
