@@ -4,7 +4,6 @@ store failures reported as on the file-by-file path."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 import threading
@@ -24,22 +23,16 @@ from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
 from stackvault.repo.tree import Node
 from stackvault.sources.fsrestore import RestoreTarget
-from stackvault.store.base import Capabilities, Store
+from stackvault.store.base import Store
 from stackvault.store.faulty import FaultyStore
 from stackvault.store.memory import MemoryStore
-from support.countingstore import CountingStore
+from support.countingstore import RemoteCountingStore
+from support.damage import damage_blob
 
 PW = b"pack restore"
 FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
 SMALL_CHUNKS = ChunkerParams(min=1024, avg=4096, max=16 * 1024)
 PACK = 512 * 1024
-
-
-class RemoteCountingStore(CountingStore):
-    """A counting store that says it is remote, as S3 does."""
-
-    def capabilities(self) -> Capabilities:
-        return dataclasses.replace(self.inner.capabilities(), remote=True)
 
 
 def _data(root: Path) -> Path:
@@ -158,11 +151,7 @@ def test_a_damaged_blob_fails_only_the_files_holding_it(tmp_path: Path) -> None:
     nodes = _nodes(repo)
     victim_path = next(p for p in nodes if p.endswith("upload-1.bin"))
     victim = nodes[victim_path].content[len(nodes[victim_path].content) // 2]
-    entry = repo.index_entry(victim)
-    name = pack_name(entry.pack_id)
-    pack = bytearray(store.get(name))
-    pack[entry.offset + entry.length // 2] ^= 0x40
-    store.put(name, bytes(pack))
+    damage_blob(store, repo.index_entry(victim))
     target = tmp_path / "out"
     job = _job(_open(RemoteCountingStore(store)), target)
     with pytest.raises(IntegrityError, match="1 file"):

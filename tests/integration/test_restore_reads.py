@@ -18,6 +18,7 @@ from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
 from stackvault.store.memory import MemoryStore
 from support.countingstore import CountingStore
+from support.damage import damage_blob
 
 PW = b"restore reads"
 FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
@@ -79,11 +80,7 @@ def test_damaged_blob_in_a_run_fails_only_its_file(tmp_path: Path) -> None:
     repo = Repository.open(store, PW)
     repo.load_index()
     victim = _file_blob(repo, "doc-42.json")
-    entry = repo.index_entry(victim)
-    name = pack_name(entry.pack_id)
-    pack = bytearray(store.get(name))
-    pack[entry.offset + entry.length // 2] ^= 0x40
-    store.put(name, bytes(pack))
+    damage_blob(store, repo.index_entry(victim))
     target = tmp_path / "out"
     job = _restore(repo, target)
     with pytest.raises(IntegrityError):

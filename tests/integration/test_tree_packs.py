@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from pathlib import Path
 
@@ -16,19 +15,12 @@ from stackvault.repo.blob import BlobType
 from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
 from stackvault.repo.treepacks import TreePacks
-from stackvault.store.base import Capabilities
 from stackvault.store.memory import MemoryStore
-from support.countingstore import CountingStore
+from support.countingstore import RemoteCountingStore
+from support.damage import damage_blob
 
 PW = b"tree packs"
 FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
-
-
-class RemoteCountingStore(CountingStore):
-    """A counting store that says it is remote, as S3 does."""
-
-    def capabilities(self) -> Capabilities:
-        return dataclasses.replace(self.inner.capabilities(), remote=True)
 
 
 def _repo_with_snapshot(tmp_path: Path) -> tuple[MemoryStore, RemoteCountingStore, Repository]:
@@ -65,11 +57,7 @@ def test_a_walk_fetches_each_tree_pack_once(tmp_path: Path) -> None:
 def test_damaged_tree_in_a_fetched_pack_fails_authentication(tmp_path: Path) -> None:
     store, _counting, repo = _repo_with_snapshot(tmp_path)
     snap = repo.list_snapshots()[-1]
-    entry = repo.index_entry(snap.tree)
-    name = pack_name(entry.pack_id)
-    pack = bytearray(store.get(name))
-    pack[entry.offset + entry.length // 2] ^= 0x01
-    store.put(name, bytes(pack))
+    damage_blob(store, repo.index_entry(snap.tree), 0x01)
     with pytest.raises(IntegrityError, match="damaged"):
         repo.load_tree(snap.tree)
 

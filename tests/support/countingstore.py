@@ -1,7 +1,8 @@
-"""A store that records every read, for tests that count what an operation fetched."""
+"""Stores that record every read, for tests that count what an operation fetched."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -54,3 +55,11 @@ class CountingStore(Store):
         }
         with self._lock:
             return [where[(n, o)] for n, o, _len in self.gets if (n, o) in where]
+
+
+class RemoteCountingStore(CountingStore):
+    """A counting store that says it is remote, as S3 does (so the engine reads as it would
+    from S3: whole tree packs, restores pack by pack)."""
+
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(self.inner.capabilities(), remote=True)
