@@ -7,11 +7,12 @@ CPU of reading it as 16 MiB objects), so a restore from S3 must not read blob by
 and reads each pack's needed blobs as a few long spans (`SPAN_GAP`, `SPAN_MAX`) on a pool
 of threads; each blob read is authenticated once and written at every offset of every file
 that holds it. A file is written in whatever order its packs arrive; its SHA-256 is taken
-in file order all the same (a blob that arrives ahead of the ones before it is read back
-from the file when they are in), and a file whose digest does not match the snapshot's is
-removed, as on the file-by-file path (`RestoreJob`). Damage stays per file: a span that
-cannot be read is read blob by blob, which reports the blob at fault, and only the files
-holding a damaged blob fail.
+in file order all the same (a blob that arrives ahead of the ones before it is kept, up to
+`AHEAD_BYTES` in all, or read back from the file when they are in), and a file whose digest
+does not match the snapshot's is removed, as on the file-by-file path (`RestoreJob`). Damage
+stays per file: a span that cannot be read is read blob by blob, which reports the blob at
+fault (a missing pack fails its files without more requests), and only the files holding a
+damaged blob fail.
 """
 
 from __future__ import annotations
@@ -334,12 +335,14 @@ class PackRestorer:
                 plain = self.repo.load_blob(blob_id, verify_id=verify)
         except IntegrityError as exc:
             for ref in refs:
-                self._count(ref, None, str(exc))
+                self._deliver(ref, None, str(exc))
             return
         for ref in refs:
-            self._count(ref, plain, None)
+            self._deliver(ref, plain, None)
 
-    def _count(self, ref: _Ref, plain: bytes | memoryview | None, error: str | None) -> None:
+    def _deliver(self, ref: _Ref, plain: bytes | memoryview | None, error: str | None) -> None:
+        """Write one blob where ``ref`` says (unless its file failed already) or count it as
+        failed with ``error``; end the file if it was its last."""
         task = ref.task
         if plain is not None and task.failed is None:
             writer = self._writer(task)
