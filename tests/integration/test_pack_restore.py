@@ -18,6 +18,7 @@ from stackvault.engine import packrestore
 from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.restore import RestoreJob, RestoreOptions
 from stackvault.errors import IntegrityError, StorePermissionDenied
+from stackvault.repo import spans
 from stackvault.repo.blob import BlobType
 from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
@@ -111,7 +112,7 @@ def test_blobs_in_any_order_give_identical_files(
     """Spans of a few blobs on four threads: a file's blobs arrive out of order, and its
     hash is taken in file order from held plaintext or from what was written."""
     store, data = _backed_up(tmp_path)
-    monkeypatch.setattr(packrestore, "SPAN_MAX", 16 * 1024)
+    monkeypatch.setattr(spans, "SPAN_MAX", 16 * 1024)
     monkeypatch.setattr(packrestore, "AHEAD_BYTES", ahead_bytes)
     monkeypatch.setattr(packrestore, "WINDOW_FILES", 7)  # windows cut through the tree
     target = tmp_path / "out"

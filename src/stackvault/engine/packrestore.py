@@ -4,7 +4,7 @@ Reading a remote store costs per request (botocore's Python glue on this side, t
 work on the other: with SeaweedFS, 512 MiB read as 1 MiB ranges costs the server 3 times the
 CPU of reading it as 16 MiB objects), so a restore from S3 must not read blob by blob.
 `PackRestorer` collects the files of a window of the tree walk, groups their blobs by pack,
-and reads each pack's needed blobs as a few long spans (`SPAN_GAP`, `SPAN_MAX`) on a pool
+and reads each pack's needed blobs as a few long spans (`stackvault.repo.spans`) on a pool
 of threads; each blob read is authenticated once and written at every offset of every file
 that holds it. A file is written in whatever order its packs arrive; its SHA-256 is taken
 in file order all the same (a blob that arrives ahead of the ones before it is kept, up to
@@ -24,20 +24,14 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import NamedTuple
 
 from stackvault.engine.progress import Progress
-from stackvault.errors import IntegrityError, Interrupted, ObjectNotFound, StackvaultError
+from stackvault.errors import IntegrityError, Interrupted
 from stackvault.repo.blob import IndexEntry
-from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
+from stackvault.repo.spans import SpanData, cut_spans, missing_blob, read_span
 from stackvault.repo.tree import Node
 from stackvault.sources.fsrestore import RestoreTarget
 from stackvault.sources.fswriter import FileWriter
 
-SPAN_GAP = 1 << 20
-"""Needed blobs of a pack less than this apart are read with one request (the bytes between
-them are read and dropped): a request costs more than a MiB of transfer."""
-SPAN_MAX = 8 << 20
-"""Longest read; with the default 16 MiB packs a pack is read in about two requests, and
-the reads in flight hold at most ``2 * workers * SPAN_MAX`` bytes."""
 SMALL_BLOB = 256 * 1024
 """Files of one blob below this are made on the small-file thread."""
 AHEAD_BYTES = 64 << 20
@@ -48,6 +42,10 @@ WINDOW_REFS = 65536
 """A window of the walk is planned (its blobs grouped by pack) once it holds this many files
 or blob references: a pack with blobs of two windows is read twice, a larger window holds
 more of the tree in memory."""
+
+
+def _entry(ref: _Ref) -> IndexEntry:
+    return ref.entry
 
 
 class _Ref(NamedTuple):
@@ -163,6 +161,8 @@ class PackRestorer:
         # glue) from several threads costs more in contention than it overlaps (20,000
         # files: 1.4 s from 2 threads, 0.9 s from one).
         self._small = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-small")
+        # Spans read or queued: those read hold their bytes until their blobs are written,
+        # so at most 2 * workers * SPAN_MAX bytes are held.
         self._slots = threading.BoundedSemaphore(2 * workers)
         self._futures: list[Future[None]] = []
         self._plan: dict[bytes, list[_Ref]] = {}
@@ -218,28 +218,16 @@ class PackRestorer:
     def _submit_window(self) -> None:
         plan, self._plan = self._plan, {}
         self._files = self._refs = 0
-        for pack_id, refs in plan.items():
-            refs.sort(key=lambda ref: ref.entry.offset)
-            span: list[_Ref] = []
-            for ref in refs:
-                if span:
-                    start, last = span[0].entry, span[-1].entry
-                    end = ref.entry.offset + ref.entry.length
-                    if (
-                        ref.entry.offset - (last.offset + last.length) > SPAN_GAP
-                        or end - start.offset > SPAN_MAX
-                    ):
-                        self._submit(pack_id, span)
-                        span = []
-                span.append(ref)
-            self._submit(pack_id, span)
+        for refs in plan.values():
+            for span in cut_spans(refs, _entry):
+                self._submit(span)
 
-    def _submit(self, pack_id: bytes, span: list[_Ref]) -> None:
+    def _submit(self, span: list[_Ref]) -> None:
         if self._error is not None:
             raise self._error
         self._slots.acquire()
         try:
-            self._track(self._pool.submit(self._read_span, pack_id, span))
+            self._track(self._pool.submit(self._read_span, span))
         except BaseException:
             self._slots.release()
             raise
@@ -252,7 +240,7 @@ class PackRestorer:
 
     # --- doing (pool threads) ---------------------------------------------------------------
 
-    def _read_span(self, pack_id: bytes, span: list[_Ref]) -> None:
+    def _read_span(self, span: list[_Ref]) -> None:
         """Read a span of a pack and restore its blobs: those of small one-blob files on the
         one small-file thread (after this returns; it frees the span's slot then), the
         others here."""
@@ -260,16 +248,7 @@ class PackRestorer:
         try:
             if self._stop.is_set():
                 raise Interrupted("restore interrupted")
-            start = span[0].entry.offset
-            end = max(ref.entry.offset + ref.entry.length for ref in span)
-            data: memoryview | None = None
-            missing = False
-            try:
-                data = memoryview(self.repo.store.get(pack_name(pack_id), start, end - start))
-            except ObjectNotFound:
-                missing = True  # each file holding one of its blobs fails, no request more
-            except StackvaultError:
-                pass  # each blob is read on its own below, which says what is wrong
+            data = read_span(self.repo.store, [ref.entry for ref in span])
             small: list[list[_Ref]] = []
             i = 0
             while i < len(span):
@@ -282,10 +261,10 @@ class PackRestorer:
                 ):
                     small.append(group)
                 else:
-                    self._restore_blob(group, data, start, missing)
+                    self._restore_blob(group, data)
                 i = j
             if small:
-                self._track(self._small.submit(self._restore_small, small, data, start, missing))
+                self._track(self._small.submit(self._restore_small, small, data))
                 handed = True
         except BaseException as exc:
             self._failure(exc)
@@ -294,14 +273,12 @@ class PackRestorer:
             if not handed:
                 self._slots.release()
 
-    def _restore_small(
-        self, groups: list[list[_Ref]], data: memoryview | None, start: int, missing: bool
-    ) -> None:
+    def _restore_small(self, groups: list[list[_Ref]], data: SpanData) -> None:
         try:
             for group in groups:
                 if self._stop.is_set():
                     raise Interrupted("restore interrupted")
-                self._restore_blob(group, data, start, missing)
+                self._restore_blob(group, data)
         except BaseException as exc:
             self._failure(exc)
             raise
@@ -314,23 +291,17 @@ class PackRestorer:
                 self._error = exc
         self._stop.set()
 
-    def _restore_blob(
-        self, refs: list[_Ref], data: memoryview | None, start: int, missing: bool
-    ) -> None:
-        """Open one blob (cut out of ``data``, the span read from ``start``, or read on its
-        own unless its pack is ``missing``) and write it for every reference to it."""
+    def _restore_blob(self, refs: list[_Ref], data: SpanData) -> None:
+        """Open one blob (cut out of the span read, or read on its own unless its pack is
+        missing) and write it for every reference to it."""
         entry, blob_id = refs[0].entry, refs[0].blob_id
         verify = any(not ref.task.node.sha256 for ref in refs)
-        at = entry.offset - start
         try:
-            if missing:
-                raise IntegrityError(
-                    f"pack {entry.pack_id.hex()[:12]} holding blob {blob_id.hex()[:12]} is missing"
-                )
-            if data is not None and at + entry.length <= len(data):
-                plain = self.repo.open_blob(
-                    entry, blob_id, data[at : at + entry.length], verify_id=verify
-                )
+            if data.missing:
+                raise missing_blob(entry, blob_id)
+            sealed = data.sealed(entry)
+            if sealed is not None:
+                plain = self.repo.open_blob(entry, blob_id, sealed, verify_id=verify)
             else:
                 plain = self.repo.load_blob(blob_id, verify_id=verify)
         except IntegrityError as exc:

@@ -47,6 +47,7 @@ from stackvault.repo.index import Index, IndexFile, decode_index_file
 from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_username
 from stackvault.repo.pack import pack_name, storage_id
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
+from stackvault.repo.spans import missing_blob
 from stackvault.repo.tree import Node, decode_tree
 from stackvault.repo.treepacks import TreePacks
 from stackvault.repo.writer import BlobWriter
@@ -324,9 +325,7 @@ class Repository:
         try:
             sealed = self.store.get(pack_name(entry.pack_id), entry.offset, entry.length)
         except ObjectNotFound as exc:
-            raise IntegrityError(
-                f"pack {entry.pack_id.hex()[:12]} holding blob {blob_id.hex()[:12]} is missing"
-            ) from exc
+            raise missing_blob(entry, blob_id) from exc
         if len(sealed) != entry.length:
             raise IntegrityError(f"pack {entry.pack_id.hex()[:12]} is truncated")
         return self.open_blob(entry, blob_id, sealed, verify_id=verify_id)

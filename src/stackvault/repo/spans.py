@@ -1,0 +1,99 @@
+"""Several blobs of a pack read with one request (repository layer).
+
+A request to a remote store costs more than the bytes it brings (botocore's Python glue on
+this side, the server's work on the other), so the engine's readers of many blobs from S3
+(the pack-by-pack restore, copy) group the blobs they need by pack and read each group of
+nearby blobs as one span. A span that cannot be read is no verdict: each blob is then read
+on its own (`Repository.load_blob`), which says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from stackvault.errors import IntegrityError, ObjectNotFound, StackvaultError
+from stackvault.repo.blob import IndexEntry
+from stackvault.repo.pack import pack_name
+from stackvault.store.base import Store
+
+SPAN_GAP = 1 << 20
+"""Needed blobs of a pack less than this apart are read with one request (the bytes between
+them are read and dropped): a request costs more than a MiB of transfer."""
+SPAN_MAX = 8 << 20
+"""Longest span; with the default 16 MiB packs a pack is read in about two requests."""
+
+T = TypeVar("T")
+
+
+def by_pack(items: Iterable[T], entry: Callable[[T], IndexEntry]) -> dict[bytes, list[T]]:
+    """``items`` grouped by the pack their blob (``entry(item)``) is in, first seen first."""
+    packs: dict[bytes, list[T]] = {}
+    for item in items:
+        packs.setdefault(entry(item).pack_id, []).append(item)
+    return packs
+
+
+def cut_spans(items: list[T], entry: Callable[[T], IndexEntry]) -> Iterator[list[T]]:
+    """The spans of ``items`` (blobs of one pack; several items may name the same blob): in
+    offset order, a new span where the gap exceeds `SPAN_GAP` or the span would exceed
+    `SPAN_MAX`. Items of the same blob stay next to each other."""
+    span: list[T] = []
+    start = end = 0
+    for item in sorted(items, key=lambda i: entry(i).offset):
+        e = entry(item)
+        if span and (e.offset - end > SPAN_GAP or e.offset + e.length - start > SPAN_MAX):
+            yield span
+            span = []
+        if span:
+            end = max(end, e.offset + e.length)
+        else:
+            start, end = e.offset, e.offset + e.length
+        span.append(item)
+    if span:
+        yield span
+
+
+class SpanData:
+    """The bytes of one span as read, or why there are none."""
+
+    __slots__ = ("data", "missing", "start")
+
+    def __init__(self, data: memoryview | None, start: int, missing: bool) -> None:
+        self.data = data
+        self.start = start
+        self.missing = missing
+        """The pack does not exist: every blob in it is missing, no need to ask again."""
+
+    def sealed(self, entry: IndexEntry) -> memoryview | None:
+        """The stored bytes of the blob at ``entry``, or None if the span does not hold them
+        (not read, or shorter than the index says: the pack is truncated)."""
+        if self.data is None:
+            return None
+        at = entry.offset - self.start
+        if at < 0 or at + entry.length > len(self.data):
+            return None
+        return self.data[at : at + entry.length]
+
+
+def read_span(store: Store, entries: list[IndexEntry]) -> SpanData:
+    """Read the span holding ``entries`` (blobs of one pack) with one request."""
+    start = min(e.offset for e in entries)
+    end = max(e.offset + e.length for e in entries)
+    try:
+        return SpanData(
+            memoryview(store.get(pack_name(entries[0].pack_id), start, end - start)),
+            start,
+            missing=False,
+        )
+    except ObjectNotFound:
+        return SpanData(None, start, missing=True)
+    except StackvaultError:
+        return SpanData(None, start, missing=False)
+
+
+def missing_blob(entry: IndexEntry, blob_id: bytes) -> IntegrityError:
+    """The error for a blob whose pack does not exist."""
+    return IntegrityError(
+        f"pack {entry.pack_id.hex()[:12]} holding blob {blob_id.hex()[:12]} is missing"
+    )
