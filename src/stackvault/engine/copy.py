@@ -16,7 +16,9 @@ shared and the destination locked shared for writing, like a backup — the call
   (files' ``content``, directories' ``subtree``) and every other field kept as it was. Chunk
   boundaries are the source's (blobs are not re-chunked). When both repositories share their
   id key (``init --copy-chunker-params-from``), ids are the same in both: trees are copied
-  unchanged and a blob the destination index lists is not even downloaded.
+  unchanged and a blob the destination index lists is not even downloaded. From a remote
+  source (S3) the blobs a directory needs are read a span of nearby blobs of a pack per
+  request (`stackvault.repo.spans`), not one request each; a damaged blob is still named.
 * **Incremental copies.** The destination's copy of the previous snapshot of the same host and
   paths (if it holds one) is used as a parent: a directory unchanged since then is taken over
   whole without reading it, and blobs of that parent's files are known to be present under
@@ -33,13 +35,15 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.errors import IntegrityError, Interrupted, SnapshotNotFound, StackvaultError
-from stackvault.repo.blob import BlobType
+from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
+from stackvault.repo.spans import by_pack, cut_spans, missing_blob, read_span, span_readers
 from stackvault.repo.tree import Node, decode_tree, rewrite_tree
 from stackvault.repo.writer import BlobWriter
 
@@ -160,6 +164,24 @@ class _Hint:
 
 _Transfer = tuple[bytes, bool, int]
 """A stored blob: its destination id, whether it was added (not already present), its size."""
+_T = TypeVar("_T")
+
+
+def _first(ref: tuple[IndexEntry, bytes, Future[_Transfer]]) -> IndexEntry:
+    return ref[0]
+
+
+def _settle(span: list[tuple[IndexEntry, bytes, Future[_Transfer]]], job: Future[None]) -> None:
+    """When a span's job has ended (or was cancelled), give its failure to every blob of it
+    still without an outcome, so that nobody waits for them for ever."""
+    error: BaseException
+    if job.cancelled():
+        error = Interrupted("copy interrupted")
+    else:
+        error = job.exception() or Interrupted("copy interrupted")
+    for _entry, _id, fut in span:
+        if not fut.done():
+            fut.set_exception(error)
 
 
 @dataclass
@@ -190,7 +212,11 @@ class CopyJob:
         self.progress: Progress = progress or NullProgress()
         self.shared_ids = dest.shares_blob_ids(source)
         caps = source.store.capabilities()
-        self._workers = workers or max(2, min(8, caps.parallelism))
+        self._remote = caps.remote
+        """Blobs are read a span of a pack at a time (`_submit_all`)."""
+        self._workers = workers or (
+            span_readers(caps.parallelism) if caps.remote else max(2, min(8, caps.parallelism))
+        )
         # Blobs read from the source and not yet handed to the writer: bounded, so a slow
         # destination throttles the downloads (each holds up to one chunk in memory).
         self._slots = threading.BoundedSemaphore(self._workers * 2)
@@ -354,7 +380,7 @@ class CopyJob:
             self._trees[src_id] = hint.dest
             walk.stats.trees_reused += 1
             return hint.dest
-        plain = bytes(self.source.load_blob(src_id))
+        plain = self.source.tree_bytes(src_id)
         nodes = decode_tree(plain)
         prev_src, prev_dst = self._hint_nodes(hint)
         if not self.shared_ids:
@@ -372,8 +398,8 @@ class CopyJob:
                 if present is not None and self.dest.has_blob(present):
                     self._count_present(walk.stats, present)
                 else:
-                    walk.pending[blob_id] = self._submit(pool, writer, blob_id)
                     mine.append(blob_id)
+        self._submit_all(pool, writer, mine, walk)
         mapping: dict[bytes, bytes] = {}
         for node in nodes:
             if node.type == "dir" and node.subtree is not None:
@@ -442,29 +468,81 @@ class CopyJob:
 
     # --- data blobs -------------------------------------------------------------------------
 
-    def _submit(
-        self, pool: ThreadPoolExecutor, writer: BlobWriter, src_id: bytes
-    ) -> Future[_Transfer]:
+    def _submit_all(
+        self, pool: ThreadPoolExecutor, writer: BlobWriter, blob_ids: list[bytes], walk: _Walk
+    ) -> None:
+        """Start transferring ``blob_ids`` (a directory's files' blobs the destination
+        lacks): from a remote source a span of nearby blobs of a pack per request
+        (`stackvault.repo.spans`), else blob by blob."""
+        if not self._remote:
+            for blob_id in blob_ids:
+                walk.pending[blob_id] = self._submit(pool, self._transfer, writer, blob_id)
+            return
+        located: list[tuple[IndexEntry, bytes, Future[_Transfer]]] = []
+        for blob_id in blob_ids:
+            entry = self.source.index.get(blob_id)
+            if entry is None:  # read on its own, which reports it
+                walk.pending[blob_id] = self._submit(pool, self._transfer, writer, blob_id)
+                continue
+            fut: Future[_Transfer] = Future()
+            walk.pending[blob_id] = fut
+            located.append((entry, blob_id, fut))
+        for refs in by_pack(located, _first).values():
+            for span in cut_spans(refs, _first):
+                job = self._submit(pool, self._transfer_span, writer, span)
+                job.add_done_callback(partial(_settle, span))
+
+    def _submit(self, pool: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> Future[_T]:
         self._slots.acquire()
         try:
-            return pool.submit(self._transfer, writer, src_id)
+            return pool.submit(self._released, fn, *args)
         except BaseException:
             self._slots.release()
             raise
 
-    def _transfer(self, writer: BlobWriter, src_id: bytes) -> _Transfer:
-        """Read one data blob from the source and store it in the destination unless there."""
+    def _released(self, fn: Callable[..., _T], *args: Any) -> _T:
         try:
-            if self._stop.is_set():
-                raise Interrupted("copy interrupted")
-            plain = self.source.load_blob(src_id)
-            dst_id = src_id if self.shared_ids else self.dest.blob_id(plain)
-            _id, added = writer.save(BlobType.DATA, plain, dst_id)
-            if added:
-                self.progress.advance(bytes_=len(plain))
-            return dst_id, added, len(plain)
+            return fn(*args)
         finally:
             self._slots.release()
+
+    def _transfer(self, writer: BlobWriter, src_id: bytes) -> _Transfer:
+        """Read one data blob from the source and store it in the destination unless there."""
+        if self._stop.is_set():
+            raise Interrupted("copy interrupted")
+        return self._store(writer, src_id, self.source.load_blob(src_id))
+
+    def _transfer_span(
+        self, writer: BlobWriter, span: list[tuple[IndexEntry, bytes, Future[_Transfer]]]
+    ) -> None:
+        """Read the blobs of ``span`` with one request and store each; each blob's future
+        gets its outcome (a damaged blob fails only its own)."""
+        if self._stop.is_set():
+            raise Interrupted("copy interrupted")
+        data = read_span(self.source.store, [entry for entry, _id, _fut in span])
+        for entry, src_id, fut in span:
+            try:
+                if self._stop.is_set():
+                    raise Interrupted("copy interrupted")
+                if data.missing:
+                    raise missing_blob(entry, src_id)
+                sealed = data.sealed(entry)
+                plain = (
+                    self.source.load_blob(src_id)
+                    if sealed is None
+                    else self.source.open_blob(entry, src_id, sealed)
+                )
+                fut.set_result(self._store(writer, src_id, plain))
+            except IntegrityError as exc:
+                fut.set_exception(exc)
+            # any other error ends the span: `_settle` gives it to the blobs not done
+
+    def _store(self, writer: BlobWriter, src_id: bytes, plain: bytes | memoryview) -> _Transfer:
+        dst_id = src_id if self.shared_ids else self.dest.blob_id(plain)
+        _id, added = writer.save(BlobType.DATA, plain, dst_id)
+        if added:
+            self.progress.advance(bytes_=len(plain))
+        return dst_id, added, len(plain)
 
     def _resolve(self, src_id: bytes, walk: _Walk) -> bytes:
         """The destination id of a data blob of this snapshot, waiting for its transfer."""

@@ -331,15 +331,20 @@ class Repository:
         return self.open_blob(entry, blob_id, sealed, verify_id=verify_id)
 
     def load_tree(self, tree_id: bytes) -> list[Node]:
-        """A tree's nodes; from a remote store cut out of its whole tree pack, fetched once
-        (`TreePacks`), else read on its own. Raises `IntegrityError` if missing or damaged."""
+        """A tree's nodes (`tree_bytes`, decoded)."""
+        return decode_tree(self.tree_bytes(tree_id))
+
+    def tree_bytes(self, tree_id: bytes) -> bytes:
+        """A tree's plaintext; from a remote store cut out of its whole tree pack, fetched
+        once (`TreePacks`), else read on its own. Raises `IntegrityError` if missing or
+        damaged."""
         if self._tree_packs is not None:
             entry = self.index.get(tree_id)
             if entry is not None and entry.type == BlobType.TREE:
                 sealed = self._tree_packs.sealed(entry)
                 if sealed is not None:
-                    return decode_tree(bytes(self.open_blob(entry, tree_id, sealed)))
-        return decode_tree(bytes(self.load_blob(tree_id)))
+                    return bytes(self.open_blob(entry, tree_id, sealed))
+        return bytes(self.load_blob(tree_id))
 
     def snapshot_names(self) -> list[str]:
         return [info.name for info in self.store.list("snapshots/")]
