@@ -217,8 +217,9 @@ class CopyJob:
         self._workers = workers or (
             span_readers(caps.parallelism) if caps.remote else max(2, min(8, caps.parallelism))
         )
-        # Blobs read from the source and not yet handed to the writer: bounded, so a slow
-        # destination throttles the downloads (each holds up to one chunk in memory).
+        # Reads from the source not yet handed to the writer: bounded, so a slow destination
+        # throttles the downloads (each holds up to one chunk in memory, or from a remote
+        # source one span of up to `SPAN_MAX` while it runs).
         self._slots = threading.BoundedSemaphore(self._workers * 2)
         self._stop = threading.Event()
         self._trees: dict[bytes, bytes] = {}
