@@ -283,3 +283,13 @@ def test_copy_from_a_local_repository_to_s3_and_back(
     out = tmp_path / "out"
     assert cli("restore", ids[0], "--target", out).code == 0
     assert describe(inside(out, src)) == describe(src)
+    # and back from S3 into a new local repository: blobs read a span of a pack per request
+    back = tmp_path / "back-repo"
+    assert cli("-r", back, *FAST_INIT).code == 0
+    res = cli("copy", "--from", s3_repo, "--to", back, "--json")
+    assert res.code == 0, res.err
+    assert res.json()["copied"] == 1
+    out_back = tmp_path / "out-back"
+    assert cli("-r", back, "restore", "latest", "--target", out_back).code == 0
+    assert describe(inside(out_back, src)) == describe(src)
+    assert cli("-r", back, "check", "--read-data").code == 0
