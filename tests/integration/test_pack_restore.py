@@ -105,6 +105,28 @@ def test_a_remote_restore_reads_each_data_pack_once(tmp_path: Path) -> None:
     assert reads == sorted(packs)  # one request per pack, not one per blob
 
 
+def test_a_partial_restore_reads_only_what_its_files_need(tmp_path: Path) -> None:
+    store, data = _backed_up(tmp_path)
+    counting = RemoteCountingStore(store)
+    repo = _open(counting)
+    nodes = _nodes(repo)
+    wanted = [n for p, n in nodes.items() if "/big/upload-" in p]
+    assert len(wanted) == 3
+    needed = {repo.index_entry(b).pack_id for n in wanted for b in n.content}
+    counting.gets.clear()
+    target = tmp_path / "out"
+    result = _job(repo, target, include=["**/big/upload-*"]).run()
+    assert result.files == 3
+    restored = target / data.relative_to(data.anchor)
+    assert describe(restored / "big") == {
+        k.removeprefix("big/"): v for k, v in describe(data).items() if k.startswith("big/upload-")
+    }
+    read = [g for g in counting.gets if g[0] in _data_packs(repo)]
+    assert {g[0] for g in read} == {pack_name(p) for p in needed}
+    needed_bytes = sum(repo.index_entry(b).length for n in wanted for b in n.content)
+    assert sum(g[2] or 0 for g in read) < needed_bytes + len(read) * spans.SPAN_GAP
+
+
 @pytest.mark.parametrize("ahead_bytes", [0, 64 << 20], ids=["read-back", "held"])
 def test_blobs_in_any_order_give_identical_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead_bytes: int
