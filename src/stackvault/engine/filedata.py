@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from stackvault.errors import IntegrityError, PathNotFound
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
+from stackvault.repo.spans import missing_blob, read_span, runs_in_order
 from stackvault.repo.tree import Node
 
 READ_BUFFER = 1 << 20
 """Buffer of the stream `open_file_node` returns."""
+STREAM_AHEAD = 2
+"""Blobs read ahead of the one consumed, from a local store."""
+STREAM_AHEAD_REMOTE = 4
+STREAM_SPAN = 4 << 20
+"""Runs of blobs read ahead from a remote store, and their longest: the plaintext held is
+about ``STREAM_AHEAD_REMOTE * STREAM_SPAN`` times the data's compression ratio."""
 
 
 def find_node(repo: Repository, snapshot: Snapshot, path: str) -> Node:
@@ -35,14 +45,74 @@ def find_node(repo: Repository, snapshot: Snapshot, path: str) -> Node:
 
 def read_file_blobs(repo: Repository, node: Node) -> Iterator[bytes | memoryview]:
     """The plaintext of a file node, blob by blob, verified against the recorded SHA-256:
-    `IntegrityError` once the last blob is read if the whole does not match."""
+    `IntegrityError` once the last blob is read if the whole does not match.
+
+    A file of several blobs is read ahead (`plaintexts`)."""
     sha = hashlib.sha256()
-    for blob_id in node.content:
-        data = repo.load_blob(blob_id)
+    for data in plaintexts(repo, node.content):
         sha.update(data)
         yield data
     if node.sha256 and sha.hexdigest() != node.sha256:
         raise IntegrityError(f"{node.name}: restored content does not match its SHA-256")
+
+
+def plaintexts(repo: Repository, blob_ids: list[bytes]) -> Iterator[bytes | memoryview]:
+    """The plaintext of ``blob_ids`` in order, each authenticated; several are read ahead
+    of the one consumed, on a few threads (so that decryption and decompression use more
+    than one core), and from a remote store in runs of nearby blobs, one request each
+    (`runs_in_order`, at most `STREAM_SPAN` bytes; a blob a run cannot give is read on its
+    own, which says what is wrong). A damaged blob raises when its turn comes."""
+    if len(blob_ids) < 2:
+        for blob_id in blob_ids:
+            yield repo.load_blob(blob_id)
+        return
+    caps = repo.store.capabilities()
+    if caps.remote:
+        runs = list(runs_in_order(blob_ids, repo.index.get, STREAM_SPAN))
+        ahead = STREAM_AHEAD_REMOTE
+    else:
+        runs = [[blob_id] for blob_id in blob_ids]
+        ahead = STREAM_AHEAD
+    pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="read-ahead")
+    window: deque[Future[list[bytes | memoryview | IntegrityError]]] = deque()
+    pending = iter(runs)
+    try:
+        for run in itertools.islice(pending, ahead):
+            window.append(pool.submit(_read_run, repo, run))
+        while window:
+            opened = window.popleft().result()
+            nxt = next(pending, None)
+            if nxt is not None:
+                window.append(pool.submit(_read_run, repo, nxt))
+            for plain in opened:
+                if isinstance(plain, IntegrityError):
+                    raise plain
+                yield plain
+    finally:
+        for fut in window:
+            fut.cancel()
+        pool.shutdown(wait=True)
+
+
+def _read_run(repo: Repository, run: list[bytes]) -> list[bytes | memoryview | IntegrityError]:
+    """The plaintexts of a run of blobs (one request when there are several), each or the
+    error that stands in its place; the run ends at its first damaged blob."""
+    entries = [repo.index.get(blob_id) for blob_id in run]
+    data = read_span(repo.store, [e for e in entries if e is not None]) if len(run) > 1 else None
+    out: list[bytes | memoryview | IntegrityError] = []
+    for blob_id, entry in zip(run, entries, strict=True):
+        try:
+            sealed = data.sealed(entry) if data is not None and entry is not None else None
+            if data is not None and data.missing and entry is not None:
+                raise missing_blob(entry, blob_id)
+            if sealed is not None and entry is not None:
+                out.append(repo.open_blob(entry, blob_id, sealed))
+            else:
+                out.append(repo.load_blob(blob_id))
+        except IntegrityError as exc:
+            out.append(exc)
+            break
+    return out
 
 
 class BlobReader(io.RawIOBase):

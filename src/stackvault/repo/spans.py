@@ -64,6 +64,40 @@ def cut_spans(items: list[T], entry: Callable[[T], IndexEntry]) -> Iterator[list
         yield span
 
 
+def runs_in_order(
+    items: Iterable[T], entry: Callable[[T], IndexEntry | None], limit: int = SPAN_MAX
+) -> Iterator[list[T]]:
+    """``items`` (blobs in the order they are wanted, e.g. a file's) cut into runs that one
+    request each can read, keeping their order: a run goes on while the next blob lies in
+    the same pack, inside the run or less than `SPAN_GAP` after it, and the run stays within
+    ``limit`` bytes. An item without an index entry is a run of its own."""
+    run: list[T] = []
+    pack = b""
+    start = end = 0
+    for item in items:
+        e = entry(item)
+        if e is None:
+            if run:
+                yield run
+            yield [item]
+            run = []
+            continue
+        if run and not (
+            e.pack_id == pack
+            and start <= e.offset <= end + SPAN_GAP
+            and max(end, e.offset + e.length) - start <= limit
+        ):
+            yield run
+            run = []
+        if run:
+            end = max(end, e.offset + e.length)
+        else:
+            pack, start, end = e.pack_id, e.offset, e.offset + e.length
+        run.append(item)
+    if run:
+        yield run
+
+
 class SpanData:
     """The bytes of one span as read, or why there are none."""
 
