@@ -43,7 +43,7 @@ from stackvault.errors import IntegrityError, Interrupted, SnapshotNotFound, Sta
 from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.repo.spans import by_pack, cut_spans, missing_blob, read_span, span_readers
+from stackvault.repo.spans import by_pack, cut_spans, read_span, span_readers
 from stackvault.repo.tree import Node, decode_tree, rewrite_tree
 from stackvault.repo.writer import BlobWriter
 
@@ -525,14 +525,7 @@ class CopyJob:
             try:
                 if self._stop.is_set():
                     raise Interrupted("copy interrupted")
-                if data.missing:
-                    raise missing_blob(entry, src_id)
-                sealed = data.sealed(entry)
-                plain = (
-                    self.source.load_blob(src_id)
-                    if sealed is None
-                    else self.source.open_blob(entry, src_id, sealed)
-                )
+                plain = self.source.span_blob(data, entry, src_id)
                 fut.set_result(self._store(writer, src_id, plain))
             except IntegrityError as exc:
                 fut.set_exception(exc)

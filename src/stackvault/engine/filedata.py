@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from stackvault.errors import IntegrityError, PathNotFound
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.repo.spans import missing_blob, read_span, runs_in_order
+from stackvault.repo.spans import read_span, runs_in_order
 from stackvault.repo.tree import Node
 
 READ_BUFFER = 1 << 20
@@ -102,13 +102,10 @@ def _read_run(repo: Repository, run: list[bytes]) -> list[bytes | memoryview | I
     out: list[bytes | memoryview | IntegrityError] = []
     for blob_id, entry in zip(run, entries, strict=True):
         try:
-            sealed = data.sealed(entry) if data is not None and entry is not None else None
-            if data is not None and data.missing and entry is not None:
-                raise missing_blob(entry, blob_id)
-            if sealed is not None and entry is not None:
-                out.append(repo.open_blob(entry, blob_id, sealed))
-            else:
+            if data is None or entry is None:
                 out.append(repo.load_blob(blob_id))
+            else:
+                out.append(repo.span_blob(data, entry, blob_id))
         except IntegrityError as exc:
             out.append(exc)
             break

@@ -27,7 +27,7 @@ from stackvault.engine.progress import Progress
 from stackvault.errors import IntegrityError, Interrupted
 from stackvault.repo.blob import IndexEntry
 from stackvault.repo.repository import Repository
-from stackvault.repo.spans import SpanData, cut_spans, missing_blob, read_span
+from stackvault.repo.spans import SpanData, cut_spans, read_span
 from stackvault.repo.tree import Node
 from stackvault.sources.fsrestore import RestoreTarget
 from stackvault.sources.fswriter import FileWriter
@@ -297,13 +297,7 @@ class PackRestorer:
         entry, blob_id = refs[0].entry, refs[0].blob_id
         verify = any(not ref.task.node.sha256 for ref in refs)
         try:
-            if data.missing:
-                raise missing_blob(entry, blob_id)
-            sealed = data.sealed(entry)
-            if sealed is not None:
-                plain = self.repo.open_blob(entry, blob_id, sealed, verify_id=verify)
-            else:
-                plain = self.repo.load_blob(blob_id, verify_id=verify)
+            plain = self.repo.span_blob(data, entry, blob_id, verify_id=verify)
         except IntegrityError as exc:
             for ref in refs:
                 self._deliver(ref, None, str(exc))

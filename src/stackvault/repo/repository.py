@@ -47,7 +47,7 @@ from stackvault.repo.index import Index, IndexFile, decode_index_file
 from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_username
 from stackvault.repo.pack import pack_name, storage_id
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
-from stackvault.repo.spans import missing_blob
+from stackvault.repo.spans import SpanData, missing_blob
 from stackvault.repo.tree import Node, decode_tree
 from stackvault.repo.treepacks import TreePacks
 from stackvault.repo.writer import BlobWriter
@@ -328,6 +328,19 @@ class Repository:
             raise missing_blob(entry, blob_id) from exc
         if len(sealed) != entry.length:
             raise IntegrityError(f"pack {entry.pack_id.hex()[:12]} is truncated")
+        return self.open_blob(entry, blob_id, sealed, verify_id=verify_id)
+
+    def span_blob(
+        self, span: SpanData, entry: IndexEntry, blob_id: bytes, *, verify_id: bool = True
+    ) -> bytes | memoryview:
+        """The plaintext of a blob of a span read with `read_span`: cut out of it, or read
+        on its own if the span does not hold it (which says what is wrong); a blob of a
+        missing pack raises `IntegrityError` without asking the store again."""
+        if span.missing:
+            raise missing_blob(entry, blob_id)
+        sealed = span.sealed(entry)
+        if sealed is None:
+            return self.load_blob(blob_id, verify_id=verify_id)
         return self.open_blob(entry, blob_id, sealed, verify_id=verify_id)
 
     def load_tree(self, tree_id: bytes) -> list[Node]:

@@ -4,7 +4,7 @@ A request to a remote store costs more than the bytes it brings (botocore's Pyth
 this side, the server's work on the other), so the engine's readers of many blobs from S3
 (the pack-by-pack restore, copy) group the blobs they need by pack and read each group of
 nearby blobs as one span. A span that cannot be read is no verdict: each blob is then read
-on its own (`Repository.load_blob`), which says what is wrong with it.
+on its own (`Repository.span_blob`), which says what is wrong with it.
 """
 
 from __future__ import annotations
