@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install bytecode demo test lint typecheck imports unit deps-test bench clean
+.PHONY: help install bytecode demo test lint typecheck imports unit deps-test bench bench-s3 clean
 
 help:
 	@echo "make demo   - install into $(VENV) and run a backup/verify/restore round trip on sample data"
 	@echo "make test   - install test dependencies, then ruff, mypy, import contracts and pytest"
 	@echo "make bench  - side-by-side benchmark against restic and borg (see README)"
+	@echo "make bench-s3 - the same tools against an S3 server on 127.0.0.1 (SeaweedFS)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +52,10 @@ unit: bytecode
 bench: bytecode
 	bash scripts/install-bench-deps.sh
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.compare $(BENCH_ARGS)
+
+bench-s3: bytecode
+	bash scripts/install-bench-deps.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.s3 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
