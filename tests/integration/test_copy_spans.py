@@ -24,7 +24,7 @@ from stackvault.repo.repository import Repository
 from stackvault.store.base import Store
 from stackvault.store.faulty import FaultyStore
 from stackvault.store.memory import MemoryStore
-from support.countingstore import RemoteCountingStore
+from support.countingstore import CountingStore, RemoteCountingStore
 from support.damage import damage_blob
 
 PW = b"copy spans"
@@ -84,9 +84,7 @@ def test_a_copy_from_a_remote_source_reads_spans_not_blobs(tmp_path: Path, remot
     data = _data(tmp_path / "data")
     source, dest = _repo(), _repo()
     _backup(source, data)
-    counting = RemoteCountingStore(source)
-    if not remote:
-        counting.capabilities = source.capabilities  # type: ignore[method-assign]
+    counting = RemoteCountingStore(source) if remote else CountingStore(source)
     result = _copy(counting, dest)
     (outcome,) = result.copied
     src = _open(source)

@@ -25,11 +25,11 @@ from functools import partial
 
 from stackvault.engine.packrestore import PackRestorer
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.errors import IntegrityError, Interrupted, RestoreRefused, StackvaultError
-from stackvault.repo.pack import pack_name
+from stackvault.errors import IntegrityError, Interrupted, RestoreRefused
+from stackvault.repo.blob import IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.repo.spans import span_readers
+from stackvault.repo.spans import by_pack, cut_spans, read_span, span_readers
 from stackvault.repo.tree import Node, valid_name
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.fsrestore import FileWriter, RestoreTarget
@@ -299,44 +299,24 @@ class RestoreJob:
         instead of one read per file. Best effort: a blob it cannot read (missing pack,
         unindexed blob, short read) is left out, and its file reads it on its own, which
         reports the damage for that file alone."""
-        by_pack: dict[bytes, list[tuple[int, int, bytes]]] = {}
+        small: list[tuple[IndexEntry, bytes]] = []
         for _rel, node in files:
             if len(node.content) != 1:
                 continue
             entry = self.repo.index.get(node.content[0])
             if entry is not None and entry.length < RUN_BLOB:
-                by_pack.setdefault(entry.pack_id, []).append(
-                    (entry.offset, entry.length, node.content[0])
-                )
+                small.append((entry, node.content[0]))
         out: dict[bytes, memoryview] = {}
-        for pack_id, blobs in by_pack.items():
-            blobs.sort()
-            run: list[tuple[int, int, bytes]] = []
-            for blob in blobs:
-                if run and (
-                    blob[0] - (run[-1][0] + run[-1][1]) > RUN_GAP
-                    or blob[0] + blob[1] - run[0][0] > RUN_MAX
-                ):
-                    self._read_run(pack_id, run, out)
-                    run = []
-                run.append(blob)
-            self._read_run(pack_id, run, out)
+        for blobs in by_pack(small, _entry_of).values():
+            for run in cut_spans(blobs, _entry_of, RUN_GAP, RUN_MAX):
+                if len(run) < 2:
+                    continue  # nothing saved: the file reads its blob itself
+                data = read_span(self.repo.store, [entry for entry, _id in run])
+                for entry, blob_id in run:
+                    sealed = data.sealed(entry)
+                    if sealed is not None:
+                        out[blob_id] = sealed
         return out
-
-    def _read_run(
-        self, pack_id: bytes, run: list[tuple[int, int, bytes]], out: dict[bytes, memoryview]
-    ) -> None:
-        if len(run) < 2:
-            return  # nothing saved: the file reads its blob itself
-        start = run[0][0]
-        end = max(offset + length for offset, length, _id in run)
-        try:
-            data = memoryview(self.repo.store.get(pack_name(pack_id), start, end - start))
-        except StackvaultError:
-            return
-        for offset, length, blob_id in run:
-            if offset + length - start <= len(data):
-                out[blob_id] = data[offset - start : offset - start + length]
 
     def run(self) -> RestoreResult:
         """Restore; raise `IntegrityError` at the end if any file could not be restored."""
@@ -516,6 +496,10 @@ class _Lane:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _entry_of(blob: tuple[IndexEntry, bytes]) -> IndexEntry:
+    return blob[0]
 
 
 def sha256_of(path: str) -> str:

@@ -44,15 +44,22 @@ def by_pack(items: Iterable[T], entry: Callable[[T], IndexEntry]) -> dict[bytes,
     return packs
 
 
-def cut_spans(items: list[T], entry: Callable[[T], IndexEntry]) -> Iterator[list[T]]:
+def cut_spans(
+    items: list[T],
+    entry: Callable[[T], IndexEntry],
+    gap: int | None = None,
+    limit: int | None = None,
+) -> Iterator[list[T]]:
     """The spans of ``items`` (blobs of one pack; several items may name the same blob): in
-    offset order, a new span where the gap exceeds `SPAN_GAP` or the span would exceed
-    `SPAN_MAX`. Items of the same blob stay next to each other."""
+    offset order, a new span where the gap exceeds ``gap`` (`SPAN_GAP`) or the span would
+    exceed ``limit`` (`SPAN_MAX`). Items of the same blob stay next to each other."""
+    gap = SPAN_GAP if gap is None else gap
+    limit = SPAN_MAX if limit is None else limit
     span: list[T] = []
     start = end = 0
     for item in sorted(items, key=lambda i: entry(i).offset):
         e = entry(item)
-        if span and (e.offset - end > SPAN_GAP or e.offset + e.length - start > SPAN_MAX):
+        if span and (e.offset - end > gap or e.offset + e.length - start > limit):
             yield span
             span = []
         if span:
