@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from stackvault.errors import UsageError
+from stackvault.redact import redact
 from stackvault.store.local import LocalStore
-from stackvault.store.open import open_store, redact, scheme_of
+from stackvault.store.open import open_store, scheme_of
 from stackvault.store.s3 import S3Store
 from stackvault.store.s3options import ENV_ENDPOINT, S3Options
 

@@ -16,6 +16,7 @@ import threading
 from types import TracebackType
 
 from stackvault.errors import SourceError, UsageError
+from stackvault.sources.childenv import child_environment
 
 STDERR_LINES = 10
 
@@ -46,6 +47,7 @@ class CommandStream:
                 # Its own process group, so that stopping it stops its children too
                 # (a `sh -c "dump | gzip"` must not outlive an interrupted backup).
                 start_new_session=True,
+                env=child_environment(),  # never stackvault's own passwords
             )
         except FileNotFoundError as exc:
             raise SourceError(

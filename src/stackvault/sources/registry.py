@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 
 from stackvault.errors import SourceError, UsageError
+from stackvault.redact import redact
 from stackvault.sources.base import Source
-from stackvault.sources.url import SourceURL, redact
+from stackvault.sources.url import SourceURL
 
 _SCHEMES: dict[str, str] = {
     "postgres": "stackvault.sources.postgres:PostgresSource",

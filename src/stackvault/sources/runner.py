@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from stackvault.errors import SourceError
+from stackvault.sources.childenv import child_environment
 
 if TYPE_CHECKING:
     from stackvault.sources.base import Readable
@@ -281,10 +282,7 @@ class Runner(ABC):
 
 
 def _host_env(env: Mapping[str, str] | None) -> dict[str, str]:
-    out = dict(os.environ)
-    if env:
-        out.update(env)
-    return out
+    return child_environment(env)
 
 
 def _not_found(program: str, where: str) -> SourceError:

@@ -1,4 +1,4 @@
-"""Source URLs (sources layer): parsing, validation and redaction.
+"""Source URLs (sources layer): parsing and validation (redaction: `stackvault.redact`).
 
 ``scheme://[user@]host[:port]/path?key=value&...``. A password in a URL is refused: it would
 end up in shell history, process lists and logs. Credentials come from the environment, from
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from stackvault.errors import UsageError
+from stackvault.redact import redact
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -127,27 +128,6 @@ def _host_of(netloc: str) -> str:
     if host.startswith("["):  # an IPv6 literal
         return host[1 : host.find("]")] if "]" in host else host
     return unquote(host.rsplit(":", 1)[0] if ":" in host else host)
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (also inside query values that look like
-    URLs), for messages and records."""
-    if "://" not in url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = netloc.rsplit("@", 1)[1]
-        netloc = f"{quote(user, safe='')}:***@{host}" if user else f"***@{host}"
-    query = re.sub(r"(://[^:/?#@&]*):[^@/&]*@", r"\1:***@", parts.query)
-    out = f"{parts.scheme}://{netloc}{parts.path}"
-    if query:
-        out += f"?{query}"
-    return out
 
 
 def valid_artifact_name(name: str) -> bool:

@@ -7,12 +7,12 @@ engine ``DOCKER_HOST`` names, like the rest of stackvault.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Sequence
 
 from stackvault.errors import SourceError
+from stackvault.sources.childenv import child_environment
 
 
 class Compose:
@@ -47,7 +47,7 @@ class Compose:
         for f in self.files:
             argv += ["-f", f]
         argv += ["--project-directory", self.directory, *args]
-        env = {**os.environ, "COMPOSE_INTERACTIVE_NO_CLI": "1"}
+        env = child_environment({"COMPOSE_INTERACTIVE_NO_CLI": "1"})
         try:
             proc = subprocess.run(
                 argv,

@@ -5,21 +5,19 @@ Accepted forms:
 * a filesystem path (``/srv/backup``, ``./repo``) or ``file:///srv/backup`` → `LocalStore`;
 * ``s3://BUCKET[/PREFIX][?option=value&...]`` → `S3Store` (options in `stackvault.store.s3`).
 
-`redact` shows a location safely in messages: credentials embedded in a URL (``user:pass@``)
-and query values that may be secret are replaced by ``***``.
+Locations are shown in messages through `stackvault.redact.redact`, which hides credentials.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from stackvault.errors import UsageError
+from stackvault.redact import redact
 from stackvault.store.base import Store
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_SECRET_KEYS = ("secret", "password", "token", "key", "signature", "credential")
 
 
 def scheme_of(location: str) -> str:
@@ -58,30 +56,3 @@ def open_store(location: str, *, append_only: bool = False) -> Store:
         f"unsupported repository location {redact(location)}",
         hint="use a directory path, file:///path or s3://bucket/prefix",
     )
-
-
-def redact(location: str) -> str:
-    """``location`` with any embedded credentials and secret-looking query values hidden."""
-    if not _SCHEME.match(location):
-        return location
-    try:
-        parts = urlsplit(location)
-    except ValueError:
-        return "<unparsable location>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        shown = [
-            f"{k}={'***' if any(s in k.lower() for s in _SECRET_KEYS) else _redact_value(v)}"
-            for k, v in pairs
-        ]
-        query = "&".join(shown)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def _redact_value(value: str) -> str:
-    """A query value that is itself a URL (``endpoint=http://u:p@host``) loses its userinfo."""
-    return redact(value) if _SCHEME.match(value) else value

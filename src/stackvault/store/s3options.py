@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from stackvault.errors import UsageError
-from stackvault.store.open import redact
+from stackvault.redact import redact
 from stackvault.store.ratelimit import parse_rate
 from stackvault.store.retry import RetryPolicy
 

@@ -14,8 +14,8 @@ from stackvault.errors import (
     StackvaultError,
     StoreError,
 )
+from stackvault.redact import redact
 from stackvault.sources.s3bucket.headers import etag_of, stamp_of
-from stackvault.store.open import redact
 from stackvault.store.s3 import S3Store
 from stackvault.store.s3errors import translate
 from stackvault.store.s3options import S3Options
