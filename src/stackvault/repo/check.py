@@ -180,28 +180,61 @@ class Checker:
                 self.report.affected[snap.id] = damaged
 
     def _damaged_below(self, tree_id: bytes, prefix: str) -> list[str]:
-        """Paths (relative to ``prefix``) that cannot be restored in this tree."""
-        if tree_id in self._tree_memo:
-            return [prefix + p for p in self._tree_memo[tree_id]]
-        out: list[str] = []
-        try:
-            nodes: list[Node] = self.repo.load_tree(tree_id)
-            self.report.trees += 1
-        except IntegrityError as exc:
-            self._error("tree", tree_id.hex(), str(exc))
-            self._tree_memo[tree_id] = ["/ (whole directory)"]
-            return [prefix + "/ (whole directory)"]
-        for node in nodes:
+        """Paths (relative to ``prefix``) that cannot be restored in this tree. Depth first
+        with a stack of its own: a snapshot may be deeper than Python's recursion limit."""
+        first = self._enter_tree(tree_id)
+        stack = [first] if isinstance(first, _TreeVisit) else []
+        while stack:
+            visit = stack[-1]
+            if visit.next == len(visit.nodes):
+                stack.pop()
+                self._tree_memo[visit.tree_id] = visit.out
+                if stack:
+                    parent = stack[-1]
+                    rel = f"/{parent.nodes[parent.next - 1].name}"
+                    parent.out.extend(rel + p for p in visit.out)
+                continue
+            node = visit.nodes[visit.next]
+            visit.next += 1
             rel = f"/{node.name}"
             if node.type == "dir" and node.subtree is not None:
-                out.extend(rel + p for p in self._damaged_below(node.subtree, ""))
+                below = self._enter_tree(node.subtree)
+                if isinstance(below, _TreeVisit):
+                    stack.append(below)
+                else:
+                    visit.out.extend(rel + p for p in below)
             elif node.type == "file":
                 for blob_id in node.content:
                     if blob_id in self._bad_blobs or blob_id not in self.repo.index:
                         if blob_id not in self.repo.index and blob_id not in self._bad_blobs:
                             self._bad_blobs[blob_id] = "not in the index"
                             self._error("blob", blob_id.hex(), "data blob is not in the index")
-                        out.append(rel)
+                        visit.out.append(rel)
                         break
-        self._tree_memo[tree_id] = out
-        return [prefix + p for p in out]
+        return [prefix + p for p in self._tree_memo[tree_id]]
+
+    def _enter_tree(self, tree_id: bytes) -> _TreeVisit | list[str]:
+        """A tree to visit, or the paths below it that cannot be restored if known already
+        (or if the tree itself cannot be read)."""
+        known = self._tree_memo.get(tree_id)
+        if known is not None:
+            return known
+        try:
+            nodes: list[Node] = self.repo.load_tree(tree_id)
+            self.report.trees += 1
+        except IntegrityError as exc:
+            self._error("tree", tree_id.hex(), str(exc))
+            known = self._tree_memo[tree_id] = ["/ (whole directory)"]
+            return known
+        return _TreeVisit(tree_id, nodes)
+
+
+@dataclass
+class _TreeVisit:
+    """A tree on `Checker._damaged_below`'s stack: its nodes, the next one to look at, and the
+    paths found so far that cannot be restored."""
+
+    tree_id: bytes
+    nodes: list[Node]
+    next: int = 0
+    out: list[str] = field(default_factory=list)
