@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stackvault.errors import ObjectNotFound, StoreError
+from stackvault.errors import ObjectExists, ObjectNotFound, StoreError
 from stackvault.store.base import Capabilities, ObjectInfo, Store
 from stackvault.store.faulty import FaultyStore
 from stackvault.store.local import LocalStore
@@ -271,6 +271,7 @@ def test_list_reflects_deletes(populated: Store) -> None:
 def test_invalid_names_are_rejected_everywhere(store: Store, name: str) -> None:
     for op in (
         lambda: store.put(name, b"x"),
+        lambda: store.put_new(name, b"x"),
         lambda: store.get(name),
         lambda: store.stat(name),
         lambda: store.delete(name),
@@ -323,6 +324,48 @@ def test_concurrent_overwrites_of_one_name_are_never_torn(store: Store) -> None:
         list(pool.map(worker, range(8)))
     assert store.get("index/hot") in versions
     assert _names(store.list("index/")) == {"index/hot": 200_000}
+
+
+# --- create-only puts --------------------------------------------------------------------------
+
+
+def test_put_new_creates_once_and_never_replaces(store: Store) -> None:
+    store.put_new("config", b"first")
+    assert store.get("config") == b"first"
+    with pytest.raises(ObjectExists, match="config"):
+        store.put_new("config", b"second")
+    assert store.get("config") == b"first"
+    store.put("data/ab/x", b"plain")
+    with pytest.raises(ObjectExists):
+        store.put_new("data/ab/x", b"other")
+    assert store.get("data/ab/x") == b"plain"
+    assert _names(store.list()) == {"config": 5, "data/ab/x": 5}
+
+
+def test_put_new_of_the_same_bytes_again_succeeds(store: Store) -> None:
+    """A retried request that meets its own first attempt is not told the name is taken."""
+    store.put_new("keys/k", b"same bytes")
+    store.put_new("keys/k", bytearray(b"same bytes"))
+    assert store.get("keys/k") == b"same bytes"
+
+
+def test_concurrent_put_new_of_one_name_has_exactly_one_winner(store: Store) -> None:
+    versions = [bytes([v]) * 100_000 for v in range(8)]
+    start = threading.Barrier(8)
+
+    def worker(t: int) -> bool:
+        start.wait()
+        try:
+            store.put_new("config", versions[t])
+        except ObjectExists:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(worker, range(8)))
+    assert won.count(True) == 1
+    assert store.get("config") == versions[won.index(True)]
+    assert _names(store.list()) == {"config": 100_000}
 
 
 # --- metadata ----------------------------------------------------------------------------------

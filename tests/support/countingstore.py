@@ -26,6 +26,9 @@ class CountingStore(Store):
     def put_parts(self, name: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         self.inner.put_parts(name, parts)
 
+    def put_new(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        self.inner.put_new(name, data)
+
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         with self._lock:
             self.gets.append((name, offset, length))

@@ -9,6 +9,10 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from stackvault.errors import UnsupportedFormat, UsageError
 
+MAX_KDF_MEMORY_MIB = 4096
+"""The most Argon2id memory a key file may ask for (more is refused as damage or tampering)."""
+MAX_KDF_ITERATIONS = 1000
+
 
 @dataclass(frozen=True)
 class KdfParams:
@@ -36,7 +40,11 @@ class KdfParams:
         except (KeyError, TypeError, ValueError, UsageError) as exc:
             raise UnsupportedFormat("key file has invalid key derivation parameters") from exc
         # A tampered key file must not make us allocate unbounded memory or spin for hours.
-        if params.memory_kib > 4 * 1024 * 1024 or params.iterations > 1000 or params.lanes > 64:
+        if (
+            params.memory_kib > MAX_KDF_MEMORY_MIB * 1024
+            or params.iterations > MAX_KDF_ITERATIONS
+            or params.lanes > 64
+        ):
             raise UnsupportedFormat("key file asks for unreasonable key derivation costs")
         return params
 

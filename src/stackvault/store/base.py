@@ -11,6 +11,10 @@ Contract every implementation keeps (checked by ``tests/store/test_conformance.p
   the process dies mid-write. When ``put`` returns, the object is durable (fsync'd or acknowledged
   by the server). Putting an existing name replaces it atomically, unless the store is
   append-only, which raises `ObjectExists`.
+* ``put_new`` creates: of several writers of one name, whether concurrent or not, exactly one
+  succeeds; the others raise `ObjectExists` and the object stays the winner's. Finding an object
+  with exactly the same bytes counts as success (a retried request may meet its own first
+  attempt). Atomic and durable like ``put``.
 * ``get`` of a missing object raises `ObjectNotFound`; a range beyond the end returns the bytes
   that exist (possibly empty), like a file read.
 * ``delete`` of a missing object is not an error (idempotent). A delete need not be durable
@@ -91,6 +95,11 @@ class Store(ABC):
     @abstractmethod
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` under ``name`` atomically and durably."""
+
+    @abstractmethod
+    def put_new(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        """Create ``name`` with ``data``; `ObjectExists` if an object of that name exists with
+        other bytes. Never replaces anything, even when writers race (see the module doc)."""
 
     def put_parts(self, name: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         """`put` of the concatenation of ``parts``; stores may avoid building it in memory."""

@@ -133,6 +133,9 @@ class FaultyStore(Store):
     # --- Store ------------------------------------------------------------------------------
 
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        self._put(name, lambda: self.inner.put(name, data))
+
+    def _put(self, name: str, write: Callable[[], None]) -> None:
         with self._lock:
             self.calls["put"] += 1
             if self._crash_after is not None and self._puts_started >= self._crash_after:
@@ -141,12 +144,16 @@ class FaultyStore(Store):
             self._puts_started += 1
         try:
             after = self._check("put", name)
-            self.inner.put(name, data)
+            write()
         except BaseException:
             with self._lock:
                 self._puts_started -= 1
             raise
         _raise(after)
+
+    def put_new(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        """Counted, failed and crashed like `put` (its rules apply), then `put_new` inside."""
+        self._put(name, lambda: self.inner.put_new(name, data))
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         self._enter("get", name)

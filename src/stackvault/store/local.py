@@ -90,6 +90,26 @@ class LocalStore(Store):
         self.put_parts(name, [data])
 
     def put_parts(self, name: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        self._write(name, parts, create=False)
+
+    def put_new(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self._write(name, [data], create=True)
+        except ObjectExists:
+            if not self._same(name, data):
+                raise
+
+    def _same(self, name: str, data: bytes | bytearray | memoryview) -> bool:
+        try:
+            return self.get(name) == bytes(data)
+        except ObjectNotFound:
+            return False
+
+    def _write(
+        self, name: str, parts: Sequence[bytes | bytearray | memoryview], *, create: bool
+    ) -> None:
+        """Write to a temporary file, then give it ``name``: by `link`, which never replaces,
+        when creating or append-only; else by `rename`."""
         validate_name(name)
         target = self._path(name)
         try:
@@ -103,8 +123,8 @@ class LocalStore(Store):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            if self._append_only:
-                self._link_new(tmp, target, name)
+            if create or self._append_only:
+                self._link_new(tmp, target, name, create=create)
             else:
                 os.replace(tmp, target)
             self._fds.invalidate(name)
@@ -271,8 +291,9 @@ class LocalStore(Store):
         os.lseek(fd, size, os.SEEK_SET)
         return [first[size:], *parts[1:]]
 
-    def _link_new(self, tmp: Path, target: Path, name: str) -> None:
-        """Give the written temp file its final name only if that name is free (append-only).
+    def _link_new(self, tmp: Path, target: Path, name: str, *, create: bool = False) -> None:
+        """Give the written temp file its final name only if that name is free (`put_new`,
+        append-only).
 
         ``link`` fails with EEXIST atomically, unlike a check followed by a rename. On a
         filesystem without hard links the check and the rename are separate steps: two writers
@@ -283,13 +304,13 @@ class LocalStore(Store):
             os.link(tmp, target)
         except FileExistsError:
             os.unlink(tmp)
-            raise self._exists(name) from None
+            raise self._exists(name, create) from None
         except OSError as exc:
             if exc.errno not in _NO_HARD_LINKS:
                 raise
             if os.path.lexists(target):
                 os.unlink(tmp)
-                raise self._exists(name) from None
+                raise self._exists(name, create) from None
             os.rename(tmp, target)
             return
         try:
@@ -297,7 +318,9 @@ class LocalStore(Store):
         except OSError:
             pass  # the object is in place; `cleanup` removes a leftover temp file
 
-    def _exists(self, name: str) -> ObjectExists:
+    def _exists(self, name: str, create: bool) -> ObjectExists:
+        if create:
+            return ObjectExists(f"object {name} already exists in {self.describe()}")
         return ObjectExists(
             f"object {name} already exists in {self.describe()}, which is opened append-only",
             hint="append-only repositories never overwrite objects",

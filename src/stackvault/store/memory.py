@@ -34,6 +34,8 @@ class MemoryStore(Store):
     ) -> None:
         self._objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self._creating = threading.Lock()
+        """Held by `put_new` from its check to its put, so creations of one name are serial."""
         self._append_only = append_only
         self._object_lock = object_lock
         self._clock: Clock = clock or SystemClock()
@@ -54,6 +56,18 @@ class MemoryStore(Store):
             if self._retention is not None and not name.startswith("locks/"):
                 until = self._clock.now() + timedelta(days=self._retention.days)
                 self._until[name] = max(until, self._until.get(name, until))
+
+    def put_new(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        validate_name(name)
+        value = bytes(data)
+        with self._creating:
+            with self._lock:
+                held = self._objects.get(name)
+            if held is None:
+                self.put(name, value)
+                return
+        if held != value:
+            raise ObjectExists(f"object {name} already exists in {self.describe()}")
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         validate_name(name)

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stackvault.errors import (
     ConfigError,
+    ObjectExists,
+    ObjectNotFound,
     RepositoryNotFound,
     StoreError,
     StorePermissionDenied,
@@ -159,6 +161,27 @@ class S3Store(Store):
         self.put_parts(name, [data])
 
     def put_parts(self, name: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        self._upload(name, parts)
+
+    def put_new(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        """A conditional PUT (``If-None-Match: *``): the server refuses it with 412 if the
+        key exists, atomically (AWS since 2024, MinIO, SeaweedFS, Ceph RGW)."""
+        try:
+            self._upload(name, [data], {"IfNoneMatch": "*"})
+        except ObjectExists:
+            try:
+                if self.get(name) == bytes(data):
+                    return  # a retry met its own first attempt
+            except ObjectNotFound:
+                pass
+            raise
+
+    def _upload(
+        self,
+        name: str,
+        parts: Sequence[bytes | bytearray | memoryview],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         validate_name(name)
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         payload = bytes(body) if not isinstance(body, bytes) else body
@@ -171,6 +194,7 @@ class S3Store(Store):
         if until is not None and self._retention is not None:
             kwargs["ObjectLockMode"] = _RETENTION_MODES[self._retention.mode]
             kwargs["ObjectLockRetainUntilDate"] = until
+        kwargs.update(extra or {})
 
         def request() -> None:
             if self._up is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from stackvault.errors import (
     ConfigError,
+    ObjectExists,
     ObjectLocked,
     ObjectNotFound,
     RepositoryNotFound,
@@ -68,6 +69,8 @@ def translate(
                 hint="create it with `stackvault init`, or check the bucket name, "
                 "endpoint and region",
             )
+        if (code == "PreconditionFailed" or status == 412) and name is not None:
+            return ObjectExists(f"object {name} already exists in {where}")
         if code in _BAD_CREDENTIALS:
             return StorePermissionDenied(
                 f"the S3 server at {where} rejected the credentials ({code})",

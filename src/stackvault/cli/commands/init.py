@@ -72,11 +72,20 @@ def init(
 ) -> None:
     """Create a new, empty repository."""
     from stackvault.chunking.cdc import ChunkerParams
-    from stackvault.crypto.kdf import KdfParams
-    from stackvault.errors import UsageError
+    from stackvault.crypto.kdf import MAX_KDF_ITERATIONS, MAX_KDF_MEMORY_MIB, KdfParams
+    from stackvault.errors import ObjectExists, RepositoryExists, UsageError
     from stackvault.repo.repository import Repository
     from stackvault.store.base import Retention
+    from stackvault.store.createonly import CreateOnlyStore
 
+    if not 1 <= kdf_memory_mib <= MAX_KDF_MEMORY_MIB:
+        raise UsageError(
+            f"--kdf-memory {kdf_memory_mib} is out of range: give 1 to {MAX_KDF_MEMORY_MIB} MiB"
+        )
+    if not 1 <= kdf_iterations <= MAX_KDF_ITERATIONS:
+        raise UsageError(
+            f"--kdf-iterations {kdf_iterations} is out of range: give 1 to {MAX_KDF_ITERATIONS}"
+        )
     retention = None
     if object_lock is not None or lock_days is not None:
         if object_lock is None or lock_days is None or lock_days < 1:
@@ -97,16 +106,26 @@ def init(
             pass
     store.ensure_root(object_lock=retention is not None)
     password = cli.password(confirm=True)
-    repo = Repository.init(
-        store,
-        password,
-        chunker=None if ids_from is not None else ChunkerParams(),
-        pack_size=pack_size_mib * 1024 * 1024,
-        kdf=KdfParams(memory_kib=kdf_memory_mib * 1024, iterations=kdf_iterations),
-        notice=cli.notice,
-        object_lock=retention,
-        ids_from=ids_from,
-    )
+    # Create-only: of several `init`s racing for one location exactly one writes the config;
+    # the others take their key file back and are told the repository exists.
+    created = CreateOnlyStore(store)
+    try:
+        repo = Repository.init(
+            created,
+            password,
+            chunker=None if ids_from is not None else ChunkerParams(),
+            pack_size=pack_size_mib * 1024 * 1024,
+            kdf=KdfParams(memory_kib=kdf_memory_mib * 1024, iterations=kdf_iterations),
+            notice=cli.notice,
+            object_lock=retention,
+            ids_from=ids_from,
+        )
+    except ObjectExists as exc:
+        created.remove_created()
+        raise RepositoryExists(
+            f"a repository was created at {store.describe()} by another process at the same time",
+            hint="use it, or choose another location for a new one",
+        ) from exc
     if cli.json:
         cli.emit_json(
             {
