@@ -18,7 +18,7 @@ from stackvault.errors import IntegrityError, Interrupted, SourceError, Stackvau
 from stackvault.repo.blob import BlobType
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.repo.tree import Node, encode_tree, valid_name
+from stackvault.repo.tree import Node, encode_tree, valid_name, walk_trees
 from stackvault.repo.writer import BlobWriter
 from stackvault.sources.base import (
     ArtifactEntry,
@@ -310,7 +310,7 @@ class RepoArtifactReader(ArtifactReader):
         if self._nodes is None:
             assert self.node.subtree is not None
             self._nodes = {}
-            for path, node in self.repo.iter_tree(self.node.subtree, ""):
+            for path, node in walk_trees(self.repo.load_tree, self.node.subtree):
                 rel = path.lstrip("/")
                 split_path(rel)  # a tampered tree must not smuggle unsafe paths out
                 self._nodes[rel] = node

@@ -26,7 +26,7 @@ from stackvault.chunking.streamcut import StreamCutter
 from stackvault.engine.artifacts import RESERVED, artifact_path
 from stackvault.engine.capture import SourceCapture
 from stackvault.engine.listing import DirectoryLister, Listing
-from stackvault.engine.nodes import Pending, node_from_entry, same_metadata, when_all
+from stackvault.engine.nodes import Completions, Pending, node_from_entry, same_metadata
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import start_totals
 from stackvault.engine.smallfiles import SmallFiles
@@ -100,6 +100,21 @@ class _Counts:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass
+class _DirWalk:
+    """A directory on the walk's stack: its listing, the next child to take on, and what its
+    children will give (nodes, or futures of them)."""
+
+    entry: FsEntry
+    old: Node | None
+    listing: Listing
+    out: Future[Node | None]
+    """Resolved to the directory's node once every child is stored."""
+    next: int = 0
+    pending: list[Pending] = field(default_factory=list)
+    deferred: list[tuple[FsEntry, Node | None]] = field(default_factory=list)
+
+
 class BackupJob:
     """One backup run. Create, then call `run` once."""
 
@@ -119,6 +134,7 @@ class BackupJob:
         self._stop = threading.Event()
         self._local = threading.local()
         self._hardlinks: dict[str, Future[Node | None]] = {}
+        self._completions = Completions()
         self._lister = DirectoryLister(repo, self.progress, force=options.force, stop=self._stop)
         workers = options.workers or max(2, (os.cpu_count() or 2))
         self._workers = workers
@@ -303,12 +319,35 @@ class BackupJob:
         walker: FileWalker,
         entry: FsEntry,
         old: Node | None,
-        listed: Future[Listing] | None = None,
     ) -> Future[Node | None]:
         """Walk a directory and submit its files; the returned future resolves to its node
         once every child is stored. The walk does not wait for a directory's files: it goes
-        on to the next directory while the workers read them. ``listed`` is its listing if
-        it was started ahead."""
+        on to the next directory while the workers read them. Depth first, with a stack of
+        its own rather than recursion: trees may be deeper than Python's recursion limit."""
+        top: Future[Node | None] = Future()
+        stack = [self._enter_dir(walker, entry, old, None, top)]
+        while stack:
+            walk = stack[-1]
+            sub = self._walk_children(pool, writer, walker, walk)
+            if sub is None:
+                stack.pop()
+                self._leave_dir(writer, walker, walk)
+                continue
+            child, prev, ahead = sub
+            out: Future[Node | None] = Future()
+            walk.pending.append(out)
+            stack.append(self._enter_dir(walker, child, prev, ahead, out))
+        return top
+
+    def _enter_dir(
+        self,
+        walker: FileWalker,
+        entry: FsEntry,
+        old: Node | None,
+        listed: Future[Listing] | None,
+        out: Future[Node | None],
+    ) -> _DirWalk:
+        """Start walking a directory: its listing (``listed`` if it was started ahead)."""
         if self._stop.is_set():
             raise Interrupted("backup interrupted")
         if listed is None:
@@ -316,16 +355,24 @@ class BackupJob:
         else:
             self._small.wait(listed)
             listing = self._lister.take(listed)
-        children, old_children = listing.children, listing.old_children
-        pending: list[Pending] = []
+        return _DirWalk(entry, old, listing, out)
+
+    def _walk_children(
+        self, pool: ThreadPoolExecutor, writer: BlobWriter, walker: FileWalker, walk: _DirWalk
+    ) -> tuple[FsEntry, Node | None, Future[Listing] | None] | None:
+        """Take on the directory's next children up to its next subdirectory, which is
+        returned (with its parent node and its listing if started ahead) for the caller to
+        walk; None once every child is taken on."""
+        children, old_children = walk.listing.children, walk.listing.old_children
+        pending, deferred = walk.pending, walk.deferred
         small = self.repo.config.chunker.min
-        deferred: list[tuple[FsEntry, Node | None]] = []
-        for child in children:
+        while walk.next < len(children):
+            child = children[walk.next]
+            walk.next += 1
             prev = old_children.get(child.name)
             if child.kind == "dir":
-                ahead = listing.ahead.get(child.name)
-                pending.append(self._backup_dir(pool, writer, walker, child, prev, ahead))
-            elif child.kind != "file":
+                return child, prev, walk.listing.ahead.get(child.name)
+            if child.kind != "file":
                 pending.append(node_from_entry(child))
             elif (reused := self._reuse(child, prev)) is not None:
                 pending.append(reused)
@@ -336,9 +383,14 @@ class BackupJob:
                 deferred.append((child, prev))
             else:
                 pending.append(self._submit_file(pool, writer, walker, child, prev))
-        if deferred:
+        return None
+
+    def _leave_dir(self, writer: BlobWriter, walker: FileWalker, walk: _DirWalk) -> None:
+        """Every child is taken on: have the directory's node made once they are stored."""
+        if walk.deferred:
             read = functools.partial(self._read_file, writer, walker)
-            pending.extend(self._small.defer(read, deferred))
+            walk.pending.extend(self._small.defer(read, walk.deferred))
+        entry, old, old_children = walk.entry, walk.old, walk.listing.old_children
 
         def finish(kept: list[Node]) -> Node:
             node = node_from_entry(entry)
@@ -357,7 +409,7 @@ class BackupJob:
                 self._counts.dirs += 1
             return node
 
-        return when_all(pending, finish)
+        self._completions.when_all(walk.pending, finish, walk.out)
 
     def _backup_root(
         self,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from stackvault.engine.filedata import find_node
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.repo.tree import Node
+from stackvault.repo.tree import Node, walk_trees
 
 
 def walk(repo: Repository, snapshot: Snapshot, path: str = "/") -> Iterator[tuple[str, Node]]:
@@ -18,7 +18,7 @@ def walk(repo: Repository, snapshot: Snapshot, path: str = "/") -> Iterator[tupl
     if base != "/":
         yield base, node
     if node.type == "dir" and node.subtree is not None:
-        yield from repo.iter_tree(node.subtree, "" if base == "/" else base)
+        yield from walk_trees(repo.load_tree, node.subtree, "" if base == "/" else base)
 
 
 @dataclass(frozen=True)
@@ -49,15 +49,20 @@ def _same_meta(a: Node, b: Node) -> bool:
 
 
 def diff(repo: Repository, old: Snapshot, new: Snapshot) -> Iterator[Change]:
-    """Differences from ``old`` to ``new``; identical subtrees are skipped without loading."""
+    """Differences from ``old`` to ``new``, in path order; identical subtrees are skipped
+    without loading. Iterative: snapshots may be deeper than Python's recursion limit."""
 
     def subtree_paths(tree: bytes | None, prefix: str) -> Iterator[str]:
         if tree is None:
             return
-        for path, _n in repo.iter_tree(tree, prefix):
+        for path, _n in walk_trees(repo.load_tree, tree, prefix):
             yield path
 
-    def compare(a_tree: bytes | None, b_tree: bytes | None, prefix: str) -> Iterator[Change]:
+    def compare(
+        a_tree: bytes | None, b_tree: bytes | None, prefix: str
+    ) -> Iterator[Change | tuple[bytes | None, bytes | None, str]]:
+        """The changes of one directory, and a ``(old tree, new tree, path)`` for each
+        subdirectory in both, to be compared in its place."""
         if a_tree == b_tree:
             return
         a = {n.name: n for n in repo.load_tree(a_tree)} if a_tree else {}
@@ -85,6 +90,14 @@ def diff(repo: Repository, old: Snapshot, new: Snapshot) -> Iterator[Change]:
                 elif not _same_meta(na, nb):
                     yield Change("U", path)
                 if na.type == "dir" and nb.type == "dir":
-                    yield from compare(na.subtree, nb.subtree, path)
+                    yield (na.subtree, nb.subtree, path)
 
-    yield from compare(old.tree, new.tree, "")
+    stack = [compare(old.tree, new.tree, "")]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif isinstance(item, Change):
+            yield item
+        else:
+            stack.append(compare(*item))

@@ -32,7 +32,7 @@ shared and the destination locked shared for writing, like a backup — the call
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -193,6 +193,24 @@ class _Walk:
     """Source data blob ids this snapshot has counted already."""
     pending: dict[bytes, Future[_Transfer]] = field(default_factory=dict)
     """Source data blob ids being transferred."""
+
+
+@dataclass
+class _TreeCopy:
+    """A source tree being copied (on `CopyJob._tree`'s stack): its nodes, the same directory
+    in the previous copy (by name, in the source and the destination), its files' blobs
+    being transferred, and its subdirectories still to copy."""
+
+    src_id: bytes
+    plain: bytes
+    nodes: list[Node]
+    prev_src: dict[str, Node]
+    prev_dst: dict[str, Node]
+    mine: list[bytes]
+    dirs: Iterator[Node]
+    mapping: dict[bytes, bytes] = field(default_factory=dict)
+    """Source id → destination id of the subtrees copied so far (and, at the end, of the
+    files' blobs)."""
 
 
 class CopyJob:
@@ -369,7 +387,41 @@ class CopyJob:
         writer: BlobWriter,
     ) -> bytes:
         """Make the source tree ``src_id`` and everything below it present in the destination;
-        return its destination id. Depth first: a tree is stored after its children."""
+        return its destination id. Depth first, a tree stored after its children, with a
+        stack of its own rather than recursion: trees may be deeper than Python's recursion
+        limit."""
+        first = self._enter_tree(src_id, hint, walk, pool, writer)
+        if isinstance(first, bytes):
+            return first
+        stack = [first]
+        while True:
+            visit = stack[-1]
+            node = next(visit.dirs, None)
+            if node is not None:
+                assert node.subtree is not None
+                child_hint = self._child_hint(node, visit.prev_src, visit.prev_dst)
+                child = self._enter_tree(node.subtree, child_hint, walk, pool, writer)
+                if isinstance(child, bytes):
+                    visit.mapping[node.subtree] = child
+                else:
+                    stack.append(child)
+                continue
+            new_id = self._leave_tree(visit, walk, writer)
+            stack.pop()
+            if not stack:
+                return new_id
+            stack[-1].mapping[visit.src_id] = new_id
+
+    def _enter_tree(
+        self,
+        src_id: bytes,
+        hint: _Hint | None,
+        walk: _Walk,
+        pool: ThreadPoolExecutor,
+        writer: BlobWriter,
+    ) -> bytes | _TreeCopy:
+        """The destination id of tree ``src_id`` if it is complete there already; else the
+        tree to copy, with the transfers of its files' blobs the destination lacks started."""
         if self._stop.is_set():
             raise Interrupted("copy interrupted")
         known = self._trees.get(src_id)
@@ -401,20 +453,22 @@ class CopyJob:
                 else:
                     mine.append(blob_id)
         self._submit_all(pool, writer, mine, walk)
-        mapping: dict[bytes, bytes] = {}
-        for node in nodes:
-            if node.type == "dir" and node.subtree is not None:
-                child = self._child_hint(node, prev_src, prev_dst)
-                mapping[node.subtree] = self._tree(node.subtree, child, walk, pool, writer)
-        for blob_id in mine:
+        dirs = [n for n in nodes if n.type == "dir" and n.subtree is not None]
+        return _TreeCopy(src_id, plain, nodes, prev_src, prev_dst, mine, iter(dirs))
+
+    def _leave_tree(self, visit: _TreeCopy, walk: _Walk, writer: BlobWriter) -> bytes:
+        """Store a tree whose subdirectories are all in the destination (``visit.mapping``
+        holds their ids) once its files' blobs are; its destination id."""
+        mapping = visit.mapping
+        for blob_id in visit.mine:
             self._resolve(blob_id, walk)
         if self.shared_ids:
-            new_plain, new_id = plain, src_id  # same ids in both: the tree is the same
+            new_plain, new_id = visit.plain, visit.src_id  # same ids in both: the same tree
         else:
-            for node in nodes:
+            for node in visit.nodes:
                 for blob_id in node.content:
                     mapping[blob_id] = self._resolve(blob_id, walk)
-            new_plain = rewrite_tree(plain, mapping)
+            new_plain = rewrite_tree(visit.plain, mapping)
             new_id = self.dest.blob_id(new_plain)
         _id, added = writer.save(BlobType.TREE, new_plain, new_id)
         if added:
@@ -423,7 +477,7 @@ class CopyJob:
         else:
             walk.stats.blobs_present += 1
             walk.stats.bytes_present += len(new_plain)
-        self._trees[src_id] = new_id
+        self._trees[visit.src_id] = new_id
         return new_id
 
     def _hint_nodes(self, hint: _Hint | None) -> tuple[dict[str, Node], dict[str, Node]]:

@@ -122,26 +122,38 @@ class RestoreJob:
     def _walk(
         self, tree_id: bytes, rel: list[str], included: bool
     ) -> Iterator[tuple[list[str], Node, bool]]:
-        for node in self.repo.load_tree(tree_id):
+        """Depth first, each directory before its contents: ``(path components, node,
+        included)``. Iterative: a snapshot may be deeper than Python's recursion limit."""
+        stack = [(rel, included, iter(self.repo.load_tree(tree_id)))]
+        while stack:
+            base, inc_base, nodes = stack[-1]
+            node = next(nodes, None)
+            if node is None:
+                stack.pop()
+                continue
             if not valid_name(node.name):
                 raise RestoreRefused(
-                    f"refusing to restore {'/'.join([*rel, node.name])!r}: the snapshot holds an "
-                    "unsafe path component (the repository may have been tampered with)"
+                    f"refusing to restore {'/'.join([*base, node.name])!r}: the snapshot holds "
+                    "an unsafe path component (the repository may have been tampered with)"
                 )
-            path = "/" + "/".join([*rel, node.name])
-            inc = included or self._wanted(path, node.type == "dir")
-            yield [*rel, node.name], node, inc
+            parts = [*base, node.name]
+            inc = inc_base or self._wanted("/" + "/".join(parts), node.type == "dir")
+            yield parts, node, inc
             if node.type == "dir" and node.subtree is not None:
-                yield from self._walk(node.subtree, [*rel, node.name], inc)
+                stack.append((parts, inc, iter(self.repo.load_tree(node.subtree))))
 
     # --- doing ------------------------------------------------------------------------------
 
     def _ensure_dirs(self, target: RestoreTarget, rel: list[str]) -> None:
-        for i in range(1, len(rel) + 1):
+        """Make the directories of ``rel`` that are not made yet, looking from the deepest up
+        (the walk makes a directory before its contents, so usually none is missing)."""
+        made = len(rel)
+        while made and tuple(rel[:made]) not in self._made:
+            made -= 1
+        for i in range(made + 1, len(rel) + 1):
             key = tuple(rel[:i])
-            if key not in self._made:
-                target.mkdir(list(key))
-                self._made.add(key)
+            target.mkdir(list(key))
+            self._made.add(key)
 
     def _write_blobs(
         self, node: Node, writer: FileWriter, sealed: bytes | memoryview | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -143,6 +143,26 @@ def decode_tree(data: bytes) -> list[Node]:
         return [Node.from_json(n) for n in doc["nodes"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError("tree blob is malformed") from exc
+
+
+def walk_trees(
+    load: Callable[[bytes], list[Node]], tree_id: bytes, prefix: str = ""
+) -> Iterator[tuple[str, Node]]:
+    """Depth-first ``(path, node)`` for every node below tree ``tree_id``, each directory
+    before its contents; paths are ``prefix`` + ``/name`` per level. Trees come from ``load``
+    (`Repository.load_tree`), one at a time as the walk reaches them. Iterative: a snapshot
+    may be deeper than Python's recursion limit."""
+    stack: list[tuple[str, Iterator[Node]]] = [(prefix, iter(load(tree_id)))]
+    while stack:
+        base, nodes = stack[-1]
+        node = next(nodes, None)
+        if node is None:
+            stack.pop()
+            continue
+        path = f"{base}/{node.name}"
+        yield path, node
+        if node.type == "dir" and node.subtree is not None:
+            stack.append((path, iter(load(node.subtree))))
 
 
 def rewrite_tree(data: bytes, mapping: Mapping[bytes, bytes]) -> bytes:

@@ -1,0 +1,176 @@
+"""End-to-end tests of files a backup must neither drop nor alter: trees deeper than Python's
+recursion limit, paths longer than PATH_MAX, sparse files, fifos and device nodes, sockets,
+and files deleted while a backup runs.
+
+Real files in ``tmp_path`` (or a short directory of ``/tmp`` where a path length matters), a
+real local repository, the real CLI in-process (``cli`` fixture). Trees whose paths are longer
+than PATH_MAX are made and compared through directory file descriptors, as no path reaches
+them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import FAST_INIT, PASSWORD, Result, inside
+
+Cli = Callable[..., Result]
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def make_chain(root: Path, depth: int, name: str, leaf: bytes) -> None:
+    """``root/name/name/.../name`` ``depth`` directories deep, holding a file ``leaf.txt``
+    (content ``leaf``) at the bottom and a file ``at-<level>`` every 100 levels; made through
+    directory fds, so the path may exceed PATH_MAX."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, _DIR)
+    try:
+        for level in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            if level % 100 == 0:
+                _write_at(fd, f"at-{level}", f"level {level}\n".encode())
+        _write_at(fd, "leaf.txt", leaf)
+    finally:
+        os.close(fd)
+
+
+def _write_at(dir_fd: int, name: str, data: bytes) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640, dir_fd=dir_fd)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def fd_describe(root: Path) -> dict[tuple[str, ...], tuple[Any, ...]]:
+    """Relative path (components) → (kind, mode, sha256 / link text / device numbers) of
+    everything below ``root``, walked iteratively through directory fds (no path limit)."""
+    out: dict[tuple[str, ...], tuple[Any, ...]] = {}
+    stack: list[tuple[tuple[str, ...], int]] = [((), os.open(root, _DIR))]
+    while stack:
+        rel, fd = stack.pop()
+        try:
+            with os.scandir(fd) as it:
+                names = sorted(e.name for e in it)
+            for name in names:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                mode = stat.S_IMODE(st.st_mode)
+                key = (*rel, name)
+                if stat.S_ISDIR(st.st_mode):
+                    out[key] = ("dir", mode)
+                    stack.append((key, os.open(name, _DIR, dir_fd=fd)))
+                elif stat.S_ISLNK(st.st_mode):
+                    out[key] = ("symlink", os.readlink(name, dir_fd=fd))
+                elif stat.S_ISREG(st.st_mode):
+                    out[key] = ("file", mode, _sha_at(fd, name))
+                else:
+                    kind = stat.S_IFMT(st.st_mode)
+                    out[key] = ("special", kind, mode, os.major(st.st_rdev), os.minor(st.st_rdev))
+        finally:
+            os.close(fd)
+    return out
+
+
+def _sha_at(dir_fd: int, name: str) -> str:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        sha = hashlib.sha256()
+        while block := os.read(fd, 1 << 20):
+            sha.update(block)
+        return sha.hexdigest()
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def short_tmp() -> Iterator[Path]:
+    """A directory with a short path in /tmp (``tmp_path`` is long: deep trees and sockets
+    have length limits), removed afterwards even when it is deeper than PATH_MAX."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="sv-"))
+    try:
+        yield path
+    finally:
+        _rmtree_deep(path)
+
+
+def _rmtree_deep(root: Path) -> None:
+    """Remove a tree of any depth (shutil.rmtree goes by path and recursion)."""
+    top = os.open(root, _DIR)
+    stack: list[tuple[int, list[str]]] = [(top, [])]
+    names: list[str] = []
+    while stack:
+        fd, _ = stack[-1]
+        with os.scandir(fd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        sub = next((n for n, is_dir in entries if is_dir), None)
+        for name, is_dir in entries:
+            if not is_dir:
+                os.unlink(name, dir_fd=fd)
+        if sub is not None:
+            stack.append((os.open(sub, _DIR, dir_fd=fd), []))
+            names.append(sub)
+            continue
+        os.close(fd)
+        stack.pop()
+        if stack:
+            os.rmdir(names.pop(), dir_fd=stack[-1][0])
+    os.rmdir(root)
+
+
+# --- trees deeper than the recursion limit ---------------------------------------------------
+
+
+def test_a_tree_2000_levels_deep_is_backed_up_listed_checked_copied_and_restored(
+    initialised: Path, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = time.monotonic()
+    with short_tmp() as base:
+        src = base / "s"
+        make_chain(src, 2000, "d", b"at the bottom\n")
+        want = fd_describe(src)
+        assert len(want) == 2000 + 20 + 1
+
+        res = cli("backup", "--json", src)
+        assert res.code == 0, res.err
+        assert res.json()["summary"]["files"] == 21
+        listed = cli("ls", "--json", "latest")
+        assert listed.code == 0, listed.err
+        assert len(listed.json()) == len(str(src).split("/")) - 1 + len(want)
+        checked = cli("check", "--read-data")
+        assert checked.code == 0, checked.err
+        leaf = Path(str(src) + "/d" * 2000, "leaf.txt")
+        leaf.write_bytes(b"changed at the bottom\n")
+        want = fd_describe(src)
+        assert cli("backup", src).code == 0
+        first, latest = (s["id"] for s in cli("snapshots", "--json").json())
+        changes = cli("diff", "--json", first, latest)
+        assert changes.code == 0, changes.err
+        assert changes.json()["changes"] == [{"kind": "M", "path": str(leaf)}]
+
+        second = tmp_path / "second"
+        assert cli("--repo", second, *FAST_INIT).code == 0
+        monkeypatch.setenv("STACKVAULT_FROM_PASSWORD", PASSWORD)
+        copied = cli("--repo", second, "copy", "--from", initialised)
+        assert copied.code == 0, copied.err
+        target = base / "t"
+        res = cli("--repo", second, "restore", "latest", "--target", target)
+        assert res.code == 0, res.err
+        assert fd_describe(inside(target, src)) == want
+    assert time.monotonic() - started < 120
