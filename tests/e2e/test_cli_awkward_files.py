@@ -174,3 +174,27 @@ def test_a_tree_2000_levels_deep_is_backed_up_listed_checked_copied_and_restored
         assert res.code == 0, res.err
         assert fd_describe(inside(target, src)) == want
     assert time.monotonic() - started < 120
+
+
+# --- paths longer than PATH_MAX ----------------------------------------------------------------
+
+
+def test_paths_longer_than_path_max_are_backed_up_and_restored(initialised: Path, cli: Cli) -> None:
+    name = "n" * 49 + "x"  # 50 characters: 300 levels make a path of ~15,300
+    with short_tmp() as base:
+        src = base / "s"
+        make_chain(src, 300, name, os.urandom(5000))
+        want = fd_describe(src)
+        leaf = str(src) + f"/{name}" * 300 + "/leaf.txt"
+        assert len(leaf) > 15_000
+
+        res = cli("backup", "--json", src)
+        assert res.code == 0, res.err
+        assert res.json()["complete"] is True
+        assert res.json()["summary"]["files"] == 4
+        assert leaf in {e["path"] for e in cli("ls", "--json", "latest").json()}
+        target = base / "t"
+        res = cli("restore", "latest", "--target", target, "--verify")
+        assert res.code == 0, res.err
+        assert "verified 4 files" in res.out
+        assert fd_describe(inside(target, src)) == want

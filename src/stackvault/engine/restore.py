@@ -32,6 +32,7 @@ from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.spans import by_pack, cut_spans, read_span, span_readers
 from stackvault.repo.tree import Node, valid_name
 from stackvault.sources.exclude import ExcludeMatcher
+from stackvault.sources.files import open_path
 from stackvault.sources.fsrestore import FileWriter, RestoreTarget
 from stackvault.sources.writemode import WriteFigures, WriteMode
 
@@ -515,9 +516,10 @@ def _entry_of(blob: tuple[IndexEntry, bytes]) -> IndexEntry:
 
 
 def sha256_of(path: str) -> str:
-    """SHA-256 of a file on disk (without following a final symlink)."""
+    """SHA-256 of a file on disk (without following a final symlink); ``path`` may be
+    longer than PATH_MAX."""
     sha = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = open_path(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         while True:
             buf = os.read(fd, 1 << 20)

@@ -31,6 +31,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: if a fifo was swapped in for the file, open() must not hang waiting for a writer.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _NOATIME = getattr(os, "O_NOATIME", 0)
+_PATH_FITS = 4000  # bytes of a path opened whole; PATH_MAX is 4096 on Linux, with the NUL
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class FileWalker:
             if (dir_entry.device, dir_entry.inode) in self._mount_points:
                 return []
         try:
-            fd = os.open(dir_entry.path, _DIR_FLAGS)
+            fd = open_path(dir_entry.path, _DIR_FLAGS)
         except FileNotFoundError:
             self._notice(dir_entry.path, "vanished before it could be read")
             return []
@@ -188,12 +189,12 @@ class FileWalker:
             raise SourceError(f"cannot read {entry.path}: not a regular file")
         try:
             try:
-                fd = os.open(entry.path, _FILE_FLAGS | _NOATIME)
+                fd = open_path(entry.path, _FILE_FLAGS | _NOATIME)
             except PermissionError as exc:
                 # O_NOATIME needs ownership of the file (or CAP_FOWNER); read without it.
                 if not _NOATIME or exc.errno != errno.EPERM:
                     raise
-                fd = os.open(entry.path, _FILE_FLAGS)
+                fd = open_path(entry.path, _FILE_FLAGS)
         except OSError as exc:
             reason = _replaced(exc) or exc.strerror or str(exc)
             raise SourceError(f"cannot read {entry.path}: {reason}") from exc
@@ -238,14 +239,22 @@ class FileWalker:
                 self._mount_points.add((st.st_dev, st.st_ino))
             self._notice(path, "mount point kept empty: another filesystem (one-file-system)")
         return entry_from_stat(
-            path, name, st, link_target=target, xattrs=self._xattrs(path), kind=kind
+            path, name, st, link_target=target, xattrs=self._xattrs(path, dir_fd, name), kind=kind
         )
 
-    def _xattrs(self, path: str) -> tuple[tuple[str, bytes], ...]:
+    def _xattrs(
+        self, path: str, dir_fd: int | None = None, name: str = ""
+    ) -> tuple[tuple[str, bytes], ...]:
         # listxattr has no dir_fd form; going by path is fine for attributes of lstat-ed
-        # entries because the final component is not followed.
+        # entries because the final component is not followed. A path longer than PATH_MAX
+        # is reached through the open directory's /proc/self/fd link instead.
         try:
-            return read_xattrs(path)
+            try:
+                return read_xattrs(path)
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG or dir_fd is None:
+                    raise
+                return read_xattrs(f"/proc/self/fd/{dir_fd}/{name}")
         except FileNotFoundError:
             return ()
         except OSError as exc:
@@ -257,6 +266,33 @@ class FileWalker:
 
     def _incomplete(self, path: str, message: str) -> None:
         self.on_problem(Problem(path, message, incomplete=True))
+
+
+def open_path(path: str, flags: int) -> int:
+    """``os.open(path, flags)``, also for an absolute ``path`` longer than PATH_MAX (which
+    the kernel refuses whole): then its longest prefix that fits is opened and the rest is
+    walked one directory at a time (``O_DIRECTORY | O_NOFOLLOW``, as the walker reached
+    them), and the last component opened with ``flags`` relative to its directory. Only
+    paths the kernel refused take that way, so the common case costs nothing more."""
+    try:
+        return os.open(path, flags)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    raw = os.fsencode(path)
+    cut = raw.rfind(b"/", 0, _PATH_FITS)
+    rest = [part for part in raw[cut + 1 :].split(b"/") if part]
+    if cut <= 0 or not rest:
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path)
+    fd = os.open(raw[:cut], _DIR_FLAGS)
+    try:
+        for part in rest[:-1]:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return os.open(rest[-1], flags, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _replaced(exc: OSError) -> str | None:
