@@ -157,6 +157,12 @@ class SourceError(StackvaultError):
     """Capturing a source failed (a dump command exited non-zero, a stream broke, ...)."""
 
 
+class SourceVanished(SourceError):
+    """A file or directory a backup listed was gone when it came to be read (deleted or
+    renamed meanwhile). Not a failure: it no longer exists, so nothing is missing from the
+    backup; the backup reports a notice and stays complete."""
+
+
 class SourceChanged(SourceError):
     """The data changed while it was read (e.g. a file of a busy volume shrank during a hot
     capture): the capture is worthless, but trying it again may well succeed."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stackvault.errors import SourceError
+from stackvault.errors import SourceError, SourceVanished
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.files import FileWalker, Problem
 from stackvault.sources.fsentry import FsEntry
@@ -397,7 +397,7 @@ def test_opening_missing_and_non_file(tmp_path: Path, read: Any) -> None:
     (tmp_path / "f").write_text("x")
     entry = file_entry(walker, tmp_path / "f")
     os.unlink(tmp_path / "f")
-    with pytest.raises(SourceError, match="No such file"):
+    with pytest.raises(SourceVanished, match="vanished during backup"):
         read(walker, entry)
     with pytest.raises(SourceError, match="not a regular file"):
         read(walker, file_entry(walker, tmp_path))

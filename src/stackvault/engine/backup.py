@@ -33,6 +33,7 @@ from stackvault.engine.smallfiles import SmallFiles
 from stackvault.errors import (
     Interrupted,
     SourceError,
+    SourceVanished,
     UsageError,
 )
 from stackvault.repo.blob import BlobType
@@ -44,7 +45,7 @@ from stackvault.repo.writer import BlobWriter
 from stackvault.sources.base import Source
 from stackvault.sources.command import CommandStream
 from stackvault.sources.exclude import ExcludeMatcher
-from stackvault.sources.files import FileWalker, Problem
+from stackvault.sources.files import VANISHED, FileWalker, Problem
 from stackvault.sources.fsentry import FsEntry, entry_from_stat
 
 
@@ -249,6 +250,9 @@ class BackupJob:
                     self._counts.files_changed += 1
             self.progress.advance(files=1)
             return node
+        except SourceVanished:
+            self._problem(Problem(entry.path, VANISHED, False))
+            return None
         except SourceError as exc:
             self._problem(Problem(entry.path, str(exc), True))
             return None

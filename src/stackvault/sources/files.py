@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from stackvault.errors import SourceError
+from stackvault.errors import SourceError, SourceVanished
 from stackvault.sources.exclude import ExcludeMatcher
 from stackvault.sources.fsentry import (
     FsEntry,
@@ -27,6 +27,8 @@ from stackvault.sources.fsentry import (
     special_kind_name,
 )
 
+VANISHED = "vanished during backup"
+"""The notice for an entry deleted between its listing and its reading."""
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: if a fifo was swapped in for the file, open() must not hang waiting for a writer.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -118,7 +120,7 @@ class FileWalker:
         try:
             fd = open_path(dir_entry.path, _DIR_FLAGS)
         except FileNotFoundError:
-            self._notice(dir_entry.path, "vanished before it could be read")
+            self._notice(dir_entry.path, VANISHED)
             return []
         except OSError as exc:
             reason = _replaced(exc) or exc.strerror or str(exc)
@@ -146,7 +148,8 @@ class FileWalker:
         """Open a file entry for reading (unbuffered); the caller closes it.
 
         Raises `SourceError` (naming the path and the reason) if the file cannot be opened or
-        is no longer the regular file with the entry's inode and device.
+        is no longer the regular file with the entry's inode and device, `SourceVanished` if
+        it no longer exists.
         """
         fd = self._open_fd(entry, blocking=True)
         try:
@@ -195,6 +198,8 @@ class FileWalker:
                 if not _NOATIME or exc.errno != errno.EPERM:
                     raise
                 fd = open_path(entry.path, _FILE_FLAGS)
+        except FileNotFoundError as exc:
+            raise SourceVanished(f"{entry.path}: {VANISHED}") from exc
         except OSError as exc:
             reason = _replaced(exc) or exc.strerror or str(exc)
             raise SourceError(f"cannot read {entry.path}: {reason}") from exc
@@ -229,7 +234,7 @@ class FileWalker:
                 return None
             target = os.readlink(name, dir_fd=dir_fd) if kind == "symlink" else None
         except FileNotFoundError:
-            self._notice(path, "vanished before it could be read")
+            self._notice(path, VANISHED)
             return None
         except OSError as exc:
             self._incomplete(path, f"cannot read: {exc.strerror}")

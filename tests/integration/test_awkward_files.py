@@ -1,0 +1,95 @@
+"""Files a backup must neither drop nor misreport, through the engine's API: files deleted
+while a backup runs, and sparse files restored with their holes.
+
+Real files, a real local repository; the moment of a deletion is fixed by the backup's own
+progress events, not by patching the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stackvault.crypto.kdf import KdfParams
+from stackvault.engine.backup import BackupJob, BackupOptions
+from stackvault.engine.progress import NullProgress
+from stackvault.repo.repository import Repository
+from stackvault.store.local import LocalStore
+
+PASSWORD = b"awkward files"
+FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    store = LocalStore(tmp_path / "repo")
+    store.ensure_root()
+    Repository.init(store, PASSWORD, kdf=FAST_KDF)
+    opened = Repository.open(store, PASSWORD)
+    opened.load_index()
+    return opened
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path (a UNIX socket's address is limited to ~108 bytes)."""
+    import shutil
+
+    path = Path(tempfile.mkdtemp(prefix="sv-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class DeleteOnNotice(NullProgress):
+    """Deletes ``victims`` when the backup first reports a notice about ``trigger``: the
+    listing of their directory has seen them by then, nothing has read them yet."""
+
+    def __init__(self, trigger: str, victims: list[Path]) -> None:
+        super().__init__()
+        self.trigger = trigger
+        self.victims = victims
+        self.fired = threading.Event()
+
+    def notice(self, message: str) -> None:
+        super().notice(message)
+        if self.trigger in message and not self.fired.is_set():
+            for victim in self.victims:
+                victim.unlink()
+            self.fired.set()
+
+
+def test_files_deleted_after_the_listing_are_notices_not_errors(
+    repo: Repository, short_dir: Path
+) -> None:
+    src = short_dir / "src"
+    src.mkdir()
+    (src / "a-large.bin").write_bytes(os.urandom(3 * MiB))  # read on the pool
+    (src / "a-small.txt").write_text("small, read by the walking thread")
+    (src / "b-kept.txt").write_text("stays")
+    victims = [src / "a-large.bin", src / "a-small.txt"]
+    progress = DeleteOnNotice("z.sock", victims)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # Sorted last in its directory: its notice comes once the others are listed.
+        sock.bind(str(src / "z.sock"))
+        result = BackupJob(repo, BackupOptions(paths=[str(src)]), progress=progress).run()
+    finally:
+        sock.close()
+    assert progress.fired.is_set()
+    snap = result.snapshot
+    assert snap.complete is True, snap.problems
+    assert snap.problems == []
+    vanished = {p.path: p for p in result.problems if "vanished" in p.message}
+    assert set(vanished) == {str(v) for v in victims}
+    assert all(not p.incomplete for p in vanished.values())
+    assert all(p.message == "vanished during backup" for p in vanished.values())
+    assert snap.summary["files"] == 1
