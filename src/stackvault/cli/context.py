@@ -251,6 +251,7 @@ class Cli:
         ``store`` (closed here in the end), its ``header`` if already read, a ``password``
         source and the ``role`` ("source", "destination") that errors name.
         """
+        from stackvault.repo.keys import damaged_key_error, damaged_keys
         from stackvault.repo.repository import Repository
 
         store = store if store is not None else self.store()
@@ -263,6 +264,10 @@ class Cli:
                     store, (password or self.password)(), notice=self.notice, header=header
                 )
             except WrongPassword as exc:
+                # Wrong password, or the key for it is damaged: the key files tell which.
+                damaged = damaged_keys(store)
+                if damaged:
+                    raise damaged_key_error(store, damaged) from exc
                 if role is None:
                     raise
                 raise WrongPassword(

@@ -61,7 +61,11 @@ class RepoConfig:
 
 
 def read_header(store: Store) -> dict[str, Any]:
-    """Read the plaintext config header; raise `RepositoryNotFound` / `UnsupportedFormat`."""
+    """Read the plaintext config header.
+
+    `RepositoryNotFound` if there is no config, or a file of another program under that name;
+    `IntegrityError` if it is a stackvault config that is damaged (unparsable, fields missing);
+    `UnsupportedFormat` for a format version this program does not read."""
     try:
         raw = store.get(CONFIG_NAME)
     except ObjectNotFound as exc:
@@ -71,21 +75,40 @@ def read_header(store: Store) -> dict[str, Any]:
         ) from exc
     try:
         doc = json.loads(raw)
-        if not isinstance(doc, dict) or doc.get("repository") != "stackvault":
-            raise ValueError("not a stackvault config")
-    except ValueError as exc:
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("repository") != "stackvault":
+        if any(marker in raw for marker in _MARKERS):
+            raise _damaged(store, "it is not the JSON document a config is")
         raise RepositoryNotFound(
             f"{store.describe()} holds something that is not a stackvault repository",
             hint="point --repo at a stackvault repository",
-        ) from exc
+        )
     version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _damaged(store, "its format version is missing")
     if version != FORMAT_VERSION:
         raise UnsupportedFormat(
             f"the repository at {store.describe()} uses format version {version!r}, but this "
             f"stackvault reads only version {FORMAT_VERSION}",
             hint="use a stackvault release that supports it",
         )
+    if not isinstance(doc.get("id"), str) or not isinstance(doc.get("body"), str):
+        raise _damaged(store, "its id or body is missing")
     return doc
+
+
+_MARKERS = (b'"repository"', b"stackvault", b'"body"')
+"""Parts of every config: one byte flipped in a config leaves some of them, while another
+program's file (a restic repository's ``config``, say) has none."""
+
+
+def _damaged(store: Store, why: str) -> IntegrityError:
+    return IntegrityError(
+        f"the repository config (object `config` at {store.describe()}) is damaged: {why}",
+        hint="restore it from a copy of the repository (`stackvault check` reports what else "
+        "is damaged)",
+    )
 
 
 def decode_config(header: dict[str, Any], envelope: Envelope) -> RepoConfig:
@@ -94,13 +117,20 @@ def decode_config(header: dict[str, Any], envelope: Envelope) -> RepoConfig:
     try:
         sealed = base64.b64decode(header["body"])
     except (KeyError, ValueError) as exc:
-        raise IntegrityError("the repository config is malformed") from exc
+        raise IntegrityError(
+            "the repository config (object `config`) is damaged: its body is not base64"
+        ) from exc
     try:
         body = json.loads(envelope.open(sealed, b"sv1:config:" + repo_id.encode()))
     except IntegrityError as exc:
-        raise IntegrityError("the repository config failed authentication (damaged?)") from exc
+        raise IntegrityError(
+            "the repository config (object `config`) is damaged: it failed authentication"
+        ) from exc
     if body.get("id") != repo_id or body.get("version") != header.get("version"):
-        raise IntegrityError("the repository config header does not match its encrypted body")
+        raise IntegrityError(
+            "the repository config (object `config`) is damaged: its header does not match "
+            "its encrypted body"
+        )
     return RepoConfig(
         id=repo_id,
         created=str(body.get("created", "")),
