@@ -93,3 +93,52 @@ def test_files_deleted_after_the_listing_are_notices_not_errors(
     assert all(not p.incomplete for p in vanished.values())
     assert all(p.message == "vanished during backup" for p in vanished.values())
     assert snap.summary["files"] == 1
+
+
+# --- sparse files ------------------------------------------------------------------------------
+
+
+def make_sparse(path: Path, size: int, data: dict[int, bytes]) -> None:
+    """A file of ``size`` bytes holding ``data`` at its offsets and holes elsewhere."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, chunk in data.items():
+            f.seek(offset)
+            f.write(chunk)
+
+
+@pytest.mark.parametrize("by_pack", [False, True], ids=["file by file", "pack by pack"])
+def test_a_sparse_file_is_restored_with_its_holes(
+    repo: Repository, tmp_path: Path, by_pack: bool
+) -> None:
+    from stackvault.engine.restore import RestoreJob, RestoreOptions
+
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 64 * MiB
+    make_sparse(
+        src / "disk.img",
+        size,
+        {0: os.urandom(4096), 20 * MiB + 123: os.urandom(MiB), size - 11: b"end of file"},
+    )
+    assert os.stat(src / "disk.img").st_blocks * 512 < 4 * MiB  # the source is sparse
+    snap = BackupJob(repo, BackupOptions(paths=[str(src)])).run().snapshot
+    # the zeros are stored once, whatever their length: a few blobs, little data
+    assert snap.summary["data_added_stored"] < 3 * MiB
+
+    target = tmp_path / "restored"
+    RestoreJob(repo, snap, RestoreOptions(target=str(target), by_pack=by_pack)).run()
+    restored = target / str(src / "disk.img").lstrip("/")
+    assert restored.stat().st_size == size
+    assert sha256(restored) == sha256(src / "disk.img")
+    assert restored.stat().st_blocks * 512 < 16 * MiB, "the holes were written as zeros"
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(MiB):
+            sha.update(block)
+    return sha.hexdigest()

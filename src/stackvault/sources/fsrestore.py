@@ -161,7 +161,8 @@ class RestoreTarget:
         removes it again. With ``overwrite`` (a directory is still refused), the data goes to
         a temp file ``.<name>.svtmp-<random>`` beside the name, which replaces the old entry
         only at commit. A file of at least `PRESIZE_MIN` bytes is sized with ftruncate, so
-        regions never written stay sparse zeros; a smaller one is as long as what was
+        regions never written stay sparse zeros, and its writer leaves ranges of zeros
+        unwritten (holes: `FileWriter.sparse`); a smaller one is as long as what was
         written (the caller checks that it wrote ``size`` bytes).
         """
         parts = _check_entry(rel)
@@ -173,7 +174,8 @@ class RestoreTarget:
                 name, fd = _create_temp(parts[-1], pfd)
             else:
                 name, fd = parts[-1], self._create_new(parts, pfd)
-            if size >= PRESIZE_MIN:
+            presized = size >= PRESIZE_MIN
+            if presized:
                 try:
                     os.ftruncate(fd, size)
                 except OSError:
@@ -185,7 +187,9 @@ class RestoreTarget:
             if isinstance(exc, OSError):
                 raise os_failure(self.root, parts, exc) from exc
             raise
-        return FileWriter(self, parts, pfd, partial(dirs.release, handle), fd, name, size)
+        return FileWriter(
+            self, parts, pfd, partial(dirs.release, handle), fd, name, size, sparse=presized
+        )
 
     def symlink(
         self, rel: Sequence[str], target: str, uid: int, gid: int, mtime_ns: int

@@ -21,6 +21,21 @@ if TYPE_CHECKING:
     from stackvault.sources.fsrestore import RestoreTarget
 
 
+_ZEROS = bytes(64 * 1024)
+
+
+def zeros(data: memoryview) -> bool:
+    """Whether ``data`` (a byte view) holds nothing but zero bytes. Compared piece by piece
+    with ``bytes.startswith``, which takes any buffer and runs at memcmp speed (~30 GB/s;
+    comparing memoryviews goes item by item, 100 times slower); other data is usually told
+    apart by its first and last byte."""
+    n = data.nbytes
+    if not n or data[0] or data[n - 1]:
+        return not n
+    piece = len(_ZEROS)
+    return all(_ZEROS.startswith(data[at : at + piece]) for at in range(0, n, piece))
+
+
 class FileWriter:
     """One file being restored; created by `RestoreTarget.open_file`.
 
@@ -31,6 +46,10 @@ class FileWriter:
     background around or through the page cache. `commit` (or `abort`) ends the writer; it
     waits for the writes under way and refuses later ones. Used as a context manager, the
     writer is aborted on leaving the block unless it was committed.
+
+    A ``sparse`` writer skips writes of nothing but zeros (whole blobs given to `pwrite`,
+    whole stages written by `append`): the file is new and already has its full size, so
+    what is not written reads as zeros, and a sparse file restores with its holes.
     """
 
     def __init__(
@@ -42,9 +61,14 @@ class FileWriter:
         fd: int,
         name: str,
         size: int,
+        *,
+        sparse: bool = False,
     ) -> None:
         self.parts = parts
         self.size = size
+        self.sparse = sparse
+        """The file is new and already ``size`` bytes long (``ftruncate``): a range of
+        zeros is left unwritten, a hole, instead of taking disk space."""
         self.name = name
         """The name being written in the parent directory: the real one if ``in_place``."""
         self.in_place = not target.overwrite
@@ -88,6 +112,8 @@ class FileWriter:
                 f"restoring '{show(self.parts)}': data at {offset}+{view.nbytes} lies beyond "
                 f"its recorded size {self.size}"
             )
+        if self.sparse and zeros(view):
+            return  # a hole: the file already reads as zeros there
         with self._lock:
             if not self._open:
                 raise RuntimeError("FileWriter is already committed or aborted")
@@ -185,6 +211,8 @@ class FileWriter:
         runs at a time per writer (the O_DIRECT flag belongs to the open file)."""
         mode = self._mode
         assert mode is not None, "only staged writes are written out"
+        if self.sparse and zeros(view):
+            return  # a hole: the file already reads as zeros there
         want = measure and mode.direct()
         try:
             if want != self._direct:
