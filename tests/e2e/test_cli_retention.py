@@ -166,7 +166,7 @@ def test_forget_prune_frees_space_and_keeps_the_rest_intact(
     expected = {p.name: p.read_bytes() for p in src.iterdir()}
 
     before = repo_size(initialised)
-    res = cli("forget", "--keep-last", "1", "--prune")
+    res = cli("forget", "--keep-last", "1", "--prune", "--safety-margin", "0")
     assert res.code == 0, res.err
     assert "removed 1 snapshot(s)" in res.out
     assert "prune:" in res.out
@@ -190,7 +190,7 @@ def test_forget_prune_frees_space_and_keeps_the_rest_intact(
     assert {p.name: p.read_bytes() for p in got.iterdir()} == expected
 
     # nothing left to prune
-    again = cli("prune", "--json")
+    again = cli("prune", "--json", "--safety-margin", "0")
     assert again.code == 0, again.err
     assert again.json()["packs_deleted"] == 0
     assert again.json()["bytes_freed"] == 0
@@ -203,12 +203,12 @@ def test_prune_dry_run_changes_nothing(initialised: Path, tmp_path: Path, cli: C
     backup_id(cli, src)
     assert cli("forget", "--keep-last", "1").code == 0
     files_before = sorted(str(p) for p in initialised.rglob("*") if p.is_file())
-    dry = cli("prune", "--dry-run", "--json")
+    dry = cli("prune", "--dry-run", "--json", "--safety-margin", "0")
     assert dry.code == 0, dry.err
     plan = dry.json()
     assert plan["bytes_freed"] >= 3 * MiB - 64 * 1024  # the old big.bin is unreferenced
     assert sorted(str(p) for p in initialised.rglob("*") if p.is_file()) == files_before
-    real = cli("prune", "--json")
+    real = cli("prune", "--json", "--safety-margin", "0")
     assert real.code == 0, real.err
     assert real.json()["bytes_freed"] == plan["bytes_freed"]
     assert cli("check", "--read-data").code == 0

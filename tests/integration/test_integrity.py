@@ -25,6 +25,7 @@ import pytest
 from conftest import FAST_INIT, PASSWORD, Result, describe, inside, make_tree
 from stackvault.errors import EXIT_INTEGRITY
 from stackvault.repo.blob import BlobType
+from stackvault.repo.index import decode_index
 from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
@@ -304,36 +305,234 @@ def test_missing_tree_pack_names_whole_directories(two_snapshots: TwoSnapshots, 
 # --- damaged index ---------------------------------------------------------------------------
 
 
+def index_file_listing(repo: Path, pack_id: str) -> Path:
+    """The index file that lists the pack ``pack_id``."""
+    r = Repository.open(LocalStore(repo), PASSWORD.encode())
+    for path in sorted((repo / "index").iterdir()):
+        packs = decode_index(r.envelope, path.read_bytes())
+        if any(p.hex() == pack_id for p, _ in packs):
+            return path
+    raise AssertionError(f"no index file lists pack {pack_id}")
+
+
 def test_flipped_byte_in_index_file(two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path) -> None:
+    """One damaged index file blocks nothing: check names it and the repair, restores of
+    what other index files list work, a backup stores again what only the damaged file
+    listed, and `repair index` brings every snapshot back from the packs' headers."""
     t = two_snapshots
-    index_files = sorted((t.repo / "index").iterdir())
-    assert len(index_files) >= 2
-    damaged = index_files[0]
+    loc = locate_blob(t.repo, t.snap2, t.only2)
+    damaged = index_file_listing(t.repo, loc.pack_id)
+    assert len(list((t.repo / "index").iterdir())) >= 2
     flip_byte(damaged, damaged.stat().st_size // 2)
 
     res = cli("check")
     assert res.code == 20, res.out + res.err
     assert f"index/{damaged.name}" in res.out
-
+    assert "stackvault repair index" in res.out
     res = cli("--json", "check")
     assert res.code == 20
-    assert any(
-        e["kind"] == "index" and e["name"] == f"index/{damaged.name}" for e in res.json()["errors"]
-    )
+    doc = res.json()
+    assert any(e["kind"] == "index" and e["name"] == f"index/{damaged.name}" for e in doc["errors"])
+    assert doc["repairs"][0] == "stackvault repair index"
 
-    for args in (
-        ("restore", "latest", "--target", tmp_path / "r"),
-        ("ls", "latest"),
-        ("backup", t.src),
-    ):
-        res = cli(*args)
-        assert res.code == 20, (args, res.out, res.err)
-        assert f"index/{damaged.name}" in res.err
-        assert "stackvault check" in res.err
-        assert "Traceback" not in res.err
-    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
-    # The failed backup wrote no snapshot.
+    # The first snapshot's data is listed by the intact index file: it restores.
+    res = cli("restore", t.snap1, "--target", tmp_path / "r1")
+    assert res.code == 0, res.out + res.err
+    assert damaged.name[:12] in res.err and "repair index" in res.err
+    assert restored_state(tmp_path / "r1", t.src) == t.state1
+
+    # A backup heals: what only the damaged file listed is stored again, the new snapshot is
+    # whole.
+    res = cli("--json", "backup", t.src)
+    assert res.code == 0, res.out + res.err
+    healed = res.json()["id"]
+    assert res.json()["summary"]["data_added"] >= 3 * MIB
+    res = cli("restore", healed, "--target", tmp_path / "r2", "--verify")
+    assert res.code == 0, res.out + res.err
+    assert restored_state(tmp_path / "r2", t.src) == t.state2
+
+    res = cli("--json", "repair", "index")
+    assert res.code == 0, res.out + res.err
+    doc = res.json()
+    assert doc["damaged_index"] == [f"index/{damaged.name}"]
+    assert doc["headers_read"] >= 1 and doc["unreadable"] == {} and doc["blobs_lost"] == 0
+    assert not damaged.exists()
+    res = cli("check", "--read-data")
+    assert res.code == 0, res.out + res.err
+    res = cli("restore", t.snap2, "--target", tmp_path / "r3", "--verify")
+    assert res.code == 0, res.out + res.err
+    assert restored_state(tmp_path / "r3", t.src) == t.state2
+
+
+@pytest.mark.parametrize("damage", ["kept-snapshot", "forgotten-snapshot"])
+def test_prune_with_a_damaged_index_file(
+    two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path, damage: str
+) -> None:
+    """Following the old advice (forget, prune) with an index file damaged: prune reads the
+    headers of the packs the index does not list, indexes again those a kept snapshot uses,
+    and deletes only packs whose headers show nothing used — reporting their bytes."""
+    t = two_snapshots
+    victim = t.snap2 if damage == "kept-snapshot" else t.snap1
+    only = t.only2 if damage == "kept-snapshot" else t.only1
+    loc = locate_blob(t.repo, victim, only)
+    flip_byte(index_file_listing(t.repo, loc.pack_id), 100)
+    assert cli("forget", t.snap1).code == 0
+    res = cli("--json", "prune", "--safety-margin", "0")
+    assert res.code == 0, res.out + res.err
+    doc = res.json()
+    if damage == "kept-snapshot":
+        assert doc["packs_reindexed"] >= 1 and loc.pack.exists()
+    else:
+        # The pack also holds shared data: indexed again, then repacked without only1.bin.
+        assert not loc.pack.exists()
+        assert doc["packs_reindexed"] + doc["unindexed_packs_deleted"] >= 1
+        assert doc["bytes_freed"] >= 3 * MIB
+    assert doc["damaged_index_replaced"] == 1
+    res = cli("check", "--read-data")
+    assert res.code == 0, res.out + res.err
+    res = cli("restore", t.snap2, "--target", tmp_path / "r", "--verify")
+    assert res.code == 0, res.out + res.err
+    assert restored_state(tmp_path / "r", t.src) == t.state2
+
+
+def test_prune_never_deletes_an_unindexed_pack_it_cannot_read(
+    two_snapshots: TwoSnapshots, cli: Cli
+) -> None:
+    """A pack the index does not list and whose header cannot be read may hold anything:
+    prune refuses when snapshots need blobs it cannot find, and otherwise keeps such a
+    pack, saying how to salvage it."""
+    t = two_snapshots
+    loc = locate_blob(t.repo, t.snap1, t.only1)
+    listing = index_file_listing(t.repo, loc.pack_id)
+    saved = listing.read_bytes()
+    listing.unlink()
+    header_at = loc.pack.stat().st_size - 10  # inside the sealed header
+    flip_byte(loc.pack, header_at)
+    res = cli("prune", "--safety-margin", "0")
+    assert res.code == EXIT_INTEGRITY, res.out + res.err
+    assert "repair index" in res.err and loc.pack.exists()
+
+    # Unused and unreadable: kept, with a warning that names it.
+    flip_byte(loc.pack, header_at)
+    listing.write_bytes(saved)
+    stray = t.repo / "data" / "ab" / ("ab" + "5" * 62)
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(random.Random(5).randbytes(200_000))
+    res = cli("--json", "prune", "--safety-margin", "0")
+    assert res.code == 0, res.out + res.err
+    assert stray.exists()
+    assert res.json()["unreadable_packs_kept"] == [f"data/ab/{stray.name}"]
+    assert "repair packs" in res.err and stray.name in res.err
+
+
+# --- repairs -----------------------------------------------------------------------------------
+
+
+def test_repair_packs_salvages_and_a_backup_heals(
+    two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path
+) -> None:
+    """A damaged blob: `check --read-data` names `repair packs`; it copies the pack's good
+    blobs and drops the pack; the next backup of the same data stores the lost blob again,
+    which makes the old snapshot whole."""
+    t = two_snapshots
+    loc = locate_blob(t.repo, t.snap2, t.only2)
+    flip_byte(loc.pack, loc.offset + loc.length // 2)
+    res = cli("--json", "check", "--read-data")
+    assert res.code == 20
+    repairs = res.json()["repairs"]
+    assert repairs[0].startswith("stackvault repair packs ") and loc.pack_id[:16] in repairs[0]
+
+    in_pack = blobs_of_pack(t.repo, loc.pack_id)
+    res = cli("--json", "repair", "packs", loc.pack_id[:16])
+    assert res.code == 0, res.out + res.err
+    doc = res.json()
+    assert doc["blobs_lost"] == [loc.blob_id]
+    assert doc["blobs_saved"] == len(in_pack) - 1
+    assert not loc.pack.exists()
+
+    # The lost blob is no longer indexed: check says which file, backups do not reuse it.
+    res = cli("--json", "check")
+    assert res.code == 20
+    assert res.json()["affected"] == {t.snap2: ["/" + t.only2.lstrip("/")]}
+    res = cli("--json", "backup", "--force", t.src)
+    assert res.code == 0, res.out + res.err
+    assert res.json()["summary"]["data_added"] >= 1
+    res = cli("check", "--read-data")
+    assert res.code == 0, res.out + res.err
+    res = cli("restore", t.snap2, "--target", tmp_path / "r", "--verify")
+    assert res.code == 0, res.out + res.err
+    assert restored_state(tmp_path / "r", t.src) == t.state2
+
+
+def test_missing_pack_then_repair_index_then_a_backup_heals(
+    two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path
+) -> None:
+    """A deleted pack: a backup before any repair must not claim the lost blobs; after
+    `repair index` the next backup stores them again."""
+    t = two_snapshots
+    loc = locate_blob(t.repo, t.snap2, t.only2)
+    loc.pack.unlink()
+    res = cli("--json", "check")
+    assert res.code == 20
+    assert res.json()["repairs"][0] == "stackvault repair index"
+    res = cli("--json", "repair", "index")
+    assert res.code == 0, res.out + res.err
+    assert res.json()["missing_packs"] == [f"data/{loc.pack_id[:2]}/{loc.pack_id}"]
+    assert res.json()["blobs_lost"] >= 1
+    res = cli("--json", "backup", t.src)
+    assert res.code == 0, res.out + res.err
+    new = res.json()["id"]
+    assert res.json()["summary"]["data_added"] >= 3 * MIB
+    for snap in (new, t.snap2):  # the new snapshot, and the old one healed by it
+        target = tmp_path / snap
+        res = cli("restore", snap, "--target", target, "--verify")
+        assert res.code == 0, res.out + res.err
+        assert restored_state(target, t.src) == t.state2
+    res = cli("check", "--read-data")
+    assert res.code == 0, res.out + res.err
+
+
+def test_repair_snapshots_keeps_what_is_left(
+    two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path
+) -> None:
+    """Data lost for good (a pack deleted, the files gone from the source): `repair
+    snapshots` saves a copy of each affected snapshot, tagged `repaired`, without what is
+    lost and with everything else; with --forget the damaged originals go."""
+    t = two_snapshots
+    loc = locate_blob(t.repo, t.snap1, t.only1)
+    loc.pack.unlink()
+    assert cli("repair", "index").code == 0
+    res = cli("--json", "check")
+    assert res.code == 20
+    affected = res.json()["affected"]
+    assert t.snap1 in affected
+    res = cli("--json", "repair", "snapshots", "--dry-run")
+    assert res.code == 0, res.out + res.err
+    planned = {d["snapshot"]: set(d["lost"]) for d in res.json()["snapshots"]}
+    assert planned == {snap: set(paths) for snap, paths in affected.items()}
     assert len(list((t.repo / "snapshots").iterdir())) == 2
+
+    res = cli("--json", "repair", "snapshots", "--forget")
+    assert res.code == 0, res.out + res.err
+    done = res.json()["snapshots"]
+    assert {d["snapshot"] for d in done} == set(affected)
+    assert all(d["forgotten"] and d["new_id"] for d in done)
+    snaps = {s["id"]: s for s in cli("--json", "snapshots").json()}
+    assert not set(affected) & set(snaps)
+    res = cli("check", "--read-data")
+    assert res.code == 0, res.out + res.err
+    states = {t.snap1: t.state1, t.snap2: t.state2}
+    for d in done:
+        assert "repaired" in snaps[d["new_id"]]["tags"]
+        target = tmp_path / d["new_id"]
+        res = cli("restore", d["new_id"], "--target", target)
+        assert res.code == 0, res.out + res.err
+        restored = restored_state(target, t.src)
+        lost = {Path(p).name for p in d["lost"]}
+        original = states[d["snapshot"]]
+        kept = {k: v for k, v in original.items() if Path(k).name not in lost}
+        assert kept and {k: restored[k] for k in kept} == kept
+    assert any(Path(t.only1).name in {Path(p).name for p in d["lost"]} for d in done)
 
 
 # --- damaged snapshot -----------------------------------------------------------------------
@@ -615,7 +814,7 @@ def test_prune_never_breaks_a_kept_snapshot(repo_env: Path, cli: Cli, tmp_path: 
     before = sum(p.stat().st_size for p in (repo_env / "data").rglob("*") if p.is_file())
     res = cli("forget", snaps[0], snaps[2], snaps[3])
     assert res.code == 0, res.out + res.err
-    res = cli("--json", "prune")
+    res = cli("--json", "prune", "--safety-margin", "0")
     assert res.code == 0, res.out + res.err
     pruned = res.json()
     assert pruned["packs_deleted"] >= 1
@@ -637,7 +836,7 @@ def test_prune_never_breaks_a_kept_snapshot(repo_env: Path, cli: Cli, tmp_path: 
         assert restored_state(target, src) == states[idx]
 
     # A second prune has nothing left to do.
-    res = cli("--json", "prune")
+    res = cli("--json", "prune", "--safety-margin", "0")
     assert res.code == 0
     assert res.json()["packs_deleted"] == 0 and res.json()["packs_repacked"] == 0
 

@@ -62,7 +62,7 @@ def backup(store: MemoryStore, clock: FrozenClock, src: Path) -> Snapshot:
 
 def prune(store: MemoryStore, clock: FrozenClock) -> tuple[Repository, PrunePlan]:
     repo = opened(store, clock)
-    plan = plan_prune(repo)
+    plan = plan_prune(repo, safety_margin=timedelta(0))
     execute_prune(repo, plan)
     return repo, plan
 
@@ -132,7 +132,7 @@ def test_prune_leaves_locked_unused_packs_reports_them_and_check_stays_clean(
     opened(store, clock).remove_snapshot(first.id)
 
     repo = opened(store, clock)
-    plan = plan_prune(repo)
+    plan = plan_prune(repo, safety_margin=timedelta(0))
     assert plan.locked and plan.bytes_locked > 0 and not plan.delete_packs
     assert plan.next_release == clock.now() + timedelta(days=DAYS)
     packs_before = {i.name for i in store.list("data/")}

@@ -31,13 +31,14 @@ from stackvault.errors import (
 )
 from stackvault.repo.blob import BlobType
 from stackvault.repo.config import DEFAULT_PACK_SIZE
-from stackvault.repo.lock import LOCK_AAD, LockInfo, list_locks
+from stackvault.repo.lock import LOCK_AAD, Holder, LockInfo, list_locks
 from stackvault.repo.pack import pack_name, read_pack_header, storage_id
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.store.base import Store
 from stackvault.store.local import LocalStore
 from stackvault.store.memory import MemoryStore
+from support.aging import backdate
 
 PW = b"correct horse battery staple"
 FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
@@ -349,11 +350,16 @@ def write_lock(
     refreshed: datetime,
     lease_s: int = 1800,
     operation: str = "backup",
+    holder: Holder | None = None,
 ) -> str:
+    """A lock object as another process would write it; ``refreshed`` also becomes the
+    object's modification time in the store (the clock locks are judged by)."""
     info = LockInfo(
         id="",
         host=host,
         pid=pid,
+        boot_id=holder.boot_id if holder else "",
+        pid_ns=holder.pid_ns if holder else "",
         username="someone",
         exclusive=exclusive,
         operation=operation,
@@ -363,6 +369,7 @@ def write_lock(
     )
     name = f"locks/{secrets.token_hex(16)}"
     repo.store.put(name, repo.envelope.seal(json.dumps(info.to_json()).encode(), LOCK_AAD))
+    backdate(repo.store, name, refreshed)
     return name
 
 
@@ -426,7 +433,12 @@ def test_lock_of_a_dead_process_on_this_host_is_stale(store: Store) -> None:
     repo = init(store)
     pid = dead_pid()
     name = write_lock(
-        repo, host=socket.gethostname(), pid=pid, exclusive=True, refreshed=datetime.now(UTC)
+        repo,
+        host=socket.gethostname(),
+        pid=pid,
+        exclusive=True,
+        refreshed=datetime.now(UTC),
+        holder=Holder.current(),
     )
     notices: list[str] = []
     again = Repository.open(store, PW, notice=notices.append)

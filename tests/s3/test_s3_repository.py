@@ -75,7 +75,7 @@ def test_full_cycle_on_s3_creates_the_bucket_and_restores_byte_identical(
 
     res = cli("check", "--read-data")
     assert res.code == 0, res.out + res.err
-    res = cli("forget", first, "--prune")
+    res = cli("forget", first, "--prune", "--safety-margin", "0")
     assert res.code == 0, res.err
     assert snapshot_ids(cli) == [second]
     assert cli("check", "--read-data").code == 0
@@ -239,7 +239,7 @@ def test_object_lock_protects_snapshots_from_deletion_prune_and_keeps_restores_w
     with pytest.raises(Exception, match="AccessDenied"):
         client.delete_object(Bucket=bucket, Key=key, VersionId=version)
 
-    res = cli("forget", old, "--prune", "--json")
+    res = cli("forget", old, "--prune", "--json", "--safety-margin", "0")
     assert res.code == 0, res.err
     doc: dict[str, Any] = res.json()
     assert old in doc["locked"] and doc["removed"] == []

@@ -114,6 +114,10 @@ class Cli:
         if not self.quiet:
             _write(sys.stderr, message)
 
+    def warn(self, message: str) -> None:
+        """A line on stderr that needs attention, even with --quiet (a cron job mails it)."""
+        _write(sys.stderr, message if message.startswith("warning:") else f"warning: {message}")
+
     def print(self, message: str) -> None:
         """A result line on stdout, unless --json or --quiet. Printed verbatim: file names
         are data, never markup, and undecodable bytes are written back as they were."""
@@ -280,7 +284,8 @@ class Cli:
                     repo.load_index()
                 yield repo
                 return
-            with repo.lock(exclusive=exclusive, operation=lock):
+            with repo.lock(exclusive=exclusive, operation=lock) as held:
+                repo.lock_time = held.store_time
                 if index:
                     repo.load_index()
                 yield repo

@@ -43,10 +43,32 @@ class CheckReport:
     packs_read: int = 0
     blobs_read: int = 0
     bytes_read: int = 0
+    damaged_packs: set[str] = field(default_factory=set)
+    """Packs read whose content, header or blobs are damaged (names)."""
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def repairs(self) -> list[str]:
+        """The repair commands to run, in order, for what was found (FORMAT.md §12)."""
+        out: list[str] = []
+        if self.damaged_packs:
+            ids = " ".join(sorted(n.rsplit("/", 1)[1][:16] for n in self.damaged_packs))
+            out.append(f"stackvault repair packs {ids}")
+        if any(
+            e.kind == "index"
+            or (e.kind == "pack" and e.name not in self.damaged_packs)
+            or (e.kind == "blob" and "not in the index" in e.message)
+            for e in self.errors
+        ):
+            out.append("stackvault repair index")
+        if self.affected:
+            out.append(
+                "stackvault repair snapshots (after backing up the same data again, if it "
+                "still exists: that stores the lost blobs again and heals the snapshots)"
+            )
+        return out
 
 
 class Checker:
@@ -101,8 +123,9 @@ class Checker:
         names = {pack_name(p) for p in indexed}
         for name in sorted(set(stored) - names):
             self.report.notices.append(
-                f"{name} is not referenced by the index (left by an interrupted run; "
-                "`stackvault prune` removes it)"
+                f"{name} is not referenced by the index (left by an interrupted run, or "
+                "listed only in a damaged index file; `stackvault prune` removes it once no "
+                "snapshot uses it, `stackvault repair index` indexes it again)"
             )
 
     def _mark(self, blobs: list[PackedBlob], why: str) -> None:
@@ -142,6 +165,7 @@ class Checker:
             self.progress(len(data))
         if storage_id(data).hex() != pack_id.hex():
             self._error("pack", name, "pack content does not match its name (bit rot?)")
+            self.report.damaged_packs.add(name)
         try:
             header = read_pack_header(self.repo.envelope, data, len(data))
             in_header = {(h.blob_id, h.offset, h.length) for h in header}
@@ -154,6 +178,7 @@ class Checker:
                     )
         except IntegrityError as exc:
             self._error("pack", name, f"pack header is damaged: {exc}")
+            self.report.damaged_packs.add(name)
         view = memoryview(data)
         for b in entries:  # every entry came from the index, so each blob is indexed
             try:
@@ -168,6 +193,7 @@ class Checker:
             except IntegrityError as exc:
                 self._error("blob", b.blob_id.hex(), str(exc))
                 self._bad_blobs[b.blob_id] = str(exc)
+                self.report.damaged_packs.add(name)
 
     # --- snapshots and trees -------------------------------------------------------------------
 

@@ -1,8 +1,21 @@
 """Repository locks (repository layer): shared/exclusive, refreshed leases, stale-lock cleanup.
 
-See FORMAT.md §9. A lock is stale when its holder's process is gone on this host, or when it
-has not been refreshed within its lease. Stale locks are removed automatically (with a notice),
-so an unattended job never stays blocked after a crash.
+See FORMAT.md §9. A lock is stale when its holder's process is gone, or when it has not been
+refreshed within its lease. Both judgements are made so that a wrong "stale" is impossible in
+the cases that matter for prune (which deletes data a live backup may be writing):
+
+* A holder is named by host, PID, **boot id** and **PID namespace**. A process is judged gone
+  only when the lock was taken under this very kernel boot and PID namespace and that PID no
+  longer exists (or is a zombie). A container or ``unshare --pid`` with the host's name, or a
+  second machine with the same hostname, differs in one of them: its lock is judged by its
+  lease only.
+* The lease is measured in the **store's time**: the age of a lock is the difference between
+  the store's modification time of our own freshly written lock object and that of the other
+  lock object, so the clocks of the hosts involved do not matter. Only a store that reports no
+  modification times falls back to the lock's own ``refreshed`` field and the local clock.
+
+Stale locks are removed automatically (with a notice), so an unattended job never stays
+blocked after a crash.
 """
 
 from __future__ import annotations
@@ -15,7 +28,8 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from stackvault.clock import Clock
@@ -35,19 +49,72 @@ def current_username() -> str:
         return str(os.getuid())
 
 
-def _pid_alive(pid: int) -> bool:
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, precisely enough to tell hosts and PID namespaces apart.
+
+    ``boot_id`` (the kernel's random id of this boot) differs between machines and between
+    boots of one machine; ``pid_ns`` (the identity of the PID namespace, as ``readlink
+    /proc/self/ns/pid`` prints it) differs between a host and its containers. Either is empty
+    when this system does not tell (no ``/proc``): such a holder is never judged by its PID.
+    """
+
+    host: str
+    pid: int
+    boot_id: str = ""
+    pid_ns: str = ""
+
+    @staticmethod
+    def current() -> Holder:
+        """This process."""
+        boot_id, pid_ns = _kernel_identity()
+        return Holder(socket.gethostname(), os.getpid(), boot_id, pid_ns)
+
+    def same_pid_space(self, other: Holder) -> bool:
+        """True if a PID of ``other`` means the same process here (same kernel boot and PID
+        namespace, both known)."""
+        return bool(self.boot_id and self.pid_ns) and (
+            (self.boot_id, self.pid_ns, self.host) == (other.boot_id, other.pid_ns, other.host)
+        )
+
+
+@cache
+def _kernel_identity() -> tuple[str, str]:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot_id = f.read().strip()
+        pid_ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "", ""
+    return boot_id, pid_ns
+
+
+def process_gone(pid: int) -> bool:
+    """True if no process ``pid`` exists in this PID namespace, or it is a zombie (it has
+    exited and only waits for its parent to collect its status: it will never refresh or
+    release a lock)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return True
     except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+        pass  # exists, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    # "pid (comm) S ...": the command may hold spaces and parentheses, the state follows the
+    # last ")".
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state in (b"Z", b"X")
 
 
 @dataclass(frozen=True)
 class LockInfo:
-    """What a lock object says about its holder."""
+    """What a lock object says about its holder (and, from the store, when it was written)."""
 
     id: str
     host: str
@@ -58,12 +125,35 @@ class LockInfo:
     created: datetime
     refreshed: datetime
     lease_s: int
+    boot_id: str = ""
+    pid_ns: str = ""
+    stored: datetime | None = None
+    """The store's modification time of the lock object (not part of its content)."""
 
-    def stale_reason(self, now: datetime, this_host: str) -> str | None:
-        """Why the lock is stale, or None if its holder may still be alive."""
-        if self.host == this_host and not _pid_alive(self.pid):
+    @property
+    def holder(self) -> Holder:
+        return Holder(self.host, self.pid, self.boot_id, self.pid_ns)
+
+    def stale_reason(
+        self, store_now: datetime | None, local_now: datetime, me: Holder
+    ) -> str | None:
+        """Why the lock is stale, or None if its holder may still be alive.
+
+        ``store_now`` is the store's current time (the modification time of an object just
+        written) or None when the store does not report times; ``local_now`` is only used
+        then."""
+        if me.same_pid_space(self.holder) and process_gone(self.pid):
             return f"process {self.pid} on this host no longer exists"
-        if now > self.refreshed + timedelta(seconds=self.lease_s):
+        lease = timedelta(seconds=self.lease_s)
+        if store_now is not None and self.stored is not None:
+            age = store_now - self.stored
+            if age > lease:
+                return (
+                    f"not refreshed for {int(age.total_seconds())} s by the store's clock "
+                    f"(lease {self.lease_s} s)"
+                )
+            return None
+        if local_now > self.refreshed + lease:
             return (
                 f"not refreshed since {self.refreshed:%Y-%m-%d %H:%M:%S} (lease {self.lease_s} s)"
             )
@@ -80,6 +170,8 @@ class LockInfo:
         return {
             "host": self.host,
             "pid": self.pid,
+            "boot_id": self.boot_id,
+            "pid_ns": self.pid_ns,
             "username": self.username,
             "exclusive": self.exclusive,
             "operation": self.operation,
@@ -89,7 +181,7 @@ class LockInfo:
         }
 
     @classmethod
-    def from_json(cls, lock_id: str, d: dict[str, Any]) -> LockInfo:
+    def from_json(cls, lock_id: str, d: dict[str, Any], stored: datetime | None = None) -> LockInfo:
         return cls(
             id=lock_id,
             host=str(d["host"]),
@@ -97,10 +189,30 @@ class LockInfo:
             username=str(d.get("username", "")),
             exclusive=bool(d["exclusive"]),
             operation=str(d.get("operation", "")),
-            created=datetime.fromisoformat(d["created"]),
-            refreshed=datetime.fromisoformat(d["refreshed"]),
+            created=_aware(datetime.fromisoformat(d["created"])),
+            refreshed=_aware(datetime.fromisoformat(d["refreshed"])),
             lease_s=int(d["lease_s"]),
+            boot_id=str(d.get("boot_id", "")),
+            pid_ns=str(d.get("pid_ns", "")),
+            stored=stored,
         )
+
+
+def _aware(when: datetime) -> datetime:
+    """A time without zone (never written by this program) is taken as UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def store_time(store: Store, envelope: Envelope, clock: Clock) -> datetime | None:
+    """The store's current time: the modification time of a short-lived shared lock object
+    written for the purpose (None if the store reports no times). For judging other locks
+    without taking one (`unlock`)."""
+    probe = RepositoryLock(store, envelope, clock, exclusive=False, operation="unlock")
+    name = probe._write()
+    try:
+        return store.stat(name).mtime
+    finally:
+        store.delete(name)
 
 
 def list_locks(store: Store, envelope: Envelope, notice: Callable[[str], None]) -> list[LockInfo]:
@@ -110,7 +222,7 @@ def list_locks(store: Store, envelope: Envelope, notice: Callable[[str], None]) 
         lock_id = info.name.removeprefix("locks/")
         try:
             doc = json.loads(envelope.open(store.get(info.name), LOCK_AAD))
-            locks.append(LockInfo.from_json(lock_id, doc))
+            locks.append(LockInfo.from_json(lock_id, doc, info.mtime))
         except ObjectNotFound:
             continue  # released while we listed
         except (IntegrityError, ValueError, KeyError, TypeError):
@@ -119,7 +231,12 @@ def list_locks(store: Store, envelope: Envelope, notice: Callable[[str], None]) 
 
 
 class RepositoryLock:
-    """A held lock. Use `acquire` (or the context manager); `release` always in the end."""
+    """A held lock. Use `acquire` (or the context manager); `release` always in the end.
+
+    After `acquire`, `store_time` is the store's clock at the moment the lock was taken (the
+    modification time of the lock object, or the local clock where the store reports none):
+    prune measures the age of packs against it.
+    """
 
     def __init__(
         self,
@@ -139,20 +256,20 @@ class RepositoryLock:
         self.operation = operation
         self.lease_s = lease_s
         self._notice = notice
-        self._host = socket.gethostname()
+        self._me = Holder.current()
         self._created = clock.now()
         self._name: str | None = None
+        self.store_time: datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mutex = threading.Lock()
 
-    def _conflicts(self, others: list[LockInfo]) -> list[LockInfo]:
-        now = self._clock.now()
+    def _conflicts(self, others: list[LockInfo], store_now: datetime | None) -> list[LockInfo]:
         live: list[LockInfo] = []
         for lk in others:
             if self._name and lk.id == self._name.removeprefix("locks/"):
                 continue
-            reason = lk.stale_reason(now, self._host)
+            reason = lk.stale_reason(store_now, self._clock.now(), self._me)
             if reason is not None:
                 self._store.delete(f"locks/{lk.id}")
                 self._notice(f"removed stale lock of PID {lk.pid} on {lk.host}: {reason}")
@@ -164,8 +281,10 @@ class RepositoryLock:
     def _write(self) -> str:
         info = LockInfo(
             id="",
-            host=self._host,
-            pid=os.getpid(),
+            host=self._me.host,
+            pid=self._me.pid,
+            boot_id=self._me.boot_id,
+            pid_ns=self._me.pid_ns,
             username=current_username(),
             exclusive=self.exclusive,
             operation=self.operation,
@@ -178,20 +297,24 @@ class RepositoryLock:
         return name
 
     def acquire(self) -> None:
-        """Take the lock or raise `RepositoryLocked` naming the holder."""
-        conflicts = self._conflicts(list_locks(self._store, self._envelope, self._notice))
-        if not conflicts:
-            self._name = self._write()
-            # Two processes may have written at the same moment: look again and back off.
-            conflicts = self._conflicts(list_locks(self._store, self._envelope, self._notice))
-            if conflicts:
-                self._store.delete(self._name)
-                self._name = None
+        """Take the lock or raise `RepositoryLocked` naming the holder.
+
+        The lock is written first and the others are judged after: its modification time in
+        the store is the store's "now" against which their leases run, and two processes
+        writing at the same moment both see each other (and both back off)."""
+        self._name = self._write()
+        locks = list_locks(self._store, self._envelope, self._notice)
+        mine = next((lk for lk in locks if self._name == f"locks/{lk.id}"), None)
+        store_now = mine.stored if mine is not None else None
+        conflicts = self._conflicts(locks, store_now)
         if conflicts:
+            self._store.delete(self._name)
+            self._name = None
             raise RepositoryLocked(
                 f"repository is {conflicts[0].describe()}",
                 hint="wait for it to finish, or run `stackvault unlock` if that process is gone",
             )
+        self.store_time = store_now or self._clock.now()
         self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
         self._thread.start()
 

@@ -7,6 +7,15 @@ or extra index entries, which the next prune removes. Prune needs an exclusive l
 refuses to run if any snapshot or tree cannot be read (it could not know what that snapshot
 still needs).
 
+Prune never trusts a lock decision alone with data (FORMAT.md §10): an unused pack whose
+store modification time is within ``safety_margin`` of the prune's start (by the store's
+clock: the time of prune's own lock object) is kept and stays indexed, so a backup that runs
+although prune judged its lock stale — or that took no lock — loses nothing it wrote in that
+margin; packs written after prune started are younger still. A pack the index does not list
+is deleted only after its header was read and shows that no snapshot uses any of its blobs;
+one whose header holds blobs snapshots use is indexed again, one whose header cannot be read
+is kept (`repair packs` salvages it).
+
 Under Object Lock (FORMAT.md §11) an unused object whose retention has not run out is left
 alone and reported with the date it becomes removable (a later prune removes it), nothing
 locked is repacked, and the retention of everything the kept snapshots need (their packs,
@@ -24,11 +33,16 @@ from datetime import datetime, timedelta
 from stackvault.errors import IntegrityError, ObjectLocked, ObjectNotFound
 from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.index import encode_index
-from stackvault.repo.pack import pack_name, storage_id
+from stackvault.repo.lock import DEFAULT_LEASE_S
+from stackvault.repo.pack import PackedBlob, pack_name, storage_id
+from stackvault.repo.packheaders import load_pack_headers
 from stackvault.repo.repository import Repository
-from stackvault.store.base import Store
+from stackvault.store.base import ObjectInfo, Store
 
 DEFAULT_REPACK_THRESHOLD = 0.2
+DEFAULT_SAFETY_MARGIN = timedelta(seconds=2 * DEFAULT_LEASE_S)
+"""Unused packs younger than this (by the store's clock) are never deleted: twice the lock
+lease, so a backup whose lock was wrongly judged stale cannot lose what it is writing."""
 
 
 @dataclass
@@ -49,10 +63,37 @@ class PrunePlan:
     extend: list[str] = field(default_factory=list)
     """Objects the kept snapshots need whose retention is extended to `extend_until`."""
     extend_until: datetime | None = None
+    pack_blobs: dict[bytes, list[PackedBlob]] = field(default_factory=dict)
+    """Every pack prune knows the content of: the index's, and unindexed ones whose header
+    it read (what the new index is written from)."""
+    young_packs: list[str] = field(default_factory=list)
+    """Unused packs kept because they are younger than the safety margin."""
+    bytes_young: int = 0
+    bytes_unindexed: int = 0
+    """Bytes of the `unindexed_packs` prune deletes (their headers show nothing used)."""
+    reindexed: list[bytes] = field(default_factory=list)
+    """Packs the index did not list whose headers hold blobs snapshots use: indexed again."""
+    unreadable_packs: dict[str, str] = field(default_factory=dict)
+    """Unindexed packs whose header cannot be read, kept (name → why)."""
 
     @property
     def nothing_to_do(self) -> bool:
-        return not (self.delete_packs or self.repack_packs or self.unindexed_packs or self.extend)
+        return not (self.rewrites_index or self.extend)
+
+    @property
+    def rewrites_index(self) -> bool:
+        """Whether prune writes a new index (superseding every loaded index file)."""
+        return bool(
+            self.delete_packs
+            or self.repack_packs
+            or self.unindexed_packs
+            or self.reindexed
+            or self.damaged_index
+        )
+
+    damaged_index: list[str] = field(default_factory=list)
+    """Index files that could not be read: replaced by the new index, whose packs prune
+    learnt from their headers."""
 
     @property
     def next_release(self) -> datetime | None:
@@ -86,41 +127,105 @@ def used_blobs(repo: Repository) -> set[bytes]:
     return used
 
 
-def plan_prune(repo: Repository, repack_threshold: float = DEFAULT_REPACK_THRESHOLD) -> PrunePlan:
-    """Decide what to delete and repack. Reads only; changes nothing."""
+def plan_prune(
+    repo: Repository,
+    repack_threshold: float = DEFAULT_REPACK_THRESHOLD,
+    *,
+    now: datetime | None = None,
+    safety_margin: timedelta = DEFAULT_SAFETY_MARGIN,
+) -> PrunePlan:
+    """Decide what to delete and repack. Reads only (pack headers of unindexed packs
+    included); changes nothing in the store. ``now`` is the store's time at the prune's
+    start (its lock's `store_time`); packs written within ``safety_margin`` before it, or
+    after it, are kept.
+
+    The headers of unindexed packs are read first and their blobs added to the in-memory
+    index, so that trees a damaged index file listed can still be walked."""
+    listing = {info.name: info for info in repo.store.list("data/")}
+    sizes = {name: info.size for name, info in listing.items()}
+    cutoff = (now or repo.clock.now()) - safety_margin
+
+    def young(name: str) -> bool:
+        info: ObjectInfo | None = listing.get(name)
+        return info is not None and info.mtime is not None and info.mtime > cutoff
+
     plan = PrunePlan(
-        used_blobs=used_blobs(repo),
         old_index=repo.index_names(),
         superseded_index=list(repo.superseded_index),
+        damaged_index=list(repo.damaged_index),
+        pack_blobs=repo.index.packs(),
     )
+    found = _read_unindexed(repo, plan, listing, young)
+    plan.used_blobs = used_blobs(repo)
+    for name, blobs in sorted(found.items()):
+        pack_id = bytes.fromhex(name.rsplit("/", 1)[1])
+        if any(b.blob_id in plan.used_blobs for b in blobs):
+            plan.pack_blobs[pack_id] = blobs
+            plan.reindexed.append(pack_id)
+        else:
+            plan.unindexed_packs.append(name)
+            plan.bytes_unindexed += listing[name].size
+            plan.bytes_freed += listing[name].size
     missing = [b for b in plan.used_blobs if b not in repo.index]
     if missing:
         raise IntegrityError(
-            f"prune refused: {len(missing)} blob(s) that snapshots use are not in the index",
-            hint="run `stackvault check` first",
+            f"prune refused: {len(missing)} blob(s) that snapshots use are in no readable pack",
+            hint="run `stackvault check`, then `stackvault repair index` (and `repair "
+            "snapshots` for what is lost)",
         )
     seen: set[bytes] = set()
-    for pack_id, blobs in sorted(repo.index.packs().items()):
+    for pack_id, blobs in sorted(plan.pack_blobs.items()):
         size = sum(b.length for b in blobs)
         # A blob counts as used in the first pack that holds it; later copies are duplicates.
         live = [b for b in blobs if b.blob_id in plan.used_blobs and b.blob_id not in seen]
         seen.update(b.blob_id for b in live)
         live_size = sum(b.length for b in live)
-        if not live:
+        wasted = size - live_size
+        if (not live or (size and wasted / size > repack_threshold)) and young(pack_name(pack_id)):
+            plan.young_packs.append(pack_name(pack_id))
+            plan.bytes_young += wasted
+            plan.keep_packs.append(pack_id)
+        elif not live:
             plan.delete_packs.append(pack_id)
             plan.bytes_freed += size
-        elif size and (size - live_size) / size > repack_threshold:
+        elif size and wasted / size > repack_threshold:
             plan.repack_packs.append(pack_id)
-            plan.bytes_freed += size - live_size
+            plan.bytes_freed += wasted
             plan.bytes_repacked += live_size
         else:
             plan.keep_packs.append(pack_id)
-    indexed = {pack_name(p) for p in repo.index.pack_ids()}
-    sizes = {info.name: info.size for info in repo.store.list("data/")}
-    plan.unindexed_packs = sorted(name for name in sizes if name not in indexed)
     if repo.config.object_lock is not None:
         _plan_retention(repo, plan, sizes)
     return plan
+
+
+def _read_unindexed(
+    repo: Repository,
+    plan: PrunePlan,
+    listing: dict[str, ObjectInfo],
+    young: Callable[[str], bool],
+) -> dict[str, list[PackedBlob]]:
+    """Packs the index does not list: young ones are left alone (recorded in the plan), the
+    others' headers are read; unreadable ones are kept (recorded), readable ones returned
+    and their blobs added to the in-memory index."""
+    indexed = {pack_name(p) for p in plan.pack_blobs}
+    unindexed = sorted(name for name in listing if name not in indexed)
+    for name in unindexed:
+        if young(name):
+            plan.young_packs.append(name)
+            plan.bytes_young += listing[name].size
+    old = [(n, listing[n].size) for n in unindexed if not young(n)]
+    if not old:
+        return {}
+    repo.notice(f"reading the headers of {len(old)} pack(s) the index does not list")
+    found: dict[str, list[PackedBlob]] = {}
+    for name, got in sorted(load_pack_headers(repo.store, repo.envelope, old).items()):
+        if isinstance(got, IntegrityError):
+            plan.unreadable_packs[name] = str(got)
+            continue
+        found[name] = got
+        repo.index.add_pack(bytes.fromhex(name.rsplit("/", 1)[1]), got)
+    return found
 
 
 def _plan_retention(repo: Repository, plan: PrunePlan, sizes: dict[str, int]) -> None:
@@ -145,7 +250,7 @@ def _plan_retention(repo: Repository, plan: PrunePlan, sizes: dict[str, int]) ->
     for name in locked:
         plan.locked[name] = until[name] or now
         plan.bytes_locked += sizes.get(name, 0)
-    packs = repo.index.packs()
+    packs = plan.pack_blobs
 
     def unlocked(pack_ids: list[bytes]) -> list[bytes]:
         return [p for p in pack_ids if pack_name(p) not in locked]
@@ -167,7 +272,7 @@ def _plan_retention(repo: Repository, plan: PrunePlan, sizes: dict[str, int]) ->
     plan.unindexed_packs = [n for n in plan.unindexed_packs if n not in locked]
     # Index files are deleted only when prune writes a new index that supersedes them.
     index_files = list(repo.superseded_index)
-    rewrites_index = bool(plan.delete_packs or plan.repack_packs or plan.unindexed_packs)
+    rewrites_index = plan.rewrites_index
     if rewrites_index:
         index_files += plan.old_index
     for name in index_files:
@@ -214,7 +319,7 @@ def execute_prune(
         notice(f"removed {leftovers} temporary file(s) left by interrupted writes")
     if plan.nothing_to_do:
         return
-    packs = repo.index.packs()
+    packs = plan.pack_blobs
     if plan.repack_packs:
         writer = repo.writer()
         moved: set[bytes] = set()
@@ -237,8 +342,7 @@ def execute_prune(
             writer.flush()
         finally:
             writer.close(commit=False)
-    changes_index = plan.delete_packs or plan.repack_packs or plan.unindexed_packs
-    if changes_index:
+    if plan.rewrites_index:
         kept = [(p, packs[p]) for p in plan.keep_packs]
         old = [bytes.fromhex(n.removeprefix("index/")) for n in plan.old_index]
         data = encode_index(repo.envelope, kept, supersedes=old)

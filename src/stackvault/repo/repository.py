@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from stackvault import __version__
@@ -89,6 +90,11 @@ class Repository:
         self.index = Index()
         self.superseded_index: list[str] = []
         """Index files still present but replaced by a newer one (see `load_index`)."""
+        self.damaged_index: list[str] = []
+        """Index files that could not be read when the index was loaded."""
+        self.lock_time: datetime | None = None
+        """The store's time when this session's lock was taken (`RepositoryLock.store_time`),
+        set by whoever holds the lock; prune measures the age of packs against it."""
         self.lock_lease_s = DEFAULT_LEASE_S
         self._local = threading.local()
         self._tree_packs = TreePacks(store) if store.capabilities().remote else None
@@ -224,12 +230,19 @@ class Repository:
         return sorted(info.name for info in self.store.list("index/"))
 
     def load_index(self, on_error: Callable[[str, IntegrityError], None] | None = None) -> None:
-        """Load every index file that no other one supersedes. A damaged one raises
-        `IntegrityError` unless ``on_error`` is given, in which case it is reported there and
-        skipped (used by `check`)."""
+        """Load every index file that no other one supersedes.
+
+        A damaged index file is skipped: passed to ``on_error`` if given (`check`), else
+        reported with a notice. Its packs are then unknown to this session — their blobs read
+        as missing, a backup stores them again — until `repair index` reads their headers;
+        one damaged file never blocks restores of what the others list, nor new backups.
+        Skipped files are listed in `damaged_index`."""
 
         def fetch(name: str) -> tuple[str, IndexFile | IntegrityError]:
-            data = self.store.get(name)
+            try:
+                data = self.store.get(name)
+            except ObjectNotFound:
+                return name, IntegrityError(f"index file {name} vanished while it was read")
             if storage_id(data).hex() != name.removeprefix("index/"):
                 return name, IntegrityError(f"index file {name} does not match its name")
             try:
@@ -241,19 +254,27 @@ class Repository:
         workers = max(1, min(8, self.store.capabilities().parallelism))
         loaded: list[tuple[str, IndexFile]] = []
         superseded: set[str] = set()
+        damaged: list[tuple[str, IntegrityError]] = []
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for name, got in pool.map(fetch, names):
                 if isinstance(got, IntegrityError):
-                    if on_error is None:
-                        raise IntegrityError(
-                            f"index file {name} is damaged: {got}",
-                            hint="run `stackvault check` for details",
-                        ) from got
-                    on_error(name, got)
+                    damaged.append((name, got))
                     continue
                 loaded.append((name, got))
                 superseded.update(f"index/{old.hex()}" for old in got.supersedes)
         self.superseded_index = sorted(superseded & set(names))
+        # A damaged file that a readable one supersedes was garbage anyway.
+        damaged = [(n, e) for n, e in damaged if n not in superseded]
+        self.damaged_index = [n for n, _ in damaged]
+        for name, exc in damaged:
+            if on_error is not None:
+                on_error(name, exc)
+            else:
+                self.notice(
+                    f"warning: index file {name.removeprefix('index/')[:12]} is damaged ({exc}); "
+                    "the blobs it lists count as missing until `stackvault repair index` "
+                    "rebuilds the index from the packs"
+                )
         for name, index_file in loaded:
             if name not in superseded:
                 for pack_id, blobs in index_file.packs:

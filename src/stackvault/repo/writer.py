@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +25,11 @@ from stackvault.repo.pack import PackBuilder, PackedBlob, pack_name, storage_id
 if TYPE_CHECKING:
     from stackvault.repo.repository import Repository
 
-INDEX_EVERY_PACKS = 64
+INDEX_EVERY_PACKS = 8
+INDEX_EVERY_S = 20.0
+"""An index file is written once this many packs are stored that no index file names yet, or
+when the oldest of them has waited this long: a crash (kill -9, power loss) then costs the
+next backup at most about that much data to store again (FORMAT.md §10)."""
 ASYNC_MIN = 64 * 1024
 """Blobs at least this large are compressed and sealed on the writer's worker pool one by one;
 smaller ones in batches (a hand-off per blob would cost more than the work)."""
@@ -127,6 +132,8 @@ class BlobWriter:
         self._reserved: set[bytes] = set()
         self._builders: dict[BlobType, PackBuilder] = {}
         self._unsaved: list[tuple[bytes, list[PackedBlob]]] = []
+        self._unsaved_since = 0.0
+        """When the oldest of `_unsaved` was stored (monotonic), 0 when there is none."""
         self._futures: list[Future[None]] = []
         self._error: BaseException | None = None
         self._on_pack = on_pack
@@ -314,7 +321,12 @@ class BlobWriter:
                 self._unsaved.append((pack_id, entries))
                 self._reserved.difference_update(e.blob_id for e in entries)
                 self.stats.packs_written += 1
-                write_index = len(self._unsaved) >= INDEX_EVERY_PACKS
+                if not self._unsaved_since:
+                    self._unsaved_since = time.monotonic()
+                write_index = (
+                    len(self._unsaved) >= INDEX_EVERY_PACKS
+                    or time.monotonic() - self._unsaved_since >= INDEX_EVERY_S
+                )
             if self._on_pack:
                 self._on_pack(size)
             if write_index:
@@ -332,6 +344,7 @@ class BlobWriter:
         with self._index_lock:
             with self._lock:
                 packs, self._unsaved = self._unsaved, []
+                self._unsaved_since = 0.0
             if not packs:
                 return
             data = encode_index(self._repo.envelope, packs)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from stackvault.errors import StoreError
@@ -60,6 +60,11 @@ class ObjectInfo:
 
     name: str
     size: int
+    mtime: datetime | None = field(default=None, compare=False)
+    """When the object was last written, by the store's own clock (a local file system's
+    modification time, S3's ``LastModified``), timezone-aware UTC; None where the store does
+    not say. Locks and prune judge ages by it, so clocks of the hosts that wrote the objects
+    do not matter (FORMAT.md §9)."""
 
 
 @dataclass(frozen=True)

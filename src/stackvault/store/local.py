@@ -7,6 +7,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from stackvault.errors import (
@@ -191,7 +192,7 @@ class LocalStore(Store):
             raise self._error(exc, "reading", name) from exc
         if not stat.S_ISREG(st.st_mode):
             raise self._not_found(name)
-        return ObjectInfo(name, st.st_size)
+        return ObjectInfo(name, st.st_size, _mtime(st))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         directory, _, leaf = prefix.rpartition("/")
@@ -378,7 +379,8 @@ class LocalStore(Store):
                     if entry.is_dir():
                         pending.append((Path(entry.path), f"{name}/", ""))
                     elif entry.is_file():
-                        yield ObjectInfo(name, entry.stat().st_size)
+                        st = entry.stat()
+                        yield ObjectInfo(name, st.st_size, _mtime(st))
                 except OSError as exc:
                     if exc.errno in _MISSING:
                         continue  # deleted while we listed
@@ -452,3 +454,9 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _mtime(st: os.stat_result) -> datetime:
+    """A file's modification time as an aware UTC datetime (the store's clock: the kernel's,
+    or the file server's on a network file system)."""
+    return datetime.fromtimestamp(st.st_mtime, UTC)

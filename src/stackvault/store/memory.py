@@ -41,6 +41,8 @@ class MemoryStore(Store):
         self._clock: Clock = clock or SystemClock()
         self._retention: Retention | None = None
         self._until: dict[str, datetime] = {}
+        self._written: dict[str, datetime] = {}
+        """When each object was put, by ``clock`` (the store's own clock)."""
 
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
         validate_name(name)
@@ -53,6 +55,7 @@ class MemoryStore(Store):
                     hint="append-only stores never overwrite objects",
                 )
             self._objects[name] = value
+            self._written[name] = self._clock.now()
             if self._retention is not None and not name.startswith("locks/"):
                 until = self._clock.now() + timedelta(days=self._retention.days)
                 self._until[name] = max(until, self._until.get(name, until))
@@ -79,12 +82,15 @@ class MemoryStore(Store):
 
     def stat(self, name: str) -> ObjectInfo:
         validate_name(name)
-        return ObjectInfo(name, len(self._value(name)))
+        value = self._value(name)
+        return ObjectInfo(name, len(value), self._written.get(name))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self._lock:
             found = [
-                ObjectInfo(n, len(v)) for n, v in self._objects.items() if n.startswith(prefix)
+                ObjectInfo(n, len(v), self._written.get(n))
+                for n, v in self._objects.items()
+                if n.startswith(prefix)
             ]
         return iter(found)
 
@@ -104,6 +110,14 @@ class MemoryStore(Store):
                 )
             self._objects.pop(name, None)
             self._until.pop(name, None)
+            self._written.pop(name, None)
+
+    def set_mtime(self, name: str, when: datetime) -> None:
+        """Pretend the object was written at ``when`` (tests of age-based decisions: stale
+        locks, prune's safety margin)."""
+        self._value(name)
+        with self._lock:
+            self._written[name] = when
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

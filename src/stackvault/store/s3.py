@@ -239,7 +239,7 @@ class S3Store(Store):
     def stat(self, name: str) -> ObjectInfo:
         validate_name(name)
         head = self._head(name)
-        return ObjectInfo(name, int(head["ContentLength"]))
+        return ObjectInfo(name, int(head["ContentLength"]), head.get("LastModified"))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         root = self.options.prefix
@@ -258,7 +258,7 @@ class S3Store(Store):
                     validate_name(name)
                 except StoreError:
                     continue  # not ours (a foreign object below the prefix)
-                yield ObjectInfo(name, int(item["Size"]))
+                yield ObjectInfo(name, int(item["Size"]), item.get("LastModified"))
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")

@@ -11,6 +11,7 @@ from stackvault.cli.commands import (
     forget,
     init,
     keys,
+    repair,
     restore,
     stack,
 )
@@ -22,5 +23,5 @@ if TYPE_CHECKING:
 
 def register_all(subparsers: Subparsers) -> None:
     """Add every command, in the order `stackvault -h` lists them."""
-    for module in (backup, browse, check, copy, forget, init, keys, restore, stack):
+    for module in (backup, browse, check, copy, forget, init, keys, repair, restore, stack):
         module.register(subparsers)

@@ -57,6 +57,8 @@ def check(cli: Cli, *, read_data: bool, read_data_subset: str | None) -> int | N
                 "packs_read": report.packs_read,
                 "blobs_read": report.blobs_read,
                 "bytes_read": report.bytes_read,
+                "damaged_packs": sorted(report.damaged_packs),
+                "repairs": report.repairs(),
             }
         )
     else:
@@ -79,6 +81,8 @@ def check(cli: Cli, *, read_data: bool, read_data_subset: str | None) -> int | N
             )
         cli.print(summary)
         cli.print("no errors were found" if report.ok else f"{len(report.errors)} error(s) found")
+        for step, command in enumerate(report.repairs(), 1):
+            cli.print(f"to repair, step {step}: {command}")
     if not report.ok:
         return EXIT_INTEGRITY
     return None

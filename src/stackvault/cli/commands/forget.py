@@ -8,11 +8,13 @@ from stackvault.errors import SnapshotNotFound, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
+    from datetime import timedelta
     from typing import Any
 
     from stackvault.cli.app import Subparsers
     from stackvault.cli.context import Cli
     from stackvault.policy.duration import Duration
+    from stackvault.repo.prune import PrunePlan
     from stackvault.repo.repository import Repository
     from stackvault.repo.snapshot import Snapshot
 
@@ -57,17 +59,43 @@ def register(subparsers: Subparsers) -> None:
     )
     p.add_argument("-n", "--dry-run", action="store_true", help="Only show the decisions.")
     p.add_argument("--prune", action="store_true", help="Run prune afterwards.")
+    _add_safety_margin(p)
     add_json_option(p)
 
     p = add_command(subparsers, "prune", prune_cmd)
     p.add_argument("-n", "--dry-run", action="store_true", help="Only show what would be done.")
+    _add_safety_margin(p)
     add_json_option(p)
 
 
-def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
+def _add_safety_margin(p: Any) -> None:
+    p.add_argument(
+        "--safety-margin",
+        default="1h",
+        metavar="DURATION",
+        help="Never delete unused packs younger than this, by the store's clock, so a backup "
+        "still writing loses nothing (e.g. 1h, 2d; 0 turns it off; default 1h).",
+    )
+
+
+def _margin(text: str) -> timedelta:
+    """``--safety-margin``: hours and days (``0`` for none)."""
+    from datetime import timedelta
+
+    from stackvault.policy.duration import parse_duration
+
+    if text.strip() == "0":
+        return timedelta(0)
+    d = parse_duration(text)
+    if d.years or d.months:
+        raise UsageError(f"--safety-margin takes hours, days or weeks (e.g. 1h, 2d), got {text!r}")
+    return timedelta(days=d.days, hours=d.hours)
+
+
+def _prune(cli: Cli, repo: Repository, dry_run: bool, margin: timedelta) -> dict[str, int]:
     from stackvault.repo.prune import execute_prune, plan_prune
 
-    plan = plan_prune(repo)
+    plan = plan_prune(repo, now=repo.lock_time, safety_margin=margin)
     if not dry_run:
         execute_prune(repo, plan, cli.notice)
     release = plan.next_release
@@ -76,6 +104,14 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
         "packs_repacked": len(plan.repack_packs),
         "bytes_freed": plan.bytes_freed,
         "bytes_repacked": plan.bytes_repacked,
+        "unindexed_packs_deleted": len(plan.unindexed_packs),
+        "bytes_unindexed_deleted": plan.bytes_unindexed,
+        "packs_reindexed": len(plan.reindexed),
+        "packs_kept_young": len(plan.young_packs),
+        "bytes_kept_young": plan.bytes_young,
+        "safety_margin_s": int(margin.total_seconds()),
+        "unreadable_packs_kept": sorted(plan.unreadable_packs),
+        "damaged_index_replaced": len(plan.damaged_index) if plan.rewrites_index else 0,
         "objects_locked": len(plan.locked),
         "bytes_locked": plan.bytes_locked,
         "next_release": release.isoformat() if release else None,
@@ -91,6 +127,7 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
             f"packs) are under Object Lock retention: removable from {release:%Y-%m-%d %H:%M} "
             f"(all by {last:%Y-%m-%d %H:%M}) by a later prune"
         )
+    _report_safety(cli, plan, dry_run, margin)
     if not cli.json and plan.extend and plan.extend_until is not None:
         verb = "would extend" if dry_run else "extended"
         cli.print(
@@ -107,6 +144,34 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool) -> dict[str, int]:
             f"{doc['packs_repacked']}; {verb} {human_bytes(plan.bytes_freed)}"
         )
     return doc
+
+
+def _report_safety(cli: Cli, plan: PrunePlan, dry_run: bool, margin: timedelta) -> None:
+    """The lines about what prune kept or found beyond the snapshots' needs (warnings on
+    stderr also with --json and --quiet)."""
+    if plan.young_packs:
+        cli.print(
+            f"prune: kept {len(plan.young_packs)} unused pack(s) "
+            f"({human_bytes(plan.bytes_young)}) younger than the safety margin "
+            f"({int(margin.total_seconds())} s): a later prune removes them"
+        )
+    if plan.unindexed_packs:
+        verb = "would delete" if dry_run else "deleted"
+        cli.print(
+            f"prune: {verb} {len(plan.unindexed_packs)} pack(s) the index did not list "
+            f"({human_bytes(plan.bytes_unindexed)}; their headers show no blob any snapshot uses)"
+        )
+    if plan.reindexed:
+        verb = "would index" if dry_run else "indexed"
+        cli.print(
+            f"prune: {verb} {len(plan.reindexed)} pack(s) again that the index did not list "
+            "but snapshots use"
+        )
+    for name, why in sorted(plan.unreadable_packs.items()):
+        cli.warn(
+            f"prune: kept {name}: the index does not list it and its header cannot be read "
+            f"({why}); run `stackvault repair packs` to salvage its blobs"
+        )
 
 
 def _duration(text: str | None) -> Duration | None:
@@ -148,8 +213,10 @@ def forget(
     group_by: str,
     dry_run: bool,
     prune: bool,
+    safety_margin: str,
 ) -> None:
     """Remove snapshots by id or by a retention policy (each decision shown with its reason)."""
+    margin = _margin(safety_margin)
     from stackvault.policy.retention import RetentionPolicy, SnapshotRef, decide
 
     if not dry_run:
@@ -223,7 +290,7 @@ def forget(
         if not cli.json:
             verb = "would remove" if dry_run else "removed"
             cli.print(f"{verb} {len(remove)} snapshot(s)")
-        pruned = _prune(cli, repo, dry_run) if prune else None
+        pruned = _prune(cli, repo, dry_run, margin) if prune else None
     if cli.json:
         cli.emit_json(
             {
@@ -247,13 +314,14 @@ def _remove_snapshot(repo: Repository, snap_id: str) -> str | None:
     return None
 
 
-def prune_cmd(cli: Cli, *, dry_run: bool) -> None:
+def prune_cmd(cli: Cli, *, dry_run: bool, safety_margin: str) -> None:
     """Remove data that no snapshot references and repack half-empty packs."""
+    margin = _margin(safety_margin)
     if not dry_run:
         cli.refuse_if_append_only(
             "prune", "deletes packs and index files", "add --dry-run to only see what it would do"
         )
     with cli.open_repo(lock="prune", exclusive=not dry_run) as repo:
-        doc = _prune(cli, repo, dry_run)
+        doc = _prune(cli, repo, dry_run, margin)
     if cli.json:
         cli.emit_json(doc)

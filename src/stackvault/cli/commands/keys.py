@@ -82,7 +82,6 @@ def key_passwd(cli: Cli, *, new_password_file: str | None) -> None:
 
 def unlock(cli: Cli, *, remove_all: bool) -> None:
     """Remove stale locks (or all locks with --remove-all)."""
-    import socket
 
     if remove_all:
         # Stale locks go as in every command; a live one may be an administrator's prune.
@@ -92,13 +91,14 @@ def unlock(cli: Cli, *, remove_all: bool) -> None:
             "leave out --remove-all to remove only stale locks",
         )
 
-    from stackvault.repo.lock import list_locks
+    from stackvault.repo.lock import Holder, list_locks, store_time
 
     with cli.open_repo(index=False) as repo:
         removed = []
-        now = repo.clock.now()
+        store_now = store_time(repo.store, repo.envelope, repo.clock)
+        me = Holder.current()
         for lk in list_locks(repo.store, repo.envelope, cli.notice):
-            reason = lk.stale_reason(now, socket.gethostname())
+            reason = lk.stale_reason(store_now, repo.clock.now(), me)
             if remove_all or reason is not None:
                 repo.store.delete(f"locks/{lk.id}")
                 removed.append(
