@@ -26,9 +26,9 @@ from conftest import FAST_INIT, PASSWORD, Result, describe, inside, make_tree
 from stackvault.errors import EXIT_INTEGRITY
 from stackvault.repo.blob import BlobType
 from stackvault.repo.index import decode_index
-from stackvault.repo.pack import pack_name
+from stackvault.repo.pack import pack_name, storage_id
 from stackvault.repo.repository import Repository
-from stackvault.repo.snapshot import Snapshot
+from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
 from stackvault.repo.tree import Node, encode_tree
 from stackvault.store.local import LocalStore
 
@@ -851,3 +851,51 @@ def test_check_reports_json_counts(two_snapshots: TwoSnapshots, cli: Cli) -> Non
     assert doc["packs"] == doc["packs_read"] == len(packs)
     assert doc["bytes_read"] == sum(p.stat().st_size for p in packs)
     json.dumps(doc)
+
+
+# --- snapshots this version did not write -------------------------------------------------------
+
+
+def plant_snapshot(repo: Path, edit: Callable[[dict[str, Any]], None]) -> str:
+    """Store a copy of the newest snapshot's document, changed by ``edit``, as a snapshot
+    (sealed with the repository's key, as another program holding it would)."""
+    r = open_repo(repo)
+    doc = r.list_snapshots()[-1].to_json()
+    edit(doc)
+    data = r.envelope.seal(json.dumps(doc).encode(), SNAPSHOT_AAD)
+    snap_id = storage_id(data).hex()
+    r.store.put(f"snapshots/{snap_id}", data)
+    return snap_id
+
+
+def test_snapshot_of_a_newer_format_is_skipped_with_a_notice(
+    two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path
+) -> None:
+    t = two_snapshots
+    newer = plant_snapshot(t.repo, lambda d: d.update(version=2))
+    res = cli("--json", "snapshots")
+    assert res.code == 0, res.out + res.err
+    assert {s["id"] for s in res.json()} == {t.snap1, t.snap2}
+    assert newer[:8] in res.err and "newer version" in res.err
+    res = cli("restore", "latest", "--target", tmp_path / "r")
+    assert res.code == 0, res.out + res.err
+    # Prune cannot know what such a snapshot needs: it refuses, naming it.
+    res = cli("prune", "--safety-margin", "0")
+    assert res.code != 0 and newer[:8] in res.err and "Traceback" not in res.err
+
+
+def test_snapshot_time_without_zone_is_taken_as_utc(two_snapshots: TwoSnapshots, cli: Cli) -> None:
+    t = two_snapshots
+
+    def naive(doc: dict[str, Any]) -> None:
+        doc["time"] = "2031-01-02T03:04:05"
+
+    planted = plant_snapshot(t.repo, naive)
+    res = cli("--json", "snapshots")
+    assert res.code == 0, res.out + res.err
+    listed = {s["id"]: s for s in res.json()}
+    assert set(listed) == {t.snap1, t.snap2, planted}
+    assert listed[planted]["time"].startswith("2031-01-02T03:04:05")
+    assert list(listed)[-1] == planted  # sorted with the others, newest last
+    res = cli("forget", "--keep-last", "1", "--dry-run")
+    assert res.code == 0, res.out + res.err

@@ -405,12 +405,14 @@ class Repository:
         A damaged snapshot file is passed to ``on_error`` if given; otherwise it raises with
         ``strict`` (prune must not guess what a damaged snapshot needs) or is skipped with a
         notice, so one bad file does not stop restores of other snapshots or new backups.
+        A snapshot of a newer format version is skipped with a notice (raised with
+        ``strict``).
         """
 
-        def fetch(name: str) -> Snapshot | IntegrityError:
+        def fetch(name: str) -> Snapshot | IntegrityError | UnsupportedFormat:
             try:
                 return self.load_snapshot(name)
-            except IntegrityError as exc:
+            except (IntegrityError, UnsupportedFormat) as exc:
                 return exc
 
         out: list[Snapshot] = []
@@ -421,6 +423,13 @@ class Repository:
         for name, got in zip(names, loaded, strict=True):
             if isinstance(got, Snapshot):
                 out.append(got)
+                continue
+            if isinstance(got, UnsupportedFormat):
+                # Not damage: a newer program wrote it. Listing the others must go on; prune
+                # (strict) must not guess what it needs.
+                if strict:
+                    raise got
+                self.notice(f"notice: skipping {got}")
                 continue
             if on_error is not None:
                 on_error(name, got)

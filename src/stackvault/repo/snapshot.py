@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from stackvault.errors import IntegrityError, UnsupportedFormat
@@ -82,11 +82,12 @@ class Snapshot:
             raise IntegrityError(f"snapshot {snapshot_id[:8]} is not valid JSON") from exc
         if d.get("version") != 1:
             raise UnsupportedFormat(
-                f"snapshot {snapshot_id[:8]} has unsupported version {d.get('version')!r}"
+                f"snapshot {snapshot_id[:8]} has unsupported version {d.get('version')!r} "
+                "(written by a newer version of stackvault?)"
             )
         try:
             return cls(
-                time=datetime.fromisoformat(d["time"]),
+                time=_aware(datetime.fromisoformat(d["time"])),
                 tree=bytes.fromhex(d["tree"]),
                 paths=list(d["paths"]),
                 hostname=str(d["hostname"]),
@@ -104,6 +105,12 @@ class Snapshot:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"snapshot {snapshot_id[:8]} is malformed") from exc
+
+
+def _aware(when: datetime) -> datetime:
+    """A time without zone (never written by this program, but JSON is easy to edit) is
+    taken as UTC, so snapshots stay comparable and sortable."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _artifacts(value: Any) -> list[dict[str, Any]]:
