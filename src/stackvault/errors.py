@@ -172,6 +172,11 @@ class RestoreRefused(StackvaultError):
     """Restore refused to act because it could destroy data or escape its target."""
 
 
+class RestoreIncomplete(StackvaultError):
+    """Restore finished, but the system refused to create some entries (a device node
+    without the privilege to make one); each was reported and everything else restored."""
+
+
 class Interrupted(StackvaultError):
     """The run was interrupted (SIGINT/SIGTERM); nothing unfinished was recorded."""
 

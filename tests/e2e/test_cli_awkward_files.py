@@ -198,3 +198,102 @@ def test_paths_longer_than_path_max_are_backed_up_and_restored(initialised: Path
         assert res.code == 0, res.err
         assert "verified 4 files" in res.out
         assert fd_describe(inside(target, src)) == want
+
+
+# --- fifos, device nodes and sockets -----------------------------------------------------------
+
+PR_CAPBSET_DROP = 24
+CAP_MKNOD = 27
+
+
+def _drop_mknod_capability() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_CAPBSET_DROP, CAP_MKNOD, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def make_specials(src: Path) -> None:
+    src.mkdir(parents=True)
+    (src / "plain.txt").write_text("plain")
+    os.mkfifo(src / "pipe", 0o640)
+    os.mknod(src / "null-like", 0o620 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mknod(src / "disk-like", 0o600 | stat.S_IFBLK, os.makedev(7, 200))
+    for name, mode in (("pipe", 0o640), ("null-like", 0o620), ("disk-like", 0o600)):
+        os.chmod(src / name, mode)  # not the umask's
+    import socket
+
+    cwd = os.getcwd()
+    os.chdir(src)  # bound by a short relative name: socket addresses are limited to ~108 bytes
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind("sock")
+    finally:
+        os.chdir(cwd)
+
+
+def test_fifos_and_device_nodes_are_backed_up_listed_exported_and_restored(
+    initialised: Path, tmp_path: Path, cli: Cli
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test expects to run as root (it makes device nodes)")
+    src = tmp_path / "src"
+    make_specials(src)
+    want = fd_describe(src)
+    del want[("sock",)]
+
+    res = cli("backup", "--json", src)
+    assert res.code == 0, res.err
+    assert res.json()["complete"] is True
+    assert f"{src / 'sock'}: skipped socket" in res.err  # said, not silently dropped
+    long = cli("ls", "-l", "latest", src).out.splitlines()
+    line = {row.rsplit(" ", 1)[-1]: row for row in long}
+    assert line[str(src / "pipe")].startswith("prw-r-----")
+    assert line[str(src / "null-like")].startswith("crw--w----")
+    assert " 1, 3 " in line[str(src / "null-like")]
+    assert line[str(src / "disk-like")].startswith("brw-------")
+    assert " 7, 200 " in line[str(src / "disk-like")]
+    assert str(src / "sock") not in line
+
+    tar_path = tmp_path / "out.tar"
+    assert cli("export", "latest", "-o", tar_path, "--path", src).code == 0
+    import tarfile
+
+    with tarfile.open(tar_path) as tar:
+        members = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers()}
+    assert members["pipe"].isfifo()
+    assert members["null-like"].ischr()
+    assert (members["null-like"].devmajor, members["null-like"].devminor) == (1, 3)
+    assert members["disk-like"].isblk()
+    assert (members["disk-like"].devmajor, members["disk-like"].devminor) == (7, 200)
+
+    target = tmp_path / "restored"
+    res = cli("restore", "latest", "--target", target)
+    assert res.code == 0, res.err
+    assert fd_describe(inside(target, src)) == want
+
+
+def test_device_nodes_that_cannot_be_made_are_errors_and_the_rest_is_restored(
+    initialised: Path, tmp_path: Path, cli: Cli
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test expects to run as root (it makes device nodes)")
+    src = tmp_path / "src"
+    make_specials(src)
+    assert cli("backup", src).code == 0
+    target = tmp_path / "restored"
+    from conftest import run_subprocess
+
+    res = run_subprocess(
+        "restore", "latest", "--target", str(target), preexec_fn=_drop_mknod_capability
+    )
+    assert res.code == 1, res.err
+    assert "Traceback" not in res.err
+    for name in ("null-like", "disk-like"):  # each reported
+        assert f"error: cannot restore '{str(src / name).lstrip('/')}'" in res.err
+    assert "2 fifo(s) or device node(s) could not be created" in res.err
+    restored = inside(target, src)
+    assert (restored / "plain.txt").read_text() == "plain"
+    assert stat.S_ISFIFO(os.lstat(restored / "pipe").st_mode)  # a fifo needs no privilege
+    assert not (restored / "null-like").exists()

@@ -492,7 +492,7 @@ def test_tree_bytes_are_the_canonical_json_whatever_the_names() -> None:
         b'{"nodes": 5}',
         b'{"other": []}',
         b'{"nodes": [{"name": "x"}]}',
-        b'{"nodes": [{"name": "x", "type": "fifo", "mode": 0, "uid": 0, "gid": 0, "mtime_ns": 0}]}',
+        b'{"nodes": [{"name": "x", "type": 5, "mode": 0, "uid": 0, "gid": 0, "mtime_ns": 0}]}',
         b'{"nodes": [{"name": "x", "type": "file", "mode": "rw", "uid": 0, "gid": 0, '
         b'"mtime_ns": 0}]}',
         b'{"nodes": [{"name": "x", "type": "file", "mode": 0, "uid": 0, "gid": 0, '

@@ -58,9 +58,12 @@ def _entry_meta(node: Node) -> EntryMeta:
 
 
 def entry_of(path: str, node: Node) -> ArtifactEntry:
+    kind = node.type
+    if kind != "file" and kind != "dir" and kind != "symlink":
+        raise IntegrityError(f"artifact entry {path!r} is a {kind}, which no artifact holds")
     return ArtifactEntry(
         path=path,
-        kind=node.type,
+        kind=kind,
         meta=_entry_meta(node),
         size=node.size if node.type == "file" else 0,
         sha256=node.sha256 if node.type == "file" else "",

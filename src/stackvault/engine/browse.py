@@ -35,7 +35,7 @@ def _same_content(a: Node, b: Node) -> bool:
         return a.content == b.content
     if a.type == "symlink":
         return a.target == b.target
-    return True
+    return (a.major, a.minor) == (b.major, b.minor)
 
 
 def _same_meta(a: Node, b: Node) -> bool:

@@ -1,7 +1,8 @@
 """Export a snapshot as a plain tar stream (engine layer), readable without stackvault.
 
 PAX format keeps nanosecond mtimes, long and non-ASCII names, numeric owners and xattrs
-(``SCHILY.xattr.*``, text values only). Hard links become tar hard-link members. Every
+(``SCHILY.xattr.*``, text values only). Hard links become tar hard-link members, fifos and
+device nodes tar FIFO, CHR and BLK members. Every
 file's bytes are
 authenticated and checked against the snapshot's SHA-256 on the way out.
 """
@@ -67,6 +68,11 @@ def _tarinfo(name: str, node: Node) -> tarfile.TarInfo:
     elif node.type == "symlink":
         info.type = tarfile.SYMTYPE
         info.linkname = node.target or ""
+    elif node.type == "fifo":
+        info.type = tarfile.FIFOTYPE
+    elif node.type in ("chardev", "blockdev"):
+        info.type = tarfile.CHRTYPE if node.type == "chardev" else tarfile.BLKTYPE
+        info.devmajor, info.devminor = node.major, node.minor
     else:
         info.type = tarfile.REGTYPE
         info.size = node.size

@@ -3,6 +3,7 @@ asynchronously when a directory's children are stored."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -30,6 +31,8 @@ def node_from_entry(e: FsEntry) -> Node:
     )
     if e.kind == "file" and e.nlink > 1:
         node.hardlink = f"{e.device}:{e.inode}"
+    elif e.rdev:
+        node.major, node.minor = os.major(e.rdev), os.minor(e.rdev)
     return node
 
 

@@ -25,7 +25,13 @@ from functools import partial
 
 from stackvault.engine.packrestore import PackRestorer
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.errors import IntegrityError, Interrupted, RestoreRefused
+from stackvault.errors import (
+    IntegrityError,
+    Interrupted,
+    RestoreIncomplete,
+    RestoreRefused,
+    StackvaultError,
+)
 from stackvault.repo.blob import IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
@@ -36,6 +42,7 @@ from stackvault.sources.files import open_path
 from stackvault.sources.fsrestore import FileWriter, RestoreTarget
 from stackvault.sources.writemode import WriteFigures, WriteMode
 
+_SPECIAL = frozenset(("fifo", "chardev", "blockdev"))
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
 PREFETCH = 4
@@ -76,9 +83,13 @@ class RestoreResult:
     dirs: int = 0
     symlinks: int = 0
     hardlinks: int = 0
+    specials: int = 0
+    """Fifos and device nodes."""
     bytes: int = 0
     verified: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    not_made: list[tuple[str, str]] = field(default_factory=list)
+    """Entries the system refused to create (a device node without the privilege)."""
     notices: list[str] = field(default_factory=list)
     writes: WriteFigures | None = None
     """How large files were written (`WriteMode`): MB/s around and through the page cache."""
@@ -392,6 +403,9 @@ class RestoreJob:
                     target.symlink(rel, node.target or "", node.uid, node.gid, node.mtime_ns)
                     self.result.symlinks += 1
                     continue
+                if node.type in _SPECIAL:
+                    self._restore_special(target, rel, node)
+                    continue
                 if self.opts.verify and node.sha256:
                     self._to_verify.append((rel, node.sha256))
                 if node.hardlink and node.hardlink in self._links:
@@ -449,7 +463,37 @@ class RestoreJob:
                 f"data is damaged, first: {first[0]} ({first[1]})",
                 hint="run `stackvault check --read-data` to see what is affected",
             )
+        if self.result.not_made:
+            first = self.result.not_made[0]
+            raise RestoreIncomplete(
+                f"{len(self.result.not_made)} fifo(s) or device node(s) could not be created, "
+                f"first: {first[1]}; everything else was restored",
+                hint="device nodes can be restored by root only",
+            )
         return self.result
+
+    def _restore_special(self, target: RestoreTarget, rel: list[str], node: Node) -> None:
+        """Make a fifo or device node; one the system refuses to make (``mknod`` of a device
+        needs privileges) is reported and the restore goes on, as restic does."""
+        try:
+            target.special(
+                rel,
+                node.type,
+                (node.major, node.minor),
+                node.mode,
+                node.uid,
+                node.gid,
+                node.mtime_ns,
+                node.xattrs,
+            )
+        except RestoreRefused:
+            raise
+        except StackvaultError as exc:
+            path = "/".join(rel)
+            self.result.not_made.append((path, exc.message))
+            self.progress.notice(f"error: {exc.message}")
+            return
+        self.result.specials += 1
 
     def _make_hardlinks(self, target: RestoreTarget) -> None:
         failed = {p for p, _ in self.result.failed}

@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 import orjson
 
-from stackvault.errors import IntegrityError
+from stackvault.errors import IntegrityError, UnsupportedFormat
 
-NodeType = Literal["file", "dir", "symlink"]
-_NODE_TYPES = frozenset(("file", "dir", "symlink"))
+NodeType = Literal["file", "dir", "symlink", "fifo", "chardev", "blockdev"]
+_NODE_TYPES = frozenset(("file", "dir", "symlink", "fifo", "chardev", "blockdev"))
+DEVICE_TYPES = frozenset(("chardev", "blockdev"))
 
 
 def valid_name(name: str) -> bool:
@@ -42,6 +43,9 @@ class Node:
     target: str | None = None
     xattrs: list[tuple[str, bytes]] = field(default_factory=list)
     hardlink: str | None = None
+    major: int = 0
+    minor: int = 0
+    """Device number of a ``chardev`` or ``blockdev`` node (0 for other types)."""
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -62,8 +66,11 @@ class Node:
             d["sha256"] = self.sha256
         elif self.type == "dir":
             d["subtree"] = self.subtree.hex() if self.subtree else None
-        else:
+        elif self.type == "symlink":
             d["target"] = self.target
+        elif self.type in DEVICE_TYPES:
+            d["major"] = self.major
+            d["minor"] = self.minor
         if self.xattrs:
             d["xattrs"] = [[k, base64.b64encode(v).decode()] for k, v in self.xattrs]
         if self.hardlink:
@@ -77,14 +84,19 @@ class Node:
         # incremental backup.
         kind = d["type"]
         if kind not in _NODE_TYPES:
-            raise IntegrityError(f"tree node has unknown type {kind!r}")
+            if type(kind) is not str:
+                raise IntegrityError("tree node has a malformed type")
+            raise UnsupportedFormat(
+                f"the snapshot holds an entry of type {kind!r}, which this version of "
+                "stackvault does not know (a newer version wrote it); upgrade stackvault"
+            )
         subtree = d.get("subtree")
         content = d.get("content")
         xattrs = d.get("xattrs")
         mode, uid, gid, mtime = d["mode"], d["uid"], d["gid"], d["mtime_ns"]
         if not (type(mode) is int and type(uid) is int and type(gid) is int and type(mtime) is int):
             raise IntegrityError("tree node has malformed metadata")
-        return cls(
+        node = cls(
             d["name"],
             kind,
             mode,
@@ -103,6 +115,12 @@ class Node:
             [(k, base64.b64decode(v)) for k, v in xattrs] if xattrs else [],
             d.get("hardlink"),
         )
+        if kind in DEVICE_TYPES:
+            major, minor = d["major"], d["minor"]
+            if not (type(major) is int and type(minor) is int and major >= 0 and minor >= 0):
+                raise IntegrityError("tree node has a malformed device number")
+            node.major, node.minor = major, minor
+        return node
 
 
 def encode_tree(nodes: list[Node]) -> bytes:

@@ -80,7 +80,7 @@ class FileWalker:
         """The entry for a top-level backup path, which must be absolute and resolved.
 
         A symlink is returned as a symlink. Returns None (after a notice) when the path is
-        excluded or is a socket, fifo or device. Raises `SourceError` if it does not exist or
+        excluded or is a socket. Raises `SourceError` if it does not exist or
         cannot be examined.
         """
         if not os.path.isabs(path):
@@ -109,7 +109,8 @@ class FileWalker:
     def scan_dir(self, dir_entry: FsEntry) -> list[FsEntry]:
         """The children of a directory entry, sorted by the bytes of their names.
 
-        Excluded children are dropped silently; sockets, fifos and devices with a notice.
+        Excluded children are dropped silently; sockets (which cannot be restored) with a
+        notice.
         An unreadable directory is reported (incomplete=True) and yields ``[]``.
         """
         if dir_entry.kind != "dir":

@@ -1,4 +1,5 @@
-"""Filesystem entries (sources layer): one file, directory or symlink with its metadata.
+"""Filesystem entries (sources layer): one file, directory, symlink, fifo or device node with
+its metadata.
 
 Names and paths are ``str`` as produced by `os.fsdecode`: bytes that are not valid in the
 filesystem encoding survive as lone surrogates (``surrogateescape``), so `os.fsencode` gives
@@ -14,17 +15,19 @@ from typing import Literal, NamedTuple
 
 from stackvault.errors import SourceError
 
-EntryKind = Literal["file", "dir", "symlink"]
+EntryKind = Literal["file", "dir", "symlink", "fifo", "chardev", "blockdev"]
+DEVICE_KINDS = frozenset(("chardev", "blockdev"))
 
 # errno values meaning "this filesystem (or this file type) has no extended attributes".
 _NO_XATTR_SUPPORT = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
 class FsEntry(NamedTuple):
-    """One directory entry as captured by a backup; never a socket, fifo or device.
+    """One directory entry as captured by a backup; never a socket.
 
     ``size`` is the byte size for files, the length of the link text for symlinks and 0 for
-    directories (their ``st_size`` is filesystem-specific noise). ``link_target`` is set for
+    directories, fifos and devices (``st_size`` is filesystem-specific noise there).
+    ``rdev`` is the device number of a device node (``st_rdev``), else 0. ``link_target`` is set for
     symlinks only. ``xattrs`` is sorted by name and empty when there are none or the
     filesystem does not support them. Immutable (a named tuple: a backup makes one per file,
     and a frozen dataclass costs twice as much to build).
@@ -44,16 +47,23 @@ class FsEntry(NamedTuple):
     nlink: int
     link_target: str | None = None
     xattrs: tuple[tuple[str, bytes], ...] = ()
+    rdev: int = 0
 
 
 def kind_of(st_mode: int) -> EntryKind | None:
-    """The entry kind for an ``lstat`` mode, or None for sockets, fifos and devices."""
+    """The entry kind for an ``lstat`` mode, or None for sockets (and unknown types)."""
     if stat.S_ISREG(st_mode):
         return "file"
     if stat.S_ISDIR(st_mode):
         return "dir"
     if stat.S_ISLNK(st_mode):
         return "symlink"
+    if stat.S_ISFIFO(st_mode):
+        return "fifo"
+    if stat.S_ISCHR(st_mode):
+        return "chardev"
+    if stat.S_ISBLK(st_mode):
+        return "blockdev"
     return None
 
 
@@ -82,8 +92,8 @@ def entry_from_stat(
     """Build an entry from an ``lstat`` result; touches no disk. ``kind`` is
     ``kind_of(st.st_mode)`` if the caller has it already.
 
-    Raises `SourceError` if ``st`` describes a socket, fifo or device, or if a symlink comes
-    without its ``link_target``.
+    Raises `SourceError` if ``st`` describes a socket, or if a symlink comes without its
+    ``link_target``.
     """
     if kind is None:
         kind = kind_of(st.st_mode)
@@ -91,14 +101,14 @@ def entry_from_stat(
         raise SourceError(f"cannot back up {path}: it is a {special_kind_name(st.st_mode)}")
     if kind == "symlink" and link_target is None:
         raise SourceError(f"cannot back up {path}: symlink target not read")
-    return FsEntry(
+    entry = FsEntry(
         name,
         path,
         kind,
         st.st_mode & 0o7777,  # stat.S_IMODE
         st.st_uid,
         st.st_gid,
-        0 if kind == "dir" else st.st_size,
+        st.st_size if kind == "file" or kind == "symlink" else 0,
         st.st_mtime_ns,
         st.st_ctime_ns,
         st.st_ino,
@@ -107,6 +117,9 @@ def entry_from_stat(
         link_target if kind == "symlink" else None,
         tuple(sorted(xattrs)) if xattrs else (),
     )
+    if kind in DEVICE_KINDS:
+        return entry._replace(rdev=st.st_rdev)
+    return entry
 
 
 def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:

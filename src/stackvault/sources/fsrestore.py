@@ -222,6 +222,93 @@ class RestoreTarget:
                 raise os_failure(self.root, parts, exc) from exc
         return self._note(notices)
 
+    def special(
+        self,
+        rel: Sequence[str],
+        kind: str,
+        device: tuple[int, int],
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime_ns: int,
+        xattrs: Xattrs = (),
+    ) -> list[str]:
+        """Create a fifo (``kind`` ``"fifo"``) or a device node (``"chardev"``,
+        ``"blockdev"``, with ``device`` = (major, minor)) and give it its metadata.
+
+        Returns the notices it produced. Raises `RestoreRefused` if the name is taken (as
+        for files), `StackvaultError` if the system refuses to make it (``mknod`` of a
+        device needs privileges: the caller reports that for this entry and goes on).
+        """
+        parts = _check_entry(rel)
+        if kind == "fifo":
+            fmt = stat.S_IFIFO
+        elif kind == "chardev":
+            fmt = stat.S_IFCHR
+        elif kind == "blockdev":
+            fmt = stat.S_IFBLK
+        else:
+            raise ValueError(f"not a special file type: {kind!r}")
+        with self._fds().parent_of(parts) as pfd:
+            clear_slot(self.root, parts, pfd, overwrite=self.overwrite)
+            name = parts[-1]
+            try:
+                os.mknod(name, fmt | 0o600, os.makedev(*device), dir_fd=pfd)
+            except FileExistsError as exc:
+                raise exists_error(parts) from exc
+            except OSError as exc:
+                raise os_failure(self.root, parts, exc) from exc
+            if kind == "fifo":
+                # Opening a fifo to read, without waiting for a writer, does nothing else:
+                # its metadata then goes through the fd, like a file's.
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=pfd)
+                except OSError as exc:
+                    raise os_failure(self.root, parts, exc) from exc
+                try:
+                    return self.apply_metadata(fd, parts, mode, uid, gid, mtime_ns, None, xattrs)
+                finally:
+                    os.close(fd)
+            # A device is never opened (that can act on the hardware): by name, not
+            # following a symlink at any step (nothing can have replaced the node created
+            # above by one in between except another writer of the target).
+            return self._note(self._name_metadata(parts, pfd, mode, uid, gid, mtime_ns, xattrs))
+
+    def _name_metadata(
+        self,
+        parts: tuple[str, ...],
+        pfd: int,
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime_ns: int,
+        xattrs: Xattrs,
+    ) -> list[str]:
+        """`apply_metadata` for an entry that is not opened, by its name in ``pfd``."""
+        name = parts[-1]
+        notices: list[str] = []
+        if self.restore_owner:
+            try:
+                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            except OSError as exc:
+                notices.extend(self._owner_failed(parts, exc))
+        for key, value in xattrs:
+            try:
+                os.setxattr(f"/proc/self/fd/{pfd}/{name}", key, value, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno in _NO_XATTR_SUPPORT:
+                    notices.append(f"'{show(parts)}': extended attributes not supported here")
+                    break
+                notices.append(f"'{show(parts)}': cannot restore xattr {key}: {exc.strerror}")
+        try:
+            os.chmod(name, mode, dir_fd=pfd, follow_symlinks=False)
+            os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
+        except (OSError, NotImplementedError) as exc:
+            if isinstance(exc, NotImplementedError):
+                exc = OSError(errno.ENOTSUP, "cannot set the mode without following links")
+            raise os_failure(self.root, parts, exc) from exc
+        return notices
+
     def hardlink(self, rel: Sequence[str], existing_rel: Sequence[str]) -> None:
         """Make ``rel`` another name of the already restored ``existing_rel``."""
         parts, source = _check_entry(rel), _check_entry(existing_rel)

@@ -65,7 +65,13 @@ def snapshots(cli: Cli, *, host: str | None, tag: list[str]) -> None:
 
 
 def _mode_string(kind: str, mode: int) -> str:
-    bits = {"dir": stat_mod.S_IFDIR, "symlink": stat_mod.S_IFLNK}.get(kind, stat_mod.S_IFREG)
+    bits = {
+        "dir": stat_mod.S_IFDIR,
+        "symlink": stat_mod.S_IFLNK,
+        "fifo": stat_mod.S_IFIFO,
+        "chardev": stat_mod.S_IFCHR,
+        "blockdev": stat_mod.S_IFBLK,
+    }.get(kind, stat_mod.S_IFREG)
     return stat_mod.filemode(bits | mode)
 
 
@@ -91,6 +97,7 @@ def ls(cli: Cli, *, snapshot: str, path: str, long: bool) -> None:
                     "mtime_ns": n.mtime_ns,
                     "sha256": n.sha256 or None,
                     "target": n.target,
+                    **({"major": n.major, "minor": n.minor} if n.major or n.minor else {}),
                 }
                 for p, n in entries
             ]
@@ -100,9 +107,9 @@ def ls(cli: Cli, *, snapshot: str, path: str, long: bool) -> None:
         if long:
             when = datetime.fromtimestamp(n.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
             link = f" -> {n.target}" if n.type == "symlink" else ""
+            size = f"{n.major}, {n.minor}" if n.type in ("chardev", "blockdev") else n.size
             cli.print(
-                f"{_mode_string(n.type, n.mode)} {n.uid:>5} {n.gid:>5} {n.size:>12} {when} "
-                f"{p}{link}"
+                f"{_mode_string(n.type, n.mode)} {n.uid:>5} {n.gid:>5} {size:>12} {when} {p}{link}"
             )
         else:
             cli.print(p)

@@ -139,6 +139,7 @@ def restore(
                 "dirs": r.dirs,
                 "symlinks": r.symlinks,
                 "hardlinks": r.hardlinks,
+                "specials": r.specials,
                 "bytes": r.bytes,
                 "verified": r.verified if verify else None,
                 "writes": None
@@ -153,8 +154,9 @@ def restore(
     else:
         cli.print(
             f"restored {r.files} files, {r.dirs} directories, {r.symlinks} symlinks, "
-            f"{r.hardlinks} hard links ({human_bytes(r.bytes)}) from snapshot {snap.short_id} "
-            f"to {target}"
+            f"{r.hardlinks} hard links"
+            + (f", {r.specials} fifos and devices" if r.specials else "")
+            + f" ({human_bytes(r.bytes)}) from snapshot {snap.short_id} to {target}"
         )
         if verify:
             cli.print(f"verified {r.verified} files: SHA-256 matches the snapshot")
