@@ -34,6 +34,18 @@ JSON_HELP = "Print machine-readable JSON on stdout."
 _HANDLER = "_handler"
 _GROUP = "_group"
 _COMMAND_JSON = "_command_json"
+_READS_ONLY = "_reads_only"
+_NAME = "_name"
+
+NO_LOCK_HELP = (
+    "Read the repository without locking it. Only for commands that only read it "
+    "(snapshots, ls, diff, stats, restore except --to with --overwrite, dump, export, "
+    "sha256sums, check, key list; copy: the source, the destination is always locked); the "
+    "others refuse it. The risk: a prune "
+    "running meanwhile may delete data while it is read, and the command may then fail with "
+    "damage errors (never give wrong bytes). A read-only repository is read without a lock "
+    "anyway, with a notice."
+)
 
 
 class ParserExit(Exception):
@@ -209,16 +221,24 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_command(
-    subparsers: Subparsers, name: str, handler: Handler | None = None, *, help: str | None = None
+    subparsers: Subparsers,
+    name: str,
+    handler: Handler | None = None,
+    *,
+    help: str | None = None,
+    reads_only: bool = False,
 ) -> Parser:
     """Add a command; its help is ``help`` or the handler's docstring (first paragraph in the
     list of commands, all of it in the command's own help). Without a handler it is a group
-    of subcommands (`add_group`)."""
+    of subcommands (`add_group`). ``reads_only``: the command never writes to the repository
+    (or, like copy, to the one it reads from), so it accepts the global ``--no-lock``."""
     doc = help if help is not None else _dedent(handler.__doc__ if handler else None)
     summary = " ".join(doc.split("\n\n", 1)[0].split())
     parser = subparsers.add_parser(name, help=summary, description=doc, leaf=handler is not None)
     if handler is not None:
-        parser.set_defaults(**{_HANDLER: handler})
+        parser.set_defaults(
+            **{_HANDLER: handler, _READS_ONLY: reads_only, _NAME: parser.prog.split(" ", 1)[-1]}
+        )
     return parser
 
 
@@ -262,6 +282,7 @@ def build_parser() -> Parser:
         help="Open a local repository so that nothing in it can be deleted or overwritten "
         "(locks excepted); commands that delete refuse (default: $STACKVAULT_APPEND_ONLY=1).",
     )
+    parser.add_argument("--no-lock", action="store_true", help=NO_LOCK_HELP)
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     parser.add_argument("-q", "--quiet", action="store_true", help="Print only errors.")
     parser.add_argument("--version", action=_Version, help="Print the version.")
@@ -281,12 +302,20 @@ def run_command(parser: Parser, argv: Sequence[str]) -> int:
         group.print_help(sys.stderr)
         return EXIT_USAGE
     command_json = ns.pop(_COMMAND_JSON, False)  # the command's own --json turns JSON on
+    no_lock = ns.pop("no_lock")
+    if no_lock and not ns.pop(_READS_ONLY):
+        raise UsageError(
+            f"--no-lock is only for commands that only read the repository; `{ns[_NAME]}` "
+            "writes to it and must lock it",
+            hint="leave out --no-lock",
+        )
     cli = Cli(
         repo_location=ns.pop("repo"),
         password_file=ns.pop("password_file"),
         json=ns.pop("json") or command_json,
         quiet=ns.pop("quiet"),
         append_only=ns.pop("append_only"),
+        no_lock=no_lock,
     )
     kwargs = {k: v for k, v in ns.items() if not k.startswith("_")}
     rv = handler(cli, **kwargs)

@@ -9,7 +9,10 @@ from contextlib import contextmanager
 from stackvault.errors import (
     AppendOnlyRefused,
     ConfigError,
+    ObjectLocked,
     RepositoryNotFound,
+    StoreFull,
+    StorePermissionDenied,
     UnsupportedFormat,
     UsageError,
     WrongPassword,
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any, TextIO
 
+    from stackvault.repo.lock import RepositoryLock
     from stackvault.repo.repository import Repository
     from stackvault.store.base import Store
 
@@ -94,6 +98,7 @@ class Cli:
         json: bool = False,
         quiet: bool = False,
         append_only: bool = False,
+        no_lock: bool = False,
     ) -> None:
         self.repo_location = repo_location
         self.password_file = password_file
@@ -102,6 +107,8 @@ class Cli:
         self.append_only = append_only or env_flag(ENV_APPEND_ONLY)
         """--append-only / STACKVAULT_APPEND_ONLY: the repository (not a copy's source) is
         opened so that nothing can be deleted or overwritten (locks excepted)."""
+        self.no_lock = no_lock
+        """--no-lock: commands that only read a repository read it without locking it."""
 
     # --- output ---------------------------------------------------------------------------
 
@@ -248,12 +255,17 @@ class Cli:
         header: dict[str, Any] | None = None,
         password: Callable[[], bytes] | None = None,
         role: str | None = None,
+        reads_only: bool = False,
     ) -> Iterator[Repository]:
         """Open the repository, optionally lock it and load the index; always unlock.
 
         By default the repository of --repo with the normal password; `copy` passes the
         ``store`` (closed here in the end), its ``header`` if already read, a ``password``
         source and the ``role`` ("source", "destination") that errors name.
+
+        ``reads_only``: the command only reads this repository. It takes no lock with
+        --no-lock, and reads it without one (after a notice) where the lock cannot be
+        written because the repository is read-only (a read-only mount, no write permission).
         """
         from stackvault.repo.keys import damaged_key_error, damaged_keys
         from stackvault.repo.repository import Repository
@@ -279,16 +291,39 @@ class Cli:
                     "it opens with it",
                     hint=_hint(role, exc),
                 ) from exc
-            if lock is None:
+            if lock is not None and reads_only and self.no_lock:
+                lock = None
+            held: RepositoryLock | None = None
+            if lock is not None:
+                held = repo.lock(exclusive=exclusive, operation=lock)
+                try:
+                    held.acquire()
+                except StorePermissionDenied as exc:
+                    if not reads_only or isinstance(exc, ObjectLocked):
+                        raise
+                    held = None
+                    which = f"the {role} repository" if role else "the repository"
+                    self.notice(
+                        f"notice: {which} {store.describe()} is read-only ({exc.message}), "
+                        "so it is read without a lock"
+                    )
+                except StoreFull as exc:
+                    if not reads_only:
+                        raise
+                    raise StoreFull(
+                        exc.message,
+                        hint=f"{exc.hint or 'free space'}, or pass --no-lock to read it "
+                        "without writing a lock",
+                    ) from exc
+            try:
+                if held is not None:
+                    repo.lock_time = held.store_time
                 if index:
                     repo.load_index()
                 yield repo
-                return
-            with repo.lock(exclusive=exclusive, operation=lock) as held:
-                repo.lock_time = held.store_time
-                if index:
-                    repo.load_index()
-                yield repo
+            finally:
+                if held is not None:
+                    held.release()
         finally:
             self.close_store(store)
 

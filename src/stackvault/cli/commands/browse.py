@@ -15,14 +15,14 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Subparsers) -> None:
-    p = add_command(subparsers, "snapshots", snapshots)
+    p = add_command(subparsers, "snapshots", snapshots, reads_only=True)
     p.add_argument("--host", metavar="HOST", help="Only snapshots of this host.")
     p.add_argument(
         "--tag", action="append", default=[], metavar="TAG", help="Only snapshots with this tag."
     )
     add_json_option(p)
 
-    p = add_command(subparsers, "ls", ls)
+    p = add_command(subparsers, "ls", ls, reads_only=True)
     p.add_argument("snapshot", metavar="SNAPSHOT", help="Snapshot id prefix or 'latest'.")
     p.add_argument(
         "path",
@@ -34,12 +34,12 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("-l", "--long", action="store_true", help="Show mode, owner, size and time.")
     add_json_option(p)
 
-    p = add_command(subparsers, "diff", diff)
+    p = add_command(subparsers, "diff", diff, reads_only=True)
     p.add_argument("snapshot1", metavar="SNAPSHOT1", help="The older snapshot.")
     p.add_argument("snapshot2", metavar="SNAPSHOT2", help="The newer snapshot.")
     add_json_option(p)
 
-    p = add_command(subparsers, "stats", stats)
+    p = add_command(subparsers, "stats", stats, reads_only=True)
     add_json_option(p)
 
 
@@ -150,7 +150,7 @@ def diff(cli: Cli, *, snapshot1: str, snapshot2: str) -> None:
 
 def stats(cli: Cli) -> None:
     """Show repository size, deduplication and compression figures."""
-    with cli.open_repo(lock="stats") as repo:
+    with cli.open_repo(lock="stats", reads_only=True) as repo:
         snaps = repo.list_snapshots()
         restore_size = sum(int(s.summary.get("bytes", 0)) for s in snaps)
         blobs = list(repo.index.items())

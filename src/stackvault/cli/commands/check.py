@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Subparsers) -> None:
-    p = add_command(subparsers, "check", check)
+    p = add_command(subparsers, "check", check, reads_only=True)
     p.add_argument(
         "--read-data",
         action="store_true",
@@ -42,7 +42,7 @@ def check(cli: Cli, *, read_data: bool, read_data_subset: str | None) -> int | N
     from stackvault.repo.check import Checker
 
     subset = _parse_subset(read_data_subset) if read_data_subset else None
-    with cli.open_repo(lock="check", index=False) as repo:
+    with cli.open_repo(lock="check", index=False, reads_only=True) as repo:
         report = Checker(repo, read_data=read_data, subset=subset).run()
     if cli.json:
         cli.emit_json(

@@ -24,7 +24,7 @@ def add_from_password_file(parser: Parser) -> None:
 
 
 def register(subparsers: Subparsers) -> None:
-    p = add_command(subparsers, "copy", copy)
+    p = add_command(subparsers, "copy", copy, reads_only=True)
     p.add_argument(
         "snapshots",
         nargs="*",
@@ -123,6 +123,7 @@ def copy(
                 header=source_header,
                 password=lambda: cli.source_password(from_password_file),
                 role="source",
+                reads_only=True,  # --no-lock and a read-only source: the source only
             )
         )
         dest = stack.enter_context(

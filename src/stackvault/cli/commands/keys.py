@@ -30,7 +30,7 @@ def register(subparsers: Subparsers) -> None:
     keys = add_group(
         subparsers, "key", help="Manage the passwords (keys) that open the repository."
     )
-    p = add_command(keys, "list", key_list)
+    p = add_command(keys, "list", key_list, reads_only=True)
     add_json_option(p)
     p = add_command(keys, "add", key_add)
     _new_password_file(p)

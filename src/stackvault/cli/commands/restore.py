@@ -19,7 +19,7 @@ SNAPSHOT_HELP = "Snapshot id prefix or 'latest'."
 
 
 def register(subparsers: Subparsers) -> None:
-    p = add_command(subparsers, "restore", restore)
+    p = add_command(subparsers, "restore", restore, reads_only=True)
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     p.add_argument("-t", "--target", metavar="DIR", help="Directory to restore into.")
     p.add_argument(
@@ -59,11 +59,11 @@ def register(subparsers: Subparsers) -> None:
     )
     add_json_option(p)
 
-    p = add_command(subparsers, "dump", dump)
+    p = add_command(subparsers, "dump", dump, reads_only=True)
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     p.add_argument("path", metavar="PATH", help="Absolute path of a file inside the snapshot.")
 
-    p = add_command(subparsers, "export", export_cmd)
+    p = add_command(subparsers, "export", export_cmd, reads_only=True)
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     p.add_argument(
         "-o",
@@ -74,7 +74,7 @@ def register(subparsers: Subparsers) -> None:
     )
     p.add_argument("--path", default="/", metavar="PATH", help="Export only this subtree.")
 
-    p = add_command(subparsers, "sha256sums", sha256sums)
+    p = add_command(subparsers, "sha256sums", sha256sums, reads_only=True)
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     p.add_argument("--path", default="/", metavar="PATH", help="Only files below this path.")
 
@@ -104,7 +104,7 @@ def restore(
         raise UsageError("give --target DIR (or --artifact NAME --to URL)")
     if no_owner:
         raise UsageError("--no-owner applies to --to URL restores only")
-    with cli.open_repo(lock="restore") as repo:
+    with cli.open_repo(lock="restore", reads_only=True) as repo:
         snap = repo.find_snapshot(snapshot)
         root_tree = None
         if artifact is not None:
@@ -172,9 +172,16 @@ def restore_to(
     from stackvault.errors import SourceError
     from stackvault.sources.registry import open_source
 
+    if overwrite and cli.no_lock:
+        raise UsageError(
+            "--no-lock cannot be used with --overwrite --to: the safety snapshot of the "
+            "target is written into the repository, which must be locked for it",
+            hint="leave out --no-lock",
+        )
     open_source(to)  # a malformed URL fails before the repository is opened
-    # A safety snapshot may be written: the lock of a backup.
-    with cli.open_repo(lock="backup") as repo:
+    # With --overwrite a safety snapshot is written: the lock of a backup. Without, the
+    # repository is only read.
+    with cli.open_repo(lock="backup" if overwrite else "restore", reads_only=not overwrite) as repo:
         snap = repo.find_snapshot(snapshot)
         progress = make_progress(cli, "restore")
         try:
@@ -231,7 +238,7 @@ def dump(cli: Cli, *, snapshot: str, path: str) -> None:
     """Write one file of a snapshot to standard output."""
     from stackvault.engine.filedata import find_node, read_file_blobs
 
-    with cli.open_repo(lock="dump") as repo:
+    with cli.open_repo(lock="dump", reads_only=True) as repo:
         snap = repo.find_snapshot(snapshot)
         node = find_node(repo, snap, path)
         if node.type != "file":
@@ -246,7 +253,7 @@ def export_cmd(cli: Cli, *, snapshot: str, output: str, path: str) -> None:
     """Export a snapshot as a plain tar file that any machine can read."""
     from stackvault.engine.export import export_tar
 
-    with cli.open_repo(lock="export") as repo:
+    with cli.open_repo(lock="export", reads_only=True) as repo:
         snap = repo.find_snapshot(snapshot)
         if output == "-":
             members, size = export_tar(repo, snap, sys.stdout.buffer, path)
@@ -275,7 +282,7 @@ def sha256sums(cli: Cli, *, snapshot: str, path: str) -> None:
     """
     from stackvault.engine.browse import walk
 
-    with cli.open_repo(lock="sha256sums") as repo:
+    with cli.open_repo(lock="sha256sums", reads_only=True) as repo:
         snap = repo.find_snapshot(snapshot)
         out = sys.stdout.buffer
         for abspath, node in walk(repo, snap, path):
