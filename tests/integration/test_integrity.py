@@ -899,3 +899,51 @@ def test_snapshot_time_without_zone_is_taken_as_utc(two_snapshots: TwoSnapshots,
     assert list(listed)[-1] == planted  # sorted with the others, newest last
     res = cli("forget", "--keep-last", "1", "--dry-run")
     assert res.code == 0, res.out + res.err
+
+
+# --- a damaged tree blob ------------------------------------------------------------------------
+
+
+def test_damaged_directory_listing_loses_only_that_directory(
+    two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path
+) -> None:
+    """The tree of ``shared/`` is damaged: restore, ls and export do everything else, name
+    the directory and exit 20 at the end; a restore that does not need it succeeds."""
+    t = two_snapshots
+    r = open_repo(t.repo)
+    snap = r.find_snapshot(t.snap2)
+    shared = str(t.src / "shared")
+    node = next(n for p, n in r.iter_tree(snap.tree) if p == shared)
+    assert node.subtree is not None
+    entry = r.index.get(node.subtree)
+    assert entry is not None
+    flip_byte(t.repo / pack_name(entry.pack_id), entry.offset + entry.length // 2)
+
+    target = tmp_path / "r"
+    res = cli("restore", t.snap2, "--target", target)
+    assert res.code == EXIT_INTEGRITY, res.out + res.err
+    assert "shared/" in res.err and "Traceback" not in res.err
+    only2 = inside(target, t.src) / "only2.bin"
+    assert only2.read_bytes() == Path(t.only2).read_bytes()
+    assert (inside(target, t.src) / "shared").is_dir()
+    assert not any((inside(target, t.src) / "shared").iterdir())
+
+    res = cli("restore", t.snap2, "--target", tmp_path / "one", "--include", t.only2)
+    assert res.code == 0, res.out + res.err
+    assert (inside(tmp_path / "one", t.src) / "only2.bin").read_bytes() == only2.read_bytes()
+
+    res = cli("--json", "ls", t.snap2)
+    assert res.code == EXIT_INTEGRITY, res.err
+    listed = {e["path"] for e in res.json()}
+    assert t.only2 in listed and shared in listed
+    assert not any(p.startswith(shared + "/") for p in listed)
+    assert shared in res.err
+
+    tar = tmp_path / "out.tar"
+    res = cli("export", t.snap2, "--output", tar)
+    assert res.code == EXIT_INTEGRITY, res.out + res.err
+    import tarfile
+
+    with tarfile.open(tar) as archive:
+        names = archive.getnames()
+    assert t.only2.lstrip("/") in names and shared.lstrip("/") in names

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from stackvault.engine.filedata import find_node
+from stackvault.errors import IntegrityError
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, walk_trees
 
 
-def walk(repo: Repository, snapshot: Snapshot, path: str = "/") -> Iterator[tuple[str, Node]]:
-    """``(absolute path, node)`` for ``path`` and everything below it, depth first."""
+def walk(
+    repo: Repository,
+    snapshot: Snapshot,
+    path: str = "/",
+    on_error: Callable[[str, IntegrityError], None] | None = None,
+) -> Iterator[tuple[str, Node]]:
+    """``(absolute path, node)`` for ``path`` and everything below it, depth first. A
+    directory whose listing cannot be read raises `IntegrityError`, or with ``on_error`` is
+    reported there and skipped (see `walk_trees`)."""
     node = find_node(repo, snapshot, path)
     base = "/" + "/".join(p for p in path.split("/") if p)
     if base != "/":
         yield base, node
     if node.type == "dir" and node.subtree is not None:
-        yield from walk_trees(repo.load_tree, node.subtree, "" if base == "/" else base)
+        yield from walk_trees(
+            repo.load_tree, node.subtree, "" if base == "/" else base, on_error=on_error
+        )
 
 
 @dataclass(frozen=True)

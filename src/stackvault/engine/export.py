@@ -10,6 +10,7 @@ authenticated and checked against the snapshot's SHA-256 on the way out.
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Callable
 from typing import BinaryIO
 
 from stackvault.engine.browse import walk
@@ -21,15 +22,20 @@ from stackvault.repo.tree import Node
 
 
 def export_tar(
-    repo: Repository, snapshot: Snapshot, out: BinaryIO, path: str = "/"
+    repo: Repository,
+    snapshot: Snapshot,
+    out: BinaryIO,
+    path: str = "/",
+    on_error: Callable[[str, IntegrityError], None] | None = None,
 ) -> tuple[int, int]:
-    """Write the snapshot (or the subtree at ``path``) as tar to ``out``.
+    """Write the snapshot (or the subtree at ``path``) as tar to ``out``. A directory whose
+    listing cannot be read is written empty and reported to ``on_error`` (raises without).
 
     Returns ``(members, bytes of file data)``."""
     members = total = 0
     first_link: dict[str, str] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for abspath, node in walk(repo, snapshot, path):
+        for abspath, node in walk(repo, snapshot, path, on_error=on_error):
             name = abspath.lstrip("/")
             info = _tarinfo(name, node)
             if node.type == "file" and node.hardlink and node.hardlink in first_link:

@@ -131,6 +131,17 @@ class RestoreJob:
     def _wanted(self, path: str, is_dir: bool) -> bool:
         return self._include is None or self._include.excluded(path, is_dir)
 
+    def _may_want_below(self, directory: str) -> bool:
+        """Whether a file below ``directory`` (itself not included) could be wanted: unknown
+        for any pattern with wildcards or not anchored at the root; for a plain path, only if
+        it lies below."""
+        for pattern in self.opts.include or ():
+            if not pattern.startswith("/") or any(c in pattern for c in "*?["):
+                return True
+            if pattern.rstrip("/").startswith(directory + "/"):
+                return True
+        return False
+
     def _walk(
         self, tree_id: bytes, rel: list[str], included: bool
     ) -> Iterator[tuple[list[str], Node, bool]]:
@@ -152,7 +163,15 @@ class RestoreJob:
             inc = inc_base or self._wanted("/" + "/".join(parts), node.type == "dir")
             yield parts, node, inc
             if node.type == "dir" and node.subtree is not None:
-                stack.append((parts, inc, iter(self.repo.load_tree(node.subtree))))
+                try:
+                    below = self.repo.load_tree(node.subtree)
+                except IntegrityError as exc:
+                    # Everything else is still restored; this directory stays empty and the
+                    # restore fails at the end, naming it.
+                    if inc or self._may_want_below("/" + "/".join(parts)):
+                        self._file_failed("/".join(parts) + "/", f"its listing is lost: {exc}")
+                    continue
+                stack.append((parts, inc, iter(below)))
 
     # --- doing ------------------------------------------------------------------------------
 

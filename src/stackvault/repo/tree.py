@@ -164,12 +164,19 @@ def decode_tree(data: bytes) -> list[Node]:
 
 
 def walk_trees(
-    load: Callable[[bytes], list[Node]], tree_id: bytes, prefix: str = ""
+    load: Callable[[bytes], list[Node]],
+    tree_id: bytes,
+    prefix: str = "",
+    on_error: Callable[[str, IntegrityError], None] | None = None,
 ) -> Iterator[tuple[str, Node]]:
     """Depth-first ``(path, node)`` for every node below tree ``tree_id``, each directory
     before its contents; paths are ``prefix`` + ``/name`` per level. Trees come from ``load``
     (`Repository.load_tree`), one at a time as the walk reaches them. Iterative: a snapshot
-    may be deeper than Python's recursion limit."""
+    may be deeper than Python's recursion limit.
+
+    A directory whose tree cannot be loaded raises `IntegrityError`, unless ``on_error`` is
+    given: then it is called with the directory's path and the error, and the walk goes on
+    with the rest (the directory is yielded, its contents are not)."""
     stack: list[tuple[str, Iterator[Node]]] = [(prefix, iter(load(tree_id)))]
     while stack:
         base, nodes = stack[-1]
@@ -180,7 +187,14 @@ def walk_trees(
         path = f"{base}/{node.name}"
         yield path, node
         if node.type == "dir" and node.subtree is not None:
-            stack.append((path, iter(load(node.subtree))))
+            try:
+                below = load(node.subtree)
+            except IntegrityError as exc:
+                if on_error is None:
+                    raise
+                on_error(path, exc)
+                continue
+            stack.append((path, iter(below)))
 
 
 def rewrite_tree(data: bytes, mapping: Mapping[bytes, bytes]) -> bytes:

@@ -81,9 +81,15 @@ def ls(cli: Cli, *, snapshot: str, path: str, long: bool) -> None:
 
     from stackvault.engine.browse import walk
 
+    lost: list[tuple[str, IntegrityError]] = []
+
+    def on_error(directory: str, exc: IntegrityError) -> None:
+        lost.append((directory, exc))
+        cli.warn(f"{directory}/: its listing is lost ({exc})")
+
     with cli.open_repo() as repo:
         snap = repo.find_snapshot(snapshot)
-        entries = list(walk(repo, snap, path))
+        entries = list(walk(repo, snap, path, on_error=on_error))
     if cli.json:
         cli.emit_json(
             [
@@ -102,8 +108,7 @@ def ls(cli: Cli, *, snapshot: str, path: str, long: bool) -> None:
                 for p, n in entries
             ]
         )
-        return
-    for p, n in entries:
+    for p, n in entries if not cli.json else ():
         if long:
             when = datetime.fromtimestamp(n.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
             link = f" -> {n.target}" if n.type == "symlink" else ""
@@ -113,6 +118,12 @@ def ls(cli: Cli, *, snapshot: str, path: str, long: bool) -> None:
             )
         else:
             cli.print(p)
+    if lost:
+        raise IntegrityError(
+            f"{len(lost)} director(ies) could not be listed because repository data is "
+            f"damaged, first: {lost[0][0]}/ ({lost[0][1]}); everything else was listed",
+            hint="run `stackvault check` to see what is affected and how to repair it",
+        )
 
 
 def diff(cli: Cli, *, snapshot1: str, snapshot2: str) -> None:

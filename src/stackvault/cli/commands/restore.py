@@ -8,7 +8,7 @@ import sys
 from stackvault.cli.app import add_command, add_json_option
 from stackvault.cli.commands.backup import make_progress
 from stackvault.cli.render import human_bytes
-from stackvault.errors import PathNotFound, StackvaultError, UsageError
+from stackvault.errors import IntegrityError, PathNotFound, StackvaultError, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -253,17 +253,24 @@ def export_cmd(cli: Cli, *, snapshot: str, output: str, path: str) -> None:
     """Export a snapshot as a plain tar file that any machine can read."""
     from stackvault.engine.export import export_tar
 
+    lost: list[tuple[str, IntegrityError]] = []
+
+    def on_error(directory: str, exc: IntegrityError) -> None:
+        lost.append((directory, exc))
+        cli.warn(f"{directory}/: its listing is lost ({exc}); exported empty")
+
     with cli.open_repo(lock="export", reads_only=True) as repo:
         snap = repo.find_snapshot(snapshot)
         if output == "-":
-            members, size = export_tar(repo, snap, sys.stdout.buffer, path)
+            members, size = export_tar(repo, snap, sys.stdout.buffer, path, on_error)
+            _lost_listings(lost, "exported")
             return
         if os.path.exists(output):
             raise UsageError(f"{output} exists; refusing to overwrite it")
         tmp = f"{output}.partial"
         try:
             with open(tmp, "wb") as f:
-                members, size = export_tar(repo, snap, f, path)
+                members, size = export_tar(repo, snap, f, path, on_error)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, output)
@@ -272,6 +279,17 @@ def export_cmd(cli: Cli, *, snapshot: str, output: str, path: str) -> None:
                 os.unlink(tmp)
             raise
     cli.notice(f"exported {members} entries ({human_bytes(size)}) to {output}")
+    _lost_listings(lost, "exported")
+
+
+def _lost_listings(lost: list[tuple[str, IntegrityError]], done: str) -> None:
+    """Fail (exit 20) at the end if directories could not be listed; the rest was done."""
+    if lost:
+        raise IntegrityError(
+            f"{len(lost)} director(ies) could not be listed because repository data is "
+            f"damaged, first: {lost[0][0]}/ ({lost[0][1]}); everything else was {done}",
+            hint="run `stackvault check` to see what is affected and how to repair it",
+        )
 
 
 def sha256sums(cli: Cli, *, snapshot: str, path: str) -> None:
