@@ -49,7 +49,7 @@ from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_userna
 from stackvault.repo.pack import pack_name, storage_id
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
 from stackvault.repo.spans import SpanData, missing_blob
-from stackvault.repo.tree import Node, decode_tree
+from stackvault.repo.tree import Node, decode_tree, walk_trees
 from stackvault.repo.treepacks import TreePacks
 from stackvault.repo.writer import BlobWriter
 from stackvault.store.base import Retention, Store
@@ -526,9 +526,6 @@ class Repository:
         return new_id
 
     def iter_tree(self, tree_id: bytes, prefix: str = "") -> Iterator[tuple[str, Node]]:
-        """Depth-first ``(path, node)`` for every node below a tree; paths use ``/``."""
-        for node in self.load_tree(tree_id):
-            path = f"{prefix}/{node.name}"
-            yield path, node
-            if node.type == "dir" and node.subtree is not None:
-                yield from self.iter_tree(node.subtree, path)
+        """Depth-first ``(path, node)`` for every node below a tree; paths use ``/``
+        (`walk_trees`: iterative, any depth)."""
+        return walk_trees(self.load_tree, tree_id, prefix)
