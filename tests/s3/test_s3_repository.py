@@ -293,3 +293,25 @@ def test_copy_from_a_local_repository_to_s3_and_back(
     assert cli("-r", back, "restore", "latest", "--target", out_back).code == 0
     assert describe(inside(out_back, src)) == describe(src)
     assert cli("-r", back, "check", "--read-data").code == 0
+
+
+def test_children_do_not_see_the_repository_s3_secret(
+    cli: Cli, s3_repo: str, s3_env: S3Credentials, tmp_path: Path
+) -> None:
+    """A command's output stored in an S3 repository must not hold the repository's own
+    credentials: children get no AWS secret variables (the key id alone is no credential)."""
+    assert cli(*FAST_INIT).code == 0
+    res = cli("backup", "--stdin-from-command", "env", "--stdin-filename", "env.txt")
+    assert res.code == 0, res.err
+    out = tmp_path / "r"
+    assert cli("restore", "latest", "--target", out).code == 0
+    shown = (out / "env.txt").read_text()
+    assert "PATH=" in shown
+    assert s3_env.secret_key not in shown and "AWS_SECRET_ACCESS_KEY" not in shown
+    # A local repository in the next command leaves a child's AWS variables alone.
+    local = tmp_path / "local"
+    assert cli("-r", local, *FAST_INIT).code == 0
+    res = cli("-r", local, "backup", "--stdin-from-command", "env", "--stdin-filename", "e")
+    assert res.code == 0, res.err
+    assert cli("-r", local, "restore", "latest", "--target", tmp_path / "l").code == 0
+    assert s3_env.secret_key in (tmp_path / "l" / "e").read_text()

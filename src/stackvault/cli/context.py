@@ -109,6 +109,9 @@ class Cli:
         opened so that nothing can be deleted or overwritten (locks excepted)."""
         self.no_lock = no_lock
         """--no-lock: commands that only read a repository read it without locking it."""
+        from stackvault.sources.childenv import hide_repository_credentials
+
+        hide_repository_credentials(False)  # until this command opens an S3 repository
 
     # --- output ---------------------------------------------------------------------------
 
@@ -157,6 +160,10 @@ class Cli:
             append_only=self.append_only if append_only is None else append_only,
         )
         store.set_notice(self.notice)
+        if store.capabilities().remote:
+            from stackvault.sources.childenv import hide_repository_credentials
+
+            hide_repository_credentials()
         return store
 
     def refuse_if_append_only(
