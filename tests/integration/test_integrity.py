@@ -947,3 +947,34 @@ def test_damaged_directory_listing_loses_only_that_directory(
     with tarfile.open(tar) as archive:
         names = archive.getnames()
     assert t.only2.lstrip("/") in names and shared.lstrip("/") in names
+
+
+def test_owner_beyond_this_systems_range_is_a_notice(
+    initialised: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """A tree from another system may hold a uid or gid this platform cannot represent: the
+    entries are restored (owned by the restoring user) with a notice each, not a crash."""
+
+    def build(f: Callable[[bytes], Node]) -> list[Node]:
+        big = f(b"big-owner.txt=data of a file owned by uid 2**40")
+        big.uid, big.gid = 2**40, 2**33
+        negative = f(b"negative.txt=negative owner")
+        negative.uid = -7
+        link = Node(name="link", type="symlink", target="big-owner.txt", uid=2**40)
+        sub = _dir("sub", [f(b"inner.txt=inner")])
+        sub.uid = 2**35
+        return [big, negative, link, sub]
+
+    snap = hostile_snapshot(initialised, build)
+    target = tmp_path / "r"
+    res = cli("restore", snap, "--target", target, "--verify")
+    assert res.code == 0, res.out + res.err
+    assert "Traceback" not in res.err and "internal error" not in res.err
+    assert (target / "big-owner.txt").read_text() == "data of a file owned by uid 2**40"
+    assert (target / "sub" / "inner.txt").read_text() == "inner"
+    assert os.readlink(target / "link") == "big-owner.txt"
+    for name in ("big-owner.txt", "negative.txt", "link", "sub"):
+        assert f"'{name}': cannot restore owner" in res.err, res.err
+    assert (target / "big-owner.txt").stat().st_uid == os.getuid()
+    res = cli("ls", "-l", snap)
+    assert res.code == 0 and "big-owner.txt" in res.out, res.err

@@ -214,8 +214,8 @@ class RestoreTarget:
             if self.restore_owner:
                 try:
                     os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-                except OSError as exc:
-                    notices = self._owner_failed(parts, exc)
+                except (OSError, OverflowError) as exc:
+                    notices = self._owner_failed(parts, exc, uid, gid)
             try:
                 os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
             except OSError as exc:
@@ -290,8 +290,8 @@ class RestoreTarget:
         if self.restore_owner:
             try:
                 os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-            except OSError as exc:
-                notices.extend(self._owner_failed(parts, exc))
+            except (OSError, OverflowError) as exc:
+                notices.extend(self._owner_failed(parts, exc, uid, gid))
         for key, value in xattrs:
             try:
                 os.setxattr(f"/proc/self/fd/{pfd}/{name}", key, value, follow_symlinks=False)
@@ -361,8 +361,8 @@ class RestoreTarget:
         if self.restore_owner:
             try:
                 os.fchown(fd, uid, gid)
-            except OSError as exc:
-                notices.extend(self._owner_failed(parts, exc))
+            except (OSError, OverflowError) as exc:
+                notices.extend(self._owner_failed(parts, exc, uid, gid))
         for name, value in xattrs:
             try:
                 os.setxattr(fd, name, value)
@@ -406,8 +406,18 @@ class RestoreTarget:
             raise RuntimeError("RestoreTarget.prepare() was not called")
         return self._dirs
 
-    def _owner_failed(self, parts: Sequence[str], exc: OSError) -> list[str]:
-        """Notices for a failed chown; errors other than 'not permitted' are raised."""
+    def _owner_failed(
+        self, parts: Sequence[str], exc: OSError | OverflowError, uid: int, gid: int
+    ) -> list[str]:
+        """Notices for a failed chown; errors other than 'not permitted' or 'not representable
+        here' are raised."""
+        if isinstance(exc, OverflowError):
+            # A uid or gid beyond this platform's range (another system, or a tree from a
+            # newer program): the entry is restored, owned by whoever restores it.
+            return [
+                f"'{show(parts)}': cannot restore owner {uid}:{gid}: out of this system's "
+                "range; left owned by the restoring user"
+            ]
         if exc.errno not in _OWNER_REFUSED:
             raise os_failure(self.root, parts, exc) from exc
         if not self.is_root_user:
