@@ -34,7 +34,13 @@ from typing import Any
 
 from stackvault.clock import Clock
 from stackvault.crypto.envelope import Envelope
-from stackvault.errors import IntegrityError, ObjectNotFound, RepositoryLocked, StoreError
+from stackvault.errors import (
+    IntegrityError,
+    ObjectNotFound,
+    RepositoryLocked,
+    StoreError,
+    StoreFull,
+)
 from stackvault.store.base import Store
 
 LOCK_AAD = b"sv1:lock"
@@ -248,8 +254,12 @@ class RepositoryLock:
         operation: str,
         lease_s: int = DEFAULT_LEASE_S,
         notice: Callable[[str], None] = lambda _m: None,
+        on_full: Callable[[], bool] | None = None,
     ) -> None:
         self._store = store
+        self._on_full = on_full
+        """Called when the store is too full to write the lock; if it made room (True), the
+        lock is written again once."""
         self._envelope = envelope
         self._clock = clock
         self.exclusive = exclusive
@@ -302,7 +312,12 @@ class RepositoryLock:
         The lock is written first and the others are judged after: its modification time in
         the store is the store's "now" against which their leases run, and two processes
         writing at the same moment both see each other (and both back off)."""
-        self._name = self._write()
+        try:
+            self._name = self._write()
+        except StoreFull:
+            if self._on_full is None or not self._on_full():
+                raise
+            self._name = self._write()
         locks = list_locks(self._store, self._envelope, self._notice)
         mine = next((lk for lk in locks if self._name == f"locks/{lk.id}"), None)
         store_now = mine.stored if mine is not None else None

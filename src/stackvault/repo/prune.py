@@ -30,13 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from stackvault.errors import IntegrityError, ObjectLocked, ObjectNotFound
+from stackvault.errors import IntegrityError, ObjectLocked, ObjectNotFound, StoreFull
 from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.index import encode_index
 from stackvault.repo.lock import DEFAULT_LEASE_S
 from stackvault.repo.pack import PackedBlob, pack_name, storage_id
 from stackvault.repo.packheaders import load_pack_headers
 from stackvault.repo.repository import Repository
+from stackvault.repo.reserve import write_reserve
 from stackvault.store.base import ObjectInfo, Store
 
 DEFAULT_REPACK_THRESHOLD = 0.2
@@ -94,6 +95,8 @@ class PrunePlan:
     damaged_index: list[str] = field(default_factory=list)
     """Index files that could not be read: replaced by the new index, whose packs prune
     learnt from their headers."""
+    low_space: bool = False
+    """The store was full: prune deleted in the low-space order and repacked nothing."""
 
     @property
     def next_release(self) -> datetime | None:
@@ -313,12 +316,32 @@ def _request_pool(store: Store) -> ThreadPoolExecutor:
 def execute_prune(
     repo: Repository, plan: PrunePlan, notice: Callable[[str], None] = lambda _m: None
 ) -> None:
-    """Carry out a plan made under the same exclusive lock."""
+    """Carry out a plan made under the same exclusive lock.
+
+    If the store is too full for the repacked packs or the new index, nothing has been
+    deleted yet; prune then frees space in the low-space order (`_execute_low_space`). In
+    the end it writes the space reserve again if there is room (`repo/reserve.py`)."""
     leftovers = repo.store.cleanup()
     if leftovers:
         notice(f"removed {leftovers} temporary file(s) left by interrupted writes")
     if plan.nothing_to_do:
+        write_reserve(repo.store)
         return
+    try:
+        _execute(repo, plan, notice)
+    except StoreFull:
+        if not plan.rewrites_index:
+            raise
+        notice(
+            "the store is full: prune frees space in the low-space order instead (no "
+            "repacking; old index files are deleted before the new one is written)"
+        )
+        _execute_low_space(repo, plan, notice)
+    write_reserve(repo.store)
+
+
+def _execute(repo: Repository, plan: PrunePlan, notice: Callable[[str], None]) -> None:
+    """The normal order: repacked packs, new index, then deletions (FORMAT.md §10)."""
     packs = plan.pack_blobs
     if plan.repack_packs:
         writer = repo.writer()
@@ -364,6 +387,43 @@ def execute_prune(
         until = plan.extend_until
         with _request_pool(repo.store) as pool:
             list(pool.map(lambda n: repo.store.set_retention(n, until), plan.extend))
+
+
+def _execute_low_space(repo: Repository, plan: PrunePlan, notice: Callable[[str], None]) -> None:
+    """Free space on a full store without writing anything first.
+
+    1. Packs no index lists whose headers showed nothing used go (nothing refers to them).
+    2. The old index files go: from here until step 3 the packs are unindexed, which a crash
+       leaves recoverable (`repair index`, or the next prune, reads their headers) and never
+       lets an index name a deleted pack.
+    3. The new index is written into the space the old ones held (it names fewer packs).
+    4. The unused packs go. Packs that were to be repacked are kept whole.
+    """
+    plan.low_space = True
+    for pack_id in plan.repack_packs:
+        blobs = plan.pack_blobs[pack_id]
+        live = sum(b.length for b in blobs if b.blob_id in plan.used_blobs)
+        plan.bytes_freed -= sum(b.length for b in blobs) - live
+        plan.bytes_repacked -= live
+        plan.keep_packs.append(pack_id)
+    plan.repack_packs = []
+    for name in plan.unindexed_packs:
+        _delete(repo, name, plan)
+    for name in plan.old_index:
+        _delete(repo, name, plan)
+    kept = [(p, plan.pack_blobs[p]) for p in plan.keep_packs]
+    data = encode_index(repo.envelope, kept)
+    try:
+        repo.store.put(f"index/{storage_id(data).hex()}", data)
+    except StoreFull as exc:
+        raise StoreFull(
+            f"prune could not write the new index even after deleting the old ones ({exc}); "
+            "no data was deleted, but the packs are unindexed",
+            hint="free some space on the store's file system, then run `stackvault repair index`",
+        ) from exc
+    for pack_id in plan.delete_packs:
+        _delete(repo, pack_name(pack_id), plan)
+    notice(f"removed {len(plan.delete_packs) + len(plan.unindexed_packs)} pack(s)")
 
 
 def _delete(repo: Repository, name: str, plan: PrunePlan) -> None:

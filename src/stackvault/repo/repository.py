@@ -47,6 +47,7 @@ from stackvault.repo.config import (
 from stackvault.repo.index import Index, IndexFile, decode_index_file
 from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_username
 from stackvault.repo.pack import pack_name, storage_id
+from stackvault.repo.reserve import release_reserve, write_reserve
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
 from stackvault.repo.spans import SpanData, missing_blob
 from stackvault.repo.tree import Node, decode_tree, walk_trees
@@ -147,6 +148,7 @@ class Repository:
         )
         store.configure_retention(object_lock)
         key_id = cls._write_key(store, master, password, kdf or KdfParams(), clock)
+        write_reserve(store)
         # config last: a repository without config is "not a repository", never half a one.
         store.put(CONFIG_NAME, config.encode(master.envelope()))
         return cls(store, config, master, key_id, clock, notice)
@@ -213,7 +215,9 @@ class Repository:
     # --- locks ------------------------------------------------------------------------------
 
     def lock(self, *, exclusive: bool, operation: str) -> RepositoryLock:
-        """A lock for an operation; use as a context manager."""
+        """A lock for an operation; use as a context manager. An exclusive lock (the
+        operations that free space) that finds the store full releases the space reserve
+        to be written (`repo/reserve.py`)."""
         return RepositoryLock(
             self.store,
             self.envelope,
@@ -222,6 +226,7 @@ class Repository:
             operation=operation,
             lease_s=self.lock_lease_s,
             notice=self.notice,
+            on_full=(lambda: release_reserve(self.store, self.notice)) if exclusive else None,
         )
 
     # --- index ------------------------------------------------------------------------------

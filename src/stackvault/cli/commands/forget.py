@@ -112,6 +112,7 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool, margin: timedelta) -> dict
         "safety_margin_s": int(margin.total_seconds()),
         "unreadable_packs_kept": sorted(plan.unreadable_packs),
         "damaged_index_replaced": len(plan.damaged_index) if plan.rewrites_index else 0,
+        "low_space": plan.low_space,
         "objects_locked": len(plan.locked),
         "bytes_locked": plan.bytes_locked,
         "next_release": release.isoformat() if release else None,
