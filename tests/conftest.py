@@ -32,6 +32,16 @@ class Result:
         return json.loads(self.out)
 
 
+def assert_one_line_error(res: Result) -> str:
+    """The run failed with exactly one ``stackvault: error:`` line and no traceback."""
+    assert res.code != 0
+    assert "Traceback" not in res.err
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 1, res.err
+    assert lines[0].startswith("stackvault: error: "), res.err
+    return lines[0]
+
+
 @pytest.fixture
 def repo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Environment pointing at a fresh (not yet initialised) repository path."""

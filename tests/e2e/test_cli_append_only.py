@@ -10,20 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_INIT, PASSWORD, Result, describe, inside, make_tree
+from conftest import FAST_INIT, PASSWORD, Result, assert_one_line_error, describe, inside, make_tree
 from stackvault.errors import ObjectExists
 from stackvault.store.local import LocalStore
 
 Cli = Callable[..., Result]
-
-
-def assert_one_line_error(res: Result) -> str:
-    assert res.code != 0
-    assert "Traceback" not in res.err
-    lines = res.err.strip().splitlines()
-    assert len(lines) == 1, res.err
-    assert lines[0].startswith("stackvault: error: "), res.err
-    return lines[0]
 
 
 def tree_state(repo: Path) -> dict[str, bytes]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_INIT, PASSWORD, Result, make_tree, run_subprocess
+from conftest import FAST_INIT, PASSWORD, Result, assert_one_line_error, make_tree, run_subprocess
 
 Cli = Callable[..., Result]
 MiB = 1024 * 1024
@@ -57,16 +57,6 @@ def make_socket(path: Path) -> None:
     finally:
         os.chdir(cwd)
     assert stat.S_ISSOCK(os.lstat(path).st_mode)
-
-
-def assert_one_line_error(res: Result) -> str:
-    """The run failed with exactly one ``stackvault: error:`` line and no traceback."""
-    assert res.code != 0
-    assert "Traceback" not in res.err
-    lines = res.err.strip().splitlines()
-    assert len(lines) == 1, res.err
-    assert lines[0].startswith("stackvault: error: "), res.err
-    return lines[0]
 
 
 def backup_json(cli: Cli, *args: object) -> dict[str, Any]:

@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_INIT, PASSWORD, Result, describe, inside, make_tree, run_subprocess
+from conftest import (
+    FAST_INIT,
+    PASSWORD,
+    Result,
+    assert_one_line_error,
+    describe,
+    inside,
+    make_tree,
+    run_subprocess,
+)
 from stackvault.engine.copy import CopyJob
 
 Cli = Callable[..., Result]
@@ -23,16 +32,6 @@ SOURCE_PASSWORD = "the source's own password"
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def assert_one_line_error(res: Result) -> str:
-    """The run failed with exactly one ``stackvault: error:`` line and no traceback."""
-    assert res.code != 0
-    assert "Traceback" not in res.err
-    lines = res.err.strip().splitlines()
-    assert len(lines) == 1, res.err
-    assert lines[0].startswith("stackvault: error: "), res.err
-    return lines[0]
 
 
 def snapshots(cli: Cli, repo: Path) -> list[dict[str, Any]]:

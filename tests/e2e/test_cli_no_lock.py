@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_INIT, PASSWORD, Result, describe, inside, make_tree
+from conftest import FAST_INIT, PASSWORD, Result, assert_one_line_error, describe, inside, make_tree
 from stackvault.errors import EXIT_LOCKED, EXIT_USAGE
 from stackvault.repo.repository import Repository
 from stackvault.store.local import LocalStore
@@ -26,16 +26,6 @@ from support.dirsource import register_dir_sources
 Cli = Callable[..., Result]
 NOTICE = "is read-only"
 WITHOUT_LOCK = "so it is read without a lock"
-
-
-def assert_one_line_error(res: Result) -> str:
-    """The run failed with exactly one ``stackvault: error:`` line and no traceback."""
-    assert res.code != 0
-    assert "Traceback" not in res.err
-    lines = res.err.strip().splitlines()
-    assert len(lines) == 1, res.err
-    assert lines[0].startswith("stackvault: error: "), res.err
-    return lines[0]
 
 
 def lock_files(repo: Path) -> list[str]:
