@@ -978,3 +978,25 @@ def test_owner_beyond_this_systems_range_is_a_notice(
     assert (target / "big-owner.txt").stat().st_uid == os.getuid()
     res = cli("ls", "-l", snap)
     assert res.code == 0 and "big-owner.txt" in res.out, res.err
+
+
+def test_a_backup_after_a_pack_vanished_stores_its_data_again(
+    two_snapshots: TwoSnapshots, cli: Cli, tmp_path: Path
+) -> None:
+    """No repair run yet: the backup must not reuse blobs of the missing pack (nor the
+    parent's files that need them); its snapshot restores whole, and so does the old one
+    whose data it stored again."""
+    t = two_snapshots
+    loc = locate_blob(t.repo, t.snap2, t.only2)
+    loc.pack.unlink()
+    for args in (("backup", t.src), ("backup", "--force", t.src)):
+        res = cli("--json", *args)
+        assert res.code == 0, res.out + res.err
+        assert "pack(s) the index lists are missing" in res.err and "repair index" in res.err
+        target = tmp_path / res.json()["id"]
+        res = cli("restore", res.json()["id"], "--target", target, "--verify")
+        assert res.code == 0, res.out + res.err
+        assert restored_state(target, t.src) == t.state2
+    res = cli("restore", t.snap2, "--target", tmp_path / "old", "--verify")
+    assert res.code == 0, res.out + res.err
+    assert restored_state(tmp_path / "old", t.src) == t.state2

@@ -524,6 +524,9 @@ class BackupJob:
             )
         file_paths = paths
         paths = sorted(paths + [artifact_path(n) for n in names])
+        # A pack that vanished must not be reused (blobs or a parent's files): its data is
+        # stored again, which also heals older snapshots that need it.
+        self.repo.drop_missing_packs("; this backup stores their data again where it still exists")
         parent = self._find_parent(host, paths)
         writer = self.repo.writer()
         pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="backup")

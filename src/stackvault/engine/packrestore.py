@@ -181,7 +181,10 @@ class PackRestorer:
         for blob_id in node.content:
             entry = self.repo.index.get(blob_id)
             if entry is None:
-                self._failed("/".join(rel), f"blob {blob_id.hex()[:12]} is not in the index")
+                try:
+                    self.repo.index_entry(blob_id)  # raises, saying why (missing pack?)
+                except IntegrityError as exc:
+                    self._failed("/".join(rel), str(exc))
                 return
             refs.append(_Ref(entry, blob_id, task, offset))
             offset += entry.raw_length

@@ -365,6 +365,8 @@ class RestoreJob:
         """Restore; raise `IntegrityError` at the end if any file could not be restored."""
         target = RestoreTarget(self.opts.target, overwrite=self.opts.overwrite)
         target.prepare()
+        # Blobs of a pack that vanished are read from another copy where one exists.
+        self.repo.drop_missing_packs()
         # Two lanes of file threads: one for small files (in batches), one for files of
         # several blobs, so that the creation of many small files (Python glue and system
         # calls) overlaps with the hashing and writing of large ones. One thread per lane by

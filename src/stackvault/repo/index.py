@@ -64,6 +64,25 @@ class Index:
             for kind, blob_id, offset, length, raw_length in blobs:
                 keep(blob_id, IndexEntry(pack_id, offset, length, raw_length, kind))
 
+    def drop_packs(self, pack_ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        """Forget ``pack_ids`` (packs that are gone): a blob they held is then listed by
+        another pack that holds it, or not at all. Returns the blobs no longer listed
+        anywhere, each with the pack it was in."""
+        gone = set(pack_ids)
+        with self._lock:
+            for pack_id in gone:
+                self._packs.pop(pack_id, None)
+            stale = {b: e.pack_id for b, e in self._blobs.items() if e.pack_id in gone}
+            for blob_id in stale:
+                del self._blobs[blob_id]
+            for pack_id, blobs in self._packs.items():
+                for kind, blob_id, offset, length, raw_length in blobs:
+                    if blob_id in stale and blob_id not in self._blobs:
+                        self._blobs[blob_id] = IndexEntry(
+                            pack_id, offset, length, raw_length, kind
+                        )
+            return {b: p for b, p in stale.items() if b not in self._blobs}
+
     def packs(self) -> dict[bytes, list[PackedBlob]]:
         """Pack id → the blobs the index lists in it (a copy)."""
         with self._lock:

@@ -93,6 +93,8 @@ class Repository:
         """Index files still present but replaced by a newer one (see `load_index`)."""
         self.damaged_index: list[str] = []
         """Index files that could not be read when the index was loaded."""
+        self._lost: dict[bytes, bytes] = {}
+        """Blobs whose only pack was found missing (`drop_missing_packs`) → that pack."""
         self.lock_time: datetime | None = None
         """The store's time when this session's lock was taken (`RepositoryLock.store_time`),
         set by whoever holds the lock; prune measures the age of packs against it."""
@@ -285,6 +287,25 @@ class Repository:
                 for pack_id, blobs in index_file.packs:
                     self.index.add_pack(pack_id, blobs)
 
+    def drop_missing_packs(self, consequence: str = "") -> list[str]:
+        """Forget, for this session, the index entries of packs the store does not hold
+        (one listing of ``data/``): a blob they held is then found in another pack that holds
+        it, or is missing — so a backup neither reuses it nor trusts a parent's files that
+        need it (it stores the data again), and a restore reads the copy that exists. Warns
+        with ``consequence`` added; returns the names of the missing packs (index files keep
+        naming them until `repair index`)."""
+        stored = {info.name for info in self.store.list("data/")}
+        missing = [p for p in self.index.pack_ids() if pack_name(p) not in stored]
+        if missing:
+            lost = self.index.drop_packs(missing)
+            self._lost.update(lost)
+            self.notice(
+                f"warning: {len(missing)} pack(s) the index lists are missing from the "
+                f"repository ({len(lost)} blob(s) stored nowhere else){consequence}; run "
+                "`stackvault check` and `stackvault repair index`"
+            )
+        return sorted(pack_name(p) for p in missing)
+
     def has_blob(self, blob_id: bytes) -> bool:
         """True if the loaded index lists the blob (stored in a completely written pack)."""
         return blob_id in self.index
@@ -341,6 +362,11 @@ class Repository:
         """Where a blob is stored; raises `IntegrityError` if the index does not list it."""
         entry = self.index.get(blob_id)
         if entry is None:
+            pack = self._lost.get(blob_id)
+            if pack is not None:
+                raise IntegrityError(
+                    f"blob {blob_id.hex()[:12]} is in pack {pack.hex()[:12]}, which is missing"
+                )
             raise IntegrityError(f"blob {blob_id.hex()[:12]} is not in the index")
         return entry
 
