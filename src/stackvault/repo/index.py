@@ -78,9 +78,7 @@ class Index:
             for pack_id, blobs in self._packs.items():
                 for kind, blob_id, offset, length, raw_length in blobs:
                     if blob_id in stale and blob_id not in self._blobs:
-                        self._blobs[blob_id] = IndexEntry(
-                            pack_id, offset, length, raw_length, kind
-                        )
+                        self._blobs[blob_id] = IndexEntry(pack_id, offset, length, raw_length, kind)
             return {b: p for b, p in stale.items() if b not in self._blobs}
 
     def packs(self) -> dict[bytes, list[PackedBlob]]:
