@@ -11,8 +11,12 @@ verifier such as ``pg_restore -f /dev/null``), then writes one marker line to st
     @@stackvault-end rc=0 bytes=123 sha256=ab… verify=0
 
 `finish` compares those figures with what arrived here, so a stream the engine cut short can
-never pass as complete. The container therefore needs ``sh``, ``tee``, ``sha256sum``, ``wc``
-and ``mkfifo`` (every Debian, Alpine and BusyBox based image has them).
+never pass as complete. A lost connection to the engine is named as such: the stream ends in
+the middle of a frame, or it ends while the command is still running (or the engine then
+fails the exec with status 126), or the engine no longer answers.
+
+The container therefore needs ``sh``, ``tee``, ``sha256sum``, ``wc`` and ``mkfifo`` (every
+Debian, Alpine and BusyBox based image has them).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ _END = re.compile(
     r"(?: verify=(?P<verify>-?\d+))?$"
 )
 _RECV = 256 * 1024
+_GRACE = 5.0  # seconds the engine gets to report an exec as ended once its stream has ended
 
 
 def shell_env_exports(env_from: Mapping[str, str]) -> str:
@@ -99,6 +104,27 @@ def _output_script(argv: Sequence[str], verify: Sequence[str] | None, prefix: st
     return "\n".join(line for line in lines if line)
 
 
+def _reason(exc: BaseException) -> str:
+    """The operating system's words at the bottom of a requests/urllib3 error ("Connection
+    refused"), else the engine's explanation or the error's first line."""
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        error = todo.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+        todo += [a for a in error.args if isinstance(a, BaseException)]
+        todo += [e for e in (error.__cause__, error.__context__) if e is not None]
+    explanation = getattr(exc, "explanation", None)
+    if isinstance(explanation, str) and explanation.strip():
+        return explanation.strip().splitlines()[0][:300]
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 class _Demux:
     """Reads the multiplexed frames of an exec connection."""
 
@@ -113,12 +139,15 @@ class _Demux:
             chunk = self.raw.recv(_RECV)
             if not chunk:
                 self.eof = True
+                if self._buf:  # the engine writes whole frames: the connection broke
+                    raise ConnectionError("the stream ended in the middle of a frame")
                 return False
             self._buf += chunk
         return True
 
     def frame(self) -> tuple[int, bytes] | None:
-        """The next (stream, payload); None at the end of the connection."""
+        """The next (stream, payload); None at the end of the connection, `ConnectionError`
+        if it ends inside a frame."""
         if not self._fill(_HEADER.size):
             return None
         stream, length = _HEADER.unpack_from(self._buf)
@@ -200,15 +229,32 @@ class ContainerRunner(Runner):
             raise api_error(f"running {argv[0]} in container {self.container.name}", exc) from exc
         return exec_id, _Demux(sock)
 
-    def _exit_code(self, exec_id: str, timeout: float = 30) -> int:
+    def _exec_info(self, exec_id: str) -> dict[str, Any]:
+        try:
+            return dict(self.client.api.exec_inspect(exec_id))
+        except Exception as exc:  # docker's APIError, requests' ConnectionError, ...
+            raise SourceError(
+                f"lost the connection to the Docker engine while running a command {self.where} "
+                f"({_reason(exc)})",
+                hint="check that the engine runs, then run the backup again",
+            ) from exc
+
+    def _wait_exec(self, exec_id: str, timeout: float) -> dict[str, Any] | None:
+        """The exec's final state; None if it is still running after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            info = self.client.api.exec_inspect(exec_id)
+            info = self._exec_info(exec_id)
             if not info.get("Running") and info.get("ExitCode") is not None:
-                return int(info["ExitCode"])
+                return info
             if time.monotonic() > deadline:
-                raise SourceError(f"the exec in container {self.container.name} did not end")
+                return None
             time.sleep(0.02)
+
+    def _exit_code(self, exec_id: str, timeout: float = 30) -> int:
+        info = self._wait_exec(exec_id, timeout)
+        if info is None:
+            raise SourceError(f"the exec in container {self.container.name} did not end")
+        return int(info["ExitCode"])
 
     def _missing_tool(self, argv: Sequence[str], output: str) -> SourceError | None:
         """The engine's own error when the program does not exist in the container."""
@@ -346,13 +392,10 @@ class _ContainerOutput(OutputStream):
             self._demux.close()
         if self._stderr_buf:
             self._on_stderr(b"\n")
-        code = self._runner._exit_code(self._exec_id)
         end = self._end
         if end is None:
-            raise self.failure(
-                f"ended without its completion record (exec {describe_exit(code)})",
-                "the stream is not trusted",
-            )
+            raise self._without_record()
+        self._runner._exit_code(self._exec_id)
         rc = int(end["rc"])
         if rc == 127:
             raise SourceError(
@@ -382,6 +425,22 @@ class _ContainerOutput(OutputStream):
             inside_size=inside_size,
             inside_sha256=inside_sha,
             sha256=self._sha.hexdigest(),
+        )
+
+    def _without_record(self) -> SourceError:
+        """The stream ended without its completion record: the command (or the container)
+        died, or the connection to the engine was lost."""
+        info = self._runner._wait_exec(self._exec_id, _GRACE)
+        # The engine ends an exec stream only once the command has ended, and it fails an
+        # exec it had started (a Pid) with status 126 when it can no longer write the stream.
+        if info is None or (int(info["ExitCode"]) == 126 and info.get("Pid")):
+            return self.failure(
+                "lost its exec connection (the stream ended while the command was still running)",
+                "nothing of it was recorded as complete",
+            )
+        return self.failure(
+            f"ended without its completion record (exec {describe_exit(int(info['ExitCode']))})",
+            "the stream is not trusted",
         )
 
     def abort(self) -> None:
