@@ -1,52 +1,40 @@
-"""The file backup pipeline (engine layer): walk → chunk → dedup → pack → index → snapshot.
+"""A backup run (engine layer): walk → chunk → dedup → pack → index → snapshot.
 
-The main thread walks directories and builds trees; files of at least the minimum chunk size
-are read, chunked and hashed by a bounded pool of worker threads (the native libraries release
-the GIL) and their chunks compressed and encrypted on the writer's pool. Smaller files are read
-and hashed by the main thread itself, when it would otherwise wait (`SmallFiles`), and sealed
-by the writer in batches; full packs are uploaded by the writer's own pool. The snapshot is
-written only after every pack and index file is durable, and never when the run fails or is
-interrupted.
+`BackupJob` is the run: it checks the options, finds the parent snapshot, captures the
+application sources (`engine/capture.py`), has the paths (or a command's output) turned into
+trees (`engine/filetree.py`: the walk, the file readers, the trees), and writes the snapshot
+with its summary — only after every pack and index file is durable, and never when the run
+fails or is interrupted.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from stackvault.chunking.cdc import Chunker
-from stackvault.chunking.streamcut import StreamCutter
 from stackvault.engine.artifacts import RESERVED, artifact_path
 from stackvault.engine.capture import SourceCapture
-from stackvault.engine.listing import DirectoryLister, Listing
-from stackvault.engine.nodes import Completions, Pending, node_from_entry, same_metadata
+from stackvault.engine.filetree import FileTreeBackup
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.scan import start_totals
-from stackvault.engine.smallfiles import SmallFiles
 from stackvault.errors import (
     Interrupted,
     SourceError,
-    SourceVanished,
     UsageError,
 )
-from stackvault.repo.blob import BlobType
 from stackvault.repo.lock import current_username
 from stackvault.repo.repository import PROGRAM, Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.repo.tree import Node, encode_tree, valid_name
+from stackvault.repo.tree import Node, valid_name
 from stackvault.repo.writer import BlobWriter
 from stackvault.sources.base import Source
 from stackvault.sources.command import CommandStream
 from stackvault.sources.exclude import ExcludeMatcher
-from stackvault.sources.files import VANISHED, FileWalker, Problem
-from stackvault.sources.fsentry import FsEntry, entry_from_stat
+from stackvault.sources.files import FileWalker, Problem
 
 
 @dataclass
@@ -90,32 +78,6 @@ class BackupResult:
     problems: list[Problem]
 
 
-@dataclass
-class _Counts:
-    files: int = 0
-    dirs: int = 0
-    bytes: int = 0
-    files_new: int = 0
-    files_changed: int = 0
-    files_unmodified: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@dataclass
-class _DirWalk:
-    """A directory on the walk's stack: its listing, the next child to take on, and what its
-    children will give (nodes, or futures of them)."""
-
-    entry: FsEntry
-    old: Node | None
-    listing: Listing
-    out: Future[Node | None]
-    """Resolved to the directory's node once every child is stored."""
-    next: int = 0
-    pending: list[Pending] = field(default_factory=list)
-    deferred: list[tuple[FsEntry, Node | None]] = field(default_factory=list)
-
-
 class BackupJob:
     """One backup run. Create, then call `run` once."""
 
@@ -131,21 +93,10 @@ class BackupJob:
         self.progress: Progress = progress or NullProgress()
         self.problems: list[Problem] = []
         self._problems_lock = threading.Lock()
-        self._counts = _Counts()
         self._stop = threading.Event()
-        self._local = threading.local()
-        self._hardlinks: dict[str, Future[Node | None]] = {}
-        self._completions = Completions()
-        self._lister = DirectoryLister(repo, self.progress, force=options.force, stop=self._stop)
-        workers = options.workers or max(2, (os.cpu_count() or 2))
-        self._workers = workers
-        self._slots = threading.BoundedSemaphore(workers * 4)
-        # Small files the walking thread reads when it would otherwise wait (smallfiles.py).
-        self._small = SmallFiles()
-        # Whole-file SHA-256 of large files, computed behind their chunking (StreamCutter).
-        self._digests = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digest")
+        self._workers = options.workers or max(2, (os.cpu_count() or 2))
 
-    # --- problems and per-thread state --------------------------------------------------------
+    # --- problems --------------------------------------------------------
 
     def _problem(self, problem: Problem) -> None:
         with self._problems_lock:
@@ -153,16 +104,6 @@ class BackupJob:
         self.progress.notice(
             f"{'error' if problem.incomplete else 'notice'}: {problem.path}: {problem.message}"
         )
-
-    def _cutter(self) -> StreamCutter:
-        """This thread's chunker and read buffer, made on first use and kept for the run."""
-        cutter: StreamCutter | None = getattr(self._local, "cutter", None)
-        if cutter is None:
-            cfg = self.repo.config
-            cutter = self._local.cutter = StreamCutter(
-                Chunker(cfg.chunker, self.repo.master.chunker_seed), self._digests
-            )
-        return cutter
 
     # --- parent ---------------------------------------------------------------------------
 
@@ -176,305 +117,6 @@ class BackupJob:
             if snap.hostname == host and sorted(snap.paths) == paths:
                 return snap
         return None
-
-    # --- files ----------------------------------------------------------------------------
-
-    def _store_stream(self, writer: BlobWriter, stream: object) -> tuple[list[bytes], str, int]:
-        """Chunk, hash and store a byte stream; return (blob ids, sha256 hex, size)."""
-        sha = hashlib.sha256()
-        content: list[bytes] = []
-        size = 0
-        master = self.repo.master
-        for chunk in self._cutter().chunks(stream, sha):
-            if self._stop.is_set():
-                raise Interrupted("backup interrupted")
-            blob_id = master.blob_id(chunk)
-            writer.save(BlobType.DATA, chunk, blob_id)
-            content.append(blob_id)
-            size += len(chunk)
-            self.progress.advance(bytes_=len(chunk))
-        return content, sha.hexdigest(), size
-
-    def _store_small(
-        self, writer: BlobWriter, walker: FileWalker, entry: FsEntry
-    ) -> tuple[list[bytes], str, int]:
-        """A file below the minimum chunk size is one chunk: one read, no chunker set-up.
-
-        Gives the same blobs as `_store_stream` would (the chunker never cuts below its
-        minimum), so deduplication does not depend on which path a file took.
-        """
-        small = self.repo.config.chunker.min
-        data = walker.read_small_file(entry, small)
-        if len(data) >= small:  # grew since it was listed
-            with walker.open_regular_file(entry) as f:
-                return self._store_stream(writer, f)
-        if self._stop.is_set():
-            raise Interrupted("backup interrupted")
-        content: list[bytes] = []
-        if data:
-            blob_id = self.repo.master.blob_id(data)
-            writer.save(BlobType.DATA, data, blob_id)
-            content.append(blob_id)
-        self.progress.advance(bytes_=len(data))
-        return content, hashlib.sha256(data).hexdigest(), len(data)
-
-    def _backup_file(
-        self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
-    ) -> Node | None:
-        try:
-            return self._read_file(writer, walker, entry, old)
-        finally:
-            self._slots.release()
-
-    def _read_file(
-        self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
-    ) -> Node | None:
-        try:
-            node = node_from_entry(entry)
-            try:
-                if entry.size < self.repo.config.chunker.min:
-                    node.content, node.sha256, node.size = self._store_small(writer, walker, entry)
-                else:
-                    with walker.open_regular_file(entry) as f:
-                        node.content, node.sha256, node.size = self._store_stream(writer, f)
-            except OSError as exc:
-                raise SourceError(f"read failed: {exc.strerror or exc}") from exc
-            if node.size != entry.size:
-                self._problem(Problem(entry.path, "file changed size while being read", False))
-            with self._counts.lock:
-                self._counts.files += 1
-                self._counts.bytes += node.size
-                if old is None:
-                    self._counts.files_new += 1
-                else:
-                    self._counts.files_changed += 1
-            self.progress.advance(files=1)
-            return node
-        except SourceVanished:
-            self._problem(Problem(entry.path, VANISHED, False))
-            return None
-        except SourceError as exc:
-            self._problem(Problem(entry.path, str(exc), True))
-            return None
-
-    def _reuse(self, entry: FsEntry, old: Node | None) -> Node | None:
-        """The node of an unchanged file, built from its parent node without reading it."""
-        if old is None or not self._lister.unchanged(entry, old):
-            return None
-        if same_metadata(entry, old):
-            node = old  # nodes are never changed once built, so the parent's can be shared
-        else:
-            node = node_from_entry(entry)
-            node.content, node.sha256, node.size = list(old.content), old.sha256, old.size
-        with self._counts.lock:
-            self._counts.files += 1
-            self._counts.files_unmodified += 1
-            self._counts.bytes += node.size
-        self.progress.advance(files=1, bytes_=node.size)
-        return node
-
-    def _submit_file(
-        self,
-        pool: ThreadPoolExecutor,
-        writer: BlobWriter,
-        walker: FileWalker,
-        entry: FsEntry,
-        old: Node | None,
-    ) -> Future[Node | None] | Node:
-        key = f"{entry.device}:{entry.inode}" if entry.nlink > 1 else None
-        if key is not None and key in self._hardlinks:
-            return self._linked(self._hardlinks[key], entry, self._counts)
-        self._small.acquire(self._slots)  # back-pressure on the walker
-        fut = pool.submit(self._backup_file, writer, walker, entry, old)
-        if key is not None:
-            self._hardlinks[key] = fut
-        return fut
-
-    @staticmethod
-    def _linked(first: Future[Node | None], entry: FsEntry, counts: _Counts) -> Future[Node | None]:
-        out: Future[Node | None] = Future()
-
-        def done(f: Future[Node | None]) -> None:
-            src = f.result()
-            if src is None:
-                out.set_result(None)
-                return
-            node = node_from_entry(entry)
-            node.content, node.sha256, node.size = list(src.content), src.sha256, src.size
-            with counts.lock:
-                counts.files += 1
-                counts.files_new += 1
-                counts.bytes += node.size
-            out.set_result(node)
-
-        first.add_done_callback(done)
-        return out
-
-    # --- directories ------------------------------------------------------------------------
-
-    def _save_tree(self, writer: BlobWriter, nodes: list[Node]) -> bytes:
-        blob_id, _added = writer.save(BlobType.TREE, encode_tree(nodes))
-        return blob_id
-
-    def _backup_dir(
-        self,
-        pool: ThreadPoolExecutor,
-        writer: BlobWriter,
-        walker: FileWalker,
-        entry: FsEntry,
-        old: Node | None,
-    ) -> Future[Node | None]:
-        """Walk a directory and submit its files; the returned future resolves to its node
-        once every child is stored. The walk does not wait for a directory's files: it goes
-        on to the next directory while the workers read them. Depth first, with a stack of
-        its own rather than recursion: trees may be deeper than Python's recursion limit."""
-        top: Future[Node | None] = Future()
-        stack = [self._enter_dir(walker, entry, old, None, top)]
-        while stack:
-            walk = stack[-1]
-            sub = self._walk_children(pool, writer, walker, walk)
-            if sub is None:
-                stack.pop()
-                self._leave_dir(writer, walker, walk)
-                continue
-            child, prev, ahead = sub
-            out: Future[Node | None] = Future()
-            walk.pending.append(out)
-            stack.append(self._enter_dir(walker, child, prev, ahead, out))
-        return top
-
-    def _enter_dir(
-        self,
-        walker: FileWalker,
-        entry: FsEntry,
-        old: Node | None,
-        listed: Future[Listing] | None,
-        out: Future[Node | None],
-    ) -> _DirWalk:
-        """Start walking a directory: its listing (``listed`` if it was started ahead)."""
-        if self._stop.is_set():
-            raise Interrupted("backup interrupted")
-        if listed is None:
-            listing = self._lister.list(walker, entry, old)
-        else:
-            self._small.wait(listed)
-            listing = self._lister.take(listed)
-        return _DirWalk(entry, old, listing, out)
-
-    def _walk_children(
-        self, pool: ThreadPoolExecutor, writer: BlobWriter, walker: FileWalker, walk: _DirWalk
-    ) -> tuple[FsEntry, Node | None, Future[Listing] | None] | None:
-        """Take on the directory's next children up to its next subdirectory, which is
-        returned (with its parent node and its listing if started ahead) for the caller to
-        walk; None once every child is taken on."""
-        children, old_children = walk.listing.children, walk.listing.old_children
-        pending, deferred = walk.pending, walk.deferred
-        small = self.repo.config.chunker.min
-        while walk.next < len(children):
-            child = children[walk.next]
-            walk.next += 1
-            prev = old_children.get(child.name)
-            if child.kind == "dir":
-                return child, prev, walk.listing.ahead.get(child.name)
-            if child.kind != "file":
-                pending.append(node_from_entry(child))
-            elif (reused := self._reuse(child, prev)) is not None:
-                pending.append(reused)
-            elif child.size < small and child.nlink == 1:
-                # Small files are read by this thread: their cost is Python glue, which
-                # threads cannot share (the GIL), and handing them to a pool costs more than
-                # it saves. It reads them when it would otherwise wait (smallfiles.py).
-                deferred.append((child, prev))
-            else:
-                pending.append(self._submit_file(pool, writer, walker, child, prev))
-        return None
-
-    def _leave_dir(self, writer: BlobWriter, walker: FileWalker, walk: _DirWalk) -> None:
-        """Every child is taken on: have the directory's node made once they are stored."""
-        if walk.deferred:
-            read = functools.partial(self._read_file, writer, walker)
-            walk.pending.extend(self._small.defer(read, walk.deferred))
-        entry, old, old_children = walk.entry, walk.old, walk.listing.old_children
-
-        def finish(kept: list[Node]) -> Node:
-            node = node_from_entry(entry)
-            if (
-                old is not None
-                and old.subtree is not None
-                and len(kept) == len(old_children)
-                and all((o := old_children.get(n.name)) is n or o == n for n in kept)
-            ):
-                # Nothing below changed: the tree would serialise to the same bytes, so it
-                # has the same id. Skip encoding, hashing and the index lookup.
-                node.subtree = old.subtree
-            else:
-                node.subtree = self._save_tree(writer, kept)
-            with self._counts.lock:
-                self._counts.dirs += 1
-            return node
-
-        self._completions.when_all(walk.pending, finish, walk.out)
-
-    def _backup_root(
-        self,
-        pool: ThreadPoolExecutor,
-        writer: BlobWriter,
-        walker: FileWalker,
-        path: str,
-        old: Node | None,
-    ) -> Node | Future[Node | None] | None:
-        entry = walker.stat_root(path)
-        if entry is None:
-            return None
-        if entry.kind == "dir":
-            return self._backup_dir(pool, writer, walker, entry, old)
-        if entry.kind == "file":
-            reused = self._reuse(entry, old)
-            return (
-                reused
-                if reused is not None
-                else self._submit_file(pool, writer, walker, entry, old)
-            )
-        return node_from_entry(entry)
-
-    def _build_root(
-        self,
-        pool: ThreadPoolExecutor,
-        writer: BlobWriter,
-        walker: FileWalker,
-        paths: list[str],
-        parent: Snapshot | None,
-        extra: list[Node],
-    ) -> bytes:
-        """Save the trees from ``/`` down to every backed-up path, with ``extra`` nodes added
-        to the root (the artifacts' directory); return the root tree id."""
-        parent_root = Node(name="", type="dir", subtree=parent.tree) if parent else None
-
-        def build(
-            prefix: str, members: list[str], old: Node | None, more: list[Node] | None = None
-        ) -> bytes:
-            olds = self._lister.parent_children(old)
-            groups: dict[str, list[str]] = {}
-            for p in members:
-                rest = p[len(prefix) :].lstrip("/")
-                groups.setdefault(rest.split("/", 1)[0], []).append(p)
-            nodes: list[Node | Future[Node | None] | None] = []
-            for name in sorted(groups):
-                full = f"{prefix.rstrip('/')}/{name}"
-                if full in groups[name]:
-                    nodes.append(self._backup_root(pool, writer, walker, full, olds.get(name)))
-                else:
-                    # A directory above a backed-up path: its own metadata, none of its
-                    # other contents.
-                    inter = node_from_entry(entry_from_stat(full, name, os.lstat(full)))
-                    inter.subtree = build(full, groups[name], olds.get(name))
-                    nodes.append(inter)
-            self._small.drain()
-            done = [n.result() if isinstance(n, Future) else n for n in nodes]
-            kept = [n for n in done if n is not None] + list(more or [])
-            return self._save_tree(writer, sorted(kept, key=lambda n: n.name))
-
-        return build("/", paths, parent_root, extra)
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -529,7 +171,14 @@ class BackupJob:
         self.repo.drop_missing_packs("; this backup stores their data again where it still exists")
         parent = self._find_parent(host, paths)
         writer = self.repo.writer()
-        pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="backup")
+        files = FileTreeBackup(
+            self.repo,
+            self.progress,
+            force=self.opts.force,
+            workers=self._workers,
+            stop=self._stop,
+            problem=self._problem,
+        )
         committed = False
         artifacts: list[dict[str, Any]] = []
         try:
@@ -541,8 +190,8 @@ class BackupJob:
                     self.repo,
                     writer,
                     self.progress,
-                    store_stream=lambda stream: self._store_stream(writer, stream),
-                    save_tree=lambda nodes: self._save_tree(writer, nodes),
+                    store_stream=lambda stream: files.store_stream(writer, stream),
+                    save_tree=lambda nodes: files.save_tree(writer, nodes),
                     problem=self._problem,
                     stopping=self._stop.is_set,
                 )
@@ -555,10 +204,9 @@ class BackupJob:
                     before_cut=self.opts.before_cut,
                     cut_at=self.opts.cut_at,
                 )
-                with self._counts.lock:
-                    self._counts.bytes += capture.bytes
+                files.counts.add(bytes=capture.bytes)
             if self.opts.stdin_command:
-                tree_id = self._backup_command(writer, extra)
+                tree_id = self._backup_command(files, writer, extra)
             else:
                 matcher = ExcludeMatcher(self.opts.excludes)
                 walker = FileWalker(matcher, self.opts.one_file_system, self._problem)
@@ -566,7 +214,7 @@ class BackupJob:
                 if self.opts.scan_totals and file_paths:
                     scanner = start_totals(paths, matcher, self.progress, parent)
                 try:
-                    tree_id = self._build_root(pool, writer, walker, file_paths, parent, extra)
+                    tree_id = files.build_root(writer, walker, file_paths, parent, extra)
                 finally:
                     if scanner:
                         scanner.stop()
@@ -580,16 +228,11 @@ class BackupJob:
             self._stop.set()
             raise
         finally:
-            if not committed:
-                self._stop.set()
-                self._small.cancel(Interrupted("backup stopped"))
-            self._lister.shutdown()
-            pool.shutdown(wait=True, cancel_futures=True)
-            self._digests.shutdown(wait=True)
+            files.close(committed=committed)
             writer.close(commit=committed)
         incomplete = [p for p in self.problems if p.incomplete]
         failed_artifacts = sum(1 for a in artifacts if not a["complete"])
-        c = self._counts
+        c = files.counts
         snap = Snapshot(
             time=self.repo.clock.now(),
             tree=tree_id,
@@ -623,10 +266,12 @@ class BackupJob:
         self.progress.close()
         return BackupResult(snap, self.problems)
 
-    def _backup_command(self, writer: BlobWriter, extra: list[Node]) -> bytes:
+    def _backup_command(
+        self, files: FileTreeBackup, writer: BlobWriter, extra: list[Node]
+    ) -> bytes:
         now = self.repo.clock.now()
         with CommandStream(self.opts.stdin_command or "") as stream:
-            content, sha, size = self._store_stream(writer, stream)
+            content, sha, size = files.store_stream(writer, stream)
         # CommandStream.__exit__ raised SourceError if the command failed: we only get here
         # when it exited 0.
         mtime = int(now.timestamp() * 1e9)
@@ -642,8 +287,5 @@ class BackupJob:
             content=content,
             sha256=sha,
         )
-        with self._counts.lock:
-            self._counts.files += 1
-            self._counts.files_new += 1
-            self._counts.bytes += size
-        return self._save_tree(writer, sorted([node, *extra], key=lambda n: n.name))
+        files.counts.add(files=1, files_new=1, bytes=size)
+        return files.save_tree(writer, sorted([node, *extra], key=lambda n: n.name))
