@@ -13,7 +13,8 @@ from conftest import describe, inside, make_tree
 from stackvault.chunking.cdc import ChunkerParams
 from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.backup import BackupJob, BackupOptions
-from stackvault.engine.copy import CopyJob, CopyResult, select_snapshots
+from stackvault.engine.copy import CopyJob, select_snapshots
+from stackvault.engine.copyresult import CopyResult
 from stackvault.engine.progress import NullProgress
 from stackvault.engine.restore import RestoreJob, RestoreOptions
 from stackvault.errors import IntegrityError, Interrupted, StorePermissionDenied

@@ -10,7 +10,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 if TYPE_CHECKING:
     from stackvault.cli.app import Parser, Subparsers
     from stackvault.cli.context import Cli
-    from stackvault.engine.copy import CopyStats, SnapshotCopy
+    from stackvault.engine.copyresult import CopyStats, SnapshotCopy
 
 
 def add_from_password_file(parser: Parser) -> None:
