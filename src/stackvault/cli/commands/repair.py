@@ -13,7 +13,7 @@ from stackvault.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from stackvault.cli.app import Subparsers
+    from stackvault.cli.app import Parser, Subparsers
     from stackvault.cli.context import Cli
 
 
@@ -27,14 +27,12 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="Read every pack's header, not only those the intact index files do not describe.",
     )
-    p.add_argument("-n", "--dry-run", action="store_true", help="Only report what would change.")
-    add_json_option(p)
+    _dry_run_and_json(p)
     p = add_command(group, "packs", repair_packs)
     p.add_argument(
         "pack_ids", nargs="+", metavar="PACK", help="Pack ids (prefixes), as `check` names them."
     )
-    p.add_argument("-n", "--dry-run", action="store_true", help="Only report what would change.")
-    add_json_option(p)
+    _dry_run_and_json(p)
     p = add_command(group, "snapshots", repair_snapshots)
     p.add_argument(
         "snapshot_ids", nargs="*", metavar="ID", help="Only these snapshots (default: all)."
@@ -44,6 +42,10 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="Remove each damaged snapshot once its repaired copy is saved.",
     )
+    _dry_run_and_json(p)
+
+
+def _dry_run_and_json(p: Parser) -> None:
     p.add_argument("-n", "--dry-run", action="store_true", help="Only report what would change.")
     add_json_option(p)
 
