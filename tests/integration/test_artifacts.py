@@ -34,7 +34,7 @@ from stackvault.errors import (
 from stackvault.repo.check import Checker
 from stackvault.repo.repository import Repository
 from stackvault.sources import registry
-from stackvault.sources.base import (
+from stackvault.sources.contract import (
     Source,
 )
 from stackvault.sources.url import SourceURL

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from stackvault.errors import SourceError, SourceVanished
-from stackvault.sources.exclude import ExcludeMatcher
-from stackvault.sources.files import FileWalker, Problem
-from stackvault.sources.fsentry import FsEntry
+from stackvault.fs.entry import FsEntry
+from stackvault.fs.exclude import ExcludeMatcher
+from stackvault.fs.walk import FileWalker, Problem
 
 MTIME_NS = 1_600_000_000_123_456_789
 

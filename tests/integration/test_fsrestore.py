@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 
 from stackvault.errors import IntegrityError, RestoreRefused, StackvaultError
-from stackvault.sources import fsdirs, fsrestore, fswriter
-from stackvault.sources.exclude import ExcludeMatcher
-from stackvault.sources.files import FileWalker, Problem
-from stackvault.sources.fsentry import FsEntry
-from stackvault.sources.fsrestore import RestoreTarget
+from stackvault.fs import safety as fsdirs
+from stackvault.fs import target as fsrestore
+from stackvault.fs import writer as fswriter
+from stackvault.fs.entry import FsEntry
+from stackvault.fs.exclude import ExcludeMatcher
+from stackvault.fs.target import RestoreTarget
+from stackvault.fs.walk import FileWalker, Problem
 
 MTIME_NS = 1_500_000_000_987_654_321
 

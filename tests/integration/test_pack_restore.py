@@ -18,12 +18,12 @@ from stackvault.engine import packrestore
 from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.restore import RestoreJob, RestoreOptions
 from stackvault.errors import IntegrityError, StorePermissionDenied
+from stackvault.fs.target import RestoreTarget
 from stackvault.repo import spans
 from stackvault.repo.blob import BlobType
 from stackvault.repo.pack import pack_name
 from stackvault.repo.repository import Repository
 from stackvault.repo.tree import Node
-from stackvault.sources.fsrestore import RestoreTarget
 from stackvault.store.base import Store
 from stackvault.store.faulty import FaultyStore
 from stackvault.store.memory import MemoryStore

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from stackvault.errors import IntegrityError, StackvaultError
-from stackvault.sources import fswriter
-from stackvault.sources.fsrestore import RestoreTarget
-from stackvault.sources.writemode import WriteMode
+from stackvault.fs import writer as fswriter
+from stackvault.fs.target import RestoreTarget
+from stackvault.fs.writemode import WriteMode
 
 MTIME_NS = 1_500_000_000_987_654_321
 STAGE = 256 * 1024

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import EntryMeta, Readable, RestoreOptions, StoredFile, compare_facts
+from stackvault.sources.contract import (
+    EntryMeta,
+    Readable,
+    RestoreOptions,
+    StoredFile,
+    compare_facts,
+)
 from stackvault.sources.docker.container import ContainerSource, mount_key
 from stackvault.sources.registry import open_source
 from support.artifacts import MemorySink

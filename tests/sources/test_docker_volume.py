@@ -31,7 +31,7 @@ import pytest
 
 from stackvault.engine.capture import CAPTURE_TRIES
 from stackvault.errors import RestoreRefused, SourceChanged, SourceError, UsageError
-from stackvault.sources.base import (
+from stackvault.sources.contract import (
     ArtifactEntry,
     EntryMeta,
     Readable,

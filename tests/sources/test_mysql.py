@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import RestoreOptions
-from stackvault.sources.mysql import DUMP, MANIFEST, USERS, MySQLSource, database_path
-from stackvault.sources.mysqlclient import (
+from stackvault.sources.contract import RestoreOptions
+from stackvault.sources.mysql.source import DUMP, MANIFEST, USERS, MySQLSource, database_path
+from stackvault.sources.mysql.tools import (
     DumpScanner,
     Endpoint,
     LoadFilter,
@@ -37,7 +37,7 @@ from stackvault.sources.mysqlclient import (
     translate,
 )
 from stackvault.sources.registry import open_source
-from stackvault.sources.runner import HostRunner
+from stackvault.sources.tools.runner import HostRunner
 from support.artifacts import MemorySink
 from support.dbcontainers import MariaDBContainer
 from support.dbservers import CommandError, MariaDBServer, free_port

@@ -26,17 +26,29 @@ from urllib.parse import quote
 import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import EntryMeta, Readable, RestoreOptions, StoredFile, compare_facts
-from stackvault.sources.pgsql import (
+from stackvault.sources.contract import (
+    EntryMeta,
+    Readable,
+    RestoreOptions,
+    StoredFile,
+    compare_facts,
+)
+from stackvault.sources.postgres.source import (
+    DUMP,
+    GLOBALS,
+    MANIFEST,
+    PostgresSource,
+    database_path,
+)
+from stackvault.sources.postgres.sql import filter_globals, split_guc_list
+from stackvault.sources.postgres.tools import (
     Endpoint,
     dbname_arg,
     tool_version_num,
     translate,
 )
-from stackvault.sources.pgsqltext import filter_globals, split_guc_list
-from stackvault.sources.postgres import DUMP, GLOBALS, MANIFEST, PostgresSource, database_path
 from stackvault.sources.registry import open_source
-from stackvault.sources.runner import HostRunner
+from stackvault.sources.tools.runner import HostRunner
 from support.artifacts import MemorySink
 from support.dbcontainers import PostgresContainer
 from support.dbservers import CommandError, PostgresServer, free_port

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import (
+from stackvault.sources.contract import (
     ArtifactEntry,
     EntryMeta,
     Readable,

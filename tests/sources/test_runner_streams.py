@@ -19,7 +19,7 @@ import pytest
 
 from stackvault.errors import SourceError
 from stackvault.sources.docker.exec import ContainerRunner
-from stackvault.sources.runner import HostRunner, OutputStream, Runner
+from stackvault.sources.tools.runner import HostRunner, OutputStream, Runner
 from support.dockerd import run_service_container
 
 if TYPE_CHECKING:

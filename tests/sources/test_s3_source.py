@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import EntryMeta, Readable, RestoreOptions, StoredFile, compare_facts
+from stackvault.sources.contract import (
+    EntryMeta,
+    Readable,
+    RestoreOptions,
+    StoredFile,
+    compare_facts,
+)
 from stackvault.sources.registry import open_source
 from stackvault.sources.s3bucket import BucketSource, artifact_paths, key_from_path
 from stackvault.sources.url import SourceURL

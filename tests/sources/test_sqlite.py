@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import RestoreOptions, compare_facts
+from stackvault.sources.contract import RestoreOptions, compare_facts
 from stackvault.sources.registry import open_source
 from stackvault.sources.sqlite import DATABASE, SQLiteSource
 from stackvault.sources.url import SourceURL

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.base import (
+from stackvault.sources.contract import (
     ArtifactEntry,
     ArtifactReader,
     ArtifactSink,

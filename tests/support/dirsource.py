@@ -19,7 +19,7 @@ import pytest
 
 from stackvault.errors import SourceChanged, SourceError
 from stackvault.sources import registry
-from stackvault.sources.base import (
+from stackvault.sources.contract import (
     ArtifactReader,
     ArtifactSink,
     EntryMeta,

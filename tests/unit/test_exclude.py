@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stackvault.errors import UsageError
-from stackvault.sources.exclude import ExcludeMatcher, load_exclude_file
+from stackvault.fs.exclude import ExcludeMatcher, load_exclude_file
 
 
 def excluded(patterns: list[str], path: str, is_dir: bool = False) -> bool:

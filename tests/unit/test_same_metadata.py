@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from stackvault.engine.nodes import node_from_entry, same_metadata
+from stackvault.fs.entry import FsEntry
 from stackvault.repo.tree import Node
-from stackvault.sources.fsentry import FsEntry
 
 ENTRY = FsEntry(
     name="doc.json",

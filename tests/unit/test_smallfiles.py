@@ -11,8 +11,8 @@ import pytest
 
 from stackvault.engine.smallfiles import SmallFiles
 from stackvault.errors import Interrupted
+from stackvault.fs.entry import FsEntry
 from stackvault.repo.tree import Node
-from stackvault.sources.fsentry import FsEntry
 
 
 def entry(name: str) -> FsEntry:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from stackvault.sources.writemode import EXPLORE, MARGIN, PROBE, RECORD_MIN, WriteMode
+from stackvault.fs.writemode import EXPLORE, MARGIN, PROBE, RECORD_MIN, WriteMode
 
 MB = 1 << 20
 

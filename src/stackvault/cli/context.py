@@ -109,7 +109,7 @@ class Cli:
         opened so that nothing can be deleted or overwritten (locks excepted)."""
         self.no_lock = no_lock
         """--no-lock: commands that only read a repository read it without locking it."""
-        from stackvault.sources.childenv import hide_repository_credentials
+        from stackvault.sources.tools.childenv import hide_repository_credentials
 
         hide_repository_credentials(False)  # until this command opens an S3 repository
 
@@ -161,7 +161,7 @@ class Cli:
         )
         store.set_notice(self.notice)
         if store.capabilities().remote:
-            from stackvault.sources.childenv import hide_repository_credentials
+            from stackvault.sources.tools.childenv import hide_repository_credentials
 
             hide_repository_credentials()
         return store

@@ -25,7 +25,7 @@ from stackvault.engine.progress import Progress
 from stackvault.errors import RestoreRefused, UsageError
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.sources.base import RestoreOptions, Source, compare_facts
+from stackvault.sources.contract import RestoreOptions, Source, compare_facts
 from stackvault.sources.registry import open_source
 
 SAFETY_TAG = "pre-restore"

@@ -20,7 +20,7 @@ from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, encode_tree, valid_name, walk_trees
 from stackvault.repo.writer import BlobWriter
-from stackvault.sources.base import (
+from stackvault.sources.contract import (
     ArtifactEntry,
     ArtifactReader,
     ArtifactSink,

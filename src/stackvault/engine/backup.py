@@ -20,21 +20,21 @@ from stackvault.engine.artifacts import RESERVED, artifact_path
 from stackvault.engine.capture import SourceCapture
 from stackvault.engine.filetree import FileTreeBackup
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.engine.scan import start_totals
+from stackvault.engine.totals import start_totals
 from stackvault.errors import (
     Interrupted,
     SourceError,
     UsageError,
 )
+from stackvault.fs.exclude import ExcludeMatcher
+from stackvault.fs.walk import FileWalker, Problem
 from stackvault.repo.lock import current_username
 from stackvault.repo.repository import PROGRAM, Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, valid_name
 from stackvault.repo.writer import BlobWriter
-from stackvault.sources.base import Source
-from stackvault.sources.command import CommandStream
-from stackvault.sources.exclude import ExcludeMatcher
-from stackvault.sources.files import FileWalker, Problem
+from stackvault.sources.contract import Source
+from stackvault.sources.tools.command import CommandStream
 
 
 @dataclass

@@ -16,12 +16,12 @@ from typing import Any
 from stackvault.engine.artifacts import ARTIFACTS_DIR, RESERVED, TreeSink, artifact_path
 from stackvault.engine.progress import Progress
 from stackvault.errors import SourceChanged, SourceError, StackvaultError
+from stackvault.fs.walk import Problem
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node
 from stackvault.repo.writer import BlobWriter
-from stackvault.sources.base import Source
-from stackvault.sources.files import Problem
+from stackvault.sources.contract import Source
 
 CAPTURE_TRIES = 3
 """Tries of a source whose data changed while it was read (`SourceChanged`)."""

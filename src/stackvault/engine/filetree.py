@@ -29,13 +29,13 @@ from stackvault.engine.nodes import Completions, Pending, node_from_entry, same_
 from stackvault.engine.progress import Progress
 from stackvault.engine.smallfiles import SmallFiles
 from stackvault.errors import Interrupted, SourceError, SourceVanished
+from stackvault.fs.entry import FsEntry, entry_from_stat
+from stackvault.fs.walk import VANISHED, FileWalker, Problem
 from stackvault.repo.blob import BlobType
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, encode_tree
 from stackvault.repo.writer import BlobWriter
-from stackvault.sources.files import VANISHED, FileWalker, Problem
-from stackvault.sources.fsentry import FsEntry, entry_from_stat
 
 
 @dataclass

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from stackvault.engine.progress import Progress
 from stackvault.errors import StackvaultError
+from stackvault.fs.entry import FsEntry
+from stackvault.fs.walk import FileWalker
 from stackvault.repo.repository import Repository
 from stackvault.repo.tree import Node
-from stackvault.sources.files import FileWalker
-from stackvault.sources.fsentry import FsEntry
 
 LIST_AHEAD = 32
 """Directories listed (with their parent trees decoded) ahead of the walk, at most; 256

@@ -8,8 +8,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from stackvault.fs.entry import FsEntry
 from stackvault.repo.tree import Node
-from stackvault.sources.fsentry import FsEntry
 
 
 def node_from_entry(e: FsEntry) -> Node:

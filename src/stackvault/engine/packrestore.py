@@ -25,12 +25,12 @@ from typing import NamedTuple
 
 from stackvault.engine.progress import Progress
 from stackvault.errors import IntegrityError, Interrupted
+from stackvault.fs.target import RestoreTarget
+from stackvault.fs.writer import FileWriter
 from stackvault.repo.blob import IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.spans import SpanData, cut_spans, read_span
 from stackvault.repo.tree import Node
-from stackvault.sources.fsrestore import RestoreTarget
-from stackvault.sources.fswriter import FileWriter
 
 SMALL_BLOB = 256 * 1024
 """Files of one blob below this are made on the small-file thread."""

@@ -32,15 +32,15 @@ from stackvault.errors import (
     RestoreRefused,
     StackvaultError,
 )
+from stackvault.fs.exclude import ExcludeMatcher
+from stackvault.fs.target import FileWriter, RestoreTarget
+from stackvault.fs.walk import open_path
+from stackvault.fs.writemode import WriteFigures, WriteMode
 from stackvault.repo.blob import IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.spans import by_pack, cut_spans, read_span, span_readers
 from stackvault.repo.tree import Node, valid_name
-from stackvault.sources.exclude import ExcludeMatcher
-from stackvault.sources.files import open_path
-from stackvault.sources.fsrestore import FileWriter, RestoreTarget
-from stackvault.sources.writemode import WriteFigures, WriteMode
 
 _SPECIAL = frozenset(("fifo", "chardev", "blockdev"))
 BATCH_FILES = 64

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from stackvault.fs.entry import FsEntry
 from stackvault.repo.tree import Node
-from stackvault.sources.fsentry import FsEntry
 
 BATCH = 64
 """Files read per turn: the walker checks for a free reader slot between turns."""

@@ -10,17 +10,17 @@ import importlib
 
 from stackvault.errors import SourceError, UsageError
 from stackvault.redact import redact
-from stackvault.sources.base import Source
+from stackvault.sources.contract import Source
 from stackvault.sources.url import SourceURL
 
 _SCHEMES: dict[str, str] = {
-    "postgres": "stackvault.sources.postgres:PostgresSource",
-    "postgresql": "stackvault.sources.postgres:PostgresSource",
-    "postgres+docker": "stackvault.sources.postgres:PostgresSource",
-    "mysql": "stackvault.sources.mysql:MySQLSource",
-    "mariadb": "stackvault.sources.mysql:MySQLSource",
-    "mysql+docker": "stackvault.sources.mysql:MySQLSource",
-    "mariadb+docker": "stackvault.sources.mysql:MySQLSource",
+    "postgres": "stackvault.sources.postgres.source:PostgresSource",
+    "postgresql": "stackvault.sources.postgres.source:PostgresSource",
+    "postgres+docker": "stackvault.sources.postgres.source:PostgresSource",
+    "mysql": "stackvault.sources.mysql.source:MySQLSource",
+    "mariadb": "stackvault.sources.mysql.source:MySQLSource",
+    "mysql+docker": "stackvault.sources.mysql.source:MySQLSource",
+    "mariadb+docker": "stackvault.sources.mysql.source:MySQLSource",
     "redis": "stackvault.sources.redis:RedisSource",
     "redis+docker": "stackvault.sources.redis:RedisSource",
     "sqlite": "stackvault.sources.sqlite:SQLiteSource",

@@ -74,7 +74,7 @@ from typing import Any
 from urllib.parse import quote
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import (
+from stackvault.sources.contract import (
     ArtifactReader,
     ArtifactSink,
     EntryMeta,

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
 
     from stackvault.repo.repository import Repository
-    from stackvault.sources.base import Source
+    from stackvault.sources.contract import Source
 
 MANIFEST_FORMAT = 1
 

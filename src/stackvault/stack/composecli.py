@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Sequence
 
 from stackvault.errors import SourceError
-from stackvault.sources.childenv import child_environment
+from stackvault.sources.tools.childenv import child_environment
 
 
 class Compose:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stackvault.errors import SourceError, StackvaultError
-from stackvault.sources.runner import HostRunner, Runner, describe_exit
+from stackvault.sources.tools.runner import HostRunner, Runner, describe_exit
 from stackvault.stack.compose import Project
 from stackvault.stack.plan import HookPlan
 

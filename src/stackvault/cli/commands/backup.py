@@ -98,7 +98,7 @@ def backup(
         raise UsageError("nothing to back up: give paths, --source URL or --stdin-from-command")
     preload("stackvault.engine.backup")  # imported while the repository opens
     from stackvault.cli.render import artifact_line, human_bytes, snapshot_json
-    from stackvault.sources.exclude import load_exclude_file
+    from stackvault.fs.exclude import load_exclude_file
     from stackvault.sources.registry import open_source
 
     sources = [open_source(url) for url in source]  # URL errors before the repository opens

@@ -53,7 +53,7 @@ from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
 from stackvault.errors import RestoreRefused, SourceChanged, SourceError
-from stackvault.sources.base import ArtifactEntry, ArtifactReader, ArtifactSink, EntryMeta
+from stackvault.sources.contract import ArtifactEntry, ArtifactReader, ArtifactSink, EntryMeta
 
 BLOCK = 512
 LISTED_FILES = 20_000

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import ArtifactReader, ArtifactSink, RestoreOptions, Source
+from stackvault.sources.contract import ArtifactReader, ArtifactSink, RestoreOptions, Source
 from stackvault.sources.docker.archive import TreeResult, tree_entries
 from stackvault.sources.docker.engine import api_error, connect, get_container, image_facts
 from stackvault.sources.docker.mounts import (

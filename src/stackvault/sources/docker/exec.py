@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from stackvault.errors import SourceError
 from stackvault.sources.docker.engine import api_error
-from stackvault.sources.runner import (
+from stackvault.sources.tools.runner import (
     STDERR_LINES,
     Completed,
     InputStream,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from stackvault.errors import SourceError
-from stackvault.sources.base import ArtifactReader, ArtifactSink
+from stackvault.sources.contract import ArtifactReader, ArtifactSink
 from stackvault.sources.docker.archive import (
     TreeResult,
     count_entries,

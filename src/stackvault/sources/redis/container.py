@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from stackvault.errors import SourceError
-from stackvault.sources.base import Readable
+from stackvault.sources.contract import Readable
 from stackvault.sources.redis.rdb import RdbCheck, held_back
 from stackvault.sources.redis.rediscli import RedisCli
 from stackvault.sources.redis.resp import DEFAULT_PORT, POLL

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.base import ArtifactReader, Readable
+from stackvault.sources.contract import ArtifactReader, Readable
 from stackvault.sources.redis.crc64 import Crc64
 
 RDB = "dump.rdb"

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stackvault.errors import SourceError, StackvaultError
-from stackvault.sources.base import Readable
+from stackvault.sources.contract import Readable
 from stackvault.sources.redis.rdb import CHUNK, RDB, RdbCheck, held_back
 from stackvault.sources.redis.resp import POLL, Connection
 

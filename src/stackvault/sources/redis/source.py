@@ -19,7 +19,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import ArtifactReader, ArtifactSink, EntryMeta, RestoreOptions, Source
+from stackvault.sources.contract import (
+    ArtifactReader,
+    ArtifactSink,
+    EntryMeta,
+    RestoreOptions,
+    Source,
+)
 from stackvault.sources.redis.bgsave import save_counts, wait_saved
 from stackvault.sources.redis.container import (
     join,

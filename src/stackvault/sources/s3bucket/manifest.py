@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.base import ArtifactEntry, ArtifactReader, ArtifactSink, EntryMeta
+from stackvault.sources.contract import ArtifactEntry, ArtifactReader, ArtifactSink, EntryMeta
 from stackvault.sources.s3bucket.bucket import Listed
 from stackvault.sources.s3bucket.headers import MD5, STAMP
 from stackvault.sources.s3bucket.keys import md5_path

@@ -37,7 +37,7 @@ from stackvault.errors import (
     StoreError,
     UsageError,
 )
-from stackvault.sources.base import ArtifactReader, ArtifactSink, RestoreOptions, Source
+from stackvault.sources.contract import ArtifactReader, ArtifactSink, RestoreOptions, Source
 from stackvault.sources.s3bucket.bucket import Bucket, Listed, NoBucket
 from stackvault.sources.s3bucket.headers import MD5, etag_of, headers_of, is_md5, put_args, stamp_of
 from stackvault.sources.s3bucket.keys import artifact_paths, md5_path

@@ -14,7 +14,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from stackvault.errors import SourceError, TransientStoreError
-from stackvault.sources.base import ArtifactReader, Readable
+from stackvault.sources.contract import ArtifactReader, Readable
 from stackvault.sources.s3bucket.bucket import Bucket
 from stackvault.sources.s3bucket.headers import etag_of, is_md5
 

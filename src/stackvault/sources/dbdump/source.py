@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.base import ArtifactReader, Readable, RestoreOptions, Source
+from stackvault.sources.contract import ArtifactReader, Readable, RestoreOptions, Source
 from stackvault.sources.url import SourceURL
 
 if TYPE_CHECKING:

@@ -2,8 +2,8 @@
 the facts and a database's properties, the statements that recreate a database with its
 properties, and the edits of a ``pg_dumpall --globals-only`` script before it is replayed.
 
-Text only: nothing here talks to a server (`stackvault.sources.pgsql` runs the tools;
-`stackvault.sources.postgres` and `stackvault.sources.pgrestore` document the behaviour).
+Text only: nothing here talks to a server (`tools` of this package runs the tools;
+`source` and `restore` document the behaviour).
 
 Quoting: identifiers are quoted with `quote_ident` (or by the server's ``format('%I')``),
 literals with `quote_literal`, which assumes ``standard_conforming_strings = on`` (every script

@@ -16,7 +16,7 @@ import threading
 from types import TracebackType
 
 from stackvault.errors import SourceError, UsageError
-from stackvault.sources.childenv import child_environment
+from stackvault.sources.tools.childenv import child_environment
 
 STDERR_LINES = 10
 

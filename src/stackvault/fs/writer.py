@@ -1,4 +1,4 @@
-"""Restored file writer (sources layer): a new file (or a temp file beside an old one) filled
+"""Restored file writer (fs layer): a new file (or a temp file beside an old one) filled
 by pwrite, given its metadata at commit."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from stackvault.errors import IntegrityError
-from stackvault.sources.fsdirs import os_failure, show
-from stackvault.sources.writemode import WriteMode
+from stackvault.fs.safety import os_failure, show
+from stackvault.fs.writemode import WriteMode
 from stackvault.store.directio import ALIGN, set_direct
 
 if TYPE_CHECKING:
-    from stackvault.sources.fsrestore import RestoreTarget
+    from stackvault.fs.target import RestoreTarget
 
 
 _ZEROS = bytes(64 * 1024)
@@ -154,7 +154,7 @@ class FileWriter:
         cost of a restore on virtual machines (1.09 GB of pwrite: 3.6 s of system time
         there; direct: 0.06 s), and a restore of gigabytes would evict the cache of
         everything else on the host. Why not always: where the disk is slow, writing
-        through the cache finishes sooner (`stackvault.sources.writemode`). Returns False,
+        through the cache finishes sooner (`stackvault.fs.writemode`). Returns False,
         changing nothing, if anything was written already or the stages do not qualify.
         """
         size = len(stages[0]) if stages else 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stackvault.errors import SourceError
-from stackvault.sources.base import ArtifactReader
-from stackvault.sources.runner import InputStream, pump
+from stackvault.sources.contract import ArtifactReader
+from stackvault.sources.tools.runner import InputStream, pump
 
 
 def load_dump(

@@ -36,10 +36,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from stackvault.errors import SourceError
-from stackvault.sources.childenv import child_environment
+from stackvault.sources.tools.childenv import child_environment
 
 if TYPE_CHECKING:
-    from stackvault.sources.base import Readable
+    from stackvault.sources.contract import Readable
 
 STDERR_LINES = 12
 

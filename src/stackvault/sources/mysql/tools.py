@@ -2,11 +2,10 @@
 catalog queries behind the facts, the reading of a dump as it streams past (row counts, the
 completion trailer), the edits a load may make, and the translation of the tools' errors.
 
-Used only by `stackvault.sources.mysql` and `stackvault.sources.mysqlrestore`, which document
-the behaviour; this module holds the mechanics. Everything talks to the server through the
-client tools (``mariadb`` / ``mariadb-dump``, or Oracle's ``mysql`` / ``mysqldump``) run by a
-`Runner` on this host or inside a container, never through a driver: one code path serves both
-places.
+Used only by `source` and `restore` of this package, which document the behaviour; this module
+holds the mechanics. Everything talks to the server through the client tools (``mariadb`` /
+``mariadb-dump``, or Oracle's ``mysql`` / ``mysqldump``) run by a `Runner` on this host or
+inside a container, never through a driver: one code path serves both places.
 
 Quoting: identifiers with `quote_ident` (backquotes); names sent as values go as
 ``CONVERT(0x… USING utf8mb4)`` (`name_literal`) and come back ``HEX()``-encoded, so no
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.runner import Completed, Runner, stderr_tail
+from stackvault.sources.tools.runner import Completed, Runner, stderr_tail
 
 CLIENT_PACKAGE = "mariadb-client (or mysql-client)"
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")

@@ -2,10 +2,10 @@
 ``psql`` session, the facts read through it, version checks, and the translation of the tools'
 errors into sentences.
 
-Used by `stackvault.sources.postgres` and `stackvault.sources.pgrestore`, which document the
-behaviour; this module holds the mechanics, `stackvault.sources.pgsqltext` the SQL text they
-send. Everything here talks to the server through the client tools run by a `Runner` (on this
-host or inside a container), never through a driver: the same code path serves both.
+Used by `source` and `restore` of this package, which document the behaviour; this module holds
+the mechanics, `sql` the SQL text they send. Everything here talks to the server through the
+client tools run by a `Runner` (on this host or inside a container), never through a driver: the
+same code path serves both.
 
 Database names reach the tools as ``-d "dbname='…'"`` (`dbname_arg`): a bare name containing
 ``=`` would otherwise be read as a connection string.
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.pgsqltext import LARGE_OBJECTS_SQL, TABLES_SQL
-from stackvault.sources.runner import Runner, Session
+from stackvault.sources.postgres.sql import LARGE_OBJECTS_SQL, TABLES_SQL
+from stackvault.sources.tools.runner import Runner, Session
 
 APP_NAME = "stackvault"
 """``application_name`` of our psql sessions; pg_dump/pg_restore get ``stackvault-TOOL``."""

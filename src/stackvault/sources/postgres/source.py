@@ -95,7 +95,7 @@ extensions), and of a server ``{"databases": {NAME: <facts of one database>}}``.
 returns the same shape, counted now, so `compare_facts` is empty after a faithful restore.
 The facts of a one-database artifact carry no database name: it may be restored under another.
 
-**Restore**: see `stackvault.sources.pgrestore`.
+**Restore**: see `stackvault.sources.postgres.restore`.
 
 Errors are translated into sentences (`stackvault.sources.pgsql.translate`): a wrong or missing
 password, a refused connection, an unknown host, a missing database or role, permission denied
@@ -113,29 +113,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stackvault.errors import SourceError, UsageError
-from stackvault.sources.base import (
+from stackvault.sources.contract import (
     ArtifactReader,
     ArtifactSink,
     EntryMeta,
     RestoreOptions,
 )
-from stackvault.sources.dbsource import (
+from stackvault.sources.dbdump.source import (
     DatabaseSource,
     Tap,
     dump_path,
     url_parts,
 )
-from stackvault.sources.pgrestore import GLOBALS, MANIFEST, DatabaseTarget, PostgresRestore
-from stackvault.sources.pgsql import (
-    Endpoint,
-    Psql,
-    require_dump_tool,
-    require_tools,
-    summarize_tables,
-    table_facts,
-    translate,
-)
-from stackvault.sources.pgsqltext import (
+from stackvault.sources.postgres.restore import GLOBALS, MANIFEST, DatabaseTarget, PostgresRestore
+from stackvault.sources.postgres.sql import (
     BEGIN_SNAPSHOT,
     DATABASES_SQL,
     GLOBALS_TRAILER,
@@ -144,7 +135,16 @@ from stackvault.sources.pgsqltext import (
     roles_in_globals,
     session_setup,
 )
-from stackvault.sources.runner import HostRunner, StreamResult
+from stackvault.sources.postgres.tools import (
+    Endpoint,
+    Psql,
+    require_dump_tool,
+    require_tools,
+    summarize_tables,
+    table_facts,
+    translate,
+)
+from stackvault.sources.tools.runner import HostRunner, StreamResult
 from stackvault.sources.url import SourceURL
 
 DUMP = "dump.pgc"

@@ -1,4 +1,4 @@
-"""How a restore writes large files (sources layer): around the page cache (``O_DIRECT``) or
+"""How a restore writes large files (fs layer): around the page cache (``O_DIRECT``) or
 through it, chosen by measuring both on the restore's own writes.
 
 Neither is faster everywhere. On a virtual machine whose kernel copies slowly into the page

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Sequence
 
 from stackvault.engine.progress import Progress
+from stackvault.fs.exclude import ExcludeMatcher
 from stackvault.repo.snapshot import Snapshot
-from stackvault.sources.exclude import ExcludeMatcher
 
 
 def start_totals(

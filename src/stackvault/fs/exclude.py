@@ -1,4 +1,4 @@
-"""Exclude patterns (sources layer): restic-like glob patterns matched against absolute paths.
+"""Exclude patterns (fs layer): restic-like glob patterns matched against absolute paths.
 
 Pattern language:
 

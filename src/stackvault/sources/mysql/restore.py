@@ -29,10 +29,10 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.base import ArtifactReader, RestoreOptions, read_manifest
-from stackvault.sources.dbsource import RestoreTally
-from stackvault.sources.dumpload import load_dump
-from stackvault.sources.mysqlclient import (
+from stackvault.sources.contract import ArtifactReader, RestoreOptions, read_manifest
+from stackvault.sources.dbdump.load import load_dump
+from stackvault.sources.dbdump.source import RestoreTally
+from stackvault.sources.mysql.tools import (
     Endpoint,
     LoadFilter,
     filter_users,
@@ -46,7 +46,7 @@ from stackvault.sources.mysqlclient import (
 )
 
 if TYPE_CHECKING:
-    from stackvault.sources.mysql import MySQLSource
+    from stackvault.sources.mysql.source import MySQLSource
 
 USERS = "users.sql"
 """The user accounts of a server artifact (``mariadb-dump --system=users``)."""

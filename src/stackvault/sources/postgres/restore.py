@@ -42,10 +42,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.base import ArtifactReader, RestoreOptions, read_manifest
-from stackvault.sources.dbsource import RestoreTally
-from stackvault.sources.dumpload import load_dump
-from stackvault.sources.pgsql import (
+from stackvault.sources.contract import ArtifactReader, RestoreOptions, read_manifest
+from stackvault.sources.dbdump.load import load_dump
+from stackvault.sources.dbdump.source import RestoreTally
+from stackvault.sources.postgres.sql import (
+    create_database_sql,
+    filter_globals,
+    properties_sql,
+    quote_ident,
+    quote_literal,
+)
+from stackvault.sources.postgres.tools import (
     Endpoint,
     maintenance_db,
     require_restore_tool,
@@ -54,16 +61,9 @@ from stackvault.sources.pgsql import (
     summarize_tables,
     translate,
 )
-from stackvault.sources.pgsqltext import (
-    create_database_sql,
-    filter_globals,
-    properties_sql,
-    quote_ident,
-    quote_literal,
-)
 
 if TYPE_CHECKING:
-    from stackvault.sources.postgres import PostgresSource
+    from stackvault.sources.postgres.source import PostgresSource
 
 GLOBALS = "globals.sql"
 """Roles and tablespaces of a server artifact (``pg_dumpall --globals-only``)."""

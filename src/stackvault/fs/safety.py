@@ -1,6 +1,6 @@
-"""Restore path safety (sources layer): name validation and symlink-proof directory fds.
+"""Restore path safety (fs layer): name validation and symlink-proof directory fds.
 
-Used by `stackvault.sources.fsrestore`. A path below the restore root is a tuple of
+Used by `stackvault.fs.target`. A path below the restore root is a tuple of
 components; `DirFds` reaches a directory by opening each component with
 ``O_DIRECTORY | O_NOFOLLOW`` relative to its parent's fd, so no symlink is ever followed.
 """

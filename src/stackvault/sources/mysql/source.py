@@ -69,7 +69,7 @@ ones included; views and sequences are not tables) and of a server ``{"databases
 <facts of one database>}}``. `probe` counts the same now (in one consistent snapshot), so
 `compare_facts` is empty after a faithful restore.
 
-**Restore**: see `stackvault.sources.mysqlrestore`.
+**Restore**: see `stackvault.sources.mysql.restore`.
 """
 
 from __future__ import annotations
@@ -79,14 +79,15 @@ import time
 from typing import Any
 
 from stackvault.errors import SourceError, UsageError
-from stackvault.sources.base import (
+from stackvault.sources.contract import (
     ArtifactReader,
     ArtifactSink,
     EntryMeta,
     RestoreOptions,
 )
-from stackvault.sources.dbsource import DatabaseSource, Tap, dump_path, url_parts
-from stackvault.sources.mysqlclient import (
+from stackvault.sources.dbdump.source import DatabaseSource, Tap, dump_path, url_parts
+from stackvault.sources.mysql.restore import MANIFEST, USERS, MySQLRestore
+from stackvault.sources.mysql.tools import (
     TRAILER,
     DumpScanner,
     Endpoint,
@@ -98,8 +99,7 @@ from stackvault.sources.mysqlclient import (
     table_facts,
     translate,
 )
-from stackvault.sources.mysqlrestore import MANIFEST, USERS, MySQLRestore
-from stackvault.sources.runner import HostRunner, StreamResult
+from stackvault.sources.tools.runner import HostRunner, StreamResult
 from stackvault.sources.url import SourceURL
 
 DUMP = "dump.sql"

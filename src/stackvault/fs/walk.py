@@ -1,4 +1,4 @@
-"""Filesystem walker (sources layer): lists directories and opens files for a backup.
+"""Filesystem walker (fs layer): lists directories and opens files for a backup.
 
 Symlinks are never followed. Each directory is opened with ``O_NOFOLLOW`` and checked to be
 the very inode that was recorded for it, and its children are ``lstat``-ed relative to that
@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from stackvault.errors import SourceError, SourceVanished
-from stackvault.sources.exclude import ExcludeMatcher
-from stackvault.sources.fsentry import (
+from stackvault.fs.entry import (
     FsEntry,
     entry_from_stat,
     kind_of,
     read_xattrs,
     special_kind_name,
 )
+from stackvault.fs.exclude import ExcludeMatcher
 
 VANISHED = "vanished during backup"
 """The notice for an entry deleted between its listing and its reading."""

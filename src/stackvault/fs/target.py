@@ -1,4 +1,4 @@
-"""Restore target (sources layer): writes a tree below one directory and never outside it.
+"""Restore target (fs layer): writes a tree below one directory and never outside it.
 
 Every operation names its path as a sequence of components below the target root. Each
 component is validated (`check_rel`), and the filesystem is reached through directory fds
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from stackvault.errors import RestoreRefused, StackvaultError
-from stackvault.sources.fsdirs import (
+from stackvault.fs.safety import (
     DIR_FLAGS,
     NEW_DIR_MODE,
     DirFds,
@@ -32,7 +32,7 @@ from stackvault.sources.fsdirs import (
     os_failure,
     show,
 )
-from stackvault.sources.fswriter import FileWriter
+from stackvault.fs.writer import FileWriter
 
 _NEW_FLAGS = os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
 PRESIZE_MIN = 1 << 20

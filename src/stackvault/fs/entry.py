@@ -1,4 +1,4 @@
-"""Filesystem entries (sources layer): one file, directory, symlink, fifo or device node with
+"""Filesystem entries (fs layer): one file, directory, symlink, fifo or device node with
 its metadata.
 
 Names and paths are ``str`` as produced by `os.fsdecode`: bytes that are not valid in the
