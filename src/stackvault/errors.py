@@ -22,7 +22,6 @@ Exit codes (documented in README.md, asserted in tests):
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
