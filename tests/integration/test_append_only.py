@@ -12,7 +12,7 @@ import pytest
 from conftest import describe, inside, make_tree
 from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.backup import BackupJob, BackupOptions
-from stackvault.engine.restore import RestoreJob, RestoreOptions
+from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import ObjectExists, StorePermissionDenied, UsageError
 from stackvault.repo.check import Checker
 from stackvault.repo.pack import pack_name
@@ -123,7 +123,7 @@ def test_repository_works_on_an_append_only_store(
     report = Checker(repo, read_data=True).run()
     assert report.ok and report.snapshots == 2
     repo.load_index()
-    RestoreJob(repo, repo.find_snapshot("latest"), RestoreOptions(str(tmp_path / "t"))).run()
+    RestoreJob(repo, repo.find_snapshot("latest"), FileRestoreOptions(str(tmp_path / "t"))).run()
     assert describe(inside(tmp_path / "t", data)) == describe(data)
 
     # a key can be added, not removed; nothing written can be replaced

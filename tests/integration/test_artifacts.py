@@ -22,7 +22,7 @@ from stackvault.engine.artifact_restore import restore_artifact
 from stackvault.engine.artifacts import RepoArtifactReader, artifact_path, find_artifact
 from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.progress import NullProgress
-from stackvault.engine.restore import RestoreJob, RestoreOptions
+from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import (
     Interrupted,
     RestoreRefused,
@@ -120,7 +120,7 @@ def test_restore_artifact_files_into_a_directory(repo: Repository, tmp_path: Pat
     snap = backup(repo, [src(data)]).snapshot
     reader = RepoArtifactReader(repo, snap, find_artifact(snap, "dir-data"))
     out = tmp_path / "out"
-    RestoreJob(repo, snap, RestoreOptions(target=str(out), root_tree=reader.node.subtree)).run()
+    RestoreJob(repo, snap, FileRestoreOptions(target=str(out), root_tree=reader.node.subtree)).run()
     assert (out / "sub" / "big.bin").read_bytes() == (data / "sub" / "big.bin").read_bytes()
     assert os.readlink(out / "link") == "sub/big.bin"
     assert os.stat(out / "a.txt").st_ino == os.stat(out / "sub" / "hard.txt").st_ino

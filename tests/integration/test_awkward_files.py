@@ -111,7 +111,7 @@ def make_sparse(path: Path, size: int, data: dict[int, bytes]) -> None:
 def test_a_sparse_file_is_restored_with_its_holes(
     repo: Repository, tmp_path: Path, by_pack: bool
 ) -> None:
-    from stackvault.engine.restore import RestoreJob, RestoreOptions
+    from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 
     src = tmp_path / "src"
     src.mkdir()
@@ -127,7 +127,7 @@ def test_a_sparse_file_is_restored_with_its_holes(
     assert snap.summary["data_added_stored"] < 3 * MiB
 
     target = tmp_path / "restored"
-    RestoreJob(repo, snap, RestoreOptions(target=str(target), by_pack=by_pack)).run()
+    RestoreJob(repo, snap, FileRestoreOptions(target=str(target), by_pack=by_pack)).run()
     restored = target / str(src / "disk.img").lstrip("/")
     assert restored.stat().st_size == size
     assert sha256(restored) == sha256(src / "disk.img")

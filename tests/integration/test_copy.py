@@ -23,7 +23,7 @@ from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.copy import CopyJob, select_snapshots
 from stackvault.engine.copyresult import CopyResult
 from stackvault.engine.progress import NullProgress
-from stackvault.engine.restore import RestoreJob, RestoreOptions
+from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import Interrupted, SnapshotNotFound, StackvaultError
 from stackvault.repo.blob import BlobType
 from stackvault.repo.check import Checker
@@ -87,7 +87,7 @@ def copy(source: Store, dest: Store, refs: Sequence[str] = (), **kw: Any) -> Cop
 
 def restore(store: Store, password: bytes, snap_id: str, target: Path) -> None:
     repo = opened(store, password)
-    RestoreJob(repo, repo.find_snapshot(snap_id), RestoreOptions(target=str(target))).run()
+    RestoreJob(repo, repo.find_snapshot(snap_id), FileRestoreOptions(target=str(target))).run()
 
 
 def check_clean(store: Store, password: bytes) -> list[str]:

@@ -16,7 +16,7 @@ from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.copy import CopyJob, select_snapshots
 from stackvault.engine.copyresult import CopyResult
 from stackvault.engine.progress import NullProgress
-from stackvault.engine.restore import RestoreJob, RestoreOptions
+from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import IntegrityError, Interrupted, StorePermissionDenied
 from stackvault.repo.blob import BlobType
 from stackvault.repo.check import Checker
@@ -76,7 +76,7 @@ def _data_packs(repo: Repository) -> set[str]:
 
 def _restored(store: Store, target: Path) -> Path:
     repo = _open(store)
-    RestoreJob(repo, repo.list_snapshots()[-1], RestoreOptions(target=str(target))).run()
+    RestoreJob(repo, repo.list_snapshots()[-1], FileRestoreOptions(target=str(target))).run()
     return target
 
 

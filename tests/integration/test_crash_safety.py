@@ -26,7 +26,7 @@ from conftest import FAST_INIT, PASSWORD, Result, describe, inside
 from stackvault.chunking.cdc import ChunkerParams
 from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.backup import BackupJob, BackupOptions
-from stackvault.engine.restore import RestoreJob, RestoreOptions
+from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import StackvaultError
 from stackvault.repo.check import Checker
 from stackvault.repo.prune import execute_prune, plan_prune
@@ -116,7 +116,7 @@ def api_restore(store: Store, snapshot_id: str, target: Path) -> dict[str, tuple
     repo = Repository.open(store, PW)
     repo.load_index()
     snap = repo.find_snapshot(snapshot_id)
-    RestoreJob(repo, snap, RestoreOptions(target=str(target))).run()
+    RestoreJob(repo, snap, FileRestoreOptions(target=str(target))).run()
     return describe(target)
 
 

@@ -14,7 +14,7 @@ from stackvault.chunking.cdc import ChunkerParams
 from stackvault.clock import FrozenClock
 from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.backup import BackupJob, BackupOptions
-from stackvault.engine.restore import RestoreJob, RestoreOptions
+from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import ObjectLocked, StoreError
 from stackvault.repo.check import Checker
 from stackvault.repo.prune import PrunePlan, execute_prune, plan_prune
@@ -114,7 +114,7 @@ def test_forgotten_data_stays_until_its_retention_ends_then_prune_removes_it(
     check_clean(store, clock)
     target = tmp_path / "out"
     snap = opened(store, clock).find_snapshot(new.id)
-    RestoreJob(opened(store, clock), snap, RestoreOptions(target=str(target))).run()
+    RestoreJob(opened(store, clock), snap, FileRestoreOptions(target=str(target))).run()
     assert (target / str(src).lstrip("/") / "docs" / "deep" / "er" / "big.bin").read_bytes() == (
         b"replaced" * 100_000
     )

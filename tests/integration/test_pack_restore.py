@@ -16,7 +16,7 @@ from stackvault.chunking.cdc import ChunkerParams
 from stackvault.crypto.kdf import KdfParams
 from stackvault.engine import packrestore
 from stackvault.engine.backup import BackupJob, BackupOptions
-from stackvault.engine.restore import RestoreJob, RestoreOptions
+from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import IntegrityError, StorePermissionDenied
 from stackvault.fs.target import RestoreTarget
 from stackvault.repo import spans
@@ -73,7 +73,7 @@ def _job(repo: Repository, target: Path, **options: object) -> RestoreJob:
     return RestoreJob(
         repo,
         repo.list_snapshots()[-1],
-        RestoreOptions(target=str(target), **options),  # type: ignore[arg-type]
+        FileRestoreOptions(target=str(target), **options),  # type: ignore[arg-type]
     )
 
 

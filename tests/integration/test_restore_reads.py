@@ -11,7 +11,7 @@ import pytest
 from conftest import describe
 from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.backup import BackupJob, BackupOptions
-from stackvault.engine.restore import RestoreJob, RestoreOptions
+from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import IntegrityError
 from stackvault.repo.blob import BlobType
 from stackvault.repo.pack import pack_name
@@ -45,7 +45,7 @@ def _backed_up(tmp_path: Path) -> tuple[MemoryStore, Path]:
 
 
 def _restore(repo: Repository, target: Path) -> RestoreJob:
-    job = RestoreJob(repo, repo.list_snapshots()[-1], RestoreOptions(target=str(target)))
+    job = RestoreJob(repo, repo.list_snapshots()[-1], FileRestoreOptions(target=str(target)))
     return job
 
 

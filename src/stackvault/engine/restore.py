@@ -64,7 +64,10 @@ STAGE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
-class RestoreOptions:
+class FileRestoreOptions:
+    """How `RestoreJob` restores a snapshot's files below a directory (the restore of an
+    artifact into a live target takes the sources' own options instead)."""
+
     target: str
     include: list[str] = field(default_factory=list)
     overwrite: bool = False
@@ -102,7 +105,7 @@ class RestoreJob:
         self,
         repo: Repository,
         snapshot: Snapshot,
-        options: RestoreOptions,
+        options: FileRestoreOptions,
         *,
         progress: Progress | None = None,
     ) -> None:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from stackvault.engine.artifact_restore import restore_artifact
 from stackvault.engine.filedata import find_node
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.engine.restore import RestoreJob, RestoreOptions
+from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import PathNotFound, RestoreRefused, SourceError, UsageError
 from stackvault.repo.snapshot import Snapshot
 from stackvault.stack.classify import DATABASE_ROLES, MYSQL, POSTGRES, REDIS
@@ -325,7 +325,7 @@ class _Restorer:
                 self.snapshot,
                 # check_target made sure every restored path was absent or an empty
                 # directory; what exists now are the parents this restore made itself.
-                RestoreOptions(
+                FileRestoreOptions(
                     target=self.map_path(root),
                     include=include,
                     overwrite=True,

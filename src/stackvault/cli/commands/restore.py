@@ -92,7 +92,7 @@ def restore(
     no_owner: bool,
 ) -> int | None:
     """Restore a snapshot into a directory, or one artifact into a live target."""
-    from stackvault.engine.restore import RestoreJob, RestoreOptions
+    from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 
     if to is not None:
         if artifact is None:
@@ -115,7 +115,7 @@ def restore(
         job = RestoreJob(
             repo,
             snap,
-            RestoreOptions(
+            FileRestoreOptions(
                 target=target,
                 include=include,
                 overwrite=overwrite,
