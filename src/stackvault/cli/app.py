@@ -1,42 +1,44 @@
-"""The command-line parser and shared options (cli layer).
+"""The whole command line (cli layer): the global options, and running the command given.
 
 Plain `argparse`, so that ``--help`` and ``--version`` import nothing heavy. Every command lives
-in ``commands/<name>.py``, whose ``register(subparsers)`` adds its parser and handler; a handler
-imports what it needs (engine, repository, crypto, rich) inside its body.
+in ``commands/<name>.py``, whose ``register(subparsers)`` adds its parser and handler through
+`stackvault.cli.parser`; a handler imports what it needs (engine, repository, crypto, rich)
+inside its body.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from stackvault import __version__
+from stackvault.cli.commands import register_all
 from stackvault.cli.context import Cli
+from stackvault.cli.parser import (
+    COMMAND_JSON,
+    GROUP,
+    HANDLER,
+    JSON_HELP,
+    NAME,
+    READS_ONLY,
+    Parser,
+    ParserExit,
+    commands_of,
+)
 from stackvault.errors import EXIT_USAGE, UsageError
 
 # `typing.TYPE_CHECKING` without importing typing: `stackvault --version` is timed, and the
 # CLI's start-up imports are kept to argparse and stackvault's own light modules.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
-    from typing import Any, NoReturn, TypeAlias
+    from collections.abc import Sequence
+    from typing import Any
 
-    Subparsers: TypeAlias = argparse._SubParsersAction["Parser"]
-    #: A command body: the shared `Cli`, then the command's own options as keyword arguments.
-    #: Returns the exit code (``None`` = 0).
-    Handler: TypeAlias = Callable[..., int | None]
+    from stackvault.cli.parser import Handler
+
+__all__ = ["NO_LOCK_HELP", "PROG", "ParserExit", "build_parser", "run_command"]
 
 PROG = "stackvault"
-JSON_HELP = "Print machine-readable JSON on stdout."
-
-# Namespace entries that are not a command's keyword arguments start with "_".
-_HANDLER = "_handler"
-_GROUP = "_group"
-_COMMAND_JSON = "_command_json"
-_READS_ONLY = "_reads_only"
-_NAME = "_name"
-
 NO_LOCK_HELP = (
     "Read the repository without locking it. Only for commands that only read it "
     "(snapshots, ls, diff, stats, restore except --to with --overwrite, dump, export, "
@@ -46,89 +48,6 @@ NO_LOCK_HELP = (
     "damage errors (never give wrong bytes). A read-only repository is read without a lock "
     "anyway, with a notice."
 )
-
-
-class ParserExit(Exception):
-    """``--help`` or ``--version`` was handled (or help shown for a missing command)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Help close to what the Typer version printed: ``-r, --repo LOCATION``, defaults and
-    required options marked, docstring paragraphs kept, help strings printed verbatim."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=32, width=_terminal_width() - 2)
-
-    def _format_usage(
-        self,
-        usage: str | None,
-        actions: Iterable[argparse.Action],
-        groups: Iterable[argparse._MutuallyExclusiveGroup],
-        prefix: str | None,
-    ) -> str:
-        if usage is None:
-            actions = list(actions)
-            parts = [self._prog]
-            if any(a.option_strings for a in actions):
-                parts.append("[OPTIONS]")
-            for a in actions:
-                if not a.option_strings:
-                    parts.append(self._format_args(a, self._get_default_metavar_for_positional(a)))
-            usage = " ".join(parts).replace("%", "%%")
-        return super()._format_usage(
-            usage, actions, groups, "Usage: " if prefix is None else prefix
-        )
-
-    def _format_action_invocation(self, action: argparse.Action) -> str:
-        if not action.option_strings or action.nargs == 0:
-            return super()._format_action_invocation(action)
-        metavar = self._format_args(action, self._get_default_metavar_for_optional(action))
-        return f"{', '.join(action.option_strings)} {metavar}"
-
-    def _format_action(self, action: argparse.Action) -> str:
-        text = super()._format_action(action)
-        if action.nargs == argparse.PARSER:
-            # the list of commands, without the "COMMAND" line above it
-            lines = text.splitlines(keepends=True)[1:]
-            text = "".join(line[2:] if line.startswith("  ") else line for line in lines)
-        return text
-
-    def _expand_help(self, action: argparse.Action) -> str:
-        text = action.help or ""  # verbatim: help strings hold "%" (e.g. "10%")
-        # `-h` is handled while `parse_known_intermixed_args` has swapped the positionals'
-        # nargs and default out (into save_nargs / save_default)
-        nargs = getattr(action, "save_nargs", action.nargs)
-        default = getattr(action, "save_default", action.default)
-        if action.option_strings:
-            if action.required:
-                return text + "  [required]"
-            shown = nargs != 0 and default not in (None, [], argparse.SUPPRESS)
-        else:
-            shown = nargs == argparse.OPTIONAL
-        return text + f"  [default: {default}]" if shown else text
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        fill = super()._fill_text  # each docstring paragraph on its own
-        return "\n\n".join(fill(p, width, indent) for p in text.split("\n\n") if p.strip())
-
-
-def _terminal_width() -> int:
-    """`shutil.get_terminal_size().columns` without importing shutil (and with it zlib, bz2,
-    lzma): argparse creates a formatter for every argument added, not only to print help."""
-    try:
-        columns = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
 
 
 class _Version(argparse.Action):
@@ -149,114 +68,7 @@ class _Version(argparse.Action):
         raise ParserExit(0)
 
 
-class Parser(argparse.ArgumentParser):
-    """An `ArgumentParser` that never exits the process: usage errors raise `UsageError` (one
-    ``stackvault: error:`` line, exit 2), help and version raise `ParserExit`. A command's own
-    options and arguments may be given in any order (``ls latest --long /etc``), as before."""
-
-    def __init__(self, *args: Any, leaf: bool = True, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        kwargs.setdefault("add_help", False)
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-        self._positionals.title = "Arguments"
-        self._optionals.title = "Options"
-        self.leaf = leaf
-        self._intermixing = False
-        self.add_argument(
-            "-h",
-            "--help",
-            action="help",
-            default=argparse.SUPPRESS,
-            help="Show this message and exit.",
-        )
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        if self._intermixing:
-            return super().parse_known_args(args, namespace)
-        args = self._attach_values(sys.argv[1:] if args is None else list(args))
-        if not self.leaf:
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True  # parse_known_intermixed_args calls back into this method
-        try:
-            parsed, extras = self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
-        if extras:  # said here, so that the message points at this command's help
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        assert parsed is not None
-        return parsed, extras
-
-    def _attach_values(self, args: list[str]) -> list[str]:
-        """``--exclude -foo`` means the pattern "-foo", as it did before: the word after an
-        option that takes a value is that value, even if it starts with "-" (argparse would
-        take it for an option). Such a pair is passed on as ``--exclude=-foo``. Only this
-        parser's own options are looked at: a command's, or the global ones before the
-        command name."""
-        out: list[str] = []
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            if arg == "--" or (not self.leaf and not arg.startswith("-")):
-                break  # the end of options, or the command name
-            action = self._option_string_actions.get(arg)
-            if action is not None and action.nargs is None and i + 1 < len(args):
-                value = args[i + 1]
-                out.extend([f"{arg}={value}"] if value.startswith("-") else [arg, value])
-                i += 2
-                continue
-            out.append(arg)
-            i += 1
-        return out + args[i:]
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} -h')")
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if message:
-            self._print_message(message, sys.stderr)
-        raise ParserExit(status)
-
-
-def add_command(
-    subparsers: Subparsers,
-    name: str,
-    handler: Handler | None = None,
-    *,
-    help: str | None = None,
-    reads_only: bool = False,
-) -> Parser:
-    """Add a command; its help is ``help`` or the handler's docstring (first paragraph in the
-    list of commands, all of it in the command's own help). Without a handler it is a group
-    of subcommands (`add_group`). ``reads_only``: the command never writes to the repository
-    (or, like copy, to the one it reads from), so it accepts the global ``--no-lock``."""
-    doc = help if help is not None else _dedent(handler.__doc__ if handler else None)
-    summary = " ".join(doc.split("\n\n", 1)[0].split())
-    parser = subparsers.add_parser(name, help=summary, description=doc, leaf=handler is not None)
-    if handler is not None:
-        parser.set_defaults(
-            **{_HANDLER: handler, _READS_ONLY: reads_only, _NAME: parser.prog.split(" ", 1)[-1]}
-        )
-    return parser
-
-
-def add_group(subparsers: Subparsers, name: str, *, help: str) -> Subparsers:
-    """Add a command that has subcommands (``key list``); shows its help when given alone."""
-    parser = add_command(subparsers, name, help=help)
-    parser.set_defaults(**{_GROUP: parser})
-    return _commands(parser)
-
-
-def add_json_option(parser: Parser) -> None:
-    """``--json`` after the command name, as an alternative to the global one."""
-    parser.add_argument("--json", dest=_COMMAND_JSON, action="store_true", help=JSON_HELP)
-
-
 def build_parser() -> Parser:
-    from stackvault.cli.commands import register_all
-
     parser = Parser(
         prog=PROG,
         description="Back up, verify and restore application stacks into a deduplicated, "
@@ -286,8 +98,8 @@ def build_parser() -> Parser:
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     parser.add_argument("-q", "--quiet", action="store_true", help="Print only errors.")
     parser.add_argument("--version", action=_Version, help="Print the version.")
-    parser.set_defaults(**{_GROUP: parser})
-    register_all(_commands(parser))
+    parser.set_defaults(**{GROUP: parser})
+    register_all(commands_of(parser))
     return parser
 
 
@@ -296,16 +108,16 @@ def run_command(parser: Parser, argv: Sequence[str]) -> int:
     their help on stderr and exit 2."""
     args = parser.parse_args(argv)
     ns = vars(args)
-    handler: Handler | None = ns.pop(_HANDLER, None)
-    group: Parser = ns.pop(_GROUP)
+    handler: Handler | None = ns.pop(HANDLER, None)
+    group: Parser = ns.pop(GROUP)
     if handler is None:
         group.print_help(sys.stderr)
         return EXIT_USAGE
-    command_json = ns.pop(_COMMAND_JSON, False)  # the command's own --json turns JSON on
+    command_json = ns.pop(COMMAND_JSON, False)  # the command's own --json turns JSON on
     no_lock = ns.pop("no_lock")
-    if no_lock and not ns.pop(_READS_ONLY):
+    if no_lock and not ns.pop(READS_ONLY):
         raise UsageError(
-            f"--no-lock is only for commands that only read the repository; `{ns[_NAME]}` "
+            f"--no-lock is only for commands that only read the repository; `{ns[NAME]}` "
             "writes to it and must lock it",
             hint="leave out --no-lock",
         )
@@ -320,20 +132,3 @@ def run_command(parser: Parser, argv: Sequence[str]) -> int:
     kwargs = {k: v for k, v in ns.items() if not k.startswith("_")}
     rv = handler(cli, **kwargs)
     return rv if isinstance(rv, int) else 0
-
-
-def _commands(parser: Parser) -> Subparsers:
-    # an explicit prog: argparse would otherwise format the parent's usage to find it
-    return parser.add_subparsers(
-        title="Commands", metavar="COMMAND", dest="_command", parser_class=Parser, prog=parser.prog
-    )
-
-
-def _dedent(doc: str | None) -> str:
-    """A docstring as paragraphs of text (like `inspect.cleandoc`, without importing inspect)."""
-    if not doc:
-        return ""
-    lines = doc.expandtabs().strip().splitlines()
-    indents = [len(ln) - len(ln.lstrip()) for ln in lines[1:] if ln.strip()]
-    cut = min(indents, default=0)
-    return "\n".join([lines[0].strip()] + [ln[cut:].rstrip() for ln in lines[1:]])

@@ -18,7 +18,7 @@ from stackvault.cli.commands import (
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from stackvault.cli.app import Subparsers
+    from stackvault.cli.parser import Subparsers
 
 
 def register_all(subparsers: Subparsers) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from stackvault.cli.app import add_command, add_json_option
+from stackvault.cli.parser import add_command, add_json_option
 from stackvault.errors import EXIT_INCOMPLETE, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from stackvault.cli.app import Subparsers
     from stackvault.cli.context import Cli
+    from stackvault.cli.parser import Subparsers
     from stackvault.engine.progress import Progress
 
 

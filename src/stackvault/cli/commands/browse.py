@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import stat as stat_mod
 
-from stackvault.cli.app import add_command, add_json_option
+from stackvault.cli.parser import add_command, add_json_option
 from stackvault.cli.render import human_bytes, snapshot_json, snapshot_table
 from stackvault.errors import IntegrityError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from stackvault.cli.app import Subparsers
     from stackvault.cli.context import Cli
+    from stackvault.cli.parser import Subparsers
 
 
 def register(subparsers: Subparsers) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from stackvault.cli.app import add_command, add_json_option
+from stackvault.cli.parser import add_command, add_json_option
 from stackvault.cli.render import human_bytes
 from stackvault.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from stackvault.cli.app import Parser, Subparsers
     from stackvault.cli.context import Cli
+    from stackvault.cli.parser import Parser, Subparsers
     from stackvault.engine.copyresult import CopyStats, SnapshotCopy
 
 

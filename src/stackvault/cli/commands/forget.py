@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stackvault.cli.app import add_command, add_json_option
+from stackvault.cli.parser import add_command, add_json_option
 from stackvault.cli.render import human_bytes
 from stackvault.errors import SnapshotNotFound, UsageError
 
@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from datetime import timedelta
     from typing import Any
 
-    from stackvault.cli.app import Subparsers
     from stackvault.cli.context import Cli
+    from stackvault.cli.parser import Subparsers
     from stackvault.policy.duration import Duration
     from stackvault.repo.prune import PrunePlan
     from stackvault.repo.repository import Repository

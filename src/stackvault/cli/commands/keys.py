@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from stackvault.cli.app import add_command, add_group, add_json_option
+from stackvault.cli.parser import add_command, add_group, add_json_option
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from stackvault.cli.app import Parser, Subparsers
     from stackvault.cli.context import Cli
+    from stackvault.cli.parser import Parser, Subparsers
 
 
 def _new_password_file(parser: Parser) -> None:

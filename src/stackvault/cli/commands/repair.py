@@ -8,13 +8,13 @@ snapshots` for what is lost for good. FORMAT.md §12 describes each procedure.
 
 from __future__ import annotations
 
-from stackvault.cli.app import add_command, add_group, add_json_option
+from stackvault.cli.parser import add_command, add_group, add_json_option
 from stackvault.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from stackvault.cli.app import Parser, Subparsers
     from stackvault.cli.context import Cli
+    from stackvault.cli.parser import Parser, Subparsers
 
 
 def register(subparsers: Subparsers) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import sys
 
-from stackvault.cli.app import add_command, add_json_option
 from stackvault.cli.commands.backup import make_progress
+from stackvault.cli.parser import add_command, add_json_option
 from stackvault.cli.render import human_bytes
 from stackvault.errors import IntegrityError, PathNotFound, StackvaultError, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from stackvault.cli.app import Subparsers
     from stackvault.cli.context import Cli
+    from stackvault.cli.parser import Subparsers
 
 SNAPSHOT_HELP = "Snapshot id prefix or 'latest'."
 

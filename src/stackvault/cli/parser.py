@@ -1,0 +1,242 @@
+"""The command parser and the way commands register (cli layer).
+
+`Parser` (plain `argparse`, never exiting the process), its help formatter, and the three
+functions a command module registers through: `add_command`, `add_group`, `add_json_option`.
+Both `cli/app.py` (which builds the whole parser) and every ``commands/<name>.py`` import this
+module; it imports neither, so the commands do not depend on the app that lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from stackvault.errors import UsageError
+
+# `typing.TYPE_CHECKING` without importing typing: `stackvault --version` is timed, and the
+# CLI's start-up imports are kept to argparse and stackvault's own light modules.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any, NoReturn, TypeAlias
+
+    Subparsers: TypeAlias = argparse._SubParsersAction["Parser"]
+    #: A command body: the shared `Cli`, then the command's own options as keyword arguments.
+    #: Returns the exit code (``None`` = 0).
+    Handler: TypeAlias = Callable[..., int | None]
+
+JSON_HELP = "Print machine-readable JSON on stdout."
+
+# Namespace entries that are not a command's keyword arguments start with "_".
+HANDLER = "_handler"
+GROUP = "_group"
+COMMAND_JSON = "_command_json"
+READS_ONLY = "_reads_only"
+NAME = "_name"
+
+
+class ParserExit(Exception):
+    """``--help`` or ``--version`` was handled (or help shown for a missing command)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help close to what the Typer version printed: ``-r, --repo LOCATION``, defaults and
+    required options marked, docstring paragraphs kept, help strings printed verbatim."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=_terminal_width() - 2)
+
+    def _format_usage(
+        self,
+        usage: str | None,
+        actions: Iterable[argparse.Action],
+        groups: Iterable[argparse._MutuallyExclusiveGroup],
+        prefix: str | None,
+    ) -> str:
+        if usage is None:
+            actions = list(actions)
+            parts = [self._prog]
+            if any(a.option_strings for a in actions):
+                parts.append("[OPTIONS]")
+            for a in actions:
+                if not a.option_strings:
+                    parts.append(self._format_args(a, self._get_default_metavar_for_positional(a)))
+            usage = " ".join(parts).replace("%", "%%")
+        return super()._format_usage(
+            usage, actions, groups, "Usage: " if prefix is None else prefix
+        )
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        metavar = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return f"{', '.join(action.option_strings)} {metavar}"
+
+    def _format_action(self, action: argparse.Action) -> str:
+        text = super()._format_action(action)
+        if action.nargs == argparse.PARSER:
+            # the list of commands, without the "COMMAND" line above it
+            lines = text.splitlines(keepends=True)[1:]
+            text = "".join(line[2:] if line.startswith("  ") else line for line in lines)
+        return text
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        text = action.help or ""  # verbatim: help strings hold "%" (e.g. "10%")
+        # `-h` is handled while `parse_known_intermixed_args` has swapped the positionals'
+        # nargs and default out (into save_nargs / save_default)
+        nargs = getattr(action, "save_nargs", action.nargs)
+        default = getattr(action, "save_default", action.default)
+        if action.option_strings:
+            if action.required:
+                return text + "  [required]"
+            shown = nargs != 0 and default not in (None, [], argparse.SUPPRESS)
+        else:
+            shown = nargs == argparse.OPTIONAL
+        return text + f"  [default: {default}]" if shown else text
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text  # each docstring paragraph on its own
+        return "\n\n".join(fill(p, width, indent) for p in text.split("\n\n") if p.strip())
+
+
+def _terminal_width() -> int:
+    """`shutil.get_terminal_size().columns` without importing shutil (and with it zlib, bz2,
+    lzma): argparse creates a formatter for every argument added, not only to print help."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` that never exits the process: usage errors raise `UsageError` (one
+    ``stackvault: error:`` line, exit 2), help and version raise `ParserExit`. A command's own
+    options and arguments may be given in any order (``ls latest --long /etc``), as before."""
+
+    def __init__(self, *args: Any, leaf: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("add_help", False)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._positionals.title = "Arguments"
+        self._optionals.title = "Options"
+        self.leaf = leaf
+        self._intermixing = False
+        self.add_argument(
+            "-h",
+            "--help",
+            action="help",
+            default=argparse.SUPPRESS,
+            help="Show this message and exit.",
+        )
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        args = self._attach_values(sys.argv[1:] if args is None else list(args))
+        if not self.leaf:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back into this method
+        try:
+            parsed, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if extras:  # said here, so that the message points at this command's help
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        assert parsed is not None
+        return parsed, extras
+
+    def _attach_values(self, args: list[str]) -> list[str]:
+        """``--exclude -foo`` means the pattern "-foo", as it did before: the word after an
+        option that takes a value is that value, even if it starts with "-" (argparse would
+        take it for an option). Such a pair is passed on as ``--exclude=-foo``. Only this
+        parser's own options are looked at: a command's, or the global ones before the
+        command name."""
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--" or (not self.leaf and not arg.startswith("-")):
+                break  # the end of options, or the command name
+            action = self._option_string_actions.get(arg)
+            if action is not None and action.nargs is None and i + 1 < len(args):
+                value = args[i + 1]
+                out.extend([f"{arg}={value}"] if value.startswith("-") else [arg, value])
+                i += 2
+                continue
+            out.append(arg)
+            i += 1
+        return out + args[i:]
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} -h')")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            self._print_message(message, sys.stderr)
+        raise ParserExit(status)
+
+
+def add_command(
+    subparsers: Subparsers,
+    name: str,
+    handler: Handler | None = None,
+    *,
+    help: str | None = None,
+    reads_only: bool = False,
+) -> Parser:
+    """Add a command; its help is ``help`` or the handler's docstring (first paragraph in the
+    list of commands, all of it in the command's own help). Without a handler it is a group
+    of subcommands (`add_group`). ``reads_only``: the command never writes to the repository
+    (or, like copy, to the one it reads from), so it accepts the global ``--no-lock``."""
+    doc = help if help is not None else _dedent(handler.__doc__ if handler else None)
+    summary = " ".join(doc.split("\n\n", 1)[0].split())
+    parser = subparsers.add_parser(name, help=summary, description=doc, leaf=handler is not None)
+    if handler is not None:
+        parser.set_defaults(
+            **{HANDLER: handler, READS_ONLY: reads_only, NAME: parser.prog.split(" ", 1)[-1]}
+        )
+    return parser
+
+
+def add_group(subparsers: Subparsers, name: str, *, help: str) -> Subparsers:
+    """Add a command that has subcommands (``key list``); shows its help when given alone."""
+    parser = add_command(subparsers, name, help=help)
+    parser.set_defaults(**{GROUP: parser})
+    return commands_of(parser)
+
+
+def add_json_option(parser: Parser) -> None:
+    """``--json`` after the command name, as an alternative to the global one."""
+    parser.add_argument("--json", dest=COMMAND_JSON, action="store_true", help=JSON_HELP)
+
+
+def commands_of(parser: Parser) -> Subparsers:
+    """The list of subcommands of ``parser`` (the top level, or a group such as ``key``)."""
+    # an explicit prog: argparse would otherwise format the parent's usage to find it
+    return parser.add_subparsers(
+        title="Commands", metavar="COMMAND", dest="_command", parser_class=Parser, prog=parser.prog
+    )
+
+
+def _dedent(doc: str | None) -> str:
+    """A docstring as paragraphs of text (like `inspect.cleandoc`, without importing inspect)."""
+    if not doc:
+        return ""
+    lines = doc.expandtabs().strip().splitlines()
+    indents = [len(ln) - len(ln.lstrip()) for ln in lines[1:] if ln.strip()]
+    cut = min(indents, default=0)
+    return "\n".join([lines[0].strip()] + [ln[cut:].rstrip() for ln in lines[1:]])
