@@ -83,6 +83,7 @@ from stackvault.sources.contract import (
     Source,
 )
 from stackvault.sources.url import SourceURL
+from stackvault.store.durable import fsync_dir
 
 DATABASE = "database.sqlite"
 """The artifact's only file."""
@@ -367,7 +368,7 @@ class SQLiteSource(Source):
             removed = [p for p in (target + s for s in _SIDECARS) if _remove(p)]
             os.replace(temp, target)
             renamed = True
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except OSError as exc:
             raise SourceError(f"restoring {target} failed: {exc.strerror or exc}") from exc
         finally:
@@ -556,11 +557,3 @@ def _remove_with_sidecars(path: str) -> None:
     for p in (path, *(path + s for s in _SIDECARS)):
         with contextlib.suppress(OSError):
             _remove(p)
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

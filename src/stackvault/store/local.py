@@ -19,6 +19,7 @@ from stackvault.errors import (
 )
 from stackvault.store.base import Capabilities, ObjectInfo, Store, validate_name
 from stackvault.store.directio import ALIGN, O_DIRECT
+from stackvault.store.durable import fsync_dir
 from stackvault.store.fdcache import FdCache
 
 TEMP_PREFIX = ".tmp-"
@@ -83,7 +84,7 @@ class LocalStore(Store):
             if self._root.is_dir():
                 return
             self._root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-            _fsync_dir(self._root.parent)
+            fsync_dir(self._root.parent)
         except OSError as exc:
             raise self._error(exc, "creating", None) from exc
 
@@ -139,7 +140,7 @@ class LocalStore(Store):
                 raise self._error(exc, "writing", name) from exc
             raise
         try:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             raise self._error(exc, "writing", name) from exc
 
@@ -354,7 +355,7 @@ class LocalStore(Store):
             # The entry lives in its parent; without this a crash could lose the directory
             # together with the already fsync'd object inside it. Also after FileExistsError,
             # because the thread that won the race may not have synced it yet.
-            _fsync_dir(current.parent)
+            fsync_dir(current.parent)
 
     def _walk(self, directory: str, leaf: str) -> Iterator[ObjectInfo]:
         start = self._root.joinpath(*directory.split("/")) if directory else self._root
@@ -446,14 +447,6 @@ def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None
             else:
                 views[0] = views[0][written:]
                 written = 0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mtime(st: os.stat_result) -> datetime:
