@@ -44,7 +44,7 @@ from stackvault.errors import IntegrityError, Interrupted, SnapshotNotFound, Sta
 from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.repo.spans import by_pack, cut_spans, read_span, span_readers
+from stackvault.repo.spans import by_pack, cut_spans, read_span
 from stackvault.repo.tree import Node, decode_tree, rewrite_tree
 from stackvault.repo.writer import BlobWriter
 
@@ -157,12 +157,10 @@ class CopyJob:
         self.dest = dest
         self.progress: Progress = progress or NullProgress()
         self.shared_ids = dest.shares_blob_ids(source)
-        caps = source.store.capabilities()
-        self._remote = caps.remote
+        access = source.access
+        self._in_spans = access.copy_in_spans
         """Blobs are read a span of a pack at a time (`_submit_all`)."""
-        self._workers = workers or (
-            span_readers(caps.parallelism) if caps.remote else max(2, min(8, caps.parallelism))
-        )
+        self._workers = workers or access.copy_readers
         # Reads from the source not yet handed to the writer: bounded, so a slow destination
         # throttles the downloads (each holds up to one chunk in memory, or from a remote
         # source one span of up to `SPAN_MAX` while it runs).
@@ -273,7 +271,7 @@ class CopyJob:
             problems=list(snap.problems),
             summary=dict(snap.summary),
             original=snap.origin,
-            artifacts=[dict(a) for a in snap.artifacts],
+            artifacts=[a.copy() for a in snap.artifacts],
             stack=dict(snap.stack) if snap.stack is not None else None,
         )
         self.dest.save_snapshot(copy)  # last: commit order (FORMAT.md §10)
@@ -457,7 +455,7 @@ class CopyJob:
         """Start transferring ``blob_ids`` (a directory's files' blobs the destination
         lacks): from a remote source a span of nearby blobs of a pack per request
         (`stackvault.repo.spans`), else blob by blob."""
-        if not self._remote:
+        if not self._in_spans:
             for blob_id in blob_ids:
                 walk.pending[blob_id] = self._submit(pool, self._transfer, writer, blob_id)
             return

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
+from stackvault.engine.readahead import read_ahead
 from stackvault.errors import IntegrityError, PathNotFound
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
@@ -22,12 +22,6 @@ from stackvault.repo.tree import Node
 
 READ_BUFFER = 1 << 20
 """Buffer of the stream `open_file_node` returns."""
-STREAM_AHEAD = 2
-"""Blobs read ahead of the one consumed, from a local store."""
-STREAM_AHEAD_REMOTE = 4
-STREAM_SPAN = 4 << 20
-"""Runs of blobs read ahead from a remote store, and their longest: the plaintext held is
-about ``STREAM_AHEAD_REMOTE * STREAM_SPAN`` times the data's compression ratio."""
 
 
 def find_node(repo: Repository, snapshot: Snapshot, path: str) -> Node:
@@ -59,38 +53,30 @@ def read_file_blobs(repo: Repository, node: Node) -> Iterator[bytes | memoryview
 def plaintexts(repo: Repository, blob_ids: list[bytes]) -> Iterator[bytes | memoryview]:
     """The plaintext of ``blob_ids`` in order, each authenticated; several are read ahead
     of the one consumed, on a few threads (so that decryption and decompression use more
-    than one core), and from a remote store in runs of nearby blobs, one request each
-    (`runs_in_order`, at most `STREAM_SPAN` bytes; a blob a run cannot give is read on its
-    own, which says what is wrong). A damaged blob raises when its turn comes."""
+    than one core, `read_ahead`), and from a remote store in runs of nearby blobs, one
+    request each (`runs_in_order`, at most `StoreAccess.stream_span` bytes; a blob a run
+    cannot give is read on its own, which says what is wrong). A damaged blob raises when
+    its turn comes."""
     if len(blob_ids) < 2:
         for blob_id in blob_ids:
             yield repo.load_blob(blob_id)
         return
-    caps = repo.store.capabilities()
-    if caps.remote:
-        runs = list(runs_in_order(blob_ids, repo.index.get, STREAM_SPAN))
-        ahead = STREAM_AHEAD_REMOTE
+    access = repo.access
+    if access.stream_span is not None:
+        runs = list(runs_in_order(blob_ids, repo.index.get, access.stream_span))
     else:
         runs = [[blob_id] for blob_id in blob_ids]
-        ahead = STREAM_AHEAD
+    ahead = access.stream_ahead
     pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="read-ahead")
-    window: deque[Future[list[bytes | memoryview | IntegrityError]]] = deque()
-    pending = iter(runs)
+    reads = read_ahead(pool, runs, partial(_read_run, repo), ahead)
     try:
-        for run in itertools.islice(pending, ahead):
-            window.append(pool.submit(_read_run, repo, run))
-        while window:
-            opened = window.popleft().result()
-            nxt = next(pending, None)
-            if nxt is not None:
-                window.append(pool.submit(_read_run, repo, nxt))
+        for opened in reads:
             for plain in opened:
                 if isinstance(plain, IntegrityError):
                     raise plain
                 yield plain
     finally:
-        for fut in window:
-            fut.cancel()
+        reads.close()
         pool.shutdown(wait=True)
 
 

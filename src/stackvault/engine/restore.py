@@ -17,14 +17,14 @@ import itertools
 import mmap
 import os
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
 from stackvault.engine.packrestore import PackRestorer
 from stackvault.engine.progress import NullProgress, Progress
+from stackvault.engine.readahead import read_ahead
 from stackvault.errors import (
     IntegrityError,
     Interrupted,
@@ -39,7 +39,7 @@ from stackvault.fs.writemode import WriteFigures, WriteMode
 from stackvault.repo.blob import IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.repo.spans import by_pack, cut_spans, read_span, span_readers
+from stackvault.repo.spans import by_pack, cut_spans, read_span
 from stackvault.repo.tree import Node, valid_name
 
 _SPECIAL = frozenset(("fifo", "chardev", "blockdev"))
@@ -263,8 +263,8 @@ class RestoreJob:
         verify_id: bool,
     ) -> Iterator[bytes | memoryview]:
         """The plaintext of ``content`` in order, each blob fetched and authenticated up to
-        `PREFETCH` ahead on ``pool`` and, given a ``writer``, also written at its offset
-        there."""
+        `PREFETCH` ahead on ``pool`` (`read_ahead`) and, given a ``writer``, also written at
+        its offset there."""
         offsets: list[int] = []
         if writer is not None:
             offsets = list(
@@ -281,21 +281,9 @@ class RestoreJob:
                 writer.pwrite(offsets[index], data)
             return data
 
-        window: deque[Future[bytes | memoryview]] = deque()
-        pending = iter(range(len(content)))
-        try:
-            for index in itertools.islice(pending, PREFETCH):
-                window.append(pool.submit(fetch, index))
-            while window:
-                data = window.popleft().result()
-                nxt = next(pending, None)
-                if nxt is not None:
-                    window.append(pool.submit(fetch, nxt))
-                yield data
-        finally:
-            for fut in window:
-                fut.cancel()
-            wait(window)  # no pwrite may still run once the writer is committed or aborted
+        # `read_ahead` waits for the reads running when it ends: no pwrite may still run
+        # once the writer is committed or aborted.
+        yield from read_ahead(pool, range(len(content)), fetch, PREFETCH)
 
     def _restore_file(
         self,
@@ -379,25 +367,22 @@ class RestoreJob:
         # pool. From a remote store (S3), where each request costs more than the bytes it
         # reads, files are restored by reading their packs instead (`PackRestorer`, by
         # default); the lanes then only make empty files.
-        caps = self.repo.store.capabilities()
-        workers = self.opts.workers or (min(8, caps.parallelism) if caps.remote else 1)
+        access = self.repo.access
+        workers = self.opts.workers or access.restore_file_workers
         small_lane = _Lane(workers, "restore-small", partial(self._restore_files, target))
         large_lane = _Lane(workers, "restore-large", partial(self._restore_files, target))
-        blob_workers = max(2, os.cpu_count() or 2)
-        if caps.remote:
-            blob_workers = max(blob_workers, min(8, caps.parallelism))
         self._blob_pool = ThreadPoolExecutor(
-            max_workers=blob_workers, thread_name_prefix="restore-blob"
+            max_workers=access.restore_blob_workers, thread_name_prefix="restore-blob"
         )
         self._write_pool = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="restore-write"
         )
-        by_pack = caps.remote if self.opts.by_pack is None else self.opts.by_pack
+        by_pack = access.restore_by_pack if self.opts.by_pack is None else self.opts.by_pack
         packs = (
             PackRestorer(
                 self.repo,
                 target,
-                workers=self.opts.workers or span_readers(caps.parallelism),
+                workers=self.opts.workers or access.pack_readers,
                 progress=self.progress,
                 stop=self._stop,
                 done=self._file_done,

@@ -137,10 +137,8 @@ class Checker:
         if self.subset is not None and indexed:
             count = max(1, math.ceil(len(indexed) * self.subset))
             indexed = self.rng.sample(indexed, count)
-        # Whole packs are held in memory while checked: two at a time keep both cores busy;
-        # a remote store needs a few more downloads in flight to hide its latency.
-        caps = self.repo.store.capabilities()
-        workers = max(1, min(4 if caps.remote else 2, caps.parallelism))
+        # Whole packs are held in memory while checked (`StoreAccess.check_readers`).
+        workers = self.repo.access.check_readers
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
             for _ in pool.map(lambda item: self._read_pack(*item), indexed):
                 pass

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from stackvault.crypto.envelope import Envelope
 from stackvault.errors import IntegrityError, ObjectNotFound
+from stackvault.repo.access import store_access
 from stackvault.repo.pack import PackedBlob, read_pack_header
 from stackvault.store.base import Store
 
@@ -66,6 +67,6 @@ def load_pack_headers(
             progress()
         return name, got
 
-    workers = max(1, min(16, store.capabilities().parallelism))
+    workers = store_access(store).request_workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pack-header") as pool:
         return dict(r for r in pool.map(one, list(packs)) if r is not None)

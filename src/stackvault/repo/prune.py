@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from stackvault.errors import IntegrityError, ObjectLocked, ObjectNotFound, StoreFull
+from stackvault.repo.access import store_access
 from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.index import encode_index
 from stackvault.repo.lock import DEFAULT_LEASE_S
@@ -310,7 +311,7 @@ def retentions(store: Store, names: Iterable[str]) -> dict[str, datetime | None]
 
 def _request_pool(store: Store) -> ThreadPoolExecutor:
     """Threads for many small metadata requests (retention lookups and updates)."""
-    return ThreadPoolExecutor(max_workers=max(1, min(16, store.capabilities().parallelism)))
+    return ThreadPoolExecutor(max_workers=store_access(store).request_workers)
 
 
 def execute_prune(

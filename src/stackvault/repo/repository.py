@@ -36,6 +36,7 @@ from stackvault.errors import (
     UsageError,
     WrongPassword,
 )
+from stackvault.repo.access import StoreAccess
 from stackvault.repo.blob import BlobCodec, BlobType, IndexEntry, blob_aad
 from stackvault.repo.config import (
     CONFIG_NAME,
@@ -100,7 +101,9 @@ class Repository:
         set by whoever holds the lock; prune measures the age of packs against it."""
         self.lock_lease_s = DEFAULT_LEASE_S
         self._local = threading.local()
-        self._tree_packs = TreePacks(store) if store.capabilities().remote else None
+        self.access = StoreAccess.of(store.capabilities())
+        """How this repository's store is used (threads, reads by pack or in spans)."""
+        self._tree_packs = TreePacks(store) if self.access.tree_packs else None
 
     # --- creating and opening ---------------------------------------------------------------
 
@@ -258,7 +261,7 @@ class Repository:
                 return name, exc
 
         names = self.index_names()
-        workers = max(1, min(8, self.store.capabilities().parallelism))
+        workers = self.access.metadata_readers
         loaded: list[tuple[str, IndexFile]] = []
         superseded: set[str] = set()
         damaged: list[tuple[str, IntegrityError]] = []
@@ -448,7 +451,7 @@ class Repository:
 
         out: list[Snapshot] = []
         names = self.snapshot_names()
-        workers = max(1, min(8, self.store.capabilities().parallelism, len(names)))
+        workers = max(1, min(self.access.metadata_readers, len(names)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             loaded = list(pool.map(fetch, names))
         for name, got in zip(names, loaded, strict=True):

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 
 from stackvault.errors import ObjectNotFound, StoreError, StoreFull
+from stackvault.repo.access import store_access
 from stackvault.store.base import Store
 
 RESERVE_NAME = "reserve"
@@ -24,7 +25,7 @@ compressing file system cannot shrink it."""
 
 def wants_reserve(store: Store) -> bool:
     """Only stores that can fill up keep one (local file systems; not S3)."""
-    return not store.capabilities().remote
+    return store_access(store).keeps_reserve
 
 
 def write_reserve(store: Store) -> bool:

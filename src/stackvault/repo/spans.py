@@ -4,7 +4,8 @@ A request to a remote store costs more than the bytes it brings (botocore's Pyth
 this side, the server's work on the other), so the engine's readers of many blobs from S3
 (the pack-by-pack restore, copy) group the blobs they need by pack and read each group of
 nearby blobs as one span. A span that cannot be read is no verdict: each blob is then read
-on its own (`Repository.span_blob`), which says what is wrong with it.
+on its own (`Repository.span_blob`), which says what is wrong with it. Whether to read in
+spans, and on how many threads, is `stackvault.repo.access`'s decision.
 """
 
 from __future__ import annotations
@@ -24,16 +25,6 @@ SPAN_MAX = 8 << 20
 """Longest span; with the default 16 MiB packs a pack is read in about two requests."""
 
 T = TypeVar("T")
-
-
-def span_readers(parallelism: int) -> int:
-    """Threads reading spans from a store with ``parallelism`` connections: a quarter of them
-    (4 of S3's default 16), 2 to 8. More threads hand the GIL around more often for each
-    socket read (a restore of 1.06 GB from SeaweedFS on 127.0.0.1: 8 threads 2.9-3.7 s, 4
-    threads 2.9 s, 2-3 threads 2.8-2.9 s; a copy from it: 4.8-5.0 s with 2, 4 or 8, peak RSS
-    176, 205, 255 MB); a store far away needs a few requests in flight to fill its bandwidth.
-    """
-    return max(2, min(8, parallelism // 4))
 
 
 def by_pack(items: Iterable[T], entry: Callable[[T], IndexEntry]) -> dict[bytes, list[T]]:

@@ -101,9 +101,8 @@ class BlobWriter:
         on_pack: Callable[[int], None] | None = None,
     ) -> None:
         self._repo = repo
-        # Each upload holds one pack in memory: at most 8 (64 MiB at the default pack size),
-        # even when the store could take more concurrent requests.
-        workers = upload_workers or max(2, min(8, repo.store.capabilities().parallelism))
+        # Each upload holds one pack in memory (`StoreAccess.upload_workers`).
+        workers = upload_workers or repo.access.upload_workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pack-upload")
         # Packs in memory waiting for upload: bounded so a slow store throttles readers.
         self._slots = threading.BoundedSemaphore(workers)
