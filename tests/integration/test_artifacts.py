@@ -31,6 +31,7 @@ from stackvault.errors import (
     StackvaultError,
     UsageError,
 )
+from stackvault.records.artifact import ArtifactRecord
 from stackvault.repo.check import Checker
 from stackvault.repo.repository import Repository
 from stackvault.sources import registry
@@ -90,9 +91,9 @@ def test_an_artifact_is_stored_listed_read_back_and_checked(
     assert snap.complete
     assert snap.paths == [artifact_path("dir-data")]
     [record] = snap.artifacts
-    assert record["name"] == "dir-data" and record["kind"] == "testdir" and record["complete"]
-    assert record["files"] == 4 and record["bytes"] == 6 + 3 * 1024 * 1024 + 0 + 6
-    assert record["metadata"]["facts"] == DirSource(SourceURL.parse(f"testdir://{data}")).probe()
+    assert record.name == "dir-data" and record.kind == "testdir" and record.complete
+    assert record.files == 4 and record.bytes == 6 + 3 * 1024 * 1024 + 0 + 6
+    assert record.metadata["facts"] == DirSource(SourceURL.parse(f"testdir://{data}")).probe()
 
     reopened = Repository.open(repo.store, PW)
     reopened.load_index()
@@ -146,11 +147,11 @@ def test_unchanged_files_are_reused_from_the_parent_artifact(
     second = backup(repo, [src(data)]).snapshot
     assert second.parent == first.id
     [record] = second.artifacts
-    assert record["reused"] == 3  # a.txt, big.bin, empty (the hard link is not a read)
+    assert record.reused == 3  # a.txt, big.bin, empty (the hard link is not a read)
     assert second.summary["data_added"] == 0
     (data / "sub" / "new.bin").write_bytes(b"n" * 1000)
     third = backup(repo, [src(data)]).snapshot
-    assert third.artifacts[0]["reused"] == 3 and third.artifacts[0]["files"] == 5
+    assert third.artifacts[0].reused == 3 and third.artifacts[0].files == 5
 
 
 def test_a_failing_only_source_saves_no_snapshot(repo: Repository, tmp_path: Path) -> None:
@@ -171,9 +172,9 @@ def test_with_several_sources_a_failure_makes_the_snapshot_incomplete(
     assert snap.problems == [
         {"path": "artifact:dir-bad", "message": "simulated failure after 2 files"}
     ]
-    by_name = {a["name"]: a for a in snap.artifacts}
-    assert by_name["dir-good"]["complete"] and not by_name["dir-bad"]["complete"]
-    assert by_name["dir-bad"]["error"] == "simulated failure after 2 files"
+    by_name = {a.name: a for a in snap.artifacts}
+    assert by_name["dir-good"].complete and not by_name["dir-bad"].complete
+    assert by_name["dir-bad"].error == "simulated failure after 2 files"
     artifacts_tree = [n for n in repo.load_tree(snap.tree) if n.name == ".stackvault"]
     assert artifacts_tree, "the good artifact is stored"
     with pytest.raises(SourceError, match="incomplete"):
@@ -194,7 +195,7 @@ def test_a_capture_whose_data_changed_is_taken_again(repo: Repository, tmp_path:
     progress = NullProgress()
     job = BackupOptions(paths=[], sources=[src(data, changed="2")], host="h")
     snap = BackupJob(repo, job, progress=progress).run().snapshot
-    assert snap.complete and snap.artifacts[0]["complete"]
+    assert snap.complete and snap.artifacts[0].complete
     again = [n for n in progress.notices if "capturing it again" in n]
     assert again == [
         "dir-data: simulated change under sub/big.bin; capturing it again (try 2 of 3)",
@@ -263,7 +264,7 @@ def test_restore_reports_differences_from_the_recorded_facts(
     data = make_dir(tmp_path / "data")
     snap = backup(repo, [src(data)]).snapshot
     # Tamper with the recorded facts in memory: the live result must now disagree.
-    snap.artifacts[0]["metadata"]["facts"]["files"]["a.txt"] = "0" * 64
+    snap.artifacts[0].metadata["facts"]["files"]["a.txt"] = "0" * 64
     res = restore_artifact(
         repo,
         snap,
@@ -308,3 +309,23 @@ def test_blob_reader_is_a_stream(repo: Repository, tmp_path: Path) -> None:
     while chunk := stream.read(65536):
         buf.write(chunk)
     assert buf.getvalue() == (data / "sub" / "big.bin").read_bytes()
+
+
+def test_artifact_records_round_trip_with_unknown_keys(repo: Repository, tmp_path: Path) -> None:
+    data = make_dir(tmp_path / "data")
+    snap = backup(repo, [src(data)]).snapshot
+    stored = repo.load_snapshot(snap.id).to_json()["artifacts"][0]
+    assert list(stored) == [
+        "name", "kind", "location", "path", "started", "complete", "error",
+        "files", "bytes", "reused", "metadata", "duration_s",
+    ]  # fmt: skip
+    newer = dict(stored, future={"x": [1]})
+    record = ArtifactRecord.from_json(newer)
+    assert record.unknown == {"future": {"x": [1]}}
+    assert record.to_json() == newer and list(record.copy().to_json()) == list(newer)
+    failed = {k: v for k, v in stored.items() if k not in ("files", "bytes", "reused", "metadata")}
+    assert ArtifactRecord.from_json(failed | {"complete": False}).to_json() == failed | {
+        "complete": False
+    }
+    with pytest.raises(ValueError, match="files is not a whole number"):
+        ArtifactRecord.from_json(dict(stored, files="3"))

@@ -6,6 +6,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 if TYPE_CHECKING:
     from typing import Any
 
+    from stackvault.records.artifact import ArtifactRecord
     from stackvault.repo.snapshot import Snapshot
 
 
@@ -28,19 +29,19 @@ def snapshot_json(s: Snapshot) -> dict[str, Any]:
 ARTIFACT_PREFIX = "/.stackvault/artifacts/"
 
 
-def artifact_line(record: dict[str, Any]) -> str:
+def artifact_line(record: ArtifactRecord) -> str:
     """``Artifact pg-app (postgres, postgres://...): 3 files, 12.00 MiB in 1.20 s``."""
-    head = f"Artifact {record.get('name')} ({record.get('kind')}, {record.get('location')})"
-    if not record.get("complete"):
-        return f"{head}: FAILED: {record.get('error')}"
+    head = f"Artifact {record.name} ({record.kind}, {record.location})"
+    if not record.complete:
+        return f"{head}: FAILED: {record.error}"
     return (
-        f"{head}: {record.get('files', 0)} file(s), {human_bytes(record.get('bytes', 0))} "
-        f"in {record.get('duration_s', 0):.2f} s"
+        f"{head}: {record.files or 0} file(s), {human_bytes(record.bytes or 0)} "
+        f"in {record.duration_s:.2f} s"
     )
 
 
 def _paths_column(s: Snapshot) -> str:
-    failed = {a.get("name") for a in s.artifacts if not a.get("complete")}
+    failed = {a.name for a in s.artifacts if not a.complete}
     out = []
     for p in s.paths:
         if p.startswith(ARTIFACT_PREFIX):

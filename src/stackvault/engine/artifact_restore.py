@@ -95,7 +95,7 @@ def restore_artifact(
             notice(
                 f"safety snapshot {safety.snapshot.short_id} holds what {target.location} held; "
                 f"undo with: stackvault restore {safety.snapshot.short_id} --artifact "
-                f"{safety.snapshot.artifacts[0]['name']} --to URL --overwrite"
+                f"{safety.snapshot.artifacts[0].name} --to URL --overwrite"
             )
         result.details = target.restore(
             reader, RestoreOptions(overwrite=overwrite, no_owner=no_owner, notice=notice)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from stackvault.engine.filedata import find_node, open_file_node
 from stackvault.errors import IntegrityError, Interrupted, SourceError, StackvaultError
+from stackvault.records.artifact import ArtifactRecord
 from stackvault.repo.blob import BlobType
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
@@ -273,13 +273,13 @@ class TreeSink(ArtifactSink):
         return save(self.root, self.name)
 
 
-def find_artifact(snapshot: Snapshot, name: str) -> dict[str, Any]:
+def find_artifact(snapshot: Snapshot, name: str) -> ArtifactRecord:
     """The record of artifact ``name`` in ``snapshot``; `SourceError` listing the names it
     has otherwise."""
     for record in snapshot.artifacts:
-        if record.get("name") == name:
+        if record.name == name:
             return record
-    names = ", ".join(str(r.get("name")) for r in snapshot.artifacts) or "none"
+    names = ", ".join(r.name for r in snapshot.artifacts) or "none"
     raise SourceError(
         f"snapshot {snapshot.short_id} has no artifact {name!r} (it has: {names})",
         hint="list them with `stackvault snapshots --json`",
@@ -289,17 +289,17 @@ def find_artifact(snapshot: Snapshot, name: str) -> dict[str, Any]:
 class RepoArtifactReader(ArtifactReader):
     """An artifact of a snapshot, read from the repository."""
 
-    def __init__(self, repo: Repository, snapshot: Snapshot, record: dict[str, Any]) -> None:
+    def __init__(self, repo: Repository, snapshot: Snapshot, record: ArtifactRecord) -> None:
         self.repo = repo
         self.snapshot = snapshot
         self.record = record
-        self.name = str(record["name"])
-        self.kind = str(record.get("kind", ""))
-        self.metadata = dict(record.get("metadata") or {})
-        if not record.get("complete", False):
+        self.name = record.name
+        self.kind = record.kind
+        self.metadata = dict(record.metadata or {})
+        if not record.complete:
             raise SourceError(
                 f"artifact {self.name!r} of snapshot {snapshot.short_id} is incomplete "
-                f"({record.get('error') or 'its capture failed'}); there is nothing to restore",
+                f"({record.error or 'its capture failed'}); there is nothing to restore",
                 hint="pick an earlier snapshot where it is complete",
             )
         self.node = find_node(repo, snapshot, artifact_path(self.name))
@@ -336,11 +336,3 @@ class RepoArtifactReader(ArtifactReader):
                 f"artifact {self.name!r} of snapshot {self.snapshot.short_id} has no file {path!r}"
             )
         return open_file_node(self.repo, node)
-
-
-def artifact_summary(record: dict[str, Any]) -> str:
-    """One line for listings: ``name (kind, 12.3 MiB)`` or ``name (kind, FAILED)``."""
-    kind = record.get("kind", "?")
-    if not record.get("complete", False):
-        return f"{record.get('name')} ({kind}, FAILED)"
-    return f"{record.get('name')} ({kind})"

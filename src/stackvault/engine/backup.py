@@ -28,6 +28,7 @@ from stackvault.errors import (
 )
 from stackvault.fs.exclude import ExcludeMatcher
 from stackvault.fs.walk import FileWalker, Problem
+from stackvault.records.artifact import ArtifactRecord
 from stackvault.repo.lock import current_username
 from stackvault.repo.repository import PROGRAM, Repository
 from stackvault.repo.snapshot import Snapshot
@@ -65,7 +66,7 @@ class BackupOptions:
     paths (a stack backup stops its writers here, so that what does not change - images -
     is read before the cut)."""
     cut_at: int = 0
-    after_capture: Callable[[list[dict[str, Any]]], dict[str, Any] | None] | None = None
+    after_capture: Callable[[list[ArtifactRecord]], dict[str, Any] | None] | None = None
     """Called once everything has been read (before the last packs, the index and the
     snapshot are written) with the artifact records; what it returns becomes the snapshot's
     ``stack`` manifest. A stack backup restarts its stopped services here. Not called when
@@ -180,7 +181,7 @@ class BackupJob:
             problem=self._problem,
         )
         committed = False
-        artifacts: list[dict[str, Any]] = []
+        artifacts: list[ArtifactRecord] = []
         try:
             extra: list[Node] = []
             if self.opts.before_cut is not None and self.opts.cut_at <= 0:
@@ -231,7 +232,7 @@ class BackupJob:
             files.close(committed=committed)
             writer.close(commit=committed)
         incomplete = [p for p in self.problems if p.incomplete]
-        failed_artifacts = sum(1 for a in artifacts if not a["complete"])
+        failed_artifacts = sum(1 for a in artifacts if not a.complete)
         c = files.counts
         snap = Snapshot(
             time=self.repo.clock.now(),

@@ -17,6 +17,7 @@ from stackvault.engine.artifacts import ARTIFACTS_DIR, RESERVED, TreeSink, artif
 from stackvault.engine.progress import Progress
 from stackvault.errors import SourceChanged, SourceError, StackvaultError
 from stackvault.fs.walk import Problem
+from stackvault.records.artifact import ArtifactRecord
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node
@@ -60,7 +61,7 @@ class SourceCapture:
         self,
         sources: list[Source],
         parent: Snapshot | None,
-        records: list[dict[str, Any]],
+        records: list[ArtifactRecord],
         *,
         several: bool,
         alone: bool,
@@ -80,7 +81,7 @@ class SourceCapture:
         if 0 < len(sources) <= cut_at and before_cut is not None:
             before_cut()
         if several and not nodes and alone:
-            failures = "; ".join(f"{r['name']}: {r['error']}" for r in records)
+            failures = "; ".join(f"{r.name}: {r.error}" for r in records)
             raise SourceError(f"no source could be captured; no snapshot was saved ({failures})")
         if not nodes:
             return []
@@ -93,7 +94,7 @@ class SourceCapture:
         self,
         source: Source,
         parent: Snapshot | None,
-        records: list[dict[str, Any]],
+        records: list[ArtifactRecord],
         *,
         several: bool,
     ) -> list[Node]:
@@ -101,13 +102,16 @@ class SourceCapture:
         started = self.repo.clock.now()
         t0 = self.repo.clock.monotonic()
         self.progress.notice(f"capturing {source.name} from {source.location}")
-        record: dict[str, Any] = {
-            "name": source.name,
-            "kind": source.kind,
-            "location": source.location,
-            "path": artifact_path(source.name),
-            "started": started.isoformat(timespec="microseconds"),
-        }
+        record = ArtifactRecord(
+            name=source.name,
+            kind=source.kind,
+            location=source.location,
+            path=artifact_path(source.name),
+            started=started.isoformat(timespec="microseconds"),
+            complete=False,
+            error=None,
+            duration_s=0.0,
+        )
         nodes: list[Node] = []
         try:
             try:
@@ -117,20 +121,15 @@ class SourceCapture:
         except SourceError as exc:
             if not several:
                 raise
-            record.update(complete=False, error=str(exc))
+            record.error = str(exc)
             self.problem(Problem(f"artifact:{source.name}", str(exc), True))
         else:
-            record.update(
-                complete=True,
-                error=None,
-                files=sink.files,
-                bytes=sink.bytes,
-                reused=sink.reused,
-                metadata=metadata,
-            )
+            record.complete = True
+            record.files, record.bytes, record.reused = sink.files, sink.bytes, sink.reused
+            record.metadata = metadata
             nodes.append(node)
             self.bytes += sink.bytes
-        record["duration_s"] = round(self.repo.clock.monotonic() - t0, 3)
+        record.duration_s = round(self.repo.clock.monotonic() - t0, 3)
         records.append(record)
         return nodes
 
@@ -164,9 +163,7 @@ class SourceCapture:
 
     def previous_artifact(self, parent: Snapshot | None, name: str) -> bytes | None:
         """The tree of artifact ``name`` in the parent snapshot, if it was complete there."""
-        if parent is None or not any(
-            a.get("name") == name and a.get("complete") for a in parent.artifacts
-        ):
+        if parent is None or not any(a.name == name and a.complete for a in parent.artifacts):
             return None
         from stackvault.engine.filedata import find_node
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stackvault.errors import IntegrityError, UnsupportedFormat
+from stackvault.records.artifact import ArtifactRecord, artifacts_from_json, artifacts_to_json
 
 SNAPSHOT_AAD = b"sv1:snapshot"
 MAX_PROBLEMS = 1000
@@ -28,7 +29,7 @@ class Snapshot:
     complete: bool = True
     problems: list[dict[str, str]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
     """Records of the sources captured into ``/.stackvault/artifacts/<name>`` (FORMAT.md §8.2):
     name, kind, redacted location, completeness, error, the source's metadata and timings."""
     stack: dict[str, Any] | None = None
@@ -67,7 +68,7 @@ class Snapshot:
                 "summary": self.summary,
                 "original": self.original,
             }
-            | ({"artifacts": self.artifacts} if self.artifacts else {})
+            | ({"artifacts": artifacts_to_json(self.artifacts)} if self.artifacts else {})
             | ({"stack": self.stack} if self.stack is not None else {})
         )
 
@@ -99,7 +100,7 @@ class Snapshot:
                 problems=list(d.get("problems", [])),
                 summary=dict(d.get("summary", {})),
                 original=_optional_id(d.get("original")),
-                artifacts=_artifacts(d.get("artifacts", [])),
+                artifacts=artifacts_from_json(d.get("artifacts", [])),
                 stack=_stack(d.get("stack")),
                 id=snapshot_id,
             )
@@ -111,14 +112,6 @@ def _aware(when: datetime) -> datetime:
     """A time without zone (never written by this program, but JSON is easy to edit) is
     taken as UTC, so snapshots stay comparable and sortable."""
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def _artifacts(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not all(
-        isinstance(a, dict) and isinstance(a.get("name"), str) for a in value
-    ):
-        raise ValueError("artifacts is not a list of records")
-    return value
 
 
 def _stack(value: Any) -> dict[str, Any] | None:

@@ -45,6 +45,7 @@ from stackvault.stack.presets import dify
 if TYPE_CHECKING:
     from docker import DockerClient
 
+    from stackvault.records.artifact import ArtifactRecord
     from stackvault.repo.repository import Repository
     from stackvault.sources.contract import Source
 
@@ -117,7 +118,7 @@ def backup_stack(
     hooks = Hooks(plan.hooks, project, client, notice)
     times: dict[str, float] = {}
 
-    def after_capture(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    def after_capture(artifacts: list[ArtifactRecord]) -> dict[str, Any]:
         times["captured"] = time.monotonic()
         quiesce.__exit__(None, None, None)  # start the services again now (idempotent)
         times["restarted"] = time.monotonic()
@@ -187,7 +188,7 @@ def _manifest(
     plan: Plan,
     found: Project,
     mode: str,
-    artifacts: list[dict[str, Any]],
+    artifacts: list[ArtifactRecord],
     stopped: list[dict[str, Any]],
     times: dict[str, float],
     client: DockerClient,
@@ -210,14 +211,14 @@ def _manifest(
     versions: dict[str, Any] = {}
     parts: dict[str, Any] = {}
     for a in artifacts:
-        meta = a.get("metadata") or {}
-        parts[a["name"]] = {
-            "kind": a.get("kind"),
-            "complete": a.get("complete"),
-            "bytes": a.get("bytes"),
-            "files": a.get("files"),
-            "started": a.get("started"),
-            "duration_s": a.get("duration_s"),
+        meta = a.metadata or {}
+        parts[a.name] = {
+            "kind": a.kind,
+            "complete": a.complete,
+            "bytes": a.bytes,
+            "files": a.files,
+            "started": a.started,
+            "duration_s": a.duration_s,
             "checksums": {
                 path: info.get("sha256")
                 for path, info in (meta.get("files") or {}).items()
@@ -225,7 +226,7 @@ def _manifest(
             },
         }
         if meta.get("server_version"):
-            versions[a["name"]] = {
+            versions[a.name] = {
                 "server_version": meta.get("server_version"),
                 "dump_tool": meta.get("dump_tool"),
             }
@@ -247,9 +248,9 @@ def _manifest(
         "app": _app_versions(plan, found, client),
         "images": next(
             (
-                a.get("metadata", {}).get("facts", {}).get("images")
+                (a.metadata or {}).get("facts", {}).get("images")
                 for a in artifacts
-                if a.get("kind") == "docker-images" and a.get("complete")
+                if a.kind == "docker-images" and a.complete
             ),
             None,
         ),
@@ -265,7 +266,7 @@ def _manifest(
             "containers": downtime,
         }
     else:
-        starts = [str(a["started"]) for a in artifacts if a.get("started")]
+        starts = [a.started for a in artifacts if a.started]
         manifest["skew_s"] = round(times["captured"] - times["stopped"], 3)
         manifest["captured_between"] = [min(starts), max(starts)] if starts else []
     return manifest

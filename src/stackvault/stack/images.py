@@ -19,13 +19,14 @@ from stackvault.repo.snapshot import Snapshot
 if TYPE_CHECKING:
     from docker import DockerClient
 
+    from stackvault.records.artifact import ArtifactRecord
     from stackvault.repo.repository import Repository
 
 
-def images_record(snapshot: Snapshot) -> dict[str, Any] | None:
+def images_record(snapshot: Snapshot) -> ArtifactRecord | None:
     """The snapshot's complete ``docker-images`` artifact record, if it has one."""
     return next(
-        (a for a in snapshot.artifacts if a.get("kind") == "docker-images" and a.get("complete")),
+        (a for a in snapshot.artifacts if a.kind == "docker-images" and a.complete),
         None,
     )
 
@@ -33,7 +34,7 @@ def images_record(snapshot: Snapshot) -> dict[str, Any] | None:
 def loadable_images(snapshot: Snapshot) -> set[str]:
     """The image tags the snapshot holds."""
     record = images_record(snapshot)
-    return set(((record or {}).get("metadata") or {}).get("facts", {}).get("images") or {})
+    return set(((record.metadata if record else None) or {}).get("facts", {}).get("images") or {})
 
 
 def missing_images(client: DockerClient, snapshot: Snapshot) -> list[str]:
@@ -59,7 +60,7 @@ def load_images(
     result = restore_artifact(
         repo,
         snapshot,
-        str(record["name"]),
+        record.name,
         "docker-images://?tags=" + ",".join(tags),
         progress=progress,
         notice=notice,

@@ -432,8 +432,8 @@ class _Restorer:
         self, names: list[str], targets: dict[str, str], report: StackRestore
     ) -> None:
         for name in names:
-            record = next((a for a in self.snapshot.artifacts if a["name"] == name), None)
-            if record is None or not record.get("complete"):
+            record = next((a for a in self.snapshot.artifacts if a.name == name), None)
+            if record is None or not record.complete:
                 report.validation.append(
                     {
                         "subject": f"artifact {name}",

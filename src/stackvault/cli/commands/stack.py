@@ -253,8 +253,8 @@ def stack_backup(
         )
     else:
         for a in snap.artifacts:
-            state = "ok" if a["complete"] else f"FAILED: {a['error']}"
-            cli.print(f"artifact {a['name']} ({a['kind']}): {a.get('bytes', 0)} bytes, {state}")
+            state = "ok" if a.complete else f"FAILED: {a.error}"
+            cli.print(f"artifact {a.name} ({a.kind}): {a.bytes or 0} bytes, {state}")
         if m.get("consistency") == "strict":
             down = m.get("downtime", {})
             cli.print(
