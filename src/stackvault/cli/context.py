@@ -7,7 +7,6 @@ import sys
 from contextlib import contextmanager
 
 from stackvault.errors import (
-    AppendOnlyRefused,
     ConfigError,
     ObjectLocked,
     RepositoryNotFound,
@@ -170,13 +169,13 @@ class Cli:
         self, command: str, action: str, alternative: str | None = None
     ) -> None:
         """Stop a command that would delete or overwrite objects — before it does any work —
-        when the repository is opened append-only: "`command` action, which ...; hint"."""
+        when the repository is opened append-only: "`command` action, which ...; hint"
+        (`stackvault.repo.appendonly.refuse_if_append_only`)."""
         if self.append_only:
-            hint = "run it from a client with full access to the repository"
-            raise AppendOnlyRefused(
-                f"`{command}` {action}, which a repository opened append-only "
-                f"(--append-only / {ENV_APPEND_ONLY}) does not allow",
-                hint=f"{hint}, or {alternative}" if alternative else hint,
+            from stackvault.repo.appendonly import refuse_if_append_only
+
+            refuse_if_append_only(
+                True, command, action, alternative, setting=f"--append-only / {ENV_APPEND_ONLY}"
             )
 
     def source_location(self, location: str | None) -> str:

@@ -41,9 +41,12 @@ from stackvault.errors import (
     StoreError,
     StoreFull,
 )
+from stackvault.repo.appendonly import refuse_on_append_only_store
 from stackvault.store.base import Store
 
 LOCK_AAD = b"sv1:lock"
+LOCKS_PREFIX = "locks/"
+"""Where lock objects live in the store (FORMAT.md §9)."""
 DEFAULT_LEASE_S = 1800
 
 
@@ -221,11 +224,60 @@ def store_time(store: Store, envelope: Envelope, clock: Clock) -> datetime | Non
         store.delete(name)
 
 
+@dataclass(frozen=True)
+class RemovedLock:
+    """A lock `remove_locks` removed, and why."""
+
+    id: str
+    host: str
+    pid: int
+    reason: str
+    """Why it was judged stale (`LockInfo.stale_reason`), or ``"--remove-all"``."""
+
+
+REMOVE_ALL = "--remove-all"
+REMOVE_ALL_REFUSAL = (
+    "unlock --remove-all",
+    "removes locks of processes that may still be running",
+    "leave out --remove-all to remove only stale locks",
+)
+"""The command, action and alternative `refuse_if_append_only` names for ``remove_all``."""
+
+
+def remove_locks(
+    store: Store,
+    envelope: Envelope,
+    clock: Clock,
+    notice: Callable[[str], None],
+    *,
+    remove_all: bool = False,
+) -> list[RemovedLock]:
+    """Remove the stale locks (FORMAT.md §9), judged against the store's time, or with
+    ``remove_all`` every lock, even of processes that may be alive (an administrator's
+    prune, say): refused (`AppendOnlyRefused`) on a store opened append-only."""
+    if remove_all:
+        refuse_on_append_only_store(store, *REMOVE_ALL_REFUSAL)
+    removed: list[RemovedLock] = []
+    store_now = store_time(store, envelope, clock)
+    me = Holder.current()
+    for lk in list_locks(store, envelope, notice):
+        reason = lk.stale_reason(store_now, clock.now(), me)
+        if remove_all or reason is not None:
+            store.delete(lock_name(lk.id))
+            removed.append(RemovedLock(lk.id, lk.host, lk.pid, reason or REMOVE_ALL))
+    return removed
+
+
+def lock_name(lock_id: str) -> str:
+    """The store object of the lock ``lock_id``."""
+    return f"{LOCKS_PREFIX}{lock_id}"
+
+
 def list_locks(store: Store, envelope: Envelope, notice: Callable[[str], None]) -> list[LockInfo]:
     """Every readable lock in the repository; unreadable ones are reported and ignored."""
     locks: list[LockInfo] = []
-    for info in store.list("locks/"):
-        lock_id = info.name.removeprefix("locks/")
+    for info in store.list(LOCKS_PREFIX):
+        lock_id = info.name.removeprefix(LOCKS_PREFIX)
         try:
             doc = json.loads(envelope.open(store.get(info.name), LOCK_AAD))
             locks.append(LockInfo.from_json(lock_id, doc, info.mtime))
@@ -277,11 +329,11 @@ class RepositoryLock:
     def _conflicts(self, others: list[LockInfo], store_now: datetime | None) -> list[LockInfo]:
         live: list[LockInfo] = []
         for lk in others:
-            if self._name and lk.id == self._name.removeprefix("locks/"):
+            if self._name and lk.id == self._name.removeprefix(LOCKS_PREFIX):
                 continue
             reason = lk.stale_reason(store_now, self._clock.now(), self._me)
             if reason is not None:
-                self._store.delete(f"locks/{lk.id}")
+                self._store.delete(lock_name(lk.id))
                 self._notice(f"removed stale lock of PID {lk.pid} on {lk.host}: {reason}")
                 continue
             if self.exclusive or lk.exclusive:
@@ -302,7 +354,7 @@ class RepositoryLock:
             refreshed=self._clock.now(),
             lease_s=self.lease_s,
         )
-        name = f"locks/{secrets.token_hex(16)}"
+        name = lock_name(secrets.token_hex(16))
         self._store.put(name, self._envelope.seal(json.dumps(info.to_json()).encode(), LOCK_AAD))
         return name
 
@@ -319,7 +371,7 @@ class RepositoryLock:
                 raise
             self._name = self._write()
         locks = list_locks(self._store, self._envelope, self._notice)
-        mine = next((lk for lk in locks if self._name == f"locks/{lk.id}"), None)
+        mine = next((lk for lk in locks if self._name == lock_name(lk.id)), None)
         store_now = mine.stored if mine is not None else None
         conflicts = self._conflicts(locks, store_now)
         if conflicts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stackvault.cli.parser import add_command, add_json_option
 from stackvault.cli.render import human_bytes
-from stackvault.errors import SnapshotNotFound, UsageError
+from stackvault.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
     from stackvault.policy.duration import Duration
+    from stackvault.policy.forget import ForgetPlan
+    from stackvault.policy.retention import RetentionPolicy
     from stackvault.repo.prune import PrunePlan
     from stackvault.repo.repository import Repository
-    from stackvault.repo.snapshot import Snapshot
 
 # (option, help) of the --keep-N rules and of the --keep-within-* rules
 _KEEP_COUNTS = [
@@ -181,17 +182,29 @@ def _duration(text: str | None) -> Duration | None:
     return parse_duration(text) if text else None
 
 
-def _resolve(repo: Repository, ref: str, snaps: list[Snapshot]) -> str:
-    """A snapshot id from a reference; a damaged (unreadable) snapshot is found by the id in
-    its file name, so it can be forgotten."""
-    try:
-        return repo.find_snapshot(ref, snaps).id
-    except SnapshotNotFound:
-        names = [n.removeprefix("snapshots/") for n in repo.snapshot_names()]
-        matches = [n for n in names if ref and n.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0]
-        raise
+def _policy(
+    keep_counts: tuple[int, ...], keep_within: tuple[str | None, ...], keep_tag: list[str]
+) -> RetentionPolicy:
+    """The retention policy of the --keep-* options (counts and durations in option order)."""
+    from stackvault.policy.retention import RetentionPolicy
+
+    last, hourly, daily, weekly, monthly, yearly = keep_counts
+    within, w_hourly, w_daily, w_weekly, w_monthly, w_yearly = map(_duration, keep_within)
+    return RetentionPolicy(
+        last=last,
+        hourly=hourly,
+        daily=daily,
+        weekly=weekly,
+        monthly=monthly,
+        yearly=yearly,
+        within=within,
+        within_hourly=w_hourly,
+        within_daily=w_daily,
+        within_weekly=w_weekly,
+        within_monthly=w_monthly,
+        within_yearly=w_yearly,
+        tags=tuple(frozenset(t.split(",")) for t in keep_tag),
+    )
 
 
 def forget(
@@ -218,7 +231,8 @@ def forget(
 ) -> None:
     """Remove snapshots by id or by a retention policy (each decision shown with its reason)."""
     margin = _margin(safety_margin)
-    from stackvault.policy.retention import RetentionPolicy, SnapshotRef, decide
+    from stackvault.policy.forget import plan_named, plan_retention
+    from stackvault.repo.forget import ForgetResult, forget_snapshots, resolve_snapshot_id
 
     if not dry_run:
         cli.refuse_if_append_only(
@@ -226,21 +240,17 @@ def forget(
             "deletes snapshots" + (" and unreferenced data" if prune else ""),
             "add --dry-run to only see the decisions",
         )
-
-    policy = RetentionPolicy(
-        last=keep_last,
-        hourly=keep_hourly,
-        daily=keep_daily,
-        weekly=keep_weekly,
-        monthly=keep_monthly,
-        yearly=keep_yearly,
-        within=_duration(keep_within),
-        within_hourly=_duration(keep_within_hourly),
-        within_daily=_duration(keep_within_daily),
-        within_weekly=_duration(keep_within_weekly),
-        within_monthly=_duration(keep_within_monthly),
-        within_yearly=_duration(keep_within_yearly),
-        tags=tuple(frozenset(t.split(",")) for t in keep_tag),
+    policy = _policy(
+        (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly),
+        (
+            keep_within,
+            keep_within_hourly,
+            keep_within_daily,
+            keep_within_weekly,
+            keep_within_monthly,
+            keep_within_yearly,
+        ),
+        keep_tag,
     )
     if snapshot_ids and not policy.is_empty():
         raise UsageError("give snapshot ids or --keep-* options, not both")
@@ -248,71 +258,46 @@ def forget(
     exclusive = prune and not dry_run
     with cli.open_repo(lock="forget", exclusive=exclusive, index=prune) as repo:
         snaps = repo.list_snapshots()
-        out: list[dict[str, object]] = []
-        remove: list[str] = []
         if snapshot_ids:
-            for ref in snapshot_ids:
-                snap_id = _resolve(repo, ref, snaps)
-                remove.append(snap_id)
-                out.append({"id": snap_id, "keep": False, "reasons": ["named on the command line"]})
+            plan = plan_named([resolve_snapshot_id(repo, ref, snaps) for ref in snapshot_ids])
         else:
-            refs = [
-                SnapshotRef(s.id, s.time, s.hostname, tuple(s.paths), frozenset(s.tags))
-                for s in snaps
-            ]
-            for key, decisions in decide(refs, policy, groups, repo.clock.now()):
-                if not cli.json:
-                    parts = [
-                        f"{field} {','.join(v) if isinstance(v, tuple) else v}"
-                        for field, v in zip(groups, key, strict=False)
-                    ]
-                    cli.print(f"snapshots of {'; '.join(parts) or 'all'}:")
-                for d in decisions:
-                    if not d.keep:
-                        remove.append(d.snapshot.id)
-                    out.append({"id": d.snapshot.id, "keep": d.keep, "reasons": list(d.reasons)})
-                    if not cli.json:
-                        verb = "keep  " if d.keep else "remove"
-                        cli.print(
-                            f"  {verb} {d.snapshot.id[:8]} {d.snapshot.time:%Y-%m-%d %H:%M:%S}  "
-                            f"{'; '.join(d.reasons)}"
-                        )
-        locked: dict[str, str] = {}
-        if not dry_run:
-            for snap_id in remove:
-                until = _remove_snapshot(repo, snap_id)
-                if until is not None:
-                    locked[snap_id] = until
-                    cli.notice(
-                        f"snapshot {snap_id[:8]} is under Object Lock retention until {until}; "
-                        "it stays until then (a later forget removes it)"
-                    )
-            remove = [s for s in remove if s not in locked]
+            plan = plan_retention(snaps, policy, groups, repo.clock.now())
+            _print_groups(cli, plan, groups)
+        result = ForgetResult() if dry_run else forget_snapshots(repo, plan.remove, cli.notice)
+        removed = plan.remove if dry_run else result.removed
         if not cli.json:
             verb = "would remove" if dry_run else "removed"
-            cli.print(f"{verb} {len(remove)} snapshot(s)")
+            cli.print(f"{verb} {len(removed)} snapshot(s)")
         pruned = _prune(cli, repo, dry_run, margin) if prune else None
     if cli.json:
         cli.emit_json(
             {
-                "decisions": out,
-                "removed": [] if dry_run else remove,
-                "locked": locked,
+                "decisions": [
+                    {"id": d.id, "keep": d.keep, "reasons": list(d.reasons)} for d in plan.decisions
+                ],
+                "removed": result.removed,
+                "locked": result.locked,
                 "prune": pruned,
             }
         )
 
 
-def _remove_snapshot(repo: Repository, snap_id: str) -> str | None:
-    """Remove a snapshot; if Object Lock retention forbids it, return the date it ends."""
-    from stackvault.errors import ObjectLocked
-
-    try:
-        repo.remove_snapshot(snap_id)
-    except ObjectLocked:
-        until = repo.store.retention(f"snapshots/{snap_id}")
-        return until.isoformat(timespec="seconds") if until else "an unknown date"
-    return None
+def _print_groups(cli: Cli, plan: ForgetPlan, fields: tuple[str, ...]) -> None:
+    """Each group's heading, then its decisions with their reasons."""
+    if cli.json:
+        return
+    for group in plan.groups:
+        parts = [
+            f"{field} {','.join(v) if isinstance(v, tuple) else v}"
+            for field, v in zip(fields, group.key, strict=False)
+        ]
+        cli.print(f"snapshots of {'; '.join(parts) or 'all'}:")
+        for d in group.decisions:
+            verb = "keep  " if d.keep else "remove"
+            cli.print(
+                f"  {verb} {d.snapshot.id[:8]} {d.snapshot.time:%Y-%m-%d %H:%M:%S}  "
+                f"{'; '.join(d.reasons)}"
+            )
 
 
 def prune_cmd(cli: Cli, *, dry_run: bool, safety_margin: str) -> None:

@@ -83,37 +83,19 @@ def key_passwd(cli: Cli, *, new_password_file: str | None) -> None:
 def unlock(cli: Cli, *, remove_all: bool) -> None:
     """Remove stale locks (or all locks with --remove-all)."""
 
+    from stackvault.repo.lock import REMOVE_ALL_REFUSAL, remove_locks
+
     if remove_all:
         # Stale locks go as in every command; a live one may be an administrator's prune.
-        cli.refuse_if_append_only(
-            "unlock --remove-all",
-            "removes locks of processes that may still be running",
-            "leave out --remove-all to remove only stale locks",
-        )
-
-    from stackvault.repo.lock import Holder, list_locks, store_time
+        cli.refuse_if_append_only(*REMOVE_ALL_REFUSAL)
 
     with cli.open_repo(index=False) as repo:
-        removed = []
-        store_now = store_time(repo.store, repo.envelope, repo.clock)
-        me = Holder.current()
-        for lk in list_locks(repo.store, repo.envelope, cli.notice):
-            reason = lk.stale_reason(store_now, repo.clock.now(), me)
-            if remove_all or reason is not None:
-                repo.store.delete(f"locks/{lk.id}")
-                removed.append(
-                    {
-                        "id": lk.id,
-                        "host": lk.host,
-                        "pid": lk.pid,
-                        "reason": reason or "--remove-all",
-                    }
-                )
+        removed = remove_locks(
+            repo.store, repo.envelope, repo.clock, cli.notice, remove_all=remove_all
+        )
     if cli.json:
-        cli.emit_json({"removed": removed})
+        cli.emit_json({"removed": [r.__dict__ for r in removed]})
     else:
         for r in removed:
-            cli.print(
-                f"removed lock {str(r['id'])[:8]} of PID {r['pid']} on {r['host']} ({r['reason']})"
-            )
+            cli.print(f"removed lock {r.id[:8]} of PID {r.pid} on {r.host} ({r.reason})")
         cli.print(f"{len(removed)} lock(s) removed")
