@@ -128,7 +128,3 @@ def _host_of(netloc: str) -> str:
     if host.startswith("["):  # an IPv6 literal
         return host[1 : host.find("]")] if "]" in host else host
     return unquote(host.rsplit(":", 1)[0] if ":" in host else host)
-
-
-def valid_artifact_name(name: str) -> bool:
-    return bool(_NAME.match(name))

@@ -269,7 +269,3 @@ class Quiesce:
                 item["downtime_s"] = round(t.started - t.requested, 3)
             out.append(item)
         return out
-
-    @property
-    def stopped_names(self) -> list[str]:
-        return [t.name for t in self._targets]
