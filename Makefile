@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - install into $(VENV) and run a backup/verify/restore round trip on sample data"
 	@echo "make test   - install test dependencies, then ruff, mypy, import contracts and pytest"
+	@echo "make unit   - the unit and store tests that need no server (no database, Docker or S3)"
 	@echo "make bench  - side-by-side benchmark against restic and borg (see README)"
 	@echo "make bench-s3 - the same tools against an S3 server on 127.0.0.1 (SeaweedFS)"
 
@@ -46,8 +47,12 @@ imports: $(STAMP)
 test: bytecode deps-test lint typecheck imports
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The unit and store-layer suites without any test server (PostgreSQL, MariaDB, Redis, Docker,
+# S3): the markers of tests/support/servermarks.py leave out every test that would start one.
+NO_SERVERS := not (postgres or mariadb or redis or docker or s3)
+
 unit: bytecode
-	$(VENV)/bin/pytest tests/unit tests/store $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "$(NO_SERVERS)" tests/unit tests/store $(PYTEST_ARGS)
 
 bench: bytecode
 	bash scripts/install-bench-deps.sh

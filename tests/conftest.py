@@ -15,7 +15,13 @@ import pytest
 
 from stackvault.cli.main import main
 
-pytest_plugins = ["support.s3fixtures", "support.servicefixtures"]  # see tests/support/
+# see tests/support/: the server fixtures, the server markers, the allowlist of skips
+pytest_plugins = [
+    "support.servermarks",
+    "support.skipguard",
+    "support.s3fixtures",
+    "support.servicefixtures",
+]
 
 PASSWORD = "correct horse battery staple"
 # Cheap key derivation keeps each repository open at a few milliseconds in tests.

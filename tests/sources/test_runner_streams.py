@@ -43,7 +43,7 @@ def container(docker_client: DockerClient, host_image: str) -> Iterator[Containe
     box.remove(force=True)
 
 
-@pytest.fixture(params=["host", "container"])
+@pytest.fixture(params=["host", pytest.param("container", marks=pytest.mark.docker)])
 def runner(request: pytest.FixtureRequest) -> Runner:
     if request.param == "host":
         return HostRunner()

@@ -80,7 +80,12 @@ BAD_NAMES = [
 ]
 
 
-@pytest.fixture(params=[f for _, f in STORE_FACTORIES], ids=[n for n, _ in STORE_FACTORIES])
+@pytest.fixture(
+    params=[
+        pytest.param(f, id=n, marks=pytest.mark.s3 if n.startswith("s3") else ())
+        for n, f in STORE_FACTORIES
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s: Store = request.param(tmp_path, request)
     yield s

@@ -60,8 +60,11 @@ def lock_bucket(s3_server: SeaweedServer) -> Iterator[str]:
 
 
 @pytest.fixture(
-    params=[(n, f, m) for n, f in LOCK_FACTORIES for m in ("governance", "compliance")],
-    ids=[f"{n}-{m}" for n, _ in LOCK_FACTORIES for m in ("governance", "compliance")],
+    params=[
+        pytest.param((n, f, m), id=f"{n}-{m}", marks=pytest.mark.s3 if n == "s3" else ())
+        for n, f in LOCK_FACTORIES
+        for m in ("governance", "compliance")
+    ],
 )
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     """A store with Object Lock whose puts carry ``DAYS`` of retention in one mode."""
@@ -158,7 +161,8 @@ def test_set_retention_of_a_missing_object_raises_store_error(store: Store) -> N
 
 
 @pytest.mark.parametrize(
-    "factory", [f for _, f in LOCK_FACTORIES], ids=[n for n, _ in LOCK_FACTORIES]
+    "factory",
+    [pytest.param(f, id=n, marks=pytest.mark.s3 if n == "s3" else ()) for n, f in LOCK_FACTORIES],
 )
 def test_without_configured_retention_objects_are_deletable(
     factory: Callable[[pytest.FixtureRequest], Store], request: pytest.FixtureRequest
@@ -192,7 +196,12 @@ def _plain_memory(tmp_path: Path, request: pytest.FixtureRequest) -> Store:
 
 
 @pytest.mark.parametrize(
-    "factory", [_local, _plain_memory, _plain_s3], ids=["local", "memory", "s3-plain-bucket"]
+    "factory",
+    [
+        pytest.param(_local, id="local"),
+        pytest.param(_plain_memory, id="memory"),
+        pytest.param(_plain_s3, id="s3-plain-bucket", marks=pytest.mark.s3),
+    ],
 )
 def test_a_store_that_cannot_retain_refuses_retention(
     factory: Callable[[Path, pytest.FixtureRequest], Store],

@@ -51,6 +51,7 @@ from .dbservers import (
     service_user,
 )
 from .dockerd import CONTAINER_PATH, HOST_IMAGE, TEST_LABEL, run_oneshot, run_service_container
+from .servermarks import require_server
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -179,6 +180,7 @@ class ServiceContainer:
     def start(self) -> ServiceContainer:
         """First call: create the volume, initialise it, run the server, wait until healthy.
         After `stop`: start the container again and wait until healthy."""
+        require_server(self.kind, f"a {self.kind} container")
         if self._container is not None:
             self._container.start()
             self.wait_healthy()

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import IO
 
 from .seaweed import free_ports
+from .servermarks import require_server
 
 INSTALL_HINT = (
     "run  scripts/install-test-deps.sh  (Debian packages postgresql, mariadb-server, "
@@ -323,6 +324,7 @@ class LoopbackServer:
     def start(self) -> LoopbackServer:
         """Create the directory, initialise the data, start the server and wait until it
         answers; `RuntimeError` with the log tail if it exits or does not answer in time."""
+        require_server(self.kind, f"a {self.kind} server")
         if self._directory is not None:
             raise RuntimeError(f"the {self.kind} server is already running")
         self._directory = Path(tempfile.mkdtemp(prefix=self.prefix, dir="/tmp"))

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .dbservers import ServerProcess, find_binary
+from .servermarks import require_server
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -147,6 +148,7 @@ class DockerEngine:
     def start(self) -> DockerEngine:
         """Start dockerd and wait for ``/_ping``; `RuntimeError` with the log tail if it exits
         or does not answer within ``start_timeout`` seconds."""
+        require_server("docker", "the test Docker engine")
         if self._directory is not None:
             raise RuntimeError("the Docker engine is already running")
         dockerd = self._dockerd or find_binary("dockerd", "/usr/sbin/dockerd")

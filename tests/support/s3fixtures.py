@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .faultproxy import FaultProxy
 from .seaweed import S3Credentials, SeaweedServer, WeedNotFoundError, find_weed
+from .servermarks import require_server
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -136,6 +137,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServe
     """A running SeaweedFS S3 server (127.0.0.1, free ports, identities ``admin``, ``reader``,
     ``writer``) shared by the whole session; started when a test first needs it, stopped at
     session end. Fails - never skips - when ``weed`` is missing or does not start."""
+    require_server("s3", "the SeaweedFS S3 server")
     try:
         weed = find_weed()
     except WeedNotFoundError as exc:
