@@ -299,28 +299,9 @@ class Cli:
                 ) from exc
             if lock is not None and reads_only and self.no_lock:
                 lock = None
-            held: RepositoryLock | None = None
+            held = None
             if lock is not None:
-                held = repo.lock(exclusive=exclusive, operation=lock)
-                try:
-                    held.acquire()
-                except StorePermissionDenied as exc:
-                    if not reads_only or isinstance(exc, ObjectLocked):
-                        raise
-                    held = None
-                    which = f"the {role} repository" if role else "the repository"
-                    self.notice(
-                        f"notice: {which} {store.describe()} is read-only ({exc.message}), "
-                        "so it is read without a lock"
-                    )
-                except StoreFull as exc:
-                    if not reads_only:
-                        raise
-                    raise StoreFull(
-                        exc.message,
-                        hint=f"{exc.hint or 'free space'}, or pass --no-lock to read it "
-                        "without writing a lock",
-                    ) from exc
+                held = self._acquire(repo, store, lock, exclusive, role, reads_only)
             try:
                 if held is not None:
                     repo.lock_time = held.store_time
@@ -332,6 +313,40 @@ class Cli:
                     held.release()
         finally:
             self.close_store(store)
+
+    def _acquire(
+        self,
+        repo: Repository,
+        store: Store,
+        operation: str,
+        exclusive: bool,
+        role: str | None,
+        reads_only: bool,
+    ) -> RepositoryLock | None:
+        """Lock ``repo`` for ``operation``. A command that only reads goes on without a lock
+        (None, after a notice) where the repository is read-only, and is told of --no-lock
+        where the store is too full to write the lock."""
+        held = repo.lock(exclusive=exclusive, operation=operation)
+        try:
+            held.acquire()
+        except StorePermissionDenied as exc:
+            if not reads_only or isinstance(exc, ObjectLocked):
+                raise
+            which = f"the {role} repository" if role else "the repository"
+            self.notice(
+                f"notice: {which} {store.describe()} is read-only ({exc.message}), "
+                "so it is read without a lock"
+            )
+            return None
+        except StoreFull as exc:
+            if not reads_only:
+                raise
+            raise StoreFull(
+                exc.message,
+                hint=f"{exc.hint or 'free space'}, or pass --no-lock to read it "
+                "without writing a lock",
+            ) from exc
+        return held
 
     def close_store(self, store: Store) -> None:
         """Close a store, first saying how many of its requests had to be retried."""

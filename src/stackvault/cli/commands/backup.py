@@ -73,6 +73,24 @@ def make_progress(cli: Cli, label: str) -> Progress:
     return LineProgress(cli.notice)
 
 
+def _check_what(paths: list[str], stdin_from_command: str | None, source: list[str]) -> None:
+    """`UsageError` unless there is something to back up, from paths or a command, not both."""
+    if stdin_from_command and paths:
+        raise UsageError("give either paths or --stdin-from-command, not both")
+    if not stdin_from_command and not paths and not source:
+        raise UsageError("nothing to back up: give paths, --source URL or --stdin-from-command")
+
+
+def _patterns(exclude: list[str], exclude_files: list[str]) -> list[str]:
+    """The --exclude patterns, then those of each --exclude-file in order."""
+    from stackvault.fs.exclude import load_exclude_file
+
+    patterns = list(exclude)
+    for f in exclude_files:
+        patterns.extend(load_exclude_file(f))
+    return patterns
+
+
 def backup(
     cli: Cli,
     *,
@@ -92,19 +110,13 @@ def backup(
     snapshot."""
     from stackvault.cli.context import preload
 
-    if stdin_from_command and paths:
-        raise UsageError("give either paths or --stdin-from-command, not both")
-    if not stdin_from_command and not paths and not source:
-        raise UsageError("nothing to back up: give paths, --source URL or --stdin-from-command")
+    _check_what(paths, stdin_from_command, source)
     preload("stackvault.engine.backup")  # imported while the repository opens
     from stackvault.cli.render import artifact_line, human_bytes, snapshot_json
-    from stackvault.fs.exclude import load_exclude_file
     from stackvault.sources.registry import open_source
 
     sources = [open_source(url) for url in source]  # URL errors before the repository opens
-    patterns = list(exclude)
-    for f in exclude_file:
-        patterns.extend(load_exclude_file(f))
+    patterns = _patterns(exclude, exclude_file)
     with cli.open_repo(lock="backup") as repo:
         from stackvault.engine.backup import BackupJob, BackupOptions
 

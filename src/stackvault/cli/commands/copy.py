@@ -10,7 +10,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Parser, Subparsers
-    from stackvault.engine.copyresult import CopyStats, SnapshotCopy
+    from stackvault.engine.copyresult import CopyResult, CopyStats, SnapshotCopy
+    from stackvault.store.base import Store
 
 
 def add_from_password_file(parser: Parser) -> None:
@@ -98,18 +99,7 @@ def copy(
     from stackvault.cli.commands.backup import make_progress
     from stackvault.engine.copy import CopyJob, select_snapshots
 
-    source_location = cli.source_location(from_location)
-    dest_location = to_location or cli.location()
-    # Only the destination is written: append-only mode concerns it, not the source.
-    source_store = cli.store(source_location, append_only=False)
-    dest_store = cli.store(dest_location)
-    if source_store.describe() == dest_store.describe():
-        source_store.close()
-        dest_store.close()
-        raise UsageError(
-            f"--from and --to both name {dest_store.describe()}",
-            hint="copy between two different repositories",
-        )
+    source_store, dest_store = _stores(cli, from_location, to_location)
     with ExitStack() as stack:
         stack.callback(source_store.close)
         stack.callback(dest_store.close)
@@ -145,6 +135,26 @@ def copy(
             result = job.run(selected, on_snapshot=report)
         finally:
             progress.close()
+    _report(cli, result, source_store, dest_store)
+
+
+def _stores(cli: Cli, from_location: str | None, to_location: str | None) -> tuple[Store, Store]:
+    """The source and destination stores (`UsageError` if they are the same). Only the
+    destination is written: append-only mode concerns it, not the source."""
+    source_store = cli.store(cli.source_location(from_location), append_only=False)
+    dest_store = cli.store(to_location or cli.location())
+    if source_store.describe() == dest_store.describe():
+        source_store.close()
+        dest_store.close()
+        raise UsageError(
+            f"--from and --to both name {dest_store.describe()}",
+            hint="copy between two different repositories",
+        )
+    return source_store, dest_store
+
+
+def _report(cli: Cli, result: CopyResult, source_store: Store, dest_store: Store) -> None:
+    """The totals of a copy: one line, or the --json document."""
     totals = result.totals()
     if cli.json:
         cli.emit_json(

@@ -9,6 +9,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.repo.repository import Repository
+    from stackvault.store.base import Retention, Store
 
 
 def register(subparsers: Subparsers) -> None:
@@ -72,25 +74,12 @@ def init(
 ) -> None:
     """Create a new, empty repository."""
     from stackvault.chunking.cdc import ChunkerParams
-    from stackvault.crypto.kdf import MAX_KDF_ITERATIONS, MAX_KDF_MEMORY_MIB, KdfParams
+    from stackvault.crypto.kdf import KdfParams
     from stackvault.errors import ObjectExists, RepositoryExists, UsageError
     from stackvault.repo.repository import Repository
-    from stackvault.store.base import Retention
     from stackvault.store.createonly import CreateOnlyStore
 
-    if not 1 <= kdf_memory_mib <= MAX_KDF_MEMORY_MIB:
-        raise UsageError(
-            f"--kdf-memory {kdf_memory_mib} is out of range: give 1 to {MAX_KDF_MEMORY_MIB} MiB"
-        )
-    if not 1 <= kdf_iterations <= MAX_KDF_ITERATIONS:
-        raise UsageError(
-            f"--kdf-iterations {kdf_iterations} is out of range: give 1 to {MAX_KDF_ITERATIONS}"
-        )
-    retention = None
-    if object_lock is not None or lock_days is not None:
-        if object_lock is None or lock_days is None or lock_days < 1:
-            raise UsageError("--object-lock MODE and --lock-days N (N >= 1) go together")
-        retention = Retention(object_lock, lock_days)
+    retention = _retention(kdf_memory_mib, kdf_iterations, object_lock, lock_days)
     if from_password_file is not None and copy_chunker_params_from is None:
         raise UsageError("--from-password-file goes with --copy-chunker-params-from")
     store = cli.store()
@@ -126,6 +115,38 @@ def init(
             f"a repository was created at {store.describe()} by another process at the same time",
             hint="use it, or choose another location for a new one",
         ) from exc
+    _report(cli, repo, store, ids_from)
+
+
+def _retention(
+    kdf_memory_mib: int,
+    kdf_iterations: int,
+    object_lock: str | None,
+    lock_days: int | None,
+) -> Retention | None:
+    """The Object Lock retention asked for, once the KDF and Object Lock options are checked
+    (`UsageError` for a value out of range or one option of a pair given alone)."""
+    from stackvault.crypto.kdf import MAX_KDF_ITERATIONS, MAX_KDF_MEMORY_MIB
+    from stackvault.errors import UsageError
+    from stackvault.store.base import Retention
+
+    if not 1 <= kdf_memory_mib <= MAX_KDF_MEMORY_MIB:
+        raise UsageError(
+            f"--kdf-memory {kdf_memory_mib} is out of range: give 1 to {MAX_KDF_MEMORY_MIB} MiB"
+        )
+    if not 1 <= kdf_iterations <= MAX_KDF_ITERATIONS:
+        raise UsageError(
+            f"--kdf-iterations {kdf_iterations} is out of range: give 1 to {MAX_KDF_ITERATIONS}"
+        )
+    if object_lock is None and lock_days is None:
+        return None
+    if object_lock is None or lock_days is None or lock_days < 1:
+        raise UsageError("--object-lock MODE and --lock-days N (N >= 1) go together")
+    return Retention(object_lock, lock_days)
+
+
+def _report(cli: Cli, repo: Repository, store: Store, ids_from: Repository | None) -> None:
+    """What was created: lines, or the --json document."""
     if cli.json:
         cli.emit_json(
             {

@@ -14,6 +14,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.engine.restore import RestoreResult
+    from stackvault.repo.snapshot import Snapshot
 
 SNAPSHOT_HELP = "Snapshot id prefix or 'latest'."
 
@@ -128,6 +130,12 @@ def restore(
             r = job.run()
         finally:
             progress.close()
+    _report(cli, snap, target, verify, r)
+    return None
+
+
+def _report(cli: Cli, snap: Snapshot, target: str, verify: bool, r: RestoreResult) -> None:
+    """A restore's notices, then its summary (lines, or the --json document)."""
     for n in r.notices:
         cli.notice(f"notice: {n}")
     if cli.json:
@@ -160,7 +168,6 @@ def restore(
         )
         if verify:
             cli.print(f"verified {r.verified} files: SHA-256 matches the snapshot")
-    return None
 
 
 def restore_to(
