@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from stackvault.errors import UsageError
 from stackvault.redact import redact
+from stackvault.urloptions import number_at_least, query_pairs, yes_no
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -50,7 +51,7 @@ class SourceURL:
         except ValueError as exc:
             raise UsageError(f"the source URL {redact(url)} has an invalid port") from exc
         query: dict[str, str] = {}
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        for key, value in query_pairs(parts.query):
             if key in query:
                 raise UsageError(f"the source URL {redact(url)} gives {key!r} twice")
             query[key] = value
@@ -83,30 +84,27 @@ class SourceURL:
         return redact(self.raw)
 
     def flag(self, key: str, default: bool = False) -> bool:
-        """A boolean query option (``1/true/yes/on`` or ``0/false/no/off``)."""
-        value = self.query.get(key)
-        if value is None:
-            return default
-        lowered = value.lower()
-        if lowered in ("1", "true", "yes", "on", ""):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise UsageError(f"option {key}={value!r} of {self.redacted} is not a yes/no value")
-
-    def number(self, key: str, default: float, *, minimum: float = 0) -> float:
+        """A yes/no query option (`stackvault.urloptions.yes_no`: ``1/true/yes/on`` or
+        ``0/false/no/off``; ``?key`` alone is yes)."""
         value = self.query.get(key)
         if value is None:
             return default
         try:
-            n = float(value)
+            return yes_no(value)
         except ValueError:
-            n = minimum - 1
-        if n < minimum:
             raise UsageError(
-                f"option {key}={value!r} of {self.redacted} must be a number >= {minimum}"
-            )
-        return n
+                f"option {key}={value!r} of {self.redacted} is not a yes/no value"
+            ) from None
+
+    def number(self, key: str, default: float, *, minimum: float = 0) -> float:
+        """A numeric query option not below ``minimum`` (`stackvault.urloptions`)."""
+        value = self.query.get(key)
+        if value is None:
+            return default
+        try:
+            return number_at_least(value, minimum)
+        except ValueError as exc:
+            raise UsageError(f"option {key}={value!r} of {self.redacted} {exc}") from None
 
     def artifact_name(self, default: str) -> str:
         """``?name=`` if given, else ``default`` made safe; always a valid artifact name."""

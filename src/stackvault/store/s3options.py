@@ -31,42 +31,18 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from stackvault.errors import UsageError
 from stackvault.redact import redact
 from stackvault.store.ratelimit import parse_rate
 from stackvault.store.retry import RetryPolicy
+from stackvault.urloptions import positive_float, positive_int, query_pairs, yes_no
 
 ENV_ENDPOINT = "STACKVAULT_S3_ENDPOINT"
 DEFAULT_CONNECTIONS = 16
 DEFAULT_TIMEOUT = 30.0
-_TRUE = {"", "1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-
-
-def _flag(value: str) -> bool:
-    low = value.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"must be at least 1, got {number}")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError(f"must be positive, got {value}")
-    return number
 
 
 def _existing_file(value: str) -> str:
@@ -97,15 +73,15 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     # option: (key in the parsed settings, converter raising ValueError)
     "endpoint": ("endpoint", _endpoint),
     "region": ("region", str),
-    "path-style": ("path_style", _flag),
+    "path-style": ("path_style", yes_no),
     "storage-class": ("storage_class", _storage_class),
-    "tls-verify": ("tls_verify", _flag),
+    "tls-verify": ("tls_verify", yes_no),
     "ca-bundle": ("ca_bundle", _existing_file),
     "profile": ("profile", str),
-    "connections": ("connections", _positive_int),
-    "timeout": ("timeout", _positive_float),
-    "retries": ("attempts", _positive_int),
-    "retry-time": ("deadline", _positive_float),
+    "connections": ("connections", positive_int),
+    "timeout": ("timeout", positive_float),
+    "retries": ("attempts", positive_int),
+    "retry-time": ("deadline", positive_float),
     "limit-upload": ("limit_upload", parse_rate),
     "limit-download": ("limit_download", parse_rate),
 }
@@ -150,7 +126,7 @@ class S3Options:
             )
         if not parts.netloc:
             raise UsageError(f"the S3 location {shown} names no bucket (s3://BUCKET/PREFIX)")
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        pairs = query_pairs(parts.query)
         if env.get(ENV_ENDPOINT) and all(k != "endpoint" for k, _ in pairs):
             pairs.insert(0, ("endpoint", env[ENV_ENDPOINT]))
         settings: dict[str, Any] = {}
