@@ -10,15 +10,41 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, wait
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from stackvault.errors import IntegrityError
 from stackvault.fs.safety import os_failure, show
 from stackvault.fs.writemode import WriteMode
 from stackvault.store.directio import ALIGN, set_direct
 
-if TYPE_CHECKING:
-    from stackvault.fs.target import RestoreTarget
+
+class FileHome(Protocol):
+    """What a `FileWriter` needs of the target it restores into (`RestoreTarget` is one): its
+    root (for messages), whether files replace old entries (written under a temporary name
+    and installed at commit), and the two steps of a commit."""
+
+    @property
+    def root(self) -> str: ...
+    @property
+    def overwrite(self) -> bool: ...
+
+    def apply_metadata(
+        self,
+        fd: int,
+        parts: tuple[str, ...],
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime_ns: int,
+        atime_ns: int | None,
+        xattrs: Sequence[tuple[str, bytes]],
+    ) -> list[str]:
+        """Set owner, xattrs, mode and times on the open file; the notices."""
+        ...
+
+    def install(self, parts: tuple[str, ...], pfd: int, tmp: str) -> None:
+        """Rename the finished temporary file ``tmp`` (in directory ``pfd``) to its name."""
+        ...
 
 
 _ZEROS = bytes(64 * 1024)
@@ -54,7 +80,7 @@ class FileWriter:
 
     def __init__(
         self,
-        target: RestoreTarget,
+        target: FileHome,
         parts: tuple[str, ...],
         dir_fd: int,
         release: Callable[[], None],

@@ -14,16 +14,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from stackvault.crypto.envelope import OVERHEAD
+from stackvault.crypto.envelope import OVERHEAD, Envelope
 from stackvault.errors import StackvaultError
-from stackvault.repo.blob import BlobType, blob_aad
-from stackvault.repo.index import encode_index
+from stackvault.repo.access import StoreAccess
+from stackvault.repo.blob import BlobCodec, BlobType, blob_aad
+from stackvault.repo.config import RepoConfig
+from stackvault.repo.index import Index, encode_index
 from stackvault.repo.pack import PackBuilder, PackedBlob, pack_name, storage_id
-
-if TYPE_CHECKING:
-    from stackvault.repo.repository import Repository
+from stackvault.store.base import Store
 
 INDEX_EVERY_PACKS = 8
 INDEX_EVERY_S = 20.0
@@ -89,12 +89,32 @@ class WriterStats:
     index_files_written: int = 0
 
 
+class PackTarget(Protocol):
+    """What a `BlobWriter` needs of the repository it writes to (`Repository` is one): the
+    store packs and index files go to, the config (pack and chunk sizes), the in-memory index
+    it adds new packs to, the envelope it seals with, a codec per thread, blob ids, and how
+    many uploads the store takes (`StoreAccess`)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def config(self) -> RepoConfig: ...
+    @property
+    def index(self) -> Index: ...
+    @property
+    def envelope(self) -> Envelope: ...
+    @property
+    def access(self) -> StoreAccess: ...
+    def codec(self) -> BlobCodec: ...
+    def blob_id(self, data: bytes | bytearray | memoryview) -> bytes: ...
+
+
 class BlobWriter:
     """Adds blobs to a repository. Thread-safe: several workers may call `save` concurrently."""
 
     def __init__(
         self,
-        repo: Repository,
+        repo: PackTarget,
         *,
         upload_workers: int | None = None,
         seal_workers: int | None = None,
@@ -154,7 +174,7 @@ class BlobWriter:
     ) -> tuple[bytes, bool]:
         """Store ``data`` unless present; return ``(blob_id, added)``."""
         if blob_id is None:
-            blob_id = self._repo.master.blob_id(data)
+            blob_id = self._repo.blob_id(data)
         if not self.reserve(blob_id):
             return blob_id, False
         if len(data) < ASYNC_MIN:
