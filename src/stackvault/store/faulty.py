@@ -1,4 +1,10 @@
-"""Fault-injecting store wrapper (store layer): makes another store fail on demand, for tests.
+"""Fault-injecting store wrapper (store layer): makes another store fail on demand.
+
+A public testing aid, not used by stackvault itself: kept in the package (not under
+``tests/``) so that code built on `stackvault.repo.repository.Repository` can be tested the way
+stackvault tests itself — a server that times out, loses an acknowledgement, returns a
+damaged byte, or a process that dies between two writes — without a real server. Wrap any
+`Store` (usually a `stackvault.store.memory.MemoryStore`).
 
 Usage::
 
@@ -81,18 +87,6 @@ class FaultyStore(Store):
     ) -> None:
         """Raise ``error`` on matching gets."""
         self._add_failure("get", predicate, error, times, False)
-
-    def fail_stat(
-        self, predicate: Predicate, error: BaseException, times: int | None = None
-    ) -> None:
-        """Raise ``error`` on matching stats (and so on `exists`)."""
-        self._add_failure("stat", predicate, error, times, False)
-
-    def fail_list(
-        self, predicate: Predicate, error: BaseException, times: int | None = None
-    ) -> None:
-        """Raise ``error`` when ``list`` is called with a matching prefix."""
-        self._add_failure("list", predicate, error, times, False)
 
     def fail_delete(
         self,

@@ -1,4 +1,11 @@
-"""In-memory store (store layer): a dict of objects for tests, benchmarks and dry runs."""
+"""In-memory store (store layer): a dict of objects, a public testing aid.
+
+stackvault itself never opens one (no location names it); it is kept in the package, not under
+``tests/``, for code built on `stackvault.repo.repository.Repository` to test against without a
+disk or a server: it keeps the `Store` contract, can behave append-only like `LocalStore`, and
+emulates S3 Object Lock retention on an injectable clock (so retention that lasts days can be
+tested in milliseconds). stackvault's own tests use it the same way.
+"""
 
 from __future__ import annotations
 
