@@ -5,7 +5,9 @@
 gives an `ArtifactReader` over the same content for ``source.restore``. ``MemorySink(previous=
 reader)`` makes ``previous``/``reuse`` answer from an earlier capture, as the engine does with
 the parent snapshot. ``reads`` counts bytes the sink consumed, so a test can prove that
-unchanged data was not read again. The engine's real sink is tested separately.
+unchanged data was not read again; ``stop()`` makes it raise `Interrupted` as a stopped backup
+does. It keeps the same contract as the engine's real sink: both pass
+tests/sources/test_sink_contract.py.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
-from stackvault.errors import SourceError
+from stackvault.errors import Interrupted, SourceError
 from stackvault.sources.contract import (
     ArtifactEntry,
     ArtifactReader,
@@ -28,7 +30,8 @@ from stackvault.sources.contract import (
 
 
 def _check(path: str) -> str:
-    if not path or path.startswith("/") or ".." in path.split("/") or "//" in path:
+    """``path`` if every component is a safe name (not empty, ``.`` or ``..``, no NUL)."""
+    if not all(p and p not in (".", "..") and "\0" not in p for p in path.split("/")):
         raise SourceError(f"invalid artifact path {path!r}")
     return path
 
@@ -40,12 +43,15 @@ class MemorySink(ArtifactSink):
         self.notices: list[str] = []
         self.reads = 0
         self._previous = previous
+        self._stopped = False
 
     def _parents(self, path: str) -> None:
         parent = posixpath.dirname(path)
         if parent and parent not in self.entries:
             self._parents(parent)
             self.entries[parent] = ArtifactEntry(parent, "dir", EntryMeta(mode=0o700))
+        elif parent and self.entries[parent].kind != "dir":
+            raise SourceError(f"artifact path {path!r} lies below a {self.entries[parent].kind}")
 
     def _add(self, entry: ArtifactEntry) -> None:
         _check(entry.path)
@@ -57,6 +63,8 @@ class MemorySink(ArtifactSink):
         self.entries[entry.path] = entry
 
     def add_file(self, path: str, stream: Readable, meta: EntryMeta | None = None) -> StoredFile:
+        _check(path)
+        self.check_interrupted()
         buf = io.BytesIO()
         while True:
             part = stream.read(1 << 20)
@@ -103,7 +111,12 @@ class MemorySink(ArtifactSink):
         self.notices.append(message)
 
     def check_interrupted(self) -> None:
-        return None
+        if self._stopped:
+            raise Interrupted("capture interrupted")
+
+    def stop(self) -> None:
+        """Stop the capture: `check_interrupted` and `add_file` raise `Interrupted` from now."""
+        self._stopped = True
 
     def reader(self, name: str, kind: str, metadata: dict[str, Any]) -> MemoryReader:
         return MemoryReader(self, name, kind, metadata)
