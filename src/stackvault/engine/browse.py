@@ -60,7 +60,9 @@ def _same_meta(a: Node, b: Node) -> bool:
 
 def diff(repo: Repository, old: Snapshot, new: Snapshot) -> Iterator[Change]:
     """Differences from ``old`` to ``new``, in path order; identical subtrees are skipped
-    without loading. Iterative: snapshots may be deeper than Python's recursion limit."""
+    without loading. Iterative: snapshots may be deeper than Python's recursion limit. Two
+    trees are compared side by side (a stack of comparisons of its own); a subtree only one
+    side holds is listed with `walk_trees`."""
 
     def subtree_paths(tree: bytes | None, prefix: str) -> Iterator[str]:
         if tree is None:

@@ -314,8 +314,10 @@ class CopyJob:
     ) -> bytes:
         """Make the source tree ``src_id`` and everything below it present in the destination;
         return its destination id. Depth first, a tree stored after its children, with a
-        stack of its own rather than recursion: trees may be deeper than Python's recursion
-        limit."""
+        stack of its own rather than recursion (trees may be deeper than Python's recursion
+        limit) and not `walk_tree_nodes`: a tree is rewritten once its subtrees' destination
+        ids are known, each tree id once, and a directory unchanged since the previous copy
+        is not read at all."""
         first = self._enter_tree(src_id, hint, walk, pool, writer)
         if isinstance(first, bytes):
             return first

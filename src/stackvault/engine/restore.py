@@ -40,7 +40,7 @@ from stackvault.repo.blob import IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.spans import by_pack, cut_spans, read_span
-from stackvault.repo.tree import Node, valid_name
+from stackvault.repo.tree import Node, valid_name, walk_tree_nodes
 
 _SPECIAL = frozenset(("fifo", "chardev", "blockdev"))
 BATCH_FILES = 64
@@ -61,6 +61,10 @@ RUN_MAX = 8 * 1024 * 1024
 """Longest such read."""
 STAGE_BYTES = 4 * 1024 * 1024
 """Length of each of a file thread's two stages (page-aligned, reused for every file)."""
+
+_Place = tuple[list[str], bool]
+"""Where a node of the walk is: its path components below the target, and whether it is
+included (it or a directory above it matches ``include``)."""
 
 
 @dataclass
@@ -145,36 +149,27 @@ class RestoreJob:
                 return True
         return False
 
-    def _walk(
-        self, tree_id: bytes, rel: list[str], included: bool
-    ) -> Iterator[tuple[list[str], Node, bool]]:
-        """Depth first, each directory before its contents: ``(path components, node,
-        included)``. Iterative: a snapshot may be deeper than Python's recursion limit."""
-        stack = [(rel, included, iter(self.repo.load_tree(tree_id)))]
-        while stack:
-            base, inc_base, nodes = stack[-1]
-            node = next(nodes, None)
-            if node is None:
-                stack.pop()
-                continue
-            if not valid_name(node.name):
-                raise RestoreRefused(
-                    f"refusing to restore {'/'.join([*base, node.name])!r}: the snapshot holds "
-                    "an unsafe path component (the repository may have been tampered with)"
-                )
-            parts = [*base, node.name]
-            inc = inc_base or self._wanted("/" + "/".join(parts), node.type == "dir")
-            yield parts, node, inc
-            if node.type == "dir" and node.subtree is not None:
-                try:
-                    below = self.repo.load_tree(node.subtree)
-                except IntegrityError as exc:
-                    # Everything else is still restored; this directory stays empty and the
-                    # restore fails at the end, naming it.
-                    if inc or self._may_want_below("/" + "/".join(parts)):
-                        self._file_failed("/".join(parts) + "/", f"its listing is lost: {exc}")
-                    continue
-                stack.append((parts, inc, iter(below)))
+    def _walk(self, tree_id: bytes) -> Iterator[tuple[_Place, Node]]:
+        """``((path components, included), node)`` for every node below ``tree_id``, depth
+        first, each directory before its contents (`walk_tree_nodes`). An unsafe name stops
+        the restore; a directory whose listing is lost stays empty and the restore fails at
+        the end, naming it, while everything else is still restored."""
+        return walk_tree_nodes(self.repo.load_tree, tree_id, ([], False), self._place, self._lost)
+
+    def _place(self, parent: _Place, node: Node) -> _Place:
+        base, inc_base = parent
+        if not valid_name(node.name):
+            raise RestoreRefused(
+                f"refusing to restore {'/'.join([*base, node.name])!r}: the snapshot holds "
+                "an unsafe path component (the repository may have been tampered with)"
+            )
+        parts = [*base, node.name]
+        return parts, inc_base or self._wanted("/" + "/".join(parts), node.type == "dir")
+
+    def _lost(self, place: _Place, exc: IntegrityError) -> None:
+        parts, inc = place
+        if inc or self._may_want_below("/" + "/".join(parts)):
+            self._file_failed("/".join(parts) + "/", f"its listing is lost: {exc}")
 
     # --- doing ------------------------------------------------------------------------------
 
@@ -400,7 +395,7 @@ class RestoreJob:
 
         try:
             root = self.opts.root_tree or self.snapshot.tree
-            for rel, node, included in self._walk(root, [], False):
+            for (rel, included), node in self._walk(root):
                 if not included:
                     continue
                 if node.type == "dir":

@@ -205,7 +205,9 @@ class Checker:
 
     def _damaged_below(self, tree_id: bytes, prefix: str) -> list[str]:
         """Paths (relative to ``prefix``) that cannot be restored in this tree. Depth first
-        with a stack of its own: a snapshot may be deeper than Python's recursion limit."""
+        with a stack of its own (a snapshot may be deeper than Python's recursion limit), not
+        `walk_tree_nodes`: a tree's result is known only after its subtrees', and is kept per
+        tree id (``_tree_memo``), so a tree shared by snapshots or directories is read once."""
         first = self._enter_tree(tree_id)
         stack = [first] if isinstance(first, _TreeVisit) else []
         while stack:

@@ -107,7 +107,10 @@ class PrunePlan:
 
 def used_blobs(repo: Repository) -> set[bytes]:
     """Every blob (tree and data) reachable from any snapshot; raises if one is unreadable
-    (a damaged snapshot must be forgotten first: prune cannot know what it still needs)."""
+    (a damaged snapshot must be forgotten first: prune cannot know what it still needs).
+    Each distinct tree is read once, in no particular order, with a stack of tree ids (no
+    recursion), not `walk_tree_nodes`: paths do not matter here, and a tree that many
+    snapshots share is not read again for each."""
     used: set[bytes] = set()
     for snap in repo.list_snapshots(strict=True):
         stack = [snap.tree]

@@ -330,7 +330,8 @@ def _repair_tree(
     memo: dict[bytes, tuple[bytes, list[str]]],
 ) -> tuple[bytes, list[str]]:
     """The id of ``root`` rewritten without lost data, and the lost paths below it.
-    Iterative (trees may nest deeper than Python's recursion limit); each tree is repaired
+    Iterative (trees may nest deeper than Python's recursion limit) with a stack of its own,
+    not `walk_tree_nodes`: a tree is rewritten after its subtrees; each tree is repaired
     once (``memo``: tree id → new id and lost paths relative to it)."""
     stack = [_Frame(root)]
     while stack:

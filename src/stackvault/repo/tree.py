@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 
@@ -15,6 +15,7 @@ from stackvault.errors import IntegrityError, UnsupportedFormat
 NodeType = Literal["file", "dir", "symlink", "fifo", "chardev", "blockdev"]
 _NODE_TYPES = frozenset(("file", "dir", "symlink", "fifo", "chardev", "blockdev"))
 DEVICE_TYPES = frozenset(("chardev", "blockdev"))
+P = TypeVar("P")
 
 
 def valid_name(name: str) -> bool:
@@ -163,38 +164,66 @@ def decode_tree(data: bytes) -> list[Node]:
         raise IntegrityError("tree blob is malformed") from exc
 
 
-def walk_trees(
+def walk_tree_nodes(
     load: Callable[[bytes], list[Node]],
     tree_id: bytes,
-    prefix: str = "",
-    on_error: Callable[[str, IntegrityError], None] | None = None,
-) -> Iterator[tuple[str, Node]]:
-    """Depth-first ``(path, node)`` for every node below tree ``tree_id``, each directory
-    before its contents; paths are ``prefix`` + ``/name`` per level. Trees come from ``load``
-    (`Repository.load_tree`), one at a time as the walk reaches them. Iterative: a snapshot
-    may be deeper than Python's recursion limit.
+    top: P,
+    place: Callable[[P, Node], P],
+    on_error: Callable[[P, IntegrityError], None] | None = None,
+) -> Iterator[tuple[P, Node]]:
+    """The one walk of a snapshot's trees: depth first, each directory before its contents,
+    ``(where, node)`` for every node below tree ``tree_id``. ``where`` is the node's place as
+    the caller counts it: ``place(where of its directory, node)``, with ``top`` for tree
+    ``tree_id`` itself (`walk_trees`: a path string; a restore: path components and whether
+    they are included). ``place`` may raise to stop the walk (an unsafe name). Trees come
+    from ``load`` (`Repository.load_tree`), one at a time as the walk reaches them.
+    Iterative: a snapshot may be deeper than Python's recursion limit.
 
     A directory whose tree cannot be loaded raises `IntegrityError`, unless ``on_error`` is
-    given: then it is called with the directory's path and the error, and the walk goes on
-    with the rest (the directory is yielded, its contents are not)."""
-    stack: list[tuple[str, Iterator[Node]]] = [(prefix, iter(load(tree_id)))]
+    given: then it is called with the directory's place and the error, and the walk goes on
+    with the rest (the directory is yielded, its contents are not). Tree ``tree_id`` itself
+    must load.
+
+    Walks that need each tree's result after its subtrees' (check, repair, copy: a tree is
+    judged or stored after its children, once per tree id) or each distinct tree once in
+    no order (prune's reachable blobs) keep stacks of their own; each says so."""
+    stack: list[tuple[P, Iterator[Node]]] = [(top, iter(load(tree_id)))]
     while stack:
         base, nodes = stack[-1]
         node = next(nodes, None)
         if node is None:
             stack.pop()
             continue
-        path = f"{base}/{node.name}"
-        yield path, node
+        where = place(base, node)
+        yield where, node
         if node.type == "dir" and node.subtree is not None:
             try:
                 below = load(node.subtree)
             except IntegrityError as exc:
                 if on_error is None:
                     raise
-                on_error(path, exc)
+                on_error(where, exc)
                 continue
-            stack.append((path, iter(below)))
+            stack.append((where, iter(below)))
+
+
+def _child_path(base: str, node: Node) -> str:
+    return f"{base}/{node.name}"
+
+
+def walk_trees(
+    load: Callable[[bytes], list[Node]],
+    tree_id: bytes,
+    prefix: str = "",
+    on_error: Callable[[str, IntegrityError], None] | None = None,
+) -> Iterator[tuple[str, Node]]:
+    """`walk_tree_nodes` with paths: ``(path, node)`` for every node below tree ``tree_id``,
+    each directory before its contents; paths are ``prefix`` + ``/name`` per level.
+
+    A directory whose tree cannot be loaded raises `IntegrityError`, unless ``on_error`` is
+    given: then it is called with the directory's path and the error, and the walk goes on
+    with the rest (the directory is yielded, its contents are not)."""
+    return walk_tree_nodes(load, tree_id, prefix, _child_path, on_error)
 
 
 def rewrite_tree(data: bytes, mapping: Mapping[bytes, bytes]) -> bytes:
