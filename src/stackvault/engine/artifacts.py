@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from stackvault.engine.filedata import find_node, open_file_node
+from stackvault.engine.nodes import meta_of_node, node_from_meta
 from stackvault.errors import IntegrityError, Interrupted, SourceError, StackvaultError
 from stackvault.records.artifact import ArtifactRecord
 from stackvault.repo.blob import BlobType
@@ -47,16 +48,6 @@ def split_path(path: str) -> list[str]:
     return parts
 
 
-def _entry_meta(node: Node) -> EntryMeta:
-    return EntryMeta(
-        mode=node.mode,
-        uid=node.uid,
-        gid=node.gid,
-        mtime_ns=node.mtime_ns,
-        xattrs=tuple(node.xattrs),
-    )
-
-
 def entry_of(path: str, node: Node) -> ArtifactEntry:
     kind = node.type
     if kind != "file" and kind != "dir" and kind != "symlink":
@@ -64,7 +55,7 @@ def entry_of(path: str, node: Node) -> ArtifactEntry:
     return ArtifactEntry(
         path=path,
         kind=kind,
-        meta=_entry_meta(node),
+        meta=meta_of_node(node),
         size=node.size if node.type == "file" else 0,
         sha256=node.sha256 if node.type == "file" else "",
         target=node.target or "" if node.type == "symlink" else "",
@@ -133,17 +124,7 @@ class TreeSink(ArtifactSink):
         parent.children[parts[-1]] = node
 
     def _file_node(self, meta: EntryMeta | None) -> Node:
-        m = meta or EntryMeta()
-        return Node(
-            name="",
-            type="file",
-            mode=m.mode,
-            uid=m.uid,
-            gid=m.gid,
-            mtime_ns=m.mtime_ns,
-            ctime_ns=m.mtime_ns,
-            xattrs=list(m.xattrs),
-        )
+        return node_from_meta("", "file", meta or EntryMeta())
 
     def add_file(self, path: str, stream: Readable, meta: EntryMeta | None = None) -> StoredFile:
         split_path(path)
@@ -168,18 +149,7 @@ class TreeSink(ArtifactSink):
             raise SourceError(f"artifact entry {path!r} was added twice")
 
     def add_symlink(self, path: str, target: str, meta: EntryMeta | None = None) -> None:
-        m = meta or EntryMeta(mode=0o777)
-        node = Node(
-            name="",
-            type="symlink",
-            mode=m.mode,
-            uid=m.uid,
-            gid=m.gid,
-            mtime_ns=m.mtime_ns,
-            ctime_ns=m.mtime_ns,
-            target=target,
-            xattrs=list(m.xattrs),
-        )
+        node = node_from_meta("", "symlink", meta or EntryMeta(mode=0o777), target=target)
         self._place(path, node)
 
     def add_hardlink(self, path: str, existing: str, meta: EntryMeta | None = None) -> None:
@@ -189,7 +159,7 @@ class TreeSink(ArtifactSink):
             raise SourceError(f"hard link {path!r} points at {existing!r}, not a stored file")
         if not first.hardlink:
             first.hardlink = f"artifact:{existing}"
-        node = self._file_node(meta or _entry_meta(first))
+        node = self._file_node(meta or meta_of_node(first))
         node.content, node.sha256, node.size = list(first.content), first.sha256, first.size
         node.hardlink = first.hardlink
         self._place(path, node)
@@ -257,18 +227,7 @@ class TreeSink(ArtifactSink):
                 child = d.children[child_name]
                 nodes.append(save(child, child_name) if isinstance(child, _Dir) else child)
             tree_id, _added = self.writer.save(BlobType.TREE, encode_tree(nodes))
-            m = d.meta
-            return Node(
-                name=name,
-                type="dir",
-                mode=m.mode,
-                uid=m.uid,
-                gid=m.gid,
-                mtime_ns=m.mtime_ns,
-                ctime_ns=m.mtime_ns,
-                subtree=tree_id,
-                xattrs=list(m.xattrs),
-            )
+            return node_from_meta(name, "dir", d.meta, subtree=tree_id)
 
         return save(self.root, self.name)
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 from stackvault.chunking.cdc import Chunker
 from stackvault.chunking.streamcut import StreamCutter
+from stackvault.engine.completions import Completions, Pending
 from stackvault.engine.listing import DirectoryLister, Listing
-from stackvault.engine.nodes import Completions, Pending, node_from_entry, same_metadata
+from stackvault.engine.nodes import node_from_entry, same_metadata
 from stackvault.engine.progress import Progress
 from stackvault.engine.smallfiles import SmallFiles
 from stackvault.errors import Interrupted, SourceError, SourceVanished

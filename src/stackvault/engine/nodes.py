@@ -1,15 +1,25 @@
-"""Tree nodes during a backup (engine layer): from filesystem entries, and completed
-asynchronously when a directory's children are stored."""
+"""Every conversion between the three records of a file's metadata (engine layer, the one
+layer that sees all three):
+
+* `FsEntry` (`stackvault.fs.entry`): an entry as read from the filesystem (``lstat``,
+  link text, xattrs) by a backup's walk;
+* `EntryMeta` (`stackvault.sources.contract`): the metadata a source gives for an entry of
+  an artifact (mode, owner, mtime, xattrs), and that a reader of the artifact gets back;
+* `Node` (`stackvault.repo.tree`): an entry of a directory as a snapshot stores it (a tree
+  blob's node, FORMAT.md §8).
+
+A backup makes nodes from filesystem entries (`node_from_entry`) and compares them with the
+parent snapshot's (`same_metadata`); the artifact sink makes nodes from a source's metadata
+(`node_from_meta`) and the artifact reader gives it back (`meta_of_node`).
+"""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable
-from concurrent.futures import Future
 
 from stackvault.fs.entry import FsEntry
-from stackvault.repo.tree import Node
+from stackvault.repo.tree import Node, NodeType
+from stackvault.sources.contract import EntryMeta
 
 
 def node_from_entry(e: FsEntry) -> Node:
@@ -63,70 +73,37 @@ def same_metadata(e: FsEntry, node: Node) -> bool:
     )
 
 
-Pending = Node | None | Future[Node | None] | Future[list[Node | None]]
+def node_from_meta(
+    name: str,
+    kind: NodeType,
+    meta: EntryMeta,
+    *,
+    subtree: bytes | None = None,
+    target: str | None = None,
+) -> Node:
+    """The snapshot node for an artifact entry with a source's metadata ``meta`` (a file's
+    content, a directory's ``subtree`` or a symlink's ``target`` are filled in by the
+    caller or given here). Its ctime is the mtime: an artifact has no ctime of its own."""
+    return Node(
+        name=name,
+        type=kind,
+        mode=meta.mode,
+        uid=meta.uid,
+        gid=meta.gid,
+        mtime_ns=meta.mtime_ns,
+        ctime_ns=meta.mtime_ns,
+        subtree=subtree,
+        target=target,
+        xattrs=list(meta.xattrs),
+    )
 
 
-class Completions:
-    """Completes directory nodes once their children are stored (`when_all`), without
-    recursion: a directory's completion completes its parent's, and so on up, which for a
-    tree thousands of levels deep would exceed Python's recursion limit if each ran inside
-    the last (``Future.set_result`` runs callbacks in place). A completion started while
-    another runs on the same thread is queued and run by the outer one. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def when_all(
-        self,
-        items: list[Pending],
-        finish: Callable[[list[Node]], Node],
-        out: Future[Node | None] | None = None,
-    ) -> Future[Node | None]:
-        """``out`` (a new future if None), resolved to ``finish(nodes)`` - run in whichever
-        thread completes the last item - once every future among ``items`` is done; any
-        failure of an item fails it."""
-        result: Future[Node | None] = Future() if out is None else out
-        futures = [i for i in items if isinstance(i, Future)]
-        remaining = [len(futures) + 1]  # +1: nothing fires before every callback is attached
-        lock = threading.Lock()
-
-        def complete() -> None:
-            try:
-                nodes: list[Node] = []
-                for item in items:
-                    value = item.result() if isinstance(item, Future) else item
-                    if isinstance(value, list):
-                        nodes.extend(n for n in value if n is not None)
-                    elif value is not None:
-                        nodes.append(value)
-                # Children are no longer needed once the directory's tree is stored; dropping
-                # them keeps memory proportional to the directories in progress, not the tree.
-                items.clear()
-                result.set_result(finish(nodes))
-            except BaseException as exc:
-                result.set_exception(exc)
-
-        def done(_f: object = None) -> None:
-            with lock:
-                remaining[0] -= 1
-                if remaining[0]:
-                    return
-            self._run(complete)
-
-        for fut in futures:
-            fut.add_done_callback(done)
-        done()
-        return result
-
-    def _run(self, job: Callable[[], None]) -> None:
-        """Run ``job`` now, or after the completion this thread is running (a trampoline)."""
-        queue: list[Callable[[], None]] | None = getattr(self._local, "queue", None)
-        if queue is not None:
-            queue.append(job)
-            return
-        queue = self._local.queue = [job]
-        try:
-            while queue:
-                queue.pop()()
-        finally:
-            self._local.queue = None
+def meta_of_node(node: Node) -> EntryMeta:
+    """The metadata of an artifact entry as its source gave it (`node_from_meta`)."""
+    return EntryMeta(
+        mode=node.mode,
+        uid=node.uid,
+        gid=node.gid,
+        mtime_ns=node.mtime_ns,
+        xattrs=tuple(node.xattrs),
+    )

@@ -23,7 +23,9 @@ _NO_XATTR_SUPPORT = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
 class FsEntry(NamedTuple):
-    """One directory entry as captured by a backup; never a socket.
+    """One directory entry as read from the filesystem (``lstat``, link text, xattrs) by a
+    backup's walk; never a socket. A snapshot stores it as a `Node` (`stackvault.repo.tree`;
+    the conversions are in `stackvault.engine.nodes`).
 
     ``size`` is the byte size for files, the length of the link text for symlinks and 0 for
     directories, fifos and devices (``st_size`` is filesystem-specific noise there).

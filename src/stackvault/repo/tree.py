@@ -25,7 +25,10 @@ def valid_name(name: str) -> bool:
 
 @dataclass
 class Node:
-    """One entry of a directory in a snapshot."""
+    """One entry of a directory as a snapshot stores it: a node of a tree blob (FORMAT.md
+    §8). A backup makes it from an `FsEntry` (read from the filesystem), the artifact sink
+    from a source's `EntryMeta`; every conversion between them is in
+    `stackvault.engine.nodes`."""
 
     name: str
     type: NodeType
