@@ -21,9 +21,9 @@ import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import (
+    ArtifactRestoreOptions,
     EntryMeta,
     Readable,
-    RestoreOptions,
     StoredFile,
     compare_facts,
 )
@@ -190,7 +190,8 @@ def test_capture_wipe_restore_probe(
     try:
         assert source.describe_target() is None
         result = source.restore(
-            sink.reader("c", "docker-container", meta), RestoreOptions(notice=notices.append)
+            sink.reader("c", "docker-container", meta),
+            ArtifactRestoreOptions(notice=notices.append),
         )
         assert [m["destination"] for m in result["mounts"]] == ["/conf", "/data", "/data/cache"]
         assert result["mounts"][1]["target"] == f"volume {app['data']}"
@@ -226,9 +227,9 @@ def test_restore_refuses_non_empty_mounts_unless_overwrite(
         described = source.describe_target() or ""
         assert described.startswith(f"container {app['name']}: /conf: bind mount {app['conf']}")
         with pytest.raises(RestoreRefused, match=r"\(mount /conf of container .*nothing was"):
-            source.restore(reader, RestoreOptions())
+            source.restore(reader, ArtifactRestoreOptions())
         assert (app["conf"] / "added-later.ini").exists()
-        result = source.restore(reader, RestoreOptions(overwrite=True))
+        result = source.restore(reader, ArtifactRestoreOptions(overwrite=True))
         assert all(m["emptied"] for m in result["mounts"])
         assert not (app["conf"] / "added-later.ini").exists()
         assert compare_facts(meta["facts"], source.probe()) == []
@@ -256,7 +257,7 @@ def test_restore_refuses_a_mount_another_running_container_uses(
             RestoreRefused, match=rf"also used by running container\(s\) {other.name}"
         ):
             source.restore(
-                sink.reader("c", "docker-container", meta), RestoreOptions(overwrite=True)
+                sink.reader("c", "docker-container", meta), ArtifactRestoreOptions(overwrite=True)
             )
         source.close()
     finally:
@@ -308,7 +309,8 @@ def test_restore_after_the_container_and_its_volumes_are_gone(
     try:
         assert source.describe_target() is None
         result = source.restore(
-            sink.reader("c", "docker-container", meta), RestoreOptions(notice=notices.append)
+            sink.reader("c", "docker-container", meta),
+            ArtifactRestoreOptions(notice=notices.append),
         )
         assert result["container_exists"] is False
         assert [m["created"] for m in result["mounts"]] == [False, True, True]
@@ -330,7 +332,7 @@ def test_restore_into_a_container_without_the_mount(
     try:
         source = open_source(url(str(bare.name)))
         with pytest.raises(SourceError, match=r"has no mount at /conf, /data, /data/cache"):
-            source.restore(sink.reader("c", "docker-container", meta), RestoreOptions())
+            source.restore(sink.reader("c", "docker-container", meta), ArtifactRestoreOptions())
         source.close()
     finally:
         bare.remove(force=True)

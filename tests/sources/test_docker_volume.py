@@ -33,9 +33,9 @@ from stackvault.engine.capture import CAPTURE_TRIES
 from stackvault.errors import RestoreRefused, SourceChanged, SourceError, UsageError
 from stackvault.sources.contract import (
     ArtifactEntry,
+    ArtifactRestoreOptions,
     EntryMeta,
     Readable,
-    RestoreOptions,
     StoredFile,
     compare_facts,
 )
@@ -233,7 +233,7 @@ def test_capture_restore_probe_round_trip(
     source = open_source(f"docker-volume://{target}")
     try:
         assert source.describe_target() is None
-        result = source.restore(sink.reader("v", "docker-volume", meta), RestoreOptions())
+        result = source.restore(sink.reader("v", "docker-volume", meta), ArtifactRestoreOptions())
         assert result["created"] is True and result["files"] == 207
         assert compare_facts(facts, source.probe()) == []
         assert source.describe_target() == f"volume {target} holds {len(before) - 2} entries"
@@ -260,7 +260,7 @@ def test_restore_over_a_removed_volume_and_with_overwrite(
     assert isinstance(source, VolumeSource)
     try:
         assert source.describe_target() is None
-        assert source.restore(reader, RestoreOptions())["created"] is True
+        assert source.restore(reader, ArtifactRestoreOptions())["created"] is True
         assert compare_facts(meta["facts"], source.probe()) == []
 
         # now it holds data: refused without overwrite, nothing changed
@@ -268,11 +268,11 @@ def test_restore_over_a_removed_volume_and_with_overwrite(
         held = len(recorded) - 2 + 1  # without the root and the fifo, with extra.txt
         assert source.describe_target() == f"volume {name} holds {held} entries"
         with pytest.raises(RestoreRefused, match=rf"volume {name} holds {held} entries"):
-            source.restore(reader, RestoreOptions())
+            source.restore(reader, ArtifactRestoreOptions())
         assert "extra.txt" in listing(docker_client, host_image, name)
 
         # overwrite, no container uses it: removed, created again, restored
-        result = source.restore(reader, RestoreOptions(overwrite=True))
+        result = source.restore(reader, ArtifactRestoreOptions(overwrite=True))
         assert result["emptied"] is True
         assert compare_facts(meta["facts"], source.probe()) == []
 
@@ -280,7 +280,7 @@ def test_restore_over_a_removed_volume_and_with_overwrite(
         populate(docker_client, host_image, name, "echo extra > /v/extra.txt")
         user = serve(docker_client, host_image, name, SLEEPER)
         user.stop(timeout=5)
-        result = source.restore(reader, RestoreOptions(overwrite=True))
+        result = source.restore(reader, ArtifactRestoreOptions(overwrite=True))
         assert result["emptied"] is True
         assert compare_facts(meta["facts"], source.probe()) == []
         after = listing(docker_client, host_image, name)
@@ -292,7 +292,7 @@ def test_restore_over_a_removed_volume_and_with_overwrite(
         # a running container uses it: refused, whatever the options
         user.start()
         with pytest.raises(RestoreRefused, match=rf"used by running container\(s\) {user.name}"):
-            source.restore(reader, RestoreOptions(overwrite=True))
+            source.restore(reader, ArtifactRestoreOptions(overwrite=True))
     finally:
         source.close()
 
@@ -307,7 +307,7 @@ def test_restore_stops_at_content_that_does_not_match_its_record(
     source = open_source(f"docker-volume://{target}")
     try:
         with pytest.raises(SourceError) as caught:
-            source.restore(sink.reader("v", "docker-volume", meta), RestoreOptions())
+            source.restore(sink.reader("v", "docker-volume", meta), ArtifactRestoreOptions())
         message = str(caught.value)
         assert "'data/app/blob.bin' of artifact 'v' read back with another SHA-256" in message
         assert f"volume {target} now holds part of the artifact" in message
@@ -329,7 +329,7 @@ def test_restore_refuses_unsafe_entry_paths(
     source = open_source(f"docker-volume://{target}")
     try:
         with pytest.raises(RestoreRefused, match="unsafe path"):
-            source.restore(sink.reader("v", "docker-volume", meta), RestoreOptions())
+            source.restore(sink.reader("v", "docker-volume", meta), ArtifactRestoreOptions())
     finally:
         source.close()
     assert target not in [v.name for v in docker_client.volumes.list()]  # nothing was created

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.contract import RestoreOptions
+from stackvault.sources.contract import ArtifactRestoreOptions
 from stackvault.sources.mysql.source import DUMP, MANIFEST, USERS, MySQLSource, database_path
 from stackvault.sources.mysql.tools import (
     DumpScanner,
@@ -114,7 +114,7 @@ def restore(
     try:
         result = target.restore(
             sink.reader("my", "mysql", meta),
-            RestoreOptions(overwrite=overwrite, no_owner=no_owner, notice=notes.append),
+            ArtifactRestoreOptions(overwrite=overwrite, no_owner=no_owner, notice=notes.append),
         )
         return result, target.probe()
     finally:

@@ -27,9 +27,9 @@ import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import (
+    ArtifactRestoreOptions,
     EntryMeta,
     Readable,
-    RestoreOptions,
     StoredFile,
     compare_facts,
 )
@@ -110,7 +110,7 @@ def restore(
     try:
         result = target.restore(
             sink.reader("pg", "postgres", meta),
-            RestoreOptions(overwrite=overwrite, no_owner=no_owner, notice=notes.append),
+            ArtifactRestoreOptions(overwrite=overwrite, no_owner=no_owner, notice=notes.append),
         )
         return result, target.probe()
     finally:
@@ -650,6 +650,7 @@ def test_missing_role_fails_the_restore_unless_owner_none(
         drop_container(pg_container, other)
 
 
+@pytest.mark.postgres  # starts a PostgreSQL container of its own
 def test_container_without_a_socket_uses_tcp_with_its_own_password(
     docker_client: DockerClient, host_image: str, docker_env: str
 ) -> None:

@@ -22,9 +22,9 @@ import pytest
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import (
     ArtifactEntry,
+    ArtifactRestoreOptions,
     EntryMeta,
     Readable,
-    RestoreOptions,
     StoredFile,
     compare_facts,
 )
@@ -297,6 +297,7 @@ def test_crc64_matches_the_bytewise_definition() -> None:
         assert crc.finish() == expected, size
 
 
+@pytest.mark.redis  # starts a Redis server of its own
 def test_rdb_checks_on_a_real_rdb(fresh_server: RedisServer) -> None:
     populate(fresh_server.port, 5_000)
     fresh_server.cli("SAVE")
@@ -332,6 +333,7 @@ def test_rdb_checks_on_a_real_rdb(fresh_server: RedisServer) -> None:
 # --- on a host ----------------------------------------------------------------------------
 
 
+@pytest.mark.redis  # starts a Redis server of its own
 def test_capture_and_restore_into_a_fresh_server(
     loaded_server: RedisServer, fresh_server: RedisServer
 ) -> None:
@@ -348,7 +350,7 @@ def test_capture_and_restore_into_a_fresh_server(
 
     target = redis_source(fresh_server.url())
     assert target.describe_target() is None
-    done = target.restore(reader, RestoreOptions())
+    done = target.restore(reader, ArtifactRestoreOptions())
     assert done["method"] == "replication" and done["keys"] == keys
     assert done["persisted"] is False  # the fixture's server has no save points
     assert compare_facts(meta["facts"], target.probe()) == []
@@ -360,6 +362,7 @@ def test_capture_and_restore_into_a_fresh_server(
     )
 
 
+@pytest.mark.redis  # starts a Redis server of its own
 def test_disk_based_sync_and_durable_restore(fresh_server: RedisServer) -> None:
     populate(fresh_server.port, 20_000)
     fresh_server.cli("CONFIG", "SET", "repl-diskless-sync", "no")
@@ -373,8 +376,8 @@ def test_disk_based_sync_and_durable_restore(fresh_server: RedisServer) -> None:
         command(target_server.port, "SET", "old", "data")
         target = redis_source(target_server.url())
         with pytest.raises(RestoreRefused, match=r"holds 1 key; restoring .*--overwrite"):
-            target.restore(reader, RestoreOptions())
-        done = target.restore(reader, RestoreOptions(overwrite=True))
+            target.restore(reader, ArtifactRestoreOptions())
+        done = target.restore(reader, ArtifactRestoreOptions(overwrite=True))
         assert done["persisted"] is True
         assert compare_facts(meta["facts"], target.probe()) == []
         assert command(target_server.port, "EXISTS", "old") == 0
@@ -385,6 +388,7 @@ def test_disk_based_sync_and_durable_restore(fresh_server: RedisServer) -> None:
         target_server.stop()
 
 
+@pytest.mark.redis  # starts a Redis server of its own
 def test_busy_server_records_inexact_key_counts(fresh_server: RedisServer) -> None:
     fill_large(fresh_server.port, 100_000, 50)
     fresh_server.cli("CONFIG", "SET", "repl-diskless-sync-delay", "1")
@@ -412,7 +416,7 @@ def test_busy_server_records_inexact_key_counts(fresh_server: RedisServer) -> No
     target_server.start()
     try:
         target = redis_source(target_server.url())
-        target.restore(reader, RestoreOptions())
+        target.restore(reader, ArtifactRestoreOptions())
         restored = target.probe()["keys"]["db0"]
         assert before <= restored <= after  # the fork happened between the two readings
     finally:
@@ -447,7 +451,7 @@ def test_container_capture_restore_and_aof_target(
 
         # into a server on this host (as its master)
         target = redis_source(fresh_server.url())
-        target.restore(reader, RestoreOptions())
+        target.restore(reader, ArtifactRestoreOptions())
         assert compare_facts(meta["facts"], target.probe()) == []
         assert sample(fresh_server.port) == expected
 
@@ -455,8 +459,8 @@ def test_container_capture_restore_and_aof_target(
         command(redis_container.port, "FLUSHDB", db=SMALL_DB)
         command(redis_container.port, "SET", "junk", "1", db=DATA_DB)
         with pytest.raises(RestoreRefused, match=f"holds {KEYS + 1} keys"):
-            source.restore(reader, RestoreOptions())
-        done = source.restore(reader, RestoreOptions(overwrite=True))
+            source.restore(reader, ArtifactRestoreOptions())
+        done = source.restore(reader, ArtifactRestoreOptions(overwrite=True))
         assert done["method"] == "container restart" and done["aof_moved_to"] is None
         assert compare_facts(meta["facts"], source.probe()) == []
         assert sample(redis_container.port) == expected
@@ -475,7 +479,7 @@ def test_container_capture_restore_and_aof_target(
         target = redis_source(f"redis+docker://{aof.name}")
         assert target.describe_target() == f"redis at redis+docker://{aof.name} holds 1 key"
         notices: list[str] = []
-        done = target.restore(reader, RestoreOptions(overwrite=True, notice=notices.append))
+        done = target.restore(reader, ArtifactRestoreOptions(overwrite=True, notice=notices.append))
         moved = done["aof_moved_to"]
         assert moved and moved.startswith("/data/appendonlydir.stackvault-old-")
         assert any("moved the AOF" in n for n in notices)
@@ -530,11 +534,11 @@ def test_container_errors(redis_container: RedisContainer, docker_env: str) -> N
         data[len(data) // 2] ^= 1
         sink.data[RDB] = bytes(data)
         with pytest.raises(SourceError, match=r"the artifact's dump.rdb has \d+ bytes \(SHA-256"):
-            source.restore(reader, RestoreOptions(overwrite=True))
+            source.restore(reader, ArtifactRestoreOptions(overwrite=True))
         # an RDB format newer than the server loads: refused before anything else
         sink.data[RDB] = b"REDIS0099" + bytes(data[9:])
         with pytest.raises(SourceError, match=r"format 99\) is newer than redis 7\.0\.\d+ at"):
-            source.restore(reader, RestoreOptions(overwrite=True))
+            source.restore(reader, ArtifactRestoreOptions(overwrite=True))
         redis_container.container.reload()
         assert redis_container.container.attrs["State"]["StartedAt"] == started_at
         assert command(redis_container.port, "GET", "keep") == b"me"
@@ -558,6 +562,7 @@ def test_max_rdb_version() -> None:
 # --- failures on a host -------------------------------------------------------------------
 
 
+@pytest.mark.redis  # starts a Redis server of its own
 def test_passwords_and_acl_users(monkeypatch: pytest.MonkeyPatch, no_redis_env: None) -> None:
     password = "pw-" + os.urandom(8).hex()
     server = RedisServer(password=password)
@@ -633,6 +638,7 @@ class KillingSink(MemorySink):
 
 
 @pytest.mark.parametrize("diskless", ["yes", "no"])
+@pytest.mark.redis  # starts a Redis server of its own
 def test_server_killed_during_sync(fresh_server: RedisServer, diskless: str) -> None:
     fill_large(fresh_server.port)  # about 100 MB of RDB
     fresh_server.cli("CONFIG", "SET", "repl-diskless-sync", diskless)
@@ -661,13 +667,13 @@ def test_restore_refusals_and_damaged_artifact(
     with pytest.raises(
         SourceError, match=r"is a replica of 127.0.0.1:\d+; restore into its master"
     ):
-        target.restore(reader, RestoreOptions(overwrite=True))
+        target.restore(reader, ArtifactRestoreOptions(overwrite=True))
     fresh_server.cli("REPLICAOF", "NO", "ONE")
     fresh_server.cli("FLUSHALL")
 
     command(fresh_server.port, "SET", "precious", "1")
     with pytest.raises(RestoreRefused, match=rf"redis at {fresh_server.url()} holds 1 key"):
-        target.restore(reader, RestoreOptions())
+        target.restore(reader, ArtifactRestoreOptions())
 
     # a damaged artifact is never loaded: its last byte is only sent once the checks pass
     sink = reader.sink
@@ -675,20 +681,21 @@ def test_restore_refusals_and_damaged_artifact(
     data[len(data) // 3] ^= 1
     sink.data[RDB] = bytes(data)
     with pytest.raises(SourceError, match=r"the artifact's dump.rdb has \d+ bytes \(SHA-256"):
-        target.restore(reader, RestoreOptions(overwrite=True))
+        target.restore(reader, ArtifactRestoreOptions(overwrite=True))
     assert target.probe()["keys"] == {"db0": 1}
     sink.data[RDB] = b"REDIS0099" + bytes(data[9:])
     with pytest.raises(SourceError, match=r"format 99\) is newer than redis 7\.0\.\d+ at redis"):
-        target.restore(reader, RestoreOptions(overwrite=True))
+        target.restore(reader, ArtifactRestoreOptions(overwrite=True))
     assert target.probe()["keys"] == {"db0": 1}
     assert "role:master" in command(fresh_server.port, "INFO", "replication").decode()
     assert meta["facts"]["keys"][f"db{DATA_DB}"] == KEYS
 
 
+@pytest.mark.redis  # starts a Redis server of its own
 def test_entry_must_be_a_file(fresh_server: RedisServer) -> None:
     sink = MemorySink()
     sink.entries[RDB] = ArtifactEntry(RDB, "dir")
     with pytest.raises(SourceError, match="is not a file"):
         redis_source(fresh_server.url()).restore(
-            sink.reader("redis", "redis", {}), RestoreOptions()
+            sink.reader("redis", "redis", {}), ArtifactRestoreOptions()
         )

@@ -20,9 +20,9 @@ import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import (
+    ArtifactRestoreOptions,
     EntryMeta,
     Readable,
-    RestoreOptions,
     StoredFile,
     compare_facts,
 )
@@ -148,7 +148,9 @@ def restore(
     notices: list[str] = []
     target = source(url)
     try:
-        done = target.restore(reader, RestoreOptions(overwrite=overwrite, notice=notices.append))
+        done = target.restore(
+            reader, ArtifactRestoreOptions(overwrite=overwrite, notice=notices.append)
+        )
     finally:
         target.close()
     return done, notices
@@ -352,7 +354,7 @@ def test_large_objects_restore_in_parts_and_probe_hashes_them(
     sink, meta = capture(f"s3://{s3_bucket}/in")
     target = source(f"s3://{s3_bucket}/out")
     target.single_put_limit = target.part_size = 5 * MiB
-    target.restore(sink.reader("s3", "s3", meta), RestoreOptions())
+    target.restore(sink.reader("s3", "s3", meta), ArtifactRestoreOptions())
     head = s3_server.client().head_object(Bucket=s3_bucket, Key="out/big.bin")
     assert head["ETag"].strip('"').endswith("-3") and head["ContentType"] == "application/zip"
     assert body(s3_server.client(), s3_bucket, "out/big.bin") == data
@@ -475,7 +477,9 @@ def test_transient_resets_are_retried_and_transfers_resume(
     target = source(f"s3://{s3_bucket}/again?{faulty}")
     target.memory_limit = 0  # stream every upload from the artifact, reopened for each try
     notices: list[str] = []
-    done = target.restore(sink.reader("s3", "s3", meta), RestoreOptions(notice=notices.append))
+    done = target.restore(
+        sink.reader("s3", "s3", meta), ArtifactRestoreOptions(notice=notices.append)
+    )
     target.close()
     assert done["objects"] == len(objs) and any("retrying" in n for n in notices)
     assert compare_facts(meta["facts"], probe(f"s3://{s3_bucket}/again")) == []

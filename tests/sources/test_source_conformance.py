@@ -193,15 +193,16 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
 
 KINDS = [
     "sqlite",
-    "postgres",
-    "postgres+docker",
-    "mysql",
-    "mysql+docker",
-    "redis",
-    "redis+docker",
-    "docker-volume",
-    "s3",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("postgres+docker", marks=[pytest.mark.postgres, pytest.mark.docker]),
+    pytest.param("mysql", marks=pytest.mark.mariadb),
+    pytest.param("mysql+docker", marks=[pytest.mark.mariadb, pytest.mark.docker]),
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis+docker", marks=[pytest.mark.redis, pytest.mark.docker]),
+    pytest.param("docker-volume", marks=pytest.mark.docker),
+    pytest.param("s3", marks=pytest.mark.s3),
 ]
+"""The cases; each carries the markers of the servers it starts (tests/support/servermarks.py)."""
 
 
 @pytest.mark.parametrize("case", KINDS, indirect=True)
@@ -213,22 +214,22 @@ def test_capture_damage_refuse_overwrite_validate(case: Case, tmp_path: Path) ->
     source = open_source(case.url)
     snap = BackupJob(repo, BackupOptions(sources=[source]), progress=NullProgress()).run().snapshot
     [record] = snap.artifacts
-    assert record["complete"] and isinstance(record["metadata"]["facts"], dict)
-    assert record["metadata"]["facts"], "facts must say something to validate against"
+    assert record.complete and isinstance(record.metadata["facts"], dict)
+    assert record.metadata["facts"], "facts must say something to validate against"
 
     case.damage()
     assert case.still_damaged()
     kwargs: dict[str, Any] = {"progress": NullProgress(), "notice": lambda _m: None}
     with pytest.raises(RestoreRefused):
-        restore_artifact(repo, snap, record["name"], case.url, **kwargs)
+        restore_artifact(repo, snap, record.name, case.url, **kwargs)
     assert case.still_damaged(), "a refused restore changed the target"
 
-    result = restore_artifact(repo, snap, record["name"], case.url, overwrite=True, **kwargs)
+    result = restore_artifact(repo, snap, record.name, case.url, overwrite=True, **kwargs)
     assert result.validated and result.differences == []
     assert not case.still_damaged()
     assert result.safety_snapshot is not None
     safety = repo.find_snapshot(result.safety_snapshot)
     assert SAFETY_TAG in safety.tags
     [saved] = safety.artifacts
-    assert saved["complete"]
-    assert saved["metadata"]["facts"] != record["metadata"]["facts"], "it holds the damage"
+    assert saved.complete
+    assert saved.metadata["facts"] != record.metadata["facts"], "it holds the damage"

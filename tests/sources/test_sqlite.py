@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.contract import RestoreOptions, compare_facts
+from stackvault.sources.contract import ArtifactRestoreOptions, compare_facts
 from stackvault.sources.registry import open_source
 from stackvault.sources.sqlite import DATABASE, SQLiteSource
 from stackvault.sources.url import SourceURL
@@ -203,7 +203,7 @@ def test_capture_while_writing_is_consistent(tmp_path: Path, journal: str, memor
 
     target = sqlite_source(tmp_path / "restored" / "app.db")
     assert target.describe_target() is None
-    done = target.restore(reader, RestoreOptions())
+    done = target.restore(reader, ArtifactRestoreOptions())
     assert done["bytes"] == meta["size"] and done["replaced"] is False
     assert compare_facts(facts, target.probe()) == []
     conn = sqlite3.connect(target.path)
@@ -237,11 +237,11 @@ def test_restore_refused_then_overwrite_removes_stale_wal(tmp_path: Path, app_db
     target = sqlite_source(target_path)
     assert target.describe_target() == (f"SQLite database {target_path} has 1 table with 50 rows")
     with pytest.raises(RestoreRefused, match=r"has 1 table with 50 rows.*--overwrite"):
-        target.restore(reader, RestoreOptions())
+        target.restore(reader, ArtifactRestoreOptions())
     assert sqlite3.connect(target_path).execute("SELECT count(*) FROM users").fetchone() == (50,)
 
     notices: list[str] = []
-    done = target.restore(reader, RestoreOptions(overwrite=True, notice=notices.append))
+    done = target.restore(reader, ArtifactRestoreOptions(overwrite=True, notice=notices.append))
     assert done["replaced"] is True
     assert f"{target_path}-wal" in done["removed"]
     assert any("stale" in n for n in notices)
@@ -256,7 +256,7 @@ def test_restore_into_new_directory_and_generic_target(tmp_path: Path, app_db: P
     assert SQLiteSource.file_like and list(sink.entries) == [DATABASE]
     target = sqlite_source(tmp_path / "a" / "b" / "restored.db")
     notices: list[str] = []
-    target.restore(reader, RestoreOptions(notice=notices.append))
+    target.restore(reader, ArtifactRestoreOptions(notice=notices.append))
     assert notices and "created the directory" in notices[0]
     assert stat.S_IMODE(Path(target.path).stat().st_mode) == 0o604  # the captured mode
     assert compare_facts(meta["facts"], target.probe()) == []  # type: ignore[arg-type]
@@ -267,7 +267,7 @@ def test_restore_follows_a_symlink(tmp_path: Path, app_db: Path) -> None:
     real = tmp_path / "real.db"
     link = tmp_path / "link.db"
     link.symlink_to(real)
-    sqlite_source(link).restore(reader, RestoreOptions())
+    sqlite_source(link).restore(reader, ArtifactRestoreOptions())
     assert link.is_symlink() and real.stat().st_size > 0
 
 
@@ -346,6 +346,6 @@ def test_damaged_artifact_leaves_the_target_alone(tmp_path: Path, app_db: Path) 
     make_app_db(target_path, users=10)
     original = target_path.read_bytes()
     with pytest.raises(SourceError, match=r"SHA-256.*was left as it was"):
-        sqlite_source(target_path).restore(reader, RestoreOptions(overwrite=True))
+        sqlite_source(target_path).restore(reader, ArtifactRestoreOptions(overwrite=True))
     assert target_path.read_bytes() == original
     assert not [p for p in tmp_path.iterdir() if "stackvault" in p.name]

@@ -21,9 +21,9 @@ from stackvault.errors import SourceChanged, SourceError
 from stackvault.sources import registry
 from stackvault.sources.contract import (
     ArtifactReader,
+    ArtifactRestoreOptions,
     ArtifactSink,
     EntryMeta,
-    RestoreOptions,
     Source,
 )
 from stackvault.sources.url import SourceURL
@@ -102,7 +102,7 @@ class DirSource(Source):
             return f"{self.root} holds {len(list(self.root.iterdir()))} entries"
         return None
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
         import shutil
 
         if self.root.exists():

@@ -25,7 +25,7 @@ from stackvault.engine.progress import Progress
 from stackvault.errors import RestoreRefused, UsageError
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
-from stackvault.sources.contract import RestoreOptions, Source, compare_facts
+from stackvault.sources.contract import ArtifactRestoreOptions, Source, compare_facts
 from stackvault.sources.registry import open_source
 
 SAFETY_TAG = "pre-restore"
@@ -98,7 +98,7 @@ def restore_artifact(
                 f"{safety.snapshot.artifacts[0].name} --to URL --overwrite"
             )
         result.details = target.restore(
-            reader, RestoreOptions(overwrite=overwrite, no_owner=no_owner, notice=notice)
+            reader, ArtifactRestoreOptions(overwrite=overwrite, no_owner=no_owner, notice=notice)
         )
         recorded = reader.metadata.get("facts")
         if isinstance(recorded, dict):

@@ -42,7 +42,9 @@ class Readable(Protocol):
 
 @dataclass(frozen=True)
 class EntryMeta:
-    """Ownership, permissions and times of one artifact entry."""
+    """Ownership, permissions and times a source gives for one entry of an artifact (and a
+    reader of the artifact gets back). Stored as the entry's tree node (`Node`), not as
+    read from the filesystem (`FsEntry`); the conversions are in `stackvault.engine.nodes`."""
 
     mode: int = 0o600
     uid: int = 0
@@ -166,7 +168,7 @@ class ArtifactReader(ABC):
 
 
 @dataclass(frozen=True)
-class RestoreOptions:
+class ArtifactRestoreOptions:
     """How a restore may treat what it finds at the target."""
 
     overwrite: bool = False
@@ -205,7 +207,7 @@ class Source(ABC):
         """What a restore to this location would replace, in a few words; None if nothing."""
         raise SourceError(f"{self.location} cannot be a restore target")
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
         """Load ``reader``'s artifact into this location; return what was done (JSON-able)."""
         raise SourceError(f"{self.location} cannot be a restore target")
 
@@ -220,20 +222,6 @@ class Source(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (called once, also after a failure)."""
-
-
-def read_manifest(reader: ArtifactReader, path: str, what: str) -> dict[str, Any]:
-    """The JSON manifest at ``path`` of a dump artifact (format 1), or `SourceError` saying
-    the artifact is not ``what`` (``"a PostgreSQL artifact"``), is damaged, or is newer."""
-    try:
-        manifest = reader.read_json(path)
-    except SourceError as exc:
-        raise SourceError(f"artifact {reader.name!r} has no {path}; is it {what}?") from exc
-    except ValueError as exc:
-        raise SourceError(f"the {path} of artifact {reader.name!r} is damaged") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != 1:
-        raise SourceError(f"artifact {reader.name!r} has a {path} this version does not understand")
-    return manifest
 
 
 def compare_facts(

@@ -76,10 +76,10 @@ from urllib.parse import quote
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import (
     ArtifactReader,
+    ArtifactRestoreOptions,
     ArtifactSink,
     EntryMeta,
     Readable,
-    RestoreOptions,
     Source,
 )
 from stackvault.sources.url import SourceURL
@@ -325,7 +325,7 @@ class SQLiteSource(Source):
 
     # --- restore ----------------------------------------------------------------------------
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
         entry = reader.entry(DATABASE)
         if entry.kind != "file":
             raise SourceError(f"{DATABASE!r} of artifact {reader.name!r} is not a file")

@@ -9,7 +9,8 @@ part. This module holds that common shape so both behave - and fail - alike:
 - `RestoreTally`: what a restore has done, and what it returns;
 - `Tap`: the readable a dump passes through on its way into the sink, showing each piece to
   a watcher (the header check, the row scanner);
-- `dump_path`: where a server artifact keeps the dump of one database.
+- `dump_path`: where a server artifact keeps the dump of one database;
+- `read_dump_manifest`: an artifact's manifest, checked to be one this version reads.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import quote
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.contract import ArtifactReader, Readable, RestoreOptions, Source
+from stackvault.sources.contract import ArtifactReader, ArtifactRestoreOptions, Readable, Source
 from stackvault.sources.url import SourceURL
 
 if TYPE_CHECKING:
@@ -81,6 +82,34 @@ class RestoreTally:
             "owner": "none" if no_owner else "keep",
             "seconds": round(time.monotonic() - self.started, 3),
         }
+
+
+def read_dump_manifest(reader: ArtifactReader, path: str, what: str) -> dict[str, Any]:
+    """The JSON manifest at ``path`` of a dump artifact (format 1), or `SourceError` saying
+    the artifact is not ``what`` (``"a PostgreSQL artifact"``), is damaged, or is newer."""
+    try:
+        manifest = reader.read_json(path)
+    except SourceError as exc:
+        raise SourceError(f"artifact {reader.name!r} has no {path}; is it {what}?") from exc
+    except ValueError as exc:
+        raise SourceError(f"the {path} of artifact {reader.name!r} is damaged") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != 1:
+        raise SourceError(f"artifact {reader.name!r} has a {path} this version does not understand")
+    return manifest
+
+
+class RestorePlanner(Protocol):
+    """What a database restore asks of its source (a `DatabaseSource`): what to write, the
+    refusal to replace data, and the URL's ``owner`` and ``timeout`` options."""
+
+    no_owner: bool
+    timeout: float
+
+    def restore_plan(
+        self, reader: ArtifactReader, manifest: dict[str, Any], options: ArtifactRestoreOptions
+    ) -> tuple[list[PlanEntry], bool]: ...
+
+    def refusal(self, reader: ArtifactReader, first: str, busy: int) -> RestoreRefused: ...
 
 
 class Tap:
@@ -218,7 +247,7 @@ class DatabaseSource(Source):
         return recorded
 
     def restore_plan(
-        self, reader: ArtifactReader, manifest: dict[str, Any], options: RestoreOptions
+        self, reader: ArtifactReader, manifest: dict[str, Any], options: ArtifactRestoreOptions
     ) -> tuple[list[PlanEntry], bool]:
         """What a restore of ``manifest`` into this URL writes, and whether the server
         artifact's `extra_file` is restored too: a one-database artifact goes into the URL's

@@ -320,10 +320,7 @@ def read_tree(
     is truncated or malformed, or if the sink stored a file other than what was read."""
     raw = _ChunkReader(chunks, what)
     stream = io.BufferedReader(raw, _CHUNK)
-    facts = TreeFacts()
-    result = TreeResult(facts)
-    stored: dict[str, tuple[str, int]] = {}  # relative file path -> (sha256, size)
-    root: str | None = None
+    tree = _TreeReader(what, sink, prefix, exclude, notice)
     try:
         tar = tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK)  # noqa: SIM115
     except tarfile.TarError as exc:
@@ -334,76 +331,8 @@ def read_tree(
         for member in tar:
             if sink is not None:
                 sink.check_interrupted()
-            if root is None:
-                root = member.name.rstrip("/")
-                if not member.isdir() or "/" in root or root in ("", ".", ".."):
-                    raise SourceError(
-                        f"the archive stream of {what} does not start with its directory"
-                    )
-                meta = _meta(member)
-                facts.root = root_facts(meta)
-                if sink is not None:
-                    sink.add_dir(prefix, meta)
-                continue
-            rel = _relative(member.name, root, what)
-            if rel == "":
-                raise SourceError(f"the archive stream of {what} holds its directory twice")
-            if _excluded(rel, exclude):
-                continue
-            path = f"{prefix}/{rel}"
-            meta = _meta(member)
-            if member.isdir():
-                facts.dirs += 1
-                if sink is not None:
-                    sink.add_dir(path, meta)
-            elif member.issym():
-                facts.symlinks += 1
-                if sink is not None:
-                    sink.add_symlink(path, member.linkname, meta)
-            elif member.islnk():
-                first = _relative(member.linkname, root, what)
-                if first not in stored:
-                    result.skipped_count += 1
-                    if len(result.skipped) < SKIPPED_LISTED:
-                        result.skipped.append(f"{rel} (hard link to a skipped entry)")
-                    continue
-                if sink is not None:
-                    sink.add_hardlink(path, f"{prefix}/{first}", meta)
-                stored[rel] = stored[first]
-                result.hardlinks[rel] = result.hardlinks.get(first, first)
-                facts.hardlinks += 1
-                facts.files += 1
-                facts.bytes += stored[first][1]
-                facts.sha256[rel] = stored[first][0]
-            elif member.isreg():
-                data = _MemberStream(tar.extractfile(member), rel, what)
-                if sink is not None:
-                    got = sink.add_file(path, data, meta)
-                    data.drain()  # a sink must read to EOF; make sure the member is consumed
-                    if got.size != data.size or got.sha256 != data.sha256:
-                        raise SourceError(
-                            f"{path!r} of {what} was stored as {got.size} bytes, but "
-                            f"{data.size} bytes were read"
-                        )
-                else:
-                    data.drain()
-                if data.size != member.size:
-                    raise SourceError(
-                        f"the archive stream of {what} ended inside {rel!r} "
-                        f"({data.size} of {member.size} bytes)"
-                    )
-                stored[rel] = (data.sha256, data.size)
-                facts.files += 1
-                facts.bytes += data.size
-                facts.sha256[rel] = data.sha256
-            else:
-                result.skipped_count += 1
-                kind = _special(member)
-                if len(result.skipped) < SKIPPED_LISTED:
-                    result.skipped.append(f"{rel} ({kind})")
-                if notice is not None and result.skipped_count <= 10:
-                    notice(f"{what}: skipped {rel!r}, a {kind} (not captured)")
-        if root is None:
+            tree.add(tar, member)
+        if tree.root is None:
             raise SourceError(f"the archive stream of {what} holds no entries")
         raw.verify_end(tar.offset)
     except tarfile.TarError as exc:
@@ -411,10 +340,128 @@ def read_tree(
             f"the archive stream of {what} is truncated or malformed ({_clean(exc)})",
             hint="try again; a hot capture of a busy volume may need mode=cold",
         ) from exc
+    result = tree.result
     if notice is not None and result.skipped_count > 10:
         notice(f"{what}: skipped {result.skipped_count} special files in all (not captured)")
     result.stream_bytes = raw.total
     return result
+
+
+class _TreeReader:
+    """The members of one directory's archive, in order, into a sink (`read_tree`)."""
+
+    def __init__(
+        self,
+        what: str,
+        sink: ArtifactSink | None,
+        prefix: str,
+        exclude: frozenset[str],
+        notice: Callable[[str], None] | None,
+    ) -> None:
+        self.what = what
+        self.sink = sink
+        self.prefix = prefix
+        self.exclude = exclude
+        self.notice = notice
+        self.facts = TreeFacts()
+        self.result = TreeResult(self.facts)
+        self.stored: dict[str, tuple[str, int]] = {}
+        """Relative file path -> (sha256, size)."""
+        self.root: str | None = None
+        """The archive's top-level directory; None until its first member."""
+
+    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        """Take the next member: the root first, then anything below it."""
+        if self.root is None:
+            self._add_root(member)
+            return
+        rel = _relative(member.name, self.root, self.what)
+        if rel == "":
+            raise SourceError(f"the archive stream of {self.what} holds its directory twice")
+        if _excluded(rel, self.exclude):
+            return
+        path = f"{self.prefix}/{rel}"
+        meta = _meta(member)
+        sink = self.sink
+        if member.isdir():
+            self.facts.dirs += 1
+            if sink is not None:
+                sink.add_dir(path, meta)
+        elif member.issym():
+            self.facts.symlinks += 1
+            if sink is not None:
+                sink.add_symlink(path, member.linkname, meta)
+        elif member.islnk():
+            self._add_hardlink(member, rel, path, meta)
+        elif member.isreg():
+            self._add_file(tar, member, rel, path, meta)
+        else:
+            self._skip(member, rel)
+
+    def _add_root(self, member: tarfile.TarInfo) -> None:
+        root = member.name.rstrip("/")
+        if not member.isdir() or "/" in root or root in ("", ".", ".."):
+            raise SourceError(
+                f"the archive stream of {self.what} does not start with its directory"
+            )
+        self.root = root
+        meta = _meta(member)
+        self.facts.root = root_facts(meta)
+        if self.sink is not None:
+            self.sink.add_dir(self.prefix, meta)
+
+    def _add_hardlink(self, member: tarfile.TarInfo, rel: str, path: str, meta: EntryMeta) -> None:
+        assert self.root is not None
+        result, facts = self.result, self.facts
+        first = _relative(member.linkname, self.root, self.what)
+        if first not in self.stored:
+            result.skipped_count += 1
+            if len(result.skipped) < SKIPPED_LISTED:
+                result.skipped.append(f"{rel} (hard link to a skipped entry)")
+            return
+        if self.sink is not None:
+            self.sink.add_hardlink(path, f"{self.prefix}/{first}", meta)
+        self.stored[rel] = self.stored[first]
+        result.hardlinks[rel] = result.hardlinks.get(first, first)
+        facts.hardlinks += 1
+        facts.files += 1
+        facts.bytes += self.stored[first][1]
+        facts.sha256[rel] = self.stored[first][0]
+
+    def _add_file(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str, path: str, meta: EntryMeta
+    ) -> None:
+        what = self.what
+        data = _MemberStream(tar.extractfile(member), rel, what)
+        if self.sink is not None:
+            got = self.sink.add_file(path, data, meta)
+            data.drain()  # a sink must read to EOF; make sure the member is consumed
+            if got.size != data.size or got.sha256 != data.sha256:
+                raise SourceError(
+                    f"{path!r} of {what} was stored as {got.size} bytes, but "
+                    f"{data.size} bytes were read"
+                )
+        else:
+            data.drain()
+        if data.size != member.size:
+            raise SourceError(
+                f"the archive stream of {what} ended inside {rel!r} "
+                f"({data.size} of {member.size} bytes)"
+            )
+        self.stored[rel] = (data.sha256, data.size)
+        self.facts.files += 1
+        self.facts.bytes += data.size
+        self.facts.sha256[rel] = data.sha256
+
+    def _skip(self, member: tarfile.TarInfo, rel: str) -> None:
+        """A fifo, socket or device: counted, listed and told, not captured."""
+        result = self.result
+        result.skipped_count += 1
+        kind = _special(member)
+        if len(result.skipped) < SKIPPED_LISTED:
+            result.skipped.append(f"{rel} ({kind})")
+        if self.notice is not None and result.skipped_count <= 10:
+            self.notice(f"{self.what}: skipped {rel!r}, a {kind} (not captured)")
 
 
 def count_entries(

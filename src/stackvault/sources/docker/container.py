@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
-from stackvault.sources.contract import ArtifactReader, ArtifactSink, RestoreOptions, Source
+from stackvault.sources.contract import ArtifactReader, ArtifactRestoreOptions, ArtifactSink, Source
 from stackvault.sources.docker.archive import TreeResult, tree_entries
 from stackvault.sources.docker.engine import api_error, connect, get_container, image_facts
 from stackvault.sources.docker.mounts import (
@@ -418,7 +418,7 @@ class ContainerSource(Source):
                 held.append(f"{mount.destination}: {describe_count(mount.spec, count)}")
         return f"container {container.name}: {'; '.join(held)}" if held else None
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
         container = self._find()
         if container is None:
             options.notice(
@@ -428,44 +428,13 @@ class ContainerSource(Source):
         targets = self._targets(reader, container)
         for target in targets:
             tree_entries(reader, target.prefix)  # unsafe paths refuse before anything is written
-        users: dict[str, list[Container]] = {}
-        for target in targets:
-            others = [
-                c
-                for c in users_of(self.client, target.spec)
-                if container is None or c.id != container.id
-            ]
-            busy = running(others)
-            if busy:
-                names = " ".join(str(c.name) for c in busy)
-                raise RestoreRefused(
-                    f"{target.spec.label} (mount {target.destination}) is also used by running "
-                    f"container(s) {names}; nothing was changed",
-                    hint=f"stop them first (`docker stop {names}`)",
-                )
-            users[target.destination] = others
+        users = self._other_users(targets, container)
         image = pick_image(
             self.client,
             self.helper_image,
             [container] if container is not None else [u for us in users.values() for u in us],
         )
-        full: list[_Target] = []
-        destinations = [t.destination for t in targets]
-        if container is not None:
-            destinations = container_mounts(container.attrs, [])[2]
-        for target in targets:
-            if target.spec.kind == "volume" and self._volume(target.spec.source) is None:
-                continue
-            inner = nested(target.destination, destinations)
-            count = count_mount(self.client, target.spec, image, exclude=inner)
-            if count[0]:
-                full.append(target)
-                if not options.overwrite:
-                    raise RestoreRefused(
-                        f"{describe_count(target.spec, count)} (mount {target.destination} of "
-                        f"container {self.container_name}); nothing was changed",
-                        hint="pass --overwrite to replace it",
-                    )
+        full = self._holding_data(targets, container, image, options)
         if full and container is None:
             for target in full:
                 if target.spec.kind == "bind" or users[target.destination]:
@@ -484,47 +453,112 @@ class ContainerSource(Source):
             notice=options.notice,
             action="restore",
         )
-        done: list[dict[str, Any]] = []
         with quiesce:
             if full:
-                options.notice(
-                    "emptying " + ", ".join(t.spec.label for t in full) + " before the restore"
-                )
-                if container is not None:
-                    empty_mounts(self.client, [t.spec for t in full], container)
-                else:
-                    for target in full:
-                        volume = self._volume(target.spec.source)
-                        assert volume is not None
-                        recreate_volume(self.client, volume, image)
-            for target in targets:
-                created = False
-                if target.spec.kind == "volume" and self._volume(target.spec.source) is None:
-                    self._create_volume(target.spec.source)
-                    created = True
-                written = write_mount(
-                    self.client,
-                    target.spec,
-                    image,
-                    reader,
-                    prefix=target.prefix,
-                    hardlinks=target.hardlinks,
-                )
-                done.append(
-                    {
-                        "destination": target.destination,
-                        "target": target.spec.label,
-                        "created": created,
-                        "emptied": target in full,
-                        **written,
-                    }
-                )
+                self._empty(full, container, image, options)
+            done = [
+                self._write(reader, target, image, emptied=target in full) for target in targets
+            ]
         self._restored = targets
         return {
             "container": self.container_name,
             "container_exists": container is not None,
             "mounts": done,
             "stopped": quiesce.record(),
+        }
+
+    def _other_users(
+        self, targets: list[_Target], container: Container | None
+    ) -> dict[str, list[Container]]:
+        """Per target destination, the other containers using its volume or directory;
+        `RestoreRefused` if one of them is running."""
+        users: dict[str, list[Container]] = {}
+        for target in targets:
+            others = [
+                c
+                for c in users_of(self.client, target.spec)
+                if container is None or c.id != container.id
+            ]
+            busy = running(others)
+            if busy:
+                names = " ".join(str(c.name) for c in busy)
+                raise RestoreRefused(
+                    f"{target.spec.label} (mount {target.destination}) is also used by running "
+                    f"container(s) {names}; nothing was changed",
+                    hint=f"stop them first (`docker stop {names}`)",
+                )
+            users[target.destination] = others
+        return users
+
+    def _holding_data(
+        self,
+        targets: list[_Target],
+        container: Container | None,
+        image: str,
+        options: ArtifactRestoreOptions,
+    ) -> list[_Target]:
+        """The targets that hold data now; `RestoreRefused` for the first without
+        ``overwrite``."""
+        full: list[_Target] = []
+        destinations = [t.destination for t in targets]
+        if container is not None:
+            destinations = container_mounts(container.attrs, [])[2]
+        for target in targets:
+            if target.spec.kind == "volume" and self._volume(target.spec.source) is None:
+                continue
+            inner = nested(target.destination, destinations)
+            count = count_mount(self.client, target.spec, image, exclude=inner)
+            if count[0]:
+                full.append(target)
+                if not options.overwrite:
+                    raise RestoreRefused(
+                        f"{describe_count(target.spec, count)} (mount {target.destination} of "
+                        f"container {self.container_name}); nothing was changed",
+                        hint="pass --overwrite to replace it",
+                    )
+        return full
+
+    def _empty(
+        self,
+        full: list[_Target],
+        container: Container | None,
+        image: str,
+        options: ArtifactRestoreOptions,
+    ) -> None:
+        """Empty the targets that hold data: through the container's mounts, or (no
+        container) by recreating each volume."""
+        options.notice("emptying " + ", ".join(t.spec.label for t in full) + " before the restore")
+        if container is not None:
+            empty_mounts(self.client, [t.spec for t in full], container)
+        else:
+            for target in full:
+                volume = self._volume(target.spec.source)
+                assert volume is not None
+                recreate_volume(self.client, volume, image)
+
+    def _write(
+        self, reader: ArtifactReader, target: _Target, image: str, *, emptied: bool
+    ) -> dict[str, Any]:
+        """Write one target's tree (creating its volume if it is missing); its entry of the
+        restore's ``mounts``."""
+        created = False
+        if target.spec.kind == "volume" and self._volume(target.spec.source) is None:
+            self._create_volume(target.spec.source)
+            created = True
+        written = write_mount(
+            self.client,
+            target.spec,
+            image,
+            reader,
+            prefix=target.prefix,
+            hardlinks=target.hardlinks,
+        )
+        return {
+            "destination": target.destination,
+            "target": target.spec.label,
+            "created": created,
+            "emptied": emptied,
+            **written,
         }
 
     def _volume(self, name: str) -> Any:

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 from stackvault.errors import SourceError, UsageError
 from stackvault.sources.contract import (
     ArtifactReader,
+    ArtifactRestoreOptions,
     ArtifactSink,
     EntryMeta,
-    RestoreOptions,
     Source,
 )
 from stackvault.sources.url import SourceURL
@@ -149,7 +149,7 @@ class ImagesSource(Source):
     def describe_target(self) -> str | None:
         return None  # loading only adds missing images
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
         import docker.errors
 
         from stackvault.sources.docker.engine import api_error

@@ -72,8 +72,8 @@ from urllib.parse import unquote, urlsplit
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import (
     ArtifactReader,
+    ArtifactRestoreOptions,
     ArtifactSink,
-    RestoreOptions,
     Source,
 )
 from stackvault.sources.docker.archive import tree_entries
@@ -290,7 +290,7 @@ class VolumeSource(Source):
         count = count_mount(self.client, self.spec, image)
         return describe_count(self.spec, count) if count[0] else None
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
         hardlinks = artifact_hardlinks(reader.metadata)
         tree_entries(reader, PREFIX)  # refuse unsafe paths before touching anything
         volume = self._get_volume()

@@ -26,12 +26,13 @@ Restore returns ``{"databases": [...], "bytes": N, "created": [...], "replaced":
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.contract import ArtifactReader, RestoreOptions, read_manifest
+from stackvault.sources.contract import ArtifactReader, ArtifactRestoreOptions
 from stackvault.sources.dbdump.load import load_dump
-from stackvault.sources.dbdump.source import RestoreTally
+from stackvault.sources.dbdump.source import RestorePlanner, RestoreTally, read_dump_manifest
 from stackvault.sources.mysql.tools import (
     Endpoint,
     LoadFilter,
@@ -45,22 +46,24 @@ from stackvault.sources.mysql.tools import (
     translate,
 )
 
-if TYPE_CHECKING:
-    from stackvault.sources.mysql.source import MySQLSource
-
 USERS = "users.sql"
 """The user accounts of a server artifact (``mariadb-dump --system=users``)."""
 MANIFEST = "manifest.json"
 
 
 class MySQLRestore:
-    """One restore of a MySQL/MariaDB artifact through ``source`` (its server, credentials and
-    options); create, then call `run` once."""
+    """One restore of a MySQL/MariaDB artifact: ``source`` plans it, ``endpoint`` gives the
+    server's endpoint (asked once the plan is made); create, then call `run` once."""
 
     def __init__(
-        self, source: MySQLSource, reader: ArtifactReader, options: RestoreOptions
+        self,
+        source: RestorePlanner,
+        endpoint: Callable[[], Endpoint],
+        reader: ArtifactReader,
+        options: ArtifactRestoreOptions,
     ) -> None:
         self.source = source
+        self.endpoint = endpoint
         self.reader = reader
         self.options = options
         self.timeout = source.timeout
@@ -68,9 +71,9 @@ class MySQLRestore:
     def run(self) -> dict[str, Any]:
         reader, options = self.reader, self.options
         tally = RestoreTally()
-        manifest = read_manifest(reader, MANIFEST, "a MySQL artifact")
+        manifest = read_dump_manifest(reader, MANIFEST, "a MySQL artifact")
         plan, with_users = self.source.restore_plan(reader, manifest, options)
-        ep = self.source.endpoint()
+        ep = self.endpoint()
         no_owner = self.source.no_owner or options.no_owner
         info = server_info(ep, self.timeout)
         objects = {
@@ -105,7 +108,7 @@ class MySQLRestore:
         return tally.result(plan, "users", users_result, no_owner=no_owner)
 
     def _create(
-        self, ep: Endpoint, db: str, entry: dict[str, Any], options: RestoreOptions
+        self, ep: Endpoint, db: str, entry: dict[str, Any], options: ArtifactRestoreOptions
     ) -> None:
         charset = str(entry.get("charset") or "")
         collation = str(entry.get("collation") or "")
@@ -158,7 +161,11 @@ class MySQLRestore:
         )
 
     def _restore_users(
-        self, ep: Endpoint, reader: ArtifactReader, info: dict[str, Any], options: RestoreOptions
+        self,
+        ep: Endpoint,
+        reader: ArtifactReader,
+        info: dict[str, Any],
+        options: ArtifactRestoreOptions,
     ) -> dict[str, Any]:
         text = reader.open(USERS).read().decode("utf-8", "replace")
         script, skipped = filter_users(text, str(info["account"]))

@@ -81,9 +81,9 @@ from typing import Any
 from stackvault.errors import SourceError, UsageError
 from stackvault.sources.contract import (
     ArtifactReader,
+    ArtifactRestoreOptions,
     ArtifactSink,
     EntryMeta,
-    RestoreOptions,
 )
 from stackvault.sources.dbdump.source import DatabaseSource, Tap, dump_path, url_parts
 from stackvault.sources.mysql.restore import MANIFEST, USERS, MySQLRestore
@@ -466,5 +466,5 @@ class MySQLSource(DatabaseSource):
 
     # --- restore ----------------------------------------------------------------------------
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
-        return MySQLRestore(self, reader, options).run()
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+        return MySQLRestore(self, self.endpoint, reader, options).run()

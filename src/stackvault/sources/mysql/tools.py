@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stackvault.errors import SourceError
+from stackvault.sources.dbdump.errortext import search
 from stackvault.sources.tools.runner import Completed, Runner, stderr_tail
 
 CLIENT_PACKAGE = "mariadb-client (or mysql-client)"
@@ -474,53 +475,49 @@ def filter_users(text: str, current: str) -> tuple[str, list[str]]:
 # --- errors -----------------------------------------------------------------------------------
 
 
-def _first(pattern: str, text: str) -> re.Match[str] | None:
-    return re.search(pattern, text, re.IGNORECASE)
-
-
 def translate(exc: SourceError, ep: Endpoint, db: str | None) -> SourceError:
     """A clear sentence for the errors the client tools report most (else ``exc``)."""
     text = str(exc)
     where = f"MySQL {ep.address}"
-    if m := _first(r"Access denied for user '([^']*)'@'[^']*' \(using password: (YES|NO)\)", text):
+    if m := search(r"Access denied for user '([^']*)'@'[^']*' \(using password: (YES|NO)\)", text):
         said = "rejected the password of" if m[2].upper() == "YES" else "wants a password for"
         return SourceError(f"{where} {said} user {m[1]}", hint=ep.password_hint())
-    if m := _first(r"Access denied for user '([^']*)'@'[^']*' to database '([^']*)'", text):
+    if m := search(r"Access denied for user '([^']*)'@'[^']*' to database '([^']*)'", text):
         return SourceError(
             f"{where} does not let user {m[1]} use database {m[2]}",
             hint="grant it the privileges, or connect as an account that has them",
         )
-    if m := _first(r"Unknown database '([^']*)'", text):
+    if m := search(r"Unknown database '([^']*)'", text):
         return SourceError(
             f"database {m[1]} does not exist at {where}",
             hint="check the name (SHOW DATABASES lists them), or leave it out of the URL to "
             "capture every database",
         )
-    if m := _first(r"Unknown (?:MySQL )?server host '([^']*)'", text):
+    if m := search(r"Unknown (?:MySQL )?server host '([^']*)'", text):
         return SourceError(
             f"cannot reach {where}: there is no host {m[1]}", hint="check the host in the URL"
         )
-    if _first(r"Can't connect to (?:local )?(?:MySQL )?server through socket", text):
+    if search(r"Can't connect to (?:local )?(?:MySQL )?server through socket", text):
         return SourceError(
             f"cannot reach {where}: nothing answers on the server's unix socket",
             hint="check that the server is running, or name a host and port in the URL",
         )
-    if _first(r"Can't connect to (?:MySQL )?server on", text):
+    if search(r"Can't connect to (?:MySQL )?server on", text):
         return SourceError(
             f"cannot reach {where}: the connection was refused or timed out",
             hint="check the host and port in the URL and that the server is running",
         )
-    if _first(r"Lost connection to (?:MySQL )?server|server has gone away", text):
+    if search(r"Lost connection to (?:MySQL )?server|server has gone away", text):
         return SourceError(
             f"the connection to {where} was lost mid-way: {_brief(text)}",
             hint="check the server's log (a restart, max_allowed_packet, wait_timeout)",
         )
-    if _first(r"max_allowed_packet|packet bigger than", text):
+    if search(r"max_allowed_packet|packet bigger than", text):
         return SourceError(
             f"a row is bigger than {where} accepts (max_allowed_packet)",
             hint="raise max_allowed_packet on the server (e.g. to 1G) and try again",
         )
-    if m := _first(r"Access denied; you need \(at least one of\) the ([A-Z ,_]+) privilege", text):
+    if m := search(r"Access denied; you need \(at least one of\) the ([A-Z ,_]+) privilege", text):
         return SourceError(
             f"{where} denied the connecting account the {m[1].strip()} privilege",
             hint="grant it, or connect as an account that has it",

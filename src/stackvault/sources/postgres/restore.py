@@ -39,12 +39,13 @@ Restore returns ``{"databases": [NAME, ...], "bytes": N, "created": [...], "repl
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.contract import ArtifactReader, RestoreOptions, read_manifest
+from stackvault.sources.contract import ArtifactReader, ArtifactRestoreOptions
 from stackvault.sources.dbdump.load import load_dump
-from stackvault.sources.dbdump.source import RestoreTally
+from stackvault.sources.dbdump.source import RestorePlanner, RestoreTally, read_dump_manifest
 from stackvault.sources.postgres.sql import (
     create_database_sql,
     filter_globals,
@@ -54,16 +55,15 @@ from stackvault.sources.postgres.sql import (
 )
 from stackvault.sources.postgres.tools import (
     Endpoint,
+    database_facts,
     maintenance_db,
     require_restore_tool,
     require_tools,
     run_script,
+    server_info,
     summarize_tables,
     translate,
 )
-
-if TYPE_CHECKING:
-    from stackvault.sources.postgres.source import PostgresSource
 
 GLOBALS = "globals.sql"
 """Roles and tablespaces of a server artifact (``pg_dumpall --globals-only``)."""
@@ -86,13 +86,18 @@ class DatabaseTarget:
 
 
 class PostgresRestore:
-    """One restore of a PostgreSQL artifact through ``source`` (its server, credentials and
-    options); create, then call `run` once."""
+    """One restore of a PostgreSQL artifact: ``source`` plans it, ``endpoint`` gives the
+    server's endpoint (asked once the plan is made); create, then call `run` once."""
 
     def __init__(
-        self, source: PostgresSource, reader: ArtifactReader, options: RestoreOptions
+        self,
+        source: RestorePlanner,
+        endpoint: Callable[[], Endpoint],
+        reader: ArtifactReader,
+        options: ArtifactRestoreOptions,
     ) -> None:
         self.source = source
+        self.endpoint = endpoint
         self.reader = reader
         self.options = options
         self.timeout = source.timeout
@@ -100,19 +105,19 @@ class PostgresRestore:
     def run(self) -> dict[str, Any]:
         reader, options = self.reader, self.options
         tally = RestoreTally()
-        manifest = read_manifest(reader, MANIFEST, "a PostgreSQL artifact")
+        manifest = read_dump_manifest(reader, MANIFEST, "a PostgreSQL artifact")
         plan, with_globals = self.source.restore_plan(reader, manifest, options)
-        ep = self.source.endpoint()
+        ep = self.endpoint()
         require_tools(ep, ["psql", "pg_restore"])
         require_restore_tool(ep, str(manifest.get("dump_tool") or ""))
         no_owner = self.source.no_owner or options.no_owner
-        info = self.source.server_info(ep)
+        info = server_info(ep, self.timeout)
         num = int(info["server_version_num"])
         targets = {
             target: DatabaseTarget(
                 target,
                 target in info["all"],
-                self.source.facts_of(ep, target) if target in info["all"] else None,
+                database_facts(ep, target, self.timeout) if target in info["all"] else None,
             )
             for target, _archived, _entry in plan
         }
@@ -125,7 +130,7 @@ class PostgresRestore:
         globals_result = None
         if with_globals:
             globals_result = self._restore_globals(ep, reader, info, options)
-            info = self.source.server_info(ep)  # the roles the globals created
+            info = server_info(ep, self.timeout)  # the roles the globals created
         roles = set(info["roles"])
         for target, _archived, entry in plan:
             state = targets[target]
@@ -151,7 +156,7 @@ class PostgresRestore:
             run_script(ep, target, "ANALYZE", timeout=self.timeout)
         return tally.result(plan, "globals", globals_result, no_owner=no_owner)
 
-    def _drop(self, ep: Endpoint, db: str, num: int, options: RestoreOptions) -> None:
+    def _drop(self, ep: Endpoint, db: str, num: int, options: ArtifactRestoreOptions) -> None:
         maint = maintenance_db(db)
         lit = quote_literal(db)
         others_sql = (
@@ -188,7 +193,7 @@ class PostgresRestore:
         roles: set[str],
         no_owner: bool,
         current: str,
-        options: RestoreOptions,
+        options: ArtifactRestoreOptions,
     ) -> None:
         owner = props.get("owner")
         if no_owner or not owner:
@@ -213,7 +218,12 @@ class PostgresRestore:
             ) from exc
 
     def _apply_properties(
-        self, ep: Endpoint, db: str, props: dict[str, Any], no_owner: bool, options: RestoreOptions
+        self,
+        ep: Endpoint,
+        db: str,
+        props: dict[str, Any],
+        no_owner: bool,
+        options: ArtifactRestoreOptions,
     ) -> None:
         statements = properties_sql(db, props, privileges=not no_owner)
         if not statements:
@@ -251,7 +261,7 @@ class PostgresRestore:
         ep: Endpoint,
         reader: ArtifactReader,
         info: dict[str, Any],
-        options: RestoreOptions,
+        options: ArtifactRestoreOptions,
     ) -> dict[str, Any]:
         text = reader.open(GLOBALS).read().decode("utf-8")
         current = str(info["user"])

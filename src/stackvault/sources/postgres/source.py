@@ -108,16 +108,15 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from stackvault.errors import SourceError, UsageError
 from stackvault.sources.contract import (
     ArtifactReader,
+    ArtifactRestoreOptions,
     ArtifactSink,
     EntryMeta,
-    RestoreOptions,
 )
 from stackvault.sources.dbdump.source import (
     DatabaseSource,
@@ -128,18 +127,18 @@ from stackvault.sources.dbdump.source import (
 from stackvault.sources.postgres.restore import GLOBALS, MANIFEST, DatabaseTarget, PostgresRestore
 from stackvault.sources.postgres.sql import (
     BEGIN_SNAPSHOT,
-    DATABASES_SQL,
     GLOBALS_TRAILER,
     SERVER_SQL,
     database_properties,
     roles_in_globals,
-    session_setup,
 )
 from stackvault.sources.postgres.tools import (
     Endpoint,
-    Psql,
+    database_facts,
+    open_psql,
     require_dump_tool,
     require_tools,
+    server_info,
     summarize_tables,
     table_facts,
     translate,
@@ -313,39 +312,6 @@ class PostgresSource(DatabaseSource):
         }
         return ep
 
-    def _psql(self, ep: Endpoint, db: str) -> Psql:
-        psql = Psql(ep, db, self.timeout)
-        psql.run(session_setup(self.timeout))
-        return psql
-
-    def facts_of(
-        self, ep: Endpoint, db: str, check: Callable[[], None] | None = None
-    ) -> dict[str, Any]:
-        """The facts of ``db`` now (its own consistent snapshot)."""
-        psql = self._psql(ep, db)
-        try:
-            psql.run(BEGIN_SNAPSHOT)
-            facts = table_facts(psql, check)
-            psql.run("COMMIT")
-            return facts
-        finally:
-            psql.close()
-
-    def server_info(self, ep: Endpoint) -> dict[str, Any]:
-        """Server version, connecting role, databases (connectable, not templates) and roles."""
-        try:
-            psql = self._psql(ep, "postgres")
-        except SourceError as exc:
-            if "database postgres does not exist" not in str(exc):
-                raise
-            psql = self._psql(ep, "template1")
-        try:
-            info: dict[str, Any] = psql.json(DATABASES_SQL)
-        finally:
-            psql.close()
-        ep.server_version_num = int(info["server_version_num"])
-        return info
-
     # --- capture ----------------------------------------------------------------------------
 
     def capture(self, sink: ArtifactSink) -> dict[str, Any]:
@@ -360,7 +326,7 @@ class PostgresSource(DatabaseSource):
             done[self.database] = self._capture_database(ep, sink, self.database, DUMP)
             facts: dict[str, Any] = done[self.database]["facts"]
         else:
-            info = self.server_info(ep)
+            info = server_info(ep, self.timeout)
             for db in info["unconnectable"]:
                 sink.notice(
                     f"database {db} {ep.address} does not accept connections "
@@ -422,7 +388,7 @@ class PostgresSource(DatabaseSource):
     ) -> dict[str, Any]:
         """Counts and dump of ``db`` in one snapshot; see the module docstring."""
         t0 = time.monotonic()
-        psql = self._psql(ep, db)
+        psql = open_psql(ep, db, self.timeout)
         try:
             psql.run(BEGIN_SNAPSHOT)
             snapshot = psql.value("SELECT pg_catalog.pg_export_snapshot()")
@@ -540,23 +506,23 @@ class PostgresSource(DatabaseSource):
         ep = self.endpoint()
         require_tools(ep, ["psql"])
         if self.database is not None:
-            return self.facts_of(ep, self.database)
-        info = self.server_info(ep)
-        return {"databases": {db: self.facts_of(ep, db) for db in info["databases"]}}
+            return database_facts(ep, self.database, self.timeout)
+        info = server_info(ep, self.timeout)
+        return {"databases": {db: database_facts(ep, db, self.timeout) for db in info["databases"]}}
 
     def describe_target(self) -> str | None:
         ep = self.endpoint()
         require_tools(ep, ["psql"])
-        info = self.server_info(ep)
+        info = server_info(ep, self.timeout)
         if self.database is not None:
             if self.database not in info["all"]:
                 return None
-            facts = self.facts_of(ep, self.database)
+            facts = database_facts(ep, self.database, self.timeout)
             target = DatabaseTarget(self.database, True, facts)
             return summarize_tables(self.database, facts) if target.holds_data else None
         busy = []
         for db in info["databases"]:
-            facts = self.facts_of(ep, db)
+            facts = database_facts(ep, db, self.timeout)
             if DatabaseTarget(db, True, facts).holds_data:
                 busy.append(f"{db} ({len(facts['tables'])} tables)")
         if not busy:
@@ -566,8 +532,8 @@ class PostgresSource(DatabaseSource):
 
     # --- restore ----------------------------------------------------------------------------
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
-        return PostgresRestore(self, reader, options).run()
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+        return PostgresRestore(self, self.endpoint, reader, options).run()
 
 
 def _original_host(url: SourceURL) -> str:

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stackvault.errors import SourceError
-from stackvault.sources.postgres.sql import LARGE_OBJECTS_SQL, TABLES_SQL
+from stackvault.sources.dbdump.errortext import search
+from stackvault.sources.postgres.sql import (
+    BEGIN_SNAPSHOT,
+    DATABASES_SQL,
+    LARGE_OBJECTS_SQL,
+    TABLES_SQL,
+    session_setup,
+)
 from stackvault.sources.tools.runner import Runner, Session
 
 APP_NAME = "stackvault"
@@ -220,6 +227,44 @@ def table_facts(psql: Psql, check: Callable[[], None] | None = None) -> dict[str
     return {"tables": tables, "large_objects": int(psql.value(LARGE_OBJECTS_SQL))}
 
 
+def open_psql(ep: Endpoint, db: str, timeout: float) -> Psql:
+    """A psql session on ``db`` with stackvault's session settings (timeouts, search path)."""
+    psql = Psql(ep, db, timeout)
+    psql.run(session_setup(timeout))
+    return psql
+
+
+def database_facts(
+    ep: Endpoint, db: str, timeout: float, check: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """The facts of ``db`` now (`table_facts`, in its own consistent snapshot)."""
+    psql = open_psql(ep, db, timeout)
+    try:
+        psql.run(BEGIN_SNAPSHOT)
+        facts = table_facts(psql, check)
+        psql.run("COMMIT")
+        return facts
+    finally:
+        psql.close()
+
+
+def server_info(ep: Endpoint, timeout: float) -> dict[str, Any]:
+    """Server version, connecting role, databases (connectable, not templates) and roles;
+    records the version in ``ep``."""
+    try:
+        psql = open_psql(ep, "postgres", timeout)
+    except SourceError as exc:
+        if "database postgres does not exist" not in str(exc):
+            raise
+        psql = open_psql(ep, "template1", timeout)
+    try:
+        info: dict[str, Any] = psql.json(DATABASES_SQL)
+    finally:
+        psql.close()
+    ep.server_version_num = int(info["server_version_num"])
+    return info
+
+
 def summarize_tables(db: str, facts: Mapping[str, Any], where: str = "") -> str:
     """``database app [WHERE] holds 4 tables (120 rows in public.users, 88 in public.orders,
     …)``."""
@@ -243,72 +288,80 @@ def summarize_tables(db: str, facts: Mapping[str, Any], where: str = "") -> str:
 # --- errors ---------------------------------------------------------------------------------------
 
 
-def _first(pattern: str, text: str) -> re.Match[str] | None:
-    return re.search(pattern, text, flags=re.IGNORECASE | re.MULTILINE)
-
-
 def translate(exc: SourceError, ep: Endpoint, db: str | None) -> SourceError:
     """A clear sentence for the errors the client tools report most (else ``exc`` itself).
     The tools never print passwords; nothing of the environment is added here."""
     text = str(exc)
+    return _connection_error(text, ep) or _work_error(text, ep, db) or exc
+
+
+def _connection_error(text: str, ep: Endpoint) -> SourceError | None:
+    """Reaching and entering the server: host, port, authentication, start-up."""
     where = f"PostgreSQL {ep.address}"
-    if m := _first(r'password authentication failed for user "([^"]*)"', text):
+    if m := search(r'password authentication failed for user "([^"]*)"', text):
         return SourceError(f"{where} rejected the password of user {m[1]}", hint=ep.password_hint())
-    if _first(r"no password supplied|password is required", text):
+    if search(r"no password supplied|password is required", text):
         return SourceError(
             f"{where} asks for a password and none was given", hint=ep.password_hint()
         )
-    if m := _first(r'(?:peer|ident) authentication failed for user "([^"]*)"', text):
+    if m := search(r'(?:peer|ident) authentication failed for user "([^"]*)"', text):
         return SourceError(
             f"{where} refused user {m[1]} (peer authentication: the operating-system user "
             "does not match)",
             hint="connect over TCP (-h) or name the matching user in the URL",
         )
-    if m := _first(r'no pg_hba\.conf entry for host "([^"]*)", user "([^"]*)"', text):
+    if m := search(r'no pg_hba\.conf entry for host "([^"]*)", user "([^"]*)"', text):
         return SourceError(
             f"{where} does not let user {m[2]} connect from {m[1]} (no pg_hba.conf entry)",
             hint="allow it in pg_hba.conf, or check sslmode",
         )
-    if m := _first(r'could not translate host name "([^"]*)"', text):
+    if m := search(r'could not translate host name "([^"]*)"', text):
         return SourceError(
             f"cannot reach PostgreSQL {ep.address}: there is no host {m[1]}",
             hint="check the host name in the URL",
         )
-    if _first(r"connection refused", text):
+    if search(r"connection refused", text):
         return SourceError(
             f"cannot reach PostgreSQL {ep.address}: the connection was refused",
             hint="check the host and port in the URL and that the server is running",
         )
-    if _first(r"timeout expired|could not connect to server: connection timed out", text):
+    if search(r"timeout expired|could not connect to server: connection timed out", text):
         return SourceError(
             f"cannot reach PostgreSQL {ep.address}: the connection timed out",
             hint="check the host, port and firewalls (PGCONNECT_TIMEOUT sets the wait)",
         )
-    if _first(r"the database system is (starting up|shutting down|in recovery mode)", text):
+    if search(r"the database system is (starting up|shutting down|in recovery mode)", text):
         return SourceError(f"{where} is starting up or shutting down", hint="try again later")
-    if m := _first(r'database "([^"]*)" does not exist', text):
+    return None
+
+
+def _work_error(text: str, ep: Endpoint, db: str | None) -> SourceError | None:
+    """Dumping and restoring: missing objects, tool versions, privileges, locks, timeouts,
+    lost connections."""
+    where = f"PostgreSQL {ep.address}"
+    if m := search(r'database "([^"]*)" does not exist', text):
         return SourceError(
             f"database {m[1]} does not exist at PostgreSQL {ep.address}",
             hint="check the name (psql -l lists them), or leave it out of the URL to "
             "capture every database",
         )
-    if m := _first(r'role "([^"]*)" does not exist', text):
+    if m := search(r'role "([^"]*)" does not exist', text):
         return SourceError(
             f"role {m[1]} does not exist at PostgreSQL {ep.address}",
             hint="name an existing user in the URL (postgres://USER@HOST/DB), or, restoring "
             "objects owned by it, create it first or restore with owner=none (--no-owner)",
         )
-    if m := _first(r"server version: ([0-9][^;\s]*);\s*(pg_\w+) version: ([0-9][^\s]*)", text):
+    if m := search(r"server version: ([0-9][^;\s]*);\s*(pg_\w+) version: ([0-9][^\s]*)", text):
         return SourceError(
             f"{m[2]} {m[3]} cannot dump a PostgreSQL {m[1]} server",
             hint=ep.tool_hint(),
         )
-    if m := _first(r"unsupported version \(([0-9.]+)\) in file header", text):
+    if m := search(r"unsupported version \(([0-9.]+)\) in file header", text):
         return SourceError(
             f"pg_restore {ep.runner.where} is too old for this archive (format {m[1]})",
             hint=ep.tool_hint(),
         )
-    if m := _first(
+    if m := search(
         r"permission denied for (table|relation|schema|sequence|large object|"
         r"database|function) ([^|\n]+?)\s*(?:\||$)",
         text,
@@ -318,39 +371,39 @@ def translate(exc: SourceError, ep: Endpoint, db: str | None) -> SourceError:
             f"{where} denied {user} access to {m[1]} {m[2]} (permission denied)",
             hint="connect as a superuser, the owner, or a member of pg_read_all_data",
         )
-    if m := _first(
+    if m := search(
         r'query would be affected by row-level security policy for table "([^"]*)"', text
     ):
         return SourceError(
             f"{where} hides rows of table {m[1]} from this user by a row-level security policy",
             hint="connect as a superuser, the table owner or a role with BYPASSRLS",
         )
-    if _first(r"canceling statement due to lock timeout|could not obtain lock on", text):
+    if search(r"canceling statement due to lock timeout|could not obtain lock on", text):
         return SourceError(
             f"a table of database {db} {ep.address} stayed locked by another session for "
             "longer than the timeout",
             hint="try again when the lock is released, or raise ?timeout=",
         )
-    if _first(r"did not answer in time|did not finish within", text):
+    if search(r"did not answer in time|did not finish within", text):
         return SourceError(
             f"{where} did not answer within the timeout while working on database {db}",
             hint="raise the URL's ?timeout= (seconds, default 600), or look for a lock or a "
             "very slow statement on the server",
         )
-    if _first(r"terminating connection due to administrator command", text):
+    if search(r"terminating connection due to administrator command", text):
         return SourceError(
             f"the connection to {where} was terminated by an administrator "
             f"(pg_terminate_backend or a shutdown) while working on database {db}; "
             "nothing of it was recorded",
             hint="run it again",
         )
-    if _first(r"server closed the connection unexpectedly", text):
+    if search(r"server closed the connection unexpectedly", text):
         return SourceError(
             f"{where} closed the connection unexpectedly while working on database {db}; "
             "nothing of it was recorded",
             hint="check the server log and run it again",
         )
-    return exc
+    return None
 
 
 def require_tools(ep: Endpoint, tools: Sequence[str]) -> None:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import (
     ArtifactReader,
+    ArtifactRestoreOptions,
     ArtifactSink,
     EntryMeta,
-    RestoreOptions,
     Source,
 )
 from stackvault.sources.redis.bgsave import save_counts, wait_saved
@@ -157,7 +157,7 @@ class RedisSource(Source):
         where = f" in {len(keys)} databases" if len(keys) > 1 else ""
         return f"redis at {self.location} holds {total} key{'s' if total > 1 else ''}{where}"
 
-    def _refuse_unless(self, options: RestoreOptions, reader: ArtifactReader) -> None:
+    def _refuse_unless(self, options: ArtifactRestoreOptions, reader: ArtifactReader) -> None:
         existing = self.describe_target()
         if existing is not None and not options.overwrite:
             raise RestoreRefused(
@@ -341,7 +341,7 @@ class RedisSource(Source):
 
     # --- restore --------------------------------------------------------------------------
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
         entry = reader.entry(RDB)
         if entry.kind != "file":
             raise SourceError(f"{RDB!r} of artifact {reader.name!r} is not a file")
@@ -350,7 +350,7 @@ class RedisSource(Source):
         return self._restore_host(reader, options, entry.size, entry.sha256)
 
     def _restore_host(
-        self, reader: ArtifactReader, options: RestoreOptions, size: int, sha256: str
+        self, reader: ArtifactReader, options: ArtifactRestoreOptions, size: int, sha256: str
     ) -> dict[str, Any]:
         started = time.monotonic()
         conn = self._connect()
@@ -401,7 +401,7 @@ class RedisSource(Source):
             },
         }
 
-    def _persist(self, conn: Connection, options: RestoreOptions) -> bool:
+    def _persist(self, conn: Connection, options: ArtifactRestoreOptions) -> bool:
         """``BGSAVE`` (and wait for it) if the server has save points; whether it did."""
         try:
             save = conn.call("CONFIG", "GET", "save")
@@ -419,7 +419,7 @@ class RedisSource(Source):
         return True
 
     def _restore_container(
-        self, reader: ArtifactReader, options: RestoreOptions, size: int, sha256: str
+        self, reader: ArtifactReader, options: ArtifactRestoreOptions, size: int, sha256: str
     ) -> dict[str, Any]:
         import docker.errors
 

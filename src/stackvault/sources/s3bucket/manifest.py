@@ -84,7 +84,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def read_manifest(reader: ArtifactReader) -> list[dict[str, Any]]:
+def read_objects(reader: ArtifactReader) -> list[dict[str, Any]]:
     """The manifest's objects, each checked against the artifact's files before anything is
     changed at the target."""
     manifest = reader.read_json(MANIFEST)

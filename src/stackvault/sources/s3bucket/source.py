@@ -37,7 +37,7 @@ from stackvault.errors import (
     StoreError,
     UsageError,
 )
-from stackvault.sources.contract import ArtifactReader, ArtifactSink, RestoreOptions, Source
+from stackvault.sources.contract import ArtifactReader, ArtifactRestoreOptions, ArtifactSink, Source
 from stackvault.sources.s3bucket.bucket import Bucket, Listed, NoBucket
 from stackvault.sources.s3bucket.headers import MD5, etag_of, headers_of, is_md5, put_args, stamp_of
 from stackvault.sources.s3bucket.keys import artifact_paths, md5_path
@@ -49,7 +49,7 @@ from stackvault.sources.s3bucket.manifest import (
     object_record,
     previous_headers,
     previous_md5,
-    read_manifest,
+    read_objects,
 )
 from stackvault.sources.s3bucket.transfer import CHUNK, ArtifactBody, Download, read_exact
 from stackvault.sources.url import SourceURL
@@ -268,10 +268,10 @@ class BucketSource(Source):
         size = _human(sum(obj.size for obj in existing.values()))
         return f"s3://{self.options.bucket}/{self.prefix} holds {len(existing)} objects ({size})"
 
-    def restore(self, reader: ArtifactReader, options: RestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
         started = time.monotonic()
         self._bucket.store.set_notice(options.notice)
-        records = read_manifest(reader)
+        records = read_objects(reader)
         existing = self._existing()
         created = False
         if existing is None:
