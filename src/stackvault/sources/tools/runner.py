@@ -93,12 +93,16 @@ class OutputStream(ABC):
     """A running command's standard output. Read until EOF, then call `finish` (or use it as
     a context manager: leaving the block normally finishes, leaving on an exception aborts)."""
 
-    def __init__(self, label: str, where: str) -> None:
+    def __init__(
+        self, label: str, where: str, *, stderr_lines: int = STDERR_LINES, digest: bool = True
+    ) -> None:
         self.label = label
         self.where = where
         self.bytes_read = 0
         self._sha = hashlib.sha256()
-        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._digest = digest
+        """False for a reader that hashes what it reads itself (`StreamResult.sha256` is "")."""
+        self._stderr: collections.deque[str] = collections.deque(maxlen=stderr_lines)
 
     @abstractmethod
     def readinto(self, buf: memoryview) -> int: ...
@@ -117,7 +121,17 @@ class OutputStream(ABC):
 
     def _count(self, data: memoryview | bytes) -> None:
         self.bytes_read += len(data)
-        self._sha.update(data)
+        if self._digest:
+            self._sha.update(data)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the bytes read so far ("" if the stream keeps no digest)."""
+        return self._sha.hexdigest() if self._digest else ""
+
+    def error_lines(self) -> list[str]:
+        """The last lines of the command's error output, as it wrote them."""
+        return list(self._stderr)
 
     @abstractmethod
     def finish(self) -> StreamResult:
@@ -129,6 +143,7 @@ class OutputStream(ABC):
         """Kill the command (idempotent)."""
 
     def failure(self, what: str, extra: str = "") -> SourceError:
+        """``label where what after N bytes of output[; extra][; its last error output: ...]``."""
         tail = stderr_tail(list(self._stderr))
         message = f"{self.label} {self.where} {what} after {self.bytes_read} bytes of output"
         if extra:
@@ -293,6 +308,26 @@ def _not_found(program: str, where: str) -> SourceError:
     )
 
 
+StartError = Callable[[str, OSError], SourceError]
+"""What to raise when a program cannot be started: (its name as given, the `OSError`, a
+`FileNotFoundError` or `PermissionError`)."""
+
+ExitFailure = Callable[["OutputStream", int], SourceError]
+"""What to raise when a stream's command ended with a non-zero status (or a signal)."""
+
+
+def tool_start_error(program: str, exc: OSError) -> SourceError:
+    """A dump tool that cannot be started: not installed here, or not executable."""
+    if isinstance(exc, FileNotFoundError):
+        return _not_found(program, HostRunner.where)
+    return SourceError(f"{program} is not executable")
+
+
+def tool_exit_failure(stream: OutputStream, code: int) -> SourceError:
+    """A dump tool that failed: its exit status, the bytes it gave and its error output."""
+    return stream.failure(describe_exit(code), "nothing of it was recorded as complete")
+
+
 class HostRunner(Runner):
     """Runs tools as child processes of this one."""
 
@@ -332,7 +367,7 @@ class HostRunner(Runner):
         verify: Sequence[str] | None = None,
         label: str | None = None,
     ) -> OutputStream:
-        return _HostOutput(argv, _host_env(env), verify, label or os.path.basename(argv[0]))
+        return HostOutput(argv, _host_env(env), verify, label or os.path.basename(argv[0]))
 
     def input(
         self,
@@ -353,8 +388,15 @@ class HostRunner(Runner):
 
 
 def _spawn(
-    argv: Sequence[str], env: dict[str, str], *, stdin: int | None, stdout: int | None
+    argv: Sequence[str],
+    env: dict[str, str],
+    *,
+    stdin: int | None,
+    stdout: int | None,
+    start_error: StartError = tool_start_error,
 ) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group, its error output on a pipe; ``start_error``
+    says what is raised if it cannot be started."""
     try:
         return subprocess.Popen(
             list(argv),
@@ -365,10 +407,8 @@ def _spawn(
             # Its own process group: stopping it stops what it started.
             start_new_session=True,
         )
-    except FileNotFoundError as exc:
-        raise _not_found(argv[0], HostRunner.where) from exc
-    except PermissionError as exc:
-        raise SourceError(f"{argv[0]} is not executable") from exc
+    except (FileNotFoundError, PermissionError) as exc:
+        raise start_error(argv[0], exc) from exc
 
 
 def _drain(pipe: object, sink: collections.deque[str]) -> threading.Thread:
@@ -382,7 +422,10 @@ def _drain(pipe: object, sink: collections.deque[str]) -> threading.Thread:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
+    """Kill the process and its process group (what it started), then reap it. Until it is
+    reaped its PID, and with it the group id, cannot be reused, so the group is killed even
+    if the process itself has just exited (a pipeline's last members may still run)."""
+    if proc.returncode is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -390,16 +433,32 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-class _HostOutput(OutputStream):
+class HostOutput(OutputStream):
+    """A local process's standard output, read as a stream (`HostRunner.output`, and
+    `stackvault.sources.tools.command.CommandStream`). The process starts at once, in its own
+    process group, with nothing on its standard input; its error output is collected on a
+    thread. ``start_error`` and ``exit_failure`` word the errors for a caller that names the
+    process otherwise (defaults: a dump tool's); ``stderr_lines`` lines of error output are
+    kept; ``digest=False`` for a reader that hashes the bytes itself."""
+
     def __init__(
         self,
         argv: Sequence[str],
         env: dict[str, str],
         verify: Sequence[str] | None,
         label: str,
+        *,
+        where: str = HostRunner.where,
+        start_error: StartError = tool_start_error,
+        exit_failure: ExitFailure = tool_exit_failure,
+        stderr_lines: int = STDERR_LINES,
+        digest: bool = True,
     ) -> None:
-        super().__init__(label, HostRunner.where)
-        self._proc = _spawn(argv, env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        super().__init__(label, where, stderr_lines=stderr_lines, digest=digest)
+        self._exit_failure = exit_failure
+        self._proc = _spawn(
+            argv, env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_error=start_error
+        )
         self._threads = [_drain(self._proc.stderr, self._stderr)]
         self._verify: subprocess.Popen[bytes] | None = None
         self._verify_name = os.path.basename(verify[0]) if verify else ""
@@ -426,7 +485,7 @@ class _HostOutput(OutputStream):
 
     def finish(self) -> StreamResult:
         if self._done:
-            return StreamResult(self.bytes_read, sha256=self._sha.hexdigest())
+            return StreamResult(self.bytes_read, sha256=self.sha256)
         self._done = True
         assert self._proc.stdout is not None
         rest = self._proc.stdout.read()
@@ -446,7 +505,7 @@ class _HostOutput(OutputStream):
         for t in self._threads:
             t.join(timeout=10)
         if code != 0:
-            raise self.failure(describe_exit(code), "nothing of it was recorded as complete")
+            raise self._exit_failure(self, code)
         if verify_code != 0:
             assert self._verify is not None
             tail = stderr_tail(list(self._verify_err))
@@ -455,7 +514,7 @@ class _HostOutput(OutputStream):
                 f"check: {self._verify_name} "
                 f"{describe_exit(verify_code)}" + (f": {tail}" if tail else "")
             )
-        return StreamResult(self.bytes_read, sha256=self._sha.hexdigest())
+        return StreamResult(self.bytes_read, sha256=self.sha256)
 
     def abort(self) -> None:
         self._done = True
