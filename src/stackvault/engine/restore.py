@@ -353,19 +353,48 @@ class RestoreJob:
         target.prepare()
         # Blobs of a pack that vanished are read from another copy where one exists.
         self.repo.drop_missing_packs()
+        lanes = self._start(target)
+        try:
+            self._hand_out(target, lanes)
+            lanes.finish()
+            self._make_hardlinks(target)
+            for rel, node in sorted(self._dirs, key=lambda d: len(d[0]), reverse=True):
+                target.set_dir_metadata(
+                    rel, node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs
+                )
+                self.result.dirs += 1
+        except KeyboardInterrupt as exc:
+            self._stop.set()
+            raise Interrupted("restore interrupted; files not yet restored are missing") from exc
+        finally:
+            self._stop.set()
+            lanes.close()
+            if self._blob_pool is not None:
+                self._blob_pool.shutdown(wait=True, cancel_futures=True)
+            if self._write_pool is not None:
+                self._write_pool.shutdown(wait=True)
+            self.result.writes = self._write_mode.figures()
+            self.result.notices.extend(target.notices)
+            target.close()
+        if self.opts.verify:
+            self._verify()
+        self.progress.close()
+        self._raise_failures()
+        return self.result
+
+    def _start(self, target: RestoreTarget) -> _Lanes:
+        """The file threads and pools of this run (see `_Lanes`)."""
         # Two lanes of file threads: one for small files (in batches), one for files of
         # several blobs, so that the creation of many small files (Python glue and system
-        # calls) overlaps with the hashing and writing of large ones. One thread per lane by
-        # default: more threads creating files at once contend in the kernel (1.06 GB, cold
-        # cache: 4 file threads 5.3-5.5 s with 5.2-5.4 s system CPU; 1 thread 3.85 s with
-        # 2.2 s). Blobs of large files are fetched, authenticated and written by the blob
-        # pool. From a remote store (S3), where each request costs more than the bytes it
-        # reads, files are restored by reading their packs instead (`PackRestorer`, by
-        # default); the lanes then only make empty files.
+        # calls) overlaps with the hashing and writing of large ones; as many threads per
+        # lane as `StoreAccess.restore_file_workers` says. Blobs of large files are fetched,
+        # authenticated and written by the blob pool. From a remote store (S3), where each
+        # request costs more than the bytes it reads, files are restored by reading their
+        # packs instead (`PackRestorer`, by default); the lanes then only make empty files.
         access = self.repo.access
         workers = self.opts.workers or access.restore_file_workers
-        small_lane = _Lane(workers, "restore-small", partial(self._restore_files, target))
-        large_lane = _Lane(workers, "restore-large", partial(self._restore_files, target))
+        small = _Lane(workers, "restore-small", partial(self._restore_files, target))
+        large = _Lane(workers, "restore-large", partial(self._restore_files, target))
         self._blob_pool = ThreadPoolExecutor(
             max_workers=access.restore_blob_workers, thread_name_prefix="restore-blob"
         )
@@ -386,80 +415,59 @@ class RestoreJob:
             if by_pack
             else None
         )
-        total_files = total_bytes = 0
+        return _Lanes(small, large, packs)
 
-        # Small files go to their lane in batches: a hand-off per tiny file costs more than
-        # restoring it.
+    def _hand_out(self, target: RestoreTarget, lanes: _Lanes) -> None:
+        """Walk the snapshot: make directories, symlinks and special files on this thread,
+        hand regular files to ``lanes`` (small files in batches: a hand-off per tiny file
+        costs more than restoring it), and record hard links and directories for the end."""
+        small_lane, large_lane, packs = lanes.small, lanes.large, lanes.packs
+        total_files = total_bytes = 0
         batch: list[tuple[list[str], Node]] = []
         batch_bytes = 0
-
-        try:
-            root = self.opts.root_tree or self.snapshot.tree
-            for (rel, included), node in self._walk(root):
-                if not included:
-                    continue
-                if node.type == "dir":
-                    self._ensure_dirs(target, rel)
-                    self._dirs.append((rel, node))
-                    continue
-                self._ensure_dirs(target, rel[:-1])
-                if node.type == "symlink":
-                    target.symlink(rel, node.target or "", node.uid, node.gid, node.mtime_ns)
-                    self.result.symlinks += 1
-                    continue
-                if node.type in _SPECIAL:
-                    self._restore_special(target, rel, node)
-                    continue
-                if self.opts.verify and node.sha256:
-                    self._to_verify.append((rel, node.sha256))
-                if node.hardlink and node.hardlink in self._links:
-                    self._links[node.hardlink].append("/".join(rel))
-                else:
-                    if node.hardlink:
-                        self._links[node.hardlink] = ["/".join(rel)]
-                    total_files += 1
-                    total_bytes += node.size
-                    self.progress.set_total(files=total_files, bytes_=total_bytes)
-                    if packs is not None and node.content:
-                        packs.add(rel, node)
-                        continue
-                    if len(node.content) > 1:
-                        large_lane.submit([(rel, node)])
-                        continue
-                    batch.append((rel, node))
-                    batch_bytes += node.size
-                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                        small_lane.submit(batch)
-                        batch, batch_bytes = [], 0
-            if batch:
+        root = self.opts.root_tree or self.snapshot.tree
+        for (rel, included), node in self._walk(root):
+            if not included:
+                continue
+            if node.type == "dir":
+                self._ensure_dirs(target, rel)
+                self._dirs.append((rel, node))
+                continue
+            self._ensure_dirs(target, rel[:-1])
+            if node.type == "symlink":
+                target.symlink(rel, node.target or "", node.uid, node.gid, node.mtime_ns)
+                self.result.symlinks += 1
+                continue
+            if node.type in _SPECIAL:
+                self._restore_special(target, rel, node)
+                continue
+            if self.opts.verify and node.sha256:
+                self._to_verify.append((rel, node.sha256))
+            if node.hardlink and node.hardlink in self._links:
+                self._links[node.hardlink].append("/".join(rel))
+                continue
+            if node.hardlink:
+                self._links[node.hardlink] = ["/".join(rel)]
+            total_files += 1
+            total_bytes += node.size
+            self.progress.set_total(files=total_files, bytes_=total_bytes)
+            if packs is not None and node.content:
+                packs.add(rel, node)
+                continue
+            if len(node.content) > 1:
+                large_lane.submit([(rel, node)])
+                continue
+            batch.append((rel, node))
+            batch_bytes += node.size
+            if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
                 small_lane.submit(batch)
-            small_lane.finish()
-            large_lane.finish()
-            if packs is not None:
-                packs.finish()
-            self._make_hardlinks(target)
-            for rel, node in sorted(self._dirs, key=lambda d: len(d[0]), reverse=True):
-                target.set_dir_metadata(
-                    rel, node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs
-                )
-                self.result.dirs += 1
-        except KeyboardInterrupt as exc:
-            self._stop.set()
-            raise Interrupted("restore interrupted; files not yet restored are missing") from exc
-        finally:
-            self._stop.set()
-            if packs is not None:
-                packs.close()
-            small_lane.shutdown()
-            large_lane.shutdown()
-            self._blob_pool.shutdown(wait=True, cancel_futures=True)
-            self._write_pool.shutdown(wait=True)
-            self.result.writes = self._write_mode.figures()
-            self.result.notices.extend(target.notices)
-            target.close()
-        if self.opts.verify:
-            self._verify()
-        self.progress.close()
+                batch, batch_bytes = [], 0
+        if batch:
+            small_lane.submit(batch)
+
+    def _raise_failures(self) -> None:
+        """`IntegrityError` if a file could not be restored, else `RestoreIncomplete` if a
+        fifo or device node could not be made."""
         if self.result.failed:
             first = self.result.failed[0]
             raise IntegrityError(
@@ -474,7 +482,6 @@ class RestoreJob:
                 f"first: {first[1]}; everything else was restored",
                 hint="device nodes can be restored by root only",
             )
-        return self.result
 
     def _restore_special(self, target: RestoreTarget, rel: list[str], node: Node) -> None:
         """Make a fifo or device node; one the system refuses to make (``mknod`` of a device
@@ -557,6 +564,31 @@ class _Lane:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Lanes:
+    """Where a restore hands its regular files: the lane of small files (in batches), the
+    lane of files of several blobs, and, reading pack by pack, the `PackRestorer` (which
+    then takes every file with content)."""
+
+    small: _Lane
+    large: _Lane
+    packs: PackRestorer | None
+
+    def finish(self) -> None:
+        """Wait for every file handed out; re-raise the first failure."""
+        self.small.finish()
+        self.large.finish()
+        if self.packs is not None:
+            self.packs.finish()
+
+    def close(self) -> None:
+        """Stop the threads (after `finish`, or to abandon what is left)."""
+        if self.packs is not None:
+            self.packs.close()
+        self.small.shutdown()
+        self.large.shutdown()
 
 
 def _entry_of(blob: tuple[IndexEntry, bytes]) -> IndexEntry:
