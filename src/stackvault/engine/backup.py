@@ -150,14 +150,7 @@ class BackupJob:
         """Back up and save a snapshot; raise on failure without saving one."""
         start = self.repo.clock.monotonic()
         host = self.opts.host or socket.gethostname()
-        if self.opts.stdin_command:
-            paths = ["/" + self.opts.stdin_filename]
-        else:
-            paths = self._normalise_paths()
-        if self.opts.stdin_command and not valid_name(self.opts.stdin_filename):
-            raise UsageError(f"--stdin-filename {self.opts.stdin_filename!r} is not a file name")
-        if self.opts.stdin_command and self.opts.stdin_filename == RESERVED:
-            raise UsageError(f"--stdin-filename {RESERVED} is reserved")
+        paths = self._file_paths()
         names = [s.name for s in self.opts.sources]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -209,16 +202,7 @@ class BackupJob:
             if self.opts.stdin_command:
                 tree_id = self._backup_command(files, writer, extra)
             else:
-                matcher = ExcludeMatcher(self.opts.excludes)
-                walker = FileWalker(matcher, self.opts.one_file_system, self._problem)
-                scanner = None
-                if self.opts.scan_totals and file_paths:
-                    scanner = start_totals(paths, matcher, self.progress, parent)
-                try:
-                    tree_id = files.build_root(writer, walker, file_paths, parent, extra)
-                finally:
-                    if scanner:
-                        scanner.stop()
+                tree_id = self._backup_paths(files, writer, file_paths, paths, parent, extra)
             stack = self.opts.after_capture(artifacts) if self.opts.after_capture else None
             writer.flush()
             committed = True
@@ -231,10 +215,63 @@ class BackupJob:
         finally:
             files.close(committed=committed)
             writer.close(commit=committed)
+        snap = self._snapshot(tree_id, paths, host, parent, artifacts, stack, files, writer, start)
+        self.repo.save_snapshot(snap)
+        self.progress.close()
+        return BackupResult(snap, self.problems)
+
+    def _file_paths(self) -> list[str]:
+        """The absolute paths this backup stores (without its artifacts): those given, or
+        the one file of ``--stdin-from-command``; `UsageError` for an unusable file name."""
+        if self.opts.stdin_command:
+            paths = ["/" + self.opts.stdin_filename]
+        else:
+            paths = self._normalise_paths()
+        if self.opts.stdin_command and not valid_name(self.opts.stdin_filename):
+            raise UsageError(f"--stdin-filename {self.opts.stdin_filename!r} is not a file name")
+        if self.opts.stdin_command and self.opts.stdin_filename == RESERVED:
+            raise UsageError(f"--stdin-filename {RESERVED} is reserved")
+        return paths
+
+    def _backup_paths(
+        self,
+        files: FileTreeBackup,
+        writer: BlobWriter,
+        file_paths: list[str],
+        paths: list[str],
+        parent: Snapshot | None,
+        extra: list[Node],
+    ) -> bytes:
+        """Walk ``file_paths`` into trees, with ``extra`` (the artifacts' directory) at the
+        root, counting the totals ahead on another thread if asked; the root tree id."""
+        matcher = ExcludeMatcher(self.opts.excludes)
+        walker = FileWalker(matcher, self.opts.one_file_system, self._problem)
+        scanner = None
+        if self.opts.scan_totals and file_paths:
+            scanner = start_totals(paths, matcher, self.progress, parent)
+        try:
+            return files.build_root(writer, walker, file_paths, parent, extra)
+        finally:
+            if scanner:
+                scanner.stop()
+
+    def _snapshot(
+        self,
+        tree_id: bytes,
+        paths: list[str],
+        host: str,
+        parent: Snapshot | None,
+        artifacts: list[ArtifactRecord],
+        stack: dict[str, Any] | None,
+        files: FileTreeBackup,
+        writer: BlobWriter,
+        start: float,
+    ) -> Snapshot:
+        """The snapshot of this backup, its summary counted (not saved yet)."""
         incomplete = [p for p in self.problems if p.incomplete]
         failed_artifacts = sum(1 for a in artifacts if not a.complete)
         c = files.counts
-        snap = Snapshot(
+        return Snapshot(
             time=self.repo.clock.now(),
             tree=tree_id,
             paths=paths,
@@ -263,9 +300,6 @@ class BackupJob:
                 "duration_s": round(self.repo.clock.monotonic() - start, 3),
             },
         )
-        self.repo.save_snapshot(snap)
-        self.progress.close()
-        return BackupResult(snap, self.problems)
 
     def _backup_command(
         self, files: FileTreeBackup, writer: BlobWriter, extra: list[Node]
