@@ -54,53 +54,76 @@ def translate(
     """The store error for a botocore/urllib3/OS failure of request ``what`` (on object
     ``name``, if any) at ``where``; ``exc`` itself if it is none of those."""
     import botocore.exceptions as bx
-    from botocore.parsers import ResponseParserError
 
     if isinstance(exc, bx.ClientError):
-        code = error_code(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        detail = exc.response.get("Error", {}).get("Message") or code
-        missing = code in ("NoSuchKey", "NotFound") or (status == 404 and code == "404")
-        if missing and name is not None:
-            return ObjectNotFound(f"object {name} not found in {where}")
-        if code == "NoSuchBucket" or missing:
-            return RepositoryNotFound(
-                f"bucket {bucket} does not exist at {where}",
-                hint="create it with `stackvault init`, or check the bucket name, "
-                "endpoint and region",
+        return _client_error(
+            exc, what=what, where=where, bucket=bucket, name=name, write=write, delete=delete
+        )
+    return _transport_error(exc, what=what, where=where)
+
+
+def _client_error(
+    exc: Any,
+    *,
+    what: str,
+    where: str,
+    bucket: str,
+    name: str | None,
+    write: bool,
+    delete: bool,
+) -> Exception:
+    """`translate` of an error response of the server (a botocore ``ClientError``)."""
+    code = error_code(exc)
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    detail = exc.response.get("Error", {}).get("Message") or code
+    missing = code in ("NoSuchKey", "NotFound") or (status == 404 and code == "404")
+    if missing and name is not None:
+        return ObjectNotFound(f"object {name} not found in {where}")
+    if code == "NoSuchBucket" or missing:
+        return RepositoryNotFound(
+            f"bucket {bucket} does not exist at {where}",
+            hint="create it with `stackvault init`, or check the bucket name, endpoint and region",
+        )
+    if (code == "PreconditionFailed" or status == 412) and name is not None:
+        return ObjectExists(f"object {name} already exists in {where}")
+    if code in _BAD_CREDENTIALS:
+        return StorePermissionDenied(
+            f"the S3 server at {where} rejected the credentials ({code})",
+            hint="check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile)",
+        )
+    if code == "AccessDenied" or status == 403:
+        if delete:
+            return ObjectLocked(
+                f"cannot delete {name} in {where}: access denied ({detail})",
+                hint="the object may be under Object Lock retention, or the key may "
+                "lack s3:DeleteObject",
             )
-        if (code == "PreconditionFailed" or status == 412) and name is not None:
-            return ObjectExists(f"object {name} already exists in {where}")
-        if code in _BAD_CREDENTIALS:
+        if write:
             return StorePermissionDenied(
-                f"the S3 server at {where} rejected the credentials ({code})",
-                hint="check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile)",
-            )
-        if code == "AccessDenied" or status == 403:
-            if delete:
-                return ObjectLocked(
-                    f"cannot delete {name} in {where}: access denied ({detail})",
-                    hint="the object may be under Object Lock retention, or the key may "
-                    "lack s3:DeleteObject",
-                )
-            if write:
-                return StorePermissionDenied(
-                    f"the access key cannot write to bucket {bucket} ({what} denied)",
-                    hint="check the bucket policy and the key's permissions",
-                )
-            return StorePermissionDenied(
-                f"the access key cannot read from bucket {bucket} ({what} denied)",
+                f"the access key cannot write to bucket {bucket} ({what} denied)",
                 hint="check the bucket policy and the key's permissions",
             )
-        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return TransientStoreError(f"{what} failed at {where}: {code} ({detail})")
-        if code == "InvalidObjectState":
-            return StoreError(
-                f"{name} in {where} is archived and must be restored before reading",
-                hint="restore the object from the archive tier (see the README on cold "
-                "tiers), then run the command again",
-            )
-        return StoreError(f"{what} failed at {where}: {code} ({detail})")
+        return StorePermissionDenied(
+            f"the access key cannot read from bucket {bucket} ({what} denied)",
+            hint="check the bucket policy and the key's permissions",
+        )
+    if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+        return TransientStoreError(f"{what} failed at {where}: {code} ({detail})")
+    if code == "InvalidObjectState":
+        return StoreError(
+            f"{name} in {where} is archived and must be restored before reading",
+            hint="restore the object from the archive tier (see the README on cold "
+            "tiers), then run the command again",
+        )
+    return StoreError(f"{what} failed at {where}: {code} ({detail})")
+
+
+def _transport_error(exc: Exception, *, what: str, where: str) -> Exception:
+    """`translate` of a failure without a response: credentials, TLS, connection, timeout,
+    a response cut short; ``exc`` itself if it is none of those."""
+    import botocore.exceptions as bx
+    from botocore.parsers import ResponseParserError
+
     if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
         return ConfigError(
             f"no usable S3 credentials for {where}",
