@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.cli.prunesummary import PruneSummary
     from stackvault.policy.duration import Duration
     from stackvault.policy.forget import ForgetPlan
     from stackvault.policy.retention import RetentionPolicy
@@ -93,35 +94,15 @@ def _margin(text: str) -> timedelta:
     return timedelta(days=d.days, hours=d.hours)
 
 
-def _prune(cli: Cli, repo: Repository, dry_run: bool, margin: timedelta) -> dict[str, int]:
+def _prune(cli: Cli, repo: Repository, dry_run: bool, margin: timedelta) -> PruneSummary:
+    from stackvault.cli.prunesummary import PruneSummary
     from stackvault.repo.prune import execute_prune, plan_prune
 
     plan = plan_prune(repo, now=repo.lock_time, safety_margin=margin)
     if not dry_run:
         execute_prune(repo, plan, cli.notice)
     release = plan.next_release
-    doc: dict[str, Any] = {
-        "packs_deleted": len(plan.delete_packs) + len(plan.unindexed_packs),
-        "packs_repacked": len(plan.repack_packs),
-        "bytes_freed": plan.bytes_freed,
-        "bytes_repacked": plan.bytes_repacked,
-        "unindexed_packs_deleted": len(plan.unindexed_packs),
-        "bytes_unindexed_deleted": plan.bytes_unindexed,
-        "packs_reindexed": len(plan.reindexed),
-        "packs_kept_young": len(plan.young_packs),
-        "bytes_kept_young": plan.bytes_young,
-        "safety_margin_s": int(margin.total_seconds()),
-        "unreadable_packs_kept": sorted(plan.unreadable_packs),
-        "damaged_index_replaced": len(plan.damaged_index) if plan.rewrites_index else 0,
-        "low_space": plan.low_space,
-        "objects_locked": len(plan.locked),
-        "bytes_locked": plan.bytes_locked,
-        "next_release": release.isoformat() if release else None,
-        "retention_extended": len(plan.extend),
-        "retention_until": (
-            plan.extend_until.isoformat() if plan.extend and plan.extend_until else None
-        ),
-    }
+    doc = PruneSummary.of(plan, margin)
     if not cli.json and plan.locked and release is not None:
         last = max(plan.locked.values())
         cli.print(
@@ -139,11 +120,11 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool, margin: timedelta) -> dict
     if not cli.json:
         verb = "would free" if dry_run else "freed"
         cli.print(
-            f"prune: {doc['packs_deleted']} pack(s) to delete, {doc['packs_repacked']} to "
+            f"prune: {doc.packs_deleted} pack(s) to delete, {doc.packs_repacked} to "
             f"repack; {verb} {human_bytes(plan.bytes_freed)}"
             if dry_run
-            else f"prune: deleted {doc['packs_deleted']} pack(s), repacked "
-            f"{doc['packs_repacked']}; {verb} {human_bytes(plan.bytes_freed)}"
+            else f"prune: deleted {doc.packs_deleted} pack(s), repacked "
+            f"{doc.packs_repacked}; {verb} {human_bytes(plan.bytes_freed)}"
         )
     return doc
 
@@ -277,7 +258,7 @@ def forget(
                 ],
                 "removed": result.removed,
                 "locked": result.locked,
-                "prune": pruned,
+                "prune": pruned.to_json() if pruned is not None else None,
             }
         )
 
@@ -310,4 +291,4 @@ def prune_cmd(cli: Cli, *, dry_run: bool, safety_margin: str) -> None:
     with cli.open_repo(lock="prune", exclusive=not dry_run) as repo:
         doc = _prune(cli, repo, dry_run, margin)
     if cli.json:
-        cli.emit_json(doc)
+        cli.emit_json(doc.to_json())
