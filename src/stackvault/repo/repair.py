@@ -154,26 +154,8 @@ def salvage_packs(
     from the index, or from its header when the index does not list it."""
     report = PackSalvage()
     known = repo.index.packs()
-    listing = {info.name: info.size for info in repo.store.list("data/")}
-    targets: dict[bytes, list[PackedBlob]] = {}
-    for pack_id in pack_ids:
-        name = pack_name(pack_id)
-        blobs = known.get(pack_id)
-        if blobs is None:
-            if name not in listing:
-                raise IntegrityError(f"pack {pack_id.hex()[:12]} is neither indexed nor stored")
-            got = load_pack_headers(repo.store, repo.envelope, [(name, listing[name])])
-            header = got.get(name)
-            if not isinstance(header, list):
-                raise IntegrityError(
-                    f"pack {pack_id.hex()[:12]}: the index does not list it and its header "
-                    f"cannot be read ({header}); its blobs cannot be told apart",
-                    hint="delete it by hand if nothing else can be done; `repair index` "
-                    "and `repair snapshots` then account for what it held",
-                )
-            blobs = header
-        targets[pack_id] = blobs
-        report.packs.append(name)
+    targets = _salvage_targets(repo, known, pack_ids)
+    report.packs.extend(pack_name(pack_id) for pack_id in pack_ids)
     elsewhere = {b.blob_id for p, blobs in known.items() if p not in targets for b in blobs}
     writer = None if dry_run else repo.writer()
     saved: set[bytes] = set()
@@ -223,6 +205,34 @@ def salvage_packs(
             "rewrites the snapshots that used them"
         )
     return report
+
+
+def _salvage_targets(
+    repo: Repository, known: dict[bytes, list[PackedBlob]], pack_ids: list[bytes]
+) -> dict[bytes, list[PackedBlob]]:
+    """The blobs of each pack to salvage: as ``known`` (the index) lists them, else as the
+    pack's header does. `IntegrityError` for a pack neither indexed nor stored, or
+    unindexed with an unreadable header (nothing then tells its blobs apart)."""
+    listing = {info.name: info.size for info in repo.store.list("data/")}
+    targets: dict[bytes, list[PackedBlob]] = {}
+    for pack_id in pack_ids:
+        name = pack_name(pack_id)
+        blobs = known.get(pack_id)
+        if blobs is None:
+            if name not in listing:
+                raise IntegrityError(f"pack {pack_id.hex()[:12]} is neither indexed nor stored")
+            got = load_pack_headers(repo.store, repo.envelope, [(name, listing[name])])
+            header = got.get(name)
+            if not isinstance(header, list):
+                raise IntegrityError(
+                    f"pack {pack_id.hex()[:12]}: the index does not list it and its header "
+                    f"cannot be read ({header}); its blobs cannot be told apart",
+                    hint="delete it by hand if nothing else can be done; `repair index` "
+                    "and `repair snapshots` then account for what it held",
+                )
+            blobs = header
+        targets[pack_id] = blobs
+    return targets
 
 
 def _read_whole(repo: Repository, pack_id: bytes) -> bytes | None:
