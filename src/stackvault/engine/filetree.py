@@ -18,7 +18,7 @@ import functools
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -394,32 +394,65 @@ class FileTreeBackup:
     ) -> bytes:
         """Save the trees from ``/`` down to every backed-up path, with ``extra`` nodes added
         to the root (the artifacts' directory); return the root tree id. Files are compared
-        with ``parent``'s (unchanged ones are not read)."""
+        with ``parent``'s (unchanged ones are not read). The directories above the paths
+        are walked with a stack of their own (`_Above`), not recursion: a path may have more
+        components than Python's recursion limit."""
         pool = self._pool
         parent_root = Node(name="", type="dir", subtree=parent.tree) if parent else None
-
-        def build(
-            prefix: str, members: list[str], old: Node | None, more: list[Node] | None = None
-        ) -> bytes:
-            olds = self._lister.parent_children(old)
-            groups: dict[str, list[str]] = {}
-            for p in members:
-                rest = p[len(prefix) :].lstrip("/")
-                groups.setdefault(rest.split("/", 1)[0], []).append(p)
-            nodes: list[Node | Future[Node | None] | None] = []
-            for name in sorted(groups):
-                full = f"{prefix.rstrip('/')}/{name}"
-                if full in groups[name]:
-                    nodes.append(self._backup_root(pool, writer, walker, full, olds.get(name)))
+        stack = [self._above("/", paths, parent_root, list(extra), None)]
+        while True:
+            top = stack[-1]
+            name = next(top.names, None)
+            if name is not None:
+                full = f"{top.prefix.rstrip('/')}/{name}"
+                if full in top.groups[name]:
+                    top.nodes.append(
+                        self._backup_root(pool, writer, walker, full, top.olds.get(name))
+                    )
                 else:
                     # A directory above a backed-up path: its own metadata, none of its
                     # other contents.
                     inter = node_from_entry(entry_from_stat(full, name, os.lstat(full)))
-                    inter.subtree = build(full, groups[name], olds.get(name))
-                    nodes.append(inter)
+                    stack.append(self._above(full, top.groups[name], top.olds.get(name), [], inter))
+                continue
             self._small.drain()
-            done = [n.result() if isinstance(n, Future) else n for n in nodes]
-            kept = [n for n in done if n is not None] + list(more or [])
-            return self.save_tree(writer, sorted(kept, key=lambda n: n.name))
+            done = [n.result() if isinstance(n, Future) else n for n in top.nodes]
+            kept = [n for n in done if n is not None] + top.more
+            tree_id = self.save_tree(writer, sorted(kept, key=lambda n: n.name))
+            stack.pop()
+            if not stack:
+                return tree_id
+            assert top.node is not None
+            top.node.subtree = tree_id
+            stack[-1].nodes.append(top.node)
 
-        return build("/", paths, parent_root, extra)
+    def _above(
+        self, prefix: str, members: list[str], old: Node | None, more: list[Node], node: Node | None
+    ) -> _Above:
+        """Directory ``prefix``, above the backed-up ``members`` (or one of them), to build
+        (`build_root`); ``old`` is the same directory in the parent snapshot."""
+        groups: dict[str, list[str]] = {}
+        for p in members:
+            rest = p[len(prefix) :].lstrip("/")
+            groups.setdefault(rest.split("/", 1)[0], []).append(p)
+        olds = self._lister.parent_children(old)
+        return _Above(prefix, groups, iter(sorted(groups)), olds, more, node)
+
+
+@dataclass
+class _Above:
+    """A directory above the backed-up paths on `FileTreeBackup.build_root`'s stack."""
+
+    prefix: str
+    groups: dict[str, list[str]]
+    """Backed-up paths below it, by the name of its entry they are in (or are)."""
+    names: Iterator[str]
+    """The names of ``groups`` still to build, in order."""
+    olds: dict[str, Node]
+    """Its entries in the parent snapshot, by name."""
+    more: list[Node]
+    """Nodes added to it besides (the artifacts' directory, at the root)."""
+    node: Node | None
+    """Its own node, which gets its tree id once it is built (None for the root)."""
+    nodes: list[Node | Future[Node | None] | None] = field(default_factory=list)
+    """Its entries built or being built so far."""
