@@ -77,6 +77,7 @@ def require_server(kind: str, what: str) -> None:
     _started[what] += 1
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
