@@ -91,9 +91,10 @@ class SkipGuard:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.counts and not self.unexpected:
-            return
         tr = terminalreporter
+        if not self.counts and not self.unexpected:
+            tr.write_line("no test was skipped")
+            return
         tr.section("skips")
         for pattern, n in sorted(self.counts.items()):
             tr.write_line(f"allowed skip x{n}: {pattern}")

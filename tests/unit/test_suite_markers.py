@@ -4,7 +4,10 @@ exists and maps to one; the skip allowlist parses and matches whole reasons only
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -62,3 +65,80 @@ def test_a_bad_allowlist_line_is_a_usage_error(tmp_path: Path) -> None:
     bad.write_text("# comment\n\nfine\n")
     assert [a.pattern.pattern for a in load_allowlist(bad)] == ["fine"]
     assert isinstance(load_allowlist(bad)[0], Allowed)
+
+
+# --- the plugins in a pytest run of their own ---------------------------------------------------
+
+INNER = """
+import pytest
+from support.servermarks import require_server
+
+@pytest.fixture
+def redis_server():
+    return "a stand-in: the marker comes from the fixture's name"
+
+def test_plain():
+    pass
+
+def test_uses_the_fixture(redis_server):
+    assert redis_server
+
+def test_starts_unmarked():
+    require_server("Redis", "a Redis server")
+
+@pytest.mark.redis
+def test_starts_marked():
+    require_server("redis", "a Redis server")
+
+def test_allowed_skip():
+    pytest.skip("no O_NOATIME on this platform")
+
+def test_unexpected_skip():
+    pytest.skip("because it is late")
+
+@pytest.mark.xfail(reason="known", strict=True)
+def test_known_failure():
+    raise AssertionError
+"""
+
+
+def run_inner(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_inner.py").write_text(INNER)
+    argv = [sys.executable, "-m", "pytest", "-p", "support.servermarks", "-p", "support.skipguard"]
+    argv += ["-p", "no:cacheprovider", "-q", "-W", "ignore::pytest.PytestUnknownMarkWarning"]
+    return subprocess.run(
+        [*argv, *args, "test_inner.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_a_fixture_marks_its_tests_and_an_unmarked_start_fails(tmp_path: Path) -> None:
+    res = run_inner(tmp_path, "-k", "not skip and not known")
+    assert res.returncode == 1, res.stdout + res.stderr
+    unmarked = "test_inner.py::test_starts_unmarked starts a Redis server but has no 'redis' marker"
+    assert unmarked in res.stdout
+    assert "1 failed, 3 passed" in res.stdout
+    assert "test servers started: a Redis server x1" in res.stdout
+    res = run_inner(tmp_path, "-m", "not redis", "-k", "plain or fixture or starts_marked")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 passed, 6 deselected" in res.stdout  # the fixture's and the marked test are out
+    assert "no test server was started" in res.stdout
+
+
+def test_an_unexpected_skip_fails_the_run_and_allowed_ones_are_counted(tmp_path: Path) -> None:
+    res = run_inner(tmp_path, "-k", "skip or known or plain")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "allowed skip x1: no O_NOATIME on this platform" in res.stdout
+    assert "UNEXPECTED SKIP test_inner.py::test_unexpected_skip: because it is late" in res.stdout
+    assert "1 passed, 2 skipped" in res.stdout and "1 xfailed" in res.stdout
+    res = run_inner(tmp_path, "-k", "allowed_skip or known or plain")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "allowed skip x1: no O_NOATIME on this platform" in res.stdout
+    assert "UNEXPECTED" not in res.stdout
+    res = run_inner(tmp_path, "-k", "plain")
+    assert res.returncode == 0 and "no test was skipped" in res.stdout
