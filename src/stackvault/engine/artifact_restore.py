@@ -15,7 +15,7 @@ Order, each step before the next:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,8 @@ class ArtifactRestoreResult:
     replaced: str | None = None
     """What the target held before (None: it was empty or new)."""
     safety_snapshot: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """What the target's source reports it did (its family's restore report)."""
     differences: list[str] = field(default_factory=list)
     validated: bool = False
     """True if recorded facts existed and were compared."""
@@ -100,8 +101,8 @@ def restore_artifact(
         result.details = target.restore(
             reader, ArtifactRestoreOptions(overwrite=overwrite, no_owner=no_owner, notice=notice)
         )
-        recorded = reader.metadata.get("facts")
-        if isinstance(recorded, dict):
+        recorded = record.facts
+        if recorded is not None:
             expected = target.expected_facts(recorded)
             result.differences = compare_facts(expected, target.probe())
             result.validated = True

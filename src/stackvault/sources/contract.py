@@ -32,6 +32,16 @@ from stackvault.sources.url import SourceURL
 EntryKind = Literal["file", "dir", "symlink"]
 
 
+Facts = Mapping[str, object]
+"""A source's facts, as stored in its metadata's ``"facts"`` and as `Source.probe` gives them:
+JSON objects whose shape each family types in its own package (a `TypedDict`: e.g.
+``postgres.tools.DatabaseFacts``, ``dbdump.source.ServerFacts``)."""
+
+RestoreReport = Mapping[str, object]
+"""What `Source.restore` did, JSON-able; each family types its own (a `TypedDict`: e.g.
+``dbdump.source.DatabaseRestoreResult``)."""
+
+
 class Readable(Protocol):
     """A byte stream: what a sink consumes and a reader produces."""
 
@@ -207,15 +217,15 @@ class Source(ABC):
         """What a restore to this location would replace, in a few words; None if nothing."""
         raise SourceError(f"{self.location} cannot be a restore target")
 
-    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
-        """Load ``reader``'s artifact into this location; return what was done (JSON-able)."""
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> RestoreReport:
+        """Load ``reader``'s artifact into this location; return what was done."""
         raise SourceError(f"{self.location} cannot be a restore target")
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> Facts:
         """The live facts, comparable with a capture's ``"facts"``."""
         raise SourceError(f"{self.location} cannot be probed")
 
-    def expected_facts(self, recorded: dict[str, Any]) -> dict[str, Any]:
+    def expected_facts(self, recorded: Facts) -> Facts:
         """The part of an artifact's recorded facts that `probe` of this target should equal
         after a restore (e.g. one database of an every-database artifact)."""
         return recorded

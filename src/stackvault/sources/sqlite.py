@@ -70,7 +70,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, TypedDict
 from urllib.parse import quote
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
@@ -95,6 +95,32 @@ _MIB = 1 << 20
 _SIDECARS = ("-wal", "-shm", "-journal")
 # Return codes of sqlite3_backup_step that the progress callback sees.
 _BUSY, _LOCKED = 5, 6
+
+
+class SQLiteFacts(TypedDict):
+    """The facts of an SQLite database: rows per table, schema objects by type and a digest
+    of the schema, page size, journal mode, the user version and application id, and the
+    integrity check's verdict (always ``ok``: a damaged database is refused)."""
+
+    tables: dict[str, int]
+    objects: dict[str, int]
+    schema_sha256: str
+    page_size: int
+    journal_mode: Literal["wal", "rollback"]
+    user_version: int
+    application_id: int
+    integrity: Literal["ok"]
+
+
+class SQLiteRestored(TypedDict):
+    """What an SQLite restore did: the file written, its size and SHA-256, whether it
+    replaced one, and the stale ``-wal``/``-shm``/``-journal`` files it removed."""
+
+    path: str
+    bytes: int
+    sha256: str
+    replaced: bool
+    removed: list[str]
 
 
 class _BackupTimeout(Exception):
@@ -190,7 +216,7 @@ class SQLiteSource(Source):
 
     def _copy(
         self, src: sqlite3.Connection, temp_path: str | None, sink: ArtifactSink
-    ) -> tuple[bytes | None, dict[str, Any], int]:
+    ) -> tuple[bytes | None, SQLiteFacts, int]:
         """Back ``src`` up into memory (``temp_path`` None: returns the bytes) or into
         ``temp_path``; check the copy and return (bytes, facts, size)."""
         try:
@@ -278,7 +304,7 @@ class SQLiteSource(Source):
 
     # --- probe and target -------------------------------------------------------------------
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> SQLiteFacts:
         self._stat_source()
         conn = self._connect(self.path, read_only=True)
         try:
@@ -325,7 +351,7 @@ class SQLiteSource(Source):
 
     # --- restore ----------------------------------------------------------------------------
 
-    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> SQLiteRestored:
         entry = reader.entry(DATABASE)
         if entry.kind != "file":
             raise SourceError(f"{DATABASE!r} of artifact {reader.name!r} is not a file")
@@ -476,7 +502,7 @@ def _table_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
-def _facts(conn: sqlite3.Connection, header: bytes, location: str, *, copy: bool) -> dict[str, Any]:
+def _facts(conn: sqlite3.Connection, header: bytes, location: str, *, copy: bool) -> SQLiteFacts:
     """The facts of the database ``conn`` reads (inside one transaction for a live one);
     `SourceError` unless ``PRAGMA integrity_check`` says ``ok``."""
     problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check(20)").fetchall()]

@@ -18,9 +18,20 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    NotRequired,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    cast,
+)
 from urllib.parse import quote
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
@@ -47,6 +58,39 @@ def dump_path(db: str, extension: str) -> str:
     return f"{DATABASES_DIR}/{name}.{extension}"
 
 
+F = TypeVar("F")
+
+
+class ServerFacts(TypedDict, Generic[F]):
+    """The facts of a server artifact: each database's own facts (``F``, the family's)."""
+
+    databases: dict[str, F]
+
+
+class ExtraRestored(TypedDict):
+    """What restoring a server artifact's roles (PostgreSQL) or accounts (MySQL) gave: the
+    ones left as they are (``skipped_existing_roles`` / ``skipped``), the errors reported."""
+
+    errors: int
+    skipped_existing_roles: NotRequired[list[str]]
+    skipped: NotRequired[list[str]]
+
+
+class DatabaseRestoreResult(TypedDict):
+    """What a PostgreSQL or MySQL restore returns (`RestoreTally.result`), in this key order;
+    ``globals`` (PostgreSQL) or ``users`` (MySQL) is None when they were not restored."""
+
+    databases: list[str]
+    bytes: int
+    created: list[str]
+    replaced: list[str]
+    reused: list[str]
+    globals: NotRequired[ExtraRestored | None]
+    users: NotRequired[ExtraRestored | None]
+    owner: Literal["keep", "none"]
+    seconds: float
+
+
 @dataclass
 class RestoreTally:
     """What a database restore has done so far, database by database; `result` is what the
@@ -62,17 +106,17 @@ class RestoreTally:
     def result(
         self,
         plan: Sequence[PlanEntry],
-        extra_key: str,
-        extra: dict[str, Any] | None,
+        extra_key: Literal["globals", "users"],
+        extra: ExtraRestored | None,
         *,
         no_owner: bool,
-    ) -> dict[str, Any]:
+    ) -> DatabaseRestoreResult:
         """``{"databases": [TARGET, ...], "bytes": N, "created": [...], "replaced": [...],
         "reused": [...], EXTRA_KEY: extra, "owner": "keep"|"none", "seconds": s}``: the
         databases in the order of ``plan``, ``extra`` what restoring the server artifact's
         roles / accounts gave (None when they were not restored), the seconds since
         `started`."""
-        return {
+        return cast(DatabaseRestoreResult, {  # the key between reused and owner is extra_key's
             "databases": [target for target, _archived, _entry in plan],
             "bytes": self.bytes,
             "created": self.created,
@@ -81,7 +125,7 @@ class RestoreTally:
             extra_key: extra,
             "owner": "none" if no_owner else "keep",
             "seconds": round(time.monotonic() - self.started, 3),
-        }
+        })  # fmt: skip
 
 
 def read_dump_manifest(reader: ArtifactReader, path: str, what: str) -> dict[str, Any]:
@@ -237,7 +281,7 @@ class DatabaseSource(Source):
         require_running(container)
         return container, container_env(container)
 
-    def expected_facts(self, recorded: dict[str, Any]) -> dict[str, Any]:
+    def expected_facts(self, recorded: Mapping[str, object]) -> Mapping[str, object]:
         """An every-database artifact restored into a URL that names one database is
         compared on that database only."""
         databases = recorded.get("databases")

@@ -50,7 +50,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import IO, Any
+from typing import IO, Any, NotRequired, TypedDict, cast
 
 from stackvault.errors import RestoreRefused, SourceChanged, SourceError
 from stackvault.sources.contract import ArtifactEntry, ArtifactReader, ArtifactSink, EntryMeta
@@ -191,11 +191,34 @@ class _MemberStream:
         return self._sha.hexdigest()
 
 
+class RootFacts(TypedDict):
+    """The tree's root directory: mode (octal text), owner."""
+
+    mode: str
+    uid: int
+    gid: int
+
+
+class TreeFactsJSON(TypedDict):
+    """The stored facts of a tree (`TreeFacts.as_dict`): per-file SHA-256 up to
+    `LISTED_FILES` files, one digest over them all (``sha256_tree``) above."""
+
+    root: RootFacts
+    files: int
+    dirs: int
+    symlinks: int
+    hardlinks: int
+    bytes: int
+    sha256: NotRequired[dict[str, str]]
+    sha256_tree: NotRequired[str]
+
+
 @dataclass
 class TreeFacts:
     """What `read_tree` saw, in the shape of the recorded facts (see the module doc)."""
 
-    root: dict[str, Any] = field(default_factory=dict)
+    root: RootFacts = field(default_factory=lambda: cast(RootFacts, {}))
+    """Set from the archive's first member (a tree without it is refused)."""
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
@@ -203,9 +226,10 @@ class TreeFacts:
     bytes: int = 0
     sha256: dict[str, str] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "root": dict(self.root),
+    def as_dict(self) -> TreeFactsJSON:
+        """The stored form (`TreeFactsJSON`)."""
+        out: TreeFactsJSON = {
+            "root": self.root.copy(),
             "files": self.files,
             "dirs": self.dirs,
             "symlinks": self.symlinks,
@@ -300,7 +324,7 @@ def _excluded(rel: str, exclude: frozenset[str]) -> bool:
     return any(rel == e or rel.startswith(e + "/") for e in exclude)
 
 
-def root_facts(meta: EntryMeta) -> dict[str, Any]:
+def root_facts(meta: EntryMeta) -> RootFacts:
     return {"mode": f"{meta.mode:04o}", "uid": meta.uid, "gid": meta.gid}
 
 

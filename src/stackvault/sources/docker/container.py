@@ -53,11 +53,11 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import ArtifactReader, ArtifactRestoreOptions, ArtifactSink, Source
-from stackvault.sources.docker.archive import TreeResult, tree_entries
+from stackvault.sources.docker.archive import TreeFactsJSON, TreeResult, tree_entries
 from stackvault.sources.docker.engine import api_error, connect, get_container, image_facts
 from stackvault.sources.docker.mounts import (
     MountSpec,
@@ -220,6 +220,34 @@ class _Target:
     hardlinks: dict[str, str]
 
 
+class ContainerFacts(TypedDict):
+    """A container's facts: the tree facts of each captured mount, by destination."""
+
+    mounts: dict[str, TreeFactsJSON]
+
+
+class MountRestored(TypedDict):
+    """One mount of a container restore: where, into what, whether it was created or emptied
+    first, and what was written (`mounts.Written`)."""
+
+    destination: str
+    target: str
+    created: bool
+    emptied: bool
+    entries: int
+    files: int
+    bytes: int
+
+
+class ContainerRestored(TypedDict):
+    """What a container restore did, mount by mount, and the containers it stopped."""
+
+    container: str
+    container_exists: bool
+    mounts: list[MountRestored]
+    stopped: list[dict[str, Any]]
+
+
 class ContainerSource(Source):
     """``docker-container://NAME`` (see the module doc)."""
 
@@ -341,7 +369,7 @@ class ContainerSource(Source):
             notice=sink.notice,
         )
         image = pick_image(self.client, self.helper_image, [container])
-        facts: dict[str, Any] = {}
+        facts: dict[str, TreeFactsJSON] = {}
         per_mount: list[dict[str, Any]] = []
         with quiesce:
             for mount in mounts:
@@ -418,7 +446,7 @@ class ContainerSource(Source):
                 held.append(f"{mount.destination}: {describe_count(mount.spec, count)}")
         return f"container {container.name}: {'; '.join(held)}" if held else None
 
-    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> ContainerRestored:
         container = self._find()
         if container is None:
             options.notice(
@@ -538,7 +566,7 @@ class ContainerSource(Source):
 
     def _write(
         self, reader: ArtifactReader, target: _Target, image: str, *, emptied: bool
-    ) -> dict[str, Any]:
+    ) -> MountRestored:
         """Write one target's tree (creating its volume if it is missing); its entry of the
         restore's ``mounts``."""
         created = False
@@ -558,7 +586,9 @@ class ContainerSource(Source):
             "target": target.spec.label,
             "created": created,
             "emptied": emptied,
-            **written,
+            "entries": written["entries"],
+            "files": written["files"],
+            "bytes": written["bytes"],
         }
 
     def _volume(self, name: str) -> Any:
@@ -581,9 +611,9 @@ class ContainerSource(Source):
 
     # --- probe ------------------------------------------------------------------------------
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> ContainerFacts:
         container = self._find()
-        facts: dict[str, Any] = {}
+        facts: dict[str, TreeFactsJSON] = {}
         if container is not None:
             mounts, _records, destinations = container_mounts(container.attrs, self.exclude)
             image = pick_image(self.client, self.helper_image, [container])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from stackvault.errors import SourceError, UsageError
 from stackvault.sources.contract import (
@@ -61,6 +61,19 @@ class _Stream:
         out = bytearray(n if n > 0 else _CHUNK)
         got = self.readinto(memoryview(out))
         return bytes(out[:got])
+
+
+class ImagesFacts(TypedDict):
+    """The images an artifact holds (or an engine has): image id by tag."""
+
+    images: dict[str, str]
+
+
+class ImagesRestored(TypedDict):
+    """What loading images did: the tags loaded, and those the engine had already."""
+
+    loaded: list[str]
+    present: list[str]
 
 
 class ImagesSource(Source):
@@ -142,14 +155,14 @@ class ImagesSource(Source):
             "bytes": sum(int(f["size"]) for f in files.values()),
         }
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> ImagesFacts:
         images = {t: i for t in self.tags if (i := self._image_id(t)) is not None}
         return {"images": images}
 
     def describe_target(self) -> str | None:
         return None  # loading only adds missing images
 
-    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> ImagesRestored:
         import docker.errors
 
         from stackvault.sources.docker.engine import api_error

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from stackvault.errors import SourceError
 from stackvault.sources.contract import ArtifactReader, ArtifactSink
@@ -255,6 +255,14 @@ def describe_count(spec: MountSpec, count: tuple[int, bool]) -> str:
     return f"{spec.label} holds {'at least ' if capped else ''}{n} entries"
 
 
+class Written(TypedDict):
+    """What `write_mount` wrote: entries below the root, of which files, and their bytes."""
+
+    entries: int
+    files: int
+    bytes: int
+
+
 def write_mount(
     client: DockerClient,
     spec: MountSpec,
@@ -263,7 +271,7 @@ def write_mount(
     *,
     prefix: str,
     hardlinks: dict[str, str],
-) -> dict[str, int]:
+) -> Written:
     """Stream the tree below ``prefix`` of ``reader`` into ``spec`` (through a read-write
     helper); the paths are checked before anything is written. A failure half-way (content
     that does not match its record, the engine refusing the archive) raises `SourceError`

@@ -66,7 +66,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 from urllib.parse import unquote, urlsplit
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
@@ -76,7 +76,7 @@ from stackvault.sources.contract import (
     ArtifactSink,
     Source,
 )
-from stackvault.sources.docker.archive import tree_entries
+from stackvault.sources.docker.archive import TreeFactsJSON, tree_entries
 from stackvault.sources.docker.engine import api_error, connect, engine_address
 from stackvault.sources.docker.mounts import (
     MountSpec,
@@ -147,6 +147,18 @@ class StopOptions:
 
 
 # --- the source -------------------------------------------------------------------------------
+
+
+class VolumeRestored(TypedDict):
+    """What a volume restore did: the volume, whether it was created or emptied first, and
+    what was written (`mounts.Written`)."""
+
+    volume: str
+    created: bool
+    emptied: bool
+    entries: int
+    files: int
+    bytes: int
 
 
 class VolumeSource(Source):
@@ -290,7 +302,7 @@ class VolumeSource(Source):
         count = count_mount(self.client, self.spec, image)
         return describe_count(self.spec, count) if count[0] else None
 
-    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> VolumeRestored:
         hardlinks = artifact_hardlinks(reader.metadata)
         tree_entries(reader, PREFIX)  # refuse unsafe paths before touching anything
         volume = self._get_volume()
@@ -329,9 +341,16 @@ class VolumeSource(Source):
         written = write_mount(
             self.client, self.spec, image, reader, prefix=PREFIX, hardlinks=hardlinks
         )
-        return {"volume": self.volume, "created": created, "emptied": emptied, **written}
+        return {
+            "volume": self.volume,
+            "created": created,
+            "emptied": emptied,
+            "entries": written["entries"],
+            "files": written["files"],
+            "bytes": written["bytes"],
+        }
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> TreeFactsJSON:
         self._require_volume()
         users = users_of(self.client, self.spec)
         image = pick_image(self.client, self.helper_image, users)

@@ -32,10 +32,17 @@ from typing import Any
 from stackvault.errors import SourceError
 from stackvault.sources.contract import ArtifactReader, ArtifactRestoreOptions
 from stackvault.sources.dbdump.load import load_dump
-from stackvault.sources.dbdump.source import RestorePlanner, RestoreTally, read_dump_manifest
+from stackvault.sources.dbdump.source import (
+    DatabaseRestoreResult,
+    ExtraRestored,
+    RestorePlanner,
+    RestoreTally,
+    read_dump_manifest,
+)
 from stackvault.sources.mysql.tools import (
     Endpoint,
     LoadFilter,
+    ServerInfo,
     filter_users,
     object_count,
     quote_ident,
@@ -68,7 +75,7 @@ class MySQLRestore:
         self.options = options
         self.timeout = source.timeout
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> DatabaseRestoreResult:
         reader, options = self.reader, self.options
         tally = RestoreTally()
         manifest = read_dump_manifest(reader, MANIFEST, "a MySQL artifact")
@@ -164,9 +171,9 @@ class MySQLRestore:
         self,
         ep: Endpoint,
         reader: ArtifactReader,
-        info: dict[str, Any],
+        info: ServerInfo,
         options: ArtifactRestoreOptions,
-    ) -> dict[str, Any]:
+    ) -> ExtraRestored:
         text = reader.open(USERS).read().decode("utf-8", "replace")
         script, skipped = filter_users(text, str(info["account"]))
         res = run_sql(ep, script, timeout=self.timeout, force=True)

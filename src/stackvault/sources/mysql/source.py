@@ -85,12 +85,21 @@ from stackvault.sources.contract import (
     ArtifactSink,
     EntryMeta,
 )
-from stackvault.sources.dbdump.source import DatabaseSource, Tap, dump_path, url_parts
+from stackvault.sources.dbdump.source import (
+    DatabaseRestoreResult,
+    DatabaseSource,
+    ServerFacts,
+    Tap,
+    dump_path,
+    url_parts,
+)
 from stackvault.sources.mysql.restore import MANIFEST, USERS, MySQLRestore
 from stackvault.sources.mysql.tools import (
     TRAILER,
+    DatabaseFacts,
     DumpScanner,
     Endpoint,
+    ServerInfo,
     accounts_in,
     object_count,
     select_tools,
@@ -345,7 +354,7 @@ class MySQLSource(DatabaseSource):
             meta["container"] = self._container_facts
         return meta
 
-    def _dump_options(self, info: dict[str, Any]) -> list[str]:
+    def _dump_options(self, info: ServerInfo) -> list[str]:
         ep = self.endpoint(dump=True)
         options = [
             "--single-transaction",
@@ -366,7 +375,7 @@ class MySQLSource(DatabaseSource):
         return options
 
     def _capture_database(
-        self, ep: Endpoint, sink: ArtifactSink, info: dict[str, Any], db: str, path: str
+        self, ep: Endpoint, sink: ArtifactSink, info: ServerInfo, db: str, path: str
     ) -> dict[str, Any]:
         t0 = time.monotonic()
         argv = ep.argv(ep.dump, *self._dump_options(info), db=db)
@@ -413,7 +422,7 @@ class MySQLSource(DatabaseSource):
         self,
         ep: Endpoint,
         sink: ArtifactSink,
-        info: dict[str, Any],
+        info: ServerInfo,
         files: dict[str, dict[str, Any]],
     ) -> list[str] | None:
         if ep.oracle_dump or not info["mariadb"]:
@@ -438,7 +447,7 @@ class MySQLSource(DatabaseSource):
 
     # --- probe and target -------------------------------------------------------------------
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> DatabaseFacts | ServerFacts[DatabaseFacts]:
         ep = self.endpoint()
         if self.database is not None:
             return table_facts(ep, self.database, self.timeout)
@@ -466,5 +475,7 @@ class MySQLSource(DatabaseSource):
 
     # --- restore ----------------------------------------------------------------------------
 
-    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+    def restore(
+        self, reader: ArtifactReader, options: ArtifactRestoreOptions
+    ) -> DatabaseRestoreResult:
         return MySQLRestore(self, self.endpoint, reader, options).run()

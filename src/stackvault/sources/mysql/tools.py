@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from stackvault.errors import SourceError
 from stackvault.sources.dbdump.errortext import search
@@ -159,7 +159,25 @@ def rows(res: Completed) -> list[list[str]]:
     return [line.split("\t") for line in res.text.splitlines() if line]
 
 
-def server_info(ep: Endpoint, timeout: float = 600) -> dict[str, Any]:
+class DatabaseCharset(TypedDict):
+    """A database's default character set and collation."""
+
+    charset: str
+    collation: str
+
+
+class ServerInfo(TypedDict):
+    """A server's version and comment, the connecting account, whether it is MariaDB, and
+    its user databases (not the system ones)."""
+
+    version: str
+    comment: str
+    account: str
+    mariadb: bool
+    databases: dict[str, DatabaseCharset]
+
+
+def server_info(ep: Endpoint, timeout: float = 600) -> ServerInfo:
     """Version, the connecting account and the user databases (not the system ones)."""
     system = ", ".join(name_literal(n) for n in SYSTEM_DATABASES)
     sql = (
@@ -172,7 +190,7 @@ def server_info(ep: Endpoint, timeout: float = 600) -> dict[str, Any]:
     if not out or len(out[0]) != 3:
         raise SourceError(f"MySQL {ep.address} gave an unexpected answer to a version query")
     version, comment, account = (_unhex(v) for v in out[0])
-    databases = {
+    databases: dict[str, DatabaseCharset] = {
         _unhex(r[0]): {"charset": _unhex(r[1]), "collation": _unhex(r[2])}
         for r in out[1:]
         if len(r) == 3
@@ -186,7 +204,14 @@ def server_info(ep: Endpoint, timeout: float = 600) -> dict[str, Any]:
     }
 
 
-def table_facts(ep: Endpoint, db: str, timeout: float = 600) -> dict[str, Any]:
+class DatabaseFacts(TypedDict):
+    """The facts of one MySQL/MariaDB database: row counts per base table. A server
+    artifact's facts are a `ServerFacts` of them."""
+
+    tables: dict[str, int]
+
+
+def table_facts(ep: Endpoint, db: str, timeout: float = 600) -> DatabaseFacts:
     """``{"tables": {NAME: rows}}`` of ``db``'s base tables, counted in one consistent
     snapshot (InnoDB; other engines are counted as they are)."""
     sql = (
@@ -221,7 +246,7 @@ def object_count(ep: Endpoint, db: str, timeout: float = 600) -> int:
     return int(out[0][0]) if out and out[0][0].isdigit() else 0
 
 
-def summarize(db: str, facts: dict[str, Any], objects: int, where: str = "") -> str:
+def summarize(db: str, facts: DatabaseFacts, objects: int, where: str = "") -> str:
     """``database app [WHERE] holds 4 tables (120 rows in users, 88 in orders, …)``."""
     tables: dict[str, int] = facts.get("tables", {})
     top = sorted(tables.items(), key=lambda kv: (-kv[1], kv[0]))[:3]

@@ -45,7 +45,13 @@ from typing import Any
 from stackvault.errors import SourceError
 from stackvault.sources.contract import ArtifactReader, ArtifactRestoreOptions
 from stackvault.sources.dbdump.load import load_dump
-from stackvault.sources.dbdump.source import RestorePlanner, RestoreTally, read_dump_manifest
+from stackvault.sources.dbdump.source import (
+    DatabaseRestoreResult,
+    ExtraRestored,
+    RestorePlanner,
+    RestoreTally,
+    read_dump_manifest,
+)
 from stackvault.sources.postgres.sql import (
     create_database_sql,
     filter_globals,
@@ -54,7 +60,9 @@ from stackvault.sources.postgres.sql import (
     quote_literal,
 )
 from stackvault.sources.postgres.tools import (
+    DatabaseFacts,
     Endpoint,
+    ServerInfo,
     database_facts,
     maintenance_db,
     require_restore_tool,
@@ -73,7 +81,7 @@ MANIFEST = "manifest.json"
 class DatabaseTarget:
     """What a restore finds where a database goes."""
 
-    def __init__(self, name: str, exists: bool, facts: dict[str, Any] | None) -> None:
+    def __init__(self, name: str, exists: bool, facts: DatabaseFacts | None) -> None:
         self.name = name
         self.exists = exists
         self.facts = facts
@@ -102,7 +110,7 @@ class PostgresRestore:
         self.options = options
         self.timeout = source.timeout
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> DatabaseRestoreResult:
         reader, options = self.reader, self.options
         tally = RestoreTally()
         manifest = read_dump_manifest(reader, MANIFEST, "a PostgreSQL artifact")
@@ -260,9 +268,9 @@ class PostgresRestore:
         self,
         ep: Endpoint,
         reader: ArtifactReader,
-        info: dict[str, Any],
+        info: ServerInfo,
         options: ArtifactRestoreOptions,
-    ) -> dict[str, Any]:
+    ) -> ExtraRestored:
         text = reader.open(GLOBALS).read().decode("utf-8")
         current = str(info["user"])
         script, skipped = filter_globals(text, info["roles"], current)

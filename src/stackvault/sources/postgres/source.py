@@ -119,7 +119,9 @@ from stackvault.sources.contract import (
     EntryMeta,
 )
 from stackvault.sources.dbdump.source import (
+    DatabaseRestoreResult,
     DatabaseSource,
+    ServerFacts,
     Tap,
     dump_path,
     url_parts,
@@ -133,6 +135,7 @@ from stackvault.sources.postgres.sql import (
     roles_in_globals,
 )
 from stackvault.sources.postgres.tools import (
+    DatabaseFacts,
     Endpoint,
     database_facts,
     open_psql,
@@ -502,7 +505,7 @@ class PostgresSource(DatabaseSource):
 
     # --- probe and target -------------------------------------------------------------------
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> DatabaseFacts | ServerFacts[DatabaseFacts]:
         ep = self.endpoint()
         require_tools(ep, ["psql"])
         if self.database is not None:
@@ -532,7 +535,9 @@ class PostgresSource(DatabaseSource):
 
     # --- restore ----------------------------------------------------------------------------
 
-    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+    def restore(
+        self, reader: ArtifactReader, options: ArtifactRestoreOptions
+    ) -> DatabaseRestoreResult:
         return PostgresRestore(self, self.endpoint, reader, options).run()
 
 

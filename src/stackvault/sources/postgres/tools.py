@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from stackvault.errors import SourceError
 from stackvault.sources.dbdump.errortext import search
@@ -214,7 +214,16 @@ def run_script(
 # --- facts ----------------------------------------------------------------------------------------
 
 
-def table_facts(psql: Psql, check: Callable[[], None] | None = None) -> dict[str, Any]:
+class DatabaseFacts(TypedDict):
+    """The facts of one PostgreSQL database: exact row counts per ``schema.table`` (user
+    tables) and the number of large objects. A server artifact's facts are a
+    `ServerFacts` of them."""
+
+    tables: dict[str, int]
+    large_objects: int
+
+
+def table_facts(psql: Psql, check: Callable[[], None] | None = None) -> DatabaseFacts:
     """``{"tables": {"schema.table": rows}, "large_objects": n}``: exact counts, read in the
     session's current transaction (one ``count(*)`` per table, so a long table waits at most
     the session's timeout by itself)."""
@@ -236,7 +245,7 @@ def open_psql(ep: Endpoint, db: str, timeout: float) -> Psql:
 
 def database_facts(
     ep: Endpoint, db: str, timeout: float, check: Callable[[], None] | None = None
-) -> dict[str, Any]:
+) -> DatabaseFacts:
     """The facts of ``db`` now (`table_facts`, in its own consistent snapshot)."""
     psql = open_psql(ep, db, timeout)
     try:
@@ -248,7 +257,19 @@ def database_facts(
         psql.close()
 
 
-def server_info(ep: Endpoint, timeout: float) -> dict[str, Any]:
+class ServerInfo(TypedDict):
+    """A server's answer to `DATABASES_SQL`: version, connecting role, databases (those a
+    server capture covers, those refusing connections, every name) and roles."""
+
+    server_version_num: int
+    user: str
+    databases: list[str]
+    unconnectable: list[str]
+    all: list[str]
+    roles: list[str]
+
+
+def server_info(ep: Endpoint, timeout: float) -> ServerInfo:
     """Server version, connecting role, databases (connectable, not templates) and roles;
     records the version in ``ep``."""
     try:
@@ -258,14 +279,14 @@ def server_info(ep: Endpoint, timeout: float) -> dict[str, Any]:
             raise
         psql = open_psql(ep, "template1", timeout)
     try:
-        info: dict[str, Any] = psql.json(DATABASES_SQL)
+        info: ServerInfo = psql.json(DATABASES_SQL)
     finally:
         psql.close()
     ep.server_version_num = int(info["server_version_num"])
     return info
 
 
-def summarize_tables(db: str, facts: Mapping[str, Any], where: str = "") -> str:
+def summarize_tables(db: str, facts: DatabaseFacts, where: str = "") -> str:
     """``database app [WHERE] holds 4 tables (120 rows in public.users, 88 in public.orders,
     …)``."""
     tables: Mapping[str, int] = facts.get("tables", {})

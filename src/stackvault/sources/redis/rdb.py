@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Literal, TypedDict
 
 from stackvault.errors import SourceError
 from stackvault.sources.contract import ArtifactReader, Readable
@@ -27,6 +27,14 @@ CHUNK = 1 << 20
 """Bytes per read of an RDB stream."""
 
 _RDB_HEADER = re.compile(rb"^REDIS[0-9]{4}$")
+
+
+class RdbInfo(TypedDict):
+    """What checking a whole RDB stream found: its format version, and whether its CRC-64
+    was checked (``ok``) or written as zero (``disabled``)."""
+
+    rdb_version: int
+    crc64: Literal["ok", "disabled"]
 
 
 class RdbCheck:
@@ -47,7 +55,7 @@ class RdbCheck:
         self._head = b""
         self._hold = b""  # the last 9 bytes seen: 0xFF + CRC at the end
         self._crc = Crc64()
-        self._result: dict[str, Any] | None = None
+        self._result: RdbInfo | None = None
 
     def update(self, data: bytes | memoryview) -> None:
         if not data:
@@ -63,7 +71,7 @@ class RdbCheck:
         else:
             self._hold = buf
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> RdbInfo:
         """`SourceError` unless the whole stream was a complete RDB; its version and CRC
         status otherwise (the same again on later calls)."""
         if self._result is not None:
@@ -80,7 +88,7 @@ class RdbCheck:
                 hint=self._hint,
             )
         stored = int.from_bytes(self._hold[1:], "little")
-        crc = "disabled"
+        crc: Literal["ok", "disabled"] = "disabled"
         if stored:
             self._crc.update(self._hold[:1])
             if self._crc.finish() != stored:
@@ -127,7 +135,7 @@ class CheckedStream:
     def __init__(self, readinto: Callable[[memoryview], int], check: RdbCheck) -> None:
         self._readinto = readinto
         self.check = check
-        self.result: dict[str, Any] | None = None
+        self.result: RdbInfo | None = None
 
     def readinto(self, buf: memoryview) -> int:
         if self.result is not None:

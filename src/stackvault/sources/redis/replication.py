@@ -34,11 +34,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from stackvault.errors import SourceError, StackvaultError
 from stackvault.sources.contract import Readable
-from stackvault.sources.redis.rdb import CHUNK, RDB, RdbCheck, held_back
+from stackvault.sources.redis.rdb import CHUNK, RDB, RdbCheck, RdbInfo, held_back
 from stackvault.sources.redis.resp import POLL, Connection
 
 
@@ -136,7 +135,8 @@ class Master:
         self.sent = 0
         self.served = threading.Event()
         self.error: StackvaultError | None = None
-        self.rdb_info: dict[str, Any] = {}
+        self.rdb_info: RdbInfo | None = None
+        """What checking the RDB found, once it was served whole."""
         self._stop = threading.Event()
         self._conns: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, name="redis-restore", daemon=True)

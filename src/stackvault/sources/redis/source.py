@@ -16,7 +16,7 @@ import contextlib
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import (
@@ -55,6 +55,30 @@ if TYPE_CHECKING:
 
 _OPTIONS = frozenset({"timeout"})
 _TEMP_SUFFIX = ".stackvault-new"
+
+
+class RedisFacts(TypedDict):
+    """The facts of a Redis server: keys per database (``{"db0": 12}``; empty ones absent)."""
+
+    keys: dict[str, int]
+
+
+class RedisRestored(TypedDict):
+    """What a Redis restore did: where, how (``replication`` into a running server, or
+    ``container restart`` with the RDB in place), the keys it then holds, the RDB loaded
+    (`rdb.RdbInfo`), whether it was saved (replication) or where it was put and where the
+    AOF was moved (container), and the seconds it took."""
+
+    target: str
+    method: str
+    keys: dict[str, int]
+    rdb_size: int
+    rdb_version: NotRequired[int]
+    crc64: NotRequired[Literal["ok", "disabled"]]
+    persisted: NotRequired[bool]
+    rdb_path: NotRequired[str]
+    aof_moved_to: NotRequired[str | None]
+    seconds: dict[str, float]
 
 
 class RedisSource(Source):
@@ -139,7 +163,7 @@ class RedisSource(Source):
             raise
         return conn
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> RedisFacts:
         if self.container_name is not None:
             cli, _container = self._container_cli()
             return {"keys": parse_keyspace(cli.call("INFO", "keyspace"))}
@@ -341,7 +365,7 @@ class RedisSource(Source):
 
     # --- restore --------------------------------------------------------------------------
 
-    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> RedisRestored:
         entry = reader.entry(RDB)
         if entry.kind != "file":
             raise SourceError(f"{RDB!r} of artifact {reader.name!r} is not a file")
@@ -351,7 +375,7 @@ class RedisSource(Source):
 
     def _restore_host(
         self, reader: ArtifactReader, options: ArtifactRestoreOptions, size: int, sha256: str
-    ) -> dict[str, Any]:
+    ) -> RedisRestored:
         started = time.monotonic()
         conn = self._connect()
         try:
@@ -388,18 +412,19 @@ class RedisSource(Source):
             keys = parse_keyspace(reply_text(conn.call("INFO", "keyspace")))
         finally:
             conn.close()
-        return {
+        rdb: dict[str, object] = dict(master.rdb_info or {})  # none if not served whole yet
+        return cast(RedisRestored, {
             "target": self.location,
             "method": "replication",
             "keys": keys,
             "rdb_size": size,
-            **master.rdb_info,
+            **rdb,
             "persisted": persisted,
             "seconds": {
                 "load": round(loaded - started, 3),
                 "total": round(time.monotonic() - started, 3),
             },
-        }
+        })  # fmt: skip
 
     def _persist(self, conn: Connection, options: ArtifactRestoreOptions) -> bool:
         """``BGSAVE`` (and wait for it) if the server has save points; whether it did."""
@@ -420,7 +445,7 @@ class RedisSource(Source):
 
     def _restore_container(
         self, reader: ArtifactReader, options: ArtifactRestoreOptions, size: int, sha256: str
-    ) -> dict[str, Any]:
+    ) -> RedisRestored:
         import docker.errors
 
         from stackvault.sources.docker.engine import api_error
@@ -485,7 +510,7 @@ class RedisSource(Source):
         wait_ready(cli, container, self.timeout)
         cli.runner.run(remove_temp, timeout=60)
         keys = parse_keyspace(cli.call("INFO", "keyspace"))
-        return {
+        return cast(RedisRestored, {
             "target": self.location,
             "method": "container restart",
             "keys": keys,
@@ -497,4 +522,4 @@ class RedisSource(Source):
                 "upload": round(uploaded - started, 3),
                 "total": round(time.monotonic() - started, 3),
             },
-        }
+        })  # fmt: skip

@@ -25,7 +25,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urlencode, urlsplit
 
 from stackvault.errors import (
@@ -64,6 +64,32 @@ _S3_OPTIONS = frozenset(
     | {"timeout", "retries", "retry-time"}
 )
 _OWN_OPTIONS = frozenset({"create-bucket", "delete-extra"})
+
+
+class BucketFacts(TypedDict):
+    """The facts of a bucket prefix: object count, bytes, and each object's MD5 by key
+    (relative to the prefix)."""
+
+    objects: int
+    bytes: int
+    etags: dict[str, str]
+
+
+class BucketRestored(TypedDict):
+    """What a bucket restore did: objects and bytes uploaded, where, whether the bucket was
+    created, how many objects were replaced, and the objects the artifact does not hold
+    (kept or deleted, a few named)."""
+
+    objects: int
+    bytes: int
+    bucket: str
+    prefix: str
+    bucket_created: bool
+    replaced: int
+    extra_kept: int
+    extra_deleted: int
+    extra_sample: list[str]
+    seconds: float
 
 
 @dataclass
@@ -268,7 +294,7 @@ class BucketSource(Source):
         size = _human(sum(obj.size for obj in existing.values()))
         return f"s3://{self.options.bucket}/{self.prefix} holds {len(existing)} objects ({size})"
 
-    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> dict[str, Any]:
+    def restore(self, reader: ArtifactReader, options: ArtifactRestoreOptions) -> BucketRestored:
         started = time.monotonic()
         self._bucket.store.set_notice(options.notice)
         records = read_objects(reader)
@@ -443,7 +469,7 @@ class BucketSource(Source):
 
     # --- probe ----------------------------------------------------------------------------
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> BucketFacts:
         records: list[dict[str, Any]] = []
         for obj in self._bucket.list(self.prefix):
             md5 = obj.etag
@@ -460,7 +486,7 @@ class BucketSource(Source):
         return _facts(records)
 
 
-def _facts(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _facts(records: list[dict[str, Any]]) -> BucketFacts:
     return {
         "objects": len(records),
         "bytes": sum(int(r["size"]) for r in records),
