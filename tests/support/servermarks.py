@@ -17,8 +17,9 @@ A test that uses one of these fixtures, directly or through other fixtures, gets
 at collection (`SERVER_FIXTURES`, read from ``item.fixturenames``). A test that asks for
 one at run time (``request.getfixturevalue``) or starts a server itself (``RedisServer()``)
 carries the marker explicitly (``pytest.param(..., marks=pytest.mark.redis)``,
-``@pytest.mark.redis``); the servers' ``start`` methods call `require_server`, which fails a test
-that starts a server without its marker, so a missing marker cannot go unnoticed.
+``@pytest.mark.redis``). A missing marker cannot go unnoticed: the servers' ``start``
+methods call `require_server`, and every fixture set up for a test that is or directly
+depends on a server fixture is checked (`pytest_fixture_setup`); either fails the test.
 
 The terminal summary lists the servers the session started (``no test server was started``
 when none was).
@@ -42,15 +43,20 @@ SERVER_FIXTURES: dict[str, str] = {
     "redis_server": "redis",
     "redis_container": "redis",
     "docker_engine": "docker",
+    "docker_client": "docker",
+    "host_image": "docker",
     "s3_server": "s3",
 }
-"""The fixtures that start a server → the marker of the tests that use them."""
+"""The session fixtures that start a server (or stand for one) → the marker of the tests that
+use them."""
 
 NO_SERVERS = "not (" + " or ".join(SERVER_MARKERS) + ")"
 """The ``-m`` expression of the tests that need no server (``make unit``)."""
 
 _current: pytest.Item | None = None
 _started: collections.Counter[str] = collections.Counter()
+_missing: dict[str, list[str]] = {}
+"""Test id → what it did without the marker (reported as its failure)."""
 
 
 _KINDS = {"postgresql": "postgres", "mariadb": "mariadb", "redis": "redis"}
@@ -63,18 +69,23 @@ def require_server(kind: str, what: str) -> None:
     marker = _KINDS.get(kind.lower(), kind.lower())
     if marker not in SERVER_MARKERS:
         raise ValueError(f"no marker for {kind!r} servers")
-    item = _current
-    if item is None:
-        return
-    if item.get_closest_marker(marker) is None:
-        pytest.fail(
-            f"{item.nodeid} starts {what} but has no {marker!r} marker; mark it "
-            f"(@pytest.mark.{marker}, or pytest.param(..., marks=pytest.mark.{marker}) for a "
-            "parameter that asks for the server at run time) so that -m 'not "
-            f"{marker}' leaves it out",
-            pytrace=False,
-        )
-    _started[what] += 1
+    if _current is not None:
+        problem = _unmarked(_current, marker, f"starts {what}")
+        if problem:
+            pytest.fail(problem, pytrace=False)  # before the server starts
+        _started[what] += 1
+
+
+def _unmarked(item: pytest.Item, marker: str, doing: str) -> str:
+    """What is wrong if ``item`` does ``doing`` without ``marker``; empty if it has it."""
+    if item.get_closest_marker(marker) is not None:
+        return ""
+    return (
+        f"{item.nodeid} {doing} but has no {marker!r} marker; mark it "
+        f"(@pytest.mark.{marker}, or pytest.param(..., marks=pytest.mark.{marker}) for a "
+        f"parameter that asks for the server at run time) so that -m 'not {marker}' leaves "
+        "it out"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
@@ -84,6 +95,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, marker in SERVER_FIXTURES.items():
             if fixture in names and item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> None:
+    """A fixture set up for a test (also through ``request.getfixturevalue``) that is, or
+    directly depends on, a server fixture: the test must carry its marker. This catches a
+    test asking at run time for a server that an earlier test started (``pg_env``,
+    ``s3_env``, ``docker_env`` are set up for every test). Raising here would leave the
+    fixture half set up, so the test is failed in its report instead."""
+    if _current is None:
+        return
+    for name in (fixturedef.argname, *fixturedef.argnames):
+        marker = SERVER_FIXTURES.get(name)
+        if marker is None:
+            continue
+        problem = _unmarked(_current, marker, f"uses the fixture {fixturedef.argname!r}")
+        found = _missing.setdefault(_current.nodeid, [])
+        if problem and problem not in found:
+            found.append(problem)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    problems = _missing.get(item.nodeid)
+    if problems and report.when in ("call", "teardown") and report.passed:
+        report.outcome = "failed"
+        report.longrepr = "\n".join(problems)
+        del _missing[item.nodeid]
+    elif problems and report.failed:
+        report.sections.append(("server markers", "\n".join(problems)))
+        del _missing[item.nodeid]
+    return report
 
 
 @pytest.hookimpl(wrapper=True)

@@ -77,8 +77,19 @@ from support.servermarks import require_server
 def redis_server():
     return "a stand-in: the marker comes from the fixture's name"
 
+@pytest.fixture
+def redis_env(redis_server):
+    return redis_server
+
 def test_plain():
     pass
+
+def test_asks_unmarked(request):
+    request.getfixturevalue("redis_env")
+
+@pytest.mark.redis
+def test_asks_marked(request):
+    request.getfixturevalue("redis_env")
 
 def test_uses_the_fixture(redis_server):
     assert redis_server
@@ -122,11 +133,14 @@ def test_a_fixture_marks_its_tests_and_an_unmarked_start_fails(tmp_path: Path) -
     assert res.returncode == 1, res.stdout + res.stderr
     unmarked = "test_inner.py::test_starts_unmarked starts a Redis server but has no 'redis' marker"
     assert unmarked in res.stdout
-    assert "1 failed, 3 passed" in res.stdout
+    assert "test_inner.py::test_asks_unmarked uses the fixture 'redis_env' but has no 'redis'" in (
+        res.stdout
+    )
+    assert "2 failed, 4 passed" in res.stdout
     assert "test servers started: a Redis server x1" in res.stdout
     res = run_inner(tmp_path, "-m", "not redis", "-k", "plain or fixture or starts_marked")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "1 passed, 6 deselected" in res.stdout  # the fixture's and the marked test are out
+    assert "1 passed, 8 deselected" in res.stdout  # the fixture's and the marked test are out
     assert "no test server was started" in res.stdout
 
 
