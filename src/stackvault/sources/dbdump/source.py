@@ -180,6 +180,16 @@ class Tap:
         return bytes(buf[:got])
 
 
+class SourceArgs(TypedDict):
+    """The constructor arguments of a `DatabaseSource` that every database URL gives."""
+
+    database: str | None
+    port: int | None
+    user: str | None
+    no_owner: bool
+    timeout: float
+
+
 @dataclass(frozen=True)
 class UrlParts:
     """What every database URL holds, already checked."""
@@ -192,7 +202,7 @@ class UrlParts:
     """``:PORT`` or empty."""
     path: str
     """``/DB`` (quoted) or ``/``."""
-    common: dict[str, Any]
+    common: SourceArgs
     """The constructor arguments every `DatabaseSource` takes from the URL."""
 
 

@@ -71,7 +71,7 @@ from stackvault.sources.docker.mounts import (
     users_of,
     write_mount,
 )
-from stackvault.sources.docker.quiesce import Quiesce
+from stackvault.sources.docker.quiesce import Quiesce, StopRecord
 from stackvault.sources.docker.volume import StopOptions, url_name
 from stackvault.sources.url import SourceURL
 
@@ -245,7 +245,7 @@ class ContainerRestored(TypedDict):
     container: str
     container_exists: bool
     mounts: list[MountRestored]
-    stopped: list[dict[str, Any]]
+    stopped: list[StopRecord]
 
 
 class ContainerSource(Source):

@@ -8,7 +8,7 @@ sentences; nothing of a container's environment (which holds passwords) is ever 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from stackvault.errors import SourceError
 
@@ -91,7 +91,15 @@ def container_env(container: Container) -> dict[str, str]:
     return env
 
 
-def image_facts(container: Container) -> dict[str, Any]:
+class ImageFacts(TypedDict):
+    """The image a container runs: its tag as configured, image id and repo digests."""
+
+    image: str
+    image_id: str
+    repo_digests: list[str]
+
+
+def image_facts(container: Container) -> ImageFacts:
     """The image a container runs: tag as configured, image id, repo digests."""
     image_id = container.attrs.get("Image", "")
     tag = container.attrs.get("Config", {}).get("Image", "")

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from stackvault.errors import Interrupted, SourceError, StackvaultError
 
@@ -90,6 +90,16 @@ def _deadline(api: APIClient, seconds: float) -> Iterator[None]:
         yield
     finally:
         api.timeout = saved
+
+
+class StopRecord(TypedDict):
+    """One container a `Quiesce` stopped: its name, short id, the seconds it took to stop
+    and the seconds it was down (each once known)."""
+
+    container: str
+    id: str
+    stop_s: NotRequired[float]
+    downtime_s: NotRequired[float]
 
 
 class Quiesce:
@@ -258,11 +268,11 @@ class Quiesce:
 
     # --- record -----------------------------------------------------------------------------
 
-    def record(self) -> list[dict[str, Any]]:
+    def record(self) -> list[StopRecord]:
         """Per stopped container: name, short id, seconds to stop, seconds down."""
-        out: list[dict[str, Any]] = []
+        out: list[StopRecord] = []
         for t in self._targets:
-            item: dict[str, Any] = {"container": t.name, "id": t.id[:12]}
+            item: StopRecord = {"container": t.name, "id": t.id[:12]}
             if t.stopped is not None:
                 item["stop_s"] = round(t.stopped - t.requested, 3)
             if t.started is not None:

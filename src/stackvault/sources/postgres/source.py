@@ -212,7 +212,7 @@ class PostgresSource(DatabaseSource):
             )
         database = parts.database or "all"
         user, port, path = parts.user_part, parts.port_part, parts.path
-        common = {**parts.common, "sslmode": sslmode}
+        common = parts.common
         if url.scheme == "postgres+docker":
             container = _original_host(url)
             if not container:
@@ -224,6 +224,7 @@ class PostgresSource(DatabaseSource):
                 name=url.artifact_name(f"{container}-{database}"),
                 location=f"postgres+docker://{user}{container}{port}{path}",
                 container=container,
+                sslmode=sslmode,
                 **common,
             )
         host = f"[{url.host}]" if ":" in url.host else url.host
@@ -231,6 +232,7 @@ class PostgresSource(DatabaseSource):
             name=url.artifact_name(f"postgres-{database}"),
             location=f"postgres://{user}{host}{port}{path}",
             host=url.host or None,
+            sslmode=sslmode,
             **common,
         )
 
