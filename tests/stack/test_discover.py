@@ -20,7 +20,8 @@ import pytest
 
 from conftest import Result
 from stackvault.errors import UsageError
-from stackvault.stack.plan import PathPlan, ProbePlan, load_plan, plan_from_dict, render_plan
+from stackvault.records.plan import PathPlan, ProbePlan, plan_from_dict
+from stackvault.stack.plan import load_plan, render_plan
 from stackvault.stack.presets.dify import DEFAULT_SECRET_KEY, backup_facts
 from support.composeproject import DifyLikeProject
 from support.dockerd import DockerEngine
@@ -211,7 +212,7 @@ def test_broken_plan_files_name_the_field(tmp_path: Path) -> None:
     rendered.write_text(render_plan(hooked))
     assert load_plan(str(rendered)).hooks == hooked.hooks
     probed = plan_from_dict({**good, "probes": [{"url": "http://127.0.0.1:8/x", "service": "db"}]})
-    assert probed.probes == [ProbePlan("http://127.0.0.1:8/x", 200, "db")]
+    assert probed.probes == [ProbePlan(url="http://127.0.0.1:8/x", status=200, service="db")]
     rendered.write_text(render_plan(probed))
     assert load_plan(str(rendered)).probes == probed.probes
     broken = tmp_path / "bad.yaml"
@@ -241,5 +242,7 @@ def test_an_excluded_plugin_cwd_is_recorded_for_the_restore() -> None:
     assert backup_facts(plan) == {}
     plan.paths[0].exclude = ["persistence", "/cwd/"]
     assert backup_facts(plan) == {"plugins_rebuild": True}
-    plan.paths = [PathPlan("/srv/other/volumes/plugin_daemon", "plugin_daemon", ["cwd"])]
+    plan.paths = [
+        PathPlan(path="/srv/other/volumes/plugin_daemon", service="plugin_daemon", exclude=["cwd"])
+    ]
     assert backup_facts(plan) == {}

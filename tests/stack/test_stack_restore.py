@@ -26,6 +26,8 @@ import yaml
 
 from conftest import Result
 from stackvault.errors import RestoreRefused, SourceError
+from stackvault.records.stack import ServiceRecord
+from stackvault.stack.restorereport import Validation
 from support.composeproject import DifyLikeProject
 from support.dockerd import DockerEngine, build_host_image
 
@@ -209,32 +211,33 @@ def test_version_guard(host_image: str, docker_env: str) -> None:
     client = connect()
     try:
         image = client.images.get(host_image)
-        manifest: dict[str, Any] = {
-            "services": {
-                "db": {
-                    "role": "postgres",
-                    "image": host_image,
-                    "image_id": "sha256:" + "0" * 64,
-                    "created": "2999-01-01T00:00:00Z",
-                }
-            }
-        }
+        db = ServiceRecord(
+            role="postgres",
+            image=host_image,
+            image_id="sha256:" + "0" * 64,
+            digests=[],
+            containers=[],
+            state="running",
+            stopped=False,
+            depends_on=[],
+            created="2999-01-01T00:00:00Z",
+        )
         notes: list[str] = []
 
         def guard(force: bool) -> None:
-            version_guard(client, manifest["services"], force, set(), notice=notes.append)
+            version_guard(client, {"db": db}, force, set(), notice=notes.append)
 
         with pytest.raises(RestoreRefused, match="is older than the one the data was saved with"):
             guard(force=False)
         guard(force=True)  # forced: goes on
-        manifest["services"]["db"]["created"] = "2000-01-01T00:00:00Z"
+        db.created = "2000-01-01T00:00:00Z"
         guard(force=False)
         assert any("is newer" in n for n in notes), notes
-        manifest["services"]["db"]["image_id"] = image.id
+        db.image_id = image.id
         notes.clear()
         guard(force=False)
         assert notes == []
-        manifest["services"]["db"]["image"] = "stackvault-test/absent:9"
+        db.image = "stackvault-test/absent:9"
         with pytest.raises(
             SourceError, match=r"image stackvault-test/absent:9 .* is not on this host"
         ):
@@ -275,17 +278,15 @@ def test_a_probe_waits_for_its_status_and_says_what_it_got(tmp_path: Path) -> No
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        assert http_probe(f"{base}/up", 200, 1.0) == {
-            "subject": f"probe {base}/up",
-            "ok": True,
-            "message": "answered 200",
-        }
+        assert http_probe(f"{base}/up", 200, 1.0) == Validation(
+            f"probe {base}/up", True, "answered 200"
+        )
         missing = http_probe(f"{base}/nope", 200, 1.0)
-        assert missing["ok"] is False
-        assert missing["message"] == "answered 404, not 200, within 1 s", missing
-        assert http_probe(f"{base}/nope", 404, 1.0)["ok"] is True
+        assert missing.ok is False
+        assert missing.message == "answered 404, not 200, within 1 s", missing
+        assert http_probe(f"{base}/nope", 404, 1.0).ok is True
     finally:
         server.shutdown()
         server.server_close()
     closed = http_probe(f"http://127.0.0.1:{free_port()}/", 200, 1.0)
-    assert closed["ok"] is False and "refused" in closed["message"], closed
+    assert closed.ok is False and "refused" in closed.message, closed

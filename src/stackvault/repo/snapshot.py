@@ -33,8 +33,10 @@ class Snapshot:
     """Records of the sources captured into ``/.stackvault/artifacts/<name>`` (FORMAT.md §8.2):
     name, kind, redacted location, completeness, error, the source's metadata and timings."""
     stack: dict[str, Any] | None = None
-    """The stack manifest of a ``stack backup`` (FORMAT.md §8.3): project, services with image
-    digests, versions, consistency, downtime; None for other backups."""
+    """The stack manifest of a ``stack backup`` (FORMAT.md §8.3) as stored: project, services
+    with image digests, versions, consistency, downtime; None for other backups. Kept as the
+    stored JSON (listing snapshots never parses it; `copy` keeps it as it is);
+    `stackvault.records.stack.read_manifest` reads it as a `StackManifest`."""
     original: str | None = None
     """For a snapshot made by `copy`: the id of the snapshot the backup run first saved (in
     whichever repository), kept through chains of copies. None for an original."""

@@ -17,11 +17,11 @@ With ``with_images`` the images the services run are stored too (artifact ``imag
 ``docker-images``), read *before* the writers stop - they do not change - so they add no
 downtime; unchanged images deduplicate to nothing new.
 
-The snapshot is tagged ``stack:PROJECT`` and carries the **manifest** (``Snapshot.stack``,
-FORMAT.md §8.3): the plan (services with roles, images, digests, sources, paths, config,
-secret names, preset facts), the images and their digests as they ran, server versions from
-the artifacts, the application schema version where the preset knows it (Dify:
-``alembic_version``), per-artifact sizes and SHA-256 of the dump files, and the timings.
+The snapshot is tagged ``stack:PROJECT`` and carries the **manifest** (`StackManifest`, stored
+as ``Snapshot.stack``, FORMAT.md §8.3): the plan (services with roles, images, digests,
+sources, paths, config, secret names, preset facts), the images and their digests as they ran,
+server versions from the artifacts, the application schema version where the preset knows it
+(Dify: ``alembic_version``), per-artifact sizes and SHA-256 of the dump files, and the timings.
 """
 
 from __future__ import annotations
@@ -34,11 +34,21 @@ from typing import TYPE_CHECKING, Any
 from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.errors import SourceError, UsageError
+from stackvault.records.plan import CONSISTENCY, POSTGRES, Plan
+from stackvault.records.stack import (
+    MANIFEST_FORMAT,
+    AppVersions,
+    ArtifactSummary,
+    Downtime,
+    MountDir,
+    ServiceRecord,
+    StackManifest,
+    Timings,
+    VersionRecord,
+)
 from stackvault.repo.snapshot import Snapshot
-from stackvault.stack.classify import POSTGRES
 from stackvault.stack.compose import Project
 from stackvault.stack.hooks import Hooks
-from stackvault.stack.plan import Plan
 from stackvault.stack.preflight import Check, errors, preflight
 from stackvault.stack.presets import dify
 
@@ -49,8 +59,6 @@ if TYPE_CHECKING:
     from stackvault.repo.repository import Repository
     from stackvault.sources.contract import Source
 
-MANIFEST_FORMAT = 1
-
 
 class PreflightFailed(SourceError):
     """The stack is not ready for a backup; nothing was changed."""
@@ -60,7 +68,8 @@ class PreflightFailed(SourceError):
 class StackBackup:
     snapshot: Snapshot
     checks: list[Check]
-    manifest: dict[str, Any]
+    manifest: StackManifest
+    """As stored, with ``timings.total_s``."""
     problems: list[str] = field(default_factory=list)
 
 
@@ -77,14 +86,47 @@ def backup_stack(
     with_images: bool = False,
 ) -> StackBackup:
     """Back up the stack of ``plan`` (see the module docstring)."""
-    from stackvault.sources.docker.engine import get_container
-    from stackvault.sources.docker.quiesce import Quiesce
     from stackvault.sources.registry import open_source
 
     mode = consistency or plan.consistency
-    if mode not in ("strict", "online"):
+    if mode not in CONSISTENCY:
         raise UsageError(f"consistency must be strict or online, not {mode!r}")
     started = time.monotonic()
+    checks, project = _ready(plan, client, notice)
+    sources = [open_source(s.url) for s in plan.sources]
+    if with_images:
+        # NOTE: the image tags also become the snapshot's tags, in place of --tag: kept as it
+        # was (this change moves code only), to be fixed on its own.
+        tags = sorted({svc.image for svc in project.services.values() if svc.image})
+        sources.insert(0, open_source("docker-images://?tags=" + ",".join(tags)))
+    paths = _paths(plan)  # those that exist now, before any hook ran
+    cut = _Cut(plan, project, client, mode, stop_timeout, notice)
+    cut.hooks.before()
+    try:
+        job = _job(repo, plan, paths, tags, sources, progress)
+        job.opts.before_cut = cut.stop
+        job.opts.cut_at = 1 if with_images else 0
+        job.opts.after_capture = cut.finish
+        try:
+            result = job.run()
+        except BaseException as exc:
+            cut.start_again(exc)
+            raise
+    finally:
+        cut.hooks.after()  # the undo after a failure; nothing more after a success
+    manifest = cut.manifest
+    assert manifest is not None  # after_capture runs whenever the job succeeds
+    manifest.timings.total_s = round(time.monotonic() - started, 3)
+    result.snapshot.stack = manifest.to_dict()  # as returned (the stored one lacks total_s)
+    problems = [f"{p.path}: {p.message}" for p in result.problems if p.incomplete]
+    return StackBackup(result.snapshot, checks, manifest, problems)
+
+
+def _ready(
+    plan: Plan, client: DockerClient, notice: Callable[[str], None]
+) -> tuple[list[Check], Project]:
+    """Preflight (sources not probed): its checks and the project as found; `PreflightFailed`
+    naming the first problem when there is one. Warnings are told."""
     checks, found = preflight(plan, client, probe_sources=False)
     failed = errors(checks)
     if failed or found is None:
@@ -94,83 +136,94 @@ def backup_stack(
             f"preflight: {first.subject} {first.message}{more}; nothing was stopped or saved",
             hint=first.fix or "run stackvault stack preflight for every problem",
         )
-    project: Project = found
     for c in checks:
         if c.status == "warning":
             notice(f"warning: {c.subject}: {c.message}")
-    sources = [open_source(s.url) for s in plan.sources]
-    if with_images:
-        tags = sorted({svc.image for svc in project.services.values() if svc.image})
-        sources.insert(0, open_source("docker-images://?tags=" + ",".join(tags)))
+    return checks, found
+
+
+class _Cut:
+    """Around the capture: the hooks, stopping the writers (strict) at the cut and starting
+    them again as soon as everything is read - or after a failure -, the timings, and then the
+    manifest."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        project: Project,
+        client: DockerClient,
+        mode: str,
+        stop_timeout: float,
+        notice: Callable[[str], None],
+    ) -> None:
+        from stackvault.sources.docker.engine import get_container
+        from stackvault.sources.docker.quiesce import Quiesce
+
+        self.plan, self.project, self.client, self.mode = plan, project, client, mode
+        self.notice = notice
+        self.stopping = plan.stop_order() if mode == "strict" else []
+        containers = [
+            get_container(client, name)
+            for svc in self.stopping
+            if svc in project.services
+            for name in project.services[svc].containers
+        ]
+        self.quiesce = Quiesce(client, containers, timeout=stop_timeout, notice=notice)
+        self.hooks = Hooks(plan.hooks, project, client, notice)
+        self.times: dict[str, float] = {}
+        self.entered = False
+        self.manifest: StackManifest | None = None
+
+    def stop(self) -> None:
+        """At the cut (`BackupOptions.before_cut`)."""
+        if self.stopping:
+            self.notice(f"stopping {', '.join(self.stopping)} for the cut")
+        self.times["start"] = time.monotonic()
+        self.quiesce.__enter__()  # on failure it starts again what it stopped, then raises
+        self.entered = True
+        self.times["stopped"] = time.monotonic()
+
+    def finish(self, artifacts: list[ArtifactRecord]) -> dict[str, Any]:
+        """Everything is read (`BackupOptions.after_capture`): start the writers again, run
+        the after hooks, and give the manifest to store."""
+        self.times["captured"] = time.monotonic()
+        self.quiesce.__exit__(None, None, None)  # start the services again now (idempotent)
+        self.times["restarted"] = time.monotonic()
+        self.hooks.after()
+        self.manifest = _manifest(self, artifacts)
+        return self.manifest.to_dict()
+
+    def start_again(self, exc: BaseException) -> None:
+        """The backup failed: start the services again, whatever happened."""
+        if self.entered:
+            self.quiesce.__exit__(type(exc), exc, exc.__traceback__)
+
+
+def _paths(plan: Plan) -> list[str]:
+    """The plan's data directories and configuration entries that exist."""
     paths: list[str] = []
     for p in [*(p.path for p in plan.paths), *plan.config]:
         if p not in paths and _exists(p):
             paths.append(p)
-    excludes = [f"{p.path.rstrip('/')}/{e.strip('/')}" for p in plan.paths for e in p.exclude]
-    stop = plan.stop_order() if mode == "strict" else []
-    containers = [
-        get_container(client, name)
-        for svc in stop
-        if svc in project.services
-        for name in project.services[svc].containers
-    ]
-    quiesce = Quiesce(client, containers, timeout=stop_timeout, notice=notice)
-    hooks = Hooks(plan.hooks, project, client, notice)
-    times: dict[str, float] = {}
-
-    def after_capture(artifacts: list[ArtifactRecord]) -> dict[str, Any]:
-        times["captured"] = time.monotonic()
-        quiesce.__exit__(None, None, None)  # start the services again now (idempotent)
-        times["restarted"] = time.monotonic()
-        hooks.after()
-        manifest = _manifest(plan, project, mode, artifacts, quiesce.record(), times, client)
-        manifest["hooks"] = hooks.record
-        return manifest
-
-    entered: list[bool] = []
-
-    def before_cut() -> None:
-        if stop:
-            notice(f"stopping {', '.join(stop)} for the cut")
-        times["start"] = time.monotonic()
-        quiesce.__enter__()  # on failure it starts again what it stopped, then raises
-        entered.append(True)
-        times["stopped"] = time.monotonic()
-
-    hooks.before()
-    try:
-        job = _job(repo, plan, paths, excludes, tags, sources, progress)
-        job.opts.before_cut = before_cut
-        job.opts.cut_at = 1 if with_images else 0
-        job.opts.after_capture = after_capture
-        try:
-            result = job.run()
-        except BaseException as exc:
-            if entered:  # start the services again, whatever happened
-                quiesce.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-    finally:
-        hooks.after()  # the undo after a failure; nothing more after a success
-    manifest = result.snapshot.stack or {}
-    manifest.setdefault("timings", {})["total_s"] = round(time.monotonic() - started, 3)
-    problems = [f"{p.path}: {p.message}" for p in result.problems if p.incomplete]
-    return StackBackup(result.snapshot, checks, manifest, problems)
+    return paths
 
 
 def _job(
     repo: Repository,
     plan: Plan,
     paths: list[str],
-    excludes: list[str],
     tags: list[str] | None,
     sources: list[Source],
     progress: Progress | None,
 ) -> BackupJob:
+    """The backup of ``paths`` (less the plan's excludes) and ``sources``."""
     return BackupJob(
         repo,
         BackupOptions(
             paths=paths,
-            excludes=excludes,
+            excludes=[
+                f"{p.path.rstrip('/')}/{e.strip('/')}" for p in plan.paths for e in p.exclude
+            ],
             tags=sorted({f"stack:{plan.project}", *(tags or [])}),
             sources=sources,
         ),
@@ -184,92 +237,102 @@ def _exists(path: str) -> bool:
     return os.path.lexists(path)
 
 
-def _manifest(
-    plan: Plan,
-    found: Project,
-    mode: str,
-    artifacts: list[ArtifactRecord],
-    stopped: list[dict[str, Any]],
-    times: dict[str, float],
-    client: DockerClient,
-) -> dict[str, Any]:
-    services: dict[str, Any] = {}
-    for name, svc in plan.services.items():
-        live = found.services.get(name)
-        services[name] = {
-            "role": svc.role,
-            "image": live.image if live else svc.image,
-            "image_id": live.image_id if live else None,
-            "digests": live.digests if live else ([svc.digest] if svc.digest else []),
-            "containers": live.containers if live else [],
-            "state": live.state if live else "missing",
-            "stopped": mode == "strict" and svc.stop,
-            "depends_on": svc.depends_on,
-        }
-    for info in services.values():
-        info["created"] = _image_created(client, info["image_id"])
-    versions: dict[str, Any] = {}
-    parts: dict[str, Any] = {}
-    for a in artifacts:
-        meta = a.metadata or {}
-        parts[a.name] = {
-            "kind": a.kind,
-            "complete": a.complete,
-            "bytes": a.bytes,
-            "files": a.files,
-            "started": a.started,
-            "duration_s": a.duration_s,
-            "checksums": {
-                path: info.get("sha256")
-                for path, info in (meta.get("files") or {}).items()
-                if isinstance(info, dict)
-            },
-        }
-        if meta.get("server_version"):
-            versions[a.name] = {
-                "server_version": meta.get("server_version"),
-                "dump_tool": meta.get("dump_tool"),
-            }
-    downtime = {r["container"]: r.get("downtime_s") for r in stopped}
-    manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "project": plan.project,
-        "directory": plan.directory,
-        "preset": plan.preset,
-        "consistency": mode,
-        "plan": plan.to_dict(),
-        "services": services,
-        "versions": versions,
-        "artifacts": parts,
-        "secrets": plan.secrets,
-        "facts": {**plan.facts, **(dify.backup_facts(plan) if plan.preset == "dify" else {})},
-        "mount_dirs": _mount_dirs(found),
-        "profiles": sorted({p for svc in found.services.values() for p in svc.profiles}),
-        "app": _app_versions(plan, found, client),
-        "images": next(
-            (
-                (a.metadata or {}).get("facts", {}).get("images")
-                for a in artifacts
-                if a.kind == "docker-images" and a.complete
-            ),
-            None,
+def _manifest(cut: _Cut, artifacts: list[ArtifactRecord]) -> StackManifest:
+    """The manifest of the cut, once everything is read."""
+    plan, found, mode, times = cut.plan, cut.project, cut.mode, cut.times
+    manifest = StackManifest(
+        format=MANIFEST_FORMAT,
+        project=plan.project,
+        directory=plan.directory,
+        preset=plan.preset,
+        consistency=mode,
+        plan=plan,
+        services=_services(plan, found, mode, cut.client),
+        versions=_versions(artifacts),
+        artifacts={a.name: _artifact_summary(a) for a in artifacts},
+        secrets=plan.secrets,
+        facts={**plan.facts, **(dify.backup_facts(plan) if plan.preset == "dify" else {})},
+        mount_dirs=_mount_dirs(found),
+        profiles=sorted({p for svc in found.services.values() for p in svc.profiles}),
+        app=_app_versions(plan, found, cut.client),
+        images=_images(artifacts),
+        timings=Timings(
+            stop_s=round(times["stopped"] - times["start"], 3),
+            capture_s=round(times["captured"] - times["stopped"], 3),
+            start_s=round(times["restarted"] - times["captured"], 3),
         ),
-        "timings": {
-            "stop_s": round(times["stopped"] - times["start"], 3),
-            "capture_s": round(times["captured"] - times["stopped"], 3),
-            "start_s": round(times["restarted"] - times["captured"], 3),
-        },
-    }
+        hooks=cut.hooks.record,
+    )
     if mode == "strict":
-        manifest["downtime"] = {
-            "seconds": round(times["restarted"] - times["start"], 3) if stopped else 0.0,
-            "containers": downtime,
-        }
+        stopped = cut.quiesce.record()
+        manifest.downtime = Downtime(
+            seconds=round(times["restarted"] - times["start"], 3) if stopped else 0.0,
+            containers={r["container"]: r.get("downtime_s") for r in stopped},
+        )
     else:
         starts = [a.started for a in artifacts if a.started]
-        manifest["skew_s"] = round(times["captured"] - times["stopped"], 3)
-        manifest["captured_between"] = [min(starts), max(starts)] if starts else []
+        manifest.skew_s = round(times["captured"] - times["stopped"], 3)
+        manifest.captured_between = [min(starts), max(starts)] if starts else []
     return manifest
+
+
+def _services(
+    plan: Plan, found: Project, mode: str, client: DockerClient
+) -> dict[str, ServiceRecord]:
+    """Each service of the plan as it ran (as the plan has it when it had no container)."""
+    out: dict[str, ServiceRecord] = {}
+    for name, svc in plan.services.items():
+        live = found.services.get(name)
+        image_id = live.image_id if live else None
+        out[name] = ServiceRecord(
+            role=svc.role,
+            image=live.image if live else svc.image,
+            image_id=image_id,
+            digests=live.digests if live else ([svc.digest] if svc.digest else []),
+            containers=live.containers if live else [],
+            state=live.state if live else "missing",
+            stopped=mode == "strict" and svc.stop,
+            depends_on=svc.depends_on,
+            created=_image_created(client, image_id),
+        )
+    return out
+
+
+def _versions(artifacts: list[ArtifactRecord]) -> dict[str, VersionRecord]:
+    """The server and dump tool of each artifact whose source reported its server's version."""
+    out: dict[str, VersionRecord] = {}
+    for a in artifacts:
+        meta = a.metadata or {}
+        if meta.get("server_version"):
+            out[a.name] = VersionRecord(
+                server_version=meta["server_version"], dump_tool=meta.get("dump_tool")
+            )
+    return out
+
+
+def _artifact_summary(a: ArtifactRecord) -> ArtifactSummary:
+    files = (a.metadata or {}).get("files") or {}
+    return ArtifactSummary(
+        kind=a.kind,
+        complete=a.complete,
+        bytes=a.bytes,
+        files=a.files,
+        started=a.started,
+        duration_s=a.duration_s,
+        checksums={p: info.get("sha256") for p, info in files.items() if isinstance(info, dict)},
+    )
+
+
+def _images(artifacts: list[ArtifactRecord]) -> dict[str, str] | None:
+    """Tag → image id of the images stored with the stack (``--with-images``), if they were."""
+    return next(
+        (
+            (a.metadata or {}).get("facts", {}).get("images")
+            for a in artifacts
+            if a.kind == "docker-images" and a.complete
+        ),
+        None,
+    )
 
 
 def _image_created(client: DockerClient, image_id: str | None) -> str | None:
@@ -283,14 +346,14 @@ def _image_created(client: DockerClient, image_id: str | None) -> str | None:
     return str(created) if created else None
 
 
-def _mount_dirs(found: Project) -> dict[str, dict[str, int]]:
+def _mount_dirs(found: Project) -> dict[str, MountDir]:
     """Owner and mode of every bind-mounted directory of the project (databases' data
     directories included, whose content is dumped instead of copied), so that a restore on a
     new host creates them as the services expect before starting them."""
     import os
     import stat
 
-    out: dict[str, dict[str, int]] = {}
+    out: dict[str, MountDir] = {}
     for svc in found.services.values():
         for m in svc.mounts:
             if m.type != "bind" or m.source in out:
@@ -300,22 +363,20 @@ def _mount_dirs(found: Project) -> dict[str, dict[str, int]]:
             except OSError:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                out[m.source] = {
-                    "uid": st.st_uid,
-                    "gid": st.st_gid,
-                    "mode": stat.S_IMODE(st.st_mode),
-                }
+                out[m.source] = MountDir(
+                    uid=st.st_uid, gid=st.st_gid, mode=stat.S_IMODE(st.st_mode)
+                )
     return dict(sorted(out.items()))
 
 
-def _app_versions(plan: Plan, found: Project, client: DockerClient) -> dict[str, Any]:
+def _app_versions(plan: Plan, found: Project, client: DockerClient) -> AppVersions:
     """The application's schema version where the preset knows where to read it."""
     if plan.preset != "dify":
-        return {}
+        return AppVersions()
     pg = next((s for s in plan.services.values() if s.role == POSTGRES), None)
     live = found.services.get(pg.name) if pg else None
     if live is None:
-        return {}
+        return AppVersions()
     from stackvault.sources.docker.engine import container_env, get_container
     from stackvault.sources.docker.exec import ContainerRunner
 
@@ -337,5 +398,5 @@ def _app_versions(plan: Plan, found: Project, client: DockerClient) -> dict[str,
         timeout=60,
     )
     if res.code != 0:
-        return {"alembic_version": None}
-    return {"alembic_version": res.text.strip() or None}
+        return AppVersions(alembic_version=None)
+    return AppVersions(alembic_version=res.text.strip() or None)

@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 import re
 
+from stackvault.records.plan import (
+    APP,
+    MYSQL,
+    OBJECT_STORE,
+    POSTGRES,
+    REDIS,
+    STATELESS,
+    VECTOR_STORE,
+)
 from stackvault.stack.compose import Service
-
-POSTGRES = "postgres"
-MYSQL = "mysql"
-REDIS = "redis"
-VECTOR_STORE = "vector-store"
-OBJECT_STORE = "object-store"
-APP = "app"
-STATELESS = "stateless"
 
 DATABASE_ROLES = (POSTGRES, MYSQL, REDIS)
 """Captured by their own tools; never stopped for the cut, never copied as files."""
@@ -80,12 +81,3 @@ def classify(service: Service) -> tuple[str, str]:
     if writable:
         return APP, f"writes to {len(writable)} mount(s)"
     return STATELESS, "no writable mounts"
-
-
-def is_config_mount(service: Service, destination: str, source: str) -> bool:
-    """A mount that carries configuration, not data: a single file bind-mounted read-only, or
-    a read-only directory (``nginx/conf.d``)."""
-    for m in service.mounts:
-        if m.destination == destination and m.source == source:
-            return m.read_only
-    return False

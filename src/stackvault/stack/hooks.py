@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stackvault.errors import SourceError, StackvaultError
+from stackvault.records.plan import HookPlan
+from stackvault.records.stack import HookRun
 from stackvault.sources.tools.runner import HostRunner, Runner, describe_exit
 from stackvault.stack.compose import Project
-from stackvault.stack.plan import HookPlan
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -40,7 +41,7 @@ class Hooks:
         self.project = project
         self.client = client
         self.notice = notice
-        self.record: list[dict[str, Any]] = []
+        self.record: list[HookRun] = []
         self._ran_before: list[HookPlan] = []
         self._after_done = False
 
@@ -69,16 +70,16 @@ class Hooks:
         except StackvaultError as exc:
             error = exc.message
         self.record.append(
-            {
-                "service": hook.service,
-                "phase": phase,
-                "where": hook.where,
-                "mode": hook.mode,
-                "ok": error is None,
-                "exit": code,
-                "error": error,
-                "seconds": round(time.monotonic() - t0, 3),
-            }
+            HookRun(
+                service=hook.service,
+                phase=phase,
+                where=hook.where,
+                mode=hook.mode,
+                ok=error is None,
+                exit=code,
+                error=error,
+                seconds=round(time.monotonic() - t0, 3),
+            )
         )
         return error
 

@@ -9,17 +9,19 @@ schema forward; an older image cannot run it). A newer or different image is rep
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stackvault.engine.artifact_restore import restore_artifact
 from stackvault.engine.progress import Progress
 from stackvault.errors import RestoreRefused, SourceError
 from stackvault.repo.snapshot import Snapshot
+from stackvault.stack.restorereport import Validation
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
     from stackvault.records.artifact import ArtifactRecord
+    from stackvault.records.stack import ServiceRecord
     from stackvault.repo.repository import Repository
 
 
@@ -52,7 +54,7 @@ def missing_images(client: DockerClient, snapshot: Snapshot) -> list[str]:
 
 def load_images(
     repo: Repository, snapshot: Snapshot, progress: Progress, notice: Callable[[str], None]
-) -> dict[str, Any]:
+) -> Validation:
     """Load the images the snapshot holds (never replacing a tag); the validation entry."""
     record = images_record(snapshot)
     assert record is not None
@@ -65,18 +67,18 @@ def load_images(
         progress=progress,
         notice=notice,
     )
-    return {
-        "subject": "images",
-        "ok": not result.differences,
-        "message": f"loaded {', '.join(result.details.get('loaded') or []) or 'none'}"
+    return Validation(
+        "images",
+        not result.differences,
+        f"loaded {', '.join(result.details.get('loaded') or []) or 'none'}"
         if not result.differences
         else "; ".join(result.differences[:5]),
-    }
+    )
 
 
 def version_guard(
     client: DockerClient,
-    services: dict[str, Any],
+    services: dict[str, ServiceRecord],
     force: bool,
     loadable: set[str],
     *,
@@ -90,7 +92,7 @@ def version_guard(
     missing: list[str] = []
     older: list[str] = []
     for name, svc in services.items():
-        tag = str(svc.get("image") or "")
+        tag = svc.image
         if not tag:
             continue
         try:
@@ -99,8 +101,8 @@ def version_guard(
             if tag not in loadable:
                 missing.append(f"{tag} (service {name})")
             continue
-        if svc.get("image_id") and image.id != svc["image_id"]:
-            recorded, local = str(svc.get("created") or ""), str(image.attrs.get("Created"))
+        if svc.image_id and image.id != svc.image_id:
+            recorded, local = svc.created or "", str(image.attrs.get("Created"))
             if recorded and local < recorded:
                 older.append(
                     f"{tag} of service {name} (built {local[:19]}, the snapshot's {recorded[:19]})"
@@ -108,7 +110,7 @@ def version_guard(
             else:
                 notice(
                     f"service {name}: image {tag} here is not the one recorded "
-                    f"({str(svc['image_id'])[:19]}); it is newer, and will migrate the data "
+                    f"({svc.image_id[:19]}); it is newer, and will migrate the data "
                     "forward"
                 )
     if missing:

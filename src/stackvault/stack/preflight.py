@@ -21,14 +21,13 @@ an ``error`` remains.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stackvault.errors import StackvaultError
-from stackvault.stack.classify import MYSQL, POSTGRES, REDIS
+from stackvault.records.plan import MYSQL, POSTGRES, REDIS, Plan
 from stackvault.stack.compose import Project, discover
-from stackvault.stack.plan import Plan
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -76,6 +75,20 @@ def preflight(
     checks.append(
         Check("project", OK, f"{len(found.services)} services of {plan.project} on the engine")
     )
+    checks += _service_checks(plan, found)
+    for src in plan.sources:
+        checks += _source_checks(plan, found, src.name, src.url, src.service, probe_sources, client)
+        notice(f"checked source {src.name}")
+    checks += _file_checks(plan)
+    for w in plan.warnings:
+        checks.append(Check("plan", WARNING, w))
+    return checks, found
+
+
+def _service_checks(plan: Plan, found: Project) -> list[Check]:
+    """Every service of the plan runs; those captured by their tools are healthy; an image
+    changed since the plan was written is reported."""
+    checks: list[Check] = []
     for name, svc in plan.services.items():
         live = found.services.get(name)
         subject = f"service {name}"
@@ -115,9 +128,12 @@ def preflight(
                     "run stack discover again if the upgrade was intended",
                 )
             )
-    for src in plan.sources:
-        checks += _source_checks(plan, found, src.name, src.url, src.service, probe_sources, client)
-        notice(f"checked source {src.name}")
+    return checks
+
+
+def _file_checks(plan: Plan) -> list[Check]:
+    """Each data directory is readable; each configuration entry exists."""
+    checks: list[Check] = []
     for p in plan.paths:
         if not os.path.isdir(p.path):
             checks.append(
@@ -137,9 +153,7 @@ def preflight(
     for c in plan.config:
         if not os.path.exists(c):
             checks.append(Check(f"config {c}", WARNING, "does not exist; it is skipped"))
-    for w in plan.warnings:
-        checks.append(Check("plan", WARNING, w))
-    return checks, found
+    return checks
 
 
 def _source_checks(
@@ -184,7 +198,7 @@ def _source_checks(
 
     source = open_source(url)
     try:
-        facts: dict[str, Any] = source.probe()
+        facts: Mapping[str, Any] = source.probe()
     except StackvaultError as exc:
         return [Check(subject, ERROR, exc.message, exc.hint or "")]
     finally:

@@ -11,11 +11,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+
+from stackvault.stack.restorereport import Validation
 
 
-def http_probe(url: str, want: int, wait: float, where: str = "") -> dict[str, Any]:
-    """``{"subject", "ok", "message"}`` for ``url``: ok once it answers ``want`` within
+def http_probe(url: str, want: int, wait: float, where: str = "") -> Validation:
+    """The validation of ``url`` (subject ``probe URL``): ok once it answers ``want`` within
     ``wait`` seconds (asked every second, 10 s per request); otherwise what it answered last,
     or why it did not, followed by ``where`` (e.g. which logs to read)."""
     host = urllib.parse.urlsplit(url).hostname or ""
@@ -33,13 +34,11 @@ def http_probe(url: str, want: int, wait: float, where: str = "") -> dict[str, A
         except (urllib.error.URLError, OSError) as exc:
             status, got = 0, str(getattr(exc, "reason", exc))[:120]
         if status == want:
-            return {"subject": f"probe {url}", "ok": True, "message": f"answered {status}"}
+            return Validation(f"probe {url}", True, f"answered {status}")
         if status:
             got = f"answered {status}"
         if time.monotonic() > deadline:
-            return {
-                "subject": f"probe {url}",
-                "ok": False,
-                "message": f"{got}, not {want}, within {wait:.0f} s{where}",
-            }
+            return Validation(
+                f"probe {url}", False, f"{got}, not {want}, within {wait:.0f} s{where}"
+            )
         time.sleep(1.0)

@@ -27,71 +27,40 @@ order is the one that works for Dify and its kind:
    ``privkeys/<tenant>/private.pem``); the report has each step's time and the measured
    restore time (RTO) from the first check to the last validation.
 
-``dry_run`` does step 1 and returns the steps it would take.
+``dry_run`` does step 1 and returns the steps it would take. Everything is read from the
+snapshot's manifest (`StackManifest`, with its `Plan`); the report is a `StackRestore`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from stackvault.engine.artifact_restore import restore_artifact
 from stackvault.engine.filedata import find_node
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import PathNotFound, RestoreRefused, SourceError, UsageError
+from stackvault.records.plan import MYSQL, POSTGRES, REDIS, ProbePlan, SourcePlan
+from stackvault.records.stack import StackManifest, read_manifest
 from stackvault.repo.snapshot import Snapshot
-from stackvault.stack.classify import DATABASE_ROLES, MYSQL, POSTGRES, REDIS
+from stackvault.stack.classify import DATABASE_ROLES
 from stackvault.stack.compose import LABEL_PROJECT, LABEL_SERVICE
 from stackvault.stack.composecli import Compose
 from stackvault.stack.images import load_images, loadable_images, missing_images, version_guard
 from stackvault.stack.presets import dify
 from stackvault.stack.probes import http_probe
+from stackvault.stack.restorereport import StackRestore, Step, Validation
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
     from stackvault.repo.repository import Repository
 
-
-@dataclass
-class Step:
-    name: str
-    detail: str
-    seconds: float | None = None
-    status: str = "planned"
-
-
-@dataclass
-class StackRestore:
-    snapshot: str
-    project: str
-    directory: str
-    dry_run: bool
-    steps: list[Step] = field(default_factory=list)
-    validation: list[dict[str, Any]] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-    rto_s: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return all(v["ok"] for v in self.validation)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "snapshot": self.snapshot,
-            "project": self.project,
-            "directory": self.directory,
-            "dry_run": self.dry_run,
-            "ok": self.ok,
-            "rto_s": self.rto_s,
-            "steps": [s.__dict__ for s in self.steps],
-            "validation": self.validation,
-            "notices": self.notices,
-        }
+Run = Callable[[StackRestore], None]
+"""What a step does; it adds its validation entries to the report."""
 
 
 def restore_stack(
@@ -108,28 +77,26 @@ def restore_stack(
     notice: Callable[[str], None] = lambda _m: None,
 ) -> StackRestore:
     """Restore the stack of ``snapshot`` (see the module docstring)."""
-    m = snapshot.stack
-    if not m:
+    m = read_manifest(snapshot)
+    if m is None:
         raise UsageError(
             f"snapshot {snapshot.short_id} is not a stack snapshot (it has no stack manifest)",
             hint="stack snapshots are tagged stack:PROJECT; list them with "
             "stackvault snapshots --tag stack:PROJECT",
         )
-    plan: dict[str, Any] = m.get("plan") or {}
-    old_project = str(m["project"])
-    old_dir = str(m.get("directory") or "")
-    new_project = project or old_project
+    old_dir = m.directory or ""
+    new_project = project or m.project
     new_dir = os.path.abspath(directory or old_dir)
     if not new_dir or new_dir == "/":
         raise UsageError("the stack has no directory to restore into; pass --directory DIR")
     started = time.monotonic()
     report = StackRestore(snapshot.id, new_project, new_dir, dry_run)
-    r = _Restorer(repo, snapshot, client, m, plan, old_project, old_dir, new_project, new_dir)
 
     def tell(message: str) -> None:
         report.notices.append(message)
         notice(message)
 
+    r = _Restorer(repo, snapshot, client, m, new_project, new_dir)
     r.notice = tell
     r.progress = progress or NullProgress()
     r.wait = wait
@@ -145,18 +112,18 @@ def restore_stack(
             report.validation.append(load_images(repo, snapshot, r.progress, tell))
             images.status, images.seconds = "done", round(time.monotonic() - t0, 3)
     version_guard(
-        client, r.services, force, loadable_images(snapshot) if dry_run else set(), notice=tell
+        client, m.services, force, loadable_images(snapshot) if dry_run else set(), notice=tell
     )
     steps = r.steps()
-    report.steps += steps
+    report.steps += [step for step, _run in steps]
     if dry_run:
         return report
-    for step in steps:
+    for step, run in steps:
         t0 = time.monotonic()
         notice(f"{step.name}: {step.detail}")
         step.status = "running"
         try:
-            r.run(step, report)
+            run(report)
         except BaseException:
             step.status = "failed"
             step.seconds = round(time.monotonic() - t0, 3)
@@ -173,10 +140,7 @@ class _Restorer:
         repo: Repository,
         snapshot: Snapshot,
         client: DockerClient,
-        manifest: dict[str, Any],
-        plan: dict[str, Any],
-        old_project: str,
-        old_dir: str,
+        manifest: StackManifest,
         new_project: str,
         new_dir: str,
     ) -> None:
@@ -184,12 +148,12 @@ class _Restorer:
         self.snapshot = snapshot
         self.client = client
         self.m = manifest
-        self.plan = plan
-        self.old_project = old_project
-        self.old_dir = old_dir.rstrip("/")
+        self.plan = manifest.plan
+        self.services = manifest.services
+        self.old_project = manifest.project
+        self.old_dir = (manifest.directory or "").rstrip("/")
         self.new_project = new_project
         self.new_dir = new_dir.rstrip("/")
-        self.services: dict[str, Any] = manifest.get("services") or {}
         self.notice: Callable[[str], None] = lambda _m: None
         self.progress: Progress = NullProgress()
         self.wait = 180.0
@@ -208,12 +172,13 @@ class _Restorer:
 
     def compose(self) -> Compose:
         if self._compose is None:
-            files = [self.map_path(f) for f in self.plan.get("compose_files") or []]
+            files = [self.map_path(f) for f in self.plan.compose_files]
             self._compose = Compose(self.new_project, self.new_dir, files)
         return self._compose
 
     def role(self, service: str) -> str:
-        return str((self.services.get(service) or {}).get("role", ""))
+        found = self.services.get(service)
+        return found.role if found is not None else ""
 
     # --- 1. checks --------------------------------------------------------------------------
 
@@ -255,54 +220,54 @@ class _Restorer:
                 hint=f"remove it (docker volume rm {name}) or restore under another --project",
             )
 
-    # --- steps ------------------------------------------------------------------------------
+    # --- what the steps restore -------------------------------------------------------------
 
     def _file_entries(self) -> list[str]:
         entries: list[str] = []
-        for p in [
-            *(self.plan.get("config") or []),
-            *(x["path"] for x in self.plan.get("paths") or []),
-        ]:
+        for p in [*self.plan.config, *(x.path for x in self.plan.paths)]:
             if p in self.snapshot.paths and p not in entries:
                 entries.append(p)
         return entries
 
+    def _config_entries(self) -> list[str]:
+        return [p for p in self._file_entries() if p in self.plan.config]
+
+    def _data_entries(self) -> list[str]:
+        return [p for p in self._file_entries() if p not in self.plan.config]
+
     def _volume_targets(self) -> dict[str, str]:
         """Artifact name → target volume for the named volumes of the stack."""
         out: dict[str, str] = {}
-        for s in self.plan.get("sources") or []:
-            url = str(s.get("url", ""))
-            if url.startswith("docker-volume://"):
-                out[str(s["name"])] = self.map_volume(url[len("docker-volume://") :].split("?")[0])
+        for s in self.plan.sources:
+            if s.url.startswith("docker-volume://"):
+                out[s.name] = self.map_volume(s.url[len("docker-volume://") :].split("?")[0])
         return out
 
-    def steps(self) -> list[Step]:
-        dbs = [n for n in self.services if self.role(n) in DATABASE_ROLES]
-        config = [p for p in self._file_entries() if p in (self.plan.get("config") or [])]
-        data = [p for p in self._file_entries() if p not in config]
-        db_sources = [
-            s["name"]
-            for s in self.plan.get("sources") or []
-            if self.role(str(s.get("service"))) in DATABASE_ROLES
-        ]
-        volumes = self._volume_targets()
-        rest = [n for n in self.services if n not in dbs]
-        return [
-            Step("configuration", f"{len(config)} entries into {self.new_dir}"),
-            Step(
-                "directories",
-                f"{len(self.m.get('mount_dirs') or {})} bind-mount directories with their owners",
-            ),
-            Step("database services", ", ".join(dbs) or "none"),
-            Step("databases", ", ".join(db_sources) or "none"),
-            Step("volumes", ", ".join(volumes.values()) or "none"),
-            Step("data directories", ", ".join(self.map_path(p) for p in data) or "none"),
-            Step("other services", ", ".join(rest) or "none"),
-            Step("validation", f"preset {self.m.get('preset')}: health, facts, files"),
-        ]
+    def _database_services(self) -> list[str]:
+        return [n for n in self.services if self.role(n) in DATABASE_ROLES]
 
-    def run(self, step: Step, report: StackRestore) -> None:
-        getattr(self, "_" + step.name.replace(" ", "_"))(report)
+    def _database_sources(self) -> list[SourcePlan]:
+        return [s for s in self.plan.sources if self.role(s.service) in DATABASE_ROLES]
+
+    # --- the steps, in their order ----------------------------------------------------------
+
+    def steps(self) -> list[tuple[Step, Run]]:
+        """The steps after the checks, in the order they run, each with what it does."""
+        dbs = self._database_services()
+        config = f"{len(self._config_entries())} entries into {self.new_dir}"
+        dirs = f"{len(self.m.mount_dirs)} bind-mount directories with their owners"
+        data = (self.map_path(p) for p in self._data_entries())
+        others = (n for n in self.services if n not in dbs)
+        return [
+            (Step("configuration", config), self._configuration),
+            (Step("directories", dirs), self._directories),
+            (Step("database services", _listed(dbs)), self._start_databases),
+            (Step("databases", _listed(s.name for s in self._database_sources())), self._databases),
+            (Step("volumes", _listed(self._volume_targets().values())), self._volumes),
+            (Step("data directories", _listed(data)), self._data_directories),
+            (Step("other services", _listed(others)), self._other_services),
+            (Step("validation", f"preset {self.m.preset}: health, facts, files"), self._validation),
+        ]
 
     def _restore_files(self, entries: list[str]) -> int:
         """Restore captured paths to their mapped places (checked against their SHA-256)."""
@@ -341,23 +306,22 @@ class _Restorer:
         return files
 
     def _configuration(self, report: StackRestore) -> None:
-        config = [p for p in self._file_entries() if p in (self.plan.get("config") or [])]
-        self._restore_files(config)
+        self._restore_files(self._config_entries())
 
     def _directories(self, report: StackRestore) -> None:
-        for path, meta in (self.m.get("mount_dirs") or {}).items():
+        for path, meta in self.m.mount_dirs.items():
             target = self.map_path(path)
             if os.path.isdir(target):
                 continue
             os.makedirs(target, exist_ok=True)
             try:
-                os.chown(target, int(meta["uid"]), int(meta["gid"]))
-                os.chmod(target, int(meta["mode"]))
+                os.chown(target, meta.uid, meta.gid)
+                os.chmod(target, meta.mode)
             except OSError as exc:
                 self.notice(f"{target}: owner/mode not restored ({exc.strerror})")
 
-    def _database_services(self, report: StackRestore) -> None:
-        dbs = [n for n in self.services if self.role(n) in DATABASE_ROLES]
+    def _start_databases(self, report: StackRestore) -> None:
+        dbs = self._database_services()
         if not dbs:
             return
         self.compose().up(dbs)
@@ -375,10 +339,10 @@ class _Restorer:
             raise SourceError(f"service {service} of project {self.new_project} has no container")
         return str(found[0].name)
 
-    def _target_url(self, source: dict[str, Any]) -> str:
-        service = str(source["service"])
+    def _target_url(self, source: SourcePlan) -> str:
+        service = source.service
         container = self._container_of(service)
-        url = str(source["url"])
+        url = source.url
         role = self.role(service)
         if role == POSTGRES:
             return f"postgres+docker://{container}/"
@@ -388,15 +352,13 @@ class _Restorer:
             rest = url.split("://", 1)[1].split("?", 1)[0]
             port = rest.rsplit(":", 1)[1] if ":" in rest else ""
             return f"redis+docker://{container}" + (f":{port}" if port else "")
-        raise SourceError(f"source {source['name']} of service {service} is not a database")
+        raise SourceError(f"source {source.name} of service {service} is not a database")
 
     def _wait_ready(self, service: str) -> None:
         """Until the database service answers its own client (bounded)."""
         from stackvault.sources.registry import open_source
 
-        source = next(
-            (s for s in self.plan.get("sources") or [] if s.get("service") == service), None
-        )
+        source = next((s for s in self.plan.sources if s.service == service), None)
         deadline = time.monotonic() + self.wait
         last = ""
         while time.monotonic() < deadline:
@@ -435,11 +397,9 @@ class _Restorer:
             record = next((a for a in self.snapshot.artifacts if a.name == name), None)
             if record is None or not record.complete:
                 report.validation.append(
-                    {
-                        "subject": f"artifact {name}",
-                        "ok": False,
-                        "message": "the snapshot holds no complete capture of it",
-                    }
+                    Validation(
+                        f"artifact {name}", False, "the snapshot holds no complete capture of it"
+                    )
                 )
                 continue
             result = restore_artifact(
@@ -451,22 +411,17 @@ class _Restorer:
                 notice=self.notice,
             )
             report.validation.append(
-                {
-                    "subject": f"artifact {name}",
-                    "ok": not result.differences,
-                    "message": "matches what was recorded"
+                Validation(
+                    f"artifact {name}",
+                    not result.differences,
+                    "matches what was recorded"
                     if not result.differences
                     else "; ".join(result.differences[:5]),
-                }
+                )
             )
 
     def _databases(self, report: StackRestore) -> None:
-        sources = [
-            s
-            for s in self.plan.get("sources") or []
-            if self.role(str(s.get("service"))) in DATABASE_ROLES
-        ]
-        targets = {str(s["name"]): self._target_url(s) for s in sources}
+        targets = {s.name: self._target_url(s) for s in self._database_sources()}
         self._restore_sources(list(targets), targets, report)
 
     def _volumes(self, report: StackRestore) -> None:
@@ -475,22 +430,21 @@ class _Restorer:
         self._restore_sources(list(targets), targets, report)
 
     def _data_directories(self, report: StackRestore) -> None:
-        config = self.plan.get("config") or []
-        data = [p for p in self._file_entries() if p not in config]
-        files = self._restore_files(data)
+        files = self._restore_files(self._data_entries())
         report.validation.append(
-            {
-                "subject": "data directories",
-                "ok": True,
-                "message": f"{files} files restored, each checked against its recorded SHA-256",
-            }
+            Validation(
+                "data directories",
+                True,
+                f"{files} files restored, each checked against its recorded SHA-256",
+            )
         )
 
     def _other_services(self, report: StackRestore) -> None:
         self.compose().up()
         deadline = time.monotonic() + self.wait
         # Services that were not running at backup time (one-shot jobs) are not waited for.
-        pending = [n for n, s in self.services.items() if s.get("state", "running") == "running"]
+        running = [n for n, s in self.services.items() if s.state == "running"]
+        pending = running
         while pending and time.monotonic() < deadline:
             still = []
             for name in pending:
@@ -501,44 +455,45 @@ class _Restorer:
             pending = still
             if pending:
                 time.sleep(1.0)
-        for name in [n for n, s in self.services.items() if s.get("state", "running") == "running"]:
+        late = f"not running/healthy after {self.wait:.0f} s"
+        for name in running:
             report.validation.append(
-                {
-                    "subject": f"service {name}",
-                    "ok": name not in pending,
-                    "message": "running"
-                    if name not in pending
-                    else f"not running/healthy after {self.wait:.0f} s",
-                }
+                Validation(
+                    f"service {name}", name not in pending, late if name in pending else "running"
+                )
             )
 
     def _validation(self, report: StackRestore) -> None:
-        for probe in self.plan.get("probes") or []:
+        for probe in self.plan.probes:
             report.validation.append(self._probe(probe))
-        if self.m.get("preset") == "dify":
+        if self.m.preset == "dify":
             report.validation += self._dify_checks()
-        if (self.m.get("facts") or {}).get("plugins_rebuild"):
+        if self.m.facts.get("plugins_rebuild"):
             self.notice(
                 "the plugins' virtual environments (plugin_daemon cwd/) were not backed up: "
                 "the plugin daemon rebuilds them, which takes a while after the first start"
             )
 
-    def _probe(self, probe: dict[str, Any]) -> dict[str, Any]:
+    def _probe(self, probe: ProbePlan) -> Validation:
         where = ""
-        if probe.get("service"):
+        if probe.service:
             try:
-                where = f" (look at docker logs {self._container_of(probe['service'])})"
+                where = f" (look at docker logs {self._container_of(probe.service)})"
             except SourceError:
-                where = f" (service {probe['service']} has no container)"
-        return http_probe(str(probe["url"]), int(probe.get("status", 200)), self.wait, where)
+                where = f" (service {probe.service} has no container)"
+        return http_probe(probe.url, probe.status, self.wait, where)
 
-    def _dify_checks(self) -> list[dict[str, Any]]:
+    def _dify_checks(self) -> list[Validation]:
         pg = next((n for n in self.services if self.role(n) == POSTGRES), None)
-        privkeys = (self.m.get("facts") or {}).get("privkeys")
+        privkeys = self.m.facts.get("privkeys")
         if pg is None or not privkeys:
             return []
         keys_dir = self.map_path(str(privkeys))
         return [dify.tenant_keys_check(self.client, self._container_of(pg), keys_dir)]
+
+
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(names) or "none"
 
 
 def _empty_dir(path: str) -> bool:

@@ -247,7 +247,7 @@ def stack_backup(
                 "complete": snap.complete,
                 "problems": snap.problems,
                 "summary": snap.summary,
-                "manifest": m,
+                "manifest": m.to_dict(),
                 "checks": [c.to_dict() for c in done.checks],
             }
         )
@@ -255,24 +255,23 @@ def stack_backup(
         for a in snap.artifacts:
             state = "ok" if a.complete else f"FAILED: {a.error}"
             cli.print(f"artifact {a.name} ({a.kind}): {a.bytes or 0} bytes, {state}")
-        if m.get("consistency") == "strict":
-            down = m.get("downtime", {})
+        if m.consistency == "strict":
+            down = m.downtime
             cli.print(
-                f"writers down for {down.get('seconds', 0):.2f} s "
-                f"({', '.join(down.get('containers', {})) or 'none stopped'})"
+                f"writers down for {down.seconds if down else 0:.2f} s "
+                f"({', '.join(down.containers if down else ()) or 'none stopped'})"
             )
         else:
-            cli.print(f"online: parts captured over {m.get('skew_s', 0):.2f} s")
-        for h in m.get("hooks") or []:
-            state = "ok" if h["ok"] else f"FAILED ({h['error']})"
-            cli.print(f"hook {h['phase']} of {h['service']} ({h['where']}): {state}")
-        app = m.get("app") or {}
-        if app.get("alembic_version"):
-            cli.print(f"application schema (alembic_version): {app['alembic_version']}")
+            cli.print(f"online: parts captured over {m.skew_s or 0:.2f} s")
+        for h in m.hooks:
+            state = "ok" if h.ok else f"FAILED ({h.error})"
+            cli.print(f"hook {h.phase} of {h.service} ({h.where}): {state}")
+        if m.app.alembic_version:
+            cli.print(f"application schema (alembic_version): {m.app.alembic_version}")
         cli.print(
             f"stack snapshot {snap.short_id} of {plan.project} saved"
             + ("" if snap.complete else " INCOMPLETE")
-            + f" in {m.get('timings', {}).get('total_s', 0):.1f} s"
+            + f" in {m.timings.total_s or 0:.1f} s"
         )
     return EXIT_INCOMPLETE if not snap.complete else 0
 
@@ -327,7 +326,7 @@ def stack_restore(
             took = f" ({step.seconds:.1f} s)" if step.seconds is not None else ""
             cli.print(f"{step.status:8} {step.name}: {step.detail}{took}")
         for v in done.validation:
-            cli.print(f"{'ok  ' if v['ok'] else 'FAIL'}  {v['subject']}: {v['message']}")
+            cli.print(f"{'ok  ' if v.ok else 'FAIL'}  {v.subject}: {v.message}")
         if dry_run:
             cli.print(f"dry run: project {done.project} in {done.directory}; nothing changed")
         else:

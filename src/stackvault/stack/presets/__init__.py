@@ -9,8 +9,9 @@ secrets, the warnings. ``auto`` picks the first preset that recognises the proje
 from __future__ import annotations
 
 from stackvault.errors import UsageError
+from stackvault.records.plan import Plan
 from stackvault.stack.compose import Project
-from stackvault.stack.plan import Plan, build_plan
+from stackvault.stack.plan import build_plan
 from stackvault.stack.presets import dify
 
 PRESETS = {"dify": dify}

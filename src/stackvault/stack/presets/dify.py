@@ -24,11 +24,12 @@ the restore can say what must be rebuilt.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from stackvault.stack.classify import POSTGRES, image_repository
+from stackvault.records.plan import POSTGRES, Plan
+from stackvault.stack.classify import image_repository
 from stackvault.stack.compose import Project
-from stackvault.stack.plan import Plan
+from stackvault.stack.restorereport import Validation
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -130,8 +131,8 @@ def backup_facts(plan: Plan) -> dict[str, object]:
     return {}
 
 
-def tenant_keys_check(client: DockerClient, container: str, keys_dir: str) -> dict[str, Any]:
-    """A validation entry: every tenant of the ``dify`` database in PostgreSQL ``container``
+def tenant_keys_check(client: DockerClient, container: str, keys_dir: str) -> Validation:
+    """The validation: every tenant of the ``dify`` database in PostgreSQL ``container``
     has ``keys_dir/<tenant>/private.pem`` (without it, the tenant's stored model and tool
     credentials cannot be decrypted)."""
     from stackvault.sources.docker.engine import container_env, get_container
@@ -146,7 +147,7 @@ def tenant_keys_check(client: DockerClient, container: str, keys_dir: str) -> di
     )
     subject = "dify tenants' private keys"
     if res.code != 0:
-        return {"subject": subject, "ok": True, "message": "no tenants table (nothing to check)"}
+        return Validation(subject, True, "no tenants table (nothing to check)")
     tenants = [t for t in res.text.split() if t]
     missing = [t for t in tenants if not os.path.isfile(os.path.join(keys_dir, t, "private.pem"))]
     if not missing:
@@ -156,4 +157,4 @@ def tenant_keys_check(client: DockerClient, container: str, keys_dir: str) -> di
             f"{len(missing)} of {len(tenants)} tenants have no private key: "
             f"{', '.join(missing[:5])} (their stored credentials cannot be decrypted)"
         )
-    return {"subject": subject, "ok": not missing, "message": message}
+    return Validation(subject, not missing, message)
