@@ -104,9 +104,14 @@ def test_destroy_then_restore_same_project_and_then_a_new_one(
         "b",
         "2",
     )
-    res = cli("stack", "backup", "--config", str(plan), "--with-images", "--json")
+    res = cli(
+        "stack", "backup", "--config", str(plan), "--with-images", "--tag", "release-7", "--json"
+    )
     assert res.code == 0, res.err
     snap = res.json()["snapshot"]
+    # The snapshot keeps the operator's tags: the image tags go to the images artifact only.
+    [listed] = [s for s in cli("snapshots", "--json").json() if s["id"] == snap]
+    assert sorted(listed["tags"]) == ["release-7", f"stack:{project.name}"], listed["tags"]
     image_id = res.json()["manifest"]["images"][host_image]
     # A second cut while nothing stops (the writers keep writing): restored to a new project.
     res = cli("stack", "backup", "--config", str(plan), "--consistency", "online", "--json")

@@ -95,10 +95,8 @@ def backup_stack(
     checks, project = _ready(plan, client, notice)
     sources = [open_source(s.url) for s in plan.sources]
     if with_images:
-        # NOTE: the image tags also become the snapshot's tags, in place of --tag: kept as it
-        # was (this change moves code only), to be fixed on its own.
-        tags = sorted({svc.image for svc in project.services.values() if svc.image})
-        sources.insert(0, open_source("docker-images://?tags=" + ",".join(tags)))
+        images = sorted({svc.image for svc in project.services.values() if svc.image})
+        sources.insert(0, open_source("docker-images://?tags=" + ",".join(images)))
     paths = _paths(plan)  # those that exist now, before any hook ran
     cut = _Cut(plan, project, client, mode, stop_timeout, notice)
     cut.hooks.before()
