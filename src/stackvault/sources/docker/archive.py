@@ -246,6 +246,15 @@ class TreeFacts:
         return out
 
 
+class TreeMetadata(TypedDict):
+    """What a source keeps of a `TreeResult` in its metadata: the hard links (path → first
+    path), and what was skipped (listed up to `SKIPPED_LISTED`) when anything was."""
+
+    hardlinks: dict[str, str]
+    skipped: NotRequired[list[str]]
+    skipped_count: NotRequired[int]
+
+
 @dataclass
 class TreeResult:
     """The outcome of `read_tree`."""
@@ -258,9 +267,9 @@ class TreeResult:
     skipped_count: int = 0
     stream_bytes: int = 0
 
-    def metadata(self) -> dict[str, Any]:
-        """The JSON-able part a source keeps in its artifact metadata."""
-        out: dict[str, Any] = {"hardlinks": dict(sorted(self.hardlinks.items()))}
+    def metadata(self) -> TreeMetadata:
+        """The part a source keeps in its artifact metadata."""
+        out: TreeMetadata = {"hardlinks": dict(sorted(self.hardlinks.items()))}
         if self.skipped_count:
             out["skipped"] = list(self.skipped)
             out["skipped_count"] = self.skipped_count
