@@ -21,6 +21,7 @@ from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.artifact_restore import restore_artifact
 from stackvault.engine.artifacts import RepoArtifactReader, artifact_path, find_artifact
 from stackvault.engine.backup import BackupJob, BackupOptions
+from stackvault.engine.copy import CopyJob
 from stackvault.engine.progress import NullProgress
 from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import (
@@ -329,3 +330,20 @@ def test_artifact_records_round_trip_with_unknown_keys(repo: Repository, tmp_pat
     }
     with pytest.raises(ValueError, match="files is not a whole number"):
         ArtifactRecord.from_json(dict(stored, files="3"))
+
+
+def test_copy_keeps_artifact_records_with_unknown_keys(repo: Repository, tmp_path: Path) -> None:
+    data = make_dir(tmp_path / "data")
+    snap = backup(repo, [src(data), src(data / "sub", **{"fail-after": "0"})]).snapshot
+    snap.artifacts[0].unknown["future"] = {"x": [1]}
+    original = repo.load_snapshot(repo.save_snapshot(snap))
+    assert original.artifacts[0].unknown == {"future": {"x": [1]}}
+    store = LocalStore(str(tmp_path / "dest"))
+    store.ensure_root()
+    dest = Repository.init(store, PW, kdf=FAST_KDF)
+    dest.load_index()
+    CopyJob(repo, dest, workers=2).run([original])
+    [copied] = dest.list_snapshots()
+    assert [a.to_json() for a in copied.artifacts] == [a.to_json() for a in original.artifacts]
+    assert list(copied.artifacts[0].to_json())[-1] == "future"
+    assert "files" not in copied.artifacts[1].to_json()  # a failed capture stays without them
