@@ -14,6 +14,7 @@ from stackvault.policy.forget import NAMED, plan_named, plan_retention
 from stackvault.policy.retention import RetentionPolicy
 from stackvault.repo.forget import UNKNOWN_DATE, forget_snapshots, resolve_snapshot_id
 from stackvault.repo.lock import remove_locks
+from stackvault.repo.prune import PrunePlan, execute_prune
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.store.base import Retention
@@ -84,6 +85,11 @@ def test_an_append_only_store_refuses_before_removing_anything() -> None:
     assert len(repo.list_snapshots()) == 2
     with pytest.raises(AppendOnlyRefused, match="unlock --remove-all"):
         remove_locks(store, repo.envelope, clock, lambda _m: None, remove_all=True)
+    names = sorted(i.name for i in store.list(""))
+    plan = PrunePlan(old_index=repo.index_names())  # would rewrite the index
+    with pytest.raises(AppendOnlyRefused, match="`prune` deletes packs and index files"):
+        execute_prune(repo, plan)
+    assert sorted(i.name for i in store.list("")) == names
 
 
 def test_a_damaged_snapshot_is_found_by_its_name() -> None:

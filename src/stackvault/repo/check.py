@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from stackvault.errors import IntegrityError, ObjectNotFound, StackvaultError
 from stackvault.repo.blob import IndexEntry
-from stackvault.repo.pack import PackedBlob, pack_name, read_pack_header, storage_id
+from stackvault.repo.pack import PACKS_PREFIX, PackedBlob, pack_name, read_pack_header, storage_id
 from stackvault.repo.repository import Repository
 from stackvault.repo.tree import Node
 
@@ -106,7 +106,7 @@ class Checker:
     # --- packs --------------------------------------------------------------------------------
 
     def _check_packs(self) -> None:
-        stored = {info.name: info.size for info in self.repo.store.list("data/")}
+        stored = {info.name: info.size for info in self.repo.store.list(PACKS_PREFIX)}
         indexed = self.repo.index.packs()
         self.report.packs = len(indexed)
         for pack_id, blobs in indexed.items():

@@ -16,10 +16,14 @@ _ENTRY = struct.Struct("<BII32s")  # type, stored length, raw length, blob id
 _TRAILER = struct.Struct("<I")
 
 
+PACKS_PREFIX = "data/"
+"""Where packs are stored (FORMAT.md §2)."""
+
+
 def pack_name(pack_id: bytes) -> str:
     """The store name of a pack: ``data/<first 2 hex>/<hex>``."""
     h = pack_id.hex()
-    return f"data/{h[:2]}/{h}"
+    return f"{PACKS_PREFIX}{h[:2]}/{h}"
 
 
 def storage_id(data: bytes | bytearray | memoryview) -> bytes:

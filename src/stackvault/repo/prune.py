@@ -32,10 +32,11 @@ from datetime import datetime, timedelta
 
 from stackvault.errors import IntegrityError, ObjectLocked, ObjectNotFound, StoreFull
 from stackvault.repo.access import store_access
+from stackvault.repo.appendonly import refuse_on_append_only_store
 from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.index import encode_index
 from stackvault.repo.lock import DEFAULT_LEASE_S
-from stackvault.repo.pack import PackedBlob, pack_name, storage_id
+from stackvault.repo.pack import PACKS_PREFIX, PackedBlob, pack_name, storage_id
 from stackvault.repo.packheaders import load_pack_headers
 from stackvault.repo.repository import Repository
 from stackvault.repo.reserve import write_reserve
@@ -148,7 +149,7 @@ def plan_prune(
 
     The headers of unindexed packs are read first and their blobs added to the in-memory
     index, so that trees a damaged index file listed can still be walked."""
-    listing = {info.name: info for info in repo.store.list("data/")}
+    listing = {info.name: info for info in repo.store.list(PACKS_PREFIX)}
     sizes = {name: info.size for name, info in listing.items()}
     cutoff = (now or repo.clock.now()) - safety_margin
 
@@ -324,7 +325,15 @@ def execute_prune(
 
     If the store is too full for the repacked packs or the new index, nothing has been
     deleted yet; prune then frees space in the low-space order (`_execute_low_space`). In
-    the end it writes the space reserve again if there is room (`repo/reserve.py`)."""
+    the end it writes the space reserve again if there is room (`repo/reserve.py`).
+
+    On a store opened append-only it refuses (`AppendOnlyRefused`) before touching anything."""
+    refuse_on_append_only_store(
+        repo.store,
+        "prune",
+        "deletes packs and index files",
+        "add --dry-run to only see what it would do",
+    )
     leftovers = repo.store.cleanup()
     if leftovers:
         notice(f"removed {leftovers} temporary file(s) left by interrupted writes")

@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from stackvault.errors import IntegrityError, ObjectLocked, ObjectNotFound
+from stackvault.errors import IntegrityError, ObjectLocked, ObjectNotFound, UsageError
 from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.index import encode_index
-from stackvault.repo.pack import PackedBlob, pack_name, storage_id
+from stackvault.repo.pack import PACKS_PREFIX, PackedBlob, pack_name, storage_id
 from stackvault.repo.packheaders import load_pack_headers
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
@@ -72,7 +72,7 @@ def rebuild_index(
     repo.load_index(on_error=lambda name, _exc: report.damaged_index.append(name))
     old_index = repo.index_names()
     known = repo.index.packs()
-    listing = {info.name: info.size for info in repo.store.list("data/")}
+    listing = {info.name: info.size for info in repo.store.list(PACKS_PREFIX)}
     report.packs = len(listing)
     packs: dict[bytes, list[PackedBlob]] = {}
     to_read: list[tuple[str, int]] = []
@@ -140,6 +140,22 @@ class PackSalvage:
     """Ids (hex) of blobs that could not be read: no longer indexed."""
     packs_kept: list[str] = field(default_factory=list)
     """Damaged packs that could not be deleted (Object Lock); no longer indexed."""
+
+
+def resolve_pack_ids(repo: Repository, refs: list[str]) -> list[bytes]:
+    """The stored packs that pack id prefixes (hex, any case) name, each exactly one; a
+    `UsageError` for a prefix that names none or several."""
+    stored = [info.name.rsplit("/", 1)[1] for info in repo.store.list(PACKS_PREFIX)]
+    chosen: list[bytes] = []
+    for ref in refs:
+        ref = ref.lower()
+        matches = [s for s in stored if s.startswith(ref)] if ref else []
+        if len(matches) != 1:
+            raise UsageError(
+                f"{ref!r} matches {len(matches)} stored packs; give a unique pack id prefix"
+            )
+        chosen.append(bytes.fromhex(matches[0]))
+    return chosen
 
 
 def salvage_packs(
@@ -213,7 +229,7 @@ def _salvage_targets(
     """The blobs of each pack to salvage: as ``known`` (the index) lists them, else as the
     pack's header does. `IntegrityError` for a pack neither indexed nor stored, or
     unindexed with an unreadable header (nothing then tells its blobs apart)."""
-    listing = {info.name: info.size for info in repo.store.list("data/")}
+    listing = {info.name: info.size for info in repo.store.list(PACKS_PREFIX)}
     targets: dict[bytes, list[PackedBlob]] = {}
     for pack_id in pack_ids:
         name = pack_name(pack_id)
@@ -284,7 +300,7 @@ def repair_snapshots(
     unless ``forget``. Snapshots that lose nothing are left alone and not reported. The
     index must be loaded; run `salvage_packs` and `rebuild_index` first so damaged and
     missing blobs are known as such."""
-    stored = {info.name for info in repo.store.list("data/")}
+    stored = {info.name for info in repo.store.list(PACKS_PREFIX)}
 
     def available(blob_id: bytes) -> bool:
         entry = repo.index.get(blob_id)

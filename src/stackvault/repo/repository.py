@@ -47,7 +47,7 @@ from stackvault.repo.config import (
 )
 from stackvault.repo.index import Index, IndexFile, decode_index_file
 from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_username
-from stackvault.repo.pack import pack_name, storage_id
+from stackvault.repo.pack import PACKS_PREFIX, pack_name, storage_id
 from stackvault.repo.reserve import release_reserve, write_reserve
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
 from stackvault.repo.spans import SpanData, missing_blob
@@ -297,7 +297,7 @@ class Repository:
         need it (it stores the data again), and a restore reads the copy that exists. Warns
         with ``consequence`` added; returns the names of the missing packs (index files keep
         naming them until `repair index`)."""
-        stored = {info.name for info in self.store.list("data/")}
+        stored = {info.name for info in self.store.list(PACKS_PREFIX)}
         missing = [p for p in self.index.pack_ids() if pack_name(p) not in stored]
         if missing:
             lost = self.index.drop_packs(missing)

@@ -9,7 +9,6 @@ snapshots` for what is lost for good. FORMAT.md §12 describes each procedure.
 from __future__ import annotations
 
 from stackvault.cli.parser import add_command, add_group, add_json_option
-from stackvault.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -91,20 +90,11 @@ def repair_index(cli: Cli, *, read_all_packs: bool, dry_run: bool) -> None:
 
 def repair_packs(cli: Cli, *, pack_ids: list[str], dry_run: bool) -> None:
     """Copy the readable blobs of damaged packs into new packs and remove the damaged ones."""
-    from stackvault.repo.repair import salvage_packs
+    from stackvault.repo.repair import resolve_pack_ids, salvage_packs
 
     _refuse(cli, "packs", dry_run)
     with cli.open_repo(lock="repair packs", exclusive=not dry_run) as repo:
-        stored = [info.name.rsplit("/", 1)[1] for info in repo.store.list("data/")]
-        chosen: list[bytes] = []
-        for ref in pack_ids:
-            ref = ref.lower()
-            matches = [s for s in stored if s.startswith(ref)] if ref else []
-            if len(matches) != 1:
-                raise UsageError(
-                    f"{ref!r} matches {len(matches)} stored packs; give a unique pack id prefix"
-                )
-            chosen.append(bytes.fromhex(matches[0]))
+        chosen = resolve_pack_ids(repo, pack_ids)
         report = salvage_packs(repo, chosen, dry_run=dry_run, notice=cli.notice)
     if cli.json:
         cli.emit_json({"dry_run": dry_run, **report.__dict__})
