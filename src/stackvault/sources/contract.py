@@ -6,12 +6,14 @@ prefix. Every source is addressed by a URL (`stackvault.sources.url`) and implem
 
 - `Source.capture` writes the artifact's files into an `ArtifactSink` (provided by the engine,
   which chunks, deduplicates, encrypts and stores them) and returns the artifact's metadata: a
-  JSON-able dict whose ``"facts"`` entry holds what a restore is validated against (row counts,
-  key counts, per-file SHA-256, ...). It raises `SourceError` when anything is not exactly right
+  JSON-able dict (the source's own document) whose ``"facts"`` entry holds what a restore is
+  validated against (row counts, key counts, per-file SHA-256, ...; `Facts`, typed per family
+  in its package). It raises `SourceError` when anything is not exactly right
   (a dump tool's non-zero exit, a truncated stream): a partial capture is never returned.
 - `Source.describe_target` says what a restore into the source's location would overwrite
   (``None``: nothing, the target is new or empty).
-- `Source.restore` loads an artifact, read through an `ArtifactReader`, into the location.
+- `Source.restore` loads an artifact, read through an `ArtifactReader`, into the location, and
+  says what it did (`RestoreReport`, typed per family).
 - `Source.probe` returns the live facts, in the shape of the recorded ``"facts"``, so that
   `compare_facts` can say what differs.
 
