@@ -27,7 +27,8 @@ from stackvault.sources.contract import (
     StoredFile,
     compare_facts,
 )
-from stackvault.sources.docker.container import ContainerSource, mount_key
+from stackvault.sources.docker.container import ContainerSource
+from stackvault.sources.docker.containerinfo import mount_key
 from stackvault.sources.registry import open_source
 from support.artifacts import MemorySink
 from support.dockerd import run_oneshot, run_service_container
