@@ -203,20 +203,9 @@ def _alive(runner: Runner, pidfile: str) -> bool:
     return runner.run(["sh", "-c", probe], timeout=30).code == 0
 
 
-def test_an_aborted_stream_stops_its_producer(
-    runner: Runner, request: pytest.FixtureRequest
-) -> None:
+def test_an_aborted_stream_stops_its_producer(runner: Runner) -> None:
     """A capture that gives up (an error, an interrupt) must not leave its dump tool running:
     it would keep a database snapshot or a table lock."""
-    if isinstance(runner, ContainerRunner):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="ContainerRunner's abort only closes the exec connection: the "
-                "producer stays blocked in the container (Debian's dockerd 20.10: tee and "
-                "the tool still run 12 s later)",
-            )
-        )
     pidfile = f"/tmp/sv-contract-{secrets.token_hex(4)}.pid"
     argv = ["sh", "-c", f"echo $$ > {pidfile}; exec yes 'a line of the dump'"]
     try:

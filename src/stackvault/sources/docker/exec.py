@@ -15,14 +15,22 @@ never pass as complete. A lost connection to the engine is named as such: the st
 the middle of a frame, or it ends while the command is still running (or the engine then
 fails the exec with status 126), or the engine no longer answers.
 
-The container therefore needs ``sh``, ``tee``, ``sha256sum``, ``wc`` and ``mkfifo`` (every
-Debian, Alpine and BusyBox based image has them).
+An output stream given up before its end (`abort`) must stop its producer: closing the
+connection is not enough, since the engine may go on draining (or stop reading) the exec's
+output, and a ``pg_dump`` left running would hold its snapshot and locks. The script is
+started as ``sh -c SCRIPT stackvault-stream-<random>``; `abort` runs a second, detached exec
+that finds the process with that name in ``/proc`` and sends SIGTERM (then SIGKILL) to every
+process below it, so the script itself still ends and removes its temporary directory.
+
+The container therefore needs ``sh``, ``tee``, ``sha256sum``, ``wc``, ``tr`` and ``mkfifo``
+(every Debian, Alpine and BusyBox based image has them).
 """
 
 from __future__ import annotations
 
 import collections
 import re
+import secrets
 import shlex
 import socket
 import struct
@@ -67,6 +75,39 @@ def shell_env_exports(env_from: Mapping[str, str]) -> str:
             raise SourceError(f"invalid environment variable name {name!r} or {source!r}")
         parts.append(f'export {name}="${{{source.lstrip("$")}-}}"')
     return "; ".join(parts)
+
+
+_STREAM_NAME = "stackvault-stream-"
+_KILL_BELOW = r"""
+tok="stackvault-stream-$1"
+all=""
+for d in /proc/[0-9]*; do
+  [ "${d#/proc/}" = "$$" ] && continue
+  case " $(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) " in *" $tok "*) all="$all ${d#/proc/} ";; esac
+done
+[ -n "$all" ] || exit 0
+kids=""
+changed=1
+while [ "$changed" = 1 ]; do
+  changed=0
+  for s in /proc/[0-9]*/stat; do
+    read -r line < "$s" 2>/dev/null || continue
+    pid=${line%% *}
+    set -- ${line##*) }
+    case "$all" in *" $pid "*) continue;; esac
+    case "$all" in *" $2 "*) all="$all $pid "; kids="$kids $pid"; changed=1;; esac
+  done
+done
+[ -n "$kids" ] || exit 0
+kill -TERM $kids 2>/dev/null
+sleep 3
+kill -KILL $kids 2>/dev/null
+exit 0
+"""
+"""Run as ``sh -c _KILL_BELOW sh ID``: signals every process below the one whose arguments hold
+``stackvault-stream-ID`` (the output script, which then ends by itself). Every field after the
+command name in ``/proc/PID/stat`` is a number or a state letter; the name itself may hold
+spaces and parentheses, so the fields are taken after its last ``) ``."""
 
 
 def _output_script(argv: Sequence[str], verify: Sequence[str] | None, prefix: str) -> str:
@@ -312,11 +353,33 @@ class ContainerRunner(Runner):
         prefix = shell_env_exports(self.env_from) if self.env_from else ""
         script = _output_script(argv, verify, prefix)
         saved, self.env_from = self.env_from, {}
+        stream_id = secrets.token_hex(8)
         try:
-            exec_id, demux = self._start(["sh", "-c", script], env, stdin=False)
+            exec_id, demux = self._start(
+                ["sh", "-c", script, _STREAM_NAME + stream_id], env, stdin=False
+            )
         finally:
             self.env_from = saved
-        return _ContainerOutput(self, exec_id, demux, label or argv[0], verify is not None)
+        output = _ContainerOutput(self, exec_id, demux, label or argv[0], verify is not None)
+        output.stream_id = stream_id
+        return output
+
+    def _stop_below(self, stream_id: str) -> None:
+        """Signal every process of an output stream's script below the script itself (see the
+        module's docstring), from a detached exec; best effort: if the container or the engine
+        is gone, so is the producer, or nothing more can be done from here."""
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(
+                self.container.id,
+                ["sh", "-c", _KILL_BELOW, "sh", stream_id],
+                stdout=False,
+                stderr=False,
+                user=self.user,
+            )["Id"]
+            api.exec_start(exec_id, detach=True)
+        except Exception:  # docker's APIError, requests' ConnectionError, ...
+            return
 
     def input(
         self,
@@ -346,6 +409,8 @@ class _ContainerOutput(OutputStream):
         self._stderr_buf = ""
         self._end: re.Match[str] | None = None
         self._done = False
+        self.stream_id = ""
+        """The random part of the script's name (`ContainerRunner._stop_below`)."""
 
     def _on_stderr(self, data: bytes) -> None:
         self._stderr_buf += data.decode("utf-8", "replace")
@@ -447,7 +512,9 @@ class _ContainerOutput(OutputStream):
         if self._done:
             return
         self._done = True
-        self._demux.close()  # the producer gets EPIPE/SIGPIPE and ends
+        self._demux.close()
+        if self.stream_id:
+            self._runner._stop_below(self.stream_id)
 
 
 class _ContainerInput(InputStream):
