@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -278,6 +279,15 @@ def test_parents_are_made_implicitly_and_listed_before_what_they_hold(
     assert got["a/b"].meta == EntryMeta(mode=0o755)
     assert got["z/empty"].kind == "dir"
     assert reader.open("a/b/c.txt").read() == b"deep"
+
+
+def test_a_tree_deeper_than_the_recursion_limit(harness: SinkHarness) -> None:
+    depth = sys.getrecursionlimit() + 100
+    path = "/".join(["d"] * depth) + "/leaf.txt"
+    reader = harness.capture(lambda sink: sink.add_bytes(path, b"at the bottom"))
+    listed = [e.path for e in reader.entries()]
+    assert len(listed) == depth + 1 and listed[-1] == path
+    assert reader.open(path).read() == b"at the bottom"
 
 
 def test_symlinks_keep_their_target_as_given(harness: SinkHarness) -> None:

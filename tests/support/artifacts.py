@@ -46,12 +46,15 @@ class MemorySink(ArtifactSink):
         self._stopped = False
 
     def _parents(self, path: str) -> None:
+        missing: list[str] = []  # the parents to make, deepest first
         parent = posixpath.dirname(path)
-        if parent and parent not in self.entries:
-            self._parents(parent)
-            self.entries[parent] = ArtifactEntry(parent, "dir", EntryMeta(mode=0o700))
-        elif parent and self.entries[parent].kind != "dir":
+        while parent and parent not in self.entries:
+            missing.append(parent)
+            parent = posixpath.dirname(parent)
+        if parent and self.entries[parent].kind != "dir":
             raise SourceError(f"artifact path {path!r} lies below a {self.entries[parent].kind}")
+        for directory in reversed(missing):
+            self.entries[directory] = ArtifactEntry(directory, "dir", EntryMeta(mode=0o700))
 
     def _add(self, entry: ArtifactEntry) -> None:
         _check(entry.path)

@@ -219,17 +219,27 @@ class TreeSink(ArtifactSink):
     # --- saving -----------------------------------------------------------------------------
 
     def finish(self) -> Node:
-        """Save every tree; return the artifact's directory node (named after it)."""
-
-        def save(d: _Dir, name: str) -> Node:
-            nodes: list[Node] = []
-            for child_name in sorted(d.children):
-                child = d.children[child_name]
-                nodes.append(save(child, child_name) if isinstance(child, _Dir) else child)
+        """Save every tree, each after the trees below it and siblings in name order (with a
+        stack of its own: an artifact may be deeper than Python's recursion limit); return
+        the artifact's directory node (named after it)."""
+        saved: dict[int, Node] = {}
+        stack: list[tuple[_Dir, str, bool]] = [(self.root, self.name, False)]
+        while stack:
+            d, name, children_saved = stack.pop()
+            if not children_saved:
+                stack.append((d, name, True))
+                for child_name in sorted(d.children, reverse=True):  # popped in name order
+                    child = d.children[child_name]
+                    if isinstance(child, _Dir):
+                        stack.append((child, child_name, False))
+                continue
+            nodes = [
+                saved.pop(id(child)) if isinstance(child, _Dir) else child
+                for child in (d.children[n] for n in sorted(d.children))
+            ]
             tree_id, _added = self.writer.save(BlobType.TREE, encode_tree(nodes))
-            return node_from_meta(name, "dir", d.meta, subtree=tree_id)
-
-        return save(self.root, self.name)
+            saved[id(d)] = node_from_meta(name, "dir", d.meta, subtree=tree_id)
+        return saved[id(self.root)]
 
 
 def find_artifact(snapshot: Snapshot, name: str) -> ArtifactRecord:
