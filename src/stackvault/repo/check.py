@@ -4,7 +4,8 @@
 files does it affect? Without ``read_data`` it verifies the index files, that every indexed
 pack exists with a plausible size, every snapshot and every tree. With ``read_data`` (or a
 subset) it also reads packs, checks their hash, header and every blob's authentication tag and
-keyed id. Unreferenced packs (left by a crash) are notices, not errors.
+keyed id. Unreferenced packs (left by a crash) are notices, not errors. Run records
+(``runs/``) are read and authenticated; a damaged one is an error that calls for no repair.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class CheckReport:
     affected: dict[str, list[str]] = field(default_factory=dict)
     """Snapshot id → paths of files (or directories) it can no longer restore."""
     snapshots: int = 0
+    runs: int = 0
+    """Run records read and authenticated (FORMAT.md §14)."""
     trees: int = 0
     packs: int = 0
     packs_read: int = 0
@@ -101,6 +104,7 @@ class Checker:
         if self.read_data:
             self._read_packs()
         self._check_snapshots()
+        self._check_runs()
         return self.report
 
     # --- packs --------------------------------------------------------------------------------
@@ -202,6 +206,18 @@ class Checker:
             damaged = self._damaged_below(snap.tree, "")
             if damaged:
                 self.report.affected[snap.id] = damaged
+
+    def _check_runs(self) -> None:
+        """Every run record must authenticate and parse; a damaged one is an error of kind
+        ``run`` (like a damaged snapshot), which calls for no repair: nothing depends on a
+        record, so it can simply be deleted."""
+        self.report.runs = len(
+            self.repo.list_runs(
+                on_error=lambda n, e: self._error(
+                    "run", n, f"{e} (it holds only the history of one run: delete the object)"
+                )
+            )
+        )
 
     def _damaged_below(self, tree_id: bytes, prefix: str) -> list[str]:
         """Paths (relative to ``prefix``) that cannot be restored in this tree. Depth first

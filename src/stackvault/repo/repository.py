@@ -36,6 +36,8 @@ from stackvault.errors import (
     UsageError,
     WrongPassword,
 )
+from stackvault.records.run import RunRecord
+from stackvault.repo import runs
 from stackvault.repo.access import StoreAccess
 from stackvault.repo.blob import BlobCodec, BlobType, IndexEntry, blob_aad
 from stackvault.repo.config import (
@@ -49,6 +51,7 @@ from stackvault.repo.index import Index, IndexFile, decode_index_file
 from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_username
 from stackvault.repo.pack import PACKS_PREFIX, pack_name, storage_id
 from stackvault.repo.reserve import release_reserve, write_reserve
+from stackvault.repo.runs import RunExpiry, RunKeep, StoredRun
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
 from stackvault.repo.spans import SpanData, missing_blob
 from stackvault.repo.tree import Node, decode_tree, walk_trees
@@ -512,6 +515,60 @@ class Repository:
 
     def remove_snapshot(self, snapshot_id: str) -> None:
         self.store.delete(f"snapshots/{snapshot_id}")
+
+    # --- run records (FORMAT.md §14; the rules in repo/runs.py) -----------------------------
+
+    def save_run(self, record: RunRecord) -> str:
+        """Write a run record, create-only (an append-only store accepts it); returns its
+        object name, ``runs/<id>``."""
+        return runs.save_run(self.store, self.envelope, record)
+
+    def stored_runs(
+        self,
+        on_error: Callable[[str, IntegrityError], None] | None = None,
+        *,
+        job: str | None = None,
+    ) -> list[StoredRun]:
+        """Every readable run record (of ``job`` if given) with its object name, oldest
+        first, read in parallel; damaged ones go to ``on_error`` or are skipped with a
+        warning (`runs.read_runs`)."""
+        return runs.read_runs(
+            self.store,
+            self.envelope,
+            workers=self.access.metadata_readers,
+            notice=self.notice,
+            on_error=on_error,
+            job=job,
+        )
+
+    def list_runs(
+        self,
+        on_error: Callable[[str, IntegrityError], None] | None = None,
+        *,
+        job: str | None = None,
+    ) -> list[RunRecord]:
+        """`stored_runs` without the names: the records, oldest first."""
+        return [stored.record for stored in self.stored_runs(on_error, job=job)]
+
+    def latest_runs(self, job: str, count: int = 1) -> list[RunRecord]:
+        """The ``count`` newest readable records of ``job``, newest first."""
+        return self.list_runs(job=job)[::-1][: max(0, count)]
+
+    def expire_runs(
+        self, keep: RunKeep | None = None, *, dry_run: bool = False, command: str = "forget"
+    ) -> RunExpiry:
+        """Delete the run records ``keep`` (default `RunKeep()`) does not keep, measured
+        against this repository's clock (`runs.expire_runs`: refused on an append-only store,
+        records under Object Lock retention stay)."""
+        return runs.expire_runs(
+            self.store,
+            self.stored_runs(),
+            keep or RunKeep(),
+            self.clock.now(),
+            notice=self.notice,
+            dry_run=dry_run,
+            command=command,
+        )
 
     # --- keys -------------------------------------------------------------------------------
 
