@@ -27,6 +27,7 @@ from stackvault.repo.tree import Node, encode_tree
 from stackvault.store.base import Retention, Store
 from stackvault.store.local import LocalStore
 from stackvault.store.memory import MemoryStore
+from support.countingstore import CountingStore
 
 PW = b"pw"
 FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
@@ -257,6 +258,31 @@ def test_a_record_is_bound_to_its_role_and_name(store: Store) -> None:
     store.put(forged_name, forged)
     with pytest.raises(IntegrityError, match="failed authentication"):
         load_run(store, repo.envelope, forged_name)
+
+
+class _Writes(CountingStore):
+    """Records which names were written with `put` and which with `put_new`."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.puts: list[str] = []
+        self.creates: list[str] = []
+
+    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        self.puts.append(name)
+        super().put(name, data)
+
+    def put_new(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        self.creates.append(name)
+        super().put_new(name, data)
+
+
+def test_records_are_created_never_replaced() -> None:
+    store = _Writes(MemoryStore())
+    repo = _repo(store, FrozenClock(T0))
+    name = repo.save_run(_run())
+    assert name in store.creates and name not in store.puts
+    store.put_new(name, store.get(name))  # the same bytes again: a retry meeting itself
 
 
 def test_a_location_with_credentials_is_never_written() -> None:
