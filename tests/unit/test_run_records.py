@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from stackvault.clock import FrozenClock
+from stackvault.crypto.envelope import Envelope
 from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.copy import CopyJob, select_snapshots
 from stackvault.errors import AppendOnlyRefused, IntegrityError, UsageError
@@ -21,7 +22,7 @@ from stackvault.records.run import RunRecord, RunStep, UnsupportedRunFormat, job
 from stackvault.repo.blob import BlobType
 from stackvault.repo.check import Checker
 from stackvault.repo.repository import Repository
-from stackvault.repo.runs import RUN_AAD, RUNS_PREFIX, RunKeep, load_run
+from stackvault.repo.runs import RUN_AAD, RUNS_PREFIX, RunKeep, load_run, open_run
 from stackvault.repo.snapshot import SNAPSHOT_AAD, Snapshot
 from stackvault.repo.tree import Node, encode_tree
 from stackvault.store.base import Retention, Store
@@ -250,6 +251,36 @@ def test_records_are_stored_encrypted_listed_oldest_first_and_filtered_by_job(
     assert [r.id for r in again.latest_runs("nightly", 5)] == [second.id, first.id]
     assert again.latest_runs("weekly") == []
     assert again.list_snapshots() == []  # runs are not snapshots
+
+
+# A run record sealed (FORMAT.md §14) under the key bytes(range(32)) with the nonce
+# bytes(range(100, 112)): AES-256-GCM with associated data b"sv1:run", named by its BLAKE3.
+KNOWN_RUN = bytes.fromhex(
+    "6465666768696a6b6c6d6e6f3339a8030b9a3ff1504065d9f647039960f8243abb5dc24095e29f7ccf96907e"
+    "a2de77f8742ba2659c911a5c9e26aeaa7e3dfec50c682b4798d396f481e8c2e27ce0a22cfa69536af81bcf79"
+    "33e213ca460b6b55d5b1e8a2fdcb14f64b21787cbe42bf4e5a19884c89caeeff923d96d8121bb02ff1528904"
+    "8849a393f6966da956fafc8a5310701bfb7f7b35baad6cb3c2f7cf7c607ebca201bf4e7dd02195cabb011766"
+    "a0ecc3cc492ac4849918d7ecacd3a2c2159f70bb0a68762fa7f23df4e85c6582cd71016d275d474135489d6f"
+    "3229fb20bd7a7fc9937b69a28d907d9f6e178cca8cb5091238df28b4d826a2eb0bad25c592a988e9fdd2780a"
+    "41558feb555fa8f21859fba5d47cb9f681842432c4e42e4bc91d5c47b52c25331b132b1df1ce37440b17cbc7"
+    "12ba7abe8192a5de6b6579d36b6a25fa36fb1d6eb7a2184cc473d7d3293823daafe83018aa48331585d23b0f"
+    "bf32ddf684e69bb61f86e526eabee6ae4a3b1a9cc4e3d591336a872775eb9e65a6ffc1822a358cd659ba9183"
+    "126b6d7096f2a203a1e05cb739a5cef0a5636769b51ffcdd936c0a41cb7b4c43197043469c50904afc17ed1c"
+    "d2e3f45be0f2fd8507ea929438b7b3"
+)
+KNOWN_RUN_NAME = "runs/347f786073692cbca9ab8c7fe93843e65b6f346c1242cfad699f4213736d244a"
+
+
+def test_the_known_run_record_opens_to_the_known_record() -> None:
+    record = open_run(Envelope(bytes(range(32))), KNOWN_RUN_NAME, KNOWN_RUN)
+    assert record.id == "00112233445566778899aabbccddeeff" and record.job == "nightly"
+    assert record.started == datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    assert record.result == "ok" and record.trigger == "schedule"
+    [step] = record.steps
+    assert (step.name, step.repository, step.location) == ("backup", "local", "/srv/r")
+    assert (step.duration_s, step.snapshot, step.bytes_added) == (299.5, "ab12", 42)
+    with pytest.raises(IntegrityError, match="does not match its name"):
+        open_run(Envelope(bytes(range(32))), "runs/" + "0" * 64, KNOWN_RUN)
 
 
 def test_a_record_is_bound_to_its_role_and_name(store: Store) -> None:
