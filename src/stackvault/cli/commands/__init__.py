@@ -7,6 +7,7 @@ from stackvault.cli.commands import (
     backup,
     browse,
     check,
+    config,
     copy,
     forget,
     init,
@@ -23,5 +24,5 @@ if TYPE_CHECKING:
 
 def register_all(subparsers: Subparsers) -> None:
     """Add every command, in the order `stackvault -h` lists them."""
-    for module in (backup, browse, check, copy, forget, init, keys, repair, restore, stack):
+    for module in (backup, browse, check, config, copy, forget, init, keys, repair, restore, stack):
         module.register(subparsers)

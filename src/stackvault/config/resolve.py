@@ -1,0 +1,432 @@
+"""From a file's entries to effective jobs (config layer): cross-references and provenance.
+
+A value is looked up in layers, most specific first: the job, its policy, what that policy
+``extends`` (a file policy named like a built-in tier and without ``extends`` extends the
+built-in tier), down to a built-in tier. The first layer that gives a key gives its value and
+its provenance. A schedule no layer gives is derived from the RPO
+(`stackvault.config.schedule`); a window no layer gives is the RPO minus the schedule's
+longest gap. Retention rules for a repository by name win over ``default`` rules.
+
+Rules (each broken one is a `Problem`, all found in one pass): policy and repository names
+must exist; ``extends`` must not loop; every policy has an ``rpo`` and an ``rto``; a job's
+copies are neither its primary nor repeated; retention keys name ``default`` or a repository
+a job of that policy (or that job) uses; a schedule whose longest gap exceeds the RPO is an
+error, one whose gap plus window exceeds it a warning.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from stackvault.config.durations import Span, span_of_seconds
+from stackvault.config.job import CheckSettings, EffectiveJob, Hooks, Retention, Sourced
+from stackvault.config.model import CheckEntry, DataSubset, JobEntry, PolicyEntry, RetentionEntry
+from stackvault.config.problems import Problem
+from stackvault.config.repository import RepositorySettings
+from stackvault.config.schedule import Schedule, derive_schedule
+from stackvault.config.tiers import DEFAULT_RETENTION, TIERS
+from stackvault.config.yamlfile import KeyPath
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One place values come from: its label, its entry, and its key path (None: built in)."""
+
+    label: str
+    entry: PolicyEntry | JobEntry
+    path: KeyPath | None
+
+
+@dataclass
+class Outcome:
+    """What resolving found: the jobs, problems (errors) and warnings."""
+
+    jobs: dict[str, EffectiveJob] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Values:
+    rpo: Sourced[Span]
+    rto: Sourced[Span]
+    schedule: Sourced[Schedule]
+    window: Sourced[Span]
+    check: CheckSettings
+
+
+class Resolver:
+    """Resolves valid entries; names of invalid ones (``broken_*``) are known but skipped."""
+
+    def __init__(
+        self,
+        repositories: dict[str, RepositorySettings],
+        policies: dict[str, PolicyEntry],
+        jobs: dict[str, JobEntry],
+        *,
+        broken_policies: set[str],
+        broken_repositories: set[str],
+        policy_order: list[str],
+        repository_order: list[str],
+        base_dir: str,
+    ) -> None:
+        self.repositories = repositories
+        self.policies = policies
+        self.jobs = jobs
+        self.broken_policies = broken_policies
+        self.broken_repositories = broken_repositories
+        self.policy_names = [*TIERS, *(n for n in policy_order if n not in TIERS)]
+        self.repository_order = repository_order
+        self.base_dir = base_dir
+        self.out = Outcome()
+
+    # --- policies ------------------------------------------------------------------------
+
+    def chain(self, name: str) -> list[Layer] | None:
+        """The layers of policy ``name``, most specific first; None if it is unknown, broken
+        or loops (the problem is reported where the policy is defined)."""
+        layers: list[Layer] = []
+        seen: set[str] = set()
+        current: str | None = name
+        while current is not None:
+            entry = self.policies.get(current)
+            if entry is None:
+                if current in TIERS:
+                    layers.append(Layer(f"built-in {current}", TIERS[current], None))
+                    return layers
+                return None
+            if current in seen:
+                return None
+            seen.add(current)
+            layers.append(Layer(f"policy {current}", entry, ("policies", current)))
+            parent = entry.extends
+            if parent is None or parent == current:
+                if current in TIERS:
+                    layers.append(Layer(f"built-in {current}", TIERS[current], None))
+                return layers
+            current = parent
+        return layers
+
+    def check_policies(self) -> None:
+        """The problems of each file policy on its own (extends, rpo, rto, schedule)."""
+        for name, entry in self.policies.items():
+            parent = entry.extends
+            if (
+                parent is not None
+                and parent != name
+                and parent not in self.policies
+                and parent not in TIERS
+            ):
+                if parent not in self.broken_policies:
+                    self._error(
+                        ("policies", name, "extends"),
+                        f"unknown policy {parent!r} (known: {', '.join(self.policy_names)})",
+                    )
+                continue
+            if self.chain(name) is None:
+                if parent is not None and self._loops(name):
+                    self._error(("policies", name, "extends"), "extends itself through a loop")
+                continue
+            layers = self.chain(name)
+            assert layers is not None
+            self.values(layers, ("policies", name))
+
+    def _loops(self, name: str) -> bool:
+        seen: set[str] = set()
+        current: str | None = name
+        while current in self.policies and current not in seen:
+            seen.add(current)
+            nxt = self.policies[current].extends
+            current = None if nxt == current else nxt
+        return current is not None and current in seen
+
+    def values(self, layers: list[Layer], where: KeyPath | None) -> _Values | None:
+        """The policy values of ``layers``; a problem at ``where`` (unless None: said
+        already) if rpo or rto is missing."""
+        rpo = _first_span(layers, "rpo")
+        rto = _first_span(layers, "rto")
+        for key, found in (("rpo", rpo), ("rto", rto)):
+            if found is None and where is not None:
+                self._error(
+                    where,
+                    f"gives no {key}: set {key}, or extends: a policy that has one "
+                    f"({', '.join(TIERS)})",
+                )
+        if rpo is None:
+            return None
+        rpo_value: Span = rpo[0]
+        schedule = _first_schedule(layers)
+        if schedule is None:
+            sched = Sourced(derive_schedule(rpo_value), "derived from rpo")
+        else:
+            sched = Sourced(schedule[0], schedule[1].label)
+            self._check_schedule(schedule[0], schedule[1], rpo_value)
+        window = _first_span(layers, "window")
+        gap = sched.value.longest_gap
+        if window is None:
+            left = rpo_value.seconds - gap
+            win = Sourced(
+                span_of_seconds(left if left >= 60 else max(gap // 2, 60)),
+                "derived from rpo and schedule",
+            )
+        else:
+            win = Sourced(window[0], window[1].label)
+            if gap <= rpo_value.seconds < gap + window[0].seconds and window[1].path:
+                self._warn(
+                    (*window[1].path, "window"),
+                    f"a run every {span_of_seconds(gap)} that may take {window[0]} can leave "
+                    f"the newest restore point older than the rpo {rpo_value}",
+                )
+        if rto is None:
+            return None
+        return _Values(
+            Sourced(rpo_value, rpo[1].label),
+            Sourced(rto[0], rto[1].label),
+            sched,
+            win,
+            _check(layers),
+        )
+
+    def _check_schedule(self, schedule: Schedule, layer: Layer, rpo: Span) -> None:
+        if layer.path is None:
+            return
+        gap = schedule.longest_gap
+        if gap > rpo.seconds:
+            self._error(
+                (*layer.path, "schedule"),
+                f"'{schedule.cron}' leaves up to {span_of_seconds(gap)} between runs, more than "
+                f"the rpo {rpo}: remove it to derive one, or run more often",
+            )
+        elif gap == rpo.seconds:
+            self._warn(
+                (*layer.path, "schedule"),
+                f"'{schedule.cron}' runs only as often as the rpo {rpo}: the time a run takes "
+                "makes the newest restore point older than the rpo",
+            )
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def check_retention_keys(self) -> None:
+        """Every retention key names ``default`` or a repository a job of it uses."""
+        users: dict[str, set[str]] = {}
+        for job in self.jobs.values():
+            for layer in self.chain(job.policy) or []:
+                if layer.path is not None:
+                    users.setdefault(str(layer.path[1]), set()).update(_repos(job))
+        for name, entry in self.policies.items():
+            for repo in entry.retention or {}:
+                path = ("policies", name, "retention", repo)
+                if self._unknown_repo(repo, path):
+                    continue
+                used = users.get(name)
+                if used is not None and repo != DEFAULT_RETENTION and repo not in used:
+                    self._error(path, f"no job of policy {name} uses repository {repo!r}")
+
+    def _unknown_repo(self, repo: str, path: KeyPath) -> bool:
+        if repo == DEFAULT_RETENTION or repo in self.repositories:
+            return False
+        if repo not in self.broken_repositories:
+            self._error(path, f"unknown repository {repo!r} ({self._known_repos()})")
+        return True
+
+    def _known_repos(self) -> str:
+        names = [n for n in self.repository_order if n != DEFAULT_RETENTION]
+        return f"known: {', '.join(names)}" if names else "no repositories are defined"
+
+    def job(self, name: str, entry: JobEntry) -> None:
+        """Resolve job ``name``, or report why it cannot be."""
+        here: KeyPath = ("jobs", name)
+        policy_layers = self.chain(entry.policy)
+        if policy_layers is None and entry.policy not in (
+            *self.policies,
+            *self.broken_policies,
+        ):
+            self._error(
+                (*here, "policy"),
+                f"unknown policy {entry.policy!r} (known: {', '.join(self.policy_names)})",
+            )
+        primary = self._repo(entry.repository, (*here, "repository"))
+        copies: list[RepositorySettings] = []
+        ok = primary is not None
+        for index, copy in enumerate(entry.copies):
+            path = (*here, "copies", index)
+            if copy == entry.repository:
+                self._error(path, f"{copy!r} is the job's repository; a copy must be another one")
+                ok = False
+            elif copy in entry.copies[:index]:
+                self._error(path, f"{copy!r} is listed twice")
+                ok = False
+            else:
+                settings = self._repo(copy, path)
+                ok = ok and settings is not None
+                if settings is not None:
+                    copies.append(settings)
+        for repo in entry.retention or {}:
+            path = (*here, "retention", repo)
+            if not self._unknown_repo(repo, path) and repo not in (
+                DEFAULT_RETENTION,
+                *_repos(entry),
+            ):
+                self._error(
+                    path,
+                    f"repository {repo!r} is not one this job uses ({', '.join(_repos(entry))})",
+                )
+        self._check_what(name, entry)
+        if policy_layers is None or not ok or primary is None:
+            return
+        layers = [Layer(f"job {name}", entry, here), *policy_layers]
+        values = self.values(layers, None)
+        if values is None:
+            return
+        retention = self._retention(layers, [primary.name, *(c.name for c in copies)], here)
+        if retention is None:
+            return
+        self.out.jobs[name] = EffectiveJob(
+            name=name,
+            policy=entry.policy,
+            repository=primary,
+            copies=tuple(copies),
+            rpo=values.rpo,
+            rto=values.rto,
+            schedule=values.schedule,
+            window=values.window,
+            retention=retention,
+            check=values.check,
+            hooks=_hooks(entry, name),
+            stack_plan=(
+                os.path.join(self.base_dir, entry.stack_plan) if entry.stack_plan else None
+            ),
+            sources=tuple(entry.sources),
+            paths=tuple(entry.paths),
+        )
+
+    def _repo(self, name: str, path: KeyPath) -> RepositorySettings | None:
+        found = self.repositories.get(name)
+        if found is None and name not in self.broken_repositories:
+            self._error(path, f"unknown repository {name!r} ({self._known_repos()})")
+        return found
+
+    def _retention(
+        self, layers: list[Layer], repos: list[str], here: KeyPath
+    ) -> dict[str, Sourced[Retention]] | None:
+        out: dict[str, Sourced[Retention]] = {}
+        for repo in repos:
+            found = _retention_for(layers, repo)
+            if found is None:
+                self._error(
+                    (*here, "policy"),
+                    f"no retention for repository {repo!r}: give retention.{repo} or "
+                    f"retention.{DEFAULT_RETENTION} in the job or its policy",
+                )
+                continue
+            out[repo] = found
+        return out if len(out) == len(repos) else None
+
+    def _check_what(self, name: str, entry: JobEntry) -> None:
+        for index, path in enumerate(entry.paths):
+            if not os.path.isabs(path):
+                self._error(("jobs", name, "paths", index), f"{path!r} must be an absolute path")
+        from stackvault.errors import StackvaultError
+        from stackvault.sources.registry import open_source
+
+        for index, url in enumerate(entry.sources):
+            try:
+                open_source(url)
+            except StackvaultError as exc:
+                self._error(("jobs", name, "sources", index), str(exc))
+
+    def check_plans(self) -> None:
+        """Each job's stack plan file reads as a valid plan (`stackvault.stack.plan`)."""
+        from stackvault.errors import StackvaultError
+        from stackvault.stack.plan import load_plan
+
+        for name, entry in self.jobs.items():
+            if entry.stack_plan is None:
+                continue
+            try:
+                load_plan(os.path.join(self.base_dir, entry.stack_plan))
+            except StackvaultError as exc:
+                text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                self._error(("jobs", name, "stack_plan"), text)
+
+    def _error(self, path: KeyPath, message: str) -> None:
+        problem = Problem(path, message)
+        if problem not in self.out.problems:
+            self.out.problems.append(problem)
+
+    def _warn(self, path: KeyPath, message: str) -> None:
+        problem = Problem(path, message)
+        if problem not in self.out.warnings:
+            self.out.warnings.append(problem)
+
+
+def _repos(job: JobEntry) -> list[str]:
+    return [job.repository, *job.copies]
+
+
+def _find(layers: list[Layer], key: str) -> tuple[object, Layer] | None:
+    for layer in layers:
+        value = getattr(layer.entry, key, None)
+        if value is not None:
+            return value, layer
+    return None
+
+
+def _first_span(layers: list[Layer], key: str) -> tuple[Span, Layer] | None:
+    found = _find(layers, key)
+    if found is None:
+        return None
+    assert isinstance(found[0], Span)
+    return found[0], found[1]
+
+
+def _first_schedule(layers: list[Layer]) -> tuple[Schedule, Layer] | None:
+    found = _find(layers, "schedule")
+    if found is None:
+        return None
+    assert isinstance(found[0], Schedule)
+    return found[0], found[1]
+
+
+def _check(layers: list[Layer]) -> CheckSettings:
+    every: Sourced[Span] | None = None
+    subset: Sourced[DataSubset | None] | None = None
+    for layer in layers:
+        entry: CheckEntry | None = layer.entry.check
+        if entry is None:
+            continue
+        if every is None and entry.every is not None:
+            every = Sourced(entry.every, layer.label)
+        if subset is None and "read_data_subset" in entry.model_fields_set:
+            subset = Sourced(entry.read_data_subset, layer.label)
+    return CheckSettings(
+        every or Sourced(Span(None, 7 * 1440), "default"),
+        subset or Sourced(None, "default"),
+    )
+
+
+def _retention_for(layers: list[Layer], repo: str) -> Sourced[Retention] | None:
+    for key, suffix in ((repo, ""), (DEFAULT_RETENTION, f", retention.{DEFAULT_RETENTION}")):
+        for layer in layers:
+            entry: RetentionEntry | None = (layer.entry.retention or {}).get(key)
+            if entry is not None:
+                return Sourced(Retention(entry.rules()), layer.label + suffix)
+    return None
+
+
+def _hooks(entry: JobEntry, name: str) -> Hooks:
+    if entry.hooks is None:
+        return Hooks()
+
+    def argv(command: str | list[str] | None) -> tuple[str, ...] | None:
+        if command is None:
+            return None
+        return ("sh", "-c", command) if isinstance(command, str) else tuple(command)
+
+    return Hooks(
+        argv(entry.hooks.before),
+        argv(entry.hooks.after),
+        argv(entry.hooks.on_failure),
+        source=f"job {name}",
+    )
