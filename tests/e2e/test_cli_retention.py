@@ -14,12 +14,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import PASSWORD, Result, make_tree
+from stackvault.records.run import RunRecord, RunStep
+from stackvault.repo.repository import Repository
+from stackvault.store.local import LocalStore
 
 Cli = Callable[..., Result]
 MiB = 1024 * 1024
@@ -451,3 +455,33 @@ def test_damaged_pack_is_reported_with_exit_20(initialised: Path, tmp_path: Path
         timeout=60,
     )
     assert dump.returncode == 20
+
+
+def test_prune_expires_run_records_by_their_rule(initialised: Path, cli: Cli) -> None:
+    """FORMAT.md §14: prune keeps each job's newest 30 records and all younger than 90 days."""
+    repo = Repository.open(LocalStore(initialised), PASSWORD.encode())
+    now = datetime.now(UTC)
+    for i in range(34):  # 4 beyond the newest 30, all older than 90 days
+        started = now - timedelta(days=200 + i)
+        repo.save_run(
+            RunRecord(
+                id=f"{i:032x}",
+                job="nightly",
+                host="db1",
+                started=started,
+                ended=started + timedelta(minutes=1),
+                result="ok",
+                trigger="schedule",
+                program="stackvault test",
+                steps=[RunStep(name="backup", result="ok", started=started, duration_s=60.0)],
+            )
+        )
+    dry = cli("prune", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    assert dry.json()["run_records_removed"] == 4
+    assert len(repo.list_runs(job="nightly")) == 34
+    res = cli("prune")
+    assert res.code == 0, res.err
+    assert "deleted 4 expired run record(s)" in res.out
+    kept = repo.list_runs(job="nightly")
+    assert sorted(r.id for r in kept) == [f"{i:032x}" for i in range(30)]

@@ -33,9 +33,11 @@ class PruneSummary:
     next_release: str | None
     retention_extended: int
     retention_until: str | None
+    run_records_removed: int = 0
+    """Run records the expiry rule deleted (or would delete): FORMAT.md §14."""
 
     @classmethod
-    def of(cls, plan: PrunePlan, margin: timedelta) -> PruneSummary:
+    def of(cls, plan: PrunePlan, margin: timedelta, runs_removed: int = 0) -> PruneSummary:
         release = plan.next_release
         return cls(
             packs_deleted=len(plan.delete_packs) + len(plan.unindexed_packs),
@@ -58,6 +60,7 @@ class PruneSummary:
             retention_until=(
                 plan.extend_until.isoformat() if plan.extend and plan.extend_until else None
             ),
+            run_records_removed=runs_removed,
         )
 
     def to_json(self) -> dict[str, object]:

@@ -101,8 +101,12 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool, margin: timedelta) -> Prun
     plan = plan_prune(repo, now=repo.lock_time, safety_margin=margin)
     if not dry_run:
         execute_prune(repo, plan, cli.notice)
+    runs = repo.expire_runs(dry_run=dry_run, command="prune")  # FORMAT.md §14
     release = plan.next_release
-    doc = PruneSummary.of(plan, margin)
+    doc = PruneSummary.of(plan, margin, len(runs.removed))
+    if runs.removed and not cli.json:
+        verb = "would delete" if dry_run else "deleted"
+        cli.print(f"prune: {verb} {len(runs.removed)} expired run record(s)")
     if not cli.json and plan.locked and release is not None:
         last = max(plan.locked.values())
         cli.print(
