@@ -55,11 +55,14 @@ def parse_span(text: str) -> Span:
     match = _MINUTES.match(stripped)
     minutes = int(match["minutes"]) if match else 0
     head = match["calendar"] if match else stripped
+    zero = UsageError(f"a duration must be longer than zero, got {text!r}")
     try:
         calendar = parse_duration(head) if head else None
-    except UsageError:
+    except UsageError as exc:
+        if "longer than zero" in exc.message and not minutes:
+            raise zero from None
         raise UsageError(f"expected {EXPECTED}, got {text!r}") from None
     span = Span(calendar, minutes)
     if span.seconds == 0:
-        raise UsageError(f"a duration must be longer than zero; expected {EXPECTED}")
+        raise zero
     return span

@@ -75,7 +75,7 @@ def load_config(path: str | None = None, *, check_files: bool = True) -> Config:
 def config_from_yaml(file: YamlFile, *, check_files: bool = True) -> Config:
     """Validate the parsed file ``file`` (see `load_config`)."""
     problems: list[Problem] = [
-        Problem(p, f"{p[-1]!s} is given twice in this mapping") for p, _ in file.duplicates
+        Problem(p, f"{p[-1]!s} is given twice in this mapping", line) for p, line in file.duplicates
     ]
     doc = file.doc if file.doc is not None else {}
     if not isinstance(doc, dict):

@@ -39,6 +39,11 @@ def problem(message: str) -> PydanticCustomError:
     return PydanticCustomError("config", "{message}", {"message": message})
 
 
+def _must(message: str) -> str:
+    """``expected X`` (a parser's message) as ``must be X``; other messages as they are."""
+    return "must be " + message[len("expected ") :] if message.startswith("expected ") else message
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise problem("must be a non-empty string")
@@ -69,7 +74,7 @@ def _span(value: object) -> Span:
     try:
         return parse_span(value)
     except UsageError as exc:
-        raise problem(f"must be {exc.message.removeprefix('expected ')}") from None
+        raise problem(_must(exc.message)) from None
 
 
 def _calendar(value: object) -> Duration:
@@ -78,7 +83,7 @@ def _calendar(value: object) -> Duration:
     try:
         return parse_duration(value)
     except UsageError as exc:
-        raise problem(f"must be {exc.message.removeprefix('expected ')}") from None
+        raise problem(_must(exc.message)) from None
 
 
 def _schedule(value: object) -> Schedule:
@@ -87,7 +92,7 @@ def _schedule(value: object) -> Schedule:
     try:
         return parse_schedule(value)
     except UsageError as exc:
-        raise problem(f"must be {exc.message.removeprefix('expected ')}") from None
+        raise problem(_must(exc.message)) from None
 
 
 def _count(value: object) -> int:

@@ -37,6 +37,8 @@ class Problem:
 
     path: KeyPath
     message: str
+    line: int | None = None
+    """The line, when it is not the key's first (a key given twice)."""
 
 
 def key_text(path: KeyPath) -> str:
@@ -49,7 +51,7 @@ def key_text(path: KeyPath) -> str:
 
 def format_problems(problems: list[Problem], file: YamlFile) -> list[str]:
     """Each problem as ``FILE:LINE: KEY: MESSAGE``, sorted by line (then as given)."""
-    lines = [(file.line(p.path), i, p) for i, p in enumerate(problems)]
+    lines = [(p.line or file.line(p.path), i, p) for i, p in enumerate(problems)]
     return [
         f"{file.name}:{line}: {key_text(p.path) or '(top)'}: {p.message}"
         for line, _, p in sorted(lines, key=lambda t: (t[0], t[1]))

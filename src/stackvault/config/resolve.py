@@ -268,9 +268,10 @@ class Resolver:
                 DEFAULT_RETENTION,
                 *_repos(entry),
             ):
+                used = ", ".join(dict.fromkeys(_repos(entry)))
                 self._error(
                     path,
-                    f"repository {repo!r} is not one this job uses ({', '.join(_repos(entry))})",
+                    f"repository {repo!r} is not one this job uses ({used})",
                 )
         self._check_what(name, entry)
         if policy_layers is None or not ok or primary is None:
