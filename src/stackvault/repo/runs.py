@@ -224,11 +224,12 @@ def expire_runs(
 ) -> RunExpiry:
     """Delete the records of ``runs`` (every readable record: `read_runs` without ``job``)
     that ``keep`` does not keep. Refuses (`AppendOnlyRefused`) on an append-only store before
-    deleting anything (a dry run too: it would not be able to do what it shows). A record
+    deleting anything; a dry run only shows, so it is allowed there (as prune's is). A record
     under Object Lock retention stays, ``notice`` is told until when, and it is listed in
     `RunExpiry.locked`. Needs no exclusive lock: a record written meanwhile is the newest of
     its job, which the rule keeps. ``command`` names the operation for the refusal."""
-    refuse_on_append_only_store(store, command, "deletes old run records")
+    if not dry_run:
+        refuse_on_append_only_store(store, command, "deletes old run records")
     doomed = runs_to_expire(runs, keep, now)
     result = RunExpiry(kept=len(runs) - len(doomed))
     for run in doomed:
