@@ -172,6 +172,24 @@ def test_init_json_prints_the_repository_id(tmp_path: Path, repo_env: Path, cli:
 # --- 2. opening: missing repository, passwords, format version --------------------------------
 
 
+def test_global_options_after_the_command(tmp_path: Path, repo_env: Path, cli: Cli) -> None:
+    """`init --repo X`, `snapshots -r X --quiet`: restic's habit; after the command a global
+    option wins over the same one before it, and each command's help lists them."""
+    other = tmp_path / "after" / "repo"
+    res = cli(*FAST_INIT, "--repo", other, "--json")
+    assert res.code == 0, res.err
+    assert res.json()["id"] == json.loads((other / "config").read_text())["id"]
+    listed = cli("snapshots", "-r", other, "--quiet")
+    assert (listed.code, listed.out) == (0, "")
+    assert cli("--repo", tmp_path / "nowhere", "snapshots", "-r", other, "--json").json() == []
+    assert cli("--json", "snapshots", "-r", other).json() == []  # before stands too
+    missing = cli("snapshots", "--repo", tmp_path / "nowhere")
+    assert missing.code == 10 and "nowhere" in assert_one_line_error(missing)
+    help_text = cli("init", "-h").out
+    assert "Global options" in help_text
+    assert all(flag in help_text for flag in ("--repo", "--password-file", "--quiet", "--json"))
+
+
 def test_missing_repository_exits_10(repo_env: Path, cli: Cli) -> None:
     res = cli("snapshots")
     assert res.code == 10

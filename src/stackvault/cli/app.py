@@ -18,11 +18,12 @@ from stackvault.cli.parser import (
     COMMAND_JSON,
     GROUP,
     HANDLER,
-    JSON_HELP,
     NAME,
+    NO_LOCK_HELP,
     READS_ONLY,
     Parser,
     ParserExit,
+    add_global_options,
     commands_of,
 )
 from stackvault.errors import EXIT_USAGE, UsageError
@@ -39,15 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["NO_LOCK_HELP", "PROG", "ParserExit", "build_parser", "run_command"]
 
 PROG = "stackvault"
-NO_LOCK_HELP = (
-    "Read the repository without locking it. Only for commands that only read it "
-    "(snapshots, ls, diff, stats, restore except --to with --overwrite, dump, export, "
-    "sha256sums, check, key list; copy: the source, the destination is always locked); the "
-    "others refuse it. The risk: a prune "
-    "running meanwhile may delete data while it is read, and the command may then fail with "
-    "damage errors (never give wrong bytes). A read-only repository is read without a lock "
-    "anyway, with a notice."
-)
 
 
 class _Version(argparse.Action):
@@ -75,28 +67,7 @@ def build_parser() -> Parser:
         "encrypted repository.",
         leaf=False,
     )
-    parser.add_argument(
-        "-r",
-        "--repo",
-        metavar="LOCATION",
-        help="Repository location (default: $STACKVAULT_REPOSITORY).",
-    )
-    parser.add_argument(
-        "-p",
-        "--password-file",
-        metavar="FILE",
-        help="Read the password from this file (default: $STACKVAULT_PASSWORD_FILE, "
-        "$STACKVAULT_PASSWORD, or a prompt).",
-    )
-    parser.add_argument(
-        "--append-only",
-        action="store_true",
-        help="Open a local repository so that nothing in it can be deleted or overwritten "
-        "(locks excepted); commands that delete refuse (default: $STACKVAULT_APPEND_ONLY=1).",
-    )
-    parser.add_argument("--no-lock", action="store_true", help=NO_LOCK_HELP)
-    parser.add_argument("--json", action="store_true", help=JSON_HELP)
-    parser.add_argument("-q", "--quiet", action="store_true", help="Print only errors.")
+    add_global_options(parser)
     parser.add_argument("--version", action=_Version, help="Print the version.")
     parser.set_defaults(**{GROUP: parser})
     register_all(commands_of(parser))

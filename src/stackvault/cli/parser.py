@@ -27,6 +27,15 @@ if TYPE_CHECKING:
     Handler: TypeAlias = Callable[..., int | None]
 
 JSON_HELP = "Print machine-readable JSON on stdout."
+NO_LOCK_HELP = (
+    "Read the repository without locking it. Only for commands that only read it "
+    "(snapshots, ls, diff, stats, restore except --to with --overwrite, dump, export, "
+    "sha256sums, check, key list; copy: the source, the destination is always locked); the "
+    "others refuse it. The risk: a prune "
+    "running meanwhile may delete data while it is read, and the command may then fail with "
+    "damage errors (never give wrong bytes). A read-only repository is read without a lock "
+    "anyway, with a notice."
+)
 
 # Namespace entries that are not a command's keyword arguments start with "_".
 HANDLER = "_handler"
@@ -204,12 +213,57 @@ def add_command(
     (or, like copy, to the one it reads from), so it accepts the global ``--no-lock``."""
     doc = help if help is not None else _dedent(handler.__doc__ if handler else None)
     summary = " ".join(doc.split("\n\n", 1)[0].split())
-    parser = subparsers.add_parser(name, help=summary, description=doc, leaf=handler is not None)
+    parser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=doc,
+        leaf=handler is not None,
+        conflict_handler="resolve",  # a command's own option of a global's name is its own
+    )
     if handler is not None:
+        add_global_options(parser, after_command=True)
         parser.set_defaults(
             **{HANDLER: handler, READS_ONLY: reads_only, NAME: parser.prog.split(" ", 1)[-1]}
         )
     return parser
+
+
+def add_global_options(parser: Parser, *, after_command: bool = False) -> None:
+    """The global options: on the top-level parser (before the command name) and, with
+    ``after_command``, on every command's own parser too, so that ``stackvault init --repo
+    X`` means what ``stackvault --repo X init`` does. After the command they default to
+    nothing at all (`argparse.SUPPRESS`): a value given before the command then stands, one
+    given after it wins. A command that defines an option of the same name keeps its own."""
+    target: Any = parser
+    extra: dict[str, Any] = {}
+    if after_command:
+        target = parser.add_argument_group("Global options (before or after the command)")
+        extra = {"default": argparse.SUPPRESS}
+    target.add_argument(
+        "-r",
+        "--repo",
+        metavar="LOCATION",
+        help="Repository location (default: $STACKVAULT_REPOSITORY).",
+        **extra,
+    )
+    target.add_argument(
+        "-p",
+        "--password-file",
+        metavar="FILE",
+        help="Read the password from this file (default: $STACKVAULT_PASSWORD_FILE, "
+        "$STACKVAULT_PASSWORD, or a prompt).",
+        **extra,
+    )
+    target.add_argument(
+        "--append-only",
+        action="store_true",
+        help="Open a local repository so that nothing in it can be deleted or overwritten "
+        "(locks excepted); commands that delete refuse (default: $STACKVAULT_APPEND_ONLY=1).",
+        **extra,
+    )
+    target.add_argument("--no-lock", action="store_true", help=NO_LOCK_HELP, **extra)
+    target.add_argument("--json", action="store_true", help=JSON_HELP, **extra)
+    target.add_argument("-q", "--quiet", action="store_true", help="Print only errors.", **extra)
 
 
 def add_group(subparsers: Subparsers, name: str, *, help: str) -> Subparsers:
