@@ -190,6 +190,17 @@ def test_global_options_after_the_command(tmp_path: Path, repo_env: Path, cli: C
     assert all(flag in help_text for flag in ("--repo", "--password-file", "--quiet", "--json"))
 
 
+def test_quiet_still_says_what_went_wrong(initialised: Path, tmp_path: Path, cli: Cli) -> None:
+    """--quiet hides progress and results, never trouble: cron mails only when there is
+    output, so an incomplete snapshot must print its reason and its warning."""
+    data = make_tree(tmp_path / "data", files=2)
+    res = cli("-q", "backup", data, "--source", f"sqlite://{tmp_path}/missing.db")
+    assert res.code == 3, res.err
+    assert res.out == ""
+    assert "error: artifact:" in res.err and "missing.db" in res.err
+    assert "is INCOMPLETE" in res.err
+
+
 def test_missing_repository_exits_10(repo_env: Path, cli: Cli) -> None:
     res = cli("snapshots")
     assert res.code == 10

@@ -125,7 +125,8 @@ class Cli:
 
     def warn(self, message: str) -> None:
         """A line on stderr that needs attention, even with --quiet (a cron job mails it)."""
-        _write(sys.stderr, message if message.startswith("warning:") else f"warning: {message}")
+        attention = message.startswith(("warning:", "error:"))
+        _write(sys.stderr, message if attention else f"warning: {message}")
 
     def print(self, message: str) -> None:
         """A result line on stdout, unless --json or --quiet. Printed verbatim: file names

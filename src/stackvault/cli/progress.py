@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 
+from stackvault.engine.progress import NEEDS_ATTENTION
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -98,10 +100,15 @@ class BarProgress:
 
 
 class LineProgress:
-    """Non-interactive runs: notices only, one line each, verbatim, no bars."""
+    """Non-interactive runs: notices only, one line each, verbatim, no bars. A notice that
+    needs attention (``error:``, ``warning:``) goes to ``warn`` (shown even with --quiet: a
+    cron job mails it), the others to ``write``."""
 
-    def __init__(self, write: Callable[[str], None]) -> None:
+    def __init__(
+        self, write: Callable[[str], None], warn: Callable[[str], None] | None = None
+    ) -> None:
         self._write = write
+        self._warn = warn or write
 
     def set_total(self, *, files: int | None = None, bytes_: int | None = None) -> None:
         pass
@@ -110,7 +117,10 @@ class LineProgress:
         pass
 
     def notice(self, message: str) -> None:
-        self._write(message)
+        if message.startswith(NEEDS_ATTENTION):
+            self._warn(message)
+        else:
+            self._write(message)
 
     def close(self) -> None:
         pass

@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
+NEEDS_ATTENTION = ("error:", "warning:")
+"""The prefixes of the notices that are trouble, not information."""
+
 
 class Progress(Protocol):
     """Receives progress events from any thread. Implementations must be thread-safe and cheap."""
@@ -18,7 +21,9 @@ class Progress(Protocol):
         ...
 
     def notice(self, message: str) -> None:
-        """A line for the user (a skipped file, a removed stale lock, ...)."""
+        """A line for the user (a skipped file, a removed stale lock, ...). A line that needs
+        attention starts with ``error:`` or ``warning:`` (`NEEDS_ATTENTION`): the CLI shows
+        it even with --quiet."""
         ...
 
     def close(self) -> None:

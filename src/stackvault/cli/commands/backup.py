@@ -70,7 +70,7 @@ def make_progress(cli: Cli, label: str) -> Progress:
 
     if cli.interactive:
         return BarProgress(label)
-    return LineProgress(cli.notice)
+    return LineProgress(cli.notice, cli.warn)
 
 
 def _check_what(paths: list[str], stdin_from_command: str | None, source: list[str]) -> None:
@@ -161,7 +161,7 @@ def backup(
         cli.print(f"Processed {what}, {human_bytes(s['bytes'])} in {s['duration_s']:.2f} s")
         cli.print(f"snapshot {snap.short_id} saved")
     if not snap.complete:
-        cli.notice(
+        cli.warn(
             f"warning: snapshot {snap.short_id} is INCOMPLETE: {s['problems']} item(s) could "
             "not be read or captured (listed above and in `snapshots --json`)"
         )
