@@ -265,8 +265,14 @@ def test_an_s3_archive_class_is_refused_as_the_url_option_is(tmp_path: Path) -> 
         + job()[len(GOOD_REPO) :]
     )
     (line,) = problems(tmp_path, text)
-    assert line.startswith("4: repositories.primary.storage_class: conflicts with bad value for")
+    assert line.startswith("4: repositories.primary.storage_class: bad value for S3 option")
     assert "DEEP_ARCHIVE objects must be restored by hand" in line
+    text = text.replace("url: s3://bucket/x", "url: s3://bucket/x?storage-class=GLACIER_IR")
+    text = text.replace("deep_archive", "standard_ia")
+    assert problems(tmp_path, text) == [
+        "4: repositories.primary.storage_class: is given twice: here and as the URL's "
+        "storage-class option; keep one"
+    ]
 
 
 def test_keys_given_twice_and_yaml_errors_are_named_by_line(tmp_path: Path) -> None:
@@ -284,3 +290,10 @@ def test_a_missing_file_says_how_to_write_one(tmp_path: Path) -> None:
     missing = tmp_path / "none.yaml"
     with pytest.raises(ConfigError, match="stackvault config init --output"):
         load_config(str(missing))
+
+
+def test_a_stack_plan_given_as_the_configuration_says_where_it_belongs(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text("version: 1\nproject: dify\npreset: dify\nconsistency: strict\n")
+    with pytest.raises(ConfigError, match=r"is a stack plan .*name it in a job's stack_plan"):
+        load_config(str(path))

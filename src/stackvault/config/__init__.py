@@ -6,9 +6,9 @@ The API for what runs jobs: `load_config` → `Config` (``jobs``, ``job(name)`` 
 
 Modules: ``durations`` (rpo/rto/window notation), ``schedule`` (cron, derivation from the
 RPO), ``model`` (the file's entries), ``tiers`` (built-in policies), ``repository`` (locations
-and password references), ``job`` (the effective job), ``resolve`` (layers, cross-references),
-``problems`` (messages by key and line), ``yamlfile`` (lines of keys), ``load`` (the file),
-``render`` (the file ``config init`` writes).
+and password references), ``job`` (the effective job), ``layers`` (where each value comes
+from), ``resolve`` (cross-references, derived values), ``problems`` (messages by key and line),
+``yamlfile`` (lines of keys), ``load`` (the file), ``render`` (the file ``config init`` writes).
 """
 
 from __future__ import annotations

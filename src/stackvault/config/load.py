@@ -80,6 +80,12 @@ def config_from_yaml(file: YamlFile, *, check_files: bool = True) -> Config:
     doc = file.doc if file.doc is not None else {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{file.name}:1: the file must be a mapping of {', '.join(SECTIONS)}")
+    if "project" in doc and "preset" in doc and not any(k in doc for k in SECTIONS):
+        raise ConfigError(
+            f"{file.name} is a stack plan (written by stack discover), not a configuration file",
+            hint="name it in a job's stack_plan; write a configuration with: stackvault config "
+            "init --stack-plan " + file.name,
+        )
     for key in doc:
         if key not in SECTIONS:
             problems.append(Problem((key,), unknown_key(key, SECTIONS)))
@@ -177,12 +183,12 @@ def _repositories(
                 continue
             location = location_with_class(entry.url, entry.storage_class)
             wrong = (
-                "the URL's storage-class option"
+                "is given twice: here and as the URL's storage-class option; keep one"
                 if "storage-class=" in entry.url
                 else check_location(location)
             )
             if wrong:
-                problems.append(Problem((*here, "storage_class"), f"conflicts with {wrong}"))
+                problems.append(Problem((*here, "storage_class"), wrong))
                 broken.add(name)
                 continue
         else:

@@ -1,11 +1,8 @@
 """From a file's entries to effective jobs (config layer): cross-references and provenance.
 
-A value is looked up in layers, most specific first: the job, its policy, what that policy
-``extends`` (a file policy named like a built-in tier and without ``extends`` extends the
-built-in tier), down to a built-in tier. The first layer that gives a key gives its value and
-its provenance. A schedule no layer gives is derived from the RPO
-(`stackvault.config.schedule`); a window no layer gives is the RPO minus the schedule's
-longest gap. Retention rules for a repository by name win over ``default`` rules.
+Values come from layers (`stackvault.config.layers`). A schedule no layer gives is derived
+from the RPO (`stackvault.config.schedule`); a window no layer gives is the RPO minus the
+schedule's longest gap (half that gap when the gap is the whole RPO).
 
 Rules (each broken one is a `Problem`, all found in one pass): policy and repository names
 must exist; ``extends`` must not loop; every policy has an ``rpo`` and an ``rto``; a job's
@@ -21,21 +18,21 @@ from dataclasses import dataclass, field
 
 from stackvault.config.durations import Span, span_of_seconds
 from stackvault.config.job import CheckSettings, EffectiveJob, Hooks, Retention, Sourced
-from stackvault.config.model import CheckEntry, DataSubset, JobEntry, PolicyEntry, RetentionEntry
+from stackvault.config.layers import (
+    Layer,
+    check_settings,
+    first_schedule,
+    first_span,
+    policy_chain,
+    retention_for,
+)
+from stackvault.config.model import JobEntry, PolicyEntry
 from stackvault.config.problems import Problem
 from stackvault.config.repository import RepositorySettings
 from stackvault.config.schedule import Schedule, derive_schedule
 from stackvault.config.tiers import DEFAULT_RETENTION, TIERS
 from stackvault.config.yamlfile import KeyPath
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One place values come from: its label, its entry, and its key path (None: built in)."""
-
-    label: str
-    entry: PolicyEntry | JobEntry
-    path: KeyPath | None
+from stackvault.errors import StackvaultError
 
 
 @dataclass
@@ -83,31 +80,6 @@ class Resolver:
 
     # --- policies ------------------------------------------------------------------------
 
-    def chain(self, name: str) -> list[Layer] | None:
-        """The layers of policy ``name``, most specific first; None if it is unknown, broken
-        or loops (the problem is reported where the policy is defined)."""
-        layers: list[Layer] = []
-        seen: set[str] = set()
-        current: str | None = name
-        while current is not None:
-            entry = self.policies.get(current)
-            if entry is None:
-                if current in TIERS:
-                    layers.append(Layer(f"built-in {current}", TIERS[current], None))
-                    return layers
-                return None
-            if current in seen:
-                return None
-            seen.add(current)
-            layers.append(Layer(f"policy {current}", entry, ("policies", current)))
-            parent = entry.extends
-            if parent is None or parent == current:
-                if current in TIERS:
-                    layers.append(Layer(f"built-in {current}", TIERS[current], None))
-                return layers
-            current = parent
-        return layers
-
     def check_policies(self) -> None:
         """The problems of each file policy on its own (extends, rpo, rto, schedule)."""
         for name, entry in self.policies.items():
@@ -124,11 +96,11 @@ class Resolver:
                         f"unknown policy {parent!r} (known: {', '.join(self.policy_names)})",
                     )
                 continue
-            if self.chain(name) is None:
+            if policy_chain(name, self.policies) is None:
                 if parent is not None and self._loops(name):
                     self._error(("policies", name, "extends"), "extends itself through a loop")
                 continue
-            layers = self.chain(name)
+            layers = policy_chain(name, self.policies)
             assert layers is not None
             self.values(layers, ("policies", name))
 
@@ -144,8 +116,8 @@ class Resolver:
     def values(self, layers: list[Layer], where: KeyPath | None) -> _Values | None:
         """The policy values of ``layers``; a problem at ``where`` (unless None: said
         already) if rpo or rto is missing."""
-        rpo = _first_span(layers, "rpo")
-        rto = _first_span(layers, "rto")
+        rpo = first_span(layers, "rpo")
+        rto = first_span(layers, "rto")
         for key, found in (("rpo", rpo), ("rto", rto)):
             if found is None and where is not None:
                 self._error(
@@ -156,13 +128,13 @@ class Resolver:
         if rpo is None:
             return None
         rpo_value: Span = rpo[0]
-        schedule = _first_schedule(layers)
+        schedule = first_schedule(layers)
         if schedule is None:
             sched = Sourced(derive_schedule(rpo_value), "derived from rpo")
         else:
             sched = Sourced(schedule[0], schedule[1].label)
             self._check_schedule(schedule[0], schedule[1], rpo_value)
-        window = _first_span(layers, "window")
+        window = first_span(layers, "window")
         gap = sched.value.longest_gap
         if window is None:
             left = rpo_value.seconds - gap
@@ -185,7 +157,7 @@ class Resolver:
             Sourced(rto[0], rto[1].label),
             sched,
             win,
-            _check(layers),
+            check_settings(layers),
         )
 
     def _check_schedule(self, schedule: Schedule, layer: Layer, rpo: Span) -> None:
@@ -211,7 +183,7 @@ class Resolver:
         """Every retention key names ``default`` or a repository a job of it uses."""
         users: dict[str, set[str]] = {}
         for job in self.jobs.values():
-            for layer in self.chain(job.policy) or []:
+            for layer in policy_chain(job.policy, self.policies) or []:
                 if layer.path is not None:
                     users.setdefault(str(layer.path[1]), set()).update(_repos(job))
         for name, entry in self.policies.items():
@@ -237,7 +209,7 @@ class Resolver:
     def job(self, name: str, entry: JobEntry) -> None:
         """Resolve job ``name``, or report why it cannot be."""
         here: KeyPath = ("jobs", name)
-        policy_layers = self.chain(entry.policy)
+        policy_layers = policy_chain(entry.policy, self.policies)
         if policy_layers is None and entry.policy not in (
             *self.policies,
             *self.broken_policies,
@@ -313,7 +285,7 @@ class Resolver:
     ) -> dict[str, Sourced[Retention]] | None:
         out: dict[str, Sourced[Retention]] = {}
         for repo in repos:
-            found = _retention_for(layers, repo)
+            found = retention_for(layers, repo)
             if found is None:
                 self._error(
                     (*here, "policy"),
@@ -328,7 +300,6 @@ class Resolver:
         for index, path in enumerate(entry.paths):
             if not os.path.isabs(path):
                 self._error(("jobs", name, "paths", index), f"{path!r} must be an absolute path")
-        from stackvault.errors import StackvaultError
         from stackvault.sources.registry import open_source
 
         for index, url in enumerate(entry.sources):
@@ -339,7 +310,6 @@ class Resolver:
 
     def check_plans(self) -> None:
         """Each job's stack plan file reads as a valid plan (`stackvault.stack.plan`)."""
-        from stackvault.errors import StackvaultError
         from stackvault.stack.plan import load_plan
 
         for name, entry in self.jobs.items():
@@ -364,56 +334,6 @@ class Resolver:
 
 def _repos(job: JobEntry) -> list[str]:
     return [job.repository, *job.copies]
-
-
-def _find(layers: list[Layer], key: str) -> tuple[object, Layer] | None:
-    for layer in layers:
-        value = getattr(layer.entry, key, None)
-        if value is not None:
-            return value, layer
-    return None
-
-
-def _first_span(layers: list[Layer], key: str) -> tuple[Span, Layer] | None:
-    found = _find(layers, key)
-    if found is None:
-        return None
-    assert isinstance(found[0], Span)
-    return found[0], found[1]
-
-
-def _first_schedule(layers: list[Layer]) -> tuple[Schedule, Layer] | None:
-    found = _find(layers, "schedule")
-    if found is None:
-        return None
-    assert isinstance(found[0], Schedule)
-    return found[0], found[1]
-
-
-def _check(layers: list[Layer]) -> CheckSettings:
-    every: Sourced[Span] | None = None
-    subset: Sourced[DataSubset | None] | None = None
-    for layer in layers:
-        entry: CheckEntry | None = layer.entry.check
-        if entry is None:
-            continue
-        if every is None and entry.every is not None:
-            every = Sourced(entry.every, layer.label)
-        if subset is None and "read_data_subset" in entry.model_fields_set:
-            subset = Sourced(entry.read_data_subset, layer.label)
-    return CheckSettings(
-        every or Sourced(Span(None, 7 * 1440), "default"),
-        subset or Sourced(None, "default"),
-    )
-
-
-def _retention_for(layers: list[Layer], repo: str) -> Sourced[Retention] | None:
-    for key, suffix in ((repo, ""), (DEFAULT_RETENTION, f", retention.{DEFAULT_RETENTION}")):
-        for layer in layers:
-            entry: RetentionEntry | None = (layer.entry.retention or {}).get(key)
-            if entry is not None:
-                return Sourced(Retention(entry.rules()), layer.label + suffix)
-    return None
 
 
 def _hooks(entry: JobEntry, name: str) -> Hooks:
