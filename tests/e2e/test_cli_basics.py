@@ -201,6 +201,19 @@ def test_quiet_still_says_what_went_wrong(initialised: Path, tmp_path: Path, cli
     assert "is INCOMPLETE" in res.err
 
 
+def test_progress_lines_without_a_terminal(initialised: Path, tmp_path: Path, cli: Cli) -> None:
+    data = make_tree(tmp_path / "data", files=20)
+    res = cli("backup", data, "--progress-interval", "0.000001")
+    assert res.code == 0, res.err
+    assert any(line.startswith("backup: ") and " files, " in line for line in res.err.splitlines())
+    quiet = cli("backup", data, "--force", "--progress-interval", "0.000001", "-q")
+    assert (quiet.code, quiet.err) == (0, "")
+    none = cli("backup", data, "--force", "--progress-interval", "0")
+    assert not any(line.startswith("backup: ") for line in none.err.splitlines())
+    bad = cli("backup", data, "--progress-interval", "-1")
+    assert bad.code == 2 and "not a number of seconds" in assert_one_line_error(bad)
+
+
 def test_missing_repository_exits_10(repo_env: Path, cli: Cli) -> None:
     res = cli("snapshots")
     assert res.code == 10

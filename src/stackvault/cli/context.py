@@ -87,6 +87,10 @@ def _write(stream: TextIO, message: str) -> None:
         stream.flush()
 
 
+DEFAULT_PROGRESS_INTERVAL = 60.0
+"""Seconds between progress lines of a long run without a terminal."""
+
+
 class Cli:
     """Options every command shares; built from the global options, passed to every command."""
 
@@ -98,6 +102,7 @@ class Cli:
         quiet: bool = False,
         append_only: bool = False,
         no_lock: bool = False,
+        progress_interval: float | None = None,
     ) -> None:
         self.repo_location = repo_location
         self.password_file = password_file
@@ -108,6 +113,11 @@ class Cli:
         opened so that nothing can be deleted or overwritten (locks excepted)."""
         self.no_lock = no_lock
         """--no-lock: commands that only read a repository read it without locking it."""
+        self.progress_interval = (
+            progress_interval if progress_interval is not None else DEFAULT_PROGRESS_INTERVAL
+        )
+        """--progress-interval: seconds between progress lines when stderr is not a
+        terminal (0: none)."""
         from stackvault.sources.tools.childenv import hide_repository_credentials
 
         hide_repository_credentials(False)  # until this command opens an S3 repository

@@ -264,6 +264,25 @@ def add_global_options(parser: Parser, *, after_command: bool = False) -> None:
     target.add_argument("--no-lock", action="store_true", help=NO_LOCK_HELP, **extra)
     target.add_argument("--json", action="store_true", help=JSON_HELP, **extra)
     target.add_argument("-q", "--quiet", action="store_true", help="Print only errors.", **extra)
+    target.add_argument(
+        "--progress-interval",
+        type=_seconds,
+        metavar="SECONDS",
+        help="Without a terminal (a log, cron), print a line with the progress of a long "
+        "backup, restore or copy every SECONDS (default: 60; 0: never).",
+        **extra,
+    )
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds (argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def add_group(subparsers: Subparsers, name: str, *, help: str) -> Subparsers:

@@ -100,21 +100,64 @@ class BarProgress:
 
 
 class LineProgress:
-    """Non-interactive runs: notices only, one line each, verbatim, no bars. A notice that
-    needs attention (``error:``, ``warning:``) goes to ``warn`` (shown even with --quiet: a
-    cron job mails it), the others to ``write``."""
+    """Non-interactive runs (a log, cron, ``docker logs``): notices one line each, verbatim,
+    and every ``interval`` seconds (when it is > 0) a line with what is done so far, so a
+    long run shows it is alive. A notice that needs attention (``error:``, ``warning:``)
+    goes to ``warn`` (shown even with --quiet: a cron job mails it), the others, and the
+    progress lines, to ``write``."""
 
     def __init__(
-        self, write: Callable[[str], None], warn: Callable[[str], None] | None = None
+        self,
+        write: Callable[[str], None],
+        warn: Callable[[str], None] | None = None,
+        *,
+        label: str = "progress",
+        interval: float = 0.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        import time
+
         self._write = write
         self._warn = warn or write
+        self._label = label
+        self._interval = interval
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._files = 0
+        self._bytes = 0
+        self._total_files: int | None = None
+        self._total_bytes: int | None = None
+        self._started = self._clock()
+        self._last = self._started
 
     def set_total(self, *, files: int | None = None, bytes_: int | None = None) -> None:
-        pass
+        with self._lock:
+            if files is not None:
+                self._total_files = files
+            if bytes_ is not None:
+                self._total_bytes = bytes_
 
     def advance(self, *, files: int = 0, bytes_: int = 0) -> None:
-        pass
+        if self._interval <= 0:
+            return
+        with self._lock:
+            self._files += files
+            self._bytes += bytes_
+            now = self._clock()
+            if now - self._last < self._interval:
+                return
+            self._last = now
+            line = self._line(now)
+        self._write(line)
+
+    def _line(self, now: float) -> str:
+        from stackvault.cli.render import human_bytes
+
+        done = f"{self._files} files, {human_bytes(self._bytes)}"
+        if self._total_bytes:
+            share = min(100.0, 100.0 * self._bytes / self._total_bytes)
+            done += f" of {human_bytes(self._total_bytes)} ({share:.0f} %)"
+        return f"{self._label}: {done} in {now - self._started:.0f} s"
 
     def notice(self, message: str) -> None:
         if message.startswith(NEEDS_ATTENTION):

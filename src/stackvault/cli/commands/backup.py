@@ -70,7 +70,7 @@ def make_progress(cli: Cli, label: str) -> Progress:
 
     if cli.interactive:
         return BarProgress(label)
-    return LineProgress(cli.notice, cli.warn)
+    return LineProgress(cli.notice, cli.warn, label=label, interval=cli.progress_interval)
 
 
 def _check_what(paths: list[str], stdin_from_command: str | None, source: list[str]) -> None:
