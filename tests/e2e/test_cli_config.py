@@ -182,3 +182,21 @@ def test_show_gives_each_value_and_where_it_came_from(tmp_path: Path, cli: Cli) 
         f"stackvault: error: there is no job 'web' in {path} (jobs: dify); see them with: "
         "stackvault config check\n"
     )
+
+
+def test_warnings_go_to_stderr_and_check_still_passes(tmp_path: Path, cli: Cli) -> None:
+    out = tmp_path / "stackvault.yaml"
+    res = cli(
+        "config", "init", "-o", out, "--job", "files", "--path", "/etc", "--repository", "/r",
+        "--schedule", "0 2 * * *", "--json",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    assert res.json() == {"written": str(out), "jobs": ["files"]}
+    warning = (
+        f"warning: {out}:33: jobs.files.schedule: '0 2 * * *' runs only as often as the rpo "
+        "24h: the time a run takes makes the newest restore point older than the rpo\n"
+    )
+    assert res.err == warning
+    res = cli("config", "check", "-c", out)
+    assert res.code == 0
+    assert res.err == warning + f"{out}: 1 job(s), no problems\n"

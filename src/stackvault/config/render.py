@@ -73,6 +73,7 @@ def render_initial(job: InitialJob) -> str:
         "# policies:",
         "#   nightly:",
         "#     extends: tier3",
+        "#     rpo: 36h                   # a daily run meets it with time to spare",
         '#     schedule: "0 2 * * *"       # cron; left out: derived from the rpo',
         "#     window: 4h                 # a run taking longer counts as late",
         "#     retention:                 # per repository name, or default for all",
