@@ -297,3 +297,30 @@ def test_a_stack_plan_given_as_the_configuration_says_where_it_belongs(tmp_path:
     path.write_text("version: 1\nproject: dify\npreset: dify\nconsistency: strict\n")
     with pytest.raises(ConfigError, match=r"is a stack plan .*name it in a job's stack_plan"):
         load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("stack_plan", "''", "must be a non-empty string"),
+        ("sources", "{a: 1}", "must be a list of non-empty strings"),
+        ("copies", "[[x]]", "must be a list of non-empty strings"),
+        ("schedule", "'@never'", "must be a cron expression of five fields"),
+        ("window", "'-1h'", "must be a duration like 5min"),
+        ("check", "{every: 1, read_data_subset: 1/7}", "must be a duration like 5min, 2h or 7d"),
+        ("check", "{read_data_subset: 0%}", "must be a share of the packs"),
+        ("check", "{often: 1d}", "unknown key 'often' (known: every, read_data_subset)"),
+        ("retention", "{primary: {}}", "gives no keep rule"),
+        ("retention", "{primary: {keep-tag: [1]}}", "must be a list of non-empty strings"),
+        ("hooks", "{after: ''}", "must be a command"),
+        ("hooks", "{on_failure: [ls, 2]}", "must be a command"),
+        ("hooks", "{on-failure: x}", "did you mean 'on_failure'?"),
+        ("hooks", "[x]", "must be a mapping"),
+    ],
+)
+def test_each_job_key_is_checked(tmp_path: Path, key: str, value: str, message: str) -> None:
+    (line,) = problems(tmp_path, job(f"{key}: {value}\n"))
+    where, _, said = line.partition(": ")
+    assert where == "10"
+    assert said.startswith(f"jobs.web.{key}")
+    assert message in said
