@@ -214,6 +214,21 @@ def test_progress_lines_without_a_terminal(initialised: Path, tmp_path: Path, cl
     assert bad.code == 2 and "not a number of seconds" in assert_one_line_error(bad)
 
 
+def test_version_names_the_format_and_the_libraries(cli: Cli) -> None:
+    from importlib.metadata import version
+
+    from stackvault import __version__
+
+    res = cli("version")
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert lines[:2] == [f"stackvault {__version__}", "repository format 1"]
+    assert f"pyfastcdc {version('pyfastcdc')}" in lines
+    doc = cli("version", "--json").json()
+    assert doc["repository_format"] == 1 and doc["version"] == __version__
+    assert doc["libraries"]["cryptography"] == version("cryptography")
+
+
 def test_missing_repository_exits_10(repo_env: Path, cli: Cli) -> None:
     res = cli("snapshots")
     assert res.code == 10

@@ -15,6 +15,7 @@ from stackvault.cli.commands import (
     repair,
     restore,
     stack,
+    version,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -24,5 +25,18 @@ if TYPE_CHECKING:
 
 def register_all(subparsers: Subparsers) -> None:
     """Add every command, in the order `stackvault -h` lists them."""
-    for module in (backup, browse, check, config, copy, forget, init, keys, repair, restore, stack):
+    for module in (
+        backup,
+        browse,
+        check,
+        config,
+        copy,
+        forget,
+        init,
+        keys,
+        repair,
+        restore,
+        stack,
+        version,
+    ):
         module.register(subparsers)
