@@ -241,3 +241,50 @@ def test_schedules_are_checked_by_croniter_and_measured() -> None:
     for bad in ("61 * * * *", "* * * *", "0 0 * * * *", "every day"):
         with pytest.raises(UsageError, match="five fields"):
             parse_schedule(bad)
+
+
+def test_the_next_run_of_a_schedule() -> None:
+    from datetime import UTC, datetime
+
+    schedule = parse_schedule("30 1,13 * * *")
+    assert schedule.next_run(datetime(2026, 12, 6, 1, 30, tzinfo=UTC)) == datetime(
+        2026, 12, 6, 13, 30, tzinfo=UTC
+    )
+    with pytest.raises(ValueError):
+        schedule.next_run(datetime(2026, 12, 6))
+
+
+def test_retention_rules_become_the_forget_policy(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """\
+        jobs:
+          web:
+            paths: [/srv]
+            policy: tier3
+            repository: primary
+            retention:
+              primary:
+                keep-within: 2w
+                keep-within-hourly: 2d
+                keep-last: 3
+                keep-yearly: unlimited
+                keep-tag: ["keep,forever", "release"]
+        """,
+    )
+    retention = config.job("web").retention["primary"]
+    assert retention.source == "job web"
+    assert retention.value.rules == {
+        "keep-within": "14d",
+        "keep-within-hourly": "2d",
+        "keep-last": "3",
+        "keep-yearly": "unlimited",
+        "keep-tag": "keep,forever release",
+    }
+    assert retention.value.policy() == RetentionPolicy(
+        last=3,
+        yearly=UNLIMITED,
+        within=Duration(days=14),
+        within_hourly=Duration(days=2),
+        tags=(frozenset({"keep", "forever"}), frozenset({"release"})),
+    )

@@ -48,6 +48,14 @@ class Schedule:
     """Seconds: the longest time between two consecutive runs over a sample of the next year
     (at most 1,500 runs)."""
 
+    def next_run(self, after: datetime) -> datetime:
+        """The first run strictly after ``after`` (timezone-aware; cron fields read in its
+        zone), in ``after``'s zone."""
+        if after.tzinfo is None:
+            raise ValueError("next_run needs a timezone-aware datetime")
+        found: datetime = croniter(self.cron, after).get_next(datetime)
+        return found
+
 
 def parse_schedule(text: str) -> Schedule:
     """A five-field cron expression (``*/15 * * * *``, ``0 2 * * *``) or a croniter alias
