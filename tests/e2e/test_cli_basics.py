@@ -463,6 +463,30 @@ def test_dump_gives_the_exact_bytes(initialised: Path, tmp_path: Path, cli: Cli)
     assert "not in snapshot" in assert_one_line_error(missing)
 
 
+def test_snapshots_filtered_by_path_and_latest_per_group(
+    initialised: Path, tmp_path: Path, cli: Cli
+) -> None:
+    app = make_tree(tmp_path / "app", files=2)
+    etc = make_tree(tmp_path / "etc", files=2)
+    made = []
+    for args in ([app], [etc], [app], [app, etc], [app]):
+        res = cli("backup", "--json", *args)
+        assert res.code == 0, res.err
+        made.append(res.json()["id"])
+
+    def listed(*args: object) -> list[str]:
+        res = cli("snapshots", "--json", *args)
+        assert res.code == 0, res.err
+        return [s["id"] for s in res.json()]
+
+    assert listed("--path", f"{app}/") == [made[0], made[2], made[3], made[4]]
+    assert listed("--path", app, "--path", etc) == [made[3]]
+    assert listed("--latest", "1") == [made[1], made[3], made[4]]
+    assert listed("--latest", "2", "--path", app) == [made[2], made[3], made[4]]
+    bad = cli("snapshots", "--latest", "0")
+    assert bad.code == 2 and "--latest" in assert_one_line_error(bad)
+
+
 def test_diff_between_two_snapshots(initialised: Path, tmp_path: Path, cli: Cli) -> None:
     src = make_tree(tmp_path / "src", files=6)
     first = backup_json(cli, src)["id"]

@@ -43,6 +43,7 @@ from stackvault.engine.progress import NullProgress, Progress
 from stackvault.errors import IntegrityError, Interrupted, SnapshotNotFound, StackvaultError
 from stackvault.repo.blob import BlobType, IndexEntry
 from stackvault.repo.repository import Repository
+from stackvault.repo.selection import SnapshotFilter
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.spans import by_pack, cut_spans, read_span
 from stackvault.repo.tree import Node, decode_tree, rewrite_tree
@@ -63,16 +64,12 @@ def select_snapshots(
     ``latest`` is the newest that matches) pick some of them; no ``refs`` means all of them.
     Raises `SnapshotNotFound` for a reference that matches nothing.
     """
-    wanted = set(tags)
-    snaps = [
-        s
-        for s in repo.list_snapshots()
-        if (host is None or s.hostname == host) and wanted <= set(s.tags)
-    ]
+    chosen = SnapshotFilter.of(host, tags)
+    snaps = chosen.apply(repo.list_snapshots())
     if not refs:
         return snaps
     if not snaps:
-        what = "matches the filters" if host is not None or wanted else "exists"
+        what = "matches the filters" if chosen.narrows else "exists"
         raise SnapshotNotFound(
             f"no snapshot of the source repository {what}",
             hint="list them with `stackvault --repo SOURCE snapshots`",

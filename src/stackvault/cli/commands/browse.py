@@ -6,7 +6,7 @@ import stat as stat_mod
 
 from stackvault.cli.parser import add_command, add_json_option
 from stackvault.cli.render import human_bytes, snapshot_json, snapshot_table
-from stackvault.errors import IntegrityError
+from stackvault.errors import IntegrityError, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -19,6 +19,19 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--host", metavar="HOST", help="Only snapshots of this host.")
     p.add_argument(
         "--tag", action="append", default=[], metavar="TAG", help="Only snapshots with this tag."
+    )
+    p.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="Only snapshots that include this path (repeatable: all of them).",
+    )
+    p.add_argument(
+        "--latest",
+        type=int,
+        metavar="N",
+        help="Only the N newest snapshots of each host and set of paths.",
     )
     add_json_option(p)
 
@@ -43,15 +56,20 @@ def register(subparsers: Subparsers) -> None:
     add_json_option(p)
 
 
-def snapshots(cli: Cli, *, host: str | None, tag: list[str]) -> None:
+def snapshots(
+    cli: Cli, *, host: str | None, tag: list[str], path: list[str], latest: int | None
+) -> None:
     """List snapshots, oldest first."""
+    from stackvault.repo.selection import SnapshotFilter, newest_per_group
+
+    if latest is not None and latest < 1:
+        raise UsageError(f"--latest must be 1 or more, not {latest}")
+    chosen = SnapshotFilter.of(host, tag, path)
     damaged: list[str] = []
     with cli.open_repo(index=False) as repo:
-        snaps = [
-            s
-            for s in repo.list_snapshots(on_error=lambda n, _e: damaged.append(n))
-            if (host is None or s.hostname == host) and set(tag) <= set(s.tags)
-        ]
+        snaps = chosen.apply(repo.list_snapshots(on_error=lambda n, _e: damaged.append(n)))
+    if latest is not None:
+        snaps = newest_per_group(snaps, latest)
     if cli.json:
         cli.emit_json([snapshot_json(s) for s in snaps])
     else:
