@@ -19,6 +19,7 @@ LIBRARIES = (
     "boto3",
     "docker",
     "pydantic",
+    "croniter",
     "PyYAML",
     "rich",
 )
