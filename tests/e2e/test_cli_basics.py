@@ -249,6 +249,25 @@ def test_wrong_password_exits_12(
     assert cli("snapshots").code == 0
 
 
+def test_password_command(
+    initialised: Path, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STACKVAULT_PASSWORD")
+    keeper = tmp_path / "keeper"
+    keeper.write_text(PASSWORD + "\nsecond line is not the password\n")
+    assert cli("snapshots", "--password-command", f"cat {keeper}").code == 0
+    monkeypatch.setenv("STACKVAULT_PASSWORD_COMMAND", f"cat {keeper}")
+    assert cli("snapshots").code == 0
+    wrong = cli("snapshots", "--password-command", "echo nope")  # the flag wins
+    assert wrong.code == 12
+    failing = cli("snapshots", "--password-command", "echo sec''ret-output; exit 3")
+    line = assert_one_line_error(failing)
+    assert failing.code == 1 and "exited with status 3" in line
+    assert "secret-output" not in failing.err + failing.out
+    both = cli("snapshots", "--password-command", "true", "-p", str(keeper))
+    assert both.code == 2 and "not both" in assert_one_line_error(both)
+
+
 def test_no_password_and_no_terminal(initialised: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STACKVAULT_PASSWORD")
     monkeypatch.delenv("STACKVAULT_PASSWORD_FILE", raising=False)

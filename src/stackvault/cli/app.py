@@ -100,6 +100,7 @@ def run_command(parser: Parser, argv: Sequence[str]) -> int:
         append_only=ns.pop("append_only"),
         no_lock=no_lock,
         progress_interval=ns.pop("progress_interval"),
+        password_command=ns.pop("password_command"),
     )
     kwargs = {k: v for k, v in ns.items() if not k.startswith("_")}
     rv = handler(cli, **kwargs)

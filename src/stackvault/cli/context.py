@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 ENV_REPOSITORY = "STACKVAULT_REPOSITORY"
 ENV_PASSWORD = "STACKVAULT_PASSWORD"
 ENV_PASSWORD_FILE = "STACKVAULT_PASSWORD_FILE"
+ENV_PASSWORD_COMMAND = "STACKVAULT_PASSWORD_COMMAND"
 ENV_NEW_PASSWORD = "STACKVAULT_NEW_PASSWORD"
 ENV_APPEND_ONLY = "STACKVAULT_APPEND_ONLY"
 ENV_FROM_REPOSITORY = "STACKVAULT_FROM_REPOSITORY"
@@ -45,16 +46,19 @@ _FALSE = ("", "0", "false", "no", "off")
 def read_password_file(
     path: str, setting: str = "--password-file / STACKVAULT_PASSWORD_FILE"
 ) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the password file {path}: {exc.strerror}",
-            hint=f"check the path given by {setting}",
-        ) from exc
-    # Like restic: the first line is the password; a trailing newline is not part of it.
-    return data.split(b"\n", 1)[0].rstrip(b"\r")
+    """The first line of the password file ``path`` (`stackvault.config.passwords`)."""
+    from stackvault.config.passwords import password_from_file
+
+    return password_from_file(path, hint=f"check the path given by {setting}")
+
+
+def run_password_command(
+    command: str, setting: str = "--password-command / STACKVAULT_PASSWORD_COMMAND"
+) -> bytes:
+    """The first line of what ``command`` (run by ``sh -c``) prints."""
+    from stackvault.config.passwords import password_from_command
+
+    return password_from_command(["sh", "-c", command], hint=f"check the command of {setting}")
 
 
 def env_flag(name: str) -> bool:
@@ -103,9 +107,11 @@ class Cli:
         append_only: bool = False,
         no_lock: bool = False,
         progress_interval: float | None = None,
+        password_command: str | None = None,
     ) -> None:
         self.repo_location = repo_location
         self.password_file = password_file
+        self.password_command = password_command
         self.json = json
         self.quiet = quiet
         self.append_only = append_only or env_flag(ENV_APPEND_ONLY)
@@ -216,11 +222,22 @@ class Cli:
         )
 
     def password(self, *, confirm: bool = False, prompt: str = "repository password") -> bytes:
-        """The password from --password-file, the environment or a prompt. With ``confirm``
+        """The password from --password-file or --password-command, else from
+        STACKVAULT_PASSWORD_FILE, STACKVAULT_PASSWORD_COMMAND or STACKVAULT_PASSWORD, else a
+        prompt. With ``confirm``
         (a password being set), an empty one is refused."""
-        path = self.password_file or os.environ.get(ENV_PASSWORD_FILE)
+        if self.password_file and self.password_command:
+            raise UsageError("give either --password-file or --password-command, not both")
+        if self.password_file:
+            return _non_empty(read_password_file(self.password_file), confirm)
+        if self.password_command:
+            return _non_empty(run_password_command(self.password_command), confirm)
+        path = os.environ.get(ENV_PASSWORD_FILE)
         if path:
             return _non_empty(read_password_file(path), confirm)
+        command = os.environ.get(ENV_PASSWORD_COMMAND)
+        if command:
+            return _non_empty(run_password_command(command), confirm)
         env = os.environ.get(ENV_PASSWORD)
         if env is not None:
             return _non_empty(env.encode(), confirm)

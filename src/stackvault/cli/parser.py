@@ -255,6 +255,13 @@ def add_global_options(parser: Parser, *, after_command: bool = False) -> None:
         **extra,
     )
     target.add_argument(
+        "--password-command",
+        metavar="COMMAND",
+        help="Run COMMAND (by sh -c) and use the first line it prints as the password "
+        "(default: $STACKVAULT_PASSWORD_COMMAND).",
+        **extra,
+    )
+    target.add_argument(
         "--append-only",
         action="store_true",
         help="Open a local repository so that nothing in it can be deleted or overwritten "

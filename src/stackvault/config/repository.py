@@ -10,17 +10,17 @@ output.
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from stackvault.config.passwords import (
+    describe_command,
+    password_from_command,
+    password_from_file,
+)
 from stackvault.errors import ConfigError, UsageError
 from stackvault.redact import redact
-from stackvault.sources.tools.childenv import child_environment
 from stackvault.store.open import scheme_of
-
-PASSWORD_TIMEOUT = 60.0
-"""Seconds a ``password_command`` may take."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,7 @@ class PasswordRef:
             return f"file {self.file}"
         if self.env is not None:
             return f"environment variable {self.env}"
-        argv = self.command or ()
-        return "command " + (argv[2] if argv[:2] == ("sh", "-c") else " ".join(argv))
+        return describe_command(self.command or ())
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,15 @@ class RepositorySettings:
         """The password, read now; `ConfigError` naming the reference (never the secret)."""
         ref = self.password_ref
         if ref.file is not None:
-            return _non_empty(self.name, ref, _first_line(_read_file(self.name, ref.file)))
+            return _non_empty(
+                self.name,
+                ref,
+                password_from_file(
+                    ref.file,
+                    subject=f"repository {self.name}: ",
+                    hint="check password_file in the configuration",
+                ),
+            )
         if ref.env is not None:
             value = os.environ.get(ref.env)
             if value is None:
@@ -72,7 +79,15 @@ class RepositorySettings:
                 )
             return _non_empty(self.name, ref, value.encode("utf-8", "surrogateescape"))
         assert ref.command is not None
-        return _non_empty(self.name, ref, _first_line(_run(self.name, ref.command)))
+        return _non_empty(
+            self.name,
+            ref,
+            password_from_command(
+                ref.command,
+                subject=f"repository {self.name}: ",
+                hint="check password_command in the configuration",
+            ),
+        )
 
 
 def location_with_class(url: str, storage_class: str | None) -> str:
@@ -88,10 +103,6 @@ def is_local(url: str) -> bool:
     return scheme_of(url) == "file"
 
 
-def _first_line(data: bytes) -> bytes:
-    return data.split(b"\n", 1)[0].rstrip(b"\r")
-
-
 def _non_empty(name: str, ref: PasswordRef, password: bytes) -> bytes:
     if not password:
         raise ConfigError(
@@ -99,47 +110,6 @@ def _non_empty(name: str, ref: PasswordRef, password: bytes) -> bytes:
             hint="put the password there, or name another source in the configuration",
         )
     return password
-
-
-def _read_file(name: str, path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise ConfigError(
-            f"repository {name}: cannot read the password file {path}: {exc.strerror}",
-            hint="check password_file in the configuration",
-        ) from None
-
-
-def _run(name: str, argv: tuple[str, ...]) -> bytes:
-    shown = PasswordRef(command=argv).describe()
-    try:
-        proc = subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=child_environment(),
-            timeout=PASSWORD_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        reason = (
-            f"did not finish within {PASSWORD_TIMEOUT:.0f} s"
-            if isinstance(exc, subprocess.TimeoutExpired)
-            else f"cannot be started ({exc.strerror})"
-        )
-        raise ConfigError(
-            f"repository {name}: the password {shown} {reason}",
-            hint="check password_command in the configuration",
-        ) from None
-    if proc.returncode != 0:
-        # Its standard error is not shown either: a failing password tool may print secrets.
-        raise ConfigError(
-            f"repository {name}: the password {shown} exited with status {proc.returncode}",
-            hint="run it by hand to see why",
-        )
-    return bytes(proc.stdout)
 
 
 def check_location(url: str) -> str | None:
