@@ -266,7 +266,9 @@ class Cli:
             raise UsageError("an empty password is not allowed")
         return first.encode()
 
-    def read_header(self, store: Store, role: str | None = None) -> dict[str, Any]:
+    def read_header(
+        self, store: Store, role: str | None = None, hint: str | None = None
+    ) -> dict[str, Any]:
         """The repository's plaintext config header (`RepositoryNotFound` before any password
         is asked for). ``role`` ("source", "destination") names the repository in errors."""
         from stackvault.repo.config import read_header
@@ -276,7 +278,9 @@ class Cli:
         except (RepositoryNotFound, UnsupportedFormat) as exc:
             if role is None:
                 raise
-            raise type(exc)(f"{role} repository: {exc.message}", hint=_hint(role, exc)) from exc
+            raise type(exc)(
+                f"{role} repository: {exc.message}", hint=hint or _hint(role, exc)
+            ) from exc
 
     @contextmanager
     def open_repo(
@@ -290,12 +294,16 @@ class Cli:
         password: Callable[[], bytes] | None = None,
         role: str | None = None,
         reads_only: bool = False,
+        hint: str | None = None,
     ) -> Iterator[Repository]:
         """Open the repository, optionally lock it and load the index; always unlock.
 
         By default the repository of --repo with the normal password; `copy` passes the
         ``store`` (closed here in the end), its ``header`` if already read, a ``password``
         source and the ``role`` ("source", "destination") that errors name.
+
+        ``hint`` replaces the hint of those errors for a ``role`` (`run`: the repository's
+        entry in the configuration file).
 
         ``reads_only``: the command only reads this repository. It takes no lock with
         --no-lock, and reads it without one (after a notice) where the lock cannot be
@@ -308,7 +316,7 @@ class Cli:
 
         try:
             if header is None:
-                header = self.read_header(store, role)  # "no repository" before a password
+                header = self.read_header(store, role, hint)  # "no repository" before a password
             try:
                 repo = Repository.open(
                     store, (password or self.password)(), notice=self.notice, header=header
@@ -323,7 +331,7 @@ class Cli:
                 raise WrongPassword(
                     f"wrong password for the {role} repository {store.describe()}: no key of "
                     "it opens with it",
-                    hint=_hint(role, exc),
+                    hint=hint or _hint(role, exc),
                 ) from exc
             if lock is not None and reads_only and self.no_lock:
                 lock = None

@@ -14,6 +14,7 @@ from stackvault.cli.commands import (
     keys,
     repair,
     restore,
+    run,
     stack,
     version,
 )
@@ -36,6 +37,7 @@ def register_all(subparsers: Subparsers) -> None:
         keys,
         repair,
         restore,
+        run,
         stack,
         version,
     ):

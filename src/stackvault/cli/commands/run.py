@@ -1,0 +1,123 @@
+"""`stackvault run JOB` (cli layer): one cycle of a job of the configuration file, for cron
+and systemd timers; the cycle itself is `stackvault.ops.run`."""
+
+from __future__ import annotations
+
+from stackvault.cli.parser import add_command, add_json_option
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from stackvault.cli.context import Cli
+    from stackvault.cli.parser import Subparsers
+    from stackvault.config.repository import RepositorySettings
+    from stackvault.ops.run import RunReport
+    from stackvault.records.run import RunStep
+    from stackvault.repo.repository import Repository
+
+
+def register(subparsers: Subparsers) -> None:
+    p = add_command(subparsers, "run", run)
+    p.add_argument("job", metavar="JOB", help="The job of the configuration file to run.")
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="The configuration file (default: $STACKVAULT_CONFIG, else "
+        "/etc/stackvault/stackvault.yaml).",
+    )
+    p.add_argument(
+        "--trigger",
+        choices=("manual", "schedule"),
+        default="manual",
+        help="Why the run starts, as its record says (default: manual; a timer passes schedule).",
+    )
+    add_json_option(p)
+
+
+def step_line(step: RunStep) -> str:
+    """One line for a step: ``copy offsite: ok, snapshot 1a2b3c4d, 2.1 MiB added (3.2 s)``."""
+    from stackvault.cli.render import human_bytes
+
+    parts: list[str] = [step.result]
+    if step.snapshot:
+        parts.append(f"snapshot {step.snapshot[:8]}")
+    if step.bytes_added is not None:
+        parts.append(f"{human_bytes(step.bytes_added)} added")
+    where = f" {step.repository}" if step.repository else ""
+    text = f"{step.name}{where}: {', '.join(parts)} ({step.duration_s:.1f} s)"
+    return f"{text}: {step.error}" if step.error else text
+
+
+def run(cli: Cli, *, job: str, config: str | None, trigger: str) -> int:
+    """Run one cycle of a configured job: before hook, backup into the primary repository,
+    copies, retention (forget and prune), the check when due, after or on_failure hook; a
+    run record is written into every repository the run touched.
+
+    Exit status: 0 every step succeeded, 3 partial (the backup was made but a copy,
+    retention or check failed; the next run retries the copies), 1 failed (no snapshot),
+    130 interrupted.
+    """
+    from stackvault.config import load_config
+    from stackvault.ops.run import JobRun
+
+    loaded = load_config(config)
+    for warning in loaded.warnings:
+        cli.warn(warning)
+    effective = loaded.job(job)
+
+    def on_step(step: RunStep) -> None:
+        line = step_line(step)
+        if step.result in ("failed", "interrupted", "partial") and not cli.json:
+            cli.warn(f"error: {line}" if step.result == "failed" else f"warning: {line}")
+        else:
+            cli.print(line)
+
+    from stackvault.cli.commands.backup import make_progress
+
+    runner = JobRun(
+        effective,
+        lambda settings: _open(cli, settings),
+        trigger="schedule" if trigger == "schedule" else "manual",
+        notice=cli.notice,
+        on_step=on_step,
+        progress=lambda label: make_progress(cli, label),
+    )
+    report = runner.run()
+    _report(cli, report)
+    return report.exit_code
+
+
+def _open(cli: Cli, settings: RepositorySettings) -> AbstractContextManager[Repository]:
+    """The repository of ``settings``, opened as every command opens one (`Cli.open_repo`),
+    with its password from the configuration, no lock and no index (the run locks it per
+    step)."""
+    return cli.open_repo(
+        store=cli.store(settings.location),
+        password=settings.password,
+        role=f"{settings.name!r}",
+        hint=f"check repositories.{settings.name} in the configuration file",
+        index=False,
+    )
+
+
+def _report(cli: Cli, report: RunReport) -> None:
+    """The end of the report: hooks that failed, where the record went, the result; or the
+    --json document."""
+    record = report.record
+    if cli.json:
+        cli.emit_json(report.to_json())
+    else:
+        for hook in report.hooks:
+            if hook.ok:
+                cli.print(f"hook {hook.kind}: ok ({hook.duration_s:.1f} s)")
+            else:
+                out = f" ({hook.output})" if hook.output else ""
+                cli.warn(f"warning: hook {hook.kind}: {hook.error}{out}")
+        if report.recorded_in:
+            cli.print(f"run recorded in {', '.join(report.recorded_in)}")
+    for name, why in report.not_recorded.items():
+        cli.warn(f"warning: the run could not be recorded in {name}: {why}")
+    if not cli.json:
+        cli.print(f"run {record.id[:8]} of job {record.job}: {record.result}")
