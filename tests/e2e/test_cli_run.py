@@ -211,3 +211,37 @@ def test_unknown_job_is_one_line(setup: Path, cli: Cli) -> None:
     res = cli("run", "nope", "--config", setup)
     assert res.code != 0
     assert res.err.count("\n") == 1 and res.err.startswith("stackvault: error: ")
+
+
+def test_sigterm_stops_the_run_and_records_it_interrupted(tmp_path: Path, setup: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = tmp_path / "hook-started"
+    config = write_config(
+        tmp_path, hooks=f'    hooks:\n      before: "touch {started}; sleep 30"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stackvault", "run", "etc", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "preflight: interrupted" in err
+    assert out.splitlines()[-1].endswith("of job etc: interrupted")
+    (record,) = runs(tmp_path / "primary", PASSWORD)
+    assert record.result == "interrupted"
+    assert steps(record) == [("preflight", None, "interrupted")]
+    assert job_snapshots(tmp_path / "primary", PASSWORD) == []

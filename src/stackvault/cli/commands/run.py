@@ -37,7 +37,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def step_line(step: RunStep) -> str:
-    """One line for a step: ``copy offsite: ok, snapshot 1a2b3c4d, 2.1 MiB added (3.2 s)``."""
+    """One line for a step: ``copy offsite: ok, snapshot 1a2b3c4d, 2.1 MiB added, 1 copied
+    (3.2 s)``, then its error if any."""
     from stackvault.cli.render import human_bytes
 
     parts: list[str] = [step.result]
@@ -45,6 +46,16 @@ def step_line(step: RunStep) -> str:
         parts.append(f"snapshot {step.snapshot[:8]}")
     if step.bytes_added is not None:
         parts.append(f"{human_bytes(step.bytes_added)} added")
+    d = step.details or {}
+    if step.name == "copy" and "copied" in d:
+        parts.append(f"{d['copied']} copied, {d['already_there']} already there")
+    elif step.name == "forget" and "removed" in d:
+        parts.append(f"{d['removed']} removed, {d['kept']} kept")
+    elif step.name == "prune" and "bytes_freed" in d:
+        parts.append(f"{d['packs_deleted']} pack(s) deleted, {human_bytes(d['bytes_freed'])} freed")
+    elif step.name == "check" and "packs_read" in d:
+        read = f"read {d['packs_read']} of {d['packs']} packs"
+        parts.append(f"{read} ({d['data']})" if d.get("data") else "structure only")
     where = f" {step.repository}" if step.repository else ""
     text = f"{step.name}{where}: {', '.join(parts)} ({step.duration_s:.1f} s)"
     return f"{text}: {step.error}" if step.error else text
