@@ -10,7 +10,8 @@
 4. ``forget`` (the job's snapshots only, by the repository's retention, else ``default``)
    and ``prune`` (then the expiry of run records, as `prune` does) on each repository;
 5. ``check`` of each repository where one is due (`stackvault.ops.checkdue`);
-6. ``after`` (result ``ok``) or ``on_failure`` (``partial``, ``failed``) hook;
+6. ``after`` (result ``ok``) or ``on_failure`` (``partial``, ``failed``; none after an
+   interrupt) hook — its failure is reported, it does not change the result;
 7. the run record written into every repository the run opened.
 
 A step that fails is recorded and the run goes on where that makes sense: a failed copy,
@@ -105,8 +106,9 @@ class RunReport:
         }
 
 
-class _Interrupted(Exception):
-    """An interrupt was recorded in the current step; the run stops."""
+class _Interrupted(BaseException):
+    """An interrupt was recorded in the current step; the run stops (a `BaseException`, like
+    `KeyboardInterrupt`, so that no handler of errors takes it for one)."""
 
 
 class JobRun:
@@ -143,7 +145,6 @@ class JobRun:
         self.snapshot_id: str | None = None
         self._open: dict[str, Repository] = {}
         """Repositories opened by this run, by name, in the order opened."""
-        self._failed_open: dict[str, str] = {}
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -271,11 +272,9 @@ class JobRun:
         if argv is None:
             return
         try:
-            hook = self._hook(kind, argv)
+            self._hook(kind, argv)
         except KeyboardInterrupt:
             return
-        if not hook.ok:
-            self.notice(f"warning: {hook.error}: {hook.output or 'no output'}")
 
     def _open_repo(self, stack: ExitStack, settings: RepositorySettings) -> Repository:
         """The repository of ``settings``, opened once for the run (closed at its end)."""
