@@ -245,3 +245,18 @@ def test_sigterm_stops_the_run_and_records_it_interrupted(tmp_path: Path, setup:
     assert record.result == "interrupted"
     assert steps(record) == [("preflight", None, "interrupted")]
     assert job_snapshots(tmp_path / "primary", PASSWORD) == []
+
+
+def test_missing_primary_fails_the_run_and_says_it_is_not_recorded(
+    setup: Path, tmp_path: Path, cli: Cli
+) -> None:
+    import shutil
+
+    shutil.rmtree(tmp_path / "primary")
+    res = cli("run", "etc", "--config", setup)
+    assert res.code == EXIT_ERROR
+    assert "Traceback" not in res.err
+    assert "error: backup primary: failed" in res.err
+    assert "there is no stackvault repository at" in res.err
+    assert "could not be recorded in primary: it could not be opened" in res.err
+    assert runs(tmp_path / "offsite", COPY_PASSWORD) == []  # the copy was not touched

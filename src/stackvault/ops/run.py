@@ -145,6 +145,8 @@ class JobRun:
         self.snapshot_id: str | None = None
         self._open: dict[str, Repository] = {}
         """Repositories opened by this run, by name, in the order opened."""
+        self._unopened: dict[str, str] = {}
+        """Repositories that could not be opened: name → why (they are not tried again)."""
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -280,7 +282,11 @@ class JobRun:
         """The repository of ``settings``, opened once for the run (closed at its end)."""
         repo = self._open.get(settings.name)
         if repo is None:
-            repo = stack.enter_context(self.opener(settings))
+            try:
+                repo = stack.enter_context(self.opener(settings))
+            except StackvaultError as exc:
+                self._unopened[settings.name] = str(exc)
+                raise
             self._open[settings.name] = repo
         return repo
 
@@ -474,11 +480,14 @@ class JobRun:
     def _save(self, stack: ExitStack, report: RunReport) -> None:
         """Write the record into every repository the run opened (the primary always, even
         when nothing else ran, if it can be opened)."""
-        if self.job.repository.name not in self._open:
+        primary = self.job.repository.name
+        if primary in self._unopened:
+            report.not_recorded[primary] = "it could not be opened (see the backup step)"
+        elif primary not in self._open:
             try:
                 self._open_repo(stack, self.job.repository)
             except (StackvaultError, KeyboardInterrupt) as exc:
-                report.not_recorded[self.job.repository.name] = str(exc) or "interrupted"
+                report.not_recorded[primary] = str(exc) or "interrupted"
         for name, repo in self._open.items():
             try:
                 repo.save_run(report.record)
