@@ -17,9 +17,7 @@ periods (``1/7`` with ``every: 1d``: each pack once a week). A share written as 
 
 from __future__ import annotations
 
-import random
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -72,23 +70,3 @@ def data_slices(subset: DataSubset, every_s: int, now: datetime) -> DataSlices |
     period = int((now - _EPOCH).total_seconds()) // max(1, every_s)
     chosen = tuple(sorted({(period * n + i) % t for i in range(n)}))
     return DataSlices(chosen, t, period)
-
-
-class SliceSampler(random.Random):
-    """The ``rng`` a `stackvault.repo.check.Checker` draws its subset of packs with, made to
-    draw the chosen slices instead of a random sample: `sample` gets the indexed packs as
-    ``(pack_id, blobs)`` pairs and returns those of the chosen slices, whatever ``k``."""
-
-    def __init__(self, slices: DataSlices) -> None:
-        super().__init__(0)
-        self.slices = slices
-
-    def sample(
-        self, population: Sequence[T], k: int, *, counts: Iterable[int] | None = None
-    ) -> list[T]:
-        return [item for item in population if self._holds(item)]
-
-    def _holds(self, item: object) -> bool:
-        if isinstance(item, tuple) and item and isinstance(item[0], bytes):
-            return self.slices.holds(item[0])
-        raise TypeError(f"SliceSampler draws packs as (pack_id, blobs), not {type(item)}")

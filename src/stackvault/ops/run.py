@@ -34,7 +34,7 @@ from stackvault.config.job import EffectiveJob
 from stackvault.config.repository import RepositorySettings
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.errors import StackvaultError
-from stackvault.ops.checkdue import SliceSampler, check_due, data_slices
+from stackvault.ops.checkdue import check_due, data_slices
 from stackvault.ops.history import last_check
 from stackvault.ops.hooks import HookKind, HookOutcome, run_hook
 from stackvault.ops.session import Opener, locked_session
@@ -452,8 +452,8 @@ class JobRun:
             with locked_session(repo, self.clock, op, exclusive=False, index=False) as session:
                 checker = Checker(
                     session,
-                    subset=subset.fraction if subset is not None else None,
-                    rng=SliceSampler(slices) if slices is not None else None,
+                    subset=subset.fraction if subset is not None and slices is None else None,
+                    packs=slices.holds if slices is not None else None,
                 )
                 report = checker.run()
             read = slices.text if slices is not None else subset.text if subset else None

@@ -75,7 +75,9 @@ class CheckReport:
 
 
 class Checker:
-    """Runs a check. ``subset`` is a fraction in (0, 1] of packs to read (implies read_data)."""
+    """Runs a check. ``subset`` is a fraction in (0, 1] of packs to read, drawn at random
+    (implies read_data); ``packs``, a rule that picks the packs to read by their id (implies
+    read_data; e.g. a rotating slice, so that every pack is read once per period)."""
 
     def __init__(
         self,
@@ -85,10 +87,12 @@ class Checker:
         subset: float | None = None,
         progress: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
+        packs: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.repo = repo
-        self.read_data = read_data or subset is not None
+        self.read_data = read_data or subset is not None or packs is not None
         self.subset = subset
+        self.packs = packs
         self.progress = progress
         self.rng = rng or random.Random()
         self.report = CheckReport()
@@ -138,7 +142,9 @@ class Checker:
 
     def _read_packs(self) -> None:
         indexed = sorted(self.repo.index.packs().items())
-        if self.subset is not None and indexed:
+        if self.packs is not None:
+            indexed = [(pack_id, blobs) for pack_id, blobs in indexed if self.packs(pack_id)]
+        elif self.subset is not None and indexed:
             count = max(1, math.ceil(len(indexed) * self.subset))
             indexed = self.rng.sample(indexed, count)
         # Whole packs are held in memory while checked (`StoreAccess.check_readers`).
