@@ -16,6 +16,7 @@ from stackvault.cli.commands import (
     restore,
     run,
     stack,
+    status,
     version,
 )
 
@@ -39,6 +40,7 @@ def register_all(subparsers: Subparsers) -> None:
         restore,
         run,
         stack,
+        status,
         version,
     ):
         module.register(subparsers)

@@ -1,0 +1,485 @@
+"""Is each job's objective met? (ops layer): ``stackvault status``.
+
+Everything is read from the job's repositories — their run records and snapshots — so it
+works on any host that has the configuration, without a daemon. `read_job_status` opens each
+repository of a job (primary, then copies) through an `Opener`, reads it (`RepositoryView`)
+and `judge` decides, purely, from the views, the job's `Objectives` and "now" (the tests give
+it synthetic histories).
+
+**Figures**, per repository: the newest complete ``job:NAME`` snapshot and its age against
+the RPO; the newest check of that repository and its age against ``check.every``; restore
+points created ÷ expected over 7 and 30 days; the last drill (none exist yet: always None,
+"never drilled", never counted as ok). Per job: the last run (result, duration against the
+window) and the next scheduled run. Run records are read from every repository that could
+be opened, one per run id (the primary holds every record; a copy those of runs that reached
+it).
+
+**Restore points ÷ expected.** A run created a restore point in the primary when its
+``backup`` step into it ended ``ok``, in a copy when its ``copy`` step into it did (runs
+counted once per run id). Expected: the schedule's ticks in the period, which starts at the
+later of now - N days and the job's first recorded run minus its window (a job younger than
+the period is not judged on days before it existed). The ratio is capped at 100 %; None
+when no tick fell in the period.
+
+**Verdict** (`VERDICTS`, worst first; the job gets the worst any rule gives):
+
+* ``breached``: the primary holds no complete job snapshot, or its newest is older than the
+  RPO;
+* ``at-risk``: the newest snapshot's age + the time until the next scheduled run + the window
+  exceeds the RPO (it will breach before the next run can fix it); or a copy lacks the
+  primary's newest job snapshot; or a repository could not be opened (its error is shown);
+* ``unverified``: a repository whose newest check is older than ``check.every``, missing, or
+  did not end ``ok``;
+* ``ok``: none of these.
+
+The last run's result, the ratios and the drill are figures only: they do not change the
+verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from stackvault.clock import Clock, SystemClock
+from stackvault.config.job import EffectiveJob
+from stackvault.config.schedule import Schedule
+from stackvault.errors import StackvaultError
+from stackvault.ops.history import (
+    WINDOWS_DAYS,
+    JobHistory,
+    distinct_runs,
+    job_history,
+)
+from stackvault.ops.session import Opener
+from stackvault.records.run import RunRecord, format_time, job_tag
+
+Verdict = Literal["breached", "at-risk", "unverified", "ok"]
+VERDICTS: tuple[Verdict, ...] = ("breached", "at-risk", "unverified", "ok")
+"""Worst first: a job's verdict is the first of these any rule gives."""
+
+Role = Literal["primary", "copy"]
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """What a job promises: the RPO, the window of a run and the check period (seconds),
+    and its schedule."""
+
+    rpo_s: int
+    window_s: int
+    check_every_s: int
+    schedule: Schedule
+
+    @classmethod
+    def of(cls, job: EffectiveJob) -> Objectives:
+        """The objectives of a configured job."""
+        return cls(
+            rpo_s=job.rpo.value.seconds,
+            window_s=job.window.value.seconds,
+            check_every_s=job.check.every.value.seconds,
+            schedule=job.schedule.value,
+        )
+
+
+@dataclass(frozen=True)
+class RepositoryView:
+    """What one repository says of a job, as read (or why it could not be read)."""
+
+    name: str
+    role: Role
+    location: str
+    """Shown without credentials."""
+    history: JobHistory | None = None
+    """None when the repository could not be opened or read (``error``)."""
+    runs: tuple[RunRecord, ...] = ()
+    """The job's run records it holds."""
+    origins: frozenset[str] = frozenset()
+    """`Snapshot.origin` of every complete job snapshot it holds."""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotFigure:
+    """The newest complete job snapshot of a repository."""
+
+    id: str
+    time: datetime
+    age_s: float
+    within_rpo: bool
+
+
+@dataclass(frozen=True)
+class CheckFigure:
+    """The newest check of a repository (a ``check`` step of a run record)."""
+
+    run_id: str
+    started: datetime
+    result: str
+    age_s: float
+    current: bool
+    """True if it ended ``ok`` less than ``check.every`` ago."""
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RestorePoints:
+    """Restore points created in a repository over ``days`` days against the schedule."""
+
+    days: int
+    created: int
+    expected: int
+    ratio: float | None
+    """``min(1, created / expected)``; None when ``expected`` is 0."""
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The newest run of the job (from the run records), against its window."""
+
+    id: str
+    result: str
+    started: datetime
+    duration_s: float
+    within_window: bool
+
+
+@dataclass(frozen=True)
+class RepositoryStatus:
+    """The figures of one repository of a job, and what in them is wrong (``problems``, one
+    sentence each, the verdict each gives)."""
+
+    name: str
+    role: Role
+    location: str
+    error: str | None
+    """Why it could not be opened or read; None when it was."""
+    snapshot: SnapshotFigure | None
+    behind: bool
+    """A copy that lacks the primary's newest job snapshot."""
+    check: CheckFigure | None
+    restore_points: tuple[RestorePoints, ...]
+    drill: None = None
+    """The last restore drill: none exist yet ("never drilled"), never counted as ok."""
+    problems: tuple[tuple[Verdict, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's verdict, its figures, and the reasons (verdict, one sentence) behind it."""
+
+    job: str
+    verdict: Verdict
+    now: datetime
+    rpo_s: int
+    window_s: int
+    check_every_s: int
+    schedule: str
+    next_run: datetime
+    last_run: LastRun | None
+    repositories: tuple[RepositoryStatus, ...]
+    reasons: tuple[tuple[Verdict, str], ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+
+def worst(verdicts: Iterable[Verdict]) -> Verdict:
+    """The worst of ``verdicts`` by `VERDICTS` (``ok`` for none)."""
+    return min(verdicts, key=VERDICTS.index, default="ok")
+
+
+def count_ticks(schedule: Schedule, start: datetime, end: datetime) -> int:
+    """The schedule's runs in ``(start, end]``. A schedule that runs every day alike (day,
+    month and weekday fields ``*``) is counted per whole day, the rest tick by tick."""
+    if end <= start:
+        return 0
+    fields = _DAILY_ALIASES.get(schedule.cron, schedule.cron).split()
+    days = 0
+    if fields[2:] == ["*", "*", "*"]:
+        days = int((end - start).total_seconds() // 86_400)
+    count = 0
+    if days:
+        count = days * _ticks_between(schedule, start, start + timedelta(days=1))
+        start += timedelta(days=days)
+    return count + _ticks_between(schedule, start, end)
+
+
+_DAILY_ALIASES = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+}
+
+
+def _ticks_between(schedule: Schedule, start: datetime, end: datetime) -> int:
+    count, tick = 0, start
+    while (tick := schedule.next_run(tick)) <= end:
+        count += 1
+    return count
+
+
+def restore_points(
+    runs: Sequence[RunRecord],
+    repository: str,
+    role: Role,
+    objectives: Objectives,
+    now: datetime,
+    days: int,
+) -> RestorePoints:
+    """Restore points ``runs`` created in ``repository`` over the last ``days`` days against
+    the schedule's ticks (module docstring)."""
+    mine = distinct_runs(runs)
+    start = now - timedelta(days=days)
+    if mine:
+        start = max(start, mine[0].started - timedelta(seconds=objectives.window_s))
+    step = "backup" if role == "primary" else "copy"
+    created = sum(
+        1
+        for r in mine
+        if start < r.started <= now
+        and any(s.result == "ok" and s.repository == repository for s in r.steps_named(step))
+    )
+    expected = count_ticks(objectives.schedule, start, now)
+    ratio = min(1.0, created / expected) if expected else None
+    return RestorePoints(days, created, expected, ratio)
+
+
+def _age(now: datetime, then: datetime) -> float:
+    return max(0.0, (now - then).total_seconds())
+
+
+def _snapshot_figure(
+    history: JobHistory, objectives: Objectives, now: datetime
+) -> SnapshotFigure | None:
+    snap = history.last_snapshot
+    if snap is None:
+        return None
+    age = _age(now, snap.time)
+    return SnapshotFigure(snap.id, snap.time, age, age <= objectives.rpo_s)
+
+
+def _check_figure(history: JobHistory, objectives: Objectives, now: datetime) -> CheckFigure | None:
+    last = history.last_check
+    if last is None:
+        return None
+    age = _age(now, last.started)
+    current = last.result == "ok" and age < objectives.check_every_s
+    return CheckFigure(last.run_id, last.started, last.result, age, current, last.error)
+
+
+def _hours(seconds: float) -> str:
+    """``3.5 h`` / ``2 d 4 h`` for a reason's sentence."""
+    if seconds >= 86_400:
+        days, rest = divmod(int(seconds), 86_400)
+        return f"{days} d {rest // 3600} h"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{int(seconds // 60)} min"
+
+
+def judge(
+    job: str,
+    objectives: Objectives,
+    views: Sequence[RepositoryView],
+    now: datetime,
+) -> JobStatus:
+    """The status of ``job`` from its repositories' ``views`` (primary first) as of ``now``
+    (module docstring: figures, verdict)."""
+    all_runs = distinct_runs(r for v in views for r in v.runs)
+    next_run = objectives.schedule.next_run(now)
+    primary = views[0]
+    primary_newest = primary.history.last_snapshot if primary.history is not None else None
+    statuses: list[RepositoryStatus] = []
+    for view in views:
+        problems: list[tuple[Verdict, str]] = []
+        points = tuple(
+            restore_points(all_runs, view.name, view.role, objectives, now, d) for d in WINDOWS_DAYS
+        )
+        if view.history is None:
+            problems.append(("at-risk", f"cannot be read: {view.error}"))
+            statuses.append(
+                RepositoryStatus(
+                    view.name,
+                    view.role,
+                    view.location,
+                    view.error,
+                    None,
+                    False,
+                    None,
+                    points,
+                    problems=tuple(problems),
+                )
+            )
+            continue
+        snap = _snapshot_figure(view.history, objectives, now)
+        check = _check_figure(view.history, objectives, now)
+        behind = (
+            view.role == "copy"
+            and primary_newest is not None
+            and primary_newest.origin not in view.origins
+        )
+        if snap is None:
+            if view.role == "primary":
+                problems.append(("breached", "holds no complete snapshot of the job"))
+        elif view.role == "primary":
+            if not snap.within_rpo:
+                problems.append(
+                    ("breached", f"newest snapshot is {_hours(snap.age_s)} old, over the RPO")
+                )
+            else:
+                reach = (next_run - snap.time).total_seconds() + objectives.window_s
+                if reach > objectives.rpo_s:
+                    problems.append(
+                        (
+                            "at-risk",
+                            f"newest snapshot will be {_hours(reach)} old when the next run "
+                            "must end, over the RPO",
+                        )
+                    )
+        if behind:
+            assert primary_newest is not None
+            problems.append(
+                ("at-risk", f"lacks the primary's newest snapshot {primary_newest.id[:8]}")
+            )
+        if check is None:
+            problems.append(("unverified", "never checked"))
+        elif check.result != "ok":
+            problems.append(("unverified", f"last check ended {check.result}"))
+        elif not check.current:
+            problems.append(("unverified", f"last check is {_hours(check.age_s)} old"))
+        statuses.append(
+            RepositoryStatus(
+                view.name,
+                view.role,
+                view.location,
+                None,
+                snap,
+                behind,
+                check,
+                points,
+                problems=tuple(problems),
+            )
+        )
+    last = all_runs[-1] if all_runs else None
+    last_run = (
+        LastRun(
+            last.id,
+            last.result,
+            last.started,
+            last.duration_s,
+            last.duration_s <= objectives.window_s,
+        )
+        if last is not None
+        else None
+    )
+    reasons = tuple(
+        (verdict, f"{s.name}: {text}") for s in statuses for verdict, text in s.problems
+    )
+    return JobStatus(
+        job=job,
+        verdict=worst(v for v, _ in reasons),
+        now=now,
+        rpo_s=objectives.rpo_s,
+        window_s=objectives.window_s,
+        check_every_s=objectives.check_every_s,
+        schedule=objectives.schedule.cron,
+        next_run=next_run,
+        last_run=last_run,
+        repositories=tuple(statuses),
+        reasons=reasons,
+    )
+
+
+def read_view(opener: Opener, job: EffectiveJob, index: int, now: datetime) -> RepositoryView:
+    """The view of the job's repository number ``index`` (0: the primary); a repository that
+    cannot be opened or read gives a view with its error (one sentence)."""
+    settings = job.repositories[index]
+    role: Role = "primary" if index == 0 else "copy"
+    try:
+        with opener(settings) as repo:
+            runs = tuple(repo.list_runs(job=job.name))
+            snapshots = repo.list_snapshots()
+    except StackvaultError as exc:
+        return RepositoryView(settings.name, role, settings.shown, error=str(exc))
+    tag = job_tag(job.name)
+    origins = frozenset(s.origin for s in snapshots if s.complete and tag in s.tags)
+    history = job_history(job.name, runs, snapshots, now, repository=settings.name)
+    return RepositoryView(settings.name, role, settings.shown, history, runs, origins)
+
+
+def read_job_status(job: EffectiveJob, opener: Opener, clock: Clock | None = None) -> JobStatus:
+    """The status of ``job``: each of its repositories read through ``opener``, judged as of
+    ``clock`` (default: the system's)."""
+    now = (clock or SystemClock()).now()
+    views = [read_view(opener, job, i, now) for i in range(len(job.repositories))]
+    return judge(job.name, Objectives.of(job), views, now)
+
+
+def _time(when: datetime | None) -> str | None:
+    return format_time(when) if when is not None else None
+
+
+def status_json(status: JobStatus) -> dict[str, object]:
+    """The ``--json`` form of a job's status: every figure, times in ISO 8601 UTC, durations
+    in seconds; ``drill`` is always null (never drilled)."""
+    last = status.last_run
+    return {
+        "job": status.job,
+        "verdict": status.verdict,
+        "now": _time(status.now),
+        "rpo_s": status.rpo_s,
+        "window_s": status.window_s,
+        "check_every_s": status.check_every_s,
+        "schedule": status.schedule,
+        "next_run": _time(status.next_run),
+        "last_run": None
+        if last is None
+        else {
+            "id": last.id,
+            "result": last.result,
+            "started": _time(last.started),
+            "duration_s": last.duration_s,
+            "within_window": last.within_window,
+        },
+        "reasons": [{"verdict": v, "reason": text} for v, text in status.reasons],
+        "repositories": [_repository_json(r) for r in status.repositories],
+    }
+
+
+def _repository_json(r: RepositoryStatus) -> dict[str, object]:
+    snap, check = r.snapshot, r.check
+    return {
+        "name": r.name,
+        "role": r.role,
+        "location": r.location,
+        "error": r.error,
+        "snapshot": None
+        if snap is None
+        else {
+            "id": snap.id,
+            "time": _time(snap.time),
+            "age_s": snap.age_s,
+            "within_rpo": snap.within_rpo,
+        },
+        "behind": r.behind,
+        "check": None
+        if check is None
+        else {
+            "run_id": check.run_id,
+            "started": _time(check.started),
+            "result": check.result,
+            "age_s": check.age_s,
+            "current": check.current,
+            "error": check.error,
+        },
+        "restore_points": {
+            f"{p.days}d": {"created": p.created, "expected": p.expected, "ratio": p.ratio}
+            for p in r.restore_points
+        },
+        "drill": None,
+        "problems": [{"verdict": v, "reason": text} for v, text in r.problems],
+    }
