@@ -40,6 +40,7 @@ class Script:
 
     def __call__(self, run: DueRun, now: datetime) -> tuple[float, RunResult]:
         key = (run.job, run.slot)
+        result: RunResult
         if key in self.fail_always or (key in self.fail_once and run.attempt == 1):
             duration, result = 5.0, "failed"
         elif key in self.long:

@@ -1,0 +1,352 @@
+"""The loop of ``stackvault serve`` (ops layer): sleep until the scheduler says a job is due,
+run it, log every event, answer signals.
+
+- **One run at a time, in the main thread.** Due jobs run one after the other; a job whose
+  slot passed while another ran starts right after it (a ``catch-up`` if it is more than
+  `Scheduler.late_after` late). Running in the main thread is what lets SIGTERM interrupt a
+  run the way it interrupts ``stackvault run``: the `KeyboardInterrupt` reaches `JobRun`,
+  which stops the step it hits (releasing its locks, saving nothing unfinished) and records
+  the run as ``interrupted``.
+- **Start state from the repositories.** The last run of each job is read from every
+  repository of the job (`read_job_history`, the newest wins), so a restart, or the daemon
+  moving to another host, does not change the next due time. A repository that cannot be
+  read is logged; the job then waits for its next slot.
+- **Signals** (`Daemon.install_signals`): SIGTERM / SIGINT stop scheduling; a run in
+  progress is interrupted and the loop returns once it has recorded itself; if it has not
+  within ``stop_timeout_s``, the process exits with status 1. SIGHUP reloads the
+  configuration file: an invalid file is logged and the running configuration kept; jobs
+  whose schedule did not change keep their state.
+- **Logs**: one line per event on stderr (`EventLog`: ``text`` or ``json``), never a
+  password (the configuration's locations are redacted; run errors come redacted from
+  `JobRun`).
+- **Lease** (multi-host, later): `RunGate.admit` is asked before each run; a refused run is
+  handed back to the scheduler (neither retried nor failed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
+from typing import Protocol, TextIO
+
+from stackvault.clock import Clock, SystemClock
+from stackvault.config import Config
+from stackvault.config.job import EffectiveJob
+from stackvault.errors import StackvaultError
+from stackvault.ops.history import read_job_history
+from stackvault.ops.run import JobRun
+from stackvault.ops.scheduler import DueRun, JobSpec, PastRun, Scheduler, SchedulerEvent
+from stackvault.ops.session import Opener
+from stackvault.records.run import RunResult, RunStep, Trigger
+from stackvault.redact import redact
+
+SLEEP_SLICE_S = 0.5
+"""The longest single sleep: the bound on how late a signal's flag is seen."""
+
+
+class EventLog:
+    """One line per event on ``stream``: ``text`` (``TIME EVENT key=value ...``) or ``json``
+    (one object a line: ``time``, ``event``, then the fields)."""
+
+    def __init__(self, fmt: str = "text", stream: TextIO | None = None, clock: Clock | None = None):
+        if fmt not in ("text", "json"):
+            raise ValueError(f"unknown log format {fmt!r}")
+        self.fmt = fmt
+        self.stream = stream or sys.stderr
+        self.clock = clock or SystemClock()
+
+    def __call__(self, event: str, **fields: object) -> None:
+        now = self.clock.now().isoformat(timespec="seconds").replace("+00:00", "Z")
+        kept = {
+            k: _redacted(v) if isinstance(v, str) else v
+            for k, v in fields.items()
+            if v is not None and v != ""
+        }
+        if self.fmt == "json":
+            line = json.dumps({"time": now, "event": event, **kept}, default=str)
+        else:
+            parts = [f"{k}={_text_value(v)}" for k, v in kept.items()]
+            line = " ".join([now, event, *parts])
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a log that cannot be written never stops the daemon
+
+
+def _text_value(value: object) -> str:
+    text = f"{value:.1f}" if isinstance(value, float) else str(value)
+    return json.dumps(text) if (" " in text or '"' in text or not text) else text
+
+
+class RunGate(Protocol):
+    """Whether this host may start a run now (the multi-host lease implements it)."""
+
+    def admit(self, run: DueRun) -> bool: ...
+
+
+class AdmitAll:
+    """The one-host gate: every run is admitted."""
+
+    def admit(self, run: DueRun) -> bool:
+        return True
+
+
+RunJob = Callable[[EffectiveJob, Trigger], RunResult]
+"""Runs one cycle of a job with a trigger and returns its result."""
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """``jitter_s``: bound of the start offsets; ``seed``: of the scheduler's RNG (None:
+    random); ``stop_timeout_s``: how long an interrupted run may take to stop."""
+
+    jitter_s: float = 30.0
+    seed: int | None = None
+    stop_timeout_s: float = 60.0
+
+
+def job_spec(job: EffectiveJob) -> JobSpec:
+    """What the scheduler needs of an effective job."""
+    return JobSpec(job.name, job.schedule.value, job.rpo.value.seconds)
+
+
+class Daemon:
+    """The loop (see the module docstring). ``load`` reads the configuration file (raising
+    `StackvaultError` when it is invalid); ``opener`` opens a repository of it; ``run_job``
+    (default: an in-process `JobRun` through ``opener``) runs one cycle."""
+
+    def __init__(
+        self,
+        load: Callable[[], Config],
+        opener: Opener,
+        log: EventLog,
+        *,
+        options: DaemonOptions | None = None,
+        clock: Clock | None = None,
+        run_job: RunJob | None = None,
+        gate: RunGate | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.load = load
+        self.opener = opener
+        self.log = log
+        self.options = options or DaemonOptions()
+        self.clock = clock or SystemClock()
+        self.run_job: RunJob = run_job or self._run_in_process
+        self.gate: RunGate = gate or AdmitAll()
+        self.sleep = sleep
+        self.stopping = False
+        self.reload_requested = False
+        self._in_run = False
+        self._interrupted = False
+        self.config: Config | None = None
+        self.scheduler: Scheduler | None = None
+
+    # --- signals ----------------------------------------------------------------------------
+
+    def install_signals(self) -> Callable[[], None]:
+        """Handle SIGTERM, SIGINT and SIGHUP; returns the function that restores the previous
+        handlers."""
+        previous = {
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_requested = True
+            return
+        self.request_stop(signal.Signals(signum).name)
+
+    def request_stop(self, why: str) -> None:
+        """Stop scheduling; interrupt the run in progress (once) with `KeyboardInterrupt`."""
+        first = not self.stopping
+        self.stopping = True
+        if first:
+            self.log("stopping", signal=why, run_in_progress=self._in_run or None)
+        if self._in_run and not self._interrupted:
+            self._interrupted = True
+            timer = threading.Timer(self.options.stop_timeout_s, self._stop_timed_out)
+            timer.daemon = True
+            timer.start()
+            raise KeyboardInterrupt
+
+    def _stop_timed_out(self) -> None:
+        self.log("stop-timeout", seconds=self.options.stop_timeout_s)
+        os._exit(1)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the configuration (its errors propagate: the daemon does not start on an
+        invalid file) and build the scheduler from the repositories' history."""
+        config = self.load()
+        for warning in config.warnings:
+            self.log("config-warning", detail=warning)
+        now = self.clock.now()
+        specs = [job_spec(j) for j in config.jobs.values()]
+        history = self._history(list(config.jobs.values()))
+        self.config = config
+        self.scheduler = Scheduler(
+            specs, now, history=history, jitter_s=self.options.jitter_s, seed=self.options.seed
+        )
+        self.log("started", config=str(config.path), jobs=",".join(config.jobs) or "none")
+        self._log_next()
+
+    def serve(self) -> int:
+        """`start`, then loop until stopped; returns the exit status (0)."""
+        self.start()
+        assert self.scheduler is not None
+        while not self.stopping:
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            now = self.clock.now()
+            for run in self.scheduler.due(now):
+                self._flush_events()
+                if self.stopping:
+                    self.scheduler.finished(run.job, self.clock.now(), None)
+                    continue
+                self._start_run(run)
+            self._flush_events()
+            self._sleep_until(self.scheduler.next_wakeup())
+        self.log("stopped")
+        return 0
+
+    def _sleep_until(self, when: datetime | None) -> None:
+        while not self.stopping and not self.reload_requested:
+            left = 3600.0 if when is None else (when - self.clock.now()).total_seconds()
+            if left <= 0:
+                return
+            self.sleep(min(left, SLEEP_SLICE_S))
+
+    def _start_run(self, run: DueRun) -> None:
+        assert self.scheduler is not None and self.config is not None
+        job = self.config.jobs.get(run.job)
+        if job is None or not self.gate.admit(run):
+            self.log("run-refused", job=run.job, trigger=run.trigger)
+            self.scheduler.finished(run.job, self.clock.now(), None)
+            return
+        self.log("run-start", job=run.job, trigger=run.trigger, attempt=run.attempt)
+        result: RunResult
+        try:
+            self._in_run = True
+            result = self.run_job(job, run.trigger)
+        except KeyboardInterrupt:
+            result = "interrupted"
+        except StackvaultError as exc:
+            self.log("run-error", job=run.job, error=str(exc))
+            result = "failed"
+        finally:
+            self._in_run = False
+        self.log("run-end", job=run.job, trigger=run.trigger, result=result)
+        self.scheduler.finished(run.job, self.clock.now(), result)
+        self._flush_events()
+        self._log_next()
+
+    def reload(self) -> None:
+        """Re-read the configuration file; keep the running one if it is invalid."""
+        assert self.scheduler is not None and self.config is not None
+        try:
+            config = self.load()
+        except StackvaultError as exc:
+            self.log("reload-failed", error=str(exc), hint="the previous configuration is kept")
+            return
+        states = self.scheduler.states
+        changed = [
+            j
+            for j in config.jobs.values()
+            if j.name not in states or states[j.name].spec.schedule != j.schedule.value
+        ]
+        history = self._history(changed)
+        self.scheduler.set_jobs(
+            [job_spec(j) for j in config.jobs.values()], self.clock.now(), history
+        )
+        self.config = config
+        self.log("reloaded", config=str(config.path), jobs=",".join(config.jobs) or "none")
+        self._log_next()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _history(self, jobs: list[EffectiveJob]) -> dict[str, PastRun]:
+        """Each job's newest recorded run over its repositories."""
+        out: dict[str, PastRun] = {}
+        for job in jobs:
+            for settings in job.repositories:
+                try:
+                    with self.opener(settings) as repo:
+                        last = read_job_history(repo, job.name).last_run
+                except StackvaultError as exc:
+                    self.log(
+                        "history-unreadable",
+                        job=job.name,
+                        repository=settings.name,
+                        error=str(exc),
+                    )
+                    continue
+                if last is not None and (
+                    job.name not in out or last.started > out[job.name].started
+                ):
+                    out[job.name] = PastRun(last.started, last.result)
+        return out
+
+    def _run_in_process(self, job: EffectiveJob, trigger: Trigger) -> RunResult:
+        def on_step(step: RunStep) -> None:
+            self.log(
+                "step",
+                job=job.name,
+                step=step.name,
+                repository=step.repository,
+                result=step.result,
+                error=step.error,
+            )
+
+        runner = JobRun(
+            job,
+            self.opener,
+            trigger=trigger,
+            clock=self.clock,
+            notice=lambda m: self.log("notice", job=job.name, detail=m),
+            on_step=on_step,
+        )
+        report = runner.run()
+        for name, why in report.not_recorded.items():
+            self.log("not-recorded", job=job.name, repository=name, error=why)
+        return report.record.result
+
+    def _flush_events(self) -> None:
+        assert self.scheduler is not None
+        for event in self.scheduler.drain_events():
+            self._log_event(event)
+
+    def _log_event(self, e: SchedulerEvent) -> None:
+        if e.kind == "due":
+            return  # run-start says it
+        self.log(e.kind, job=e.job, trigger=e.trigger, delay_s=e.delay_s, detail=e.detail)
+
+    def _log_next(self) -> None:
+        assert self.scheduler is not None
+        for name, state in self.scheduler.states.items():
+            due = state.next_due()
+            if due is not None:
+                self.log("next", job=name, at=due.isoformat(timespec="seconds"))
+
+
+def _redacted(text: str) -> str:
+    """``text`` with any URL in it redacted (credentials, query secrets)."""
+    return " ".join(redact(w) if "://" in w else w for w in text.split(" "))
