@@ -272,13 +272,13 @@ def _check_figure(history: JobHistory, objectives: Objectives, now: datetime) ->
 
 
 def _hours(seconds: float) -> str:
-    """``3.5 h`` / ``2 d 4 h`` for a reason's sentence."""
-    if seconds >= 86_400:
-        days, rest = divmod(int(seconds), 86_400)
-        return f"{days} d {rest // 3600} h"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{int(seconds // 60)} min"
+    """``2 d 4 h``, ``1 d 1 min``, ``3 h 30 min``, ``0 min`` for a reason's sentence (whole
+    minutes, zero parts left out)."""
+    minutes = int(seconds // 60)
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (mins, "min")) if n]
+    return " ".join(parts) or "0 min"
 
 
 def judge(
