@@ -38,6 +38,7 @@ verdict.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -192,6 +193,7 @@ def worst(verdicts: Iterable[Verdict]) -> Verdict:
     return min(verdicts, key=VERDICTS.index, default="ok")
 
 
+@functools.lru_cache(maxsize=64)
 def count_ticks(schedule: Schedule, start: datetime, end: datetime) -> int:
     """The schedule's runs in ``(start, end]``. A schedule that runs every day alike (day,
     month and weekday fields ``*``) is counted per whole day, the rest tick by tick."""

@@ -5,6 +5,7 @@ figures and the verdict are `stackvault.ops.status`."""
 from __future__ import annotations
 
 from stackvault.cli.parser import add_command, add_json_option
+from stackvault.errors import EXIT_ERROR
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -17,8 +18,8 @@ if TYPE_CHECKING:
     from stackvault.ops.status import JobStatus, RepositoryStatus
     from stackvault.repo.repository import Repository
 
-EXIT_NOT_OK = 1
-"""Some job's verdict is not ``ok`` (errors.EXIT_ERROR)."""
+EXIT_NOT_OK = EXIT_ERROR
+"""Some job's verdict is not ``ok``."""
 
 
 def register(subparsers: Subparsers) -> None:
