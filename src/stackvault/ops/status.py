@@ -27,7 +27,8 @@ when no tick fell in the period.
   RPO;
 * ``at-risk``: the newest snapshot's age + the time until the next scheduled run + the window
   exceeds the RPO (it will breach before the next run can fix it); or a copy lacks the
-  primary's newest job snapshot; or a repository could not be opened (its error is shown);
+  primary's newest job snapshot; or a repository could not be opened or read (its error is
+  shown; an unreadable primary is at-risk, not breached: nothing shows its snapshots gone);
 * ``unverified``: a repository whose newest check is older than ``check.every``, missing, or
   did not end ``ok``;
 * ``ok``: none of these.
