@@ -105,7 +105,7 @@ class HelpFormatter(argparse.HelpFormatter):
                 return text + "  [required]"
             shown = nargs != 0 and default not in (None, [], argparse.SUPPRESS)
         else:
-            shown = nargs == argparse.OPTIONAL
+            shown = nargs == argparse.OPTIONAL and default is not None
         return text + f"  [default: {default}]" if shown else text
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
