@@ -148,6 +148,9 @@ class Daemon:
         self.reload_requested = False
         self._in_run = False
         self._interrupted = False
+        self._stop_timer: threading.Timer | None = None
+        """Ends the process if an interrupted run does not stop in time; cancelled when it
+        does."""
         self.config: Config | None = None
         self.scheduler: Scheduler | None = None
 
@@ -181,9 +184,9 @@ class Daemon:
             self.log("stopping", signal=why, run_in_progress=self._in_run or None)
         if self._in_run and not self._interrupted:
             self._interrupted = True
-            timer = threading.Timer(self.options.stop_timeout_s, self._stop_timed_out)
-            timer.daemon = True
-            timer.start()
+            self._stop_timer = threading.Timer(self.options.stop_timeout_s, self._stop_timed_out)
+            self._stop_timer.daemon = True
+            self._stop_timer.start()
             raise KeyboardInterrupt
 
     def _stop_timed_out(self) -> None:
@@ -216,14 +219,11 @@ class Daemon:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
-            now = self.clock.now()
-            for run in self.scheduler.due(now):
-                self._flush_events()
-                if self.stopping:
-                    self.scheduler.finished(run.job, self.clock.now(), None)
-                    continue
-                self._start_run(run)
+            runs = self.scheduler.due(self.clock.now(), limit=1)
             self._flush_events()
+            if runs:
+                self._start_run(runs[0])
+                continue  # the next due job is decided after this run, by the clock then
             self._sleep_until(self.scheduler.next_wakeup())
         self.log("stopped")
         return 0
@@ -254,6 +254,8 @@ class Daemon:
             result = "failed"
         finally:
             self._in_run = False
+            if self._stop_timer is not None:
+                self._stop_timer.cancel()
         self.log("run-end", job=run.job, trigger=run.trigger, result=result)
         self.scheduler.finished(run.job, self.clock.now(), result)
         self._flush_events()

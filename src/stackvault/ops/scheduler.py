@@ -224,13 +224,20 @@ class Scheduler:
         dues = [d for s in self.states.values() if (d := s.next_due()) is not None]
         return min(dues, default=None)
 
-    def due(self, now: datetime) -> list[DueRun]:
-        """The runs to start now, earliest due first; each job is marked as running until
-        `finished`."""
+    def due(self, now: datetime, *, limit: int | None = None) -> list[DueRun]:
+        """The runs to start now, earliest due first (at most ``limit``: a caller that runs
+        jobs one after the other asks for one at a time, so that a run's trigger is decided
+        when it starts); each job handed out is marked as running until `finished`."""
+        ready = [
+            (due, name)
+            for name, state in self.states.items()
+            if name not in self._removed and (due := state.next_due()) is not None and due <= now
+        ]
         out: list[DueRun] = []
-        for state in self.states.values():
-            if state.running is not None or state.spec.name in self._removed:
-                continue
+        for _, name in sorted(ready):
+            if limit is not None and len(out) >= limit:
+                break
+            state = self.states[name]
             run = self._due_run(state, now)
             if run is not None:
                 state.running = run
@@ -238,7 +245,7 @@ class Scheduler:
                 stats.runs[run.trigger] = stats.runs.get(run.trigger, 0) + 1
                 self._event(now, "due", run.job, trigger=run.trigger, detail=_late(run, now))
                 out.append(run)
-        return sorted(out, key=lambda r: (r.due_at, r.job))
+        return out
 
     def _due_run(self, state: JobState, now: datetime) -> DueRun | None:
         name = state.spec.name
