@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Protocol, TextIO
 
@@ -64,7 +64,7 @@ class EventLog:
         self.clock = clock or SystemClock()
 
     def __call__(self, event: str, **fields: object) -> None:
-        now = self.clock.now().isoformat(timespec="seconds").replace("+00:00", "Z")
+        now = _stamp(self.clock.now())
         kept = {
             k: _redacted(v) if isinstance(v, str) else v
             for k, v in fields.items()
@@ -80,6 +80,11 @@ class EventLog:
             self.stream.flush()
         except (OSError, ValueError):
             pass  # a log that cannot be written never stops the daemon
+
+
+def _stamp(when: datetime) -> str:
+    """``2026-01-01T02:00:05Z`` (UTC, whole seconds)."""
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _text_value(value: object) -> str:
@@ -315,6 +320,8 @@ class Daemon:
                 step=step.name,
                 repository=step.repository,
                 result=step.result,
+                snapshot=step.snapshot[:8] if step.snapshot else None,
+                duration_s=round(step.duration_s, 1),
                 error=step.error,
             )
 
@@ -337,8 +344,8 @@ class Daemon:
             self._log_event(event)
 
     def _log_event(self, e: SchedulerEvent) -> None:
-        if e.kind == "due":
-            return  # run-start says it
+        if e.kind in ("due", "finished"):
+            return  # run-start and run-end say it
         self.log(e.kind, job=e.job, trigger=e.trigger, delay_s=e.delay_s, detail=e.detail)
 
     def _log_next(self) -> None:
@@ -346,7 +353,7 @@ class Daemon:
         for name, state in self.scheduler.states.items():
             due = state.next_due()
             if due is not None:
-                self.log("next", job=name, at=due.isoformat(timespec="seconds"))
+                self.log("next", job=name, at=_stamp(due))
 
 
 def _redacted(text: str) -> str:
