@@ -3,9 +3,10 @@
 #
 # Besides coreutils and tar: the real servers of tests/support/ (dbservers.py, dockerd.py,
 # dbcontainers.py) - PostgreSQL 15, MariaDB, Redis, a Docker engine - plus docker-compose and
-# sqlite3. apt must not start any of these services: the tests start their own on free ports
-# of 127.0.0.1. So while installing, /usr/sbin/policy-rc.d answers 101 ("action forbidden")
-# to every maintainer script; a policy-rc.d that was already there is left alone.
+# sqlite3, and systemd-analyze (the unit files of deploy/systemd/). apt must not start any of
+# these services: the tests start their own on free ports of 127.0.0.1. So while installing,
+# /usr/sbin/policy-rc.d answers 101 ("action forbidden") to every maintainer script; a policy-
+# rc.d that was already there is left alone.
 set -euo pipefail
 
 installed() { # installed PACKAGE: whether dpkg has it fully installed
@@ -22,6 +23,7 @@ command -v tar >/dev/null || need+=(tar)
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need+=(redis-server)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v systemd-analyze >/dev/null || need+=(systemd) # verifies deploy/systemd/
 
 if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
