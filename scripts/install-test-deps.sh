@@ -5,8 +5,8 @@
 # dbcontainers.py) - PostgreSQL 15, MariaDB, Redis, a Docker engine - plus docker-compose and
 # sqlite3, and systemd-analyze (the unit files of deploy/systemd/). apt must not start any of
 # these services: the tests start their own on free ports of 127.0.0.1. So while installing,
-# /usr/sbin/policy-rc.d answers 101 ("action forbidden") to every maintainer script; a policy-
-# rc.d that was already there is left alone.
+# /usr/sbin/policy-rc.d answers 101 ("action forbidden") to every maintainer script; a
+# policy-rc.d that was already there is left alone.
 set -euo pipefail
 
 installed() { # installed PACKAGE: whether dpkg has it fully installed
