@@ -57,6 +57,7 @@ from stackvault.ops.history import (
 )
 from stackvault.ops.session import Opener
 from stackvault.records.run import RunRecord, format_time, job_tag
+from stackvault.repo.snapshot import Snapshot
 
 Verdict = Literal["breached", "at-risk", "unverified", "ok"]
 VERDICTS: tuple[Verdict, ...] = ("breached", "at-risk", "unverified", "ok")
@@ -284,6 +285,73 @@ def _hours(seconds: float) -> str:
     return " ".join(parts) or "0 min"
 
 
+def _age_problems(
+    snap: SnapshotFigure | None, objectives: Objectives, next_run: datetime
+) -> list[tuple[Verdict, str]]:
+    """The primary's snapshot rules: none or older than the RPO is breached; one that will
+    be older than the RPO when the next run must end is at risk."""
+    if snap is None:
+        return [("breached", "holds no complete snapshot of the job")]
+    if not snap.within_rpo:
+        return [("breached", f"newest snapshot is {_hours(snap.age_s)} old, over the RPO")]
+    reach = (next_run - snap.time).total_seconds() + objectives.window_s
+    if reach > objectives.rpo_s:
+        return [
+            (
+                "at-risk",
+                f"newest snapshot will be {_hours(reach)} old when the next run must end, "
+                "over the RPO",
+            )
+        ]
+    return []
+
+
+def _check_problems(check: CheckFigure | None) -> list[tuple[Verdict, str]]:
+    """A repository without a check that ended ok within its period is unverified."""
+    if check is None:
+        return [("unverified", "never checked")]
+    if check.result != "ok":
+        return [("unverified", f"last check ended {check.result}")]
+    if not check.current:
+        return [("unverified", f"last check is {_hours(check.age_s)} old")]
+    return []
+
+
+def _repository_status(
+    view: RepositoryView,
+    objectives: Objectives,
+    now: datetime,
+    next_run: datetime,
+    primary_newest: Snapshot | None,
+    points: tuple[RestorePoints, ...],
+) -> RepositoryStatus:
+    """One repository's figures and the problems its rules find."""
+    if view.history is None:
+        problem: tuple[Verdict, str] = ("at-risk", f"cannot be read: {view.error}")
+        return RepositoryStatus(
+            view.name, view.role, view.location, view.error, None, False, None, points,
+            problems=(problem,),
+        )  # fmt: skip
+    snap = _snapshot_figure(view.history, objectives, now)
+    check = _check_figure(view.history, objectives, now)
+    behind = (
+        view.role == "copy"
+        and primary_newest is not None
+        and primary_newest.origin not in view.origins
+    )
+    problems: list[tuple[Verdict, str]] = []
+    if view.role == "primary":
+        problems += _age_problems(snap, objectives, next_run)
+    if behind:
+        assert primary_newest is not None
+        problems.append(("at-risk", f"lacks the primary's newest snapshot {primary_newest.id[:8]}"))
+    problems += _check_problems(check)
+    return RepositoryStatus(
+        view.name, view.role, view.location, None, snap, behind, check, points,
+        problems=tuple(problems),
+    )  # fmt: skip
+
+
 def judge(
     job: str,
     objectives: Objectives,
@@ -296,77 +364,20 @@ def judge(
     next_run = objectives.schedule.next_run(now)
     primary = views[0]
     primary_newest = primary.history.last_snapshot if primary.history is not None else None
-    statuses: list[RepositoryStatus] = []
-    for view in views:
-        problems: list[tuple[Verdict, str]] = []
-        points = tuple(
-            restore_points(all_runs, view.name, view.role, objectives, now, d) for d in WINDOWS_DAYS
+    statuses = [
+        _repository_status(
+            view,
+            objectives,
+            now,
+            next_run,
+            primary_newest,
+            tuple(
+                restore_points(all_runs, view.name, view.role, objectives, now, d)
+                for d in WINDOWS_DAYS
+            ),
         )
-        if view.history is None:
-            problems.append(("at-risk", f"cannot be read: {view.error}"))
-            statuses.append(
-                RepositoryStatus(
-                    view.name,
-                    view.role,
-                    view.location,
-                    view.error,
-                    None,
-                    False,
-                    None,
-                    points,
-                    problems=tuple(problems),
-                )
-            )
-            continue
-        snap = _snapshot_figure(view.history, objectives, now)
-        check = _check_figure(view.history, objectives, now)
-        behind = (
-            view.role == "copy"
-            and primary_newest is not None
-            and primary_newest.origin not in view.origins
-        )
-        if snap is None:
-            if view.role == "primary":
-                problems.append(("breached", "holds no complete snapshot of the job"))
-        elif view.role == "primary":
-            if not snap.within_rpo:
-                problems.append(
-                    ("breached", f"newest snapshot is {_hours(snap.age_s)} old, over the RPO")
-                )
-            else:
-                reach = (next_run - snap.time).total_seconds() + objectives.window_s
-                if reach > objectives.rpo_s:
-                    problems.append(
-                        (
-                            "at-risk",
-                            f"newest snapshot will be {_hours(reach)} old when the next run "
-                            "must end, over the RPO",
-                        )
-                    )
-        if behind:
-            assert primary_newest is not None
-            problems.append(
-                ("at-risk", f"lacks the primary's newest snapshot {primary_newest.id[:8]}")
-            )
-        if check is None:
-            problems.append(("unverified", "never checked"))
-        elif check.result != "ok":
-            problems.append(("unverified", f"last check ended {check.result}"))
-        elif not check.current:
-            problems.append(("unverified", f"last check is {_hours(check.age_s)} old"))
-        statuses.append(
-            RepositoryStatus(
-                view.name,
-                view.role,
-                view.location,
-                None,
-                snap,
-                behind,
-                check,
-                points,
-                problems=tuple(problems),
-            )
-        )
+        for view in views
+    ]
     last = all_runs[-1] if all_runs else None
     last_run = (
         LastRun(
