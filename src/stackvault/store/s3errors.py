@@ -135,6 +135,12 @@ def _transport_error(exc: Exception, *, what: str, where: str) -> Exception:
             hint="pass ?ca-bundle=FILE with the server's CA, or fix the certificate",
         )
     if isinstance(exc, bx.EndpointConnectionError):
+        unknown = _unknown_host(exc)
+        if unknown is not None:  # a typo in the endpoint: retrying cannot help
+            return StoreUnreachable(
+                f"the host of the S3 endpoint of {where} is not known ({unknown})",
+                hint="check the host name in the endpoint URL",
+            )
         return TransientStoreError(
             f"cannot connect to the S3 endpoint of {where}",
             hint="check the endpoint URL and that the server is running and reachable",
@@ -160,6 +166,27 @@ def _transport_error(exc: Exception, *, what: str, where: str) -> Exception:
     if "ProtocolError" in name_of or "IncompleteRead" in name_of:  # urllib3 / http.client
         return TransientStoreError(f"{what} failed at {where}: connection lost ({exc})")
     return exc
+
+
+def _unknown_host(exc: BaseException) -> str | None:
+    """The resolver's words if ``exc`` (or what it wraps) says the host name does not exist
+    (``EAI_NONAME``, ``EAI_NODATA``): a permanent failure. A temporary one (``EAI_AGAIN``, a
+    resolver that did not answer) gives None, and stays retried."""
+    import socket
+
+    permanent = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+    todo: list[object] = [exc]
+    seen: set[int] = set()
+    while todo:
+        error = todo.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror):
+            return error.strerror if error.errno in permanent else None
+        todo += [error.__cause__, error.__context__, *error.args]
+        todo += list(getattr(error, "kwargs", {}).values())
+    return None
 
 
 def error_code(exc: Any) -> str:
