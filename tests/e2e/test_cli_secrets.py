@@ -11,7 +11,7 @@ import pytest
 
 from conftest import PASSWORD, Result
 from stackvault.sources.registry import schemes
-from stackvault.sources.tools.runner import HostRunner
+from stackvault.sources.tools.host import HostRunner
 
 Cli = Callable[..., Result]
 

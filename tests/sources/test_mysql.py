@@ -37,7 +37,7 @@ from stackvault.sources.mysql.tools import (
     translate,
 )
 from stackvault.sources.registry import open_source
-from stackvault.sources.tools.runner import HostRunner
+from stackvault.sources.tools.host import HostRunner
 from support.artifacts import MemorySink
 from support.dbcontainers import MariaDBContainer
 from support.dbservers import CommandError, MariaDBServer, free_port

@@ -48,7 +48,7 @@ from stackvault.sources.postgres.tools import (
     translate,
 )
 from stackvault.sources.registry import open_source
-from stackvault.sources.tools.runner import HostRunner
+from stackvault.sources.tools.host import HostRunner
 from support.artifacts import MemorySink
 from support.dbcontainers import PostgresContainer
 from support.dbservers import CommandError, PostgresServer, free_port

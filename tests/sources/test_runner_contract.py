@@ -32,7 +32,8 @@ import pytest
 
 from stackvault.errors import SourceError
 from stackvault.sources.docker.exec import ContainerRunner
-from stackvault.sources.tools.runner import HostRunner, OutputStream, Runner, pump
+from stackvault.sources.tools.host import HostRunner
+from stackvault.sources.tools.runner import OutputStream, Runner, pump
 from support.dockerd import run_service_container
 
 if TYPE_CHECKING:

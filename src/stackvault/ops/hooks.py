@@ -1,6 +1,6 @@
 """A job's hooks (ops layer): ``before``, ``after`` and ``on_failure`` commands of a run.
 
-Hooks run on this host through `stackvault.sources.tools.runner.HostRunner` (the one way a
+Hooks run on this host through `stackvault.sources.tools.host.HostRunner` (the one way a
 local process is run: its environment without stackvault's secrets), with nothing on their
 standard input and a time limit. Their output is not shown in full: `HookOutcome.output`
 keeps its last lines, short, for the report.
@@ -13,7 +13,8 @@ from typing import Literal
 
 from stackvault.config.job import hook_text
 from stackvault.errors import StackvaultError
-from stackvault.sources.tools.runner import HostRunner, Runner
+from stackvault.sources.tools.host import HostRunner
+from stackvault.sources.tools.runner import Runner
 
 HookKind = Literal["before", "after", "on_failure"]
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from stackvault.errors import SourceError, StackvaultError
 from stackvault.records.plan import HookPlan
 from stackvault.records.stack import HookRun
-from stackvault.sources.tools.runner import HostRunner, Runner, describe_exit
+from stackvault.sources.tools.host import HostRunner
+from stackvault.sources.tools.runner import Runner, describe_exit
 from stackvault.stack.compose import Project
 
 if TYPE_CHECKING:

@@ -45,6 +45,7 @@ from stackvault.sources.tools.runner import (
     STDERR_LINES,
     Completed,
     InputStream,
+    LineSession,
     OutputStream,
     Runner,
     Session,
@@ -565,17 +566,14 @@ class _ContainerInput(InputStream):
         self._demux.close()
 
 
-class _ContainerSession(Session):
+class _ContainerSession(LineSession):
     def __init__(self, runner: ContainerRunner, exec_id: str, demux: _Demux, label: str) -> None:
+        super().__init__(label, runner.where)
         self._runner = runner
         self._exec_id = exec_id
         self._demux = demux
-        self._label = label
-        self._lines: collections.deque[str] = collections.deque()
         self._err: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
-        self._cond = threading.Condition()
-        self._eof = False
-        self._partial = ""
+        self._partial = ""  # an output line not yet ended (read on the reader thread only)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -586,16 +584,11 @@ class _ContainerSession(Session):
                 if frame[0] != 1:
                     self._err.extend(line for line in text.splitlines() if line.strip())
                     continue
-                with self._cond:
-                    self._partial += text
-                    *done, self._partial = self._partial.split("\n")
-                    self._lines.extend(done)
-                    self._cond.notify_all()
+                *done, self._partial = (self._partial + text).split("\n")
+                self._add_lines(done)
         except OSError:
             pass
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
+        self._end_of_output()
 
     def send(self, text: str) -> None:
         try:
@@ -610,24 +603,6 @@ class _ContainerSession(Session):
             f"{self._label} {self._runner.where} {describe_exit(code)}: "
             f"{stderr_tail(list(self._err))}"
         )
-
-    def read_until(self, marker: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        out: list[str] = []
-        with self._cond:
-            while True:
-                while self._lines:
-                    line = self._lines.popleft()
-                    if line == marker:
-                        return "\n".join(out)
-                    out.append(line)
-                if self._eof:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise SourceError(f"{self._label} {self._runner.where} did not answer in time")
-                self._cond.wait(left)
-        raise self._ended()
 
     def close(self) -> None:
         self._demux.close_input()

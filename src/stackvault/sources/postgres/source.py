@@ -146,7 +146,8 @@ from stackvault.sources.postgres.tools import (
     table_facts,
     translate,
 )
-from stackvault.sources.tools.runner import HostRunner, StreamResult
+from stackvault.sources.tools.host import HostRunner
+from stackvault.sources.tools.runner import StreamResult
 from stackvault.sources.url import SourceURL
 
 DUMP = "dump.pgc"

@@ -1,7 +1,7 @@
 """A command's standard output as a byte stream (sources layer): ``--stdin-from-command``.
 
 The command is split as a POSIX shell would split it (no shell is run) and run on this host
-as `stackvault.sources.tools.runner.HostOutput` runs a dump tool: its own process group (an
+as `stackvault.sources.tools.host.HostOutput` runs a dump tool: its own process group (an
 interrupted backup stops a ``sh -c "dump | gzip"`` whole), nothing on its standard input, an
 environment without stackvault's own secrets. Its exit status is checked when the stream is
 closed: a non-zero status or a signal raises `SourceError` carrying the last lines of its
@@ -16,7 +16,8 @@ from types import TracebackType
 
 from stackvault.errors import SourceError, UsageError
 from stackvault.sources.tools.childenv import child_environment
-from stackvault.sources.tools.runner import HostOutput, OutputStream
+from stackvault.sources.tools.host import HostOutput
+from stackvault.sources.tools.runner import OutputStream
 
 STDERR_LINES = 10
 
