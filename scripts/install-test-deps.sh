@@ -3,7 +3,8 @@
 #
 # Besides coreutils and tar: the real servers of tests/support/ (dbservers.py, dockerd.py,
 # dbcontainers.py) - PostgreSQL 15, MariaDB, Redis, a Docker engine - plus docker-compose and
-# sqlite3, and systemd-analyze (the unit files of deploy/systemd/). apt must not start any of
+# sqlite3, systemd-analyze (the unit files of deploy/systemd/), and Prometheus with promtool and
+# Alertmanager (the alert rules of deploy/prometheus/, scraped metrics). apt must not start any of
 # these services: the tests start their own on free ports of 127.0.0.1. So while installing,
 # /usr/sbin/policy-rc.d answers 101 ("action forbidden") to every maintainer script; a
 # policy-rc.d that was already there is left alone.
@@ -24,6 +25,8 @@ command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need+=(
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v systemd-analyze >/dev/null || need+=(systemd) # verifies deploy/systemd/
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 
 if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
