@@ -413,6 +413,47 @@ def test_restore_refuses_data_loads_into_an_empty_database_and_overwrites(
         drop(mariadb_env, empty)
 
 
+def test_database_created_by_someone_else_between_check_and_create(
+    mariadb_env: MariaDBServer, host_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container's start-up (MYSQL_DATABASE) may create the database after the restore found
+    it missing and before its CREATE DATABASE: an empty one is loaded into, one with tables is
+    left untouched and the restore fails."""
+    import stackvault.sources.mysql.restore as my_restore
+
+    mariadb_env.sql("CREATE TABLE t (id INT); INSERT INTO t VALUES (1),(2),(3);", db=host_db)
+    _s, sink, meta = capture(mariadb_env.url(host_db))
+    target = unique_db_name("raced")
+    original = my_restore.run_sql
+    extra_sql: list[str] = []
+
+    def create_first(ep: Any, sql: str, **kw: Any) -> Any:
+        if sql.startswith("CREATE DATABASE") and target not in mariadb_env.sql("SHOW DATABASES"):
+            mariadb_env.create_database(target)  # the other party wins the race
+            for extra in extra_sql:
+                mariadb_env.sql(extra, db=target)
+        return original(ep, sql, **kw)
+
+    monkeypatch.setattr(my_restore, "run_sql", create_first)
+    try:
+        notes: list[str] = []
+        result, facts = restore(mariadb_env.url(target), sink, meta, notices=notes)
+        assert result["reused"] == [target] and result["created"] == []
+        assert facts == {"tables": {"t": 3}}
+        assert any("was created by someone else" in n for n in notes), notes
+
+        drop(mariadb_env, target)
+        extra_sql.append("CREATE TABLE theirs (x INT); INSERT INTO theirs VALUES (7)")
+        with pytest.raises(SourceError) as failed:
+            restore(mariadb_env.url(target), sink, meta)
+        message = str(failed.value)
+        assert f"database {target} at 127.0.0.1:{mariadb_env.port} holds 1 table" in message
+        assert "someone else created it" in message
+        assert mariadb_env.sql("SHOW TABLES", db=target) == "theirs"  # untouched
+    finally:
+        drop(mariadb_env, target)
+
+
 def test_owner_none_drops_definers(mariadb_env: MariaDBServer, host_db: str) -> None:
     # (A view whose definer does not exist is stored with its columns qualified by the
     # database's name, so it is restored under the same name here.)

@@ -424,6 +424,47 @@ def test_restore_refuses_a_database_with_data_and_overwrites_on_request(
         drop_host(pg_env, other)
 
 
+def test_database_created_by_someone_else_between_check_and_create(
+    pg_env: PostgresServer, host_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container's start-up (POSTGRES_DB, init scripts) may create the database after the
+    restore found it missing and before its CREATE DATABASE: an empty one is restored into,
+    one with tables is left untouched and the restore fails."""
+    import stackvault.sources.postgres.restore as pg_restore
+
+    pg_env.psql(ODD_SQL, db=host_db)
+    _source, sink, meta = capture(pg_env.url(host_db))
+    target = unique_db_name("raced")
+    original = pg_restore.create_database_sql
+    extra_sql: list[str] = []
+
+    def create_first(name: str, *args: Any, **kw: Any) -> Any:
+        pg_env.create_database(name)  # the other party wins the race
+        for sql in extra_sql:
+            pg_env.psql(sql, db=name)
+        return original(name, *args, **kw)
+
+    monkeypatch.setattr(pg_restore, "create_database_sql", create_first)
+    try:
+        notices: list[str] = []
+        result, live = restore(pg_env.url(target), sink, meta, notices=notices)
+        assert result["reused"] == [target] and result["created"] == []
+        assert compare_facts(meta["facts"], live) == []
+        assert any("was created by someone else" in n for n in notices), notices
+        assert pg_env.psql(CHECKSUM_SQL, db=target) == pg_env.psql(CHECKSUM_SQL, db=host_db)
+
+        drop_host(pg_env, target)
+        extra_sql.append("CREATE TABLE theirs (x int); INSERT INTO theirs VALUES (7)")
+        with pytest.raises(SourceError) as failed:
+            restore(pg_env.url(target), sink, meta)
+        assert f"database {target} at 127.0.0.1:{pg_env.port} holds 1 table" in fail_message(failed)
+        assert "someone else created it" in fail_message(failed)
+        assert pg_env.psql("SELECT count(*) FROM theirs", db=target) == "1"  # untouched
+        assert pg_env.psql("SELECT to_regclass('public.\"Odd Table\"') IS NULL", db=target) == "t"
+    finally:
+        drop_host(pg_env, target)
+
+
 def _ignore(fn: Callable[[], object]) -> None:
     try:
         fn()

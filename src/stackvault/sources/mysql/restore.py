@@ -9,7 +9,11 @@ first) or, when the URL names one, only that one. For each target database:
   it is dropped and created again;
 - it exists and is empty: the dump is loaded into it as it is;
 - it does not exist: ``CREATE DATABASE`` with the captured character set and collation (the
-  server's default, with a notice, when it does not know them).
+  server's default, with a notice, when it does not know them). When the CREATE fails and the
+  database exists by then, someone created it between the check and the CREATE (a container's
+  start-up creating ``MYSQL_DATABASE`` while a stack restore began): it is checked again and,
+  empty, loaded into as an existing empty database (with a notice); holding objects, the
+  restore fails without touching it.
 
 The dump streams from the repository in 1 MiB pieces into ``mariadb --default-character-set=
 utf8mb4 --max-allowed-packet=1G DB``; its failure fails the restore with its error, saying
@@ -44,8 +48,10 @@ from stackvault.sources.mysql.tools import (
     LoadFilter,
     ServerInfo,
     filter_users,
+    name_literal,
     object_count,
     quote_ident,
+    rows,
     run_sql,
     server_info,
     summarize,
@@ -100,7 +106,8 @@ class MySQLRestore:
         for target, _archived, entry in plan:
             if target in busy:
                 run_sql(ep, f"DROP DATABASE {quote_ident(target)};", timeout=self.timeout)
-                self._create(ep, target, entry, options)
+                if not self._create(ep, target, entry, options):
+                    self._adopt(ep, target, options)
                 tally.replaced.append(target)
             elif target in info["databases"]:
                 tally.reused.append(target)
@@ -108,15 +115,21 @@ class MySQLRestore:
                     f"database {target} {ep.address} exists and is empty; the dump is loaded "
                     "into it as it is"
                 )
-            else:
-                self._create(ep, target, entry, options)
+            elif self._create(ep, target, entry, options):
                 tally.created.append(target)
+            else:
+                self._adopt(ep, target, options)
+                tally.reused.append(target)
             tally.bytes += self._load(ep, reader, str(entry["file"]), target, no_owner)
         return tally.result(plan, "users", users_result, no_owner=no_owner)
 
     def _create(
         self, ep: Endpoint, db: str, entry: dict[str, Any], options: ArtifactRestoreOptions
-    ) -> None:
+    ) -> bool:
+        """Create ``db``; True, or False when a CREATE failed because someone else created it
+        in the meantime (a container's start-up creating ``MYSQL_DATABASE`` /
+        ``MARIADB_DATABASE`` while the restore was checking): the caller then treats it as
+        existing. Any other failure raises `SourceError`."""
         charset = str(entry.get("charset") or "")
         collation = str(entry.get("collation") or "")
         name = quote_ident(db)
@@ -132,6 +145,10 @@ class MySQLRestore:
             try:
                 run_sql(ep, sql, timeout=self.timeout)
             except SourceError as exc:
+                # "database exists" (1007) is not matched in the text, which lc_messages may
+                # translate: the database existing now says the same.
+                if self._exists(ep, db):
+                    return False
                 if i == len(attempts) - 1:
                     raise SourceError(
                         f"cannot create database {db} {ep.address}: {exc.message}",
@@ -145,7 +162,35 @@ class MySQLRestore:
                     f"database {db}: this server does not know the captured character set "
                     f"{charset} / collation {collation}; it is created with a default"
                 )
-            return
+            return True
+        raise SourceError(f"cannot create database {db} {ep.address}: no statement was valid")
+
+    def _exists(self, ep: Endpoint, db: str) -> bool:
+        """Whether a database named ``db`` exists on the server now."""
+        sql = (
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA "
+            f"WHERE SCHEMA_NAME = {name_literal(db)};"
+        )
+        out = rows(run_sql(ep, sql, timeout=self.timeout))
+        return bool(out) and out[0][0] not in ("", "0")
+
+    def _adopt(self, ep: Endpoint, db: str, options: ArtifactRestoreOptions) -> None:
+        """``db`` appeared while the restore was about to create it: load into it as into an
+        existing empty database, or, when it holds objects already, fail without touching it."""
+        objects = object_count(ep, db, self.timeout)
+        if objects:
+            what = summarize(db, table_facts(ep, db, self.timeout), objects, ep.address)
+            raise SourceError(
+                f"{what}: someone else created it while this restore was about to, and "
+                "nothing was loaded into it",
+                hint="find out what created it (the service's start-up?) and restore again, "
+                "with --overwrite to replace it",
+            )
+        options.notice(
+            f"database {db} {ep.address} was created by someone else (the service's start-up?) "
+            "while this restore was about to create it; it is empty, so the dump is loaded "
+            "into it as it is"
+        )
 
     def _load(
         self, ep: Endpoint, reader: ArtifactReader, path: str, db: str, no_owner: bool

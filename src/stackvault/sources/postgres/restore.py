@@ -16,7 +16,11 @@ database, only that one (without globals). For each target database:
   locale, owned by the captured owner if that role exists here and ``owner=keep`` (else by the
   restoring role, with a notice); then the captured comment, connection limit, settings and
   (with ``owner=keep``) privileges are applied - one failing statement (a role missing here)
-  is reported as a notice, not fatal.
+  is reported as a notice, not fatal. When the CREATE fails and the database exists by then,
+  someone created it between the check and the CREATE (a container's start-up creating
+  ``POSTGRES_DB`` or running its init scripts while a stack restore began): it is checked
+  again and, holding no tables, restored into as an existing empty database (with a notice);
+  holding some, the restore fails without touching it.
 
 CREATE/DROP DATABASE run on the ``postgres`` database (``template1`` when the target is
 ``postgres``). The dump is streamed from the repository in 1 MiB pieces into ``pg_restore
@@ -154,10 +158,14 @@ class PostgresRestore:
                     f"database {target} {ep.address} exists and holds no tables; the dump is "
                     "restored into it as it is"
                 )
-            else:
-                self._create(ep, target, props, num, roles, no_owner, info["user"], options)
+            elif self._create(ep, target, props, num, roles, no_owner, info["user"], options):
                 if target not in tally.replaced:
                     tally.created.append(target)
+            else:
+                self._adopt(ep, target, options)
+                exists = True
+                if target not in tally.replaced:
+                    tally.reused.append(target)
             tally.bytes += self._load(ep, reader, str(entry["file"]), target, no_owner)
             if not exists:
                 self._apply_properties(ep, target, props, no_owner, options)
@@ -202,7 +210,11 @@ class PostgresRestore:
         no_owner: bool,
         current: str,
         options: ArtifactRestoreOptions,
-    ) -> None:
+    ) -> bool:
+        """Create ``db``; True, or False when the CREATE failed because someone else created
+        it in the meantime (a container's start-up creating ``POSTGRES_DB`` or running its
+        init scripts while the restore was checking): the caller then treats it as existing.
+        Any other failure raises `SourceError`."""
         owner = props.get("owner")
         if no_owner or not owner:
             owner = None
@@ -217,13 +229,42 @@ class PostgresRestore:
             options.notice(f"database {db}: {note}; it is created with the server's default")
         try:
             run_script(ep, maintenance_db(db), sql, timeout=self.timeout)
+            return True
         except SourceError as exc:
+            # "already exists" (42P04) is not matched in the text, which the server's
+            # lc_messages may translate: the database existing now says the same.
+            if self._exists(ep, db):
+                return False
             raise SourceError(
                 f"cannot create database {db} {ep.address}: {exc.message}",
                 hint=exc.hint
                 or "create it yourself (e.g. with createdb) and restore again: an empty "
                 "database is restored into as it is",
             ) from exc
+
+    def _exists(self, ep: Endpoint, db: str) -> bool:
+        """Whether a database named ``db`` exists on the server now."""
+        sql = f"SELECT count(*) FROM pg_catalog.pg_database WHERE datname = {quote_literal(db)}"
+        out, _ = run_script(ep, maintenance_db(db), sql, timeout=self.timeout)
+        return out.strip() not in ("", "0")
+
+    def _adopt(self, ep: Endpoint, db: str, options: ArtifactRestoreOptions) -> None:
+        """``db`` appeared while the restore was about to create it: restore into it as into an
+        existing empty database, or, when it holds tables already, fail without touching it."""
+        facts = database_facts(ep, db, self.timeout)
+        target = DatabaseTarget(db, True, facts)
+        if target.holds_data:
+            raise SourceError(
+                f"{summarize_tables(db, facts, ep.address)}: someone else created it while "
+                "this restore was about to, and nothing was restored into it",
+                hint="find out what created it (the service's start-up?) and restore again, "
+                "with --overwrite to replace it",
+            )
+        options.notice(
+            f"database {db} {ep.address} was created by someone else (the service's start-up?) "
+            "while this restore was about to create it; it holds no tables, so the dump is "
+            "restored into it as it is"
+        )
 
     def _apply_properties(
         self,
