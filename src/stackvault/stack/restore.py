@@ -15,7 +15,9 @@ order is the one that works for Dify and its kind:
 3. the bind-mounted directories the manifest recorded are created with their owner and mode
    (a database's data directory included: its content comes from the dump);
 4. **database services only** are created and started (``docker compose up -d --no-deps``),
-   then waited for (bounded retries; the message names the service that never answered);
+   then waited for until each answers its own client and no ``docker-entrypoint.sh`` (the
+   official images' init phase, with its temporary server) runs in it any more (bounded; the
+   message names the service that never answered);
 5. **databases** are loaded from their artifacts (every database and the roles; Dify's
    ``dify`` *and* ``dify_plugin``, before the plugin daemon exists) and validated against the
    row counts recorded at capture;
@@ -355,12 +357,23 @@ class _Restorer:
         raise SourceError(f"source {source.name} of service {service} is not a database")
 
     def _wait_ready(self, service: str) -> None:
-        """Until the database service answers its own client (bounded)."""
+        """Until the database service answers its own client and its image's entrypoint has
+        finished initialising it (bounded by the wait).
+
+        The official PostgreSQL, MySQL and MariaDB images initialise a new data directory
+        with a temporary server that listens on the usual socket (``POSTGRES_DB`` /
+        ``MYSQL_DATABASE``, the init scripts), stop it and only then ``exec`` the real
+        server: answering once is not enough, the restore would race the init (and lose its
+        connections when the temporary server stops). So the service is ready only when no
+        ``docker-entrypoint.sh`` runs in its container any more. An entrypoint still there at
+        the end of the wait (one that never ``exec``s its server) is told and not waited for
+        longer: the restore then goes on with the server that answers."""
         from stackvault.sources.registry import open_source
 
         source = next((s for s in self.plan.sources if s.service == service), None)
         deadline = time.monotonic() + self.wait
         last = ""
+        answered = False
         while time.monotonic() < deadline:
             try:
                 if source is None:
@@ -371,10 +384,20 @@ class _Restorer:
                     target.describe_target()
                 finally:
                     target.close()
-                return
+                answered = True
+                if not entrypoint_initialising(self.client, self._container_of(service)):
+                    return
+                last = "its entrypoint is still initialising it"
             except SourceError as exc:
+                answered = False
                 last = exc.message
             time.sleep(1.0)
+        if answered:
+            self.notice(
+                f"service {service}: docker-entrypoint.sh still runs in its container after "
+                f"{self.wait:.0f} s although the server answers; going on"
+            )
+            return
         raise SourceError(
             f"service {service} of project {self.new_project} did not become ready in "
             f"{self.wait:.0f} s: {last}",
@@ -490,6 +513,35 @@ class _Restorer:
             return []
         keys_dir = self.map_path(str(privkeys))
         return [dify.tenant_keys_check(self.client, self._container_of(pg), keys_dir)]
+
+
+ENTRYPOINT_SCRIPT = "docker-entrypoint.sh"
+"""The official database images' entrypoint, which ``exec``s the server once it initialised."""
+
+
+def entrypoint_initialising(client: DockerClient, container: str) -> bool:
+    """Whether a process of ``container`` runs ``docker-entrypoint.sh`` (as the program or as
+    the script its interpreter runs): the official database images' init phase, before the
+    script ``exec``s the real server. Read with the engine's ``top`` (``ps`` on the engine's
+    host), so nothing needs to exist inside the container; an engine that cannot list the
+    processes gives False (nothing to wait for)."""
+    import docker.errors
+
+    try:
+        top = client.api.top(container)
+    except docker.errors.DockerException:
+        return False
+    titles = [str(t) for t in top.get("Titles") or []]
+    column = next((i for i, t in enumerate(titles) if t in ("CMD", "COMMAND")), None)
+    if column is None:
+        return False
+    for proc in top.get("Processes") or []:
+        if len(proc) <= column:
+            continue
+        words = str(proc[column]).split()[:2]
+        if any(os.path.basename(w) == ENTRYPOINT_SCRIPT for w in words):
+            return True
+    return False
 
 
 def _listed(names: Iterable[str]) -> str:
