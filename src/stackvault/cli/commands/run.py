@@ -7,10 +7,11 @@ from stackvault.cli.parser import add_command, add_json_option
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
+    from contextlib import AbstractContextManager, ExitStack
 
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.config import Config
     from stackvault.config.repository import RepositorySettings
     from stackvault.ops.run import RunReport
     from stackvault.records.run import RunStep
@@ -32,6 +33,13 @@ def register(subparsers: Subparsers) -> None:
         choices=("manual", "schedule"),
         default="manual",
         help="Why the run starts, as its record says (default: manual; a timer passes schedule).",
+    )
+    p.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="After the run (whatever its result), write the job's Prometheus metrics to PATH "
+        "atomically, in node_exporter's textfile format (name it JOB.prom in the textfile "
+        "directory; one file per job). Counters continue from the file it replaces.",
     )
     add_json_option(p)
 
@@ -61,7 +69,9 @@ def step_line(step: RunStep) -> str:
     return f"{text}: {step.error}" if step.error else text
 
 
-def run(cli: Cli, *, job: str, config: str | None, trigger: str) -> int:
+def run(
+    cli: Cli, *, job: str, config: str | None, trigger: str, metrics_file: str | None = None
+) -> int:
     """Run one cycle of a configured job: before hook, backup into the primary repository,
     copies, retention (forget and prune), the check when due, after or on_failure hook; a
     run record is written into every repository the run touched.
@@ -69,7 +79,12 @@ def run(cli: Cli, *, job: str, config: str | None, trigger: str) -> int:
     Exit status: 0 every step succeeded, 3 partial (the backup was made but a copy,
     retention or check failed; the next run retries the copies), 1 failed (no snapshot),
     130 interrupted.
+
+    With --metrics-file, the job's metrics are written after the run; a file that cannot be
+    written is a warning and does not change the exit status.
     """
+    from contextlib import ExitStack
+
     from stackvault.config import load_config
     from stackvault.ops.run import JobRun
 
@@ -87,17 +102,59 @@ def run(cli: Cli, *, job: str, config: str | None, trigger: str) -> int:
 
     from stackvault.cli.commands.backup import make_progress
 
-    runner = JobRun(
-        effective,
-        lambda settings: _open(cli, settings),
-        trigger="schedule" if trigger == "schedule" else "manual",
-        notice=cli.notice,
-        on_step=on_step,
-        progress=lambda label: make_progress(cli, label),
-    )
-    report = runner.run()
-    _report(cli, report)
+    with ExitStack() as kept:
+        opener = _KeptOpen(cli, kept) if metrics_file is not None else None
+        runner = JobRun(
+            effective,
+            opener or (lambda settings: _open(cli, settings)),
+            trigger="schedule" if trigger == "schedule" else "manual",
+            notice=cli.notice,
+            on_step=on_step,
+            progress=lambda label: make_progress(cli, label),
+        )
+        report = runner.run()
+        _report(cli, report)
+        if metrics_file is not None and opener is not None:
+            _write_metrics(cli, loaded, opener, report, metrics_file)
     return report.exit_code
+
+
+class _KeptOpen:
+    """An `Opener` that opens each repository once (`_open`) and keeps it open in ``kept``
+    until the command ends, so the metrics read after the run cost no second key
+    derivation. Each open hands the run a context that does not close the repository."""
+
+    def __init__(self, cli: Cli, kept: ExitStack) -> None:
+        self.cli = cli
+        self.kept = kept
+        self.repos: dict[str, Repository] = {}
+
+    def __call__(self, settings: RepositorySettings) -> AbstractContextManager[Repository]:
+        from contextlib import nullcontext
+
+        repo = self.repos.get(settings.name)
+        if repo is None:
+            repo = self.kept.enter_context(_open(self.cli, settings))
+            self.repos[settings.name] = repo
+        return nullcontext(repo)
+
+
+def _write_metrics(
+    cli: Cli, loaded: Config, opener: _KeptOpen, report: RunReport, path: str
+) -> None:
+    """The job's figures read again from its repositories (the new record included), the
+    counters carried over from ``path`` plus this run, written to ``path`` atomically."""
+    from stackvault.ops.metrics import Metrics
+
+    job = report.record.job
+    metrics = Metrics(with_build_info=False)
+    metrics.refresh(loaded, opener, jobs=[job])
+    metrics.carry_over_from(path)
+    metrics.observe_run(job, report)
+    try:
+        metrics.write_textfile(path)
+    except OSError as exc:
+        cli.warn(f"warning: the metrics file {path} could not be written: {exc.strerror or exc}")
 
 
 def _open(cli: Cli, settings: RepositorySettings) -> AbstractContextManager[Repository]:
