@@ -6,6 +6,19 @@ after ``timeout`` seconds) and starts every container it stopped again when the 
 after success, after a failure, after ``KeyboardInterrupt`` (the CLI turns SIGTERM into one)
 and after `Interrupted`.
 
+**Levels.** ``containers`` are stopped one after another, in their order. Given ``levels``
+instead (lists of containers, e.g. a stack's services by dependency depth, dependents first),
+the containers of one level are stopped in parallel and the next level only once the whole
+level is stopped; they are started again level by level in reverse order, each level in
+parallel. So a level of containers that ignore their stop signal costs one stop timeout, not
+one per container.
+
+**Timeouts.** With ``own_timeouts`` a container that has its own stop timeout
+(``Config.StopTimeout``: Compose's ``stop_grace_period``, ``docker run --stop-timeout``) is
+given that one; the others get ``timeout``. A container whose stop took its whole timeout and
+that ended with exit code 137 (SIGKILL) without being OOM-killed is recorded as *killed* (and
+said in a notice).
+
 **Unstoppable containers.** Every Engine API call here has a deadline: a stop may take
 ``timeout + grace`` seconds, anything else ``grace`` seconds. A container that is still not
 stopped by then (a wedged runtime, a process in uninterruptible sleep that even SIGKILL cannot
@@ -13,21 +26,24 @@ end, an engine that does not answer) aborts the capture with a `SourceError` nam
 containers stopped before it are started again. So is a container that runs again right after
 its stop (someone else started it).
 
-**Starting again** tries every container, in reverse order, even when some fail or a second
-Ctrl-C arrives; all failures are reported together. A container whose stop was interrupted
+**Starting again** tries every container, in reverse order (reverse level order, each level
+in parallel), even when some fail or a second Ctrl-C arrives; all failures are reported
+together. A container whose stop was interrupted
 is first given until its stop deadline to finish stopping (the engine goes on stopping it
 after the client gave up), so that it is not left stopped. When starting fails after a
 successful capture, the capture fails (`SourceError`: the service is down and someone must
 know); after a failed capture the original error carries the start failures too; after an
 interrupt they are sent as a notice and added as a note to the exception, which goes on.
 
-`record` lists, per container, how long it took to stop and how long it was down (from the
-stop request until it was running again), for the artifact's metadata.
+`record` lists, per container, its level, the stop timeout it was given, how long it took to
+stop, whether it was killed, and how long it was down (from the stop request until it was
+running again), for the artifact's metadata and the stack manifest.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -69,13 +85,23 @@ def _is_interrupt(exc: BaseException) -> bool:
     return not isinstance(exc, Exception) or isinstance(exc, Interrupted)
 
 
+KILLED_EXIT_CODE = 137
+"""128 + SIGKILL: what a container that did not end on its stop signal exits with."""
+
+
 @dataclass
 class _Target:
     id: str
     name: str
+    level: int
+    order: int
+    """Its place among every container given, for `Quiesce.record`."""
+    timeout: float
+    """The stop timeout it is given (seconds)."""
     requested: float = 0.0
     stopped: float | None = None
     started: float | None = None
+    killed: bool = False
     pending: bool = True
     """The stop was requested but not confirmed (interrupted, timed out, failed)."""
 
@@ -93,13 +119,55 @@ def _deadline(api: APIClient, seconds: float) -> Iterator[None]:
 
 
 class StopRecord(TypedDict):
-    """One container a `Quiesce` stopped: its name, short id, the seconds it took to stop
-    and the seconds it was down (each once known)."""
+    """One container a `Quiesce` stopped: its name, short id, level (0 for the first stopped),
+    the stop timeout it was given, the seconds it took to stop and whether it was killed after
+    that timeout, and the seconds it was down (each once known)."""
 
     container: str
     id: str
+    level: int
+    timeout_s: float
     stop_s: NotRequired[float]
+    killed: NotRequired[bool]
     downtime_s: NotRequired[float]
+
+
+def _in_parallel(
+    work: Callable[[_Target], None], targets: Sequence[_Target]
+) -> tuple[list[tuple[_Target, Exception]], KeyboardInterrupt | None]:
+    """``work(target)`` for every target at once (one thread each; a single one in this
+    thread); the failures, and a Ctrl-C that arrived meanwhile. Every call is waited for,
+    even after a Ctrl-C: each is bounded by its own deadline, and what it changed must be known
+    before anything is started again."""
+    failures: list[tuple[_Target, Exception]] = []
+    if len(targets) == 1:
+        try:
+            work(targets[0])
+        except Exception as exc:
+            failures.append((targets[0], exc))
+        return failures, None
+
+    def run(target: _Target) -> None:
+        try:
+            work(target)
+        except Exception as exc:
+            failures.append((target, exc))
+
+    threads = [
+        threading.Thread(target=run, args=(t,), name=f"quiesce-{t.name}", daemon=True)
+        for t in targets
+    ]
+    for thread in threads:
+        thread.start()
+    interrupted: KeyboardInterrupt | None = None
+    for thread in threads:
+        while thread.is_alive():
+            try:
+                thread.join()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+    failures.sort(key=lambda f: f[0].order)
+    return failures, interrupted
 
 
 class Quiesce:
@@ -108,9 +176,11 @@ class Quiesce:
     def __init__(
         self,
         client: DockerClient,
-        containers: Sequence[Container],
+        containers: Sequence[Container] = (),
         *,
+        levels: Sequence[Sequence[Container]] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        own_timeouts: bool = False,
         grace: float = DEFAULT_GRACE,
         notice: Callable[[str], None] = lambda _m: None,
         action: str = "capture",
@@ -118,35 +188,65 @@ class Quiesce:
         self.api = client.api
         self.action = action
         """What the containers are stopped for, in messages: ``capture`` or ``restore``."""
-        self.containers = list(containers)
+        self.levels: list[list[Container]] = (
+            [list(level) for level in levels if level]
+            if levels is not None
+            else [[c] for c in containers]
+        )
         self.timeout = timeout
+        self.own_timeouts = own_timeouts
         self.grace = grace
         self.notice = notice
         self._targets: list[_Target] = []
+        self._lock = threading.Lock()
 
     # --- stop -------------------------------------------------------------------------------
 
     def __enter__(self) -> Quiesce:
         try:
-            for container in self.containers:
-                self._stop(container)
+            with _deadline(self.api, self.grace):  # the stops add their own timeouts
+                order = 0
+                for number, level in enumerate(self.levels):
+                    targets = []
+                    for container in level:
+                        targets.append(
+                            _Target(str(container.id), str(container.name), number, order, 0.0)
+                        )
+                        order += 1
+                    failures, interrupted = _in_parallel(self._stop, targets)
+                    if interrupted is not None:
+                        raise interrupted
+                    for target, exc in failures[1:]:
+                        self.notice(f"container {target.name} could not be stopped either: {exc}")
+                    if failures:
+                        raise failures[0][1]
         except BaseException as exc:
             self._finish(exc, *self._start_all())
             raise
         return self
 
+    def _inspect(self, cid: str) -> dict[str, Any]:
+        """The container's inspect data (the caller set the engine's deadline)."""
+        data: dict[str, Any] = self.api.inspect_container(cid)
+        return data
+
     def _state(self, cid: str) -> dict[str, Any]:
-        with _deadline(self.api, self.grace):
-            state: dict[str, Any] = self.api.inspect_container(cid).get("State") or {}
+        state: dict[str, Any] = self._inspect(cid).get("State") or {}
         return state
 
-    def _stop(self, container: Container) -> None:
+    def _stop_timeout(self, data: dict[str, Any]) -> float:
+        """The container's own stop timeout when it has one and ``own_timeouts``, else ours."""
+        own = (data.get("Config") or {}).get("StopTimeout")
+        if self.own_timeouts and isinstance(own, int) and own >= 0:
+            return float(own)
+        return self.timeout
+
+    def _stop(self, target: _Target) -> None:
         import docker.errors
 
-        name = str(container.name)
-        cid = str(container.id)
+        name, cid = target.name, target.id
         try:
-            state = self._state(cid)
+            data = self._inspect(cid)
         except docker.errors.NotFound:
             self.notice(f"container {name} is gone; it is not stopped")
             return
@@ -155,23 +255,26 @@ class Quiesce:
                 f"container {name} could not be inspected before stopping it ({_clean(exc)}); "
                 f"the {self.action} was aborted"
             ) from exc
+        state: dict[str, Any] = data.get("State") or {}
         if not (state.get("Running") or state.get("Restarting")):
             self.notice(f"container {name} is not running any more; it is not stopped")
             return
-        target = _Target(cid, name, requested=time.monotonic())
-        self._targets.append(target)
+        target.timeout = self._stop_timeout(data)
+        target.requested = time.monotonic()
+        with self._lock:
+            self._targets.append(target)
         self.notice(f"stopping container {name} for the {self.action}")
         try:
-            with _deadline(self.api, self.grace):
-                self.api.stop(cid, timeout=max(0, math.ceil(self.timeout)))
+            self.api.stop(cid, timeout=max(0, math.ceil(target.timeout)))
         except docker.errors.NotFound:
-            self._targets.remove(target)
+            with self._lock:
+                self._targets.remove(target)
             self.notice(f"container {name} disappeared while it was being stopped")
             return
         except Exception as exc:
             if _timed_out(exc):
                 raise SourceError(
-                    f"container {name} did not stop within {self.timeout:g} s plus "
+                    f"container {name} did not stop within {target.timeout:g} s plus "
                     f"{self.grace:g} s for the engine; the {self.action} was aborted",
                     hint=f"check it with `docker inspect {name}` (a wedged runtime or a process "
                     "that cannot be killed); containers stopped before it were started again",
@@ -181,6 +284,7 @@ class Quiesce:
                 f"the {self.action} was aborted",
                 hint="containers stopped before it were started again",
             ) from exc
+        stopped = time.monotonic()
         state = self._state(cid)
         if state.get("Running") or state.get("Restarting"):
             raise SourceError(
@@ -189,13 +293,25 @@ class Quiesce:
                 hint="another client or an orchestrator restarts it: pause that during the backup",
             )
         target.pending = False
-        target.stopped = time.monotonic()
+        target.stopped = stopped
+        # SIGKILL after the timeout: exit 137, not by the OOM killer, and the whole timeout
+        # spent (a stop signal of SIGKILL ends it at once with 137 as well).
+        target.killed = (
+            state.get("ExitCode") == KILLED_EXIT_CODE
+            and not state.get("OOMKilled")
+            and stopped - target.requested >= target.timeout - 0.5
+        )
+        if target.killed:
+            self.notice(
+                f"container {name} did not end within {target.timeout:g} s of its stop signal "
+                "and was killed"
+            )
 
     # --- start ------------------------------------------------------------------------------
 
     def _wait_stopped(self, target: _Target) -> None:
         """For a stop whose outcome is unknown: wait (until its deadline) for it to end."""
-        deadline = target.requested + self.timeout + self.grace
+        deadline = target.requested + target.timeout + self.grace
         while time.monotonic() < deadline:
             state = self._state(target.id)
             if not (state.get("Running") or state.get("Restarting")):
@@ -205,30 +321,33 @@ class Quiesce:
     def _start_one(self, target: _Target) -> None:
         if target.pending:
             self._wait_stopped(target)
-        with _deadline(self.api, self.grace):
-            self.api.start(target.id)
+        self.api.start(target.id)
+        started = time.monotonic()
         state = self._state(target.id)
         if not (state.get("Running") or state.get("Restarting")):
             raise SourceError(
                 f"it exited right after its start (exit code {state.get('ExitCode')})"
             )
-        target.started = time.monotonic()
+        target.started = started
+        self.notice(f"container {target.name} is running again")
 
     def _start_all(self) -> tuple[list[str], KeyboardInterrupt | None]:
+        """Start every stopped container again: levels in reverse order, each in parallel."""
         errors: list[str] = []
         interrupted: KeyboardInterrupt | None = None
-        for target in reversed(self._targets):
-            if target.started is not None:
-                continue
-            try:
-                self._start_one(target)
-            except KeyboardInterrupt as exc:
-                interrupted = exc
-                errors.append(f"{target.name} (interrupted while starting it)")
-            except Exception as exc:
-                errors.append(f"{target.name} ({_clean(exc)})")
-            else:
-                self.notice(f"container {target.name} is running again")
+        with self._lock:
+            targets = [t for t in self._targets if t.started is None]
+        with _deadline(self.api, self.grace):
+            for number in sorted({t.level for t in targets}, reverse=True):
+                level = sorted((t for t in targets if t.level == number), key=lambda t: -t.order)
+                try:
+                    failures, stopped_by = _in_parallel(self._start_one, level)
+                except KeyboardInterrupt as exc:  # only a single one runs in this thread
+                    failures, stopped_by = [], exc
+                    errors.append(f"{level[0].name} (interrupted while starting it)")
+                if stopped_by is not None:
+                    interrupted = stopped_by
+                errors += [f"{t.name} ({_clean(exc)})" for t, exc in failures]
         return errors, interrupted
 
     def __exit__(
@@ -269,12 +388,21 @@ class Quiesce:
     # --- record -----------------------------------------------------------------------------
 
     def record(self) -> list[StopRecord]:
-        """Per stopped container: name, short id, seconds to stop, seconds down."""
+        """Per stopped container, in the order given: name, short id, level, stop timeout,
+        seconds to stop, killed or not, seconds down."""
         out: list[StopRecord] = []
-        for t in self._targets:
-            item: StopRecord = {"container": t.name, "id": t.id[:12]}
+        with self._lock:
+            targets = sorted(self._targets, key=lambda t: t.order)
+        for t in targets:
+            item: StopRecord = {
+                "container": t.name,
+                "id": t.id[:12],
+                "level": t.level,
+                "timeout_s": t.timeout,
+            }
             if t.stopped is not None:
                 item["stop_s"] = round(t.stopped - t.requested, 3)
+                item["killed"] = t.killed
             if t.started is not None:
                 item["downtime_s"] = round(t.started - t.requested, 3)
             out.append(item)
