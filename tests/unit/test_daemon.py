@@ -116,7 +116,7 @@ class Harness:
             raise RepositoryNotFound("there is no stackvault repository at /x; run init first")
         yield FakeRepo(self.history, self.clock)
 
-    def run_job(self, job: EffectiveJob, trigger: Trigger) -> RunResult:
+    def run_job(self, job: EffectiveJob, trigger: Trigger, run_id: str) -> RunResult:
         self.runs.append((job.name, trigger, self.clock.now()))
         self.clock.advance(10)
         return self.run(self, job, trigger) if self.run else "ok"

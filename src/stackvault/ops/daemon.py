@@ -19,8 +19,10 @@ run it, log every event, answer signals.
 - **Logs**: one line per event on stderr (`EventLog`: ``text`` or ``json``), never a
   password (the configuration's locations are redacted; run errors come redacted from
   `JobRun`).
-- **Lease** (multi-host, later): `RunGate.admit` is asked before each run; a refused run is
-  handed back to the scheduler (neither retried nor failed).
+- **Lease** (several daemons on one repository): `RunGate.admit` is asked before each run
+  (`stackvault.ops.lease.JobLeases` in ``serve``; `AdmitAll` alone); a refused run — another
+  daemon has it, or is still running an earlier run of the job — is handed back to the
+  scheduler (neither retried nor failed), and `RunGate.release` gets the result.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from stackvault.config import Config
 from stackvault.config.job import EffectiveJob
 from stackvault.errors import StackvaultError
 from stackvault.ops.history import read_job_history
+from stackvault.ops.lease import new_run_id
 from stackvault.ops.run import JobRun
 from stackvault.ops.scheduler import DueRun, JobSpec, PastRun, Scheduler, SchedulerEvent
 from stackvault.ops.session import Opener
@@ -93,20 +96,30 @@ def _text_value(value: object) -> str:
 
 
 class RunGate(Protocol):
-    """Whether this host may start a run now (the multi-host lease implements it)."""
+    """Whether this daemon may start a run now (`stackvault.ops.lease.JobLeases` across
+    hosts)."""
 
-    def admit(self, run: DueRun) -> bool: ...
+    def admit(self, job: EffectiveJob, run: DueRun, run_id: str) -> str | None:
+        """None: start ``run`` (its record will carry ``run_id``); else why not."""
+        ...
+
+    def release(self, result: RunResult | None) -> None:
+        """The admitted run ended with ``result``."""
+        ...
 
 
 class AdmitAll:
-    """The one-host gate: every run is admitted."""
+    """The one-daemon gate: every run is admitted."""
 
-    def admit(self, run: DueRun) -> bool:
-        return True
+    def admit(self, job: EffectiveJob, run: DueRun, run_id: str) -> str | None:
+        return None
+
+    def release(self, result: RunResult | None) -> None:
+        return None
 
 
-RunJob = Callable[[EffectiveJob, Trigger], RunResult]
-"""Runs one cycle of a job with a trigger and returns its result."""
+RunJob = Callable[[EffectiveJob, Trigger, str], RunResult]
+"""Runs one cycle of a job with a trigger and a run id, and returns its result."""
 
 
 @dataclass(frozen=True)
@@ -243,15 +256,22 @@ class Daemon:
     def _start_run(self, run: DueRun) -> None:
         assert self.scheduler is not None and self.config is not None
         job = self.config.jobs.get(run.job)
-        if job is None or not self.gate.admit(run):
-            self.log("run-refused", job=run.job, trigger=run.trigger)
+        run_id = new_run_id()
+        refusal = "the job is no longer configured" if job is None else None
+        if job is not None:
+            refusal = self.gate.admit(job, run, run_id)
+            if refusal is None and self.stopping:  # a signal came while the lease was claimed
+                self.gate.release(None)
+                refusal = "stopping"
+        if job is None or refusal is not None:
+            self.log("run-refused", job=run.job, trigger=run.trigger, reason=refusal)
             self.scheduler.finished(run.job, self.clock.now(), None)
             return
-        self.log("run-start", job=run.job, trigger=run.trigger, attempt=run.attempt)
-        result: RunResult
+        self.log("run-start", job=run.job, trigger=run.trigger, attempt=run.attempt, run=run_id[:8])
+        result: RunResult = "failed"
         try:
             self._in_run = True
-            result = self.run_job(job, run.trigger)
+            result = self.run_job(job, run.trigger, run_id)
         except KeyboardInterrupt:
             result = "interrupted"
         except StackvaultError as exc:
@@ -261,6 +281,7 @@ class Daemon:
             self._in_run = False
             if self._stop_timer is not None:
                 self._stop_timer.cancel()
+            self.gate.release(result)
         self.log("run-end", job=run.job, trigger=run.trigger, result=result)
         self.scheduler.finished(run.job, self.clock.now(), result)
         self._flush_events()
@@ -312,7 +333,7 @@ class Daemon:
                     out[job.name] = PastRun(last.started, last.result)
         return out
 
-    def _run_in_process(self, job: EffectiveJob, trigger: Trigger) -> RunResult:
+    def _run_in_process(self, job: EffectiveJob, trigger: Trigger, run_id: str) -> RunResult:
         def on_step(step: RunStep) -> None:
             self.log(
                 "step",
@@ -329,6 +350,7 @@ class Daemon:
             job,
             self.opener,
             trigger=trigger,
+            run_id=run_id,
             clock=self.clock,
             notice=lambda m: self.log("notice", job=job.name, detail=m),
             on_step=on_step,

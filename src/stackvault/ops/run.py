@@ -117,7 +117,7 @@ class JobRun:
     ``opener`` opens a repository of the configuration (`Opener`); ``clock`` gives every time
     of the record and the check decisions; ``notice`` receives notices and warnings;
     ``on_step`` each step as it ends; ``progress`` makes the progress display of a backup or
-    copy."""
+    copy; ``run_id`` is the id of its record (a fresh one if None)."""
 
     def __init__(
         self,
@@ -125,6 +125,7 @@ class JobRun:
         opener: Opener,
         *,
         trigger: Trigger = "manual",
+        run_id: str | None = None,
         clock: Clock | None = None,
         notice: Callable[[str], None] = lambda _m: None,
         on_step: Callable[[RunStep], None] = lambda _s: None,
@@ -134,6 +135,7 @@ class JobRun:
         self.job = job
         self.opener = opener
         self.trigger: Trigger = trigger
+        self.run_id = run_id or uuid.uuid4().hex
         self.clock = clock or SystemClock()
         self.notice = notice
         self.on_step = on_step
@@ -152,7 +154,7 @@ class JobRun:
 
     def run(self) -> RunReport:
         """Run the cycle; never raises for a step's failure (it is in the report)."""
-        run_id = uuid.uuid4().hex
+        run_id = self.run_id
         started = self.clock.now()
         with ExitStack() as stack:
             interrupted = False

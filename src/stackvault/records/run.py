@@ -42,7 +42,7 @@ RUN_RESULTS: tuple[RunResult, ...] = get_args(RunResult)
 STEP_RESULTS: tuple[StepResult, ...] = get_args(StepResult)
 TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
 
-STEP_NAMES = ("preflight", "backup", "copy", "forget", "prune", "check", "drill")
+STEP_NAMES = ("preflight", "backup", "copy", "forget", "prune", "check", "drill", "lease")
 """The steps this version writes; a reader accepts any name matching `_STEP_NAME` (a newer
 writer may add steps)."""
 

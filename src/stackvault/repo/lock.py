@@ -268,6 +268,20 @@ def remove_locks(
     return removed
 
 
+def remove_locks_of(
+    store: Store, envelope: Envelope, holder: Holder, notice: Callable[[str], None]
+) -> list[RemovedLock]:
+    """Remove every lock held by ``holder`` (same host, PID, boot id and PID namespace): for
+    a caller that knows that process is gone — a daemon taking over the job of one whose
+    lease expired (FORMAT.md §15) — before the locks' own lease says so."""
+    removed: list[RemovedLock] = []
+    for lk in list_locks(store, envelope, notice):
+        if lk.holder == holder:
+            store.delete(lock_name(lk.id))
+            removed.append(RemovedLock(lk.id, lk.host, lk.pid, "its holder's job lease expired"))
+    return removed
+
+
 def lock_name(lock_id: str) -> str:
     """The store object of the lock ``lock_id``."""
     return f"{LOCKS_PREFIX}{lock_id}"

@@ -54,6 +54,17 @@ def validate_name(name: str) -> str:
     return name
 
 
+MUTABLE_PREFIXES: tuple[str, ...] = ("locks/", "leases/")
+"""Objects under these prefixes coordinate processes (locks, job leases) and hold no data: an
+append-only store still lets a client replace and delete them, and Object Lock retention is
+never applied to them."""
+
+
+def is_mutable(name: str) -> bool:
+    """True if ``name`` is a coordination object (`MUTABLE_PREFIXES`)."""
+    return name.startswith(MUTABLE_PREFIXES)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What a store knows of one object."""
@@ -85,7 +96,7 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class Retention:
-    """Object Lock retention applied to every object written (except ``locks/``)."""
+    """Object Lock retention applied to every object written (except `MUTABLE_PREFIXES`)."""
 
     mode: str
     """``governance`` (an account with the bypass permission may still delete) or
@@ -159,7 +170,7 @@ class Store(ABC):
             raise StoreError(f"{self.describe()} does not support Object Lock retention")
 
     def configure_retention(self, retention: Retention | None) -> None:
-        """Give every object put from now on (except ``locks/``) this retention.
+        """Give every object put from now on (except `MUTABLE_PREFIXES`) this retention.
 
         Stores without Object Lock raise `StoreError` for anything but None.
         """

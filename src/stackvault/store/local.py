@@ -17,7 +17,7 @@ from stackvault.errors import (
     StoreFull,
     StorePermissionDenied,
 )
-from stackvault.store.base import Capabilities, ObjectInfo, Store, validate_name
+from stackvault.store.base import Capabilities, ObjectInfo, Store, is_mutable, validate_name
 from stackvault.store.directio import ALIGN, O_DIRECT
 from stackvault.store.durable import fsync_dir
 from stackvault.store.fdcache import FdCache
@@ -40,8 +40,6 @@ _DIRECT_MIN = 1 << 20
 with ``O_DIRECT``: the object is fsync'd anyway, and going through the page cache would only
 copy it there (1.8 s of system time for 520 MB of packs on a virtual machine, 0.06 s direct)
 and evict the data of the applications being backed up."""
-LOCKS_PREFIX = "locks/"
-"""Lock objects stay deletable in append-only mode: a client must release its own lock."""
 
 
 class LocalStore(Store):
@@ -53,8 +51,9 @@ class LocalStore(Store):
     With ``append_only=True`` the store only adds objects, for a client that must never destroy
     data (e.g. a backup client behind a restricted account): `put` of an existing name raises
     `ObjectExists` (the check and the creation are one atomic ``link``), and `delete` raises
-    `StorePermissionDenied` — except for ``locks/`` objects, which every client must be able to
-    release. Temporary files of interrupted writes are never objects and may still be cleaned.
+    `StorePermissionDenied` — except for the coordination objects (``locks/``, ``leases/``,
+    `is_mutable`), which every client must be able to replace and release. Temporary files
+    of interrupted writes are never objects and may still be cleaned.
     """
 
     def __init__(self, root: str | Path, *, append_only: bool = False) -> None:
@@ -125,7 +124,7 @@ class LocalStore(Store):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            if create or self._append_only:
+            if create or (self._append_only and not is_mutable(name)):
                 self._link_new(tmp, target, name, create=create)
             else:
                 os.replace(tmp, target)
@@ -207,7 +206,7 @@ class LocalStore(Store):
 
     def delete(self, name: str) -> None:
         validate_name(name)
-        if self._append_only and not name.startswith(LOCKS_PREFIX):
+        if self._append_only and not is_mutable(name):
             raise StorePermissionDenied(
                 f"cannot delete {name}: {self.describe()} is opened append-only",
                 hint="delete objects from a client with full access to the repository",

@@ -21,7 +21,14 @@ from stackvault.errors import (
     StoreError,
     StorePermissionDenied,
 )
-from stackvault.store.base import Capabilities, ObjectInfo, Retention, Store, validate_name
+from stackvault.store.base import (
+    Capabilities,
+    ObjectInfo,
+    Retention,
+    Store,
+    is_mutable,
+    validate_name,
+)
 
 
 class MemoryStore(Store):
@@ -56,14 +63,14 @@ class MemoryStore(Store):
         # Copy outside the lock: the caller may reuse its buffer, and big copies shouldn't block.
         value = bytes(data)
         with self._lock:
-            if self._append_only and name in self._objects:
+            if self._append_only and name in self._objects and not is_mutable(name):
                 raise ObjectExists(
                     f"object {name} already exists in append-only {self.describe()}",
                     hint="append-only stores never overwrite objects",
                 )
             self._objects[name] = value
             self._written[name] = self._clock.now()
-            if self._retention is not None and not name.startswith("locks/"):
+            if self._retention is not None and not is_mutable(name):
                 until = self._clock.now() + timedelta(days=self._retention.days)
                 self._until[name] = max(until, self._until.get(name, until))
 
@@ -103,7 +110,7 @@ class MemoryStore(Store):
 
     def delete(self, name: str) -> None:
         validate_name(name)
-        if self._append_only and not name.startswith("locks/"):
+        if self._append_only and not is_mutable(name):
             raise StorePermissionDenied(
                 f"cannot delete {name}: {self.describe()} is append-only",
                 hint="delete objects with a client that has delete permission",

@@ -32,7 +32,14 @@ from stackvault.errors import (
     TransientStoreError,
     UsageError,
 )
-from stackvault.store.base import Capabilities, ObjectInfo, Retention, Store, validate_name
+from stackvault.store.base import (
+    Capabilities,
+    ObjectInfo,
+    Retention,
+    Store,
+    is_mutable,
+    validate_name,
+)
 from stackvault.store.ratelimit import RateLimiter
 from stackvault.store.retry import Retrier
 from stackvault.store.s3errors import error_code, translate
@@ -314,7 +321,7 @@ class S3Store(Store):
         return self._state()[1]
 
     def configure_retention(self, retention: Retention | None) -> None:
-        """Objects put from now on (except ``locks/``) get ``retention``; None: none."""
+        """Objects put from now on (except `MUTABLE_PREFIXES`) get ``retention``; None: none."""
         if retention is not None:
             if retention.mode not in _RETENTION_MODES:
                 raise UsageError(f"unknown Object Lock mode {retention.mode!r}")
@@ -352,7 +359,7 @@ class S3Store(Store):
         )
 
     def _retain_until(self, name: str) -> datetime | None:
-        if self._retention is None or name.startswith("locks/"):
+        if self._retention is None or is_mutable(name):
             return None
         return datetime.now(UTC) + timedelta(days=self._retention.days)
 

@@ -7,10 +7,15 @@ from stackvault.cli.parser import add_command
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.config.repository import RepositorySettings
+    from stackvault.repo.repository import Repository
 
 DEFAULT_JITTER_S = 30.0
+DEFAULT_LEASE_S = 120
 
 
 def register(subparsers: Subparsers) -> None:
@@ -36,9 +41,19 @@ def register(subparsers: Subparsers) -> None:
         help="Start each job up to this many seconds after its slot (a random offset per "
         "job, at most half its interval), to spread jobs.",
     )
+    p.add_argument(
+        "--lease",
+        metavar="SECONDS",
+        type=int,
+        default=DEFAULT_LEASE_S,
+        help="Several daemons may serve the same jobs: each run is claimed by a lease in the "
+        "job's primary repository, renewed every sixth of this time; a daemon that stops "
+        "renewing it for this long is taken for dead and another takes the job over "
+        f"(default {DEFAULT_LEASE_S}).",
+    )
 
 
-def serve(cli: Cli, *, config: str | None, log_format: str, jitter: float) -> int:
+def serve(cli: Cli, *, config: str | None, log_format: str, jitter: float, lease: int) -> int:
     """Run every job of the configuration file by its schedule until stopped.
 
     A job runs as ``stackvault run`` runs it (run records in its repositories), never twice
@@ -47,19 +62,30 @@ def serve(cli: Cli, *, config: str | None, log_format: str, jitter: float) -> in
     the repositories' run records, so a restart changes nothing. One log line per event on
     stderr. SIGHUP reloads the configuration (an invalid file is logged and the running one
     kept); SIGTERM or SIGINT interrupts the run in progress, which records itself, and exits 0.
+    Daemons on several hosts share the work through leases (`stackvault.ops.lease`): each
+    scheduled run happens once across them.
     """
     from stackvault.cli.commands.run import _open
     from stackvault.config import load_config
     from stackvault.errors import UsageError
     from stackvault.ops.daemon import Daemon, DaemonOptions, EventLog
+    from stackvault.ops.lease import JobLeases, LeaseOptions
 
     if not 0 <= jitter <= 86_400:
         raise UsageError(f"--jitter takes 0 to 86400 seconds, got {jitter:g}")
+    if not 6 <= lease <= 86_400:
+        raise UsageError(f"--lease takes 6 to 86400 seconds, got {lease}")
+    log = EventLog(log_format)
+
+    def opener(settings: RepositorySettings) -> AbstractContextManager[Repository]:
+        return _open(cli, settings)
+
     daemon = Daemon(
         lambda: load_config(config),
-        lambda settings: _open(cli, settings),
-        EventLog(log_format),
+        opener,
+        log,
         options=DaemonOptions(jitter_s=jitter),
+        gate=JobLeases(opener, log, options=LeaseOptions(lease_s=lease, heartbeat_s=lease / 6)),
     )
     restore = daemon.install_signals()
     try:
