@@ -90,12 +90,30 @@ class Timings(_Stored):
     total_s: float | None = None
 
 
+class ServiceDowntime(_Stored):
+    """One service a strict cut stopped (``downtime.services.NAME``): its containers, the stop
+    level (0: stopped first; a level's services are stopped together and started again
+    together, after the levels stopped after them), the stop timeout it was given (its own
+    ``stop_grace_period`` where it has one), the seconds until it was stopped, whether it was
+    killed after that timeout, and the seconds from the stop request until it ran again
+    (null: not started again by the backup). With several containers: the longest and any."""
+
+    containers: list[str]
+    level: int
+    timeout_s: float
+    stop_s: float | None
+    killed: bool
+    downtime_s: float | None
+
+
 class Downtime(_Stored):
-    """A strict cut: from the first stop request until every stopped service ran again; and
-    per container (null: not started again by the backup)."""
+    """A strict cut: from the first stop request until every stopped service ran again; per
+    container (null: not started again by the backup); and per service (`ServiceDowntime`;
+    absent from manifests written before it was recorded)."""
 
     seconds: float
     containers: dict[str, float | None]
+    services: dict[str, ServiceDowntime] | None = None
 
 
 class HookRun(_Stored):

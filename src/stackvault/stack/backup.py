@@ -4,11 +4,16 @@
 capture → restart → one snapshot holding every part and the stack manifest.
 
 - ``strict``: the services marked ``stop: true`` (the writers) are stopped, dependents first,
-  through the Engine API; then every database is dumped, every volume and data directory read,
-  the configuration read - all while nothing writes; then they are started again in dependency
-  order as soon as the last byte is read (before the repository's index and snapshot are
-  written), and the manifest records how long each was down. They are started again after a
-  failure, Ctrl-C or SIGTERM too (`stackvault.sources.docker.quiesce.Quiesce`).
+  through the Engine API: by dependency level (`stop_levels`), the services of one level all
+  at once, so the stop costs the slowest service of each level, not the sum of their
+  timeouts. Each container is given its own stop timeout where it has one (Compose's
+  ``stop_grace_period``, the container's ``StopTimeout``), ``stop_timeout`` otherwise. Then
+  every database is dumped, every volume and data directory read, the configuration read -
+  all while nothing writes; then they are started again in reverse level order, each level at
+  once, as soon as the last byte is read (before the repository's index and snapshot are
+  written), and the manifest records per service how long it was down and whether it was
+  killed after its timeout (`Downtime`). They are started again after a failure, Ctrl-C or
+  SIGTERM too (`stackvault.sources.docker.quiesce.Quiesce`).
 - ``online``: nothing stops; each part is consistent on its own (a database dump is one
   snapshot) and the manifest records when each part was captured and the skew between the
   first and the last.
@@ -41,6 +46,7 @@ from stackvault.records.stack import (
     ArtifactSummary,
     Downtime,
     MountDir,
+    ServiceDowntime,
     ServiceRecord,
     StackManifest,
     Timings,
@@ -54,10 +60,12 @@ from stackvault.stack.presets import dify
 
 if TYPE_CHECKING:
     from docker import DockerClient
+    from docker.models.containers import Container
 
     from stackvault.records.artifact import ArtifactRecord
     from stackvault.repo.repository import Repository
     from stackvault.sources.contract import Source
+    from stackvault.sources.docker.quiesce import StopRecord
 
 
 class PreflightFailed(SourceError):
@@ -159,14 +167,20 @@ class _Cut:
 
         self.plan, self.project, self.client, self.mode = plan, project, client, mode
         self.notice = notice
-        self.stopping = plan.stop_order() if mode == "strict" else []
-        containers = [
-            get_container(client, name)
-            for svc in self.stopping
-            if svc in project.services
-            for name in project.services[svc].containers
-        ]
-        self.quiesce = Quiesce(client, containers, timeout=stop_timeout, notice=notice)
+        self.levels = stop_levels(plan) if mode == "strict" else []
+        self.stopping = [svc for level in self.levels for svc in level]
+        self.service_of: dict[str, str] = {}
+        """Container name → the service it belongs to, for the stopped ones."""
+        containers: list[list[Container]] = []
+        for level in self.levels:
+            containers.append([])
+            for svc in level:
+                for name in project.services[svc].containers if svc in project.services else []:
+                    containers[-1].append(get_container(client, name))
+                    self.service_of[name] = svc
+        self.quiesce = Quiesce(
+            client, levels=containers, timeout=stop_timeout, own_timeouts=True, notice=notice
+        )
         self.hooks = Hooks(plan.hooks, project, client, notice)
         self.times: dict[str, float] = {}
         self.entered = False
@@ -195,6 +209,32 @@ class _Cut:
         """The backup failed: start the services again, whatever happened."""
         if self.entered:
             self.quiesce.__exit__(type(exc), exc, exc.__traceback__)
+
+
+def stop_levels(plan: Plan) -> list[list[str]]:
+    """The services a strict cut stops (``stop: true``), grouped by dependency depth, the
+    deepest first: a service's depth is one more than the deepest service it depends on (0
+    for one that depends on none; a dependency cycle is cut where it closes). A service is
+    thus stopped before everything it depends on and started again after it, and no two
+    services of one level depend on each other. Services within a level by name."""
+    depth: dict[str, int] = {}
+
+    def visit(name: str, path: frozenset[str]) -> int:
+        if name in depth:
+            return depth[name]
+        if name in path or name not in plan.services:
+            return -1
+        found = max(
+            (visit(dep, path | {name}) + 1 for dep in plan.services[name].depends_on), default=0
+        )
+        depth[name] = max(found, 0)
+        return depth[name]
+
+    levels: dict[int, list[str]] = {}
+    for name in sorted(plan.services):
+        if plan.services[name].stop:
+            levels.setdefault(visit(name, frozenset()), []).append(name)
+    return [levels[d] for d in sorted(levels, reverse=True)]
 
 
 def _paths(plan: Plan) -> list[str]:
@@ -266,12 +306,44 @@ def _manifest(cut: _Cut, artifacts: list[ArtifactRecord]) -> StackManifest:
         manifest.downtime = Downtime(
             seconds=round(times["restarted"] - times["start"], 3) if stopped else 0.0,
             containers={r["container"]: r.get("downtime_s") for r in stopped},
+            services=_service_downtimes(stopped, cut.service_of),
         )
     else:
         starts = [a.started for a in artifacts if a.started]
         manifest.skew_s = round(times["captured"] - times["stopped"], 3)
         manifest.captured_between = [min(starts), max(starts)] if starts else []
     return manifest
+
+
+def _service_downtimes(
+    stopped: list[StopRecord], service_of: dict[str, str]
+) -> dict[str, ServiceDowntime]:
+    """Per stopped service, from its containers' records: the longest times, killed if any
+    was, downtime null if any container was not started again."""
+    out: dict[str, ServiceDowntime] = {}
+    for record in stopped:
+        name = service_of.get(record["container"], record["container"])
+        stop_s = record.get("stop_s")
+        down_s = record.get("downtime_s")
+        seen = out.get(name)
+        if seen is None:
+            out[name] = ServiceDowntime(
+                containers=[record["container"]],
+                level=record["level"],
+                timeout_s=float(record["timeout_s"]),
+                stop_s=stop_s,
+                killed=bool(record.get("killed")),
+                downtime_s=down_s,
+            )
+            continue
+        seen.containers.append(record["container"])
+        seen.timeout_s = max(seen.timeout_s, float(record["timeout_s"]))
+        seen.stop_s = None if seen.stop_s is None or stop_s is None else max(seen.stop_s, stop_s)
+        seen.killed = seen.killed or bool(record.get("killed"))
+        seen.downtime_s = (
+            None if seen.downtime_s is None or down_s is None else max(seen.downtime_s, down_s)
+        )
+    return out
 
 
 def _services(

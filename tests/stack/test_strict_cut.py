@@ -1,0 +1,202 @@
+"""The strict cut of `stack backup` on a Compose project (docker-compose 1.29 on the test
+engine) whose writers ignore SIGTERM: ``w1``..``w4`` (no dependencies; ``stop_grace_period:
+3s``, ``w4`` 1 s) and ``front``, which depends on ``w1`` and ``w2`` (``stop_grace_period:
+2s``); each writes into its own bind-mounted directory.
+
+Covered: the services of one dependency level are stopped together (``front`` first, then the
+four others at once), so the writers are down for about one stop timeout per level, not one
+per service; each container is given its own ``stop_grace_period``; the report
+(``downtime.services``) names each stopped service with its level, timeout, downtime and
+that it was killed; every service runs again afterwards; and after a capture that fails and
+after SIGINT in the middle of the cut every stopped service runs again too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conftest import Result
+from support.dockerd import CONTAINER_PATH, HOST_IMAGE, DockerEngine
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+Cli = Callable[..., Result]
+WRITERS = ("w1", "w2", "w3", "w4", "front")
+GRACE = {"w1": 3, "w2": 3, "w3": 3, "w4": 1, "front": 2}
+STUBBORN = "trap '' TERM; i=0; while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done"
+"""A writer that ignores SIGTERM (a shell as PID 1 with the signal ignored): only SIGKILL,
+after its stop timeout, ends it."""
+
+
+class StubbornProject:
+    """The Compose project described in the module docstring."""
+
+    def __init__(self, directory: Path, engine: DockerEngine) -> None:
+        self.directory = directory
+        self.engine = engine
+        self.name = f"svcut{secrets.token_hex(3)}"
+
+    def write(self) -> StubbornProject:
+        services = []
+        for name in WRITERS:
+            (self.directory / "data" / name).mkdir(parents=True, exist_ok=True)
+            depends = "    depends_on: [w1, w2]\n" if name == "front" else ""
+            services.append(
+                f"  {name}:\n"
+                f"    image: {HOST_IMAGE}\n"
+                "    network_mode: host\n"
+                '    user: "0:0"\n'
+                f"    stop_grace_period: {GRACE[name]}s\n"
+                f"    environment:\n      PATH: {CONTAINER_PATH}\n"
+                f'    command: ["sh", "-c", "{STUBBORN.replace("$", "$$")}"]\n'
+                f"{depends}"
+                "    volumes:\n"
+                "      - /usr:/usr:ro\n      - /etc:/etc:ro\n"
+                f"      - ./data/{name}:/data\n"
+            )
+        (self.directory / "docker-compose.yaml").write_text(
+            'version: "2.4"\nservices:\n' + "".join(services)
+        )
+        return self
+
+    def compose(self, *args: str) -> str:
+        exe = shutil.which("docker-compose")
+        if exe is None:
+            raise RuntimeError("docker-compose is not installed; run scripts/install-test-deps.sh")
+        proc = subprocess.run(
+            [exe, "-p", self.name, "-f", str(self.directory / "docker-compose.yaml"), *args],
+            cwd=self.directory,
+            env={**os.environ, **self.engine.env(), "COMPOSE_INTERACTIVE_NO_CLI": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"docker-compose {' '.join(args)}: {proc.stderr.strip()[-2000:]}")
+        return proc.stdout
+
+    def container(self, service: str) -> str:
+        return f"{self.name}_{service}_1"
+
+    def running(self) -> set[str]:
+        return set(self.compose("ps", "--services", "--filter", "status=running").split())
+
+
+@pytest.fixture(scope="module")
+def project(
+    docker_engine: DockerEngine, host_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StubbornProject]:
+    proj = StubbornProject(tmp_path_factory.mktemp("cut") / "stack", docker_engine)
+    proj.directory.mkdir()
+    proj.write().compose("up", "-d")
+    try:
+        yield proj
+    finally:
+        try:
+            proj.compose("down", "-v", "-t", "0")
+        except RuntimeError:
+            pass
+
+
+@pytest.fixture
+def plan_file(cli: Cli, project: StubbornProject, docker_env: str, tmp_path: Path) -> Path:
+    out = tmp_path / "stackvault.yaml"
+    res = cli("stack", "discover", "--project", project.name, "--output", str(out))
+    assert res.code == 0, res.err
+    return out
+
+
+def test_one_level_costs_one_timeout_and_the_report_names_the_killed(
+    cli: Cli,
+    project: StubbornProject,
+    plan_file: Path,
+    initialised: Path,
+    docker_client: DockerClient,
+) -> None:
+    for name in WRITERS:  # Compose 1.29 gives the container its stop_grace_period
+        config = docker_client.api.inspect_container(project.container(name))["Config"]
+        assert config.get("StopTimeout") == GRACE[name], (name, config.get("StopTimeout"))
+    t0 = time.monotonic()
+    res = cli("stack", "backup", "--config", str(plan_file), "--json")
+    took = time.monotonic() - t0
+    assert res.code == 0, res.err
+    assert project.running() == set(WRITERS)
+    down = res.json()["manifest"]["downtime"]
+    services = down["services"]
+    print(f"5 writers ignoring SIGTERM: down {down['seconds']:.2f} s, backup {took:.2f} s")
+    for n, s in services.items():
+        print(n, s["level"], s["timeout_s"], s["stop_s"], s["downtime_s"])
+    assert set(services) == set(WRITERS)
+    assert services["front"]["level"] == 0
+    assert {services[n]["level"] for n in ("w1", "w2", "w3", "w4")} == {1}
+    for name, s in services.items():
+        assert s["containers"] == [project.container(name)]
+        assert s["timeout_s"] == GRACE[name] and s["killed"] is True, (name, s)
+        assert GRACE[name] - 0.5 <= s["stop_s"] < GRACE[name] + 2, (name, s)
+        assert s["stop_s"] < s["downtime_s"] <= down["seconds"], (name, s)
+    # Sequentially: 2 + 3 + 3 + 3 + 1 = 12 s of stopping alone. By level: 2 + 3 = 5 s.
+    slowest = GRACE["front"] + max(GRACE[n] for n in ("w1", "w2", "w3", "w4"))
+    assert slowest <= down["seconds"] < 1.6 * slowest + 2, down
+    assert sorted(down["containers"]) == sorted(project.container(n) for n in WRITERS)
+
+
+def test_a_failed_capture_starts_every_stopped_service_again(
+    cli: Cli,
+    project: StubbornProject,
+    plan_file: Path,
+    initialised: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stackvault.engine.backup import BackupJob
+    from stackvault.errors import StackvaultError
+
+    seen: list[set[str]] = []
+
+    def fail(*_args: object, **_kw: object) -> str:
+        seen.append(project.running())
+        raise StackvaultError("the data directories could not be read")
+
+    monkeypatch.setattr(BackupJob, "_backup_paths", fail)
+    res = cli("stack", "backup", "--config", str(plan_file))
+    assert res.code != 0 and "could not be read" in res.err, res.err
+    assert seen == [set()], "every writer was stopped during the capture"
+    assert project.running() == set(WRITERS)
+    assert cli("snapshots", "--json").json() == []
+
+
+def test_sigint_while_a_level_stops_starts_every_service_again(
+    project: StubbornProject, plan_file: Path, initialised: Path, docker_env: str
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stackvault", "stack", "backup", "--config", str(plan_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # the second level (w1..w4) is being stopped, in parallel
+        seen.append(line)
+        if f"stopping container {project.container('w1')}" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    err = "".join(seen) + err
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "no snapshot was saved" in err, err
+    assert project.running() == set(WRITERS), err
