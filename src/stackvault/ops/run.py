@@ -33,7 +33,7 @@ from stackvault.clock import Clock, SystemClock
 from stackvault.config.job import EffectiveJob
 from stackvault.config.repository import RepositorySettings
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.errors import StackvaultError
+from stackvault.errors import Interrupted, StackvaultError
 from stackvault.ops.checkdue import check_due, data_slices
 from stackvault.ops.history import last_check
 from stackvault.ops.hooks import HookKind, HookOutcome, run_hook
@@ -211,7 +211,8 @@ class JobRun:
     def _step(self, name: str, settings: RepositorySettings | None) -> Iterator[StepOutcome]:
         """Time a step and append its `RunStep`: ``ok`` unless the body raises — `StepFailed`
         (its result), a `StackvaultError` or any other exception (``failed``, one sentence),
-        `KeyboardInterrupt` (``interrupted``, then `_Interrupted` stops the run)."""
+        `KeyboardInterrupt` or `Interrupted` (``interrupted``, then `_Interrupted` stops the
+        run)."""
         started = self.clock.now()
         t0 = self.clock.monotonic()
         outcome = StepOutcome()
@@ -223,6 +224,8 @@ class JobRun:
             result, error = outcome.result, outcome.error
         except StepFailed as exc:
             result, error = exc.result, exc.error
+        except Interrupted as exc:  # the engine's form of an interrupt it cleaned up after
+            result, error, stop = "interrupted", str(exc), True
         except StackvaultError as exc:
             result, error = "failed", str(exc)
         except KeyboardInterrupt:
