@@ -170,3 +170,45 @@ def test_every_container_runs_again_after_a_failure_and_after_ctrl_c(
         assert containers.running() == [False] * 3
     assert containers.running() == [True] * 3
     assert any("is gone" in n for n in notices), notices
+
+
+def test_paused_containers_are_frozen_and_thawed_whatever_happens(
+    docker_client: DockerClient, containers: Containers
+) -> None:
+    frozen = containers.run(STUBBORN)
+    stopped = containers.run(STUBBORN)
+    names = [str(frozen.name)]
+    q = Quiesce(docker_client, levels=[[frozen, stopped]], timeout=1, pause=names)
+    with q:
+        assert containers.state(frozen)["Paused"] is True
+        assert containers.state(frozen)["Running"] is True
+        assert containers.state(stopped)["Running"] is False
+        time.sleep(0.5)
+    assert containers.running() == [True, True]
+    assert containers.state(frozen)["Paused"] is False
+    # Frozen, not restarted: the same process runs on.
+    assert frozen.attrs["State"]["StartedAt"] < stopped.attrs["State"]["StartedAt"]
+    by_name = {r["container"]: r for r in q.record()}
+    r = by_name[str(frozen.name)]
+    assert r["mode"] == "pause" and r["killed"] is False and r["stop_s"] < 1
+    assert 0.5 <= r["downtime_s"] < 1.5 + by_name[str(stopped.name)]["stop_s"]
+    assert by_name[str(stopped.name)]["mode"] == "stop"
+
+    for failure in (SourceError("the capture failed"), KeyboardInterrupt()):
+        with (
+            pytest.raises(type(failure)),
+            Quiesce(docker_client, levels=[[frozen], [stopped]], timeout=1, pause=names),
+        ):
+            assert containers.state(frozen)["Paused"] is True
+            raise failure
+        assert containers.running() == [True, True]
+        assert containers.state(frozen)["Paused"] is False
+
+    # A container paused by someone else is left paused.
+    frozen.pause()
+    notices: list[str] = []
+    with Quiesce(docker_client, [frozen], pause=names, notice=notices.append) as q:
+        pass
+    assert containers.state(frozen)["Paused"] is True and q.record() == []
+    assert any("paused already" in n for n in notices), notices
+    frozen.unpause()

@@ -8,7 +8,8 @@ four others at once), so the writers are down for about one stop timeout per lev
 per service; each container is given its own ``stop_grace_period``; the report
 (``downtime.services``) names each stopped service with its level, timeout, downtime and
 that it was killed; every service runs again afterwards; and after a capture that fails and
-after SIGINT in the middle of the cut every stopped service runs again too.
+after SIGINT in the middle of the cut every stopped service runs again too; services named
+in ``pause`` are frozen and thawed (the same process runs on), not stopped and killed.
 """
 
 from __future__ import annotations
@@ -200,3 +201,51 @@ def test_sigint_while_a_level_stops_starts_every_service_again(
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "no snapshot was saved" in err, err
     assert project.running() == set(WRITERS), err
+
+
+def test_a_paused_service_is_frozen_for_the_capture_not_stopped(
+    project: StubbornProject,
+    plan_file: Path,
+    initialised: Path,
+    docker_client: DockerClient,
+    docker_env: str,
+) -> None:
+    from conftest import PASSWORD
+    from stackvault.errors import UsageError
+    from stackvault.repo.repository import Repository
+    from stackvault.stack.backup import backup_stack
+    from stackvault.stack.plan import load_plan
+    from stackvault.store.local import LocalStore
+
+    def started_at() -> dict[str, str]:
+        return {
+            n: docker_client.api.inspect_container(project.container(n))["State"]["StartedAt"]
+            for n in WRITERS
+        }
+
+    repo = Repository.open(LocalStore(str(initialised)), PASSWORD.encode())
+    repo.load_index()
+    plan = load_plan(str(plan_file))
+    with pytest.raises(UsageError, match="service nope cannot be paused"):
+        backup_stack(repo, plan, docker_client, pause=["nope"])
+    before = started_at()
+    done = backup_stack(repo, plan, docker_client, pause=["w1", "w2", "w3"])
+    after = started_at()
+    assert project.running() == set(WRITERS)
+    assert done.snapshot.complete
+    assert done.manifest.downtime is not None and done.manifest.downtime.services is not None
+    services = done.manifest.downtime.services
+    for name in ("w1", "w2", "w3"):  # frozen and thawed: the same process runs on
+        s = services[name]
+        assert s.mode == "pause" and not s.killed and s.stop_s is not None and s.stop_s < 1
+        assert after[name] == before[name]
+    for name in ("w4", "front"):
+        assert services[name].mode == "stop" and services[name].killed
+        assert after[name] > before[name]
+    # Down for its own level's stop (w4: 1 s) and the capture, not the 3 s of a stop timeout.
+    down = {n: s.downtime_s for n, s in services.items()}
+    print(f"pause mode: downtime per service {down}")
+    front = services["front"].downtime_s
+    assert front is not None
+    assert all(d is not None and d < front for n, d in down.items() if n != "front"), down
+    assert done.manifest.to_dict()["downtime"]["services"]["w1"]["mode"] == "pause"

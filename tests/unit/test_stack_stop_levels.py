@@ -66,6 +66,7 @@ def test_the_per_service_downtime_is_read_back_and_written_as_stored() -> None:
         "api": {
             "containers": ["shop-api-1"],
             "level": 0,
+            "mode": "stop",
             "timeout_s": 3.0,
             "stop_s": 3.1,
             "killed": True,
@@ -105,6 +106,12 @@ def test_the_per_service_downtime_is_read_back_and_written_as_stored() -> None:
     m = read_manifest(snap)
     assert m is not None and m.downtime is not None and m.downtime.services is not None
     assert m.downtime.services["api"].killed and m.downtime.services["api"].timeout_s == 3.0
+    assert json.dumps(m.to_dict()) == json.dumps(stack)
+    # Without a mode (written before pause existed): stopped, and written back without it.
+    del services["api"]["mode"]
+    m = read_manifest(snap)
+    assert m is not None and m.downtime is not None and m.downtime.services is not None
+    assert m.downtime.services["api"].mode == "stop"
     assert json.dumps(m.to_dict()) == json.dumps(stack)
     # A manifest written before the per-service record: no services, and none written.
     del stack["downtime"]["services"]

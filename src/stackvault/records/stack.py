@@ -91,15 +91,18 @@ class Timings(_Stored):
 
 
 class ServiceDowntime(_Stored):
-    """One service a strict cut stopped (``downtime.services.NAME``): its containers, the stop
-    level (0: stopped first; a level's services are stopped together and started again
-    together, after the levels stopped after them), the stop timeout it was given (its own
-    ``stop_grace_period`` where it has one), the seconds until it was stopped, whether it was
-    killed after that timeout, and the seconds from the stop request until it ran again
-    (null: not started again by the backup). With several containers: the longest and any."""
+    """One service a strict cut stopped or paused (``downtime.services.NAME``): its
+    containers, the stop level (0: stopped first; a level's services are stopped together and
+    started again together, after the levels stopped after them), how (``mode``), the stop
+    timeout it was given (its own ``stop_grace_period`` where it has one), the seconds until
+    it was stopped, whether it was killed after that timeout, and the seconds from the stop
+    request until it ran again (null: not started again by the backup). With several
+    containers: the longest and any."""
 
     containers: list[str]
     level: int
+    mode: str = "stop"
+    """``stop``, or ``pause``: frozen (``docker pause``) instead of stopped."""
     timeout_s: float
     stop_s: float | None
     killed: bool

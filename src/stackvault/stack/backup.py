@@ -13,7 +13,12 @@ capture → restart → one snapshot holding every part and the stack manifest.
   once, as soon as the last byte is read (before the repository's index and snapshot are
   written), and the manifest records per service how long it was down and whether it was
   killed after its timeout (`Downtime`). They are started again after a failure, Ctrl-C or
-  SIGTERM too (`stackvault.sources.docker.quiesce.Quiesce`).
+  SIGTERM too (`stackvault.sources.docker.quiesce.Quiesce`). The services named in
+  ``pause`` are frozen instead (``docker pause`` at their place among the levels, ``docker
+  unpause`` when the others start): no stop, no start, down for the capture alone; what they
+  wrote stays as after a crash, so only for stores that survive one (a vector store or object
+  store with a write-ahead log), never a database service (it is dumped through its
+  container, which a frozen container refuses).
 - ``online``: nothing stops; each part is consistent on its own (a database dump is one
   snapshot) and the manifest records when each part was captured and the skew between the
   first and the last.
@@ -32,7 +37,7 @@ server versions from the artifacts, the application schema version where the pre
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +58,7 @@ from stackvault.records.stack import (
     VersionRecord,
 )
 from stackvault.repo.snapshot import Snapshot
+from stackvault.stack.classify import DATABASE_ROLES
 from stackvault.stack.compose import Project
 from stackvault.stack.hooks import Hooks
 from stackvault.stack.preflight import Check, errors, preflight
@@ -92,13 +98,24 @@ def backup_stack(
     notice: Callable[[str], None] = lambda _m: None,
     stop_timeout: float = 60.0,
     with_images: bool = False,
+    pause: Collection[str] = (),
 ) -> StackBackup:
-    """Back up the stack of ``plan`` (see the module docstring)."""
+    """Back up the stack of ``plan`` (see the module docstring). ``stop_timeout``: for the
+    containers without a stop timeout of their own; ``pause``: services (``stop: true``, not
+    databases) frozen instead of stopped in a strict cut (`UsageError` for any other)."""
     from stackvault.sources.registry import open_source
 
     mode = consistency or plan.consistency
     if mode not in CONSISTENCY:
         raise UsageError(f"consistency must be strict or online, not {mode!r}")
+    for name in pause:
+        svc = plan.services.get(name)
+        if svc is None or not svc.stop or svc.role in DATABASE_ROLES:
+            raise UsageError(
+                f"service {name} cannot be paused for the cut: only a service the plan stops "
+                "(stop: true) and that is not a database can be",
+                hint="a database is dumped through its container, which a paused one refuses",
+            )
     started = time.monotonic()
     checks, project = _ready(plan, client, notice)
     sources = [open_source(s.url) for s in plan.sources]
@@ -106,7 +123,7 @@ def backup_stack(
         images = sorted({svc.image for svc in project.services.values() if svc.image})
         sources.insert(0, open_source("docker-images://?tags=" + ",".join(images)))
     paths = _paths(plan)  # those that exist now, before any hook ran
-    cut = _Cut(plan, project, client, mode, stop_timeout, notice)
+    cut = _Cut(plan, project, client, mode, stop_timeout, notice, set(pause))
     cut.hooks.before()
     try:
         job = _job(repo, plan, paths, tags, sources, progress)
@@ -161,6 +178,7 @@ class _Cut:
         mode: str,
         stop_timeout: float,
         notice: Callable[[str], None],
+        pause: set[str],
     ) -> None:
         from stackvault.sources.docker.engine import get_container
         from stackvault.sources.docker.quiesce import Quiesce
@@ -172,14 +190,22 @@ class _Cut:
         self.service_of: dict[str, str] = {}
         """Container name → the service it belongs to, for the stopped ones."""
         containers: list[list[Container]] = []
+        paused: list[str] = []
         for level in self.levels:
             containers.append([])
             for svc in level:
                 for name in project.services[svc].containers if svc in project.services else []:
                     containers[-1].append(get_container(client, name))
                     self.service_of[name] = svc
+                    if svc in pause:
+                        paused.append(name)
         self.quiesce = Quiesce(
-            client, levels=containers, timeout=stop_timeout, own_timeouts=True, notice=notice
+            client,
+            levels=containers,
+            timeout=stop_timeout,
+            own_timeouts=True,
+            pause=paused,
+            notice=notice,
         )
         self.hooks = Hooks(plan.hooks, project, client, notice)
         self.times: dict[str, float] = {}
@@ -189,7 +215,7 @@ class _Cut:
     def stop(self) -> None:
         """At the cut (`BackupOptions.before_cut`)."""
         if self.stopping:
-            self.notice(f"stopping {', '.join(self.stopping)} for the cut")
+            self.notice(f"stopping {', '.join(self.stopping)} for the cut (by level)")
         self.times["start"] = time.monotonic()
         self.quiesce.__enter__()  # on failure it starts again what it stopped, then raises
         self.entered = True
@@ -330,6 +356,7 @@ def _service_downtimes(
             out[name] = ServiceDowntime(
                 containers=[record["container"]],
                 level=record["level"],
+                mode=record["mode"],
                 timeout_s=float(record["timeout_s"]),
                 stop_s=stop_s,
                 killed=bool(record.get("killed")),

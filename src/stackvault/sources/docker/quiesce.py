@@ -13,6 +13,13 @@ level is stopped; they are started again level by level in reverse order, each l
 parallel. So a level of containers that ignore their stop signal costs one stop timeout, not
 one per container.
 
+**Pause.** The containers named in ``pause`` are frozen (``docker pause``: the cgroup
+freezer, no signal, nothing ends) instead of stopped, at their place among the levels, and
+thawed (``docker unpause``) instead of started, with the same guarantees. What a frozen
+container had written stays where it was (its files as after a crash: fit for stores that
+survive one); it cannot be ``exec``'d into meanwhile. A container paused already by someone
+else is left as it is (and not unpaused).
+
 **Timeouts.** With ``own_timeouts`` a container that has its own stop timeout
 (``Config.StopTimeout``: Compose's ``stop_grace_period``, ``docker run --stop-timeout``) is
 given that one; the others get ``timeout``. A container whose stop took its whole timeout and
@@ -35,8 +42,8 @@ successful capture, the capture fails (`SourceError`: the service is down and so
 know); after a failed capture the original error carries the start failures too; after an
 interrupt they are sent as a notice and added as a note to the exception, which goes on.
 
-`record` lists, per container, its level, the stop timeout it was given, how long it took to
-stop, whether it was killed, and how long it was down (from the stop request until it was
+`record` lists, per container, its level, its mode, the stop timeout it was given, how long it
+took to stop (or pause), whether it was killed, and how long it was down (from the stop request until it was
 running again), for the artifact's metadata and the stack manifest.
 """
 
@@ -45,7 +52,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -97,7 +104,9 @@ class _Target:
     order: int
     """Its place among every container given, for `Quiesce.record`."""
     timeout: float
-    """The stop timeout it is given (seconds)."""
+    """The stop timeout it is given (seconds; 0 when paused)."""
+    mode: str = "stop"
+    """``stop`` or ``pause``."""
     requested: float = 0.0
     stopped: float | None = None
     started: float | None = None
@@ -119,13 +128,15 @@ def _deadline(api: APIClient, seconds: float) -> Iterator[None]:
 
 
 class StopRecord(TypedDict):
-    """One container a `Quiesce` stopped: its name, short id, level (0 for the first stopped),
-    the stop timeout it was given, the seconds it took to stop and whether it was killed after
-    that timeout, and the seconds it was down (each once known)."""
+    """One container a `Quiesce` stopped or paused: its name, short id, level (0 for the first
+    stopped), ``mode`` (``stop`` or ``pause``), the stop timeout it was given, the seconds it
+    took to stop (or pause) and whether it was killed after that timeout, and the seconds it
+    was down (each once known)."""
 
     container: str
     id: str
     level: int
+    mode: str
     timeout_s: float
     stop_s: NotRequired[float]
     killed: NotRequired[bool]
@@ -181,6 +192,7 @@ class Quiesce:
         levels: Sequence[Sequence[Container]] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         own_timeouts: bool = False,
+        pause: Collection[str] = (),
         grace: float = DEFAULT_GRACE,
         notice: Callable[[str], None] = lambda _m: None,
         action: str = "capture",
@@ -195,6 +207,8 @@ class Quiesce:
         )
         self.timeout = timeout
         self.own_timeouts = own_timeouts
+        self.pause = frozenset(pause)
+        """Names of the containers to pause instead of stopping them."""
         self.grace = grace
         self.notice = notice
         self._targets: list[_Target] = []
@@ -209,8 +223,10 @@ class Quiesce:
                 for number, level in enumerate(self.levels):
                     targets = []
                     for container in level:
+                        name = str(container.name)
+                        mode = "pause" if name in self.pause else "stop"
                         targets.append(
-                            _Target(str(container.id), str(container.name), number, order, 0.0)
+                            _Target(str(container.id), name, number, order, 0.0, mode=mode)
                         )
                         order += 1
                     failures, interrupted = _in_parallel(self._stop, targets)
@@ -258,6 +274,9 @@ class Quiesce:
         state: dict[str, Any] = data.get("State") or {}
         if not (state.get("Running") or state.get("Restarting")):
             self.notice(f"container {name} is not running any more; it is not stopped")
+            return
+        if target.mode == "pause":
+            self._pause(target, state)
             return
         target.timeout = self._stop_timeout(data)
         target.requested = time.monotonic()
@@ -307,6 +326,34 @@ class Quiesce:
                 "and was killed"
             )
 
+    def _pause(self, target: _Target, state: dict[str, Any]) -> None:
+        """Freeze a running container (``docker pause``) and check that it is paused."""
+        name, cid = target.name, target.id
+        if state.get("Paused"):
+            self.notice(f"container {name} is paused already; it is left as it is")
+            return
+        target.requested = time.monotonic()
+        with self._lock:
+            self._targets.append(target)
+        self.notice(f"pausing container {name} for the {self.action}")
+        try:
+            self.api.pause(cid)
+        except Exception as exc:
+            raise SourceError(
+                f"container {name} could not be paused ({_clean(exc)}); "
+                f"the {self.action} was aborted",
+                hint="containers stopped or paused before it were started again",
+            ) from exc
+        paused = time.monotonic()
+        if not self._state(cid).get("Paused"):
+            raise SourceError(
+                f"container {name} is not paused right after it was paused; "
+                f"the {self.action} was aborted",
+                hint="another client unpauses it: pause that during the backup",
+            )
+        target.pending = False
+        target.stopped = paused
+
     # --- start ------------------------------------------------------------------------------
 
     def _wait_stopped(self, target: _Target) -> None:
@@ -319,6 +366,9 @@ class Quiesce:
             time.sleep(_POLL)
 
     def _start_one(self, target: _Target) -> None:
+        if target.mode == "pause":
+            self._unpause(target)
+            return
         if target.pending:
             self._wait_stopped(target)
         self.api.start(target.id)
@@ -330,6 +380,17 @@ class Quiesce:
             )
         target.started = started
         self.notice(f"container {target.name} is running again")
+
+    def _unpause(self, target: _Target) -> None:
+        """Thaw a container this paused (one whose pause was cut short may not be paused)."""
+        if not target.pending or self._state(target.id).get("Paused"):
+            self.api.unpause(target.id)
+        unpaused = time.monotonic()
+        state = self._state(target.id)
+        if state.get("Paused") or not state.get("Running"):
+            raise SourceError(f"it is {state.get('Status')} right after its unpause")
+        target.started = unpaused
+        self.notice(f"container {target.name} runs again (unpaused)")
 
     def _start_all(self) -> tuple[list[str], KeyboardInterrupt | None]:
         """Start every stopped container again: levels in reverse order, each in parallel."""
@@ -369,9 +430,16 @@ class Quiesce:
             if interrupted is not None and original is None:
                 raise interrupted
             return
-        names = " ".join(e.split(" ", 1)[0] for e in errors)
+        failed = [e.split(" ", 1)[0] for e in errors]
+        paused = {t.name for t in self._targets if t.mode == "pause"}
+        to_start = " ".join(n for n in failed if n not in paused)
+        to_unpause = " ".join(n for n in failed if n in paused)
         message = f"container(s) could not be started again: {'; '.join(errors)}"
-        hint = f"start them by hand: docker start {names}"
+        hint = "; ".join(
+            f"{what} them by hand: docker {what} {names}"
+            for what, names in (("start", to_start), ("unpause", to_unpause))
+            if names
+        )
         if original is not None and _is_interrupt(original):
             self.notice(f"{message}; {hint}")
             original.add_note(f"{message}; {hint}")
@@ -398,6 +466,7 @@ class Quiesce:
                 "container": t.name,
                 "id": t.id[:12],
                 "level": t.level,
+                "mode": t.mode,
                 "timeout_s": t.timeout,
             }
             if t.stopped is not None:
