@@ -58,6 +58,15 @@ def register(subparsers: Subparsers) -> None:
         "blobs without reading the others; see docs/FORMAT.md for what sharing them reveals.",
     )
     add_from_password_file(p)
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="Create every repository of this configuration file that does not exist yet "
+        "(each with its own password reference; a job's copies share its primary's chunking, "
+        "so copies transfer only missing data), and open the existing ones to check their "
+        "passwords. --repo and the password options are not used then.",
+    )
     add_json_option(p)
 
 
@@ -71,8 +80,23 @@ def init(
     lock_days: int | None = None,
     copy_chunker_params_from: str | None = None,
     from_password_file: str | None = None,
+    config: str | None = None,
 ) -> None:
-    """Create a new, empty repository."""
+    """Create a new, empty repository (with ``--config``: every missing repository of the
+    configuration file)."""
+    if config is not None:
+        _init_from_config(
+            cli,
+            config,
+            pack_size_mib,
+            kdf_memory_mib,
+            kdf_iterations,
+            object_lock,
+            lock_days,
+            copy_chunker_params_from,
+            from_password_file,
+        )
+        return
     from stackvault.chunking.cdc import ChunkerParams
     from stackvault.crypto.kdf import KdfParams
     from stackvault.errors import ObjectExists, RepositoryExists, UsageError
@@ -116,6 +140,91 @@ def init(
             hint="use it, or choose another location for a new one",
         ) from exc
     _report(cli, repo, store, ids_from)
+
+
+def _init_from_config(
+    cli: Cli,
+    path: str,
+    pack_size_mib: int,
+    kdf_memory_mib: int,
+    kdf_iterations: int,
+    object_lock: str | None,
+    lock_days: int | None,
+    copy_chunker_params_from: str | None,
+    from_password_file: str | None,
+) -> None:
+    """`init --config`: each repository of the file, primaries before the copies that share
+    their chunking; one line (or one JSON entry) per repository: created or exists."""
+    from stackvault.chunking.cdc import ChunkerParams
+    from stackvault.config import load_config
+    from stackvault.crypto.kdf import KdfParams
+    from stackvault.errors import RepositoryNotFound, UsageError
+    from stackvault.repo.repository import Repository
+    from stackvault.store.createonly import CreateOnlyStore
+
+    if object_lock or lock_days or copy_chunker_params_from or from_password_file:
+        raise UsageError(
+            "--config creates plain repositories: create an Object-Locked one or one sharing "
+            "another's chunking with --repo, then run init --config for the rest"
+        )
+    _retention(kdf_memory_mib, kdf_iterations, None, None)
+    loaded = load_config(path)
+    primaries = {job.repository.name: job.repository for job in loaded.jobs.values()}
+    shares = {c.name: job.repository.name for job in loaded.jobs.values() for c in job.copies}
+    settings = {r.name: r for job in loaded.jobs.values() for r in job.repositories}
+    order = [*primaries, *(n for n in settings if n not in primaries)]
+    opened: dict[str, Repository] = {}
+    created_stores: list[Store] = []
+    results: list[dict[str, str]] = []
+    try:
+        for name in order:
+            repo_settings = settings[name]
+            hint = f"check repositories.{name} in {loaded.path}"
+            store = cli.store(repo_settings.location)
+            try:
+                with cli.open_repo(
+                    store=store,
+                    password=repo_settings.password,
+                    role=repr(name),
+                    hint=hint,
+                    index=False,
+                ) as repo:
+                    opened[name] = repo
+                state = "exists"
+            except RepositoryNotFound:
+                source = opened.get(shares.get(name, ""))
+                store = cli.store(repo_settings.location)
+                store.ensure_root()
+                created = CreateOnlyStore(store)
+                repo = Repository.init(
+                    created,
+                    repo_settings.password(),
+                    chunker=None if source is not None else ChunkerParams(),
+                    pack_size=pack_size_mib * 1024 * 1024,
+                    kdf=KdfParams(memory_kib=kdf_memory_mib * 1024, iterations=kdf_iterations),
+                    notice=cli.notice,
+                    ids_from=source,
+                )
+                opened[name] = repo
+                created_stores.append(store)
+                state = "created"
+            entry = {
+                "repository": name,
+                "location": repo_settings.shown,
+                "state": state,
+                "id": opened[name].config.id,
+            }
+            results.append(entry)
+            if not cli.json:
+                verb = "created" if state == "created" else "exists, password ok:"
+                cli.print(f"{name}: {verb} repository {entry['id'][:8]} at {entry['location']}")
+    finally:
+        for store in created_stores:
+            store.close()
+    if cli.json:
+        cli.emit_json({"repositories": results})
+    elif any(r["state"] == "created" for r in results):
+        cli.print("Keep the passwords safe: without them the data cannot be recovered.")
 
 
 def _retention(
