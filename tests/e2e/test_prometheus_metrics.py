@@ -8,11 +8,17 @@ and snapshots, and the rules firing for the failing job only.
 The rules are loaded without their ``for:`` durations so that they fire within the test's
 seconds; their expressions are the shipped ones (the durations are promtool-tested in
 test_prometheus_rules.py).
+
+The same Prometheus runs every query of the Grafana dashboard (deploy/grafana/): each must
+parse and return data, but those of the drill families (no drills yet), which must return
+none.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +40,9 @@ from support.prometheus import Prometheus, running_prometheus
 
 Cli = Callable[..., Result]
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+DASHBOARD = DEPLOY.parent / "grafana" / "stackvault-dashboard.json"
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "15s", "$job": ".*"}
+"""What Grafana puts in place of the variables the dashboard's queries use."""
 COPY_PASSWORD = "the copy's own password"
 
 
@@ -230,6 +239,56 @@ def test_prometheus_scrapes_the_metrics_and_the_rules_fire_for_the_failing_job(
                 ("StackvaultRPOBreached", "broken"),
             } <= alerts
             assert not [a for a in alerts if a[1] == "etc"]
+
+            check_dashboard(p)
             assert ("StackvaultDaemonDown", "stackvault") not in alerts
     finally:
         server.stop()
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, query) of every target of every panel."""
+    doc = json.loads(DASHBOARD.read_text())
+    return [(p["title"], t["expr"]) for p in doc["panels"] for t in p.get("targets", [])]
+
+
+def check_dashboard(prom: Prometheus) -> None:
+    """Every query of the dashboard parses and returns data (none for the drills); the job
+    variable lists the configured jobs."""
+    for title, expr in dashboard_queries():
+        for name, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(name, value)
+        assert "$" not in expr, f"{title}: a variable the test does not know: {expr}"
+        doc = prom.api("query", query=expr)
+        assert doc["_status"] == 200 and doc["status"] == "success", (title, expr, doc)
+        if "stackvault_drill_" in expr:
+            assert doc["data"]["result"] == [], (title, expr)
+        else:  # a rate needs two scrapes in its range: wait for them
+            prom.wait_for(f"data for {title}: {expr}", functools.partial(prom.query, expr))
+    jobs = prom.api("label/job/values", **{"match[]": "stackvault_job_expected_interval_seconds"})
+    assert sorted(jobs["data"]) == ["broken", "etc"]
+
+
+def test_the_dashboard_is_well_formed() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    panels = doc["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["job"]["allValue"] == ".*"
+    titles = {p["title"] for p in panels if p["type"] != "row"}
+    for needed in ("Verdict per job", "RPO against objective", "Run durations", "Copy lag"):
+        assert needed in titles
+    for p in panels:
+        if p["type"] == "row":
+            continue
+        assert p["targets"] and p["description"], p["title"]
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        assert {t["refId"] for t in p["targets"]} == {chr(65 + i) for i in range(len(p["targets"]))}
+    names = {
+        re.sub(r"_(bucket|sum|count)$", "", m)
+        for _, e in dashboard_queries()
+        for m in re.findall(r"stackvault_\w+", e)
+    }
+    assert any(n.startswith("stackvault_drill_") for n in names)
+    assert "stackvault_copy_lag_snapshots" in names
