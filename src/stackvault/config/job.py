@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 
 from stackvault.config.durations import Span
 from stackvault.config.model import DataSubset
-from stackvault.config.repository import RepositorySettings
+from stackvault.config.repository import PasswordRef, RepositorySettings
 from stackvault.config.schedule import Schedule
 from stackvault.policy.duration import parse_duration
 from stackvault.policy.retention import UNLIMITED, RetentionPolicy
@@ -97,6 +97,17 @@ class EffectiveJob:
     stack_plan: str | None = None
     sources: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
+    ping: PasswordRef | None = None
+    """The dead-man URL (``ping_url_env``, ``ping_url_file``, ``ping_url_command``): pinged
+    at the start of each run, on success and on failure (`stackvault.ops.notify`)."""
+
+    def ping_url(self) -> str | None:
+        """The dead-man URL, read now (None: the job has none); `ConfigError` naming the
+        reference, never the URL."""
+        if self.ping is None:
+            return None
+        raw = self.ping.read(subject=f"job {self.name}: ", what="ping URL", key="ping_url")
+        return raw.decode("utf-8", "surrogateescape").strip()
 
     @property
     def repositories(self) -> tuple[RepositorySettings, ...]:
@@ -149,4 +160,5 @@ class EffectiveJob:
                 "on_failure": list(self.hooks.on_failure) if self.hooks.on_failure else None,
                 "source": self.hooks.source or None,
             },
+            "ping": self.ping.describe() if self.ping is not None else None,
         }

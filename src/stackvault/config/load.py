@@ -1,6 +1,7 @@
 """Reading the configuration file (config layer): `load_config` and `Config`.
 
-The file has three sections, each a mapping by name: ``repositories``, ``policies``, ``jobs``.
+The file has three sections, each a mapping by name: ``repositories``, ``policies``, ``jobs``,
+and an optional ``notify`` (one entry: targets, reminders, digest; `stackvault.config.notify`).
 Every entry is validated on its own (`stackvault.config.model`), then the references between
 them (`stackvault.config.resolve`); every problem of the file is collected and raised in one
 `ConfigError`, one line each, as ``FILE:LINE: KEY: MESSAGE``.
@@ -15,14 +16,15 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from stackvault.config.job import EffectiveJob
-from stackvault.config.model import JobEntry, PolicyEntry, RepositoryEntry
+from stackvault.config.model import JobEntry, NotifyEntry, PolicyEntry, RepositoryEntry
+from stackvault.config.notify import NotifySettings, notify_settings
 from stackvault.config.problems import Problem, format_problems, unknown_key, validation_problems
 from stackvault.config.repository import (
-    PasswordRef,
     RepositorySettings,
     check_location,
     is_local,
     location_with_class,
+    secret_ref,
 )
 from stackvault.config.resolve import Resolver
 from stackvault.config.tiers import DEFAULT_RETENTION, TIERS
@@ -32,6 +34,9 @@ from stackvault.errors import ConfigError
 DEFAULT_PATH = "/etc/stackvault/stackvault.yaml"
 ENV_CONFIG = "STACKVAULT_CONFIG"
 SECTIONS = ("repositories", "policies", "jobs")
+"""The sections that are mappings of named entries."""
+TOP_KEYS = (*SECTIONS, "notify")
+"""Every key the file's top level may have."""
 
 
 def config_path(given: str | None = None) -> str:
@@ -43,13 +48,15 @@ def config_path(given: str | None = None) -> str:
 @dataclass(frozen=True)
 class Config:
     """A valid configuration: repositories by name, the policy names (built-in tiers first),
-    the jobs resolved, and warnings (``FILE:LINE: KEY: MESSAGE``) that do not stop it."""
+    the jobs resolved, warnings (``FILE:LINE: KEY: MESSAGE``) that do not stop it, and where
+    notifications go (``notify``: no targets when the file has no ``notify:``)."""
 
     path: str
     repositories: dict[str, RepositorySettings]
     policies: tuple[str, ...]
     jobs: dict[str, EffectiveJob]
     warnings: tuple[str, ...] = field(default=())
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def job(self, name: str) -> EffectiveJob:
         """The job ``name``; `ConfigError` naming the known jobs otherwise."""
@@ -87,8 +94,8 @@ def config_from_yaml(file: YamlFile, *, check_files: bool = True) -> Config:
             "init --stack-plan " + file.name,
         )
     for key in doc:
-        if key not in SECTIONS:
-            problems.append(Problem((key,), unknown_key(key, SECTIONS)))
+        if key not in TOP_KEYS:
+            problems.append(Problem((key,), unknown_key(key, TOP_KEYS)))
     sections: dict[str, dict[str, object]] = {}
     for section in SECTIONS:
         value = doc.get(section)
@@ -106,6 +113,7 @@ def config_from_yaml(file: YamlFile, *, check_files: bool = True) -> Config:
     )
     policies, broken_policies = _entries(sections["policies"], PolicyEntry, "policies", problems)
     jobs, _ = _entries(sections["jobs"], JobEntry, "jobs", problems)
+    notify = _notify(doc.get("notify"), problems)
     settings = _repositories(repos, problems, broken_repos)
     resolver = Resolver(
         settings,
@@ -134,6 +142,7 @@ def config_from_yaml(file: YamlFile, *, check_files: bool = True) -> Config:
         policies=tuple(resolver.policy_names),
         jobs=resolver.out.jobs,
         warnings=tuple(format_problems(resolver.out.warnings, file)),
+        notify=notify,
     )
 
 
@@ -153,6 +162,18 @@ def _entries(
             problems.extend(validation_problems(exc, model, (name, key)))
             broken.add(key)
     return valid, broken
+
+
+def _notify(value: object, problems: list[Problem]) -> NotifySettings:
+    """The ``notify:`` section (its problems added; left out or broken: no targets)."""
+    if value is None:
+        return NotifySettings()
+    try:
+        entry = NotifyEntry.model_validate(value)
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, NotifyEntry, ("notify",)))
+        return NotifySettings()
+    return notify_settings(entry)
 
 
 def _repositories(
@@ -193,18 +214,13 @@ def _repositories(
                 continue
         else:
             location = entry.url
-        command = entry.password_command
+        ref = secret_ref(entry.password_file, entry.password_env, entry.password_command)
+        assert ref is not None  # the entry gives exactly one (`RepositoryEntry`)
         out[name] = RepositorySettings(
             name=name,
             url=entry.url,
             location=location,
-            password_ref=PasswordRef(
-                file=entry.password_file,
-                env=entry.password_env,
-                command=("sh", "-c", command)
-                if isinstance(command, str)
-                else (tuple(command) if command else None),
-            ),
+            password_ref=ref,
             storage_class=entry.storage_class,
         )
     return out

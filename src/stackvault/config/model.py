@@ -8,10 +8,18 @@ are refused (`extra="forbid"`). A field's checks raise `PydanticCustomError` of 
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from stackvault.config.durations import Span, parse_span
@@ -32,6 +40,30 @@ STORAGE_CLASSES = (
 )
 """The S3 storage classes a repository may name (`stackvault.store.s3options` refuses the
 archive classes GLACIER and DEEP_ARCHIVE, whose objects cannot be read without a restore)."""
+
+NotifyEvent = Literal[
+    "failure",
+    "partial",
+    "recovered",
+    "rpo-breach",
+    "at-risk",
+    "check-failure",
+    "drill-failure",
+    "lease-takeover",
+    "digest",
+]
+"""What a notification target may ask to be told: a run that ``failure`` (made no snapshot)
+or was ``partial``; the first success after those (``recovered``); a job whose newest
+restore point is older than its RPO (``rpo-breach``) or will be before its next run can end
+(``at-risk``); a failed check or drill; another daemon's run of a job taken over
+(``lease-takeover``); the daily summary (``digest``)."""
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
+
+INLINE_URL = (
+    "an inline URL is not accepted (notification URLs hold credentials): give {key}_env "
+    "(an environment variable), {key}_file (a file holding it) or {key}_command (a command "
+    "printing it)"
+)
 
 
 def problem(message: str) -> PydanticCustomError:
@@ -111,6 +143,33 @@ def _storage_class(value: object) -> str | None:
     return value.upper()
 
 
+def _event(value: object) -> NotifyEvent:
+    if isinstance(value, str) and value in NOTIFY_EVENTS:
+        return value
+    if not isinstance(value, str):
+        raise problem(f"must be an event name: {', '.join(NOTIFY_EVENTS)}")
+    close = difflib.get_close_matches(value, NOTIFY_EVENTS, n=1, cutoff=0.6)
+    if close:
+        raise problem(f"unknown event {value!r}; did you mean {close[0]!r}?")
+    raise problem(f"unknown event {value!r} (known: {', '.join(NOTIFY_EVENTS)})")
+
+
+def _events(value: object) -> object:
+    """The list's shape (its items are checked one by one, each error at its index)."""
+    if not isinstance(value, list) or not value:
+        raise problem(f"must be a list of events, some of: {', '.join(NOTIFY_EVENTS)}")
+    return value
+
+
+def _inline(key: str) -> Any:
+    """A validator that refuses any value: an inline secret (``url:``, ``ping_url:``)."""
+
+    def refuse(value: object) -> None:
+        raise problem(INLINE_URL.format(key=key))
+
+    return PlainValidator(refuse)
+
+
 _SUBSET = re.compile(r"^\s*(?:(\d+)\s*/\s*(\d+)|(\d+(?:\.\d+)?)\s*%)\s*$")
 
 
@@ -165,6 +224,17 @@ class Entry(BaseModel):
         return {} if data is None else data
 
 
+def references(entry: BaseModel, key: str, *, required: bool) -> None:
+    """Check that ``entry`` gives exactly one (``required``) or at most one of ``{key}_file``,
+    ``{key}_env``, ``{key}_command``; a `problem` naming them otherwise."""
+    names = [f"{key}_file", f"{key}_env", f"{key}_command"]
+    given = [n for n in names if getattr(entry, n) is not None]
+    if len(given) > 1 or (required and not given):
+        what = "none" if not given else " and ".join(given)
+        need = "exactly one" if required else "at most one"
+        raise problem(f"needs {need} of {', '.join(names)} (given: {what})")
+
+
 class RepositoryEntry(Entry):
     """``repositories.NAME``: where, and how to get the password (by reference only)."""
 
@@ -176,17 +246,7 @@ class RepositoryEntry(Entry):
 
     @model_validator(mode="after")
     def _one_password(self) -> RepositoryEntry:
-        given = [
-            n
-            for n in ("password_file", "password_env", "password_command")
-            if getattr(self, n) is not None
-        ]
-        if len(given) != 1:
-            what = "none" if not given else " and ".join(given)
-            raise problem(
-                f"needs exactly one of password_file, password_env, password_command "
-                f"(given: {what})"
-            )
+        references(self, "password", required=True)
         return self
 
 
@@ -270,9 +330,47 @@ class JobEntry(Entry):
     window: SpanValue | None = None
     retention: dict[str, RetentionEntry] | None = None
     check: CheckEntry | None = None
+    ping_url: Annotated[None, _inline("ping_url")] = None
+    ping_url_file: Text | None = None
+    ping_url_env: Text | None = None
+    ping_url_command: Command | None = None
+
+    @model_validator(mode="after")
+    def _one_ping(self) -> JobEntry:
+        references(self, "ping_url", required=False)
+        return self
 
     @model_validator(mode="after")
     def _something(self) -> JobEntry:
         if self.stack_plan is None and not self.sources and not self.paths:
             raise problem("protects nothing: give stack_plan, sources or paths")
         return self
+
+
+Event = Annotated[NotifyEvent, PlainValidator(_event)]
+Events = Annotated[list[Event], BeforeValidator(_events)]
+
+
+class NotifyTargetEntry(Entry):
+    """``notify.targets.NAME``: an Apprise URL, by reference only (it holds the service's
+    credentials), and the events it is sent (left out: every event but ``digest``)."""
+
+    url: Annotated[None, _inline("url")] = None
+    url_file: Text | None = None
+    url_env: Text | None = None
+    url_command: Command | None = None
+    events: Events | None = None
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotifyTargetEntry:
+        references(self, "url", required=True)
+        return self
+
+
+class NotifyEntry(Entry):
+    """``notify``: where notifications go, how often a job that keeps failing is recalled
+    (``remind_every``), and when the daily ``digest`` is due (a cron expression)."""
+
+    targets: dict[str, NotifyTargetEntry] = Field(default_factory=dict)
+    remind_every: SpanValue | None = None
+    digest: ScheduleValue | None = None

@@ -1,6 +1,7 @@
 """Reading a password from where it is kept (configuration layer): the first line of a file,
 or of what a command prints. One implementation for the repositories of the configuration
-file (``password_file``, ``password_command``) and for the command line's
+file (``password_file``, ``password_command``), for the other secrets it names by reference
+(notification URLs: ``url_file``, ``url_command``) and for the command line's
 ``--password-file`` / ``--password-command``.
 
 A password never appears in a message; neither does a failing command's output or error
@@ -32,22 +33,26 @@ def describe_command(argv: Sequence[str]) -> str:
     return "command " + (argv[2] if tuple(argv[:2]) == ("sh", "-c") else " ".join(argv))
 
 
-def password_from_file(path: str, *, subject: str = "", hint: str) -> bytes:
-    """The first line of the file at ``path``; `ConfigError` when it cannot be read."""
+def password_from_file(path: str, *, subject: str = "", hint: str, what: str = "password") -> bytes:
+    """The first line of the file at ``path``; `ConfigError` when it cannot be read (``what``
+    names the secret in it: ``password``, ``URL``)."""
     try:
         with open(path, "rb") as f:
             return first_line(f.read())
     except OSError as exc:
         raise ConfigError(
-            f"{subject}cannot read the password file {path}: {exc.strerror}", hint=hint
+            f"{subject}cannot read the {what} file {path}: {exc.strerror}", hint=hint
         ) from None
 
 
-def password_from_command(argv: Sequence[str], *, subject: str = "", hint: str) -> bytes:
+def password_from_command(
+    argv: Sequence[str], *, subject: str = "", hint: str, what: str = "password"
+) -> bytes:
     """The first line of what ``argv`` prints, run on this host with nothing on its standard
     input and the environment every child gets (`child_environment`: without stackvault's
-    own secrets), within `PASSWORD_TIMEOUT`; `ConfigError` naming the command when it cannot
-    start, does not finish or exits with a non-zero status."""
+    own secrets), within `PASSWORD_TIMEOUT`; `ConfigError` naming the command (as the
+    ``what`` command) when it cannot start, does not finish or exits with a non-zero
+    status."""
     shown = describe_command(argv)
     try:
         proc = subprocess.run(
@@ -64,10 +69,10 @@ def password_from_command(argv: Sequence[str], *, subject: str = "", hint: str) 
             if isinstance(exc, subprocess.TimeoutExpired)
             else f"cannot be started ({exc.strerror})"
         )
-        raise ConfigError(f"{subject}the password {shown} {reason}", hint=hint) from None
+        raise ConfigError(f"{subject}the {what} {shown} {reason}", hint=hint) from None
     if proc.returncode != 0:
         raise ConfigError(
-            f"{subject}the password {shown} exited with status {proc.returncode}",
+            f"{subject}the {what} {shown} exited with status {proc.returncode}",
             hint="run it by hand to see why",
         )
     return first_line(bytes(proc.stdout))

@@ -23,9 +23,23 @@ from stackvault.redact import redact
 from stackvault.store.open import scheme_of
 
 
+def secret_ref(
+    file: str | None, env: str | None, command: str | list[str] | None
+) -> PasswordRef | None:
+    """The reference the file gives by ``*_file``, ``*_env`` or ``*_command`` (a command
+    string becomes ``sh -c TEXT``); None when none is given."""
+    if file is None and env is None and command is None:
+        return None
+    argv = (
+        ("sh", "-c", command) if isinstance(command, str) else (tuple(command) if command else None)
+    )
+    return PasswordRef(file=file, env=env, command=argv)
+
+
 @dataclass(frozen=True)
 class PasswordRef:
-    """Where a repository's password comes from: exactly one of the three is set."""
+    """Where a secret the file names by reference comes from (a repository's password, a
+    notification URL): exactly one of the three is set."""
 
     file: str | None = None
     env: str | None = None
@@ -39,6 +53,33 @@ class PasswordRef:
         if self.env is not None:
             return f"environment variable {self.env}"
         return describe_command(self.command or ())
+
+    def read(self, *, subject: str, what: str = "password", key: str = "password") -> bytes:
+        """The secret, read now: a file's first line, an environment variable, or the first
+        line a command prints. `ConfigError` starting with ``subject`` (``repository
+        offsite: ``), naming the reference and the key that gave it (``{key}_file``,
+        ``{key}_env``, ``{key}_command``), never the secret; an empty one is an error too."""
+        if self.file is not None:
+            hint = f"check {key}_file in the configuration"
+            value = password_from_file(self.file, subject=subject, hint=hint, what=what)
+        elif self.env is not None:
+            found = os.environ.get(self.env)
+            if found is None:
+                raise ConfigError(
+                    f"{subject}the environment variable {self.env} is not set",
+                    hint=f"set it, or name another {key}_env in the configuration",
+                )
+            value = found.encode("utf-8", "surrogateescape")
+        else:
+            assert self.command is not None
+            hint = f"check {key}_command in the configuration"
+            value = password_from_command(self.command, subject=subject, hint=hint, what=what)
+        if not value:
+            raise ConfigError(
+                f"{subject}the {what} from {self.describe()} is empty",
+                hint=f"put the {what} there, or name another source in the configuration",
+            )
+        return value
 
 
 @dataclass(frozen=True)
@@ -59,35 +100,7 @@ class RepositorySettings:
 
     def password(self) -> bytes:
         """The password, read now; `ConfigError` naming the reference (never the secret)."""
-        ref = self.password_ref
-        if ref.file is not None:
-            return _non_empty(
-                self.name,
-                ref,
-                password_from_file(
-                    ref.file,
-                    subject=f"repository {self.name}: ",
-                    hint="check password_file in the configuration",
-                ),
-            )
-        if ref.env is not None:
-            value = os.environ.get(ref.env)
-            if value is None:
-                raise ConfigError(
-                    f"repository {self.name}: the environment variable {ref.env} is not set",
-                    hint="set it, or name another password_env in the configuration",
-                )
-            return _non_empty(self.name, ref, value.encode("utf-8", "surrogateescape"))
-        assert ref.command is not None
-        return _non_empty(
-            self.name,
-            ref,
-            password_from_command(
-                ref.command,
-                subject=f"repository {self.name}: ",
-                hint="check password_command in the configuration",
-            ),
-        )
+        return self.password_ref.read(subject=f"repository {self.name}: ")
 
 
 def location_with_class(url: str, storage_class: str | None) -> str:
@@ -101,15 +114,6 @@ def location_with_class(url: str, storage_class: str | None) -> str:
 def is_local(url: str) -> bool:
     """True for a directory path or ``file://`` URL."""
     return scheme_of(url) == "file"
-
-
-def _non_empty(name: str, ref: PasswordRef, password: bytes) -> bytes:
-    if not password:
-        raise ConfigError(
-            f"repository {name}: the password from {ref.describe()} is empty",
-            hint="put the password there, or name another source in the configuration",
-        )
-    return password
 
 
 def check_location(url: str) -> str | None:

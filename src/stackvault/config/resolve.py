@@ -28,7 +28,7 @@ from stackvault.config.layers import (
 )
 from stackvault.config.model import JobEntry, PolicyEntry
 from stackvault.config.problems import Problem
-from stackvault.config.repository import RepositorySettings
+from stackvault.config.repository import RepositorySettings, secret_ref
 from stackvault.config.schedule import Schedule, derive_schedule
 from stackvault.config.tiers import DEFAULT_RETENTION, TIERS
 from stackvault.config.yamlfile import KeyPath
@@ -272,6 +272,7 @@ class Resolver:
             ),
             sources=tuple(entry.sources),
             paths=tuple(entry.paths),
+            ping=secret_ref(entry.ping_url_file, entry.ping_url_env, entry.ping_url_command),
         )
 
     def _repo(self, name: str, path: KeyPath) -> RepositorySettings | None:
