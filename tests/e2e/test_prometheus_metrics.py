@@ -3,7 +3,8 @@ that succeeds and one that fails, and the daemon's endpoint (`Metrics.serve_http
 from the repositories as ``serve`` does at start), scraped every second by Prometheus
 (Debian's package, on 127.0.0.1, started from deploy/prometheus/scrape-config.yml) with the
 shipped alert rules; its HTTP API must show the series with the values of the run records
-and snapshots, and the rules firing for the failing job only.
+and snapshots, and the rules firing for the failing job only; a real Alertmanager (Debian's
+package) must deliver those alerts to a webhook receiver of the test.
 
 The rules are loaded without their ``for:`` durations so that they fire within the test's
 seconds; their expressions are the shipped ones (the durations are promtool-tested in
@@ -36,7 +37,13 @@ from stackvault.records.run import RunRecord
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.store.open import open_store
-from support.prometheus import Prometheus, running_prometheus
+from support.prometheus import (
+    Prometheus,
+    Webhook,
+    running_alertmanager,
+    running_prometheus,
+    webhook_receiver,
+)
 
 Cli = Callable[..., Result]
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -114,9 +121,9 @@ def file_server(directory: Path) -> Iterator[str]:
         thread.join()
 
 
-def prometheus_config(workdir: Path, daemon: str, files: str) -> str:
+def prometheus_config(workdir: Path, daemon: str, files: str, alertmanager: str) -> str:
     """The shipped scrape configuration with the test's targets, a 1 s scrape and evaluation
-    interval, and the shipped rules without their ``for:``."""
+    interval, the shipped rules without their ``for:``, alerts sent to ``alertmanager``."""
     doc = yaml.safe_load((DEPLOY / "scrape-config.yml").read_text())
     daemon_job, node_job = doc["scrape_configs"]
     assert daemon_job["job_name"] == "stackvault" and daemon_job["honor_labels"] is True
@@ -135,6 +142,7 @@ def prometheus_config(workdir: Path, daemon: str, files: str) -> str:
     doc["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     doc["rule_files"] = ["rules.yml"]
     doc["scrape_configs"] = [daemon_job, *textfiles]
+    doc["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -181,7 +189,11 @@ def test_prometheus_scrapes_the_metrics_and_the_rules_fire_for_the_failing_job(
     try:
         with (
             file_server(textfiles) as files,
-            running_prometheus(workdir, prometheus_config(workdir, daemon, files)) as p,
+            webhook_receiver() as hook,
+            running_alertmanager(workdir, hook.url) as alertmanager,
+            running_prometheus(
+                workdir, prometheus_config(workdir, daemon, files, alertmanager)
+            ) as p,
         ):
             assert by_instance(p, 'up{job="stackvault"}', 1) == {daemon: 1.0}
 
@@ -241,6 +253,7 @@ def test_prometheus_scrapes_the_metrics_and_the_rules_fire_for_the_failing_job(
             assert not [a for a in alerts if a[1] == "etc"]
 
             check_dashboard(p)
+            check_delivered(hook, p)
             assert ("StackvaultDaemonDown", "stackvault") not in alerts
     finally:
         server.stop()
@@ -292,3 +305,24 @@ def test_the_dashboard_is_well_formed() -> None:
     }
     assert any(n.startswith("stackvault_drill_") for n in names)
     assert "stackvault_copy_lag_snapshots" in names
+
+
+def check_delivered(hook: Webhook, prom: Prometheus) -> None:
+    """Alertmanager posted the failing job's alerts, firing, with their annotations; nothing
+    about the healthy job."""
+
+    def delivered() -> list[dict[str, Any]] | None:
+        alerts = hook.alerts()
+        names = {a["labels"]["alertname"] for a in alerts if a["labels"].get("job") == "broken"}
+        return alerts if "StackvaultBackupFailing" in names else None
+
+    alerts = prom.wait_for("alerts delivered to the webhook", delivered)
+    failing = [a for a in alerts if a["labels"]["alertname"] == "StackvaultBackupFailing"]
+    assert failing[0]["status"] == "firing"
+    assert failing[0]["labels"]["severity"] == "critical"
+    assert failing[0]["labels"]["result"] == "failed"
+    assert (
+        failing[0]["annotations"]["summary"] == "stackvault job broken: the last run ended failed"
+    )
+    assert "stackvault run broken" in failing[0]["annotations"]["description"]
+    assert not [a for a in alerts if a["labels"].get("job") == "etc"]
