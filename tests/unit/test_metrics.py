@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from test_stack_plan import manifest_json
 
 from stackvault.clock import FrozenClock
 from stackvault.config import Config, RepositorySettings, load_config
@@ -23,7 +24,13 @@ from stackvault.crypto.kdf import KdfParams
 from stackvault.errors import RepositoryNotFound, UsageError
 from stackvault.ops.metrics import Metrics, parse_listen
 from stackvault.ops.metrics.families import DURATION_BUCKETS, carry_over
-from stackvault.ops.metrics.figures import copy_lag, job_figures, read_repository
+from stackvault.ops.metrics.figures import (
+    StackCut,
+    copy_lag,
+    job_figures,
+    read_repository,
+    stack_cut,
+)
 from stackvault.records.run import RunRecord, RunResult, RunStep, Trigger, job_tag
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
@@ -221,6 +228,21 @@ def test_copy_lag_counts_primary_snapshots_newer_than_the_newest_copied() -> Non
     assert copy_lag(primary, frozenset({a.id, b.id}), "etc") == 1
     assert copy_lag(primary, frozenset({b.id}), "etc") == 1  # a was forgotten in the copy
     assert copy_lag(primary, frozenset({c.id}), "etc") == 0
+
+
+def test_the_last_stack_cut_of_a_job() -> None:
+    strict, online, damaged = snap(3), snap(2), snap(1)
+    strict.stack = manifest_json()  # api stopped, 4.5 s of downtime
+    online.stack = {**manifest_json(), "consistency": "online"}
+    del online.stack["downtime"]
+    for service in online.stack["services"].values():
+        service["stopped"] = False
+    damaged.stack = {**manifest_json(), "services": "not a mapping"}
+    files_only = snap(0.5)
+    assert stack_cut([strict, files_only], "etc") == StackCut("strict", 1, 4.5)
+    assert stack_cut([strict, online, files_only], "etc") == StackCut("online", 0, None)
+    assert stack_cut([strict, online, damaged], "etc") is None  # check reports the damage
+    assert stack_cut([strict], "other") is None
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
