@@ -66,7 +66,9 @@ class Metrics:
         longer in ``config`` are dropped (with their counters), and every job gets its
         counters at 0 so that ``rate()`` sees its first run. A repository that cannot be read
         does not raise: its figures say so (``stackvault_repository_up`` 0, the error in
-        `RepositoryFigures.error`). Returns the new figures."""
+        `RepositoryFigures.error`). A name of ``jobs`` the configuration lacks raises
+        `ConfigError` (naming the known jobs) before anything is read. Returns the new
+        figures."""
         names = list(config.jobs) if jobs is None else list(jobs)
         effective = [config.job(name) for name in names]
         fresh = read_jobs(effective, opener, self.clock.now, measure_size=self.measure_size)
