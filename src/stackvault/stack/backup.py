@@ -215,7 +215,8 @@ class _Cut:
     def stop(self) -> None:
         """At the cut (`BackupOptions.before_cut`)."""
         if self.stopping:
-            self.notice(f"stopping {', '.join(self.stopping)} for the cut (by level)")
+            levels = "; then ".join(", ".join(level) for level in self.levels)
+            self.notice(f"stopping {levels} for the cut (each level at once)")
         self.times["start"] = time.monotonic()
         self.quiesce.__enter__()  # on failure it starts again what it stopped, then raises
         self.entered = True
