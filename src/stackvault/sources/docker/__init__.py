@@ -5,6 +5,6 @@ The parts: `engine` (the connection, errors, image facts), `volume` (`VolumeSour
 `container` (`ContainerSource`) with `containerinfo` (a container's mounts and description
 from its inspect data), `images` (`ImagesSource`), `mounts` (helper containers that read and
 write a volume or a bind mount), `archive` (the engine's tar streams ↔ artifact trees),
-`quiesce` (stopping containers with a guaranteed start afterwards), `exec` (running tools
-inside a container: `ContainerRunner`).
+`quiesce` (stopping or pausing containers, by level in parallel, with a guaranteed start
+afterwards), `exec` (running tools inside a container: `ContainerRunner`).
 """
