@@ -32,6 +32,8 @@ from stackvault.ops.metrics.figures import (
     stack_cut,
 )
 from stackvault.records.run import RunRecord, RunResult, RunStep, Trigger, job_tag
+from stackvault.repo.leases import Lease, claim_lease
+from stackvault.repo.lock import Holder
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.store.memory import MemoryStore
@@ -217,6 +219,54 @@ def test_figures_of_a_job_from_its_repositories(
     assert offsite.check is not None and not offsite.check.ok
     assert archive.error == "repository archive is unreachable"
     assert archive.newest_snapshot is None and archive.copy_lag is None
+
+
+def lease(job: str, slot_hours_ago: float, attempt: int, host: str, state: str) -> Lease:
+    slot = NOW - slot_hours_ago * HOUR
+    return Lease(
+        job=job,
+        slot=slot,
+        attempt=attempt,
+        run_id=secrets.token_hex(16),
+        trigger="schedule",
+        holder=Holder(host, 4242),
+        acquired=slot,
+        refreshed=slot + timedelta(minutes=attempt),
+        lease_s=60,
+        state=state,  # type: ignore[arg-type]
+    )
+
+
+def test_the_newest_lease_of_a_job_names_its_holder(
+    history: tuple[Config, Repos, dict[str, object]],
+) -> None:
+    config, repos, _ = history
+    local = repos.repos["local"]
+    for held in (
+        lease("etc", 2, 1, "node-a", "done"),
+        lease("etc", 1, 1, "node-a", "abandoned"),
+        lease("etc", 1, 2, "node-b", "running"),  # the retry of the same slot: newest
+        lease("other", 0.5, 1, "node-c", "done"),
+    ):
+        assert claim_lease(local.store, local.envelope, held) is not None
+    metrics = Metrics(clock=FrozenClock(NOW))
+    metrics.refresh(config, repos.open)
+    figures = metrics.figures()
+    assert figures["etc"].lease is not None and figures["other"].lease is not None
+    assert (figures["etc"].lease.host, figures["etc"].lease.state) == ("node-b", "running")
+    assert figures["other"].lease.host == "node-c"
+    got = samples(metrics)
+    holder = {"job": "etc", "host": "node-b", "pid": "4242", "state": "running"}
+    assert value(got, "lease_holder_info", **holder) == 1
+    assert [k for k in got if k[0] == "stackvault_lease_holder_info"] == [
+        ("stackvault_lease_holder_info", tuple(sorted(holder.items()))),
+        (
+            "stackvault_lease_holder_info",
+            (("host", "node-c"), ("job", "other"), ("pid", "4242"), ("state", "done")),
+        ),
+    ]
+    beat = (NOW - HOUR + timedelta(minutes=2)).timestamp()
+    assert value(got, "lease_heartbeat_timestamp_seconds", job="etc") == beat
 
 
 def test_copy_lag_counts_primary_snapshots_newer_than_the_newest_copied() -> None:

@@ -148,6 +148,7 @@ def job_families(
     yield from _tally_families(jobs, tallies)
     yield from _backup_families(jobs)
     yield from _repository_families(jobs, now)
+    yield from _lease_families(jobs)
     yield from drill_families()
 
 
@@ -344,6 +345,26 @@ def _repository_samples(
     if r.filesystem is not None:
         fs_avail.add_metric(key, float(r.filesystem.avail_bytes))
         fs_size.add_metric(key, float(r.filesystem.size_bytes))
+
+
+def _lease_families(jobs: list[JobFigures]) -> Iterator[Metric]:
+    info = _gauge(
+        "lease_holder_info",
+        "The daemon (host, PID) that holds or last held the job's newest lease, with the "
+        "lease's state (running, done, abandoned); always 1.",
+        ["job", "host", "pid", "state"],
+    )
+    beat = _gauge(
+        "lease_heartbeat_timestamp_seconds",
+        "The newest lease's last heartbeat (or the end of its run).",
+        ["job"],
+    )
+    for f in jobs:
+        if f.lease is not None:
+            info.add_metric([f.job, f.lease.host, str(f.lease.pid), f.lease.state], 1.0)
+            beat.add_metric([f.job], _ts(f.lease.refreshed))
+    yield info
+    yield beat
 
 
 def drill_families() -> Iterator[Metric]:

@@ -21,6 +21,8 @@ Definitions (each a figure of `JobFigures` / `RepositoryFigures`):
   unmodified; for a stack snapshot the services stopped by a strict cut and its downtime.
 * **last check**: per repository, the newest ``check`` step of the job's runs against it
   (`stackvault.ops.history.last_check`): its start, whether it ended ``ok``, bytes read.
+* **lease**: the job's newest lease in the primary (FORMAT.md §15, `stackvault.repo.leases`):
+  which daemon (host, PID) holds or last held the job's run, its state and last heartbeat.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from stackvault.ops.session import Opener
 from stackvault.ops.status import Objectives, RepositoryView, Role, Verdict, judge
 from stackvault.records.run import RunRecord, RunResult, job_tag
 from stackvault.records.stack import read_manifest
+from stackvault.repo.leases import Lease, job_leases
 from stackvault.repo.snapshot import Snapshot
 from stackvault.store.local import LocalStore
 
@@ -64,16 +67,23 @@ class RepositoryRead:
     """Bytes of every object of the store; None when not measured."""
     filesystem: Filesystem | None = None
     """A local repository's file system; None for others."""
+    leases: tuple[Lease, ...] = ()
+    """The leases of the jobs whose primary this is (`read_repository`'s ``lease_jobs``)."""
     error: str | None = None
 
 
 def read_repository(
-    settings: RepositorySettings, opener: Opener, *, measure_size: bool = True
+    settings: RepositorySettings,
+    opener: Opener,
+    *,
+    measure_size: bool = True,
+    lease_jobs: Sequence[str] = (),
 ) -> RepositoryRead:
     """Read the repository of ``settings`` through ``opener`` (no lock: only listings and
-    records are read). ``measure_size`` lists every object for its size (one listing of the
-    store). An error of the repository or its store gives a read holding its one-sentence
-    message; nothing is raised for it."""
+    records are read), with the leases of ``lease_jobs`` (the jobs whose primary it is).
+    ``measure_size`` lists every object for its size (one listing of the store). An error of
+    the repository or its store gives a read holding its one-sentence message; nothing is
+    raised for it (an unreadable lease is left out)."""
     try:
         with opener(settings) as repo:
             runs = tuple(repo.list_runs())
@@ -82,9 +92,14 @@ def read_repository(
             filesystem = (
                 _filesystem(repo.store.root) if isinstance(repo.store, LocalStore) else None
             )
+            leases = tuple(
+                lease
+                for job in lease_jobs
+                for lease in job_leases(repo.store, repo.envelope, job, lambda _m: None)
+            )
     except StackvaultError as exc:
         return RepositoryRead(settings.name, error=str(exc))
-    return RepositoryRead(settings.name, runs, snapshots, size, filesystem)
+    return RepositoryRead(settings.name, runs, snapshots, size, filesystem, leases)
 
 
 def _filesystem(root: Path) -> Filesystem | None:
@@ -146,6 +161,31 @@ class LastCheckFigures:
 
 
 @dataclass(frozen=True)
+class LeaseFigures:
+    """The job's newest lease (by slot, then attempt) in its primary."""
+
+    host: str
+    pid: int
+    state: str
+    """``running``, ``done`` or ``abandoned`` as the lease says (a ``running`` lease whose
+    holder died says so until another daemon takes it over)."""
+    refreshed: datetime
+    """Its holder's last heartbeat (or the end of the run)."""
+
+
+def newest_lease(leases: Sequence[Lease], job: str) -> LeaseFigures | None:
+    """The figures of ``job``'s newest lease among ``leases``; None when it has none."""
+    newest = max(
+        (lease for lease in leases if lease.job == job),
+        key=lambda lease: (lease.slot, lease.attempt),
+        default=None,
+    )
+    if newest is None:
+        return None
+    return LeaseFigures(newest.holder.host, newest.holder.pid, newest.state, newest.refreshed)
+
+
+@dataclass(frozen=True)
 class RepositoryFigures:
     """What the metrics say of one repository of a job."""
 
@@ -186,6 +226,7 @@ class JobFigures:
     last_backup: LastBackup | None
     stack_cut: StackCut | None
     repositories: tuple[RepositoryFigures, ...]
+    lease: LeaseFigures | None = None
 
     def observed(self, record: RunRecord) -> JobFigures:
         """These figures with ``record`` (a run that just ended) as the last run, and as the
@@ -341,6 +382,7 @@ def job_figures(
         last_backup=last_backup(primary_snapshots, job.name),
         stack_cut=stack_cut(primary_snapshots, job.name),
         repositories=tuple(repos),
+        lease=newest_lease(primary_read.leases, job.name),
     )
 
 
@@ -357,6 +399,9 @@ def read_jobs(
     for job in jobs:
         for settings in job.repositories:
             if settings.name not in reads:
-                reads[settings.name] = read_repository(settings, opener, measure_size=measure_size)
+                primary_of = [j.name for j in jobs if j.repository.name == settings.name]
+                reads[settings.name] = read_repository(
+                    settings, opener, measure_size=measure_size, lease_jobs=primary_of
+                )
     when = now()
     return [job_figures(job, reads, when) for job in jobs]
