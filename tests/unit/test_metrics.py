@@ -25,6 +25,7 @@ from stackvault.errors import RepositoryNotFound, UsageError
 from stackvault.ops.metrics import Metrics, parse_listen
 from stackvault.ops.metrics.families import DURATION_BUCKETS, carry_over
 from stackvault.ops.metrics.figures import (
+    ServiceCut,
     StackCut,
     copy_lag,
     job_figures,
@@ -290,6 +291,22 @@ def test_the_last_stack_cut_of_a_job() -> None:
     damaged.stack = {**manifest_json(), "services": "not a mapping"}
     files_only = snap(0.5)
     assert stack_cut([strict, files_only], "etc") == StackCut("strict", 1, 4.5)
+    per_service = snap(3)  # a manifest that records each service's downtime
+    per_service.stack = manifest_json()
+    per_service.stack["downtime"]["services"] = {
+        name: {
+            "containers": [f"shop-{name}-1"],
+            "level": level,
+            "mode": mode,
+            "timeout_s": 10.0,
+            "stop_s": 0.5,
+            "killed": False,
+            "downtime_s": seconds,
+        }
+        for name, level, mode, seconds in (("api", 0, "stop", 4.5), ("web", 1, "pause", None))
+    }
+    services = (ServiceCut("api", "stop", 4.5), ServiceCut("web", "pause", None))
+    assert stack_cut([per_service], "etc") == StackCut("strict", 2, 4.5, services)
     assert stack_cut([strict, online, files_only], "etc") == StackCut("online", 0, None)
     assert stack_cut([strict, online, damaged], "etc") is None  # check reports the damage
     assert stack_cut([strict], "other") is None

@@ -238,6 +238,12 @@ def _backup_families(jobs: list[JobFigures]) -> Iterator[Metric]:
         "The newest strict stack cut: from the first stop until every stopped service ran.",
         job,
     )
+    service_downtime = _gauge(
+        "stack_last_service_downtime_seconds",
+        "The newest strict stack cut, per service stopped (mode stop) or frozen (mode pause): "
+        "from its stop request until it ran again.",
+        ["job", "service", "mode"],
+    )
     for f in jobs:
         b = f.last_backup
         if b is not None:
@@ -259,7 +265,11 @@ def _backup_families(jobs: list[JobFigures]) -> Iterator[Metric]:
             stopped.add_metric([f.job], float(cut.stopped_services))
             if cut.downtime_s is not None:
                 downtime.add_metric([f.job], cut.downtime_s)
-    yield from (source, added, stored, files, complete, stopped, downtime)
+            for service in cut.services:
+                if service.downtime_s is not None:
+                    key = [f.job, service.name, service.mode]
+                    service_downtime.add_metric(key, service.downtime_s)
+    yield from (source, added, stored, files, complete, stopped, downtime, service_downtime)
 
 
 def _repository_families(jobs: list[JobFigures], now: datetime) -> Iterator[Metric]:

@@ -142,13 +142,26 @@ class LastBackup:
 
 
 @dataclass(frozen=True)
+class ServiceCut:
+    """One service a strict cut stopped or paused: how (``stop`` or ``pause``) and the
+    seconds from the stop request until it ran again (None: not started again by the
+    backup)."""
+
+    name: str
+    mode: str
+    downtime_s: float | None
+
+
+@dataclass(frozen=True)
 class StackCut:
-    """The cut of the primary's newest stack snapshot: how many services it stopped and, for
-    a strict cut, the seconds from the first stop until every stopped service ran again."""
+    """The cut of the primary's newest stack snapshot: how many services it stopped (or
+    paused) and, for a strict cut, the seconds from the first stop until every stopped
+    service ran again, and each service's own downtime where the manifest records it."""
 
     consistency: str
     stopped_services: int
     downtime_s: float | None
+    services: tuple[ServiceCut, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -308,9 +321,14 @@ def stack_cut(snapshots: Sequence[Snapshot], job: str) -> StackCut | None:
         return None
     if manifest is None:
         return None
-    stopped = sum(1 for service in manifest.services.values() if service.stopped)
-    downtime = manifest.downtime.seconds if manifest.downtime is not None else None
-    return StackCut(manifest.consistency, stopped, downtime)
+    cut = manifest.downtime
+    if cut is None or cut.services is None:  # an online cut, or a manifest from before
+        stopped = sum(1 for service in manifest.services.values() if service.stopped)
+        return StackCut(manifest.consistency, stopped, cut.seconds if cut is not None else None)
+    services = tuple(
+        ServiceCut(name, d.mode, d.downtime_s) for name, d in sorted(cut.services.items())
+    )
+    return StackCut(manifest.consistency, len(services), cut.seconds, services)
 
 
 def _check_figures(runs: Sequence[RunRecord], repository: str) -> LastCheckFigures | None:
