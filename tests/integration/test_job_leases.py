@@ -119,11 +119,12 @@ def test_each_run_is_claimed_once_and_a_busy_job_makes_the_other_back_off(
     assert backed_off.state == "done" and backed_off.result is None
     assert "in progress" in backed_off.note
 
-    here.gate.release("ok")
+    here.gate.release(first, "ok")
     assert leases(job)[0].state == "done" and leases(job)[0].result == "ok"
     # A retry of the first slot is a new attempt: claimable, and the job is free now.
-    assert there.gate.admit(job, due(attempt=2), new_run_id()) is None
-    there.gate.release("failed")
+    retry = new_run_id()
+    assert there.gate.admit(job, due(attempt=2), retry) is None
+    there.gate.release(retry, "failed")
     assert [(lease.attempt, lease.state, lease.result) for lease in leases(job)] == [
         (1, "done", "ok"),
         (2, "done", "failed"),
@@ -136,13 +137,14 @@ def test_the_heartbeat_keeps_a_long_run_alive_for_a_daemon_on_another_host(
     job: EffectiveJob,
 ) -> None:
     here, there = Daemon(lease_s=2), Daemon(ELSEWHERE, lease_s=2)
-    assert here.gate.admit(job, due(), new_run_id()) is None
+    run_id = new_run_id()
+    assert here.gate.admit(job, due(), run_id) is None
     time.sleep(3.5)  # longer than the lease: only the heartbeat (every 0.5 s) keeps it live
     refusal = there.gate.admit(job, due(SLOT + timedelta(minutes=5)), new_run_id())
     assert refusal is not None and "in progress" in refusal, refusal
     held = leases(job)[0]
     assert held.refreshed > held.acquired + timedelta(seconds=2)
-    here.gate.release("ok")
+    here.gate.release(run_id, "ok")
 
 
 def test_a_silent_holder_on_another_host_is_taken_over_after_its_lease(
@@ -151,8 +153,7 @@ def test_a_silent_holder_on_another_host_is_taken_over_after_its_lease(
     gone = Daemon(ELSEWHERE, lease_s=2)
     run_id = new_run_id()
     assert gone.gate.admit(job, due(), run_id) is None
-    held = gone.gate._held
-    assert held is not None
+    held = gone.gate._held[run_id]
     held.stop()  # the host froze: no more heartbeats, no release
 
     here = Daemon(lease_s=2)
@@ -160,11 +161,12 @@ def test_a_silent_holder_on_another_host_is_taken_over_after_its_lease(
     refusal = here.gate.admit(job, next_slot, new_run_id())
     assert refusal is not None and "in progress" in refusal  # still live by the store's clock
     time.sleep(2.5)
-    assert here.gate.admit(job, due(SLOT + timedelta(minutes=10)), new_run_id()) is None
+    mine = new_run_id()
+    assert here.gate.admit(job, due(SLOT + timedelta(minutes=10)), mine) is None
     (takeover,) = here.named("lease-takeover")
     assert takeover["holder"] == "PID 4242 on standby-host"
     assert "no heartbeat for" in str(takeover["reason"])
-    here.gate.release("ok")
+    here.gate.release(mine, "ok")
 
     abandoned = leases(job)[0]
     assert abandoned.state == "abandoned" and "taken over by" in abandoned.note
@@ -226,11 +228,12 @@ def test_a_holder_killed_with_sigkill_is_taken_over_at_once_and_leaves_no_lock(
             child.wait()
 
     here = Daemon()
-    assert here.gate.admit(job, due(SLOT + timedelta(minutes=10)), new_run_id()) is None
+    mine = new_run_id()
+    assert here.gate.admit(job, due(SLOT + timedelta(minutes=10)), mine) is None
     (takeover,) = here.named("lease-takeover")
     assert f"process {child.pid} on this host no longer exists" in str(takeover["reason"])
     assert [e["repository"] for e in here.named("locks-removed")] == ["primary", "offsite"]
-    here.gate.release("ok")
+    here.gate.release(mine, "ok")
     for settings in job.repositories:
         with opener(settings) as repo:
             assert list_locks(repo.store, repo.envelope, print) == []
@@ -245,10 +248,11 @@ def test_an_unreachable_primary_admits_the_run_without_a_lease(
 ) -> None:
     (tmp_path / "primary").rename(tmp_path / "moved")
     here = Daemon()
-    assert here.gate.admit(job, due(), new_run_id()) is None
+    run_id = new_run_id()
+    assert here.gate.admit(job, due(), run_id) is None
     (event,) = here.named("lease-unavailable")
     assert "running without a lease" in str(event["hint"])
-    here.gate.release("failed")  # nothing held: nothing to write
+    here.gate.release(run_id, "failed")  # nothing held: nothing to write
 
 
 def test_old_finished_leases_are_deleted_but_the_newest_stay(job: EffectiveJob) -> None:
@@ -273,8 +277,9 @@ def test_old_finished_leases_are_deleted_but_the_newest_stay(job: EffectiveJob) 
                 ),
             )
     here = Daemon()
-    assert here.gate.admit(job, due(), new_run_id()) is None
-    here.gate.release("ok")
+    run_id = new_run_id()
+    assert here.gate.admit(job, due(), run_id) is None
+    here.gate.release(run_id, "ok")
     kept = leases(job)
     assert len(kept) == KEEP_LAST + 1
     assert kept[0].slot == old + timedelta(hours=3) and kept[-1].slot == SLOT

@@ -87,6 +87,9 @@ class Harness:
         *,
         unreadable: bool = False,
         run: Callable[[Harness, EffectiveJob, Trigger], RunResult] | None = None,
+        launcher: FakeLauncher | None = None,
+        concurrency: int = 2,
+        stop_timeout_s: float = 30,
     ) -> None:
         self.config = tmp_path / "stackvault.yaml"
         write_config(self.config, jobs)
@@ -101,9 +104,12 @@ class Harness:
             self.load,
             self.opener,
             EventLog("json", self.out, self.clock),
-            options=DaemonOptions(jitter_s=0, seed=1, stop_timeout_s=30),
+            options=DaemonOptions(
+                jitter_s=0, seed=1, stop_timeout_s=stop_timeout_s, concurrency=concurrency
+            ),
             clock=self.clock,
             run_job=self.run_job,
+            launcher=launcher,
             sleep=self.sleep,
         )
 
@@ -133,6 +139,46 @@ class Harness:
 
     def kinds(self) -> list[str]:
         return [str(e["event"]) for e in self.events()]
+
+
+class FakeRun:
+    """A run in a "child" that ends ``seconds`` after it started, by the harness's clock."""
+
+    def __init__(self, clock: FrozenClock, seconds: float, obeys: bool) -> None:
+        self.clock, self.ends = clock, clock.now() + timedelta(seconds=seconds)
+        self.obeys = obeys
+        self.interrupted = self.killed = False
+        self.record: RunRecord | None = None
+        self.not_recorded: dict[str, str] = {}
+
+    def poll(self) -> RunResult | None:
+        if self.killed or (self.interrupted and self.obeys):
+            return "interrupted" if self.obeys else "failed"
+        return "ok" if self.clock.now() >= self.ends else None
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+class FakeLauncher:
+    """Starts `FakeRun`s: ``seconds`` per job (default 10); ``obeys``: whether they stop on
+    an interrupt."""
+
+    def __init__(
+        self, clock: FrozenClock, seconds: dict[str, float], *, obeys: bool = True
+    ) -> None:
+        self.clock, self.seconds, self.obeys = clock, seconds, obeys
+        self.started: list[tuple[str, str, datetime]] = []
+        self.handles: list[FakeRun] = []
+
+    def start(self, job: str, trigger: str, run_id: str) -> FakeRun:
+        self.started.append((job, trigger, self.clock.now()))
+        handle = FakeRun(self.clock, self.seconds.get(job, 10), self.obeys)
+        self.handles.append(handle)
+        return handle
 
 
 @pytest.fixture(autouse=True)
@@ -274,3 +320,57 @@ def test_text_log_is_one_line_per_event() -> None:
     (line,) = out.getvalue().splitlines()
     assert line.startswith("2026-01-01T00:01:00Z run-end job=etc result=ok detail=")
     assert "secret" not in line and "error" not in line
+
+
+def test_runs_in_children_overlap_across_jobs_but_never_within_one(tmp_path: Path) -> None:
+    launcher = FakeLauncher(FrozenClock(T0), {"slow": 20 * 60, "fast": 7 * 60})
+    h = Harness(tmp_path, {"fast": "*/5 * * * *", "slow": "0 * * * *"}, launcher=launcher)
+    launcher.clock = h.clock
+    h.at = [(T0 + timedelta(hours=1, minutes=30), signal_self(signal.SIGTERM))]
+    assert serve(h) == 0
+    assert h.runs == []  # nothing ran in the main thread
+    one = T0.replace(hour=1, minute=0)
+    after = [(n, t, w.replace(microsecond=0)) for n, t, w in launcher.started if w >= one]
+    # fast takes 7 minutes: it runs at :05, :15, :25 ... (the slot in between comes while it
+    # runs and is skipped), and goes on so while slow runs 01:00-01:20.
+    assert after[:4] == [
+        ("slow", "schedule", one),
+        ("fast", "schedule", one + timedelta(minutes=5)),
+        ("fast", "schedule", one + timedelta(minutes=15)),
+        ("fast", "schedule", one + timedelta(minutes=25)),
+    ]
+    events = h.events()
+    assert sum(e["event"] == "run-end" for e in events) == len(launcher.started)
+    assert any(e["event"] == "skipped" and e["job"] == "fast" for e in events)
+
+
+def test_concurrency_1_runs_children_one_after_the_other(tmp_path: Path) -> None:
+    launcher = FakeLauncher(FrozenClock(T0), {"slow": 20 * 60})
+    h = Harness(
+        tmp_path, {"fast": "*/5 * * * *", "slow": "0 * * * *"}, launcher=launcher, concurrency=1
+    )
+    launcher.clock = h.clock
+    h.at = [(T0 + timedelta(hours=1, minutes=30), signal_self(signal.SIGTERM))]
+    assert serve(h) == 0
+    one = T0.replace(hour=1, minute=0)
+    after = [(n, t) for n, t, w in launcher.started if w >= one][:3]
+    assert after == [("fast", "schedule"), ("slow", "schedule"), ("fast", "catch-up")]
+
+
+def test_sigterm_interrupts_every_child_and_kills_one_that_does_not_stop(tmp_path: Path) -> None:
+    launcher = FakeLauncher(FrozenClock(T0), {"a": 3600, "b": 3600})
+    h = Harness(tmp_path, {"a": "*/5 * * * *", "b": "*/5 * * * *"}, launcher=launcher)
+    launcher.clock = h.clock
+    h.at = [(T0.replace(minute=6), signal_self(signal.SIGTERM))]
+    assert serve(h) == 0
+    assert [x.interrupted for x in launcher.handles] == [True, True]
+    ends = {e["job"]: e["result"] for e in h.events() if e["event"] == "run-end"}
+    assert ends == {"a": "interrupted", "b": "interrupted"}
+
+    stubborn = FakeLauncher(FrozenClock(T0), {"a": 3600}, obeys=False)
+    h = Harness(tmp_path, {"a": "*/5 * * * *"}, launcher=stubborn, stop_timeout_s=0.3)
+    stubborn.clock = h.clock
+    h.at = [(T0.replace(minute=6), signal_self(signal.SIGTERM))]
+    assert serve(h) == 1
+    assert stubborn.handles[0].killed
+    assert "stop-timeout" in h.kinds()

@@ -1,19 +1,22 @@
 """The loop of ``stackvault serve`` (ops layer): sleep until the scheduler says a job is due,
-run it, log every event, answer signals.
+start it, log every event, answer signals.
 
-- **One run at a time, in the main thread.** Due jobs run one after the other; a job whose
-  slot passed while another ran starts right after it (a ``catch-up`` if it is more than
-  `Scheduler.late_after` late). Running in the main thread is what lets SIGTERM interrupt a
-  run the way it interrupts ``stackvault run``: the `KeyboardInterrupt` reaches `JobRun`,
-  which stops the step it hits (releasing its locks, saving nothing unfinished) and records
-  the run as ``interrupted``.
+- **Several jobs at once, each in a child process** (`Launcher`: `stackvault.ops.child` in
+  ``serve``): up to `DaemonOptions.concurrency` runs of different jobs at once, never two of
+  one job (the scheduler's rule). A job whose slot passed while every place was taken starts
+  when one frees (a ``catch-up`` if it is more than `Scheduler.late_after` late). A child is
+  ``stackvault run``: SIGTERM makes it stop its step cleanly (releasing its locks, saving
+  nothing unfinished) and record the run as ``interrupted``.
+- **Or one at a time, in the main thread** (``run_job``: tests and library use): SIGTERM then
+  reaches the run as a `KeyboardInterrupt`, with the same effect.
 - **Start state from the repositories.** The last run of each job is read from every
   repository of the job (`read_job_history`, the newest wins), so a restart, or the daemon
   moving to another host, does not change the next due time. A repository that cannot be
   read is logged; the job then waits for its next slot.
-- **Signals** (`Daemon.install_signals`): SIGTERM / SIGINT stop scheduling; a run in
-  progress is interrupted and the loop returns once it has recorded itself; if it has not
-  within ``stop_timeout_s``, the process exits with status 1. SIGHUP reloads the
+- **Signals** (`Daemon.install_signals`): SIGTERM / SIGINT stop scheduling; the runs in
+  progress are interrupted and the loop returns once they have recorded themselves; a child
+  that has not stopped within ``stop_timeout_s`` is killed (an in-process run: the process
+  exits) and the status is 1. SIGHUP reloads the
   configuration file: an invalid file is logged and the running configuration kept; jobs
   whose schedule did not change keep their state.
 - **Logs**: one line per event on stderr (`EventLog`: ``text`` or ``json``), never a
@@ -34,8 +37,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Protocol, TextIO
 
@@ -48,7 +51,7 @@ from stackvault.ops.lease import new_run_id
 from stackvault.ops.run import JobRun
 from stackvault.ops.scheduler import DueRun, JobSpec, PastRun, Scheduler, SchedulerEvent
 from stackvault.ops.session import Opener
-from stackvault.records.run import RunResult, RunStep, Trigger
+from stackvault.records.run import RunRecord, RunResult, RunStep, Trigger
 from stackvault.redact import redact
 
 SLEEP_SLICE_S = 0.5
@@ -65,6 +68,8 @@ class EventLog:
         self.fmt = fmt
         self.stream = stream or sys.stderr
         self.clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        """Lines come from several threads (relayed child output, lease heartbeats)."""
 
     def __call__(self, event: str, **fields: object) -> None:
         now = _stamp(self.clock.now())
@@ -78,11 +83,12 @@ class EventLog:
         else:
             parts = [f"{k}={_text_value(v)}" for k, v in kept.items()]
             line = " ".join([now, event, *parts])
-        try:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass  # a log that cannot be written never stops the daemon
+        with self._lock:
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # a log that cannot be written never stops the daemon
 
 
 def _stamp(when: datetime) -> str:
@@ -103,8 +109,8 @@ class RunGate(Protocol):
         """None: start ``run`` (its record will carry ``run_id``); else why not."""
         ...
 
-    def release(self, result: RunResult | None) -> None:
-        """The admitted run ended with ``result``."""
+    def release(self, run_id: str, result: RunResult | None) -> None:
+        """The admitted run ``run_id`` ended with ``result``."""
         ...
 
 
@@ -114,7 +120,7 @@ class AdmitAll:
     def admit(self, job: EffectiveJob, run: DueRun, run_id: str) -> str | None:
         return None
 
-    def release(self, result: RunResult | None) -> None:
+    def release(self, run_id: str, result: RunResult | None) -> None:
         return None
 
 
@@ -122,14 +128,64 @@ RunJob = Callable[[EffectiveJob, Trigger, str], RunResult]
 """Runs one cycle of a job with a trigger and a run id, and returns its result."""
 
 
+class RunHandle(Protocol):
+    """A run in progress (`stackvault.ops.child.ChildRun`)."""
+
+    record: RunRecord | None
+    not_recorded: dict[str, str]
+
+    def poll(self) -> RunResult | None:
+        """Its result once it has ended, else None."""
+        ...
+
+    def interrupt(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Launcher(Protocol):
+    """Starts runs (`stackvault.ops.child.ChildLauncher`)."""
+
+    def start(self, job: str, trigger: str, run_id: str) -> RunHandle: ...
+
+
+@dataclass
+class _Finished:
+    """The handle of a run that ran to its end in the main thread."""
+
+    result: RunResult
+    record: RunRecord | None = None
+    not_recorded: dict[str, str] = field(default_factory=dict)
+
+    def poll(self) -> RunResult | None:
+        return self.result
+
+    def interrupt(self) -> None:
+        return None
+
+    def kill(self) -> None:
+        return None
+
+
+@dataclass
+class _Active:
+    """A run the daemon started and has not seen end."""
+
+    run: DueRun
+    run_id: str
+    handle: RunHandle
+
+
 @dataclass(frozen=True)
 class DaemonOptions:
     """``jitter_s``: bound of the start offsets; ``seed``: of the scheduler's RNG (None:
-    random); ``stop_timeout_s``: how long an interrupted run may take to stop."""
+    random); ``stop_timeout_s``: how long an interrupted run may take to stop;
+    ``concurrency``: how many runs (of different jobs) a `Launcher` may have at once."""
 
     jitter_s: float = 30.0
     seed: int | None = None
     stop_timeout_s: float = 60.0
+    concurrency: int = 2
 
 
 def job_spec(job: EffectiveJob) -> JobSpec:
@@ -139,8 +195,9 @@ def job_spec(job: EffectiveJob) -> JobSpec:
 
 class Daemon:
     """The loop (see the module docstring). ``load`` reads the configuration file (raising
-    `StackvaultError` when it is invalid); ``opener`` opens a repository of it; ``run_job``
-    (default: an in-process `JobRun` through ``opener``) runs one cycle."""
+    `StackvaultError` when it is invalid); ``opener`` opens a repository of it; runs start
+    through ``launcher`` if given, else in the main thread through ``run_job`` (default: an
+    in-process `JobRun` through ``opener``)."""
 
     def __init__(
         self,
@@ -151,6 +208,7 @@ class Daemon:
         options: DaemonOptions | None = None,
         clock: Clock | None = None,
         run_job: RunJob | None = None,
+        launcher: Launcher | None = None,
         gate: RunGate | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -160,6 +218,9 @@ class Daemon:
         self.options = options or DaemonOptions()
         self.clock = clock or SystemClock()
         self.run_job: RunJob = run_job or self._run_in_process
+        self.launcher = launcher
+        self.active: dict[str, _Active] = {}
+        """The runs in progress, by job."""
         self.gate: RunGate = gate or AdmitAll()
         self.sleep = sleep
         self.stopping = False
@@ -230,21 +291,30 @@ class Daemon:
         self._log_next()
 
     def serve(self) -> int:
-        """`start`, then loop until stopped; returns the exit status (0)."""
+        """`start`, then loop until stopped; returns the exit status (0, or 1 when a run had
+        to be killed on the way out)."""
         self.start()
         assert self.scheduler is not None
         while not self.stopping:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
-            runs = self.scheduler.due(self.clock.now(), limit=1)
+            self._reap()
+            free = self.options.concurrency - len(self.active) if self.launcher else 1
+            runs = self.scheduler.due(self.clock.now(), limit=free) if free > 0 else []
             self._flush_events()
+            for run in runs:
+                self._start_run(run)
             if runs:
-                self._start_run(runs[0])
-                continue  # the next due job is decided after this run, by the clock then
-            self._sleep_until(self.scheduler.next_wakeup())
+                continue  # the next due jobs are decided after these started, by the clock
+            wake = self.scheduler.next_wakeup() if free > 0 else None
+            if self.active:  # look at the runs in progress every slice
+                soon = self.clock.now() + timedelta(seconds=SLEEP_SLICE_S)
+                wake = soon if wake is None else min(wake, soon)
+            self._sleep_until(wake)
+        status = self._stop_active()
         self.log("stopped")
-        return 0
+        return status
 
     def _sleep_until(self, when: datetime | None) -> None:
         while not self.stopping and not self.reload_requested:
@@ -261,31 +331,84 @@ class Daemon:
         if job is not None:
             refusal = self.gate.admit(job, run, run_id)
             if refusal is None and self.stopping:  # a signal came while the lease was claimed
-                self.gate.release(None)
+                self.gate.release(run_id, None)
                 refusal = "stopping"
         if job is None or refusal is not None:
             self.log("run-refused", job=run.job, trigger=run.trigger, reason=refusal)
             self.scheduler.finished(run.job, self.clock.now(), None)
             return
         self.log("run-start", job=run.job, trigger=run.trigger, attempt=run.attempt, run=run_id[:8])
+        handle: RunHandle
+        if self.launcher is not None:
+            try:
+                handle = self.launcher.start(job.name, run.trigger, run_id)
+            except OSError as exc:
+                self.log("run-error", job=run.job, error=f"the run could not be started: {exc}")
+                handle = _Finished("failed")
+        else:
+            handle = self._run_here(job, run.trigger, run_id)
+        self.active[run.job] = _Active(run, run_id, handle)
+        if self.launcher is None:
+            self._reap()
+
+    def _run_here(self, job: EffectiveJob, trigger: Trigger, run_id: str) -> _Finished:
+        """Run in the main thread, to its end."""
         result: RunResult = "failed"
         try:
             self._in_run = True
-            result = self.run_job(job, run.trigger, run_id)
+            result = self.run_job(job, trigger, run_id)
         except KeyboardInterrupt:
             result = "interrupted"
         except StackvaultError as exc:
-            self.log("run-error", job=run.job, error=str(exc))
+            self.log("run-error", job=job.name, error=str(exc))
             result = "failed"
         finally:
             self._in_run = False
             if self._stop_timer is not None:
                 self._stop_timer.cancel()
-            self.gate.release(result)
-        self.log("run-end", job=run.job, trigger=run.trigger, result=result)
-        self.scheduler.finished(run.job, self.clock.now(), result)
-        self._flush_events()
-        self._log_next()
+        return _Finished(result)
+
+    def _reap(self) -> None:
+        """Close the runs that have ended: their lease, their log lines, the scheduler."""
+        assert self.scheduler is not None
+        for name, active in list(self.active.items()):
+            result = active.handle.poll()
+            if result is None:
+                continue
+            del self.active[name]
+            self.gate.release(active.run_id, result)
+            record = active.handle.record
+            for step in record.steps if record is not None else []:
+                self._log_step(name, step)
+            for repository, why in active.handle.not_recorded.items():
+                self.log("not-recorded", job=name, repository=repository, error=why)
+            self.log("run-end", job=name, trigger=active.run.trigger, result=result)
+            self.scheduler.finished(name, self.clock.now(), result)
+            self._flush_events()
+            self._log_next()
+
+    def _stop_active(self) -> int:
+        """Interrupt the runs in progress and wait for them (killing those that do not stop
+        within the stop timeout); 1 if any had to be killed, else 0."""
+        if not self.active:
+            return 0
+        for active in self.active.values():
+            active.handle.interrupt()
+        deadline = time.monotonic() + self.options.stop_timeout_s
+        while self.active and time.monotonic() < deadline:
+            self._reap()
+            if self.active:
+                time.sleep(0.1)
+        if not self.active:
+            return 0
+        self.log("stop-timeout", seconds=self.options.stop_timeout_s, jobs=",".join(self.active))
+        for active in self.active.values():
+            active.handle.kill()
+        end = time.monotonic() + 10
+        while self.active and time.monotonic() < end:
+            self._reap()
+            time.sleep(0.1)
+        return 1
 
     def reload(self) -> None:
         """Re-read the configuration file; keep the running one if it is invalid."""
@@ -333,19 +456,19 @@ class Daemon:
                     out[job.name] = PastRun(last.started, last.result)
         return out
 
-    def _run_in_process(self, job: EffectiveJob, trigger: Trigger, run_id: str) -> RunResult:
-        def on_step(step: RunStep) -> None:
-            self.log(
-                "step",
-                job=job.name,
-                step=step.name,
-                repository=step.repository,
-                result=step.result,
-                snapshot=step.snapshot[:8] if step.snapshot else None,
-                duration_s=round(step.duration_s, 1),
-                error=step.error,
-            )
+    def _log_step(self, job: str, step: RunStep) -> None:
+        self.log(
+            "step",
+            job=job,
+            step=step.name,
+            repository=step.repository,
+            result=step.result,
+            snapshot=step.snapshot[:8] if step.snapshot else None,
+            duration_s=round(step.duration_s, 1),
+            error=step.error,
+        )
 
+    def _run_in_process(self, job: EffectiveJob, trigger: Trigger, run_id: str) -> RunResult:
         runner = JobRun(
             job,
             self.opener,
@@ -353,7 +476,7 @@ class Daemon:
             run_id=run_id,
             clock=self.clock,
             notice=lambda m: self.log("notice", job=job.name, detail=m),
-            on_step=on_step,
+            on_step=lambda step: self._log_step(job.name, step),
         )
         report = runner.run()
         for name, why in report.not_recorded.items():

@@ -81,8 +81,8 @@ def new_run_id() -> str:
 
 
 class JobLeases:
-    """The lease gate (see the module docstring); one instance per daemon, one run at a
-    time."""
+    """The lease gate (see the module docstring); one instance per daemon, holding the leases
+    of its runs in progress by run id. Called from the daemon's main thread only."""
 
     def __init__(
         self,
@@ -97,14 +97,13 @@ class JobLeases:
         self.options = options or LeaseOptions()
         self.clock = clock or SystemClock()
         self.me = Holder.current()
-        self._held: _Held | None = None
+        self._held: dict[str, _Held] = {}
 
     # --- the gate ---------------------------------------------------------------------------
 
     def admit(self, job: EffectiveJob, run: DueRun, run_id: str) -> str | None:
         """None if this daemon runs ``run`` (holding its lease until `release`), else why
         not, in one sentence."""
-        assert self._held is None, "release the previous run first"
         stack = ExitStack()
         try:
             repo = stack.enter_context(self.opener(job.repository))
@@ -133,10 +132,10 @@ class JobLeases:
             stack.close()
         return refusal
 
-    def release(self, result: RunResult | None) -> None:
-        """Stop the heartbeat and write the run's ``result`` into its lease (nothing if the
-        run was admitted without one)."""
-        held, self._held = self._held, None
+    def release(self, run_id: str, result: RunResult | None) -> None:
+        """Stop the heartbeat of run ``run_id`` and write its ``result`` into its lease
+        (nothing if the run was admitted without one)."""
+        held = self._held.pop(run_id, None)
         if held is None:
             return
         try:
@@ -192,8 +191,9 @@ class JobLeases:
                 return why
             self._take_over(repo, job, other, dead)
         self._expire(repo, [lease for lease in leases if lease.object_name != mine.object_name])
-        self._held = _Held(stack, repo, mine, self)
-        self._held.start()
+        held = _Held(stack, repo, mine, self)
+        self._held[run_id] = held
+        held.start()
         return None
 
     def _claimed_elsewhere(self, repo: Repository, job: EffectiveJob, run: DueRun) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from stackvault.cli.parser import add_command, add_json_option
 
+RUN_TRIGGERS = ("manual", "schedule", "catch-up", "retry")
+"""`stackvault.records.run.TRIGGERS` (not imported here: start-up time)."""
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager, ExitStack
@@ -30,9 +33,16 @@ def register(subparsers: Subparsers) -> None:
     )
     p.add_argument(
         "--trigger",
-        choices=("manual", "schedule"),
+        choices=RUN_TRIGGERS,
         default="manual",
-        help="Why the run starts, as its record says (default: manual; a timer passes schedule).",
+        help="Why the run starts, as its record says (default: manual; a timer passes "
+        "schedule; serve passes catch-up and retry too).",
+    )
+    p.add_argument(
+        "--run-id",
+        metavar="HEX",
+        help="The id its run record gets (32 hex digits; default: a new one). serve passes "
+        "the id of the lease it claimed for the run.",
     )
     p.add_argument(
         "--metrics-file",
@@ -70,7 +80,13 @@ def step_line(step: RunStep) -> str:
 
 
 def run(
-    cli: Cli, *, job: str, config: str | None, trigger: str, metrics_file: str | None = None
+    cli: Cli,
+    *,
+    job: str,
+    config: str | None,
+    trigger: str,
+    metrics_file: str | None = None,
+    run_id: str | None = None,
 ) -> int:
     """Run one cycle of a configured job: before hook, backup into the primary repository,
     copies, retention (forget and prune), the check when due, after or on_failure hook; a
@@ -83,11 +99,21 @@ def run(
     With --metrics-file, the job's metrics are written after the run; a file that cannot be
     written is a warning and does not change the exit status.
     """
+    import os
+    import re
     from contextlib import ExitStack
 
     from stackvault.config import load_config
+    from stackvault.errors import UsageError
+    from stackvault.ops.child import PARENT_ENV, watch_parent
     from stackvault.ops.run import JobRun
+    from stackvault.records.run import TRIGGERS
 
+    if run_id is not None and re.fullmatch(r"[0-9a-f]{32}", run_id) is None:
+        raise UsageError(f"--run-id takes 32 lowercase hex digits, got {run_id!r}")
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit():
+        watch_parent(int(parent))  # started by serve: stop cleanly if serve dies
     loaded = load_config(config)
     for warning in loaded.warnings:
         cli.warn(warning)
@@ -107,7 +133,8 @@ def run(
         runner = JobRun(
             effective,
             opener or (lambda settings: _open(cli, settings)),
-            trigger="schedule" if trigger == "schedule" else "manual",
+            trigger=next(t for t in TRIGGERS if t == trigger),
+            run_id=run_id,
             notice=cli.notice,
             on_step=on_step,
             progress=lambda label: make_progress(cli, label),

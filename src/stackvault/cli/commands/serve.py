@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 DEFAULT_JITTER_S = 30.0
 DEFAULT_LEASE_S = 120
+DEFAULT_CONCURRENCY = 2
 
 
 def register(subparsers: Subparsers) -> None:
@@ -42,6 +43,14 @@ def register(subparsers: Subparsers) -> None:
         "job, at most half its interval), to spread jobs.",
     )
     p.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="How many runs of different jobs may run at once, each in its own process "
+        f"(default {DEFAULT_CONCURRENCY}; a job never runs twice at once).",
+    )
+    p.add_argument(
         "--lease",
         metavar="SECONDS",
         type=int,
@@ -53,7 +62,9 @@ def register(subparsers: Subparsers) -> None:
     )
 
 
-def serve(cli: Cli, *, config: str | None, log_format: str, jitter: float, lease: int) -> int:
+def serve(
+    cli: Cli, *, config: str | None, log_format: str, jitter: float, lease: int, concurrency: int
+) -> int:
     """Run every job of the configuration file by its schedule until stopped.
 
     A job runs as ``stackvault run`` runs it (run records in its repositories), never twice
@@ -62,12 +73,18 @@ def serve(cli: Cli, *, config: str | None, log_format: str, jitter: float, lease
     the repositories' run records, so a restart changes nothing. One log line per event on
     stderr. SIGHUP reloads the configuration (an invalid file is logged and the running one
     kept); SIGTERM or SIGINT interrupts the run in progress, which records itself, and exits 0.
-    Daemons on several hosts share the work through leases (`stackvault.ops.lease`): each
-    scheduled run happens once across them.
+    Up to --concurrency runs of different jobs run at once, each a ``stackvault run`` child
+    process. Daemons on several hosts share the work through leases
+    (`stackvault.ops.lease`): each scheduled run happens once across them.
     """
+    import os
+    import sys
+
     from stackvault.cli.commands.run import _open
     from stackvault.config import load_config
+    from stackvault.config.load import config_path
     from stackvault.errors import UsageError
+    from stackvault.ops.child import ChildLauncher
     from stackvault.ops.daemon import Daemon, DaemonOptions, EventLog
     from stackvault.ops.lease import JobLeases, LeaseOptions
 
@@ -75,16 +92,28 @@ def serve(cli: Cli, *, config: str | None, log_format: str, jitter: float, lease
         raise UsageError(f"--jitter takes 0 to 86400 seconds, got {jitter:g}")
     if not 6 <= lease <= 86_400:
         raise UsageError(f"--lease takes 6 to 86400 seconds, got {lease}")
+    if not 1 <= concurrency <= 64:
+        raise UsageError(f"--concurrency takes 1 to 64, got {concurrency}")
     log = EventLog(log_format)
+    path = os.path.abspath(config_path(config))
+
+    def command_line(job: str, trigger: str, run_id: str) -> list[str]:
+        """The child that runs one cycle: ``stackvault run`` with this file, its --json
+        report on stdout."""
+        return [
+            *(sys.executable, "-m", "stackvault", "run", job, "--config", path),
+            *("--trigger", trigger, "--run-id", run_id, "--json"),
+        ]
 
     def opener(settings: RepositorySettings) -> AbstractContextManager[Repository]:
         return _open(cli, settings)
 
     daemon = Daemon(
-        lambda: load_config(config),
+        lambda: load_config(path),
         opener,
         log,
-        options=DaemonOptions(jitter_s=jitter),
+        options=DaemonOptions(jitter_s=jitter, concurrency=concurrency),
+        launcher=ChildLauncher(command_line, log),
         gate=JobLeases(opener, log, options=LeaseOptions(lease_s=lease, heartbeat_s=lease / 6)),
     )
     restore = daemon.install_signals()
