@@ -45,19 +45,25 @@ class DeliveryResult:
 
 
 def url_secrets(url: str) -> tuple[str, ...]:
-    """The parts of ``url`` that may be credentials: user, password, each path segment and
-    query value, as written and unquoted (scrubbed out of any text shown)."""
+    """The parts of ``url`` that may be credentials, as written and unquoted (scrubbed out of
+    any text shown): the URL, its user and password, and each path segment and query value
+    that looks like a token (12 characters or more, or 4 or more with a digit; plain words
+    such as ``hook`` stay readable)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return (url,)
-    found: list[str] = [url]
     userinfo = parts.netloc.rpartition("@")[0]
-    found += userinfo.split(":")
-    found += parts.path.split("/")
-    found += [pair.partition("=")[2] for pair in parts.query.split("&")]
+    found: list[str] = [url, *userinfo.split(":")]
+    others = [*parts.netloc.split(":")[1:], *parts.path.split("/")]
+    others += [pair.partition("=")[2] for pair in parts.query.split("&")]
+    found += [p for p in others if len(p) >= 12 or (len(p) >= 4 and _has_digit(p))]
     found = [f for f in found if f]
     return tuple({*found, *(unquote(f) for f in found)})
+
+
+def _has_digit(text: str) -> bool:
+    return any(c.isdigit() for c in text)
 
 
 class Target:
@@ -81,7 +87,10 @@ class Target:
         self._apprise: apprise.Apprise | None = None
         if url is not None and problem is None:
             obj = apprise.Apprise()
-            if obj.add(url):
+            quiet = apprise.LogCapture(level=logging.ERROR)  # type: ignore[no-untyped-call]
+            with quiet:  # what Apprise logs of a URL it refuses may hold the URL
+                added = obj.add(url)
+            if added:
                 self._apprise = obj
                 self.service = str(getattr(obj[0], "service_name", "") or "")
             else:

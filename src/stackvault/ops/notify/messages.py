@@ -157,8 +157,9 @@ def run_message(record: RunRecord, decision: Decision, secrets: Iterable[str] = 
         lines.append(snap)
     lines.append("What to do: " + advice(job, bad[0] if bad else None))
     first = bad[0].name if bad else "run"
-    still = "still " if decision.kind == "reminder" else ""
-    title = f"stackvault: {job} {still}{verb} ({first})"
+    if decision.kind == "reminder":
+        verb = "still failing" if record.result == "failed" else "still partial"
+    title = f"stackvault: {job} {verb} ({first})"
     return Message(
         kinds, job, title, "\n".join(lines), "failure" if record.result == "failed" else "warning"
     )
