@@ -47,15 +47,18 @@ class DeliveryResult:
 def url_secrets(url: str) -> tuple[str, ...]:
     """The parts of ``url`` that may be credentials, as written and unquoted (scrubbed out of
     any text shown): the URL, its user and password, and each path segment and query value
-    that looks like a token (12 characters or more, or 4 or more with a digit; plain words
-    such as ``hook`` stay readable)."""
+    that looks like a token (no dot, and 12 characters or more, or 4 or more with a digit:
+    Slack's first token stands where a host would; host names and plain words such as
+    ``hook`` stay readable)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return (url,)
     userinfo = parts.netloc.rpartition("@")[0]
     found: list[str] = [url, *userinfo.split(":")]
-    others = [*parts.netloc.split(":")[1:], *parts.path.split("/")]
+    host = parts.netloc.rpartition("@")[2]
+    others = [*host.split(":"), *parts.path.split("/")]
+    others = [p for p in others if "." not in p and not p.isdigit()]  # not hosts, ports
     others += [pair.partition("=")[2] for pair in parts.query.split("&")]
     found += [p for p in others if len(p) >= 12 or (len(p) >= 4 and _has_digit(p))]
     found = [f for f in found if f]
