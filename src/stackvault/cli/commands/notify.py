@@ -47,13 +47,14 @@ def notify_test(cli: Cli, *, config: str | None) -> int:
     notifier = Notifier.from_config(loaded)
     results = notifier.test()
     labels = {t.name: t.label for t in notifier.targets}
+    services = {t.name: t.service for t in notifier.targets}
     if cli.json:
         cli.emit_json(
             {
                 "config": loaded.path,
                 "ok": bool(results) and all(r.ok for r in results),
                 "targets": [
-                    {**r.to_json(), "service": labels.get(r.target, "")} for r in results
+                    {**r.to_json(), "service": services.get(r.target, "")} for r in results
                 ],
             }
         )
