@@ -18,6 +18,7 @@ from stackvault.clock import FrozenClock
 from stackvault.config import Config, load_config
 from stackvault.crypto.kdf import KdfParams
 from stackvault.ops.notify import Notifier
+from stackvault.ops.status import JobStatus, LastRun
 from stackvault.records.run import RunRecord, RunResult, RunStep
 from stackvault.repo.repository import Repository
 from stackvault.store.memory import MemoryStore
@@ -412,3 +413,53 @@ def test_test_reaches_every_target_whatever_its_events(
     assert hook.posted()[0]["title"] == "stackvault: test notification"
     assert mail.wait(1)[0]["Subject"] == "stackvault: test notification"
     assert [t.label for t in n.targets] == ["hook (JSON)", "mail (E-Mail)"]
+
+
+def test_the_digest_is_due_daily_and_lists_each_job(
+    tmp_path: Path, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_URL", hook.json_url())
+    monkeypatch.setenv("OTHER_URL", hook.json_url("/other"))
+    config = write_config(
+        tmp_path,
+        "notify:\n"
+        "  targets:\n"
+        "    ops: {url_env: HOOK_URL, events: [digest]}\n"
+        "    other: {url_env: OTHER_URL, events: [failure]}\n"
+        '  digest: "0 8 * * *"\n',
+    )
+    clock = FrozenClock(T0)  # 02:00
+    state = tmp_path / "state"
+    n = notifier(config, clock, Log(), state_dir=str(state))
+    assert not n.digest_due()
+    clock.advance(6 * HOUR)  # 08:00
+    assert n.digest_due()
+    statuses = [
+        JobStatus(
+            job="dify",
+            verdict="breached",
+            now=clock.now(),
+            rpo_s=7200,
+            window_s=3600,
+            check_every_s=7 * 86400,
+            schedule="0 * * * *",
+            next_run=clock.now() + timedelta(hours=1),
+            last_run=LastRun("a" * 32, "failed", T0, 300.0, True),
+            repositories=(),
+            reasons=(("breached", "the newest snapshot is 9h old, over the rpo 2h"),),
+        )
+    ]
+    sent = n.send_digest(statuses)
+    assert [(r.target, r.ok) for r in sent] == [("ops", True)]
+    (digest,) = hook.posted()
+    assert digest["title"].endswith(": 1 of 1 job(s) need attention")
+    assert digest["message"] == (
+        "dify: breached (last run failed, next 2026-03-01 09:00 UTC)\n"
+        "  breached: the newest snapshot is 9h old, over the rpo 2h"
+    )
+    assert not n.digest_due()
+    clock.advance(23 * HOUR)
+    restarted = notifier(config, clock, Log(), state_dir=str(state))  # the state file says when
+    assert not restarted.digest_due()
+    clock.advance(HOUR)
+    assert restarted.digest_due()

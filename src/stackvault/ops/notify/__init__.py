@@ -17,6 +17,7 @@ counted (`Notifier.pings_failed`).
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
@@ -107,6 +108,9 @@ class Notifier:
         self.pings_failed = 0
         """Dead-man pings that failed after every try."""
         self._secrets: tuple[str, ...] = tuple(s for t in self.targets for s in t.secrets)
+        self._lock = threading.RLock()
+        """One delivery at a time (Apprise's log capture is process-wide), and one update of
+        the state: the daemon may call from its lease threads."""
 
     @classmethod
     def from_config(
@@ -170,7 +174,7 @@ class Notifier:
                 self._ping(job, kind, self._ping_body(record))
             outcome = Outcome.of(record)
             past = [Outcome.of(r) for r in previous or () if r.job == job.name]
-            with self.state.update() as data:
+            with self._lock, self.state.update() as data:
                 mine = data.jobs.get(job.name)
                 past += mine.outcomes if mine is not None else []
                 remember(data, job.name, outcome)
@@ -223,7 +227,7 @@ class Notifier:
         try:
             if kind in DEDUPLICATED and job is not None:
                 now = self.clock.now()
-                with self.state.update() as data:
+                with self._lock, self.state.update() as data:
                     events = data.jobs.setdefault(job, JobState()).events
                     last = events.get(kind)
                     every = self.settings.remind_every.seconds
@@ -247,7 +251,7 @@ class Notifier:
         """Send the digest of ``statuses`` (what ``status`` reports) to the targets that
         want it, and remember when."""
         try:
-            with self.state.update() as data:
+            with self._lock, self.state.update() as data:
                 data.digest = self.clock.now()
             self._state_problem()
             return self.send(digest_message(statuses, self.host))
@@ -270,9 +274,10 @@ class Notifier:
 
     def _deliver(self, target: Target, message: Message, kind: str) -> DeliveryResult:
         try:
-            result = target.send(
-                message, attempts=self.attempts, backoff_s=self.backoff_s, sleep=self.sleep
-            )
+            with self._lock:
+                result = target.send(
+                    message, attempts=self.attempts, backoff_s=self.backoff_s, sleep=self.sleep
+                )
         except Exception as exc:
             result = DeliveryResult(target.name, False, f"internal error ({type(exc).__name__})")
         if result.ok:

@@ -13,12 +13,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import apprise
 
 from stackvault.config.model import NotifyEvent
 from stackvault.ops.notify.messages import Message, scrub
+
+if TYPE_CHECKING:
+    import apprise
 
 DEFAULT_ATTEMPTS = 3
 """Tries per message and target."""
@@ -89,6 +91,8 @@ class Target:
         self.service = ""
         self._apprise: apprise.Apprise | None = None
         if url is not None and problem is None:
+            import apprise  # here: `run` and `serve` without targets do not load it
+
             obj = apprise.Apprise()
             quiet = apprise.LogCapture(level=logging.ERROR)  # type: ignore[no-untyped-call]
             with quiet:  # what Apprise logs of a URL it refuses may hold the URL
@@ -134,6 +138,8 @@ class Target:
     def _try(self, message: Message) -> tuple[bool, str]:
         """One try: (delivered, why not)."""
         assert self._apprise is not None
+        import apprise
+
         capture = apprise.LogCapture(level=logging.WARNING, fmt="%(message)s")  # type: ignore[no-untyped-call]
         with capture as captured:
             try:
