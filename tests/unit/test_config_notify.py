@@ -10,6 +10,7 @@ import pytest
 
 from stackvault.config import load_config
 from stackvault.config.notify import DEFAULT_EVENTS
+from stackvault.config.render import InitialJob, render_initial
 from stackvault.errors import ConfigError
 
 HEAD = """\
@@ -181,3 +182,18 @@ def test_two_ping_references_and_a_section_that_is_no_mapping(tmp_path: Path) ->
         "ping_url_command (given: ping_url_file and ping_url_env)",
         f"{path}:10: notify: must be a mapping",
     ]
+
+
+def test_the_commented_example_of_config_init_is_valid_once_uncommented(tmp_path: Path) -> None:
+    text = render_initial(InitialJob(name="etc", repository="/srv/backup", paths=("/etc",)))
+    lines = text.splitlines()
+    start = lines.index("# notify:")
+    example = [line[2:] for line in lines[start:] if line.startswith("# ") or line == "#"]
+    ping = next(line for line in lines if "# ping_url_env:" in line)
+    lines[lines.index(ping)] = ping.replace("# ", "", 1)
+    path = tmp_path / "stackvault.yaml"
+    path.write_text("\n".join(lines[:start] + example) + "\n")
+    config = load_config(str(path), check_files=False)
+    assert [t.name for t in config.notify.targets] == ["ops"]
+    assert config.notify.targets[0].events == ("failure", "partial", "recovered")
+    assert config.job("etc").ping is not None

@@ -3,7 +3,8 @@
 `render_initial` writes the file text from what ``config init`` was given: one job, its
 primary repository (named ``primary``) and copies (``copy1``, ``copy2`` ...), a password file
 for all of them, a policy and perhaps a schedule; comments say what each part is and show the
-keys left out. Values are written as JSON strings, which YAML reads as they are.
+keys left out (hooks, a ping URL, notifications). Values are written as JSON strings, which
+YAML reads as they are.
 """
 
 from __future__ import annotations
@@ -98,6 +99,16 @@ def render_initial(job: InitialJob) -> str:
         '    #   before: ["systemctl", "stop", "app-worker"]',
         '    #   after: ["systemctl", "start", "app-worker"]',
         "    #   on_failure: \"mail -s 'backup failed' root < /dev/null\"",
+        "    # ping_url_env: HC_PING_URL   # a dead-man URL (healthchecks.io): /start, ok, /fail",
+        "",
+        "# Notifications through Apprise (Slack, Teams, Telegram, e-mail, ntfy, webhooks ...).",
+        "# A URL holds credentials, so it is given by reference: url_env, url_file or",
+        "# url_command. Events: failure, partial, recovered, rpo-breach, at-risk, check-failure,",
+        "# drill-failure, lease-takeover, digest. Test them with: stackvault notify test",
+        "# notify:",
+        "#   targets:",
+        "#     ops: {url_env: STACKVAULT_NOTIFY_URL, events: [failure, partial, recovered]}",
+        "#   remind_every: 6h             # a job that keeps failing is recalled this often",
     ]
     return "\n".join(out) + "\n"
 
