@@ -154,8 +154,11 @@ class Notifier:
     # --- runs ----------------------------------------------------------------------------
 
     def run_started(self, job: EffectiveJob) -> None:
-        """A run of ``job`` starts: its ``/start`` ping."""
-        self._ping(job, "start", "")
+        """A run of ``job`` starts: its ``/start`` ping (if the job has a ping URL)."""
+        try:
+            self._ping(job, "start", "")
+        except Exception as exc:  # never into the run
+            self._internal(exc, job.name)
 
     def run_finished(
         self,
