@@ -1,6 +1,7 @@
 """`stackvault serve` end to end with the real clock: a job scheduled every minute on a local
-repository; the daemon (a subprocess) runs it at the next minute, survives a SIGHUP with an
-invalid configuration file, and stops on SIGTERM with status 0, leaving no lock.
+repository; the daemon (a subprocess) runs it at the next minute, serves its metrics over
+HTTP (the last success is the run record's end), survives a SIGHUP with an invalid
+configuration file, and stops on SIGTERM with status 0, leaving no lock.
 
 Bounded: at most ~75 s waiting for the first minute's run, 20 s for each signal's effect.
 """
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from conftest import FAST_INIT, PASSWORD, make_tree
 from stackvault.records.run import RunRecord
 from stackvault.repo.repository import Repository
 from stackvault.store.open import open_store
+from support.dbservers import free_port
 
 
 def runs(path: Path) -> list[RunRecord]:
@@ -73,11 +76,13 @@ jobs:
     env.pop("STACKVAULT_PASSWORD")
     env["SV_PRIMARY_PW"] = PASSWORD
     log = tmp_path / "serve.log"
+    port = free_port()
     with log.open("w") as err:
         proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "stackvault", "serve", "--config", str(config)),
                 *("--log-format", "json", "--jitter", "0"),
+                *("--metrics-listen", f"127.0.0.1:{port}"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -88,6 +93,14 @@ jobs:
         (record,) = runs(tmp_path / "primary")
         assert record.trigger == "schedule" and record.result == "ok", record
         assert wait_for(lambda: any(e["event"] == "run-end" for e in log_events(log)), 20)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            exposition = resp.read().decode()
+        wanted = 'stackvault_backup_last_success_timestamp_seconds{job="etc"}'
+        (line,) = [x for x in exposition.splitlines() if x.startswith(wanted)]
+        assert abs(float(line.split()[-1]) - record.ended.timestamp()) < 1, line
+        assert 'stackvault_backup_attempt_total{job="etc"} 1.0' in exposition
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert resp.status == 200
 
         config.write_text("jobs: [this is not a mapping\n")
         proc.send_signal(signal.SIGHUP)

@@ -35,7 +35,10 @@ def parse(path: Path) -> dict[str, dict[str, list[str]]]:
 def test_daemon_unit() -> None:
     unit = parse(DEPLOY / "stackvault.service")
     service = unit["Service"]
-    assert service["ExecStart"] == [f"{INSTALLED} serve --config /etc/stackvault/stackvault.yaml"]
+    assert service["ExecStart"] == [
+        f"{INSTALLED} serve --config /etc/stackvault/stackvault.yaml"
+        " --metrics-listen 127.0.0.1:9598"
+    ]
     assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert service["Restart"] == ["on-failure"]
     assert service["NoNewPrivileges"] == ["true"]

@@ -22,6 +22,9 @@ start it, log every event, answer signals.
 - **Logs**: one line per event on stderr (`EventLog`: ``text`` or ``json``), never a
   password (the configuration's locations are redacted; run errors come redacted from
   `JobRun`).
+- **Metrics** (optional `Metrics`, ``serve --metrics-listen``): recomputed from the
+  repositories at start, on reload, for a job after each of its runs (which is counted
+  first), and every `METRICS_REFRESH_S` seconds (runs of other daemons, snapshot ages).
 - **Lease** (several daemons on one repository): `RunGate.admit` is asked before each run
   (`stackvault.ops.lease.JobLeases` in ``serve``; `AdmitAll` alone); a refused run — another
   daemon has it, or is still running an earlier run of the job — is handed back to the
@@ -48,6 +51,7 @@ from stackvault.config.job import EffectiveJob
 from stackvault.errors import StackvaultError
 from stackvault.ops.history import read_job_history
 from stackvault.ops.lease import new_run_id
+from stackvault.ops.metrics import Metrics
 from stackvault.ops.run import JobRun
 from stackvault.ops.scheduler import DueRun, JobSpec, PastRun, Scheduler, SchedulerEvent
 from stackvault.ops.session import Opener
@@ -56,6 +60,8 @@ from stackvault.redact import redact
 
 SLEEP_SLICE_S = 0.5
 """The longest single sleep: the bound on how late a signal's flag is seen."""
+METRICS_REFRESH_S = 300.0
+"""How often `Metrics` are recomputed from the repositories while nothing ends."""
 
 
 class EventLog:
@@ -210,6 +216,7 @@ class Daemon:
         run_job: RunJob | None = None,
         launcher: Launcher | None = None,
         gate: RunGate | None = None,
+        metrics: Metrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.load = load
@@ -219,6 +226,8 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.run_job: RunJob = run_job or self._run_in_process
         self.launcher = launcher
+        self.metrics = metrics
+        self._metrics_at = time.monotonic()
         self.active: dict[str, _Active] = {}
         """The runs in progress, by job."""
         self.gate: RunGate = gate or AdmitAll()
@@ -287,6 +296,7 @@ class Daemon:
         self.scheduler = Scheduler(
             specs, now, history=history, jitter_s=self.options.jitter_s, seed=self.options.seed
         )
+        self._refresh_metrics()
         self.log("started", config=str(config.path), jobs=",".join(config.jobs) or "none")
         self._log_next()
 
@@ -307,6 +317,8 @@ class Daemon:
                 self._start_run(run)
             if runs:
                 continue  # the next due jobs are decided after these started, by the clock
+            if time.monotonic() - self._metrics_at >= METRICS_REFRESH_S:
+                self._refresh_metrics()
             wake = self.scheduler.next_wakeup() if free > 0 else None
             if self.active:  # look at the runs in progress every slice
                 soon = self.clock.now() + timedelta(seconds=SLEEP_SLICE_S)
@@ -384,6 +396,10 @@ class Daemon:
                 self.log("not-recorded", job=name, repository=repository, error=why)
             self.log("run-end", job=name, trigger=active.run.trigger, result=result)
             self.scheduler.finished(name, self.clock.now(), result)
+            if self.metrics is not None and name in self.config_jobs():
+                if record is not None:
+                    self.metrics.observe_run(name, record)
+                self._refresh_metrics([name])
             self._flush_events()
             self._log_next()
 
@@ -429,10 +445,26 @@ class Daemon:
             [job_spec(j) for j in config.jobs.values()], self.clock.now(), history
         )
         self.config = config
+        self._refresh_metrics()
         self.log("reloaded", config=str(config.path), jobs=",".join(config.jobs) or "none")
         self._log_next()
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def config_jobs(self) -> set[str]:
+        return set(self.config.jobs) if self.config is not None else set()
+
+    def _refresh_metrics(self, jobs: list[str] | None = None) -> None:
+        """Recompute the metrics (of ``jobs``, default all) from the repositories; a failure
+        is logged, never raised."""
+        if self.metrics is None or self.config is None:
+            return
+        if jobs is None:
+            self._metrics_at = time.monotonic()
+        try:
+            self.metrics.refresh(self.config, self.opener, jobs=jobs)
+        except StackvaultError as exc:
+            self.log("metrics-refresh-failed", error=str(exc))
 
     def _history(self, jobs: list[EffectiveJob]) -> dict[str, PastRun]:
         """Each job's newest recorded run over its repositories."""

@@ -51,6 +51,13 @@ def register(subparsers: Subparsers) -> None:
         f"(default {DEFAULT_CONCURRENCY}; a job never runs twice at once).",
     )
     p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics on http://HOST:PORT/metrics (and /healthz), e.g. "
+        "127.0.0.1:9598; recomputed from the repositories at start, after each run and every "
+        "5 minutes. Off by default.",
+    )
+    p.add_argument(
         "--lease",
         metavar="SECONDS",
         type=int,
@@ -63,7 +70,14 @@ def register(subparsers: Subparsers) -> None:
 
 
 def serve(
-    cli: Cli, *, config: str | None, log_format: str, jitter: float, lease: int, concurrency: int
+    cli: Cli,
+    *,
+    config: str | None,
+    log_format: str,
+    jitter: float,
+    lease: int,
+    concurrency: int,
+    metrics_listen: str | None = None,
 ) -> int:
     """Run every job of the configuration file by its schedule until stopped.
 
@@ -87,6 +101,7 @@ def serve(
     from stackvault.ops.child import ChildLauncher
     from stackvault.ops.daemon import Daemon, DaemonOptions, EventLog
     from stackvault.ops.lease import JobLeases, LeaseOptions
+    from stackvault.ops.metrics import Metrics
 
     if not 0 <= jitter <= 86_400:
         raise UsageError(f"--jitter takes 0 to 86400 seconds, got {jitter:g}")
@@ -108,6 +123,16 @@ def serve(
     def opener(settings: RepositorySettings) -> AbstractContextManager[Repository]:
         return _open(cli, settings)
 
+    metrics = Metrics() if metrics_listen is not None else None
+    server = None
+    if metrics is not None and metrics_listen is not None:
+        try:
+            server = metrics.serve_http(metrics_listen)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {metrics_listen} for metrics: {exc.strerror or exc}"
+            ) from exc
+        log("metrics-listening", url=server.url)
     daemon = Daemon(
         lambda: load_config(path),
         opener,
@@ -115,9 +140,12 @@ def serve(
         options=DaemonOptions(jitter_s=jitter, concurrency=concurrency),
         launcher=ChildLauncher(command_line, log),
         gate=JobLeases(opener, log, options=LeaseOptions(lease_s=lease, heartbeat_s=lease / 6)),
+        metrics=metrics,
     )
     restore = daemon.install_signals()
     try:
         return daemon.serve()
     finally:
         restore()
+        if server is not None:
+            server.stop()
