@@ -241,7 +241,11 @@ def test_state_survives_a_restart_through_the_run_records_and_the_state_file(
     a = notifier(config, clock, Log(), state_dir=str(state))
     third = record("partial", T0 + timedelta(hours=1), step="copy", error="offsite down")
     assert len(a.run_finished(job, third, None)) == 1
-    b = notifier(config, clock, Log(), state_dir=str(state))
+    config = write_config(  # the same directory, named by the configuration
+        tmp_path,
+        f"notify:\n  targets:\n    ops: {{url_env: HOOK_URL}}\n  state_dir: {state}\n",
+    )
+    b = notifier(config, clock, Log())
     fourth = record("partial", T0 + timedelta(hours=2), step="copy", error="offsite down")
     assert b.run_finished(job, fourth, None) == []
     assert (state / "notify-state.json").is_file()

@@ -47,7 +47,8 @@ def test_the_section_and_the_ping_url_resolve(tmp_path: Path) -> None:
         "    all:\n"
         "      url_command: pass show apprise/ntfy\n"
         "  remind_every: 12h\n"
-        '  digest: "30 7 * * *"\n',
+        '  digest: "30 7 * * *"\n'
+        "  state_dir: /var/lib/stackvault\n",
     )
     config = load_config(path, check_files=False)
     assert config.notify.to_dict() == {
@@ -70,6 +71,7 @@ def test_the_section_and_the_ping_url_resolve(tmp_path: Path) -> None:
         ],
         "remind_every": "12h",
         "digest": "30 7 * * *",
+        "state_dir": "/var/lib/stackvault",
     }
     assert "digest" not in DEFAULT_EVENTS and "failure" in DEFAULT_EVENTS
     assert config.notify.remind_every.seconds == 12 * 3600
@@ -83,6 +85,7 @@ def test_left_out_there_are_no_targets_and_the_defaults(tmp_path: Path) -> None:
     assert config.notify.targets == ()
     assert str(config.notify.remind_every) == "6h"
     assert config.notify.digest.cron == "0 8 * * *"
+    assert config.notify.state_dir is None
     assert config.job("dify").ping is None
     assert config.job("dify").ping_url() is None
 
@@ -197,3 +200,8 @@ def test_the_commented_example_of_config_init_is_valid_once_uncommented(tmp_path
     assert [t.name for t in config.notify.targets] == ["ops"]
     assert config.notify.targets[0].events == ("failure", "partial", "recovered")
     assert config.job("etc").ping is not None
+
+
+def test_the_state_directory_is_absolute(tmp_path: Path) -> None:
+    path = write(tmp_path, "notify:\n  state_dir: var/lib/stackvault\n")
+    assert problems(path) == [f"{path}:9: notify.state_dir: must be an absolute directory path"]

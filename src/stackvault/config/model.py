@@ -161,6 +161,12 @@ def _events(value: object) -> object:
     return value
 
 
+def _directory(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise problem("must be an absolute directory path")
+    return value
+
+
 def _inline(key: str) -> Any:
     """A validator that refuses any value: an inline secret (``url:``, ``ping_url:``)."""
 
@@ -369,8 +375,10 @@ class NotifyTargetEntry(Entry):
 
 class NotifyEntry(Entry):
     """``notify``: where notifications go, how often a job that keeps failing is recalled
-    (``remind_every``), and when the daily ``digest`` is due (a cron expression)."""
+    (``remind_every``), when the daily ``digest`` is due (a cron expression), and where this
+    host remembers what it sent (``state_dir``, an absolute directory)."""
 
     targets: dict[str, NotifyTargetEntry] = Field(default_factory=dict)
     remind_every: SpanValue | None = None
     digest: ScheduleValue | None = None
+    state_dir: Annotated[str | None, PlainValidator(_directory)] = None

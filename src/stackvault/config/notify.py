@@ -6,6 +6,9 @@ the targets, each an Apprise URL named by reference (``url_env``, ``url_file`` o
 events it wants; how often a job that keeps failing is recalled (``remind_every``); when the
 daily digest is due (``digest``, a cron expression read in UTC). A URL is read only when
 the notifier is built (`NotifyTarget.url`), never by ``config check``, and never shown.
+``state_dir`` (optional) is where the notifier keeps what it sent (``notify-state.json``),
+so that runs whose records could not be written (a repository that is down) are not told
+of as new failures each time; without it the run records alone decide.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class NotifySettings:
     targets: tuple[NotifyTarget, ...] = ()
     remind_every: Span = field(default_factory=lambda: parse_span(DEFAULT_REMIND_EVERY))
     digest: Schedule = field(default_factory=lambda: parse_schedule(DEFAULT_DIGEST))
+    state_dir: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The section as JSON, URLs only by reference."""
@@ -61,6 +65,7 @@ class NotifySettings:
             "targets": [t.to_dict() for t in self.targets],
             "remind_every": str(self.remind_every),
             "digest": self.digest.cron,
+            "state_dir": self.state_dir,
         }
 
 
@@ -79,4 +84,5 @@ def notify_settings(entry: NotifyEntry | None) -> NotifySettings:
         targets=tuple(targets),
         remind_every=entry.remind_every or defaults.remind_every,
         digest=entry.digest or defaults.digest,
+        state_dir=entry.state_dir,
     )

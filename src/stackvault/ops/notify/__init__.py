@@ -127,7 +127,8 @@ class Notifier:
         """The notifier of ``config``: each target's URL is read now; one that cannot be
         read, or that Apprise does not know, is logged (``notify-target-unusable``) and
         fails each message sent to it. ``state_dir``: where the dedup memory is kept
-        (``notify-state.json``); None keeps it in this process only."""
+        (``notify-state.json``), over ``notify.state_dir``; with neither it is kept in this
+        process only (the run records still decide)."""
         targets = []
         for target in config.notify.targets:
             described = target.url_ref.describe()
@@ -144,7 +145,7 @@ class Notifier:
             config.notify,
             targets,
             log,
-            state=NotifyState.in_dir(state_dir),
+            state=NotifyState.in_dir(state_dir or config.notify.state_dir),
             clock=clock,
             attempts=attempts,
             backoff_s=backoff_s,
@@ -175,6 +176,8 @@ class Notifier:
             if record.result in ("ok", "failed", "partial"):
                 kind: PingKind = "success" if record.result == "ok" else "fail"
                 self._ping(job, kind, self._ping_body(record))
+            if not self.targets:
+                return []  # nothing to tell, nothing to remember
             outcome = Outcome.of(record)
             past = [Outcome.of(r) for r in previous or () if r.job == job.name]
             with self._lock, self.state.update() as data:
