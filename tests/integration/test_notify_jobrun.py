@@ -104,4 +104,4 @@ notify:
     assert fail_body.decode().endswith(
         "failed\npreflight: the before hook exited with status 1; nothing was backed up"
     )
-    assert (notifier.notifications_sent, notifier.notifications_failed) == (2, 0)
+    assert notifier.counts().to_json() == {"sent": 2, "failed": 0, "pings_failed": 0}

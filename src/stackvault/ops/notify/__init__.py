@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Protocol
 
 from stackvault.clock import Clock, SystemClock
@@ -52,6 +53,7 @@ __all__ = [
     "DeliveryResult",
     "Message",
     "Notifier",
+    "NotifyCounts",
     "NotifyLog",
     "NotifyState",
     "previous_runs",
@@ -59,6 +61,18 @@ __all__ = [
 
 DEDUPLICATED: tuple[NotifyEvent, ...] = ("rpo-breach", "at-risk")
 """Events `Notifier.event` sends once per ``remind_every`` and job, until a run succeeds."""
+
+
+@dataclass(frozen=True)
+class NotifyCounts:
+    """What a notifier did so far (for metrics, and for ``run --json`` to hand to ``serve``)."""
+
+    sent: int
+    failed: int
+    pings_failed: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"sent": self.sent, "failed": self.failed, "pings_failed": self.pings_failed}
 
 
 class NotifyLog(Protocol):
@@ -151,6 +165,10 @@ class Notifier:
             backoff_s=backoff_s,
             sleep=sleep,
         )
+
+    def counts(self) -> NotifyCounts:
+        """The counters: messages delivered, messages not delivered, pings failed."""
+        return NotifyCounts(self.notifications_sent, self.notifications_failed, self.pings_failed)
 
     # --- runs ----------------------------------------------------------------------------
 
