@@ -17,7 +17,7 @@ import pytest
 from stackvault.clock import FrozenClock
 from stackvault.config import Config, load_config
 from stackvault.crypto.kdf import KdfParams
-from stackvault.ops.notify import Notifier
+from stackvault.ops.notify import Notifier, warning_log
 from stackvault.ops.status import JobStatus, LastRun
 from stackvault.records.run import RunRecord, RunResult, RunStep
 from stackvault.repo.repository import Repository
@@ -467,3 +467,65 @@ def test_the_digest_is_due_daily_and_lists_each_job(
     assert not restarted.digest_due()
     clock.advance(HOUR)
     assert restarted.digest_due()
+
+
+def status(verdict: str, now: datetime, reasons: tuple[tuple[str, str], ...] = ()) -> JobStatus:
+    return JobStatus(
+        job="dify",
+        verdict=verdict,  # type: ignore[arg-type]
+        now=now,
+        rpo_s=7200,
+        window_s=3600,
+        check_every_s=7 * 86400,
+        schedule="0 * * * *",
+        next_run=now + timedelta(hours=1),
+        last_run=None,
+        repositories=(),
+        reasons=reasons,  # type: ignore[arg-type]
+    )
+
+
+def test_verdicts_are_told_of_as_rpo_breach_and_at_risk(
+    tmp_path: Path, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_URL", hook.json_url())
+    config = write_config(
+        tmp_path,
+        "notify:\n  targets:\n    ops: {url_env: HOOK_URL, events: [rpo-breach, at-risk]}\n",
+    )
+    clock = FrozenClock(T0)
+    n = notifier(config, clock, Log())
+    risk = (("at-risk", "copy offsite lacks the newest snapshot"),)
+    breach = (("breached", "the newest snapshot is 3h old, over the rpo 2h"), *risk)
+    assert len(n.judged(status("at-risk", clock.now(), risk))) == 1
+    assert n.judged(status("at-risk", clock.now(), risk)) == []
+    assert len(n.judged(status("breached", clock.now(), breach))) == 1
+    clock.advance(HOUR)
+    assert n.judged(status("breached", clock.now(), breach)) == []
+    assert n.judged(status("ok", clock.now())) == []
+    assert len(n.judged(status("breached", clock.now(), breach))) == 1  # told at once again
+    assert n.judged(status("unverified", clock.now())) == []
+    titles = [(m["title"], m["message"].splitlines()[0]) for m in hook.posted()]
+    assert titles == [
+        ("stackvault: dify at-risk", "job dify is at-risk: copy offsite lacks the newest snapshot"),
+        (
+            "stackvault: dify rpo-breach",
+            "job dify is breached: the newest snapshot is 3h old, over the rpo 2h",
+        ),
+        (
+            "stackvault: dify rpo-breach",
+            "job dify is breached: the newest snapshot is 3h old, over the rpo 2h",
+        ),
+    ]
+
+
+def test_the_warning_log_of_a_command() -> None:
+    lines: list[str] = []
+    log = warning_log(lines.append)
+    log("notify-sent", target="ops", event="failure", job="dify")
+    log("notify-failed", target="ops", event="failure", job="dify", attempts=3, error="refused")
+    log("ping-failed", job="dify", ping="start", error="timed out", extra=None)
+    assert lines == [
+        "warning: notify-failed target=ops event=failure job=dify attempts=3 error=refused",
+        "warning: ping-failed job=dify ping=start error=timed out",
+    ]

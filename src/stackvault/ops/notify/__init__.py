@@ -57,10 +57,13 @@ __all__ = [
     "NotifyLog",
     "NotifyState",
     "previous_runs",
+    "warning_log",
 ]
 
 DEDUPLICATED: tuple[NotifyEvent, ...] = ("rpo-breach", "at-risk")
 """Events `Notifier.event` sends once per ``remind_every`` and job, until a run succeeds."""
+_VERDICT_EVENTS: dict[str, NotifyEvent] = {"breached": "rpo-breach", "at-risk": "at-risk"}
+"""The verdicts of ``status`` that are told of (`Notifier.judged`)."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,26 @@ class Notifier:
         except Exception as exc:
             return self._internal(exc, job)
 
+    def judged(self, status: JobStatus) -> list[DeliveryResult]:
+        """Tell of a job's verdict as ``status`` judged it: ``breached`` is an ``rpo-breach``,
+        ``at-risk`` an ``at-risk`` (each with the reasons, deduplicated as `event` does);
+        ``ok`` forgets both, so that the next breach is told of at once."""
+        try:
+            kind = _VERDICT_EVENTS.get(status.verdict)
+            if kind is None:
+                if status.ok:
+                    with self._lock, self.state.update() as data:
+                        mine = data.jobs.get(status.job)
+                        if mine is not None:
+                            for name in DEDUPLICATED:
+                                mine.events.pop(name, None)
+                return []
+            reasons = [r for v, r in status.reasons if v == status.verdict]
+            text = f"job {status.job} is {status.verdict}: " + "; ".join(reasons or ["see status"])
+            return self.event(status.job, kind, text)
+        except Exception as exc:
+            return self._internal(exc, status.job)
+
     def digest_due(self) -> bool:
         """True when a digest tick of ``notify.digest`` has passed since the last digest
         (or, if none was sent, since this notifier was made) and some target wants it."""
@@ -332,6 +355,19 @@ class Notifier:
             error=scrub(f"internal error ({type(exc).__name__}: {exc})", self._secrets),
         )
         return []
+
+
+def warning_log(write: Callable[[str], None]) -> NotifyLog:
+    """A `NotifyLog` for a command: every event but ``notify-sent`` as one ``warning:`` line
+    (``warning: notify-failed target=ops event=failure job=dify attempts=3 error=...``)."""
+
+    def log(event: str, /, **fields: object) -> None:
+        if event == "notify-sent":
+            return
+        detail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None and v != "")
+        write(f"warning: {event} {detail}")
+
+    return log
 
 
 def previous_runs(job: EffectiveJob, opener: Opener) -> list[RunRecord] | None:
