@@ -99,6 +99,9 @@ def test_scrub_hides_credentials_in_free_text() -> None:
     assert "token=***" in out and "page=2" in out
     assert "see /var/log/app.log" in out
     assert scrub("a plain sentence: 3 of 4 packs read") == "a plain sentence: 3 of 4 packs read"
+    assert scrub(f"HTTP 401 (Authorization: Bearer {secret}xyz)") == (
+        "HTTP 401 (Authorization: Bearer ***)"
+    )
     assert scrub("the key abcd1234efgh was refused", ["abcd1234efgh"]) == "the key *** was refused"
 
 

@@ -4,7 +4,8 @@ and of ``notify test``, and the scrubbing every text goes through.
 A message names the job, the step that failed and its error, what to do, and the snapshot
 id when there is one. It never holds a secret: every text taken from elsewhere (a step's
 error, an event's text) goes through `scrub`, which redacts URLs (`stackvault.redact`),
-``key=value`` pairs whose key looks secret, and ``user:password@`` without a scheme.
+``key=value`` pairs whose key looks secret, ``user:password@`` without a scheme and
+``Authorization: Bearer ...``-like tokens.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ Level = Literal["info", "success", "warning", "failure"]
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
 _PAIR = re.compile(r"(?<![\w.-])([A-Za-z_][\w.-]*)=([^\s&'\",;]+)")
 _USERINFO = re.compile(r"(?<![\w/:@.-])[\w.%+-]*:[^\s@/:]+@(?=[\w\[])")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,12 @@ class Message:
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` without credentials: URLs redacted, ``password=...``-like pairs hidden,
-    ``user:password@`` hidden, and each of ``secrets`` (4 characters or more) replaced."""
+    ``user:password@`` and ``Bearer TOKEN`` hidden, and each of ``secrets`` (4 characters or
+    more) replaced."""
     out = _URL.sub(lambda m: redact(m.group(0)), text)
     out = _PAIR.sub(lambda m: f"{m[1]}={HIDDEN}" if is_secret_key(m[1]) else m[0], out)
     out = _USERINFO.sub(f"{HIDDEN}@", out)
+    out = _BEARER.sub(lambda m: f"{m[1]} {HIDDEN}", out)
     for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= 4:
             out = out.replace(secret, HIDDEN)
