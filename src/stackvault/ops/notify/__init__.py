@@ -1,10 +1,13 @@
 """Notifications (ops layer): telling people about runs, through Apprise, and dead-man pings.
 
-`Notifier` is what ``run`` and ``serve`` call (`Notifier.from_config`, then `run_started`,
-`run_finished`, `event`, `send_digest`, `test`). Nothing it does raises into the caller or
-changes a run's result: an undeliverable message is retried, logged (``notify-failed``) and
-counted (`Notifier.notifications_failed`); a failed ping is logged (``ping-failed``) and
-counted (`Notifier.pings_failed`).
+`Notifier` is what ``run`` and ``serve`` call: `Notifier.from_config`, then around each run
+`run_started` and `run_finished` (with the job's records, `previous_runs`); for what the
+daemon sees, `event` (``lease-takeover``), `judged` (a ``status`` verdict: ``rpo-breach``,
+``at-risk``), `digest_due` / `send_digest`; `test` for ``notify test``. Nothing it does
+raises into the caller or changes a run's result: an undeliverable message is retried,
+logged (``notify-failed``) and counted (`Notifier.notifications_failed`, `Notifier.counts`);
+a failed ping is logged (``ping-failed``) and counted (`Notifier.pings_failed`). A command
+logs through `warning_log`, the daemon through its event log.
 
 - ``messages``: what a message says (job, step, error, what to do, snapshot), scrubbed of
   secrets;
