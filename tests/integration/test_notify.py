@@ -436,6 +436,7 @@ def test_the_digest_is_due_daily_and_lists_each_job(
     state = tmp_path / "state"
     n = notifier(config, clock, Log(), state_dir=str(state))
     assert not n.digest_due()
+    assert n.next_digest() == T0 + timedelta(hours=6)
     clock.advance(6 * HOUR)  # 08:00
     assert n.digest_due()
     statuses = [
@@ -462,6 +463,7 @@ def test_the_digest_is_due_daily_and_lists_each_job(
         "  breached: the newest snapshot is 9h old, over the rpo 2h"
     )
     assert not n.digest_due()
+    assert n.next_digest() == T0 + timedelta(days=1, hours=6)
     clock.advance(23 * HOUR)
     restarted = notifier(config, clock, Log(), state_dir=str(state))  # the state file says when
     assert not restarted.digest_due()

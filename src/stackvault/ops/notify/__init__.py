@@ -3,11 +3,12 @@
 `Notifier` is what ``run`` and ``serve`` call: `Notifier.from_config`, then around each run
 `run_started` and `run_finished` (with the job's records, `previous_runs`); for what the
 daemon sees, `event` (``lease-takeover``), `judged` (a ``status`` verdict: ``rpo-breach``,
-``at-risk``), `digest_due` / `send_digest`; `test` for ``notify test``. Nothing it does
-raises into the caller or changes a run's result: an undeliverable message is retried,
-logged (``notify-failed``) and counted (`Notifier.notifications_failed`, `Notifier.counts`);
-a failed ping is logged (``ping-failed``) and counted (`Notifier.pings_failed`). A command
-logs through `warning_log`, the daemon through its event log.
+``at-risk``), `next_digest` / `digest_due` / `send_digest`; `test` for ``notify test``.
+Nothing it does raises into the caller or changes a run's result: an undeliverable message
+is retried, logged (``notify-failed``) and counted (`Notifier.notifications_failed`,
+`Notifier.counts`); a failed ping is logged (``ping-failed``) and counted
+(`Notifier.pings_failed`). A command logs through `warning_log`, the daemon through its
+event log.
 
 - ``messages``: what a message says (job, step, error, what to do, snapshot), scrubbed of
   secrets;
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from stackvault.clock import Clock, SystemClock
@@ -289,13 +291,19 @@ class Notifier:
         except Exception as exc:
             return self._internal(exc, status.job)
 
-    def digest_due(self) -> bool:
-        """True when a digest tick of ``notify.digest`` has passed since the last digest
-        (or, if none was sent, since this notifier was made) and some target wants it."""
+    def next_digest(self) -> datetime | None:
+        """When the next digest is due: the first tick of ``notify.digest`` after the last
+        digest (or, if none was sent, after this notifier was made); None when no target
+        wants it (the daemon wakes up for it)."""
         if not any("digest" in t.events for t in self.targets):
-            return False
+            return None
         last = self.state.snapshot().digest or self.started
-        return self.settings.digest.next_run(last) <= self.clock.now()
+        return self.settings.digest.next_run(last)
+
+    def digest_due(self) -> bool:
+        """True when `next_digest` has come."""
+        due = self.next_digest()
+        return due is not None and due <= self.clock.now()
 
     def send_digest(self, statuses: Sequence[JobStatus]) -> list[DeliveryResult]:
         """Send the digest of ``statuses`` (what ``status`` reports) to the targets that
