@@ -43,8 +43,8 @@ know); after a failed capture the original error carries the start failures too;
 interrupt they are sent as a notice and added as a note to the exception, which goes on.
 
 `record` lists, per container, its level, its mode, the stop timeout it was given, how long it
-took to stop (or pause), whether it was killed, and how long it was down (from the stop request until it was
-running again), for the artifact's metadata and the stack manifest.
+took to stop (or pause), whether it was killed, and how long it was down (from the stop
+request until it was running again), for the artifact's metadata and the stack manifest.
 """
 
 from __future__ import annotations
