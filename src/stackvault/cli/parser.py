@@ -304,6 +304,31 @@ def add_json_option(parser: Parser) -> None:
     parser.add_argument("--json", dest=COMMAND_JSON, action="store_true", help=JSON_HELP)
 
 
+def add_snapshot_filters(parser: Parser, *, path_option: bool = True) -> None:
+    """``--host``, ``--tag``, ``--path`` that decide which snapshot ``latest`` names (keyword
+    arguments ``host``, ``tag``, ``snapshot_path``, for `SnapshotFilter.of`). ``--path`` is
+    also spelled ``--snapshot-path``; a command whose ``--path`` means something else
+    (``export``'s subtree) passes ``path_option=False`` and keeps that spelling only."""
+    group = parser.add_argument_group("Which snapshot 'latest' is")
+    group.add_argument("--host", metavar="HOST", help="'latest': the newest snapshot of this host.")
+    group.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="'latest': the newest snapshot with this tag (repeatable: all of them).",
+    )
+    group.add_argument(
+        *(("--path", "--snapshot-path") if path_option else ("--snapshot-path",)),
+        dest="snapshot_path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="'latest': the newest snapshot that includes this backed-up path (repeatable: "
+        "all of them).",
+    )
+
+
 def commands_of(parser: Parser) -> Subparsers:
     """The list of subcommands of ``parser`` (the top level, or a group such as ``key``)."""
     # an explicit prog: argparse would otherwise format the parent's usage to find it

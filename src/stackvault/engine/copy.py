@@ -56,22 +56,24 @@ def select_snapshots(
     *,
     host: str | None = None,
     tags: Iterable[str] = (),
+    paths: Iterable[str] = (),
 ) -> list[Snapshot]:
     """The snapshots of ``repo`` to copy, oldest first, each once.
 
-    Snapshots are first filtered by ``host`` and ``tags`` (a snapshot must carry every tag
-    given), then ``refs`` (id prefixes or ``latest``, resolved among the filtered ones, so
-    ``latest`` is the newest that matches) pick some of them; no ``refs`` means all of them.
+    Snapshots are first filtered by ``host``, ``tags`` (a snapshot must carry every tag
+    given) and ``paths`` (it must include every one), then ``refs`` (id prefixes or
+    ``latest``, resolved among the filtered ones, so ``latest`` is the newest that matches)
+    pick some of them; no ``refs`` means all of them.
     Raises `SnapshotNotFound` for a reference that matches nothing.
     """
-    chosen = SnapshotFilter.of(host, tags)
+    chosen = SnapshotFilter.of(host, tags, paths)
     snaps = chosen.apply(repo.list_snapshots())
     if not refs:
         return snaps
     if not snaps:
-        what = "matches the filters" if chosen.narrows else "exists"
+        what = f"{chosen.describe()} " if chosen.narrows else ""
         raise SnapshotNotFound(
-            f"no snapshot of the source repository {what}",
+            f"no snapshot {what}exists in the source repository",
             hint="list them with `stackvault --repo SOURCE snapshots`",
         )
     picked = {repo.find_snapshot(ref, snaps).id for ref in refs}

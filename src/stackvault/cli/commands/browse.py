@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat as stat_mod
 
-from stackvault.cli.parser import add_command, add_json_option
+from stackvault.cli.parser import add_command, add_json_option, add_snapshot_filters
 from stackvault.cli.render import human_bytes, snapshot_json, snapshot_table
 from stackvault.errors import IntegrityError, UsageError
 
@@ -45,11 +45,13 @@ def register(subparsers: Subparsers) -> None:
         help="Directory or file inside the snapshot.",
     )
     p.add_argument("-l", "--long", action="store_true", help="Show mode, owner, size and time.")
+    add_snapshot_filters(p)
     add_json_option(p)
 
     p = add_command(subparsers, "diff", diff, reads_only=True)
     p.add_argument("snapshot1", metavar="SNAPSHOT1", help="The older snapshot.")
     p.add_argument("snapshot2", metavar="SNAPSHOT2", help="The newer snapshot.")
+    add_snapshot_filters(p)
     add_json_option(p)
 
     p = add_command(subparsers, "stats", stats, reads_only=True)
@@ -93,11 +95,21 @@ def _mode_string(kind: str, mode: int) -> str:
     return stat_mod.filemode(bits | mode)
 
 
-def ls(cli: Cli, *, snapshot: str, path: str, long: bool) -> None:
+def ls(
+    cli: Cli,
+    *,
+    snapshot: str,
+    path: str,
+    long: bool,
+    host: str | None,
+    tag: list[str],
+    snapshot_path: list[str],
+) -> None:
     """List the files of a snapshot."""
     from datetime import UTC, datetime
 
     from stackvault.engine.browse import walk
+    from stackvault.repo.selection import SnapshotFilter, pick_snapshot
 
     lost: list[tuple[str, IntegrityError]] = []
 
@@ -106,7 +118,7 @@ def ls(cli: Cli, *, snapshot: str, path: str, long: bool) -> None:
         cli.warn(f"{directory}/: its listing is lost ({exc})")
 
     with cli.open_repo() as repo:
-        snap = repo.find_snapshot(snapshot)
+        snap = pick_snapshot(repo, snapshot, SnapshotFilter.of(host, tag, snapshot_path))
         entries = list(walk(repo, snap, path, on_error=on_error))
     if cli.json:
         cli.emit_json(
@@ -144,15 +156,25 @@ def ls(cli: Cli, *, snapshot: str, path: str, long: bool) -> None:
         )
 
 
-def diff(cli: Cli, *, snapshot1: str, snapshot2: str) -> None:
+def diff(
+    cli: Cli,
+    *,
+    snapshot1: str,
+    snapshot2: str,
+    host: str | None,
+    tag: list[str],
+    snapshot_path: list[str],
+) -> None:
     """Show what changed between two snapshots (+ added, - removed, M modified, U metadata,
     T type)."""
     from stackvault.engine.browse import diff as diff_snapshots
+    from stackvault.repo.selection import SnapshotFilter, pick_snapshot
 
+    chosen = SnapshotFilter.of(host, tag, snapshot_path)
     with cli.open_repo() as repo:
         snaps = repo.list_snapshots()
-        a = repo.find_snapshot(snapshot1, snaps)
-        b = repo.find_snapshot(snapshot2, snaps)
+        a = pick_snapshot(repo, snapshot1, chosen, snaps)
+        b = pick_snapshot(repo, snapshot2, chosen, snaps)
         changes = list(diff_snapshots(repo, a, b))
     counts = {k: sum(1 for c in changes if c.kind == k) for k in "+-MUT"}
     if cli.json:

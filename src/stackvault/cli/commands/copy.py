@@ -53,6 +53,16 @@ def register(subparsers: Subparsers) -> None:
         metavar="TAG",
         help="Only source snapshots with this tag (repeatable: all of them).",
     )
+    p.add_argument(
+        "--path",
+        "--snapshot-path",
+        dest="snapshot_path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="Only source snapshots that include this backed-up path (repeatable: all of "
+        "them). 'latest' is the newest snapshot these filters match.",
+    )
     add_json_option(p)
 
 
@@ -85,6 +95,7 @@ def copy(
     from_password_file: str | None,
     host: str | None,
     tag: list[str],
+    snapshot_path: list[str],
 ) -> None:
     """Copy snapshots from another repository into this one (e.g. to an offsite tier).
 
@@ -119,7 +130,7 @@ def copy(
         dest = stack.enter_context(
             cli.open_repo(lock="copy", store=dest_store, header=dest_header, role="destination")
         )
-        selected = select_snapshots(source, snapshots, host=host, tags=tag)
+        selected = select_snapshots(source, snapshots, host=host, tags=tag, paths=snapshot_path)
         progress = make_progress(cli, "copy")
 
         def report(outcome: SnapshotCopy) -> None:

@@ -6,7 +6,7 @@ import os
 import sys
 
 from stackvault.cli.commands.backup import make_progress
-from stackvault.cli.parser import add_command, add_json_option
+from stackvault.cli.parser import add_command, add_json_option, add_snapshot_filters
 from stackvault.cli.render import human_bytes
 from stackvault.errors import IntegrityError, PathNotFound, StackvaultError, UsageError
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
     from stackvault.engine.restore import RestoreResult
+    from stackvault.repo.selection import SnapshotFilter
     from stackvault.repo.snapshot import Snapshot
 
 SNAPSHOT_HELP = "Snapshot id prefix or 'latest'."
@@ -59,11 +60,13 @@ def register(subparsers: Subparsers) -> None:
         help="Allow restoring into a non-empty target, replacing files; with --to, a safety "
         "snapshot of the target is taken first.",
     )
+    add_snapshot_filters(p)
     add_json_option(p)
 
     p = add_command(subparsers, "dump", dump, reads_only=True)
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     p.add_argument("path", metavar="PATH", help="Absolute path of a file inside the snapshot.")
+    add_snapshot_filters(p)
 
     p = add_command(subparsers, "export", export_cmd, reads_only=True)
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
@@ -75,10 +78,12 @@ def register(subparsers: Subparsers) -> None:
         help="Tar file to write ('-' = stdout).",
     )
     p.add_argument("--path", default="/", metavar="PATH", help="Export only this subtree.")
+    add_snapshot_filters(p, path_option=False)
 
     p = add_command(subparsers, "sha256sums", sha256sums, reads_only=True)
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     p.add_argument("--path", default="/", metavar="PATH", help="Only files below this path.")
+    add_snapshot_filters(p, path_option=False)
 
 
 def restore(
@@ -92,22 +97,29 @@ def restore(
     artifact: str | None,
     to: str | None,
     no_owner: bool,
+    host: str | None,
+    tag: list[str],
+    snapshot_path: list[str],
 ) -> int | None:
     """Restore a snapshot into a directory, or one artifact into a live target."""
     from stackvault.engine.restore import FileRestoreOptions, RestoreJob
+    from stackvault.repo.selection import SnapshotFilter, pick_snapshot
 
+    chosen = SnapshotFilter.of(host, tag, snapshot_path)
     if to is not None:
         if artifact is None:
             raise UsageError("--to needs --artifact NAME (which captured source to restore)")
         if target is not None or include:
             raise UsageError("give either --to URL or --target DIR, not both")
-        return restore_to(cli, snapshot, artifact, to, overwrite=overwrite, no_owner=no_owner)
+        return restore_to(
+            cli, snapshot, artifact, to, overwrite=overwrite, no_owner=no_owner, chosen=chosen
+        )
     if target is None:
         raise UsageError("give --target DIR (or --artifact NAME --to URL)")
     if no_owner:
         raise UsageError("--no-owner applies to --to URL restores only")
     with cli.open_repo(lock="restore", reads_only=True) as repo:
-        snap = repo.find_snapshot(snapshot)
+        snap = pick_snapshot(repo, snapshot, chosen)
         root_tree = None
         if artifact is not None:
             from stackvault.engine.artifacts import RepoArtifactReader, find_artifact
@@ -171,12 +183,20 @@ def _report(cli: Cli, snap: Snapshot, target: str, verify: bool, r: RestoreResul
 
 
 def restore_to(
-    cli: Cli, snapshot: str, artifact: str, to: str, *, overwrite: bool, no_owner: bool
+    cli: Cli,
+    snapshot: str,
+    artifact: str,
+    to: str,
+    *,
+    overwrite: bool,
+    no_owner: bool,
+    chosen: SnapshotFilter,
 ) -> int | None:
     """``restore SNAPSHOT --artifact NAME --to URL``: load, then validate against the facts
     recorded at capture; differences fail the command (exit 1) after the report."""
     from stackvault.engine.artifact_restore import restore_artifact
     from stackvault.errors import SourceError
+    from stackvault.repo.selection import pick_snapshot
     from stackvault.sources.registry import open_source
 
     if overwrite and cli.no_lock:
@@ -189,7 +209,7 @@ def restore_to(
     # With --overwrite a safety snapshot is written: the lock of a backup. Without, the
     # repository is only read.
     with cli.open_repo(lock="backup" if overwrite else "restore", reads_only=not overwrite) as repo:
-        snap = repo.find_snapshot(snapshot)
+        snap = pick_snapshot(repo, snapshot, chosen)
         progress = make_progress(cli, "restore")
         try:
             r = restore_artifact(
@@ -241,12 +261,22 @@ def restore_to(
     return None
 
 
-def dump(cli: Cli, *, snapshot: str, path: str) -> None:
+def dump(
+    cli: Cli,
+    *,
+    snapshot: str,
+    path: str,
+    host: str | None,
+    tag: list[str],
+    snapshot_path: list[str],
+) -> None:
     """Write one file of a snapshot to standard output."""
     from stackvault.engine.filedata import find_node, read_file_blobs
+    from stackvault.repo.selection import SnapshotFilter, pick_snapshot
 
+    chosen = SnapshotFilter.of(host, tag, snapshot_path)
     with cli.open_repo(lock="dump", reads_only=True) as repo:
-        snap = repo.find_snapshot(snapshot)
+        snap = pick_snapshot(repo, snapshot, chosen)
         node = find_node(repo, snap, path)
         if node.type != "file":
             raise PathNotFound(f"{path} in snapshot {snap.short_id} is a {node.type}, not a file")
@@ -256,10 +286,21 @@ def dump(cli: Cli, *, snapshot: str, path: str) -> None:
         out.flush()
 
 
-def export_cmd(cli: Cli, *, snapshot: str, output: str, path: str) -> None:
+def export_cmd(
+    cli: Cli,
+    *,
+    snapshot: str,
+    output: str,
+    path: str,
+    host: str | None,
+    tag: list[str],
+    snapshot_path: list[str],
+) -> None:
     """Export a snapshot as a plain tar file that any machine can read."""
     from stackvault.engine.export import export_tar
+    from stackvault.repo.selection import SnapshotFilter, pick_snapshot
 
+    chosen = SnapshotFilter.of(host, tag, snapshot_path)
     lost: list[tuple[str, IntegrityError]] = []
 
     def on_error(directory: str, exc: IntegrityError) -> None:
@@ -267,7 +308,7 @@ def export_cmd(cli: Cli, *, snapshot: str, output: str, path: str) -> None:
         cli.warn(f"{directory}/: its listing is lost ({exc}); exported empty")
 
     with cli.open_repo(lock="export", reads_only=True) as repo:
-        snap = repo.find_snapshot(snapshot)
+        snap = pick_snapshot(repo, snapshot, chosen)
         if output == "-":
             members, size = export_tar(repo, snap, sys.stdout.buffer, path, on_error)
             _lost_listings(lost, "exported")
@@ -299,16 +340,26 @@ def _lost_listings(lost: list[tuple[str, IntegrityError]], done: str) -> None:
         )
 
 
-def sha256sums(cli: Cli, *, snapshot: str, path: str) -> None:
+def sha256sums(
+    cli: Cli,
+    *,
+    snapshot: str,
+    path: str,
+    host: str | None,
+    tag: list[str],
+    snapshot_path: list[str],
+) -> None:
     """Print SHA256SUMS of a snapshot's files, relative to a restore target.
 
     After `restore --target DIR`, run `cd DIR && sha256sum -c SHA256SUMS` to prove the restore
     with coreutils alone.
     """
     from stackvault.engine.browse import walk
+    from stackvault.repo.selection import SnapshotFilter, pick_snapshot
 
+    chosen = SnapshotFilter.of(host, tag, snapshot_path)
     with cli.open_repo(lock="sha256sums", reads_only=True) as repo:
-        snap = repo.find_snapshot(snapshot)
+        snap = pick_snapshot(repo, snapshot, chosen)
         out = sys.stdout.buffer
         for abspath, node in walk(repo, snap, path):
             if node.type != "file":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stackvault.cli.parser import add_command, add_group, add_json_option
+from stackvault.cli.parser import add_command, add_group, add_json_option, add_snapshot_filters
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -64,7 +64,12 @@ def register(subparsers: Subparsers) -> None:
 
 def _restore_options(stack: Subparsers) -> None:
     p = add_command(stack, "restore", stack_restore)
-    p.add_argument("snapshot", metavar="SNAPSHOT", help="A stack snapshot (id prefix or latest).")
+    p.add_argument(
+        "snapshot",
+        metavar="SNAPSHOT",
+        help="A stack snapshot (id prefix or latest: the newest of the project given by "
+        "--project or a stack:NAME tag, or of the only project there is).",
+    )
     p.add_argument(
         "--project", metavar="NAME", help="Restore as this Compose project (default: its own)."
     )
@@ -93,6 +98,7 @@ def _restore_options(stack: Subparsers) -> None:
         metavar="FILE",
         help="Also write the restore report (steps, timings, validation, RTO) there as JSON.",
     )
+    add_snapshot_filters(p)  # 'latest' is also scoped to one project: pick_stack_snapshot
     add_json_option(p)
 
 
@@ -286,19 +292,24 @@ def stack_restore(
     force: bool,
     wait: float,
     report: str | None,
+    host: str | None,
+    tag: list[str],
+    snapshot_path: list[str],
 ) -> int:
     """Restore a whole stack from a stack snapshot, to this host or a new one, under its own
     or a new project name and directory: configuration, database services, databases, volumes
     and data directories, then the other services; validated, with the measured restore time.
     Never overwrites: the target project must not exist and its files must not be there."""
     from stackvault.cli.commands.backup import make_progress
+    from stackvault.repo.selection import SnapshotFilter, pick_stack_snapshot
     from stackvault.sources.docker.engine import connect
     from stackvault.stack.restore import restore_stack
 
     client = connect()
     try:
         with cli.open_repo(lock="stack restore") as repo:
-            snap = repo.find_snapshot(snapshot)
+            chosen = SnapshotFilter.of(host, tag, snapshot_path)
+            snap = pick_stack_snapshot(repo, snapshot, chosen, project)
             done = restore_stack(
                 repo,
                 snap,
