@@ -228,10 +228,14 @@ def test_a_holder_killed_with_sigkill_is_taken_over_at_once_and_leaves_no_lock(
             child.wait()
 
     here = Daemon()
+    told: list[tuple[str, str]] = []
+    here.gate.on_takeover = lambda job, text: told.append((job, text))
     mine = new_run_id()
     assert here.gate.admit(job, due(SLOT + timedelta(minutes=10)), mine) is None
     (takeover,) = here.named("lease-takeover")
     assert f"process {child.pid} on this host no longer exists" in str(takeover["reason"])
+    ((told_job, text),) = told
+    assert told_job == "etc" and f"PID {child.pid}" in text and "took the job over" in text
     assert [e["repository"] for e in here.named("locks-removed")] == ["primary", "offsite"]
     here.gate.release(mine, "ok")
     for settings in job.repositories:

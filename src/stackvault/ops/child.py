@@ -33,6 +33,8 @@ from stackvault.records.run import RunRecord, RunResult
 PARENT_ENV = "STACKVAULT_SERVE_PID"
 """Set in a child's environment to the daemon's PID (`watch_parent`)."""
 
+_REPORT_KEYS = frozenset(("hooks", "recorded_in", "not_recorded", "notifications"))
+"""What ``run --json`` adds to the run record."""
 _RESULTS: dict[int, RunResult] = {0: "ok", 3: "partial", 1: "failed", 130: "interrupted"}
 
 Log = Callable[..., None]
@@ -114,7 +116,7 @@ class ChildRun:
         try:
             doc = json.loads(text)
             self.record = RunRecord.from_json(
-                {k: v for k, v in doc.items() if k not in ("hooks", "recorded_in", "not_recorded")}
+                {k: v for k, v in doc.items() if k not in _REPORT_KEYS}
             )
             self.not_recorded = {str(k): str(v) for k, v in doc.get("not_recorded", {}).items()}
         except (ValueError, TypeError, AttributeError) as exc:

@@ -25,6 +25,11 @@ start it, log every event, answer signals.
 - **Metrics** (optional `Metrics`, ``serve --metrics-listen``): recomputed from the
   repositories at start, on reload, for a job after each of its runs (which is counted
   first), and every `METRICS_REFRESH_S` seconds (runs of other daemons, snapshot ages).
+- **Notifications** (`stackvault.ops.notify`, the configuration's ``notify:``): a child run
+  tells of itself (``stackvault run`` does); the daemon tells what only it sees — a run it
+  could not start, a lease it took over, a job's verdict turning ``breached`` or ``at-risk``
+  (judged with the metrics' cadence, when a target wants those events) and the daily
+  digest. None of it ever stops the loop.
 - **Lease** (several daemons on one repository): `RunGate.admit` is asked before each run
   (`stackvault.ops.lease.JobLeases` in ``serve``; `AdmitAll` alone); a refused run — another
   daemon has it, or is still running an earlier run of the job — is handed back to the
@@ -46,15 +51,18 @@ from types import FrameType
 from typing import Protocol, TextIO
 
 from stackvault.clock import Clock, SystemClock
-from stackvault.config import Config
+from stackvault.config import Config, NotifySettings
 from stackvault.config.job import EffectiveJob
+from stackvault.config.model import NotifyEvent
 from stackvault.errors import StackvaultError
 from stackvault.ops.history import read_job_history
 from stackvault.ops.lease import new_run_id
 from stackvault.ops.metrics import Metrics
+from stackvault.ops.notify import Notifier, previous_runs
 from stackvault.ops.run import JobRun
 from stackvault.ops.scheduler import DueRun, JobSpec, PastRun, Scheduler, SchedulerEvent
 from stackvault.ops.session import Opener
+from stackvault.ops.status import read_job_status
 from stackvault.records.run import RunRecord, RunResult, RunStep, Trigger
 from stackvault.redact import redact
 
@@ -77,7 +85,7 @@ class EventLog:
         self._lock = threading.Lock()
         """Lines come from several threads (relayed child output, lease heartbeats)."""
 
-    def __call__(self, event: str, **fields: object) -> None:
+    def __call__(self, event: str, /, **fields: object) -> None:
         now = _stamp(self.clock.now())
         kept = {
             k: _redacted(v) if isinstance(v, str) else v
@@ -228,6 +236,8 @@ class Daemon:
         self.launcher = launcher
         self.metrics = metrics
         self._metrics_at = time.monotonic()
+        self.notifier = Notifier(NotifySettings(), [], log, clock=self.clock)
+        """Rebuilt from the configuration at start and on reload."""
         self.active: dict[str, _Active] = {}
         """The runs in progress, by job."""
         self.gate: RunGate = gate or AdmitAll()
@@ -293,6 +303,7 @@ class Daemon:
         specs = [job_spec(j) for j in config.jobs.values()]
         history = self._history(list(config.jobs.values()))
         self.config = config
+        self.notifier = Notifier.from_config(config, self.log, clock=self.clock)
         self.scheduler = Scheduler(
             specs, now, history=history, jitter_s=self.options.jitter_s, seed=self.options.seed
         )
@@ -319,7 +330,12 @@ class Daemon:
                 continue  # the next due jobs are decided after these started, by the clock
             if time.monotonic() - self._metrics_at >= METRICS_REFRESH_S:
                 self._refresh_metrics()
+            if self.notifier.digest_due():
+                self._send_digest()
             wake = self.scheduler.next_wakeup() if free > 0 else None
+            digest = self.notifier.next_digest()
+            if digest is not None:
+                wake = digest if wake is None else min(wake, digest)
             if self.active:  # look at the runs in progress every slice
                 soon = self.clock.now() + timedelta(seconds=SLEEP_SLICE_S)
                 wake = soon if wake is None else min(wake, soon)
@@ -355,7 +371,9 @@ class Daemon:
             try:
                 handle = self.launcher.start(job.name, run.trigger, run_id)
             except OSError as exc:
-                self.log("run-error", job=run.job, error=f"the run could not be started: {exc}")
+                why = f"the run could not be started: {exc}"
+                self.log("run-error", job=run.job, error=why)
+                self.notifier.event(job.name, "failure", why)
                 handle = _Finished("failed")
         else:
             handle = self._run_here(job, run.trigger, run_id)
@@ -400,6 +418,8 @@ class Daemon:
                 if record is not None:
                     self.metrics.observe_run(name, record)
                 self._refresh_metrics([name])
+            elif name in self.config_jobs():
+                self._judge([name])
             self._flush_events()
             self._log_next()
 
@@ -445,6 +465,7 @@ class Daemon:
             [job_spec(j) for j in config.jobs.values()], self.clock.now(), history
         )
         self.config = config
+        self.notifier = Notifier.from_config(config, self.log, clock=self.clock)
         self._refresh_metrics()
         self.log("reloaded", config=str(config.path), jobs=",".join(config.jobs) or "none")
         self._log_next()
@@ -455,16 +476,38 @@ class Daemon:
         return set(self.config.jobs) if self.config is not None else set()
 
     def _refresh_metrics(self, jobs: list[str] | None = None) -> None:
-        """Recompute the metrics (of ``jobs``, default all) from the repositories; a failure
-        is logged, never raised."""
-        if self.metrics is None or self.config is None:
-            return
+        """Recompute the metrics (of ``jobs``, default all) from the repositories, and judge
+        the jobs for the notifications; a failure is logged, never raised."""
         if jobs is None:
             self._metrics_at = time.monotonic()
+        self._judge(jobs)
+        if self.metrics is None or self.config is None:
+            return
         try:
             self.metrics.refresh(self.config, self.opener, jobs=jobs)
         except StackvaultError as exc:
             self.log("metrics-refresh-failed", error=str(exc))
+
+    def _judge(self, jobs: list[str] | None = None) -> None:
+        """Tell the notifier each job's verdict (``rpo-breach``, ``at-risk``), when one of
+        its targets wants those events (reading the status opens every repository)."""
+        if self.config is None or not any(
+            {"rpo-breach", "at-risk"} & set(t.events) for t in self.notifier.targets
+        ):
+            return
+        for name in jobs if jobs is not None else list(self.config.jobs):
+            job = self.config.jobs.get(name)
+            if job is not None:
+                self.notifier.judged(read_job_status(job, self.opener, self.clock))
+
+    def _send_digest(self) -> None:
+        assert self.config is not None
+        statuses = [read_job_status(j, self.opener, self.clock) for j in self.config.jobs.values()]
+        self.notifier.send_digest(statuses)
+
+    def notify(self, job: str, kind: NotifyEvent, text: str) -> None:
+        """Tell the notification targets that want ``kind`` (e.g. a lease taken over)."""
+        self.notifier.event(job, kind, text)
 
     def _history(self, jobs: list[EffectiveJob]) -> dict[str, PastRun]:
         """Each job's newest recorded run over its repositories."""
@@ -510,7 +553,9 @@ class Daemon:
             notice=lambda m: self.log("notice", job=job.name, detail=m),
             on_step=lambda step: self._log_step(job.name, step),
         )
+        self.notifier.run_started(job)
         report = runner.run()
+        self.notifier.run_finished(job, report.record, previous_runs(job, self.opener))
         for name, why in report.not_recorded.items():
             self.log("not-recorded", job=job.name, repository=name, error=why)
         return report.record.result

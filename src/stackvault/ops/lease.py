@@ -98,6 +98,8 @@ class JobLeases:
         self.clock = clock or SystemClock()
         self.me = Holder.current()
         self._held: dict[str, _Held] = {}
+        self.on_takeover: Callable[[str, str], None] | None = None
+        """Told ``(job, what happened)`` after a takeover (the daemon's notifications)."""
 
     # --- the gate ---------------------------------------------------------------------------
 
@@ -219,6 +221,13 @@ class JobLeases:
             slot=f"{other.slot:%Y-%m-%dT%H:%M:%SZ}",
             reason=dead,
         )
+        if self.on_takeover is not None:
+            self.on_takeover(
+                job.name,
+                f"{other.describe_holder()} stopped renewing its lease on the run for "
+                f"{other.slot:%Y-%m-%d %H:%M} UTC ({dead}); PID {self.me.pid} on "
+                f"{self.me.host} took the job over and records that run as failed",
+            )
         recorded = any(r.id == other.run_id for r in repo.list_runs(job=job.name))
         if not recorded:
             repo.save_run(self._failed_record(job, other, dead))

@@ -97,7 +97,9 @@ def run(
     130 interrupted.
 
     With --metrics-file, the job's metrics are written after the run; a file that cannot be
-    written is a warning and does not change the exit status.
+    written is a warning and does not change the exit status. The configuration's ``notify``
+    targets and the job's ping URL are told of the run (`stackvault.ops.notify`); a message
+    that cannot be delivered is a warning and never changes the exit status either.
     """
     import os
     import re
@@ -127,9 +129,14 @@ def run(
             cli.print(line)
 
     from stackvault.cli.commands.backup import make_progress
+    from stackvault.ops.notify import Notifier, previous_runs, warning_log
 
+    notifier = Notifier.from_config(loaded, warning_log(cli.warn))
+    tell = bool(loaded.notify.targets)
     with ExitStack() as kept:
-        opener = _KeptOpen(cli, kept) if metrics_file is not None else None
+        # Kept open: the metrics and the notification's history are read after the run
+        # without a second key derivation.
+        opener = _KeptOpen(cli, kept) if metrics_file is not None or tell else None
         runner = JobRun(
             effective,
             opener or (lambda settings: _open(cli, settings)),
@@ -139,8 +146,14 @@ def run(
             on_step=on_step,
             progress=lambda label: make_progress(cli, label),
         )
+        notifier.run_started(effective)
         report = runner.run()
-        _report(cli, report)
+        try:
+            history = previous_runs(effective, opener) if tell and opener is not None else None
+            notifier.run_finished(effective, report.record, history)
+        except KeyboardInterrupt:
+            pass  # a late signal does not change what the run was
+        _report(cli, report, notifier.counts().to_json() if tell else None)
         if metrics_file is not None and opener is not None:
             _write_metrics(cli, loaded, opener, report, metrics_file)
     return report.exit_code
@@ -197,12 +210,15 @@ def _open(cli: Cli, settings: RepositorySettings) -> AbstractContextManager[Repo
     )
 
 
-def _report(cli: Cli, report: RunReport) -> None:
+def _report(cli: Cli, report: RunReport, notifications: dict[str, int] | None = None) -> None:
     """The end of the report: hooks that failed, where the record went, the result; or the
-    --json document."""
+    --json document (with ``notifications``: the notifier's counts, when it has targets)."""
     record = report.record
     if cli.json:
-        cli.emit_json(report.to_json())
+        doc = report.to_json()
+        if notifications is not None:
+            doc["notifications"] = notifications
+        cli.emit_json(doc)
     else:
         for hook in report.hooks:
             if hook.ok:

@@ -133,15 +133,17 @@ def serve(
                 f"cannot listen on {metrics_listen} for metrics: {exc.strerror or exc}"
             ) from exc
         log("metrics-listening", url=server.url)
+    gate = JobLeases(opener, log, options=LeaseOptions(lease_s=lease, heartbeat_s=lease / 6))
     daemon = Daemon(
         lambda: load_config(path),
         opener,
         log,
         options=DaemonOptions(jitter_s=jitter, concurrency=concurrency),
         launcher=ChildLauncher(command_line, log),
-        gate=JobLeases(opener, log, options=LeaseOptions(lease_s=lease, heartbeat_s=lease / 6)),
+        gate=gate,
         metrics=metrics,
     )
+    gate.on_takeover = lambda job, text: daemon.notify(job, "lease-takeover", text)
     restore = daemon.install_signals()
     try:
         return daemon.serve()

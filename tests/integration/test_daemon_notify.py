@@ -1,0 +1,73 @@
+"""What ``serve`` itself tells the notification targets (`stackvault.ops.daemon` with a real
+local repository and a local JSON webhook): a job whose RPO is breached (no snapshot at all)
+is told of once when the daemon starts and not again at the next judgement; a lease taken
+over is told of through `Daemon.notify`."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from stackvault.clock import SystemClock
+from stackvault.config import load_config
+from stackvault.config.repository import RepositorySettings
+from stackvault.crypto.kdf import KdfParams
+from stackvault.ops.daemon import Daemon, DaemonOptions, EventLog
+from stackvault.repo.repository import Repository
+from stackvault.store.open import open_store
+from support.notifyservers import WebhookReceiver
+
+
+@contextmanager
+def opener(settings: RepositorySettings) -> Iterator[Repository]:
+    store = open_store(settings.location)
+    try:
+        yield Repository.open(store, settings.password())
+    finally:
+        store.close()
+
+
+def test_a_breached_rpo_is_told_once_and_a_takeover_is_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SV_PW", "pw")
+    (tmp_path / "primary").mkdir()
+    kdf = KdfParams(memory_kib=8 * 1024, iterations=1)
+    Repository.init(open_store(str(tmp_path / "primary")), b"pw", kdf=kdf).store.close()
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "stackvault.yaml"
+    config.write_text(
+        f"""\
+repositories:
+  primary: {{url: {tmp_path / "primary"}, password_env: SV_PW}}
+notify:
+  targets:
+    ops: {{url_env: HOOK_URL, events: [rpo-breach, lease-takeover]}}
+jobs:
+  etc:
+    paths: [{tmp_path / "data"}]
+    policy: tier3
+    repository: primary
+"""
+    )
+    with WebhookReceiver() as hook:
+        monkeypatch.setenv("HOOK_URL", hook.json_url("/ops"))
+        out = io.StringIO()
+        daemon = Daemon(
+            lambda: load_config(str(config)),
+            opener,
+            EventLog("json", out, SystemClock()),
+            options=DaemonOptions(jitter_s=0, seed=1),
+        )
+        daemon.start()
+        (breach,) = hook.posted()
+        assert "etc" in breach["message"] and "breached" in breach["message"], breach
+        daemon._refresh_metrics()  # the next judgement: still breached, already told
+        assert len(hook.posted()) == 1
+        daemon.notify("etc", "lease-takeover", "PID 1 on standby stopped renewing its lease")
+        assert len(hook.posted()) == 2
+        assert "standby" in hook.posted()[1]["message"]
