@@ -607,3 +607,13 @@ def test_a_larger_count_never_keeps_less(seed: int) -> None:
             kept = {d.snapshot.id for d in decisions if d.keep}
             assert previous <= kept, (name, count)
             previous = kept
+
+
+def test_a_stack_snapshot_is_grouped_by_its_stack_not_its_paths() -> None:
+    old = snap(at(2026, 1, 1), host="a", paths=("/srv/dify",), tags={"stack:dify", "x"})
+    new = snap(at(2026, 1, 2), host="a", paths=("/srv/dify", "/data"), tags={"stack:dify"})
+    other = snap(at(2026, 1, 3), host="a", paths=("/srv/dify",))
+    assert group_snapshots([old, new, other]) == {
+        ("a", ("/srv/dify",)): [other],
+        ("a", ("stack:dify",)): [new, old],
+    }

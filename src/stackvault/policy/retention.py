@@ -19,6 +19,10 @@ UNLIMITED = -1
 GROUP_FIELDS = ("host", "paths", "tags")
 """The snapshot fields `group_snapshots` can group by."""
 
+STACK_TAG = "stack:"
+"""The tag of a stack snapshot, before its Compose project's name (as `stack backup` writes it
+and `repo.selection.STACK_TAG` reads it)."""
+
 GroupKey = tuple[str | tuple[str, ...], ...]
 """One value per ``group_by`` field: ``host`` is a str, ``paths`` and ``tags`` sorted tuples."""
 
@@ -162,7 +166,10 @@ def _group_value(snapshot: SnapshotRef, name: str) -> str | tuple[str, ...]:
     if name == "host":
         return snapshot.host
     if name == "paths":
-        return tuple(sorted(snapshot.paths))
+        # A stack snapshot's paths follow its plan; its stack is what stays: after a plan
+        # edit the new snapshots are in the same group and the old ones expire.
+        stacks = sorted(t for t in snapshot.tags if t.startswith(STACK_TAG))
+        return tuple(stacks[:1]) if stacks else tuple(sorted(snapshot.paths))
     return tuple(sorted(snapshot.tags))
 
 
@@ -172,7 +179,9 @@ def group_snapshots(
     """Split snapshots into the groups a policy is applied to separately.
 
     The key holds one value per ``group_by`` field, in that order: ``host`` as is, ``paths`` and
-    ``tags`` as sorted tuples (so order and duplicates of paths do not split groups). An empty
+    ``tags`` as sorted tuples (so order and duplicates of paths do not split groups). The
+    ``paths`` of a stack snapshot (one tagged ``stack:NAME``) are its stack, ``("stack:NAME",)``,
+    whatever paths its plan named at the time. An empty
     ``group_by`` gives a single group with key ``()`` (none if there are no snapshots). Groups
     come in key order, each list newest first. Unknown fields raise `UsageError`.
     """

@@ -57,7 +57,27 @@ def register(subparsers: Subparsers) -> None:
         "--group-by",
         default="host,paths",
         metavar="FIELDS",
-        help="Apply the policy per group of host,paths,tags.",
+        help="Apply the policy to each group of snapshots that share these fields, "
+        "comma-separated: host, paths, tags ('' = all snapshots in one group). A stack "
+        "snapshot's paths are its stack (its stack:NAME tag), so a plan edit does not start "
+        "a new group.",
+    )
+    p.add_argument(
+        "--host", metavar="HOST", help="Apply the policy only to snapshots of this host."
+    )
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="Apply the policy only to snapshots with this tag (repeatable: all of them).",
+    )
+    p.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="Apply the policy only to snapshots that include this path (repeatable: all).",
     )
     p.add_argument("-n", "--dry-run", action="store_true", help="Only show the decisions.")
     p.add_argument("--prune", action="store_true", help="Run prune afterwards.")
@@ -210,14 +230,24 @@ def forget(
     keep_within_yearly: str | None,
     keep_tag: list[str],
     group_by: str,
+    host: str | None,
+    tag: list[str],
+    path: list[str],
     dry_run: bool,
     prune: bool,
     safety_margin: str,
 ) -> None:
-    """Remove snapshots by id or by a retention policy (each decision shown with its reason)."""
+    """Remove snapshots by id or by a retention policy (each decision shown with its reason).
+
+    The policy applies to each group of snapshots separately (--group-by), among the
+    snapshots the --host, --tag and --path filters select (default: all); the others are
+    neither kept nor removed, and not shown."""
     margin = _margin(safety_margin)
     from stackvault.policy.forget import plan_named, plan_retention
     from stackvault.repo.forget import ForgetResult, forget_snapshots, resolve_snapshot_id
+    from stackvault.repo.selection import SnapshotFilter
+
+    chosen = SnapshotFilter.of(host, tag, path)
 
     if not dry_run:
         cli.refuse_if_append_only(
@@ -239,6 +269,11 @@ def forget(
     )
     if snapshot_ids and not policy.is_empty():
         raise UsageError("give snapshot ids or --keep-* options, not both")
+    if snapshot_ids and chosen.narrows:
+        raise UsageError(
+            "--host, --tag and --path select the snapshots of a --keep-* policy; snapshot "
+            "ids name snapshots exactly, give one or the other"
+        )
     groups = tuple(g for g in group_by.split(",") if g)
     exclusive = prune and not dry_run
     with cli.open_repo(lock="forget", exclusive=exclusive, index=prune) as repo:
@@ -246,7 +281,7 @@ def forget(
         if snapshot_ids:
             plan = plan_named([resolve_snapshot_id(repo, ref, snaps) for ref in snapshot_ids])
         else:
-            plan = plan_retention(snaps, policy, groups, repo.clock.now())
+            plan = plan_retention(chosen.apply(snaps), policy, groups, repo.clock.now())
             _print_groups(cli, plan, groups)
         result = ForgetResult() if dry_run else forget_snapshots(repo, plan.remove, cli.notice)
         removed = plan.remove if dry_run else result.removed
@@ -272,10 +307,7 @@ def _print_groups(cli: Cli, plan: ForgetPlan, fields: tuple[str, ...]) -> None:
     if cli.json:
         return
     for group in plan.groups:
-        parts = [
-            f"{field} {','.join(v) if isinstance(v, tuple) else v}"
-            for field, v in zip(fields, group.key, strict=False)
-        ]
+        parts = [_group_part(field, v) for field, v in zip(fields, group.key, strict=False)]
         cli.print(f"snapshots of {'; '.join(parts) or 'all'}:")
         for d in group.decisions:
             verb = "keep  " if d.keep else "remove"
@@ -283,6 +315,15 @@ def _print_groups(cli: Cli, plan: ForgetPlan, fields: tuple[str, ...]) -> None:
                 f"  {verb} {d.snapshot.id[:8]} {d.snapshot.time:%Y-%m-%d %H:%M:%S}  "
                 f"{'; '.join(d.reasons)}"
             )
+
+
+def _group_part(field: str, value: str | tuple[str, ...]) -> str:
+    """``host web1``, ``paths /srv/app,/etc``, ``stack dify`` (the paths of a stack snapshot)."""
+    from stackvault.policy.retention import STACK_TAG
+
+    if field == "paths" and len(value) == 1 and value[0].startswith(STACK_TAG):
+        return f"stack {value[0].removeprefix(STACK_TAG)}"
+    return f"{field} {','.join(value) if isinstance(value, tuple) else value}"
 
 
 def prune_cmd(cli: Cli, *, dry_run: bool, safety_margin: str) -> None:
