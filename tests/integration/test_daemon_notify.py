@@ -1,7 +1,7 @@
 """What ``serve`` itself tells the notification targets (`stackvault.ops.daemon` with a real
 local repository and a local JSON webhook): a job whose RPO is breached (no snapshot at all)
 is told of once when the daemon starts and not again at the next judgement; a lease taken
-over is told of through `Daemon.notify`."""
+over is told of through `Daemon.notify`; the metrics count what was sent."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from stackvault.clock import SystemClock
 from stackvault.config import load_config
 from stackvault.config.repository import RepositorySettings
 from stackvault.crypto.kdf import KdfParams
 from stackvault.ops.daemon import Daemon, DaemonOptions, EventLog
+from stackvault.ops.metrics import Metrics
 from stackvault.repo.repository import Repository
 from stackvault.store.open import open_store
 from support.notifyservers import WebhookReceiver
@@ -57,11 +59,13 @@ jobs:
     with WebhookReceiver() as hook:
         monkeypatch.setenv("HOOK_URL", hook.json_url("/ops"))
         out = io.StringIO()
+        metrics = Metrics()
         daemon = Daemon(
             lambda: load_config(str(config)),
             opener,
             EventLog("json", out, SystemClock()),
             options=DaemonOptions(jitter_s=0, seed=1),
+            metrics=metrics,
         )
         daemon.start()
         (breach,) = hook.posted()
@@ -71,3 +75,7 @@ jobs:
         daemon.notify("etc", "lease-takeover", "PID 1 on standby stopped renewing its lease")
         assert len(hook.posted()) == 2
         assert "standby" in hook.posted()[1]["message"]
+        daemon._refresh_metrics()
+        exposition = generate_latest(metrics.registry).decode()
+        assert "stackvault_notifications_sent_total 2.0" in exposition, exposition
+        assert "stackvault_notifications_failed_total 0.0" in exposition

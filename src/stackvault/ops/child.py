@@ -51,6 +51,8 @@ class ChildRun:
         self.record: RunRecord | None = None
         """The run's record, once the child has ended and printed it."""
         self.not_recorded: dict[str, str] = {}
+        self.notifications: dict[str, int] = {}
+        """What the run's notifier did (``sent``, ``failed``, ``pings_failed``)."""
         env = {**os.environ, PARENT_ENV: str(os.getpid())}
         self.proc = subprocess.Popen(
             list(argv),
@@ -119,6 +121,9 @@ class ChildRun:
                 {k: v for k, v in doc.items() if k not in _REPORT_KEYS}
             )
             self.not_recorded = {str(k): str(v) for k, v in doc.get("not_recorded", {}).items()}
+            self.notifications = {
+                str(k): int(v) for k, v in (doc.get("notifications") or {}).items()
+            }
         except (ValueError, TypeError, AttributeError) as exc:
             self.log("run-report-unreadable", job=self.job, error=str(exc))
 

@@ -58,7 +58,7 @@ from stackvault.errors import StackvaultError
 from stackvault.ops.history import read_job_history
 from stackvault.ops.lease import new_run_id
 from stackvault.ops.metrics import Metrics
-from stackvault.ops.notify import Notifier, previous_runs
+from stackvault.ops.notify import Notifier, NotifyCounts, previous_runs
 from stackvault.ops.run import JobRun
 from stackvault.ops.scheduler import DueRun, JobSpec, PastRun, Scheduler, SchedulerEvent
 from stackvault.ops.session import Opener
@@ -147,6 +147,7 @@ class RunHandle(Protocol):
 
     record: RunRecord | None
     not_recorded: dict[str, str]
+    notifications: dict[str, int]
 
     def poll(self) -> RunResult | None:
         """Its result once it has ended, else None."""
@@ -170,6 +171,7 @@ class _Finished:
     result: RunResult
     record: RunRecord | None = None
     not_recorded: dict[str, str] = field(default_factory=dict)
+    notifications: dict[str, int] = field(default_factory=dict)
 
     def poll(self) -> RunResult | None:
         return self.result
@@ -238,6 +240,8 @@ class Daemon:
         self._metrics_at = time.monotonic()
         self.notifier = Notifier(NotifySettings(), [], log, clock=self.clock)
         """Rebuilt from the configuration at start and on reload."""
+        self._counted = NotifyCounts(0, 0, 0)
+        """What of the notifier's counts the metrics have (`_count_notifications`)."""
         self.active: dict[str, _Active] = {}
         """The runs in progress, by job."""
         self.gate: RunGate = gate or AdmitAll()
@@ -303,7 +307,7 @@ class Daemon:
         specs = [job_spec(j) for j in config.jobs.values()]
         history = self._history(list(config.jobs.values()))
         self.config = config
-        self.notifier = Notifier.from_config(config, self.log, clock=self.clock)
+        self._new_notifier(config)
         self.scheduler = Scheduler(
             specs, now, history=history, jitter_s=self.options.jitter_s, seed=self.options.seed
         )
@@ -414,6 +418,11 @@ class Daemon:
                 self.log("not-recorded", job=name, repository=repository, error=why)
             self.log("run-end", job=name, trigger=active.run.trigger, result=result)
             self.scheduler.finished(name, self.clock.now(), result)
+            if self.metrics is not None and active.handle.notifications:
+                told = active.handle.notifications
+                self.metrics.add_notifications(
+                    told.get("sent", 0), told.get("failed", 0), told.get("pings_failed", 0)
+                )
             if self.metrics is not None and name in self.config_jobs():
                 if record is not None:
                     self.metrics.observe_run(name, record)
@@ -465,7 +474,7 @@ class Daemon:
             [job_spec(j) for j in config.jobs.values()], self.clock.now(), history
         )
         self.config = config
-        self.notifier = Notifier.from_config(config, self.log, clock=self.clock)
+        self._new_notifier(config)
         self._refresh_metrics()
         self.log("reloaded", config=str(config.path), jobs=",".join(config.jobs) or "none")
         self._log_next()
@@ -481,12 +490,30 @@ class Daemon:
         if jobs is None:
             self._metrics_at = time.monotonic()
         self._judge(jobs)
+        self._count_notifications()
         if self.metrics is None or self.config is None:
             return
         try:
             self.metrics.refresh(self.config, self.opener, jobs=jobs)
         except StackvaultError as exc:
             self.log("metrics-refresh-failed", error=str(exc))
+
+    def _new_notifier(self, config: Config) -> None:
+        """The notifier of ``config`` (its URLs read again), the old one's counts kept."""
+        self._count_notifications()
+        self.notifier = Notifier.from_config(config, self.log, clock=self.clock)
+        self._counted = NotifyCounts(0, 0, 0)
+
+    def _count_notifications(self) -> None:
+        """Hand the metrics what the daemon's own notifier did since the last call."""
+        now = self.notifier.counts()
+        if self.metrics is not None:
+            self.metrics.add_notifications(
+                now.sent - self._counted.sent,
+                now.failed - self._counted.failed,
+                now.pings_failed - self._counted.pings_failed,
+            )
+        self._counted = now
 
     def _judge(self, jobs: list[str] | None = None) -> None:
         """Tell the notifier each job's verdict (``rpo-breach``, ``at-risk``), when one of

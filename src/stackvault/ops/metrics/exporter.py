@@ -20,7 +20,13 @@ from prometheus_client.registry import Collector
 from stackvault import __version__
 from stackvault.clock import Clock, SystemClock
 from stackvault.config import Config
-from stackvault.ops.metrics.families import RunTally, build_info, carry_over, job_families
+from stackvault.ops.metrics.families import (
+    RunTally,
+    build_info,
+    carry_over,
+    job_families,
+    notify_families,
+)
 from stackvault.ops.metrics.figures import JobFigures, read_jobs
 from stackvault.ops.metrics.http import DEFAULT_LISTEN, MetricsServer
 from stackvault.ops.run import RunReport
@@ -53,6 +59,8 @@ class Metrics:
         self._lock = threading.Lock()
         self._figures: dict[str, JobFigures] = {}
         self._tallies: dict[str, RunTally] = {}
+        self._notify = [0, 0, 0]
+        """Notification messages sent, not delivered, and pings failed (the daemon's)."""
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -92,6 +100,13 @@ class Metrics:
             if figures is not None:
                 self._figures[job] = figures.observed(record)
 
+    def add_notifications(self, sent: int, failed: int, pings_failed: int) -> None:
+        """Count notifications (of the daemon, or of a run it started); exported with the
+        build info, by the daemon only."""
+        with self._lock:
+            for i, n in enumerate((sent, failed, pings_failed)):
+                self._notify[i] += max(0, n)
+
     def carry_over_from(self, path: str | Path) -> None:
         """Start the counters of the known jobs from the textfile at ``path`` (the one this
         process is about to replace), so they keep growing across runs; a missing or
@@ -115,8 +130,10 @@ class Metrics:
         with self._lock:
             figures = list(self._figures.values())
             tallies = {k: _copy(v) for k, v in self._tallies.items()}
+            notify = tuple(self._notify)
         if self.with_build_info:
             yield build_info(__version__)
+            yield from notify_families(*notify)
         yield from job_families(figures, tallies, self.clock.now())
 
     def write_textfile(self, path: str | Path) -> None:

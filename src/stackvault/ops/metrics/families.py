@@ -390,6 +390,22 @@ def drill_families() -> Iterator[Metric]:
     yield _gauge("drill_interval_seconds", "How often the job is to be drilled.", ["job"])
 
 
+def notify_families(sent: int, failed: int, pings_failed: int) -> Iterator[Metric]:
+    """The daemon's notification counters (its own messages and its runs')."""
+    for name, doc, value in (
+        ("notifications_sent", "Notification messages delivered (one per target).", sent),
+        (
+            "notifications_failed",
+            "Notification messages a target did not get after every try.",
+            failed,
+        ),
+        ("notify_pings_failed", "Dead-man pings that failed after every try.", pings_failed),
+    ):
+        fam = CounterMetricFamily(PREFIX + name, doc)
+        fam.add_metric([], float(value))
+        yield fam
+
+
 def build_info(version: str) -> Metric:
     """``stackvault_build_info{version=...} 1``."""
     fam = _gauge("build_info", "The running stackvault's version (always 1).", ["version"])
