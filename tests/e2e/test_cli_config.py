@@ -146,6 +146,7 @@ def test_show_gives_each_value_and_where_it_came_from(tmp_path: Path, cli: Cli) 
         "    copies: [offsite]\n"
         "    window: 6h\n"
         "    hooks: {before: [docker, compose, stop, worker]}\n"
+        "    ping_url_env: HC_DIFY\n"
     )
     res = cli("config", "show", "dify", "--config", path)
     assert res.code == 0, res.err
@@ -165,6 +166,7 @@ def test_show_gives_each_value_and_where_it_came_from(tmp_path: Path, cli: Cli) 
         "  check every        7d  (built-in tier3)",
         "  check reads        1/28 of the data  (built-in tier3)",
         "  hook before        docker compose stop worker  (job dify)",
+        "  ping url           environment variable HC_DIFY  (job dify)",
     ]
     res = cli("config", "show", "dify", "--config", path, "--json")
     assert res.code == 0, res.err

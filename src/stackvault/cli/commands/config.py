@@ -233,6 +233,8 @@ def _show_lines(job: EffectiveJob) -> list[str]:
         argv = getattr(job.hooks, when)
         if argv:
             rows.append((f"hook {when}", hook_text(argv), job.hooks.source))
+    if job.ping is not None:
+        rows.append(("ping url", job.ping.describe(), f"job {job.name}"))
     lines = [f"job {job.name} (policy {job.policy})"]
     for key, value, source in rows:
         lines.append(f"  {key:<18} {value}" + (f"  ({source})" if source else ""))
