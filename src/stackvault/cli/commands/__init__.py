@@ -19,6 +19,7 @@ from stackvault.cli.commands import (
     serve,
     stack,
     status,
+    verify,
     version,
 )
 
@@ -45,6 +46,7 @@ def register_all(subparsers: Subparsers) -> None:
         serve,
         stack,
         status,
+        verify,
         version,
     ):
         module.register(subparsers)
