@@ -288,3 +288,64 @@ def test_retention_rules_become_the_forget_policy(tmp_path: Path) -> None:
         within_hourly=Duration(days=2),
         tags=(frozenset({"keep", "forever"}), frozenset({"release"})),
     )
+
+
+def test_drills_come_from_the_policy_or_the_job_and_need_a_stack(tmp_path: Path) -> None:
+    path = tmp_path / "stackvault.yaml"
+    path.write_text(
+        REPOS
+        + textwrap.dedent(
+            """\
+            policies:
+              drilled: {extends: tier2, drill: {every: 7d, snapshot: random-within=30d}}
+            jobs:
+              dify: {stack_plan: plan.yaml, policy: drilled, repository: primary}
+              quick:
+                stack_plan: plan.yaml
+                policy: tier2
+                repository: primary
+                drill: {every: 1d, window: 45min}
+              web: {paths: [/srv], policy: tier3, repository: primary}
+            """
+        )
+    )
+    config = load_config(str(path), check_files=False)
+    dify = config.job("dify").drill
+    assert dify.every is not None and (str(dify.every.value), dify.every.source) == (
+        "7d",
+        "policy drilled",
+    )
+    assert (dify.snapshot.value, dify.snapshot.source) == ("random-within=30d", "policy drilled")
+    assert (str(dify.window.value), dify.window.source) == ("2h", "the rto (built-in tier2)")
+    quick = config.job("quick").drill
+    assert (quick.snapshot.value, quick.snapshot.source) == ("latest", "default")
+    assert (str(quick.window.value), quick.window.source) == ("45min", "job quick")
+    assert config.job("web").drill.every is None  # no tier schedules drills
+    assert config.job("dify").to_dict()["drill"] == {
+        "every": {"value": "7d", "source": "policy drilled"},
+        "snapshot": {"value": "random-within=30d", "source": "policy drilled"},
+        "window": {"value": "2h", "source": "the rto (built-in tier2)"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("job", "wanted"),
+    [
+        (
+            "web: {paths: [/srv], policy: tier3, repository: primary, drill: {every: 7d}}",
+            "jobs.web.drill: drill.every (job web) asks for restore drills, which restore a "
+            "stack: give this job a stack_plan",
+        ),
+        (
+            "dify: {stack_plan: p.yaml, policy: tier3, repository: primary, "
+            "drill: {snapshot: oldest}}",
+            "jobs.dify.drill.snapshot: must be latest or random-within=DURATION",
+        ),
+    ],
+)
+def test_drill_mistakes_are_named(tmp_path: Path, job: str, wanted: str) -> None:
+    path = tmp_path / "stackvault.yaml"
+    path.write_text(REPOS + "jobs:\n  " + job + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), check_files=False)
+    assert wanted in str(caught.value), str(caught.value)

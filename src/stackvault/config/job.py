@@ -63,6 +63,17 @@ class CheckSettings:
 
 
 @dataclass(frozen=True)
+class DrillSettings:
+    """Restore drills of the job (`stackvault drill`): ``every`` None when ``serve`` runs none
+    (a drill by hand is always possible); ``snapshot``: ``latest`` or
+    ``random-within=DURATION``; ``window``: how long a drill may take (default: the RTO)."""
+
+    every: Sourced[Span] | None
+    snapshot: Sourced[str]
+    window: Sourced[Span]
+
+
+@dataclass(frozen=True)
 class Hooks:
     """Commands (argv; a string of the file is ``sh -c TEXT``) around a run."""
 
@@ -93,6 +104,7 @@ class EffectiveJob:
     window: Sourced[Span]
     retention: dict[str, Sourced[Retention]]
     check: CheckSettings
+    drill: DrillSettings
     hooks: Hooks = field(default_factory=Hooks)
     stack_plan: str | None = None
     sources: tuple[str, ...] = ()
@@ -153,6 +165,15 @@ class EffectiveJob:
                 "read_data_subset": sourced(
                     subset, subset.value.text if subset.value is not None else None
                 ),
+            },
+            "drill": {
+                "every": (
+                    sourced(self.drill.every, str(self.drill.every.value))
+                    if self.drill.every is not None
+                    else None
+                ),
+                "snapshot": sourced(self.drill.snapshot, self.drill.snapshot.value),
+                "window": sourced(self.drill.window, str(self.drill.window.value)),
             },
             "hooks": {
                 "before": list(self.hooks.before) if self.hooks.before else None,

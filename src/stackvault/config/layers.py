@@ -13,8 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stackvault.config.durations import Span
-from stackvault.config.job import CheckSettings, Retention, Sourced
-from stackvault.config.model import CheckEntry, DataSubset, JobEntry, PolicyEntry, RetentionEntry
+from stackvault.config.job import CheckSettings, DrillSettings, Retention, Sourced
+from stackvault.config.model import (
+    CheckEntry,
+    DataSubset,
+    DrillEntry,
+    JobEntry,
+    PolicyEntry,
+    RetentionEntry,
+)
 from stackvault.config.schedule import Schedule
 from stackvault.config.tiers import DEFAULT_RETENTION, TIERS
 from stackvault.config.yamlfile import KeyPath
@@ -97,6 +104,29 @@ def check_settings(layers: list[Layer]) -> CheckSettings:
     return CheckSettings(
         every or Sourced(Span(None, 7 * 1440), "default"),
         subset or Sourced(None, "default"),
+    )
+
+
+def drill_settings(layers: list[Layer], rto: Sourced[Span]) -> DrillSettings:
+    """``drill`` key by key; what no layer gives: no scheduled drills, the ``latest``
+    snapshot, a window of the ``rto``."""
+    every: Sourced[Span] | None = None
+    snapshot: Sourced[str] | None = None
+    window: Sourced[Span] | None = None
+    for layer in layers:
+        entry: DrillEntry | None = layer.entry.drill
+        if entry is None:
+            continue
+        if every is None and entry.every is not None:
+            every = Sourced(entry.every, layer.label)
+        if snapshot is None and entry.snapshot is not None:
+            snapshot = Sourced(entry.snapshot, layer.label)
+        if window is None and entry.window is not None:
+            window = Sourced(entry.window, layer.label)
+    return DrillSettings(
+        every,
+        snapshot or Sourced("latest", "default"),
+        window or Sourced(rto.value, f"the rto ({rto.source})"),
     )
 
 

@@ -301,6 +301,31 @@ class CheckEntry(Entry):
     read_data_subset: Subset = None
 
 
+def _drill_snapshot(value: object) -> str:
+    if value == "latest":
+        return "latest"
+    if isinstance(value, str) and value.startswith("random-within="):
+        try:
+            parse_duration(value.removeprefix("random-within="))
+        except UsageError:
+            pass
+        else:
+            return value
+    raise problem("must be latest or random-within=DURATION (e.g. random-within=30d)")
+
+
+DrillSnapshotValue = Annotated[str, PlainValidator(_drill_snapshot)]
+
+
+class DrillEntry(Entry):
+    """``drill``: restore drills of a stack job (`stackvault drill`): how often ``serve``
+    runs one, which snapshot it restores, how long one may take."""
+
+    every: SpanValue | None = None
+    snapshot: DrillSnapshotValue | None = None
+    window: SpanValue | None = None
+
+
 class HooksEntry(Entry):
     """``hooks``: commands run before, after (on success) and on failure of a job's run."""
 
@@ -320,6 +345,7 @@ class PolicyEntry(Entry):
     window: SpanValue | None = None
     retention: dict[str, RetentionEntry] | None = None
     check: CheckEntry | None = None
+    drill: DrillEntry | None = None
 
 
 class JobEntry(Entry):
@@ -336,6 +362,7 @@ class JobEntry(Entry):
     window: SpanValue | None = None
     retention: dict[str, RetentionEntry] | None = None
     check: CheckEntry | None = None
+    drill: DrillEntry | None = None
     ping_url: Annotated[None, _inline("ping_url")] = None
     ping_url_file: Text | None = None
     ping_url_env: Text | None = None

@@ -17,10 +17,18 @@ import os
 from dataclasses import dataclass, field
 
 from stackvault.config.durations import Span, span_of_seconds
-from stackvault.config.job import CheckSettings, EffectiveJob, Hooks, Retention, Sourced
+from stackvault.config.job import (
+    CheckSettings,
+    DrillSettings,
+    EffectiveJob,
+    Hooks,
+    Retention,
+    Sourced,
+)
 from stackvault.config.layers import (
     Layer,
     check_settings,
+    drill_settings,
     first_schedule,
     first_span,
     policy_chain,
@@ -51,6 +59,7 @@ class _Values:
     schedule: Sourced[Schedule]
     window: Sourced[Span]
     check: CheckSettings
+    drill: DrillSettings
 
 
 class Resolver:
@@ -152,12 +161,14 @@ class Resolver:
                 )
         if rto is None:
             return None
+        rto_sourced = Sourced(rto[0], rto[1].label)
         return _Values(
             Sourced(rpo_value, rpo[1].label),
-            Sourced(rto[0], rto[1].label),
+            rto_sourced,
             sched,
             win,
             check_settings(layers),
+            drill_settings(layers, rto_sourced),
         )
 
     def _check_schedule(self, schedule: Schedule, layer: Layer, rpo: Span) -> None:
@@ -252,6 +263,13 @@ class Resolver:
         values = self.values(layers, None)
         if values is None:
             return
+        if values.drill.every is not None and not entry.stack_plan:
+            self._error(
+                (*here, "drill") if entry.drill is not None else (*here, "policy"),
+                f"drill.every ({values.drill.every.source}) asks for restore drills, which "
+                "restore a stack: give this job a stack_plan, or leave drills to stack jobs",
+            )
+            return
         retention = self._retention(layers, [primary.name, *(c.name for c in copies)], here)
         if retention is None:
             return
@@ -266,6 +284,7 @@ class Resolver:
             window=values.window,
             retention=retention,
             check=values.check,
+            drill=values.drill,
             hooks=_hooks(entry, name),
             stack_plan=(
                 os.path.join(self.base_dir, entry.stack_plan) if entry.stack_plan else None

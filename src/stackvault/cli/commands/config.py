@@ -229,6 +229,13 @@ def _show_lines(job: EffectiveJob) -> list[str]:
             subset.source,
         ),
     ]
+    drill = job.drill
+    if drill.every is not None:
+        rows += [
+            ("drill every", str(drill.every.value), drill.every.source),
+            ("drill snapshot", drill.snapshot.value, drill.snapshot.source),
+            ("drill window", str(drill.window.value), drill.window.source),
+        ]
     for when in ("before", "after", "on_failure"):
         argv = getattr(job.hooks, when)
         if argv:
