@@ -158,3 +158,43 @@ def test_load_exclude_file_missing_is_a_usage_error(tmp_path: Path) -> None:
         load_exclude_file(tmp_path / "nope")
     with pytest.raises(UsageError, match="cannot read"):
         load_exclude_file(tmp_path)  # a directory
+
+
+def test_negation_re_includes_what_an_earlier_pattern_excluded() -> None:
+    m = ExcludeMatcher(["*.log", "!keep.log"])
+    assert m.excluded("/var/app.log", False)
+    assert not m.excluded("/var/keep.log", False)
+    # the last match decides
+    assert ExcludeMatcher(["!keep.log", "*.log"]).excluded("/var/keep.log", False)
+    # never below an excluded directory (as in git); the directory's contents may be
+    inner = ExcludeMatcher(["/srv/cache", "!/srv/cache/keep"])
+    assert inner.excluded("/srv/cache/keep", False)
+    contents = ExcludeMatcher(["/srv/cache/*", "!/srv/cache/keep"])
+    assert not contents.excluded("/srv/cache", True)
+    assert not contents.excluded("/srv/cache/keep", False)
+    assert not contents.excluded("/srv/cache/keep/below", False)
+    assert contents.excluded("/srv/cache/other", False)
+    with pytest.raises(UsageError, match="is empty"):
+        ExcludeMatcher(["!"])
+
+
+def test_ignore_case_patterns() -> None:
+    m = ExcludeMatcher([], ["*.JPG", "/srv/Cache/"])
+    assert m.excluded("/x/photo.jpg", False)
+    assert m.excluded("/x/PHOTO.Jpg", False)
+    assert m.excluded("/SRV/cache", True)
+    assert not m.excluded("/SRV/cache", False)
+    assert not ExcludeMatcher(["*.JPG"]).excluded("/x/photo.jpg", False)
+    both = ExcludeMatcher(["*.tmp"], ["*.BAK"])
+    assert both.excluded("/a.tmp", False) and both.excluded("/a.bak", False)
+    assert not both.excluded("/a.TMP", False)
+
+
+def test_backslash_escapes_and_a_trailing_double_star() -> None:
+    assert ExcludeMatcher(["\\!important"]).excluded("/x/!important", False)
+    assert ExcludeMatcher(["a\\*b"]).excluded("/a*b", False)
+    assert not ExcludeMatcher(["a\\*b"]).excluded("/axb", False)
+    assert ExcludeMatcher(["/srv/cache/**"]).excluded("/srv/cache", True)
+    assert ExcludeMatcher(["[x"]).excluded("/a/[x", False)  # an unclosed class is literal
+    with pytest.raises(UsageError, match="not valid"):
+        ExcludeMatcher(["[z-a]"])

@@ -44,6 +44,8 @@ class BackupOptions:
 
     paths: list[str] = field(default_factory=list)
     excludes: list[str] = field(default_factory=list)
+    iexcludes: list[str] = field(default_factory=list)
+    """Exclude patterns matched whatever the case (`fs.exclude.ExcludeMatcher`)."""
     one_file_system: bool = False
     tags: list[str] = field(default_factory=list)
     host: str | None = None
@@ -244,7 +246,7 @@ class BackupJob:
     ) -> bytes:
         """Walk ``file_paths`` into trees, with ``extra`` (the artifacts' directory) at the
         root, counting the totals ahead on another thread if asked; the root tree id."""
-        matcher = ExcludeMatcher(self.opts.excludes)
+        matcher = ExcludeMatcher(self.opts.excludes, self.opts.iexcludes)
         walker = FileWalker(matcher, self.opts.one_file_system, self._problem)
         scanner = None
         if self.opts.scan_totals and file_paths:

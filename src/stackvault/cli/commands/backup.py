@@ -16,14 +16,33 @@ def register(subparsers: Subparsers) -> None:
     p = add_command(subparsers, "backup", backup)
     p.add_argument("paths", nargs="*", metavar="PATH", help="Files and directories to back up.")
     p.add_argument(
-        "-e", "--exclude", action="append", default=[], metavar="PATTERN", help="Exclude a pattern."
+        "-e",
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="Exclude paths matching PATTERN (repeatable; syntax below).",
+    )
+    p.add_argument(
+        "--iexclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="Like --exclude, ignoring case.",
     )
     p.add_argument(
         "--exclude-file",
         action="append",
         default=[],
         metavar="FILE",
-        help="Read exclude patterns from a file (one per line).",
+        help="Read exclude patterns from a file (one per line, # comments).",
+    )
+    p.add_argument(
+        "--iexclude-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="Like --exclude-file, ignoring case.",
     )
     p.add_argument(
         "-x", "--one-file-system", action="store_true", help="Do not cross filesystem boundaries."
@@ -82,7 +101,8 @@ def _check_what(paths: list[str], stdin_from_command: str | None, source: list[s
 
 
 def _patterns(exclude: list[str], exclude_files: list[str]) -> list[str]:
-    """The --exclude patterns, then those of each --exclude-file in order."""
+    """The --exclude patterns, then those of each --exclude-file in order (the same for the
+    --iexclude ones)."""
     from stackvault.fs.exclude import load_exclude_file
 
     patterns = list(exclude)
@@ -97,6 +117,8 @@ def backup(
     paths: list[str],
     exclude: list[str],
     exclude_file: list[str],
+    iexclude: list[str],
+    iexclude_file: list[str],
     one_file_system: bool,
     tag: list[str],
     host: str | None,
@@ -107,7 +129,16 @@ def backup(
     source: list[str],
 ) -> int | None:
     """Back up files and directories, a command's output, or application sources into a new
-    snapshot."""
+    snapshot.
+
+    Exclude patterns (gitignore style, matched against absolute paths): '*' and '?' never
+    match '/', '[a-z]' and '[!a-z]' are classes, '**' matches any number of directories;
+    a pattern without '/' (*.log, node_modules) matches a name at any depth, one starting
+    with '/' the path from the root, one with '/' elsewhere (.git/objects) at any depth; a
+    trailing '/' (cache/) matches directories only; excluding a directory excludes all in
+    it. '!PATTERN' re-includes what an earlier pattern excluded (the last match decides),
+    but not below an excluded directory: exclude /srv/cache/* then !/srv/cache/keep.
+    '\\' escapes the next character (\\!important, \\*)."""
     from stackvault.cli.context import preload
 
     _check_what(paths, stdin_from_command, source)
@@ -117,12 +148,17 @@ def backup(
 
     sources = [open_source(url) for url in source]  # URL errors before the repository opens
     patterns = _patterns(exclude, exclude_file)
+    ipatterns = _patterns(iexclude, iexclude_file)
+    from stackvault.fs.exclude import ExcludeMatcher
+
+    ExcludeMatcher(patterns, ipatterns)  # a bad pattern fails before the repository opens
     with cli.open_repo(lock="backup") as repo:
         from stackvault.engine.backup import BackupJob, BackupOptions
 
         opts = BackupOptions(
             paths=list(paths or []),
             excludes=patterns,
+            iexcludes=ipatterns,
             one_file_system=one_file_system,
             tags=tag,
             host=host,
