@@ -73,12 +73,19 @@ def test_discover_writes_a_plan_that_knows_the_stack(
     urls = {s.name: s.url for s in plan.sources}
     assert urls == {
         "db": f"postgres+docker://{project.container('db')}/?name=db",
-        "redis": f"redis+docker://{project.container('redis')}:{project.redis_port}?name=redis",
+        "redis": f"redis+docker://{project.container('redis')}?name=redis",
         f"volume-{project.name}_weaviate_data": (
             f"docker-volume://{project.name}_weaviate_data?mode=hot"
             f"&name=volume-{project.name}_weaviate_data"
         ),
     }
+    # How each server is reached, as it was started (the port of the database, its socket).
+    reach = {s.name: (s.port, s.socket, s.password_from) for s in plan.sources if s.port}
+    assert reach == {
+        "db": (project.pg_port, "/var/run/postgresql", "env:POSTGRES_PASSWORD"),
+        "redis": (project.redis_port, None, "none"),
+    }
+    assert "postmaster.pid of the running server" in text
     assert [p.path for p in plan.paths] == [
         f"{d}/volumes/app/storage",
         f"{d}/volumes/plugin_daemon",

@@ -65,21 +65,31 @@ compose_files: ["/srv/shop/compose.yaml"]
 
 # role decides the capture: postgres/mysql/redis by their tools inside the container,
 # app/vector-store/object-store by their mounts, stateless not at all
+# quiesce (for stop: true in a strict cut): stop - stopped, then started again: consistent for
+#   any service; pause - frozen (docker pause) while it is read: no stop and start, down
+#   for the capture time alone, but what it wrote is as after a crash, so only for stores
+#   that survive one (a write-ahead log); refused for postgres/mysql/redis services
 services:
   "api":
     role: "app"  # writes to 1 mount(s)
     image: "shop/api:2"
     digest: "shop/api@sha256:ab"
     stop: true
+    quiesce: "stop"
     depends_on: ["db"]
   "db":
     role: "postgres"  #$
     image: "postgres:16"
     digest: null
     stop: false
+    quiesce: "stop"
     depends_on: []
 
-# captured by their own tools, each an artifact of the snapshot
+# captured by their own tools, each an artifact of the snapshot; for a database, how its
+# server is reached in its container: port, socket (PostgreSQL: its directory; MySQL: the
+# file) and password_from (where the password is read at each backup, never the value:
+# env:NAME a variable of the container, arg the server's --requirepass, file:PATH its
+# redis.conf, none) - correct them here if discovery got them wrong
 sources:
   - name: "db"
     url: "postgres+docker://shop-db-1/?name=db"
@@ -130,9 +140,17 @@ warnings:
 EMPTY_SECTIONS = """\
 # role decides the capture: postgres/mysql/redis by their tools inside the container,
 # app/vector-store/object-store by their mounts, stateless not at all
+# quiesce (for stop: true in a strict cut): stop - stopped, then started again: consistent for
+#   any service; pause - frozen (docker pause) while it is read: no stop and start, down
+#   for the capture time alone, but what it wrote is as after a crash, so only for stores
+#   that survive one (a write-ahead log); refused for postgres/mysql/redis services
 services:
 
-# captured by their own tools, each an artifact of the snapshot
+# captured by their own tools, each an artifact of the snapshot; for a database, how its
+# server is reached in its container: port, socket (PostgreSQL: its directory; MySQL: the
+# file) and password_from (where the password is read at each backup, never the value:
+# env:NAME a variable of the container, arg the server's --requirepass, file:PATH its
+# redis.conf, none) - correct them here if discovery got them wrong
 sources:
   []
 
@@ -145,10 +163,11 @@ PLAN_JSON = (
     '{"version": 1, "project": "shop", "directory": "/srv/shop", "compose_files": '
     '["/srv/shop/compose.yaml"], "preset": "generic", "consistency": "strict", "services": '
     '{"api": {"role": "app", "reason": "writes to 1 mount(s)", "image": "shop/api:2", '
-    '"digest": "shop/api@sha256:ab", "stop": true, "depends_on": ["db"]}, "db": {"role": '
-    '"postgres", "reason": "", "image": "postgres:16", "digest": null, "stop": false, '
-    '"depends_on": []}}, "sources": [{"name": "db", "url": '
-    '"postgres+docker://shop-db-1/?name=db", "service": "db", "note": "every database"}], '
+    '"digest": "shop/api@sha256:ab", "stop": true, "quiesce": "stop", "depends_on": ["db"]}, '
+    '"db": {"role": "postgres", "reason": "", "image": "postgres:16", "digest": null, "stop": '
+    'false, "quiesce": "stop", "depends_on": []}}, "sources": [{"name": "db", "url": '
+    '"postgres+docker://shop-db-1/?name=db", "service": "db", "note": "every database", '
+    '"port": null, "socket": null, "password_from": null, "found": ""}], '
     '"paths": [{"path": "/srv/shop/data", "service": "api", "exclude": ["cache"], "note": '
     '"mounted at /data"}], "config": ["/srv/shop/.env", "/srv/shop/compose.yaml"], '
     '"secrets": ["DB_PASSWORD"], "warnings": ["SECRET_KEY is the \\"default\\""], "hooks": '

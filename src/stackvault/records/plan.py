@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Self
@@ -53,6 +54,10 @@ APP = "app"
 STATELESS = "stateless"
 ROLES = (POSTGRES, MYSQL, REDIS, VECTOR_STORE, OBJECT_STORE, APP, STATELESS)
 CONSISTENCY = ("strict", "online")
+QUIESCE = ("stop", "pause")
+"""How a strict cut quiesces a service marked ``stop: true``: ``stop`` (consistent for any
+service) or ``pause`` (``docker pause``: frozen, consistent only for stores that survive a
+crash; never a database service, which is dumped through its running container)."""
 HOOK_PLACES = ("container", "host")
 HOOK_MODES = ("essential", "optional")
 
@@ -69,7 +74,8 @@ class InFile:
     (``key: JSON``), ``mapping`` (a record per name), ``records`` (a list of records, one key a
     line), ``flow`` (a list of records, one a line) or ``lines`` (a list of values, one a line);
     ``gap`` puts a blank line before, ``if_any`` leaves an empty one out. A record's fields are
-    written in their order, ``number`` giving the format of a number. A field that is not a
+    written in their order, ``number`` giving the format of a number, ``if_any`` leaving an
+    empty (null) one out. A field that is not a
     `key` of the file is not read from one either: a name the file's structure gives, or what
     discovery derived, written as the trailing comment of field `comment_of` (``always``: even
     when empty)."""
@@ -144,6 +150,27 @@ def _positive(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise _must("a positive number")
     return float(value)
+
+
+def _port(value: object) -> int | None:
+    if value is None or (
+        isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+    ):
+        return value
+    raise _must("a port number (1-65535) or null")
+
+
+PASSWORD_FROM = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|arg|file:.+|none")
+"""Where a database's password is read at each backup (never the value): ``env:NAME`` (a
+variable of the service's container), ``arg`` (the server's own command line, Redis'
+``--requirepass``), ``file:PATH`` (the server's configuration file in the container, Redis'
+``requirepass``) or ``none``."""
+
+
+def _password_from(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and PASSWORD_FROM.fullmatch(value)):
+        return value
+    raise _must("env:NAME, arg, file:PATH, none or null")
 
 
 def _version(value: object) -> int:
@@ -269,6 +296,13 @@ def _service_ref(label: str = "", by: str = "") -> AfterValidator:
 # --- the plan ---------------------------------------------------------------------------------
 
 
+def _no_paused_database(quiesce: str, info: ValidationInfo) -> str:
+    """A database service is dumped through its running container: it cannot be paused."""
+    if quiesce == "pause" and info.data.get("role") in (POSTGRES, MYSQL, REDIS):
+        raise _must("stop for a database service (it is dumped through its container)")
+    return quiesce
+
+
 class ServicePlan(Record):
     """One service of the stack: how it is captured (its role) and whether the cut stops it."""
 
@@ -281,16 +315,32 @@ class ServicePlan(Record):
     digest: OptionalText = None
     stop: Flag = False
     """Stopped during the cut (``strict`` consistency)."""
+    quiesce: Annotated[
+        str, _one_of(QUIESCE, "stop or pause", text=False), AfterValidator(_no_paused_database)
+    ] = "stop"
+    """How the cut quiesces it when ``stop`` is true: ``stop`` or ``pause`` (`QUIESCE`)."""
     depends_on: Texts = []
 
 
 class SourcePlan(Record):
-    """A source captured by its own tool into an artifact of the snapshot."""
+    """A source captured by its own tool into an artifact of the snapshot. For a database
+    service, how its server is reached in its container - as discovery read it from how the
+    server was started, or as the operator corrected it - is added to ``url`` at each backup,
+    restore and preflight (`stackvault.stack.reach.source_url`)."""
 
     name: Text
     url: Text
     service: Annotated[Text, _service_ref("source", by="name")]
     note: Annotated[str, InFile(key=False, comment_of="service")] = ""
+    port: Annotated[int | None, PlainValidator(_port), InFile(if_any=True)] = None
+    """The port the server listens on in its container."""
+    socket: Annotated[OptionalText, InFile(if_any=True)] = None
+    """PostgreSQL: the directory of its unix socket; MySQL: the socket file (in the
+    container)."""
+    password_from: Annotated[str | None, PlainValidator(_password_from), InFile(if_any=True)] = None
+    """Where the password is read (`PASSWORD_FROM`); null: the source's default."""
+    found: Annotated[str, InFile(key=False, comment_of="port")] = ""
+    """Where discovery read the port and socket (shown as a comment; not read from a file)."""
 
 
 class PathPlan(Record):
@@ -364,7 +414,12 @@ class Plan(Record):
         InFile(6, "mapping", gap=True),
         Field(
             description="role decides the capture: postgres/mysql/redis by their tools inside "
-            "the container,\napp/vector-store/object-store by their mounts, stateless not at all"
+            "the container,\napp/vector-store/object-store by their mounts, stateless not at all\n"
+            "quiesce (for stop: true in a strict cut): stop - stopped, then started again: "
+            "consistent for\n  any service; pause - frozen (docker pause) while it is read: "
+            "no stop and start, down\n  for the capture time alone, but what it wrote is as "
+            "after a crash, so only for stores\n  that survive one (a write-ahead log); "
+            "refused for postgres/mysql/redis services"
         ),
     ] = {}
     sources: Annotated[
@@ -372,7 +427,14 @@ class Plan(Record):
         BeforeValidator(_records),
         AfterValidator(_unique_names),
         InFile(7, "records", gap=True),
-        Field(description="captured by their own tools, each an artifact of the snapshot"),
+        Field(
+            description="captured by their own tools, each an artifact of the snapshot; for a "
+            "database, how its\nserver is reached in its container: port, socket (PostgreSQL: "
+            "its directory; MySQL: the\nfile) and password_from (where the password is read at "
+            "each backup, never the value:\nenv:NAME a variable of the container, arg the "
+            "server's --requirepass, file:PATH its\nredis.conf, none) - correct them here if "
+            "discovery got them wrong"
+        ),
     ] = []
     paths: Annotated[
         list[PathPlan],

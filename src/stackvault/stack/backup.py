@@ -1,7 +1,10 @@
 """One consistent cut of a whole Compose stack (stack layer): ``stack backup``.
 
-`backup_stack` runs: preflight (any error stops it before anything changes) → quiesce →
-capture → restart → one snapshot holding every part and the stack manifest.
+`backup_stack` runs: preflight (any error stops it before anything changes; every source is
+probed exactly as its capture will connect - the same port, socket, user and password source,
+`stackvault.stack.reach.source_url` - so a capture does not fail for a reason the preflight
+could have seen) → quiesce → capture → restart → one snapshot holding every part and the
+stack manifest.
 
 - ``strict``: the services marked ``stop: true`` (the writers) are stopped, dependents first,
   through the Engine API: by dependency level (`stop_levels`), the services of one level all
@@ -13,12 +16,12 @@ capture → restart → one snapshot holding every part and the stack manifest.
   once, as soon as the last byte is read (before the repository's index and snapshot are
   written), and the manifest records per service how long it was down and whether it was
   killed after its timeout (`Downtime`). They are started again after a failure, Ctrl-C or
-  SIGTERM too (`stackvault.sources.docker.quiesce.Quiesce`). The services named in
-  ``pause`` are frozen instead (``docker pause`` at their place among the levels, ``docker
-  unpause`` when the others start): no stop, no start, down for the capture alone; what they
-  wrote stays as after a crash, so only for stores that survive one (a vector store or object
-  store with a write-ahead log), never a database service (it is dumped through its
-  container, which a frozen container refuses).
+  SIGTERM too (`stackvault.sources.docker.quiesce.Quiesce`). The services whose plan says
+  ``quiesce: pause`` (or named in ``pause``) are frozen instead (``docker pause`` at their
+  place among the levels, ``docker unpause`` when the others start): no stop, no start, down
+  for the capture alone; what they wrote stays as after a crash, so only for stores that
+  survive one (a vector store or object store with a write-ahead log), never a database
+  service (it is dumped through its container, which a frozen container refuses).
 - ``online``: nothing stops; each part is consistent on its own (a database dump is one
   snapshot) and the manifest records when each part was captured and the skew between the
   first and the last.
@@ -63,6 +66,7 @@ from stackvault.stack.compose import Project
 from stackvault.stack.hooks import Hooks
 from stackvault.stack.preflight import Check, errors, preflight
 from stackvault.stack.presets import dify
+from stackvault.stack.reach import postgres_query, source_url
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -102,13 +106,16 @@ def backup_stack(
 ) -> StackBackup:
     """Back up the stack of ``plan`` (see the module docstring). ``stop_timeout``: for the
     containers without a stop timeout of their own; ``pause``: services (``stop: true``, not
-    databases) frozen instead of stopped in a strict cut (`UsageError` for any other)."""
+    databases) frozen instead of stopped in a strict cut (`UsageError` for any other), besides
+    those whose plan says ``quiesce: pause``. Every source is probed (opened as its capture
+    opens it) before anything is stopped: `PreflightFailed` when one does not answer."""
     from stackvault.sources.registry import open_source
 
     mode = consistency or plan.consistency
     if mode not in CONSISTENCY:
         raise UsageError(f"consistency must be strict or online, not {mode!r}")
-    for name in pause:
+    pause = {*pause, *(n for n, svc in plan.services.items() if svc.quiesce == "pause")}
+    for name in sorted(pause):
         svc = plan.services.get(name)
         if svc is None or not svc.stop or svc.role in DATABASE_ROLES:
             raise UsageError(
@@ -118,7 +125,7 @@ def backup_stack(
             )
     started = time.monotonic()
     checks, project = _ready(plan, client, notice)
-    sources = [open_source(s.url) for s in plan.sources]
+    sources = [open_source(source_url(s)) for s in plan.sources]
     if with_images:
         images = sorted({svc.image for svc in project.services.values() if svc.image})
         sources.insert(0, open_source("docker-images://?tags=" + ",".join(images)))
@@ -148,9 +155,12 @@ def backup_stack(
 def _ready(
     plan: Plan, client: DockerClient, notice: Callable[[str], None]
 ) -> tuple[list[Check], Project]:
-    """Preflight (sources not probed): its checks and the project as found; `PreflightFailed`
-    naming the first problem when there is one. Warnings are told."""
-    checks, found = preflight(plan, client, probe_sources=False)
+    """Preflight, every source probed as its capture will connect: its checks and the
+    project as found; `PreflightFailed` naming the first problem when there is one, before
+    anything was stopped. Warnings are told."""
+    started = time.monotonic()
+    checks, found = preflight(plan, client, probe_sources=True)
+    notice(f"preflight took {time.monotonic() - started:.2f} s")
     failed = errors(checks)
     if failed or found is None:
         first = failed[0]
@@ -473,28 +483,10 @@ def _app_versions(plan: Plan, found: Project, client: DockerClient) -> AppVersio
         return AppVersions()
     pg = next((s for s in plan.services.values() if s.role == POSTGRES), None)
     live = found.services.get(pg.name) if pg else None
-    if live is None:
+    src = next((s for s in plan.sources if pg and s.service == pg.name), None)
+    if live is None or src is None:
         return AppVersions()
-    from stackvault.sources.docker.engine import container_env, get_container
-    from stackvault.sources.docker.exec import ContainerRunner
-
-    container = get_container(client, live.container)
-    user = container_env(container).get("POSTGRES_USER") or "postgres"
-    runner = ContainerRunner(client, container, env_from={"PGPASSWORD": "POSTGRES_PASSWORD"})
-    res = runner.run(
-        [
-            "psql",
-            "-X",
-            "-At",
-            "-U",
-            user,
-            "-d",
-            "dify",
-            "-c",
-            "SELECT version_num FROM alembic_version",
-        ],
-        timeout=60,
+    out = postgres_query(
+        source_url(src, live.container), "dify", "SELECT version_num FROM alembic_version"
     )
-    if res.code != 0:
-        return AppVersions(alembic_version=None)
-    return AppVersions(alembic_version=res.text.strip() or None)
+    return AppVersions(alembic_version=(out or "").strip() or None)

@@ -11,7 +11,11 @@ Capture per service role (`stackvault.stack.classify`):
 - ``postgres`` / ``mysql``: ``postgres+docker://CONTAINER`` / ``mysql+docker://CONTAINER/`` -
   every database (and roles / accounts) dumped inside the container; its data mounts are not
   copied (a copy of a live data directory is corrupt).
-- ``redis``: ``redis+docker://CONTAINER[:PORT]``.
+- ``redis``: ``redis+docker://CONTAINER``.
+
+For each of these, how its server is reached in its container (port, socket, where the
+password is read) as its server was started (`stackvault.stack.reach`), in the source's
+``port``, ``socket`` and ``password_from``.
 - ``app``, ``vector-store``, ``object-store``: their writable mounts - a bind-mounted
   directory as a path of the snapshot, a named volume as ``docker-volume://NAME`` - captured
   while the service is stopped in ``strict`` consistency.
@@ -26,7 +30,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -49,14 +54,25 @@ from stackvault.records.plan import (
 )
 from stackvault.stack.classify import DATABASE_ROLES, classify
 from stackvault.stack.compose import Project, Service
+from stackvault.stack.reach import reach_of
+
+if TYPE_CHECKING:
+    from stackvault.stack.reach import ContainerView
 
 _SECRET_NAME = re.compile(
     r"SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|ACCESS_KEY|PRIVATE|CREDENTIAL|_KEY$", re.IGNORECASE
 )
 
 
-def build_plan(project: Project, preset: str = "generic") -> Plan:
-    """The default plan of ``project`` (then refined by the preset's ``refine``)."""
+def build_plan(
+    project: Project,
+    preset: str = "generic",
+    views: Callable[[Service], ContainerView | None] | None = None,
+) -> Plan:
+    """The default plan of ``project`` (then refined by the preset's ``refine``). ``views``
+    gives a database service's running container, from which how its server is reached is
+    read (`stackvault.stack.reach`); without one (or a container) the defaults are assumed
+    and the plan says so."""
     services: dict[str, ServicePlan] = {}
     sources: list[SourcePlan] = []
     paths: list[PathPlan] = []
@@ -75,6 +91,11 @@ def build_plan(project: Project, preset: str = "generic") -> Plan:
         )
         tool = _tool_source(svc, role)
         if tool is not None:
+            view = views(svc) if views is not None else None
+            reach = reach_of(role, view) if view is not None else None
+            if reach is not None:
+                tool.port, tool.socket = reach.port, reach.socket
+                tool.password_from, tool.found = reach.password_from, f"read from {reach.found}"
             sources.append(tool)
         if role not in DATABASE_ROLES and role != STATELESS:
             _mounts(svc, directory, sources, paths, config)
@@ -121,11 +142,9 @@ def _tool_source(svc: Service, role: str) -> SourcePlan | None:
             note="every database and the accounts, dumped inside the container",
         )
     if role == REDIS:
-        port = _redis_port(svc.command)
-        where = f"{svc.container}:{port}" if port else svc.container
         return SourcePlan(
             name=svc.name,
-            url=f"redis+docker://{where}?name={svc.name}",
+            url=f"redis+docker://{svc.container}?name={svc.name}",
             service=svc.name,
             note="RDB",
         )
@@ -162,13 +181,6 @@ def _mounts(
                         note=f"named volume mounted at {m.destination}",
                     )
                 )
-
-
-def _redis_port(command: list[str]) -> int | None:
-    for i, arg in enumerate(command):
-        if arg == "--port" and i + 1 < len(command) and command[i + 1].isdigit():
-            return int(command[i + 1])
-    return None
 
 
 def _under(path: str, directory: str) -> bool:
@@ -235,9 +247,9 @@ def _record(record: BaseModel) -> list[str]:
     }
     out: list[str] = []
     for name, layout in fields:
-        if not layout.key:
-            continue
         value = getattr(record, name)
+        if not layout.key or (layout.if_any and value in (None, "", [], {})):
+            continue
         line = f"{name}: {format(value, layout.number) if layout.number else _q(value)}"
         comment, always = comments.get(name, ("", False))
         out.append(line + (f"  # {comment}" if comment or always else ""))

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stackvault.errors import StackvaultError
-from stackvault.records.plan import MYSQL, POSTGRES, REDIS, Plan
+from stackvault.records.plan import MYSQL, POSTGRES, REDIS, Plan, SourcePlan
 from stackvault.stack.compose import Project, discover
+from stackvault.stack.reach import source_url
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -76,9 +78,14 @@ def preflight(
         Check("project", OK, f"{len(found.services)} services of {plan.project} on the engine")
     )
     checks += _service_checks(plan, found)
-    for src in plan.sources:
-        checks += _source_checks(plan, found, src.name, src.url, src.service, probe_sources, client)
-        notice(f"checked source {src.name}")
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(plan.sources)))) as pool:
+        futures = [
+            pool.submit(_source_checks, plan, found, src, probe_sources, client)
+            for src in plan.sources
+        ]
+        for src, future in zip(plan.sources, futures, strict=True):
+            checks += future.result()
+            notice(f"checked source {src.name}")
     checks += _file_checks(plan)
     for w in plan.warnings:
         checks.append(Check("plan", WARNING, w))
@@ -157,14 +164,12 @@ def _file_checks(plan: Plan) -> list[Check]:
 
 
 def _source_checks(
-    plan: Plan,
-    found: Project,
-    name: str,
-    url: str,
-    service: str,
-    probe: bool,
-    client: DockerClient,
+    plan: Plan, found: Project, src: SourcePlan, probe: bool, client: DockerClient
 ) -> list[Check]:
+    """A volume exists; a database's client tools are in its container and - ``probe`` -
+    the source answers when opened exactly as the backup opens it (`source_url`: the same
+    port, socket, user and password), with its facts (rows, keys) counted."""
+    name, url, service = src.name, source_url(src), src.service
     subject = f"source {name}"
     role = plan.services[service].role if service in plan.services else ""
     live = found.services.get(service)
@@ -196,14 +201,27 @@ def _source_checks(
         return [Check(subject, OK, "client tools present")]
     from stackvault.sources.registry import open_source
 
-    source = open_source(url)
+    how = _how(src)
+    try:
+        source = open_source(url)
+    except StackvaultError as exc:
+        return [Check(subject, ERROR, exc.message, exc.hint or "")]
     try:
         facts: Mapping[str, Any] = source.probe()
     except StackvaultError as exc:
-        return [Check(subject, ERROR, exc.message, exc.hint or "")]
+        fix = exc.hint or ""
+        fix = f"{fix}; " if fix else ""
+        return [
+            Check(
+                subject,
+                ERROR,
+                f"{exc.message} ({how})",
+                fix + "correct port, socket or password_from of the source in the plan",
+            )
+        ]
     finally:
         source.close()
-    out.append(Check(subject, OK, "connected, credentials work"))
+    out.append(Check(subject, OK, f"connected ({how}), credentials work; {_counted(facts)}"))
     wanted = plan.facts.get("databases") if role == POSTGRES else None
     if isinstance(wanted, list):
         have = set((facts.get("databases") or {}).keys())
@@ -219,6 +237,27 @@ def _source_checks(
                     )
                 )
     return out
+
+
+def _how(src: SourcePlan) -> str:
+    """How the source is reached, as the plan says (never a password)."""
+    parts = [f"port {src.port}" if src.port else "default port"]
+    if src.socket:
+        parts.append(f"socket {src.socket}")
+    parts.append(f"password from {src.password_from or 'the default'}")
+    return ", ".join(parts)
+
+
+def _counted(facts: Mapping[str, Any]) -> str:
+    """What the probe counted: tables and rows, or keys."""
+    if "keys" in facts:
+        keys = facts.get("keys") or {}
+        return f"{sum(int(n) for n in keys.values())} keys"
+    databases = facts.get("databases")
+    if not isinstance(databases, dict):
+        databases = {"": facts}
+    tables = [t for db in databases.values() for t in (db.get("tables") or {}).values()]
+    return f"{len(databases)} databases, {len(tables)} tables, {sum(tables)} rows"
 
 
 _MIN_FREE = 1 << 30

@@ -54,6 +54,7 @@ from stackvault.stack.composecli import Compose
 from stackvault.stack.images import load_images, loadable_images, missing_images, version_guard
 from stackvault.stack.presets import dify
 from stackvault.stack.probes import http_probe
+from stackvault.stack.reach import source_url
 from stackvault.stack.restorereport import StackRestore, Step, Validation
 
 if TYPE_CHECKING:
@@ -343,17 +344,9 @@ class _Restorer:
 
     def _target_url(self, source: SourcePlan) -> str:
         service = source.service
-        container = self._container_of(service)
-        url = source.url
-        role = self.role(service)
-        if role == POSTGRES:
-            return f"postgres+docker://{container}/"
-        if role == MYSQL:
-            return f"mysql+docker://{container}/"
-        if role == REDIS:
-            rest = url.split("://", 1)[1].split("?", 1)[0]
-            port = rest.rsplit(":", 1)[1] if ":" in rest else ""
-            return f"redis+docker://{container}" + (f":{port}" if port else "")
+        if self.role(service) in (POSTGRES, MYSQL, REDIS):
+            # reached as the plan says the backup reached it (port, socket, password)
+            return source_url(source, self._container_of(service), restore=True)
         raise SourceError(f"source {source.name} of service {service} is not a database")
 
     def _wait_ready(self, service: str) -> None:
@@ -511,8 +504,12 @@ class _Restorer:
         privkeys = self.m.facts.get("privkeys")
         if pg is None or not privkeys:
             return []
+        source = next((s for s in self.plan.sources if s.service == pg), None)
+        if source is None:
+            return []
         keys_dir = self.map_path(str(privkeys))
-        return [dify.tenant_keys_check(self.client, self._container_of(pg), keys_dir)]
+        url = source_url(source, self._container_of(pg), restore=True)
+        return [dify.tenant_keys_check(url, keys_dir)]
 
 
 ENTRYPOINT_SCRIPT = "docker-entrypoint.sh"

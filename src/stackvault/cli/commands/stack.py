@@ -126,13 +126,14 @@ def stack_discover(
     from stackvault.stack.compose import discover
     from stackvault.stack.plan import render_plan
     from stackvault.stack.presets import plan_for
+    from stackvault.stack.reach import engine_views
 
     client = connect()
     try:
         found = discover(client, project)
+        plan = plan_for(found, preset, engine_views(client))
     finally:
         client.close()
-    plan = plan_for(found, preset)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = render_plan(plan, discovered_at=now)
     if output is not None:
@@ -267,6 +268,10 @@ def stack_backup(
                 f"writers down for {down.seconds if down else 0:.2f} s "
                 f"({', '.join(down.containers if down else ()) or 'none stopped'})"
             )
+            for name, svc in ((down.services if down else None) or {}).items():
+                took = "not started again" if svc.downtime_s is None else f"{svc.downtime_s:.2f} s"
+                killed = f", killed after {svc.timeout_s:g} s" if svc.killed else ""
+                cli.print(f"  {name}: {svc.mode}, level {svc.level}, down {took}{killed}")
         else:
             cli.print(f"online: parts captured over {m.skew_s or 0:.2f} s")
         for h in m.hooks:

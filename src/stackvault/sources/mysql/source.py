@@ -16,7 +16,10 @@ server and the dump tool are MariaDB - the user accounts and their grants.
 ``owner``          ``keep`` (default) or ``none``: restore views, triggers, routines and events
                    without their ``DEFINER`` (they then belong to the restoring account; also
                    what ``--no-owner`` asks)
-``socket``         the server's unix socket on this host (``--socket``)
+``socket``         the server's unix socket on this host, or in the container for
+                   ``+docker`` (``--socket``; then used as given, no fallback to TCP)
+``password_from``  in a container: ``env:NAME`` (its variable holding the password, instead of
+                   the choice below) or ``none``
 ``defaults_file``  an option file the tools read after the usual ones
                    (``--defaults-extra-file``): where a password can live
 ``timeout``        seconds (default 600) any single query of ours may last
@@ -75,6 +78,7 @@ ones included; views and sequences are not tables) and of a server ``{"databases
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -115,7 +119,8 @@ from stackvault.sources.url import SourceURL
 DUMP = "dump.sql"
 """The dump of a one-database artifact."""
 
-_OPTIONS = frozenset({"owner", "socket", "defaults_file", "timeout"})
+_OPTIONS = frozenset({"owner", "socket", "defaults_file", "timeout", "password_from"})
+_PASSWORD_FROM = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)|none")
 _DOCKER_SCHEMES = ("mysql+docker", "mariadb+docker")
 
 
@@ -148,6 +153,7 @@ class MySQLSource(DatabaseSource):
         defaults_file: str | None = None,
         no_owner: bool = False,
         timeout: float = 600.0,
+        password_from: str | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -162,6 +168,7 @@ class MySQLSource(DatabaseSource):
         )
         self.socket = socket
         self.defaults_file = defaults_file
+        self.password_from = password_from
         self._ep: Endpoint | None = None
 
     @classmethod
@@ -182,16 +189,29 @@ class MySQLSource(DatabaseSource):
                     f"the source URL {url.redacted} names no container: write "
                     f"{url.scheme}://CONTAINER/DB"
                 )
-            if "socket" in url.query or defaults_file is not None:
+            if defaults_file is not None:
                 raise UsageError(
-                    f"options socket and defaults_file of {url.redacted} are for this host; "
-                    "in a container the tools use its own socket and environment"
+                    f"option defaults_file of {url.redacted} is for this host; in a container "
+                    "the tools use its own configuration and environment"
+                )
+            password_from = url.query.get("password_from")
+            if password_from is not None and not _PASSWORD_FROM.fullmatch(password_from):
+                raise UsageError(
+                    f"option password_from of {url.redacted} must be env:NAME (a variable "
+                    "of the container) or none"
                 )
             return cls(
                 name=url.artifact_name(f"{url.host}-{database}"),
                 location=f"{url.scheme}://{user}{url.host}{port}{path}",
                 container=url.host,
+                socket=url.query.get("socket"),
+                password_from=password_from,
                 **common,
+            )
+        if "password_from" in url.query:
+            raise UsageError(
+                f"option password_from of {url.redacted} is for a container; on this host "
+                "use a defaults_file or MYSQL_PWD"
             )
         host = f"[{url.host}]" if ":" in url.host else url.host
         return cls(
@@ -263,11 +283,15 @@ class MySQLSource(DatabaseSource):
         elif app_user is not None and user == app_user:
             prefix = app_user_var.split("_", 1)[0] if app_user_var else "MYSQL"
             password_from = f"{prefix}_PASSWORD" if cenv.get(f"{prefix}_PASSWORD") else None
+        if self.password_from is not None:  # as the plan says
+            password_from = None if self.password_from == "none" else self.password_from[4:]
         env_from = {"MYSQL_PWD": password_from} if password_from else None
         runner = ContainerRunner(self._client, container, env_from=env_from)
         args = ["-u", user]
         if self.port:
             args += ["-P", str(self.port)]
+        if self.socket:
+            args.append(f"--socket={self.socket}")
         self._container_facts = {"name": container.name, **image_facts(container)}
         return Endpoint(
             runner=runner,
@@ -279,7 +303,12 @@ class MySQLSource(DatabaseSource):
         )
 
     def _choose_connection(self, ep: Endpoint) -> None:
-        """The container's default socket, or TCP on 127.0.0.1 when only that answers."""
+        """The container's default socket, or TCP on 127.0.0.1 when only that answers; a
+        socket given (``?socket=``) is used as it is."""
+        if self.socket:
+            if self._container_facts is not None:
+                self._container_facts["connection"] = "socket"
+            return
         probe = ep.argv(ep.client, "--batch", "--skip-column-names")
         res = ep.runner.run(probe, stdin=b"SELECT 1;", timeout=60)
         socket = True

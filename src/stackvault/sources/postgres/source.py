@@ -18,6 +18,10 @@ Without a database (the path empty or ``/``) the URL means *every* database of t
 ``timeout``  seconds (default 600) that any single wait may last: a statement of ours (a row
              count, CREATE/DROP DATABASE, ANALYZE) and the wait of pg_dump for a table lock
              (``--lock-wait-timeout``). A dump itself takes as long as it takes.
+``socket``   in a container: the directory of the server's unix socket there (``-h DIR``)
+``password_from``
+             in a container: ``env:NAME`` (its variable holding the password; default
+             ``POSTGRES_PASSWORD`` when set) or ``none``
 ===========  ==================================================================================
 
 **Credentials.** On this host: libpq's own environment and files - ``PGPASSWORD``,
@@ -28,7 +32,10 @@ the Engine API, `ContainerRunner`) as the container's user, connect as ``POSTGRE
 the URL's user; default ``postgres``) over the default unix socket, and, if the server asks,
 with ``PGPASSWORD`` set to the container's own ``POSTGRES_PASSWORD`` inside the container (the
 value never leaves it). If the socket is missing there, ``pg_isready`` decides to use TCP on
-127.0.0.1 instead. A container needs no client tools on this host.
+127.0.0.1 instead. A container needs no client tools on this host. How a server that was
+started otherwise is reached is said by the URL: its port (``CONTAINER:PORT``), ``?socket=DIR``
+(the directory of its unix socket in the container, used as given: no fallback to TCP) and
+``?password_from=env:NAME`` (the container's variable holding the password) or ``none``.
 
 **Capture of one database.** One code path for both places:
 
@@ -107,6 +114,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -153,7 +161,8 @@ from stackvault.sources.url import SourceURL
 DUMP = "dump.pgc"
 """The dump of a one-database artifact."""
 
-_OPTIONS = frozenset({"owner", "sslmode", "timeout"})
+_OPTIONS = frozenset({"owner", "sslmode", "timeout", "socket", "password_from"})
+_PASSWORD_FROM = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)|none")
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _MAGIC = b"PGDMP"
 _FORMAT_CUSTOM = 1  # the archive header's format byte (archCustom)
@@ -186,6 +195,8 @@ class PostgresSource(DatabaseSource):
         sslmode: str | None = None,
         no_owner: bool = False,
         timeout: float = 600.0,
+        socket: str | None = None,
+        password_from: str | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -199,6 +210,8 @@ class PostgresSource(DatabaseSource):
             timeout=timeout,
         )
         self.sslmode = sslmode
+        self.socket = socket
+        self.password_from = password_from
         self._ep: Endpoint | None = None
 
     @classmethod
@@ -214,6 +227,7 @@ class PostgresSource(DatabaseSource):
         database = parts.database or "all"
         user, port, path = parts.user_part, parts.port_part, parts.path
         common = parts.common
+        socket, password_from = url.query.get("socket"), url.query.get("password_from")
         if url.scheme == "postgres+docker":
             container = _original_host(url)
             if not container:
@@ -221,12 +235,30 @@ class PostgresSource(DatabaseSource):
                     f"the source URL {url.redacted} names no container: write "
                     "postgres+docker://CONTAINER/DB"
                 )
+            if socket is not None and not socket.startswith("/"):
+                raise UsageError(
+                    f"option socket of {url.redacted} must be the absolute directory of the "
+                    "server's unix socket in the container"
+                )
+            if password_from is not None and not _PASSWORD_FROM.fullmatch(password_from):
+                raise UsageError(
+                    f"option password_from of {url.redacted} must be env:NAME (a variable "
+                    "of the container) or none"
+                )
             return cls(
                 name=url.artifact_name(f"{container}-{database}"),
                 location=f"postgres+docker://{user}{container}{port}{path}",
                 container=container,
                 sslmode=sslmode,
+                socket=socket,
+                password_from=password_from,
                 **common,
+            )
+        if socket is not None or password_from is not None:
+            raise UsageError(
+                f"options socket and password_from of {url.redacted} are for a container; on "
+                "this host write the socket directory as the host (postgres://%2Frun%2Fpg/DB) "
+                "and use PGPASSWORD or ~/.pgpass"
             )
         host = f"[{url.host}]" if ":" in url.host else url.host
         return cls(
@@ -285,9 +317,14 @@ class PostgresSource(DatabaseSource):
         container, cenv = self._running_container()
         assert self._client is not None
         user = self.user or cenv.get("POSTGRES_USER") or "postgres"
-        env_from = {"PGPASSWORD": "POSTGRES_PASSWORD"} if "POSTGRES_PASSWORD" in cenv else None
+        how = self.password_from
+        if how is None:  # the default: the official image's variable
+            how = "env:POSTGRES_PASSWORD" if "POSTGRES_PASSWORD" in cenv else "none"
+        env_from = {"PGPASSWORD": how[4:]} if how.startswith("env:") else None
         runner = ContainerRunner(self._client, container, env_from=env_from)
         args = ["-U", user]
+        if self.socket:
+            args += ["-h", self.socket]
         if self.port:
             args += ["-p", str(self.port)]
         env = {"PGCONNECT_TIMEOUT": "15"}
@@ -303,14 +340,16 @@ class PostgresSource(DatabaseSource):
             user=user,
             socket=True,
         )
-        # The default unix socket, or TCP on 127.0.0.1 if only that answers.
+        # The default unix socket, or TCP on 127.0.0.1 if only that answers; a socket
+        # directory given is used as it is (a wrong one fails, naming it).
         # (pg_isready: 0 accepting, 1 rejecting e.g. starting up, 2 no answer.)
-        with contextlib.suppress(SourceError):  # no pg_isready: stay with the socket
-            ready = runner.run(["pg_isready", "-q", *args], env=env, timeout=60)
-            if ready.code == 2:
-                tcp_args = ["pg_isready", "-q", "-h", "127.0.0.1", *args]
-                if runner.run(tcp_args, env=env, timeout=60).code in (0, 1):
-                    ep.switch_to_tcp()
+        if not self.socket:
+            with contextlib.suppress(SourceError):  # no pg_isready: stay with the socket
+                ready = runner.run(["pg_isready", "-q", *args], env=env, timeout=60)
+                if ready.code == 2:
+                    tcp_args = ["pg_isready", "-q", "-h", "127.0.0.1", *args]
+                    if runner.run(tcp_args, env=env, timeout=60).code in (0, 1):
+                        ep.switch_to_tcp()
         self._container_facts = {
             "name": container.name,
             **image_facts(container),

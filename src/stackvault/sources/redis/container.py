@@ -50,16 +50,85 @@ def join(directory: str, name: str) -> str:
     return name if name.startswith("/") else f"{directory.rstrip('/')}/{name}"
 
 
+SERVERS = frozenset({"redis-server", "redis-stack-server", "valkey-server", "keydb-server"})
+"""The programs that run a Redis server."""
+
+
+def server_args(container: Container) -> list[str]:
+    """The arguments of the Redis server on the container's command line (``[]`` when it is
+    not started there: an image's default command)."""
+    from stackvault.sources.docker.cmdline import command_of, program_args
+
+    return program_args(command_of(container.attrs), SERVERS) or []
+
+
+def config_path(args: list[str]) -> str | None:
+    """The configuration file a server was started with: its first argument, when that is no
+    option (``redis-server /etc/redis/redis.conf --port 6380``)."""
+    if args and not args[0].startswith("-"):
+        return args[0]
+    return None
+
+
 def port_of(container: Container) -> int:
     """The ``--port`` of the container's command line, else 6379."""
-    config = container.attrs.get("Config", {})
-    argv = [str(a) for a in (config.get("Entrypoint") or []) + (config.get("Cmd") or [])]
-    for i, arg in enumerate(argv):
-        if arg == "--port" and i + 1 < len(argv) and argv[i + 1].isdigit():
-            return int(argv[i + 1])
-        if arg.startswith("--port=") and arg[7:].isdigit():
-            return int(arg[7:])
-    return DEFAULT_PORT
+    from stackvault.sources.docker.cmdline import expand, option
+    from stackvault.sources.docker.engine import container_env
+
+    value = option(server_args(container), "--port")
+    value = expand(value, container_env(container)) if value else None
+    return int(value) if value and value.isdigit() else DEFAULT_PORT
+
+
+def parse_conf(text: str) -> dict[str, str]:
+    """The directives of a ``redis.conf`` (the last value of each, quotes removed; ``include``
+    is not followed). Holds the password (``requirepass``): never print it."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition(" ")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[name.lower()] = value
+    return out
+
+
+def command_password(container: Container) -> str:
+    """The ``--requirepass`` of the server's command line (a ``$VARIABLE`` resolved in the
+    container's environment); `SourceError` when there is none."""
+    from stackvault.sources.docker.cmdline import expand, option
+    from stackvault.sources.docker.engine import container_env
+
+    value = option(server_args(container), "--requirepass")
+    if value is None:
+        raise SourceError(
+            f"the Redis server of container {container.name} has no --requirepass on its "
+            "command line",
+            hint="correct password_from of its source in the plan (env:NAME, file:PATH or none)",
+        )
+    return expand(value, container_env(container))
+
+
+def file_password(cli: RedisCli, path: str) -> str:
+    """The ``requirepass`` of the configuration file ``path`` in the container; `SourceError`
+    when it cannot be read or sets none."""
+    res = cli.runner.run(["cat", path], timeout=60)
+    if res.code != 0:
+        raise SourceError(
+            f"cannot read {path} {cli.runner.where} for the Redis password: "
+            f"{res.stderr.strip()[:200]}",
+            hint="correct password_from of its source in the plan (file:PATH in the container)",
+        )
+    value = parse_conf(res.text).get("requirepass")
+    if not value:
+        raise SourceError(
+            f"{path} {cli.runner.where} sets no requirepass",
+            hint="correct password_from of its source in the plan (env:NAME, arg or none)",
+        )
+    return value
 
 
 def owner(cli: RedisCli, directory: str) -> tuple[int, int]:
@@ -186,7 +255,7 @@ def wait_ready(cli: RedisCli, container: Container, timeout: float) -> None:
                 hint=f"see `docker logs {container.name}`",
             )
         with contextlib.suppress(SourceError):  # not up yet
-            if cli.runner.run([*cli.base, "PING"], timeout=60).text.strip() == "PONG":
+            if cli.runner.run([*cli.base, "PING"], env=cli.env, timeout=60).text.strip() == "PONG":
                 return
         if time.monotonic() > deadline:
             raise SourceError(

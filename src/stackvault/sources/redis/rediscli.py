@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from stackvault.errors import SourceError
@@ -22,8 +22,17 @@ _ERROR_REPLY = re.compile(
 class RedisCli:
     """``redis-cli`` run in a container through a `ContainerRunner`."""
 
-    def __init__(self, runner: ContainerRunner, port: int, user: str | None, location: str):
+    def __init__(
+        self,
+        runner: ContainerRunner,
+        port: int,
+        user: str | None,
+        location: str,
+        env: Mapping[str, str] | None = None,
+    ):
         self.runner = runner
+        self.env = dict(env or {})
+        """Added to redis-cli's environment (``REDISCLI_AUTH``: a password; never printed)."""
         self.location = location
         self.base = ["redis-cli", "-h", "127.0.0.1", "-p", str(port)]
         if user:
@@ -34,7 +43,7 @@ class RedisCli:
         """One command; its raw reply (without the final newline)."""
         while True:
             argv = [*self.base, *(["-e"] if self._exit_codes else []), *args]
-            res = self.runner.run(argv, timeout=timeout)
+            res = self.runner.run(argv, env=self.env, timeout=timeout)
             out = res.text.rstrip("\n")
             err = res.stderr.strip()
             if self._exit_codes and "Unrecognized option" in (err + out):
@@ -53,7 +62,8 @@ class RedisCli:
             if i:
                 lines.append(f"ECHO {marker}")
             lines.append(command)
-        res = self.runner.run(self.base, stdin=("\n".join(lines) + "\n").encode(), timeout=timeout)
+        script = ("\n".join(lines) + "\n").encode()
+        res = self.runner.run(self.base, stdin=script, env=self.env, timeout=timeout)
         if res.code != 0:
             raise self.error(commands[0].split()[0], res.stderr.strip() or res.text)
         parts = res.text.split(f"{marker}\n")

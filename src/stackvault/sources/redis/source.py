@@ -28,6 +28,8 @@ from stackvault.sources.contract import (
 )
 from stackvault.sources.redis.bgsave import save_counts, wait_saved
 from stackvault.sources.redis.container import (
+    command_password,
+    file_password,
     join,
     link_archive,
     move_aof_aside,
@@ -53,7 +55,8 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-_OPTIONS = frozenset({"timeout"})
+_OPTIONS = frozenset({"timeout", "password_from"})
+_PASSWORD_FROM = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|arg|file:.+|none")
 _TEMP_SUFFIX = ".stackvault-new"
 
 
@@ -97,8 +100,10 @@ class RedisSource(Source):
         user: str | None = None,
         container: str | None = None,
         timeout: float = 300.0,
+        password_from: str | None = None,
     ) -> None:
         super().__init__(name, location)
+        self.password_from = password_from
         self.host = host
         self.port = port
         self.user = user
@@ -118,7 +123,14 @@ class RedisSource(Source):
                     "redis+docker://CONTAINER[:PORT]"
                 )
             suffix = f":{url.port}" if url.port else ""
+            password_from = url.query.get("password_from")
+            if password_from is not None and not _PASSWORD_FROM.fullmatch(password_from):
+                raise UsageError(
+                    f"option password_from of {url.redacted} must be env:NAME, arg, file:PATH "
+                    "or none"
+                )
             return cls(
+                password_from=password_from,
                 name=url.artifact_name(f"{url.host}-redis"),
                 location=f"redis+docker://{user}{url.host}{suffix}",
                 port=url.port,
@@ -278,10 +290,18 @@ class RedisSource(Source):
         container = get_container(client, self.container_name)
         require_running(container)
         env = container_env(container)
-        env_from = {"REDISCLI_AUTH": "REDIS_PASSWORD"} if env.get("REDIS_PASSWORD") else None
+        how = self.password_from
+        if how is None:  # the default: the variable the common images set
+            how = "env:REDIS_PASSWORD" if env.get("REDIS_PASSWORD") else "none"
+        env_from = {"REDISCLI_AUTH": how[4:]} if how.startswith("env:") else None
         runner = ContainerRunner(client, container, env_from=env_from)
         port = self.port or port_of(container)
-        return RedisCli(runner, port, self.user, self.location), container
+        cli = RedisCli(runner, port, self.user, self.location)
+        if how == "arg":
+            cli.env["REDISCLI_AUTH"] = command_password(container)
+        elif how.startswith("file:"):
+            cli.env["REDISCLI_AUTH"] = file_password(cli, how[5:])
+        return cli, container
 
     def _capture_container(self, sink: ArtifactSink) -> dict[str, Any]:
         started = time.monotonic()

@@ -32,7 +32,7 @@ from stackvault.stack.compose import Project
 from stackvault.stack.restorereport import Validation
 
 if TYPE_CHECKING:
-    from docker import DockerClient
+    pass
 
 DEFAULT_SECRET_KEY = "sk-9f73s3ljTXVcMT3Blb3ljTqtsKiGHXVcMT3BlbkFJLK7U"
 """The value shipped in Dify's ``.env.example`` and compose defaults: public."""
@@ -131,24 +131,17 @@ def backup_facts(plan: Plan) -> dict[str, object]:
     return {}
 
 
-def tenant_keys_check(client: DockerClient, container: str, keys_dir: str) -> Validation:
-    """The validation: every tenant of the ``dify`` database in PostgreSQL ``container``
-    has ``keys_dir/<tenant>/private.pem`` (without it, the tenant's stored model and tool
-    credentials cannot be decrypted)."""
-    from stackvault.sources.docker.engine import container_env, get_container
-    from stackvault.sources.docker.exec import ContainerRunner
+def tenant_keys_check(url: str, keys_dir: str) -> Validation:
+    """The validation: every tenant of the ``dify`` database of the PostgreSQL source
+    ``url`` (`stackvault.stack.reach.source_url`) has ``keys_dir/<tenant>/private.pem``
+    (without it, the tenant's stored model and tool credentials cannot be decrypted)."""
+    from stackvault.stack.reach import postgres_query
 
-    found = get_container(client, container)
-    user = container_env(found).get("POSTGRES_USER") or "postgres"
-    runner = ContainerRunner(client, found, env_from={"PGPASSWORD": "POSTGRES_PASSWORD"})
-    res = runner.run(
-        ["psql", "-X", "-At", "-U", user, "-d", "dify", "-c", "SELECT id FROM tenants"],
-        timeout=60,
-    )
+    out = postgres_query(url, "dify", "SELECT id FROM tenants")
     subject = "dify tenants' private keys"
-    if res.code != 0:
+    if out is None:
         return Validation(subject, True, "no tenants table (nothing to check)")
-    tenants = [t for t in res.text.split() if t]
+    tenants = [t for t in out.split() if t]
     missing = [t for t in tenants if not os.path.isfile(os.path.join(keys_dir, t, "private.pem"))]
     if not missing:
         message = f"all {len(tenants)} tenants have privkeys/<tenant>/private.pem"
