@@ -59,3 +59,78 @@ def test_a_bad_pattern_fails_before_the_repository_opens(tree: Path, cli: Cli) -
     res = cli("--repo", "/nonexistent/repo", "backup", tree, "--exclude", "[z-a]")
     assert res.code == 2
     assert "exclude pattern '[z-a]' is not valid" in assert_one_line_error(res)
+
+
+def test_dry_run_says_what_would_be_stored_and_writes_nothing(
+    initialised: Path, tree: Path, cli: Cli
+) -> None:
+    before = sorted(initialised.rglob("*"))
+    res = cli("backup", "--dry-run", "--json", tree, "--exclude", "*.log")
+    assert res.code == 0, res.err
+    doc = res.json()
+    assert doc["dry_run"] is True
+    assert (doc["files"], doc["dirs"]) == (4, 2)  # Photo.JPG, b.txt, cache/x.bin, keep.bin
+    assert doc["bytes"] == sum(
+        len(n) for n in ("Photo.JPG", "b.txt", "cache/x.bin", "cache/keep.bin")
+    )
+    assert sorted(initialised.rglob("*")) == before
+    text = cli("backup", "-n", tree)
+    assert text.code == 0 and "dry run: would back up 6 files, 2 directories" in text.out
+    # no repository needed
+    alone = cli("--repo", "/nonexistent/repo", "backup", "--dry-run", tree)
+    assert alone.code == 0, alone.err
+
+
+def test_files_from(initialised: Path, tmp_path: Path, tree: Path, cli: Cli) -> None:
+    listing = tmp_path / "list"
+    listing.write_text(f"# what to save\n{tree}/b.txt\n\n{tree}/cache\n")
+    res = cli("backup", "--files-from", listing, "--json")
+    assert res.code == 0, res.err
+    assert sorted(res.json()["paths"]) == [f"{tree}/b.txt", f"{tree}/cache"]
+    empty = tmp_path / "empty"
+    empty.write_text("# nothing\n")
+    bad = cli("backup", "--files-from", empty)
+    assert bad.code == 2 and "lists no path" in assert_one_line_error(bad)
+    missing = cli("backup", "--files-from", tmp_path / "nope")
+    assert missing.code == 2 and "does not exist" in assert_one_line_error(missing)
+
+
+def test_exclude_caches_if_present_and_larger_than(
+    initialised: Path, tmp_path: Path, cli: Cli
+) -> None:
+    src = tmp_path / "src"
+    for rel, data in (
+        ("app/big.bin", b"x" * 5000),
+        ("app/small.bin", b"x" * 100),
+        ("cache/CACHEDIR.TAG", b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n"),
+        ("cache/blob", b"cached"),
+        ("fake/CACHEDIR.TAG", b"no signature"),
+        ("fake/kept", b"kept"),
+        ("build/.nobackup", b""),
+        ("build/out.o", b"obj"),
+    ):
+        p = src / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    res = cli(
+        "backup",
+        src,
+        "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-larger-than",
+        "4K",
+    )
+    assert res.code == 0, res.err
+    assert listed(cli, src) == {
+        "app",
+        "app/small.bin",
+        "fake",
+        "fake/CACHEDIR.TAG",
+        "fake/kept",
+    }
+    plain = cli("backup", src)
+    assert plain.code == 0
+    assert {"cache/blob", "build/out.o", "app/big.bin"} <= listed(cli, src)
+    bad = cli("backup", src, "--exclude-larger-than", "lots")
+    assert bad.code == 2 and "'lots' is not a size" in assert_one_line_error(bad)

@@ -292,6 +292,32 @@ def _seconds(text: str) -> float:
     return value
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes: ``500M``, ``2G``, ``1.5GiB``, ``4096`` (binary units: K = KiB = 1024
+    bytes, M = MiB, G = GiB, T = TiB); `ValueError` (one sentence) for anything else."""
+    body = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = body[-1:] if body[-1:] in _SIZE_UNITS else ""
+    number = body[: len(body) - len(unit)]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf") or (text.strip().upper().endswith("IB") and not unit):
+        raise ValueError(f"{text!r} is not a size (e.g. 500M, 2G, 4096)")
+    return int(value * _SIZE_UNITS[unit])
+
+
+def size_arg(text: str) -> int:
+    """`parse_size` as an argparse ``type``."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def add_group(subparsers: Subparsers, name: str, *, help: str) -> Subparsers:
     """Add a command that has subcommands (``key list``); shows its help when given alone."""
     parser = add_command(subparsers, name, help=help)

@@ -27,7 +27,7 @@ from stackvault.errors import (
     UsageError,
 )
 from stackvault.fs.exclude import ExcludeMatcher
-from stackvault.fs.walk import FileWalker, Problem
+from stackvault.fs.walk import FileWalker, Problem, WalkRules
 from stackvault.records.artifact import ArtifactRecord
 from stackvault.repo.lock import current_username
 from stackvault.repo.repository import PROGRAM, Repository
@@ -47,6 +47,8 @@ class BackupOptions:
     iexcludes: list[str] = field(default_factory=list)
     """Exclude patterns matched whatever the case (`fs.exclude.ExcludeMatcher`)."""
     one_file_system: bool = False
+    rules: WalkRules = field(default_factory=WalkRules)
+    """What else the walk leaves out: marked directories, large files (`WalkRules`)."""
     tags: list[str] = field(default_factory=list)
     host: str | None = None
     parent: str | None = None
@@ -73,6 +75,30 @@ class BackupOptions:
     snapshot are written) with the artifact records; what it returns becomes the snapshot's
     ``stack`` manifest. A stack backup restarts its stopped services here. Not called when
     the capture failed; an exception from it fails the backup."""
+
+
+def normalise_paths(opts: BackupOptions) -> list[str]:
+    """The absolute paths of ``opts.paths`` to walk, sorted, the outermost of nested ones
+    only; `SourceError` for one that does not exist, `UsageError` for a reserved one."""
+    if not opts.paths:
+        if opts.sources:
+            return []
+        raise SourceError("nothing to back up: give at least one path")
+    out: list[str] = []
+    for p in sorted({os.path.abspath(p) for p in opts.paths}):
+        if p == "/":
+            return ["/"]
+        if p == f"/{RESERVED}" or p.startswith(f"/{RESERVED}/"):
+            raise UsageError(
+                f"cannot back up {p}: /{RESERVED} is where snapshots keep their artifacts"
+            )
+        if not os.path.lexists(p):
+            raise SourceError(f"cannot back up {p}: no such file or directory")
+        # /srv covers /srv/app: keep only the outermost path.
+        if any(p.startswith(q.rstrip("/") + "/") for q in out):
+            continue
+        out.append(p)
+    return out
 
 
 @dataclass
@@ -124,25 +150,7 @@ class BackupJob:
     # --- the run ----------------------------------------------------------------------------
 
     def _normalise_paths(self) -> list[str]:
-        if not self.opts.paths:
-            if self.opts.sources:
-                return []
-            raise SourceError("nothing to back up: give at least one path")
-        out: list[str] = []
-        for p in sorted({os.path.abspath(p) for p in self.opts.paths}):
-            if p == "/":
-                return ["/"]
-            if p == f"/{RESERVED}" or p.startswith(f"/{RESERVED}/"):
-                raise UsageError(
-                    f"cannot back up {p}: /{RESERVED} is where snapshots keep their artifacts"
-                )
-            if not os.path.lexists(p):
-                raise SourceError(f"cannot back up {p}: no such file or directory")
-            # /srv covers /srv/app: keep only the outermost path.
-            if any(p.startswith(q.rstrip("/") + "/") for q in out):
-                continue
-            out.append(p)
-        return out
+        return normalise_paths(self.opts)
 
     def stop(self) -> None:
         """Ask the run to stop at the next chunk (from a signal handler or another thread)."""
@@ -247,7 +255,7 @@ class BackupJob:
         """Walk ``file_paths`` into trees, with ``extra`` (the artifacts' directory) at the
         root, counting the totals ahead on another thread if asked; the root tree id."""
         matcher = ExcludeMatcher(self.opts.excludes, self.opts.iexcludes)
-        walker = FileWalker(matcher, self.opts.one_file_system, self._problem)
+        walker = FileWalker(matcher, self.opts.one_file_system, self._problem, self.opts.rules)
         scanner = None
         if self.opts.scan_totals and file_paths:
             scanner = start_totals(paths, matcher, self.progress, parent)

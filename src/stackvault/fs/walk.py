@@ -50,6 +50,53 @@ class Problem:
     incomplete: bool
 
 
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+"""The first bytes of a cache directory's tag file (https://bford.info/cachedir/)."""
+
+
+@dataclass(frozen=True)
+class WalkRules:
+    """What else a backup leaves out, beyond the exclude patterns (below the top-level paths,
+    which are always captured): directories holding a file of one of the names of
+    ``if_present`` (``NAME`` or ``NAME:CONTENT``, the file's first bytes), cache directories
+    (a ``CACHEDIR.TAG`` with its signature) with ``caches``, and regular files larger than
+    ``larger_than`` bytes. Each directory left out gets a notice."""
+
+    if_present: tuple[str, ...] = ()
+    caches: bool = False
+    larger_than: int | None = None
+
+    def markers(self) -> list[tuple[str, bytes]]:
+        """(file name, first bytes it must have, empty for any) of each marker file."""
+        out = []
+        for item in self.if_present:
+            name, _, content = item.partition(":")
+            out.append((name, content.encode()))
+        if self.caches:
+            out.append((CACHEDIR_TAG, CACHEDIR_SIGNATURE))
+        return out
+
+
+def _marked(dir_fd: int, name: str, markers: list[tuple[str, bytes]]) -> str | None:
+    """The marker file found in directory ``name`` (of ``dir_fd``), if any."""
+    for marker, content in markers:
+        try:
+            fd = os.open(f"{name}/{marker}", _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            if not content or os.read(fd, len(content)) == content:
+                return marker
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return None
+
+
 class FileWalker:
     """Produces `FsEntry` values for a backup; safe to use from several threads.
 
@@ -69,10 +116,13 @@ class FileWalker:
         excludes: ExcludeMatcher,
         one_file_system: bool,
         on_problem: Callable[[Problem], None],
+        rules: WalkRules | None = None,
     ) -> None:
         self.excludes = excludes
         self.one_file_system = one_file_system
         self.on_problem = on_problem
+        self.rules = rules or WalkRules()
+        self._markers = self.rules.markers()
         self._lock = threading.Lock()
         self._mount_points: set[tuple[int, int]] = set()  # (device, inode) not to descend into
 
@@ -233,6 +283,8 @@ class FileWalker:
                 return None
             if self.excludes.excluded(path, kind == "dir"):
                 return None
+            if self._left_out(dir_fd, path, name, kind, st):
+                return None
             target = os.readlink(name, dir_fd=dir_fd) if kind == "symlink" else None
         except FileNotFoundError:
             self._notice(path, VANISHED)
@@ -247,6 +299,18 @@ class FileWalker:
         return entry_from_stat(
             path, name, st, link_target=target, xattrs=self._xattrs(path, dir_fd, name), kind=kind
         )
+
+    def _left_out(self, dir_fd: int, path: str, name: str, kind: str, st: os.stat_result) -> bool:
+        """Whether `WalkRules` leave this child out (a directory with a notice)."""
+        rules = self.rules
+        if kind == "file" and rules.larger_than is not None:
+            return st.st_size > rules.larger_than
+        if kind == "dir" and (rules.if_present or rules.caches):
+            marker = _marked(dir_fd, name, self._markers)
+            if marker is not None:
+                self._notice(path, f"excluded: it holds {marker}")
+                return True
+        return False
 
     def _xattrs(
         self, path: str, dir_fd: int | None = None, name: str = ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stackvault.cli.parser import add_command, add_json_option
+from stackvault.cli.parser import add_command, add_json_option, size_arg
 from stackvault.errors import EXIT_INCOMPLETE, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
     from stackvault.engine.progress import Progress
+    from stackvault.fs.walk import WalkRules
 
 
 def register(subparsers: Subparsers) -> None:
@@ -21,7 +22,7 @@ def register(subparsers: Subparsers) -> None:
         action="append",
         default=[],
         metavar="PATTERN",
-        help="Exclude paths matching PATTERN (repeatable; syntax below).",
+        help="Exclude paths matching PATTERN (repeatable; syntax above).",
     )
     p.add_argument(
         "--iexclude",
@@ -43,6 +44,40 @@ def register(subparsers: Subparsers) -> None:
         default=[],
         metavar="FILE",
         help="Like --exclude-file, ignoring case.",
+    )
+    p.add_argument(
+        "--exclude-caches",
+        action="store_true",
+        help="Leave out directories that hold a CACHEDIR.TAG with its signature.",
+    )
+    p.add_argument(
+        "--exclude-if-present",
+        action="append",
+        default=[],
+        metavar="NAME[:CONTENT]",
+        help="Leave out directories that hold a file NAME (starting with CONTENT, if given); "
+        "repeatable.",
+    )
+    p.add_argument(
+        "--exclude-larger-than",
+        type=size_arg,
+        metavar="SIZE",
+        help="Leave out files larger than SIZE (500M, 2G, 4096; binary units).",
+    )
+    p.add_argument(
+        "--files-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="Also back up the paths listed in FILE, one per line ('#' comments and blank "
+        "lines skipped; '-' reads standard input).",
+    )
+    p.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="Walk the paths as a backup would and say what it would store; write nothing "
+        "(the repository is not opened).",
     )
     p.add_argument(
         "-x", "--one-file-system", action="store_true", help="Do not cross filesystem boundaries."
@@ -111,6 +146,66 @@ def _patterns(exclude: list[str], exclude_files: list[str]) -> list[str]:
     return patterns
 
 
+def _files_from(files: list[str]) -> list[str]:
+    """The paths listed in each --files-from file (``-``: standard input), in order."""
+    import sys
+
+    paths: list[str] = []
+    for name in files:
+        try:
+            if name == "-":
+                text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+            else:
+                with open(name, "rb") as f:
+                    text = f.read().decode("utf-8", "surrogateescape")
+        except FileNotFoundError as exc:
+            raise UsageError(f"--files-from file {name} does not exist") from exc
+        except OSError as exc:
+            raise UsageError(f"cannot read --files-from file {name}: {exc.strerror}") from exc
+        listed = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        if not listed:
+            raise UsageError(f"--files-from file {name} lists no path")
+        paths.extend(listed)
+    return paths
+
+
+def _dry_run(
+    cli: Cli,
+    paths: list[str],
+    patterns: list[str],
+    ipatterns: list[str],
+    rules: WalkRules,
+    one_file_system: bool,
+) -> int | None:
+    """``backup --dry-run``: the walk of a backup, counted; nothing written."""
+    from stackvault.cli.render import human_bytes
+    from stackvault.engine.backup import BackupOptions
+    from stackvault.engine.dryrun import dry_run
+    from stackvault.fs.walk import Problem
+
+    def problem(p: Problem) -> None:
+        cli.warn(f"{'error' if p.incomplete else 'notice'}: {p.path}: {p.message}")
+
+    opts = BackupOptions(
+        paths=paths,
+        excludes=patterns,
+        iexcludes=ipatterns,
+        rules=rules,
+        one_file_system=one_file_system,
+    )
+    r = dry_run(opts, problem)
+    if cli.json:
+        cli.emit_json(r.to_json())
+    else:
+        cli.print(
+            f"dry run: would back up {r.files} files, {r.dirs} directories, {r.symlinks} "
+            f"symlinks"
+            + (f", {r.others} fifos and devices" if r.others else "")
+            + f" ({human_bytes(r.bytes)}); nothing was written"
+        )
+    return EXIT_INCOMPLETE if any(p.incomplete for p in r.problems) else None
+
+
 def backup(
     cli: Cli,
     *,
@@ -119,6 +214,11 @@ def backup(
     exclude_file: list[str],
     iexclude: list[str],
     iexclude_file: list[str],
+    exclude_caches: bool,
+    exclude_if_present: list[str],
+    exclude_larger_than: int | None,
+    files_from: list[str],
+    dry_run: bool,
     one_file_system: bool,
     tag: list[str],
     host: str | None,
@@ -141,6 +241,7 @@ def backup(
     '\\' escapes the next character (\\!important, \\*)."""
     from stackvault.cli.context import preload
 
+    paths = list(paths) + _files_from(files_from)
     _check_what(paths, stdin_from_command, source)
     preload("stackvault.engine.backup")  # imported while the repository opens
     from stackvault.cli.render import artifact_line, human_bytes, snapshot_json
@@ -150,8 +251,16 @@ def backup(
     patterns = _patterns(exclude, exclude_file)
     ipatterns = _patterns(iexclude, iexclude_file)
     from stackvault.fs.exclude import ExcludeMatcher
+    from stackvault.fs.walk import WalkRules
 
     ExcludeMatcher(patterns, ipatterns)  # a bad pattern fails before the repository opens
+    rules = WalkRules(tuple(exclude_if_present), exclude_caches, exclude_larger_than)
+    if any(not m.partition(":")[0] or "/" in m.partition(":")[0] for m in exclude_if_present):
+        raise UsageError("--exclude-if-present takes a file name (NAME or NAME:CONTENT)")
+    if dry_run:
+        if stdin_from_command or sources:
+            raise UsageError("--dry-run applies to paths only, not --stdin-from-command/--source")
+        return _dry_run(cli, paths, patterns, ipatterns, rules, one_file_system)
     with cli.open_repo(lock="backup") as repo:
         from stackvault.engine.backup import BackupJob, BackupOptions
 
@@ -159,6 +268,7 @@ def backup(
             paths=list(paths or []),
             excludes=patterns,
             iexcludes=ipatterns,
+            rules=rules,
             one_file_system=one_file_system,
             tags=tag,
             host=host,
