@@ -74,6 +74,11 @@ class FileRestoreOptions:
 
     target: str
     include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    """Leave out what these patterns match (`ExcludeMatcher`), even where ``include``
+    matches."""
+    iexclude: list[str] = field(default_factory=list)
+    """The same, whatever the case."""
     overwrite: bool = False
     verify: bool = False
     workers: int | None = None
@@ -121,6 +126,7 @@ class RestoreJob:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._include = ExcludeMatcher(options.include) if options.include else None
+        self._exclude = ExcludeMatcher(options.exclude, options.iexclude)
         self._links: dict[str, list[str]] = {}
         self._dirs: list[tuple[list[str], Node]] = []
         self._made: set[tuple[str, ...]] = set()
@@ -137,6 +143,10 @@ class RestoreJob:
 
     def _wanted(self, path: str, is_dir: bool) -> bool:
         return self._include is None or self._include.excluded(path, is_dir)
+
+    def _left_out(self, path: str, is_dir: bool) -> bool:
+        """Whether ``--exclude`` leaves ``path`` out (it or a directory above it matches)."""
+        return self._exclude.excluded(path, is_dir)
 
     def _may_want_below(self, directory: str) -> bool:
         """Whether a file below ``directory`` (itself not included) could be wanted: unknown
@@ -164,7 +174,10 @@ class RestoreJob:
                 "an unsafe path component (the repository may have been tampered with)"
             )
         parts = [*base, node.name]
-        return parts, inc_base or self._wanted("/" + "/".join(parts), node.type == "dir")
+        path, is_dir = "/" + "/".join(parts), node.type == "dir"
+        return parts, (inc_base or self._wanted(path, is_dir)) and not (
+            self._exclude and self._left_out(path, is_dir)
+        )
 
     def _lost(self, place: _Place, exc: IntegrityError) -> None:
         parts, inc = place
@@ -346,6 +359,30 @@ class RestoreJob:
                     if sealed is not None:
                         out[blob_id] = sealed
         return out
+
+    def dry_run(self) -> RestoreResult:
+        """What `run` would restore, counted from the snapshot's trees; the target is not
+        touched and no file data is read."""
+        root = self.opts.root_tree or self.snapshot.tree
+        links: set[str] = set()
+        for (_rel, included), node in self._walk(root):
+            if not included:
+                continue
+            if node.type == "dir":
+                self.result.dirs += 1
+            elif node.type == "symlink":
+                self.result.symlinks += 1
+            elif node.type in _SPECIAL:
+                self.result.specials += 1
+            elif node.hardlink and node.hardlink in links:
+                self.result.hardlinks += 1
+            else:
+                if node.hardlink:
+                    links.add(node.hardlink)
+                self.result.files += 1
+                self.result.bytes += node.size
+        self._raise_failures()
+        return self.result
 
     def run(self) -> RestoreResult:
         """Restore; raise `IntegrityError` at the end if any file could not be restored."""

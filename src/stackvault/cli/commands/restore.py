@@ -50,6 +50,28 @@ def register(subparsers: Subparsers) -> None:
         help="Restore only paths matching a pattern (repeatable).",
     )
     p.add_argument(
+        "-e",
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="Leave out paths matching a pattern, even where --include matches (repeatable; "
+        "the syntax of backup --exclude).",
+    )
+    p.add_argument(
+        "--iexclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="Like --exclude, ignoring case.",
+    )
+    p.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="Say what would be restored; touch nothing (no file data is read).",
+    )
+    p.add_argument(
         "--verify",
         action="store_true",
         help="Re-read every restored file and compare its SHA-256.",
@@ -92,6 +114,9 @@ def restore(
     snapshot: str,
     target: str | None,
     include: list[str],
+    exclude: list[str],
+    iexclude: list[str],
+    dry_run: bool,
     verify: bool,
     overwrite: bool,
     artifact: str | None,
@@ -111,6 +136,8 @@ def restore(
             raise UsageError("--to needs --artifact NAME (which captured source to restore)")
         if target is not None or include:
             raise UsageError("give either --to URL or --target DIR, not both")
+        if exclude or iexclude or dry_run:
+            raise UsageError("--exclude, --iexclude and --dry-run apply to --target DIR restores")
         return restore_to(
             cli, snapshot, artifact, to, overwrite=overwrite, no_owner=no_owner, chosen=chosen
         )
@@ -118,6 +145,10 @@ def restore(
         raise UsageError("give --target DIR (or --artifact NAME --to URL)")
     if no_owner:
         raise UsageError("--no-owner applies to --to URL restores only")
+    from stackvault.fs.exclude import ExcludeMatcher
+
+    ExcludeMatcher(include)  # a bad pattern fails before the repository opens
+    ExcludeMatcher(exclude, iexclude)
     with cli.open_repo(lock="restore", reads_only=True) as repo:
         snap = pick_snapshot(repo, snapshot, chosen)
         root_tree = None
@@ -132,6 +163,8 @@ def restore(
             FileRestoreOptions(
                 target=target,
                 include=include,
+                exclude=exclude,
+                iexclude=iexclude,
                 overwrite=overwrite,
                 verify=verify,
                 root_tree=root_tree,
@@ -139,11 +172,39 @@ def restore(
             progress=progress,
         )
         try:
-            r = job.run()
+            r = job.dry_run() if dry_run else job.run()
         finally:
             progress.close()
-    _report(cli, snap, target, verify, r)
+    if dry_run:
+        _report_dry_run(cli, snap, target, r)
+    else:
+        _report(cli, snap, target, verify, r)
     return None
+
+
+def _report_dry_run(cli: Cli, snap: Snapshot, target: str, r: RestoreResult) -> None:
+    if cli.json:
+        cli.emit_json(
+            {
+                "dry_run": True,
+                "snapshot": snap.id,
+                "target": os.path.abspath(target),
+                "files": r.files,
+                "dirs": r.dirs,
+                "symlinks": r.symlinks,
+                "hardlinks": r.hardlinks,
+                "specials": r.specials,
+                "bytes": r.bytes,
+            }
+        )
+        return
+    cli.print(
+        f"dry run: would restore {r.files} files, {r.dirs} directories, {r.symlinks} symlinks, "
+        f"{r.hardlinks} hard links"
+        + (f", {r.specials} fifos and devices" if r.specials else "")
+        + f" ({human_bytes(r.bytes)}) from snapshot {snap.short_id} to {target}; nothing was "
+        "written"
+    )
 
 
 def _report(cli: Cli, snap: Snapshot, target: str, verify: bool, r: RestoreResult) -> None:
