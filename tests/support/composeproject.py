@@ -76,7 +76,16 @@ class DifyLikeProject:
         *,
         name: str | None = None,
         secret_key: str | None = None,
+        pg_socket: str | None = None,
+        redis_password: bool = False,
+        redis_conf: bool = False,
     ) -> None:
+        """``pg_socket``: PostgreSQL listens on its port (never 5432: host networking) with its
+        unix socket in this directory, started as ``postgres -p PORT -k DIR`` without
+        ``PGPORT``; ``redis_password``: Redis takes a password on its command line only
+        (``--requirepass``, nothing in its environment); ``redis_conf``: a second Redis,
+        service ``cache``, reads its port and password from ``redis.conf`` (``./redis-conf``,
+        mounted read-only)."""
         self.directory = directory
         self.engine = engine
         self.name = name or f"svdify{secrets.token_hex(3)}"
@@ -85,6 +94,10 @@ class DifyLikeProject:
         self.pg_port = free_port()
         self.redis_port = free_port()
         self.web_port = free_port()
+        self.pg_socket = pg_socket
+        self.redis_password = secrets.token_hex(12) if redis_password else None
+        self.cache_password = secrets.token_hex(12) if redis_conf else None
+        self.cache_port = free_port() if redis_conf else None
 
     # -- files ---------------------------------------------------------------------------
 
@@ -110,6 +123,14 @@ class DifyLikeProject:
         if not link.is_symlink():
             link.symlink_to("plugin")
         (d / "nginx/default.conf").write_text("server { listen 8080; }\n")
+        if self.cache_port is not None:
+            (d / "volumes/cache/data").mkdir(parents=True, exist_ok=True)
+            os.chown(d / "volumes/cache/data", redis_uid, redis_gid)
+            (d / "redis-conf").mkdir(exist_ok=True)
+            (d / "redis-conf/redis.conf").write_text(
+                f"# the cache\nport {self.cache_port}\nbind 127.0.0.1\ndir /data\n"
+                f'requirepass "{self.cache_password}"\n'
+            )
         (d / ".env").write_text(
             f"SECRET_KEY={self.secret_key}\n"
             f"DB_PASSWORD={self.db_password}\n"
@@ -133,6 +154,27 @@ class DifyLikeProject:
             "psql -U postgres -qc 'CREATE DATABASE dify_plugin' 2>/dev/null ) & "
             'exec postgres -D "$$PGDATA" -p "$$PGPORT" -c listen_addresses=127.0.0.1'
         )
+        pg_env = "      PGPORT: ${PG_PORT}\n"
+        if self.pg_socket:  # the port and socket directory on the command line only
+            sock = self.pg_socket
+            init_db = init_db.replace("pg_isready -q", f"pg_isready -q -h {sock} -p $$PG_PORT")
+            init_db = init_db.replace("psql -U", f"psql -h {sock} -p $$PG_PORT -U")
+            init_db = f"mkdir -p {sock}; " + init_db.replace(
+                '-p "$$PGPORT"', f'-p "$$PG_PORT" -k {sock}'
+            )
+            pg_env = "      PG_PORT: ${PG_PORT}\n"
+        redis_args = '"--port", "${REDIS_PORT}", "--bind", "127.0.0.1", "--dir", "/data"'
+        if self.redis_password:
+            redis_args += f', "--requirepass", "{self.redis_password}"'
+        cache = ""
+        if self.cache_port is not None:
+            cache = f"""  cache:
+{common}    user: "{redis_uid}:{redis_uid}"
+    command: ["redis-server", "/srv/redis-conf/redis.conf"]
+    volumes:
+{host}      - ./volumes/cache/data:/data
+      - ./redis-conf:/srv/redis-conf:ro
+"""
         writer = _WRITER.replace("$", "$$")
         return f"""version: "2.4"
 services:
@@ -142,8 +184,7 @@ services:
       POSTGRES_USER: postgres
       POSTGRES_PASSWORD: ${{DB_PASSWORD}}
       PGDATA: /data/pg
-      PGPORT: ${{PG_PORT}}
-      PATH: {bindir}:{CONTAINER_PATH}
+{pg_env}      PATH: {bindir}:{CONTAINER_PATH}
       LC_ALL: C
     command: ["sh", "-c", {_yaml_str(init_db)}]
     stop_signal: SIGINT
@@ -152,10 +193,10 @@ services:
   redis:
 {common}    user: "{redis_uid}:{redis_uid}"
     stop_grace_period: 5s
-    command: ["redis-server", "--port", "${{REDIS_PORT}}", "--bind", "127.0.0.1", "--dir", "/data"]
+    command: ["redis-server", {redis_args}]
     volumes:
 {host}      - ./volumes/redis/data:/data
-  api:
+{cache}  api:
 {common}    user: "0:0"
     environment:
       SVC: api
@@ -256,7 +297,19 @@ volumes:
         raise RuntimeError(f"the project's databases did not appear in {timeout:.0f} s: {last}")
 
     def psql(self, sql: str, db: str = "postgres") -> str:
-        out = self.compose("exec", "-T", "db", "psql", "-U", "postgres", "-At", "-d", db, "-c", sql)
+        where = ["-h", self.pg_socket, "-p", str(self.pg_port)] if self.pg_socket else []
+        out = self.compose(
+            "exec", "-T", "db", "psql", *where, "-U", "postgres", "-At", "-d", db, "-c", sql
+        )
+        return out.strip()
+
+    def redis_cli(self, *args: str, service: str = "redis") -> str:
+        """``redis-cli`` in the service's container, with its password when it has one."""
+        port, password = self.redis_port, self.redis_password
+        if service == "cache":
+            port, password = self.cache_port or 0, self.cache_password
+        auth = ["-e", f"REDISCLI_AUTH={password}"] if password else []
+        out = self.compose("exec", "-T", *auth, service, "redis-cli", "-p", str(port), *args)
         return out.strip()
 
     def container(self, service: str) -> str:

@@ -31,6 +31,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -99,6 +100,9 @@ def build_plan(
             sources.append(tool)
         if role not in DATABASE_ROLES and role != STATELESS:
             _mounts(svc, directory, sources, paths, config)
+        elif role in DATABASE_ROLES:  # its configuration (a redis.conf), not its data
+            read_only = [m for m in svc.mounts if m.type == "bind" and m.read_only]
+            _mounts(replace(svc, mounts=read_only), directory, sources, paths, config)
     for f in project.config_files:
         if f not in config:
             config.insert(0, f)
