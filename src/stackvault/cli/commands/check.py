@@ -7,8 +7,11 @@ from stackvault.errors import EXIT_INTEGRITY, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.repo.repository import Repository
 
 
 def register(subparsers: Subparsers) -> None:
@@ -20,30 +23,84 @@ def register(subparsers: Subparsers) -> None:
     )
     p.add_argument(
         "--read-data-subset",
-        metavar="N%",
-        help="Read a random N% of the packs (e.g. 10%).",
+        metavar="SUBSET",
+        help="Read some of the packs: a random N% (10%), slice n of t (1/7: the packs "
+        "split by id into t slices that never change; run 1/7 to 7/7 to read each once), or "
+        "random packs up to a size (500M, 2G).",
     )
     add_json_option(p)
 
 
-def _parse_subset(text: str) -> float:
+_SUBSET_FORMS = "a percentage (10%), a slice n/t (1/7) or a size (500M)"
+
+
+def _parse_subset(text: str) -> float | tuple[int, int] | int:
+    """``10%`` → 0.1; ``2/7`` → (2, 7); ``500M`` → bytes. `UsageError` otherwise."""
+    import re
+
+    from stackvault.cli.parser import parse_size
+
+    text = text.strip()
+    if text.endswith("%"):
+        try:
+            value = float(text[:-1])
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= 100:
+            raise UsageError(
+                f"--read-data-subset {text!r}: the percentage must be more than 0% and at most 100%"
+            )
+        return value / 100
+    fraction = re.fullmatch(r"(\d+)\s*/\s*(\d+)", text)
+    if fraction is not None:
+        n, t = int(fraction[1]), int(fraction[2])
+        if not 1 <= n <= t:
+            raise UsageError(f"--read-data-subset {text}: n/t needs 1 <= n <= t (e.g. 1/7)")
+        return n, t
     try:
-        value = float(text.rstrip("%"))
-    except ValueError as exc:
-        raise UsageError(f"--read-data-subset expects a percentage like 10%, got {text!r}") from exc
-    if not 0 < value <= 100:
-        raise UsageError("--read-data-subset must be between 0% (exclusive) and 100%")
-    return value / 100
+        size = parse_size(text)
+    except ValueError:
+        raise UsageError(f"--read-data-subset expects {_SUBSET_FORMS}, got {text!r}") from None
+    if size <= 0:
+        raise UsageError(f"--read-data-subset {text!r}: the size must be more than 0")
+    return size
+
+
+def _packs_up_to(repo: Repository, size: int) -> Callable[[bytes], bool]:
+    """A random choice of stored packs whose sizes add up to ``size`` (the last one may go
+    beyond it), as a rule on pack ids."""
+    import random
+
+    from stackvault.repo.pack import PACKS_PREFIX
+
+    stored = list(repo.store.list(PACKS_PREFIX))
+    random.shuffle(stored)
+    chosen: set[str] = set()
+    total = 0
+    for info in stored:
+        if total >= size:
+            break
+        chosen.add(info.name.rsplit("/", 1)[-1])
+        total += info.size
+    return lambda pack_id: pack_id.hex() in chosen
 
 
 def check(cli: Cli, *, read_data: bool, read_data_subset: str | None) -> int | None:
     """Check the repository for damage; exit 20 and name what is affected if any is found."""
     from stackvault.cli.render import human_bytes
+    from stackvault.ops.checkdue import DataSlices
     from stackvault.repo.check import Checker
 
     subset = _parse_subset(read_data_subset) if read_data_subset else None
     with cli.open_repo(lock="check", index=False, reads_only=True) as repo:
-        report = Checker(repo, read_data=read_data, subset=subset).run()
+        if isinstance(subset, tuple):  # slice n of t, as a job's rotation reads them
+            picks = DataSlices((subset[0] - 1,), subset[1], 0).holds
+            checker = Checker(repo, packs=picks)
+        elif isinstance(subset, int):
+            checker = Checker(repo, packs=_packs_up_to(repo, subset))
+        else:
+            checker = Checker(repo, read_data=read_data, subset=subset)
+        report = checker.run()
     if cli.json:
         cli.emit_json(
             {
