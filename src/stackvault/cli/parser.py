@@ -272,6 +272,16 @@ def add_global_options(parser: Parser, *, after_command: bool = False) -> None:
     target.add_argument("--json", action="store_true", help=JSON_HELP, **extra)
     target.add_argument("-q", "--quiet", action="store_true", help="Print only errors.", **extra)
     target.add_argument(
+        "--retry-lock",
+        dest="_retry_lock",
+        action=_RetryLock,
+        metavar="DURATION",
+        help="When the repository is locked by another process (a prune), try again for "
+        "up to DURATION (30s, 10m, 1h) instead of failing at once with exit 11 (default: "
+        "$STACKVAULT_RETRY_LOCK seconds, or 0).",
+        **extra,
+    )
+    target.add_argument(
         "--progress-interval",
         type=_seconds,
         metavar="SECONDS",
@@ -279,6 +289,42 @@ def add_global_options(parser: Parser, *, after_command: bool = False) -> None:
         "backup, restore or copy every SECONDS (default: 60; 0: never).",
         **extra,
     )
+
+
+_WAIT_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_wait(text: str) -> float:
+    """A wait such as ``30s``, ``10m``, ``1h30m`` or ``90`` (seconds), in seconds;
+    `ValueError` (one sentence) for anything else."""
+    import re
+
+    body = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", body):
+        return float(body)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smh])", body)
+    if not body or "".join(n + u for n, u in parts) != body:
+        raise ValueError(f"{text!r} is not a duration (e.g. 30s, 10m, 1h30m)")
+    return sum(float(n) * _WAIT_UNITS[u] for n, u in parts)
+
+
+class _RetryLock(argparse.Action):
+    """``--retry-lock DURATION``: sets ``$STACKVAULT_RETRY_LOCK`` (seconds) for this process,
+    which every lock it takes reads (`repo.lock.retry_lock_seconds`)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        try:
+            seconds = parse_wait(str(values))
+        except ValueError as exc:
+            raise UsageError(f"--retry-lock: {exc}") from None
+        os.environ["STACKVAULT_RETRY_LOCK"] = f"{seconds:g}"  # repo.lock.ENV_RETRY_LOCK
+        setattr(namespace, self.dest, seconds)
 
 
 def _seconds(text: str) -> float:

@@ -15,7 +15,9 @@ the cases that matter for prune (which deletes data a live backup may be writing
   modification times falls back to the lock's own ``refreshed`` field and the local clock.
 
 Stale locks are removed automatically (with a notice), so an unattended job never stays
-blocked after a crash.
+blocked after a crash. A lock that meets a live conflicting one is tried again for up to
+``$STACKVAULT_RETRY_LOCK`` seconds (`--retry-lock`; default 0: fail at once), so a cron
+backup that meets a prune waits for it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,18 @@ LOCK_AAD = b"sv1:lock"
 LOCKS_PREFIX = "locks/"
 """Where lock objects live in the store (FORMAT.md §9)."""
 DEFAULT_LEASE_S = 1800
+ENV_RETRY_LOCK = "STACKVAULT_RETRY_LOCK"
+"""Seconds a lock waits for a conflicting one to go (`--retry-lock` sets it)."""
+_RETRY_MAX_PAUSE_S = 10.0
+
+
+def retry_lock_seconds() -> float:
+    """``$STACKVAULT_RETRY_LOCK`` in seconds (0 when unset or not a number of seconds)."""
+    try:
+        value = float(os.environ.get(ENV_RETRY_LOCK, "") or 0)
+    except ValueError:
+        return 0.0
+    return value if 0 <= value < float("inf") else 0.0
 
 
 def current_username() -> str:
@@ -372,12 +386,37 @@ class RepositoryLock:
         self._store.put(name, self._envelope.seal(json.dumps(info.to_json()).encode(), LOCK_AAD))
         return name
 
-    def acquire(self) -> None:
-        """Take the lock or raise `RepositoryLocked` naming the holder.
+    def acquire(self, retry_s: float | None = None) -> None:
+        """Take the lock or raise `RepositoryLocked` naming the holder, after trying again
+        for up to ``retry_s`` seconds (default: `retry_lock_seconds`) with pauses of 1 s
+        growing to 10 s, and a notice at the first wait.
 
         The lock is written first and the others are judged after: its modification time in
         the store is the store's "now" against which their leases run, and two processes
         writing at the same moment both see each other (and both back off)."""
+        import time
+
+        wait = retry_lock_seconds() if retry_s is None else retry_s
+        deadline = time.monotonic() + wait
+        pause = 1.0
+        while True:
+            try:
+                self._acquire_once()
+                return
+            except RepositoryLocked as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if wait > 0:
+                        raise RepositoryLocked(
+                            f"{exc.message} (still, after waiting {wait:g} s)", hint=exc.hint
+                        ) from None
+                    raise
+                if pause == 1.0:
+                    self._notice(f"{exc.message}; waiting up to {wait:g} s for it (--retry-lock)")
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, _RETRY_MAX_PAUSE_S)
+
+    def _acquire_once(self) -> None:
         try:
             self._name = self._write()
         except StoreFull:

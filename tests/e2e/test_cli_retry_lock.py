@@ -1,0 +1,74 @@
+"""`--retry-lock DURATION`: a command that meets another process's exclusive lock (a prune)
+waits for it instead of failing at once with exit 11."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import PASSWORD, Result, assert_one_line_error
+from stackvault.errors import EXIT_LOCKED
+from stackvault.repo.repository import Repository
+from stackvault.store.local import LocalStore
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    # --retry-lock sets the variable for the process; monkeypatch restores it afterwards
+    monkeypatch.setenv("STACKVAULT_RETRY_LOCK", "0")
+
+
+def _hold_exclusive(repo: Path, seconds: float) -> threading.Thread:
+    """An exclusive lock (as prune takes) held for ``seconds`` on another thread; returns
+    once it is held."""
+    held = threading.Event()
+
+    def hold() -> None:
+        r = Repository.open(LocalStore(repo), PASSWORD.encode())
+        with r.lock(exclusive=True, operation="prune"):
+            held.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(30)
+    return thread
+
+
+def test_backup_waits_for_a_prune(initialised: Path, tmp_path: Path, cli: Cli) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("data\n")
+    holder = _hold_exclusive(initialised, 2.0)
+    try:
+        now = cli("backup", src)
+        assert now.code == EXIT_LOCKED
+        assert "locked exclusively by 'prune'" in now.err
+        started = time.monotonic()
+        waited = cli("backup", src, "--retry-lock", "1m")
+        assert waited.code == 0, waited.err
+        assert time.monotonic() - started >= 0.5
+        assert "waiting up to 60 s for it (--retry-lock)" in waited.err
+    finally:
+        holder.join()
+
+
+def test_retry_lock_gives_up_after_the_duration(
+    initialised: Path, tmp_path: Path, cli: Cli
+) -> None:
+    holder = _hold_exclusive(initialised, 4.0)
+    try:
+        res = cli("--retry-lock", "1s", "check")
+        assert res.code == EXIT_LOCKED
+        assert "(still, after waiting 1 s)" in res.err
+    finally:
+        holder.join()
+    bad = cli("snapshots", "--retry-lock", "soon")
+    assert bad.code == 2
+    assert "--retry-lock: 'soon' is not a duration" in assert_one_line_error(bad)
