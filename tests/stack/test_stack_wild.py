@@ -175,7 +175,9 @@ def test_a_backup_with_a_paused_service_then_a_restore(
         m[0]: m
         for m in re.findall(r"^  (\w+): (stop|pause), level (\d+), down (\S+) s", res.out, re.M)
     }
-    print(f"preflight {preflight[1]} s; downtime {lines}")
+    figures = f"preflight {preflight[1]} s; downtime " + ", ".join(
+        f"{name} ({m[1]}) {m[3]} s" for name, m in sorted(lines.items())
+    )
     assert set(lines) == set(WRITERS), res.out
     assert lines["weaviate"][1] == "pause" and lines["api"][1] == "stop"
     assert all(float(m[3]) < 60 for m in lines.values())
@@ -198,4 +200,4 @@ def test_a_backup_with_a_paused_service_then_a_restore(
         project.compose("exec", "-T", "weaviate", "cat", "/var/lib/weaviate/index.bin").strip()
         == "index"
     )
-    print(f"restored in {report['rto_s']} s")
+    print(f"{figures}; restored in {report['rto_s']} s")  # after the last cli call
