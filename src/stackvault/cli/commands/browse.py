@@ -1,4 +1,4 @@
-"""`stackvault snapshots`, `ls`, `diff`, `stats` (cli layer): looking at what is stored."""
+"""`stackvault snapshots`, `ls`, `diff`, `stats`, `find` (cli layer): looking at what is stored."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.repo.snapshot import Snapshot
 
 
 def register(subparsers: Subparsers) -> None:
@@ -55,6 +56,42 @@ def register(subparsers: Subparsers) -> None:
     add_json_option(p)
 
     p = add_command(subparsers, "stats", stats, reads_only=True)
+    add_json_option(p)
+
+    p = add_command(subparsers, "find", find_cmd, reads_only=True)
+    p.add_argument(
+        "patterns",
+        nargs="+",
+        metavar="PATTERN",
+        help="What to look for, in the syntax of exclude patterns: a name (*.sql, "
+        "config.yaml) at any depth, or a path (/srv/app/**/*.log); several: any of them.",
+    )
+    p.add_argument(
+        "-i", "--ignore-case", action="store_true", help="Match the patterns whatever the case."
+    )
+    p.add_argument(
+        "-s",
+        "--snapshot",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="Search only this snapshot (id prefix or 'latest'; repeatable).",
+    )
+    p.add_argument("--host", metavar="HOST", help="Search only snapshots of this host.")
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="Search only snapshots with this tag (repeatable: all of them).",
+    )
+    p.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="Search only snapshots that include this backed-up path (repeatable: all).",
+    )
     add_json_option(p)
 
 
@@ -232,3 +269,81 @@ def stats(cli: Cli) -> None:
         cli.print(f"Deduplication ratio:  {doc['dedup_ratio']}x")
     if doc["compression_ratio"]:
         cli.print(f"Compression ratio:    {doc['compression_ratio']}x")
+
+
+def find_cmd(
+    cli: Cli,
+    *,
+    patterns: list[str],
+    ignore_case: bool,
+    snapshot: list[str],
+    host: str | None,
+    tag: list[str],
+    path: list[str],
+) -> None:
+    """Find files and directories by name or path across snapshots.
+
+    A directory that matches is listed, not what lies below it. Prints each snapshot that
+    holds a match with its matches (type, size, modification time, path), oldest snapshot
+    first; exit 0 whether or not anything matched, 20 if a directory could not be read."""
+    from datetime import UTC, datetime
+
+    from stackvault.cli.render import human_bytes
+    from stackvault.engine.find import find
+    from stackvault.fs.exclude import ExcludeMatcher
+    from stackvault.repo.selection import SnapshotFilter, pick_snapshot
+
+    matcher = ExcludeMatcher([] if ignore_case else patterns, patterns if ignore_case else [])
+    chosen = SnapshotFilter.of(host, tag, path)
+    lost: list[str] = []
+
+    def on_error(snap: Snapshot, directory: str, exc: IntegrityError) -> None:
+        lost.append(f"{snap.short_id}:{directory}/")
+        cli.warn(f"snapshot {snap.short_id}: {directory}/: its listing is lost ({exc})")
+
+    found = []
+    with cli.open_repo() as repo:
+        snaps = repo.list_snapshots()
+        if snapshot:
+            ids = {pick_snapshot(repo, ref, chosen, snaps).id for ref in snapshot}
+            searched = [s for s in snaps if s.id in ids]
+        else:
+            searched = chosen.apply(snaps)
+        found = list(find(repo, searched, matcher, on_error))
+    if cli.json:
+        cli.emit_json(
+            [
+                {
+                    "snapshot": f.snapshot.id,
+                    "path": f.path,
+                    "type": f.node.type,
+                    "size": f.node.size,
+                    "mtime_ns": f.node.mtime_ns,
+                }
+                for f in found
+            ]
+        )
+    else:
+        current = None
+        for f in found:
+            if f.snapshot is not current:
+                current = f.snapshot
+                cli.print(
+                    f"snapshot {current.short_id} of {current.time:%Y-%m-%d %H:%M:%S} "
+                    f"({current.hostname}, {' '.join(current.paths)}):"
+                )
+            when = datetime.fromtimestamp(f.node.mtime_ns / 1e9, UTC)
+            size = human_bytes(f.node.size) if f.node.type == "file" else "-"
+            cli.print(f"  {f.node.type:8} {size:>12}  {when:%Y-%m-%d %H:%M:%S}  {f.path}")
+        holding = len({f.snapshot.id for f in found})
+        cli.print(
+            f"{len(found)} match(es) in {holding} of {len(searched)} snapshot(s)"
+            if found
+            else f"no match in {len(searched)} snapshot(s)"
+        )
+    if lost:
+        raise IntegrityError(
+            f"{len(lost)} director(ies) could not be searched because repository data is "
+            f"damaged, first: {lost[0]}; everything else was searched",
+            hint="run `stackvault check` to see what is affected and how to repair it",
+        )
