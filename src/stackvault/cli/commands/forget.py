@@ -89,6 +89,10 @@ def register(subparsers: Subparsers) -> None:
     _add_safety_margin(p)
     add_json_option(p)
 
+    from stackvault.cli.commands import tag
+
+    tag.register(subparsers)  # it removes snapshots too (each changed one, saved anew)
+
 
 def _add_safety_margin(p: Any) -> None:
     p.add_argument(
