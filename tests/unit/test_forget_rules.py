@@ -117,3 +117,14 @@ def test_remove_locks_leaves_a_live_lock_unless_told_to_remove_all() -> None:
         assert list(store.list("locks/")) == []
     finally:
         held.release()
+
+
+def test_the_forget_summary_names_the_snapshots_object_lock_keeps() -> None:
+    from stackvault.cli.commands.forget import removed_line
+
+    assert removed_line(False, 2, {}) == "removed 2 snapshot(s)"
+    assert removed_line(True, 1, {}) == "would remove 1 snapshot(s)"
+    assert removed_line(False, 0, {"c6420e82" + "0" * 56: "2026-03-31T00:00:00+00:00"}) == (
+        "removed 0 snapshot(s); 1 stay under Object Lock retention "
+        "(c6420e82 until 2026-03-31T00:00:00+00:00)"
+    )

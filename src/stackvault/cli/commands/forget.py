@@ -290,8 +290,7 @@ def forget(
         result = ForgetResult() if dry_run else forget_snapshots(repo, plan.remove, cli.notice)
         removed = plan.remove if dry_run else result.removed
         if not cli.json:
-            verb = "would remove" if dry_run else "removed"
-            cli.print(f"{verb} {len(removed)} snapshot(s)")
+            cli.print(removed_line(dry_run, len(removed), result.locked))
         pruned = _prune(cli, repo, dry_run, margin) if prune else None
     if cli.json:
         cli.emit_json(
@@ -304,6 +303,15 @@ def forget(
                 "prune": pruned.to_json() if pruned is not None else None,
             }
         )
+
+
+def removed_line(dry_run: bool, removed: int, locked: dict[str, str]) -> str:
+    """``removed 2 snapshot(s)``, and which stay under Object Lock retention until when."""
+    line = f"{'would remove' if dry_run else 'removed'} {removed} snapshot(s)"
+    if locked:
+        stay = ", ".join(f"{snap_id[:8]} until {until}" for snap_id, until in locked.items())
+        line += f"; {len(locked)} stay under Object Lock retention ({stay})"
+    return line
 
 
 def _print_groups(cli: Cli, plan: ForgetPlan, fields: tuple[str, ...]) -> None:
