@@ -40,6 +40,23 @@ def register(subparsers: Subparsers) -> None:
     _new_password_file(p)
 
 
+def _new_password_given(new_password_file: str | None) -> None:
+    """Without --new-password-file, $STACKVAULT_NEW_PASSWORD or a terminal to ask on, say
+    so naming those (not the repository's password variables), before anything is done."""
+    import os
+    import sys
+
+    from stackvault.cli.context import ENV_NEW_PASSWORD
+    from stackvault.errors import ConfigError
+
+    if new_password_file or ENV_NEW_PASSWORD in os.environ or sys.stdin.isatty():
+        return
+    raise ConfigError(
+        "no new password given and no terminal to ask for one",
+        hint=f"set {ENV_NEW_PASSWORD} or pass --new-password-file FILE",
+    )
+
+
 def key_list(cli: Cli) -> None:
     """List keys; the one in use is marked with *."""
     with cli.open_repo(index=False) as repo:
@@ -55,6 +72,7 @@ def key_list(cli: Cli) -> None:
 
 def key_add(cli: Cli, *, new_password_file: str | None) -> None:
     """Add a password that opens the repository."""
+    _new_password_given(new_password_file)
     with cli.open_repo(lock="key add", index=False) as repo:
         key_id = repo.add_key(cli.new_password(new_password_file))
     cli.print(f"added key {key_id[:8]}")
@@ -75,6 +93,7 @@ def key_passwd(cli: Cli, *, new_password_file: str | None) -> None:
         "deletes the old key file",
         "use `key add` to add a password without removing one",
     )
+    _new_password_given(new_password_file)
     with cli.open_repo(lock="key passwd", exclusive=True, index=False) as repo:
         key_id = repo.change_password(cli.new_password(new_password_file))
     cli.print(f"password changed (new key {key_id[:8]})")
