@@ -28,6 +28,9 @@ LIBRARIES = (
 def register(subparsers: Subparsers) -> None:
     p = add_command(subparsers, "version", version)
     add_json_option(p)
+    from stackvault.cli.commands import completion
+
+    completion.register(subparsers)  # completion and man: what the parser says of itself
 
 
 def version(cli: Cli) -> None:
