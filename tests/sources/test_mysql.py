@@ -180,8 +180,15 @@ def test_url_forms() -> None:
         open_source("mysql://127.0.0.1/app?sslmode=require")
     with pytest.raises(UsageError, match="names no container"):
         open_source("mysql+docker:///app")
-    with pytest.raises(UsageError, match="are for this host"):
-        open_source("mysql+docker://db/app?socket=/run/x.sock")
+    with pytest.raises(UsageError, match="is for this host"):
+        open_source("mysql+docker://db/app?defaults_file=/etc/hostname")
+    inside = open_source("mysql+docker://db:3310/?socket=/run/x.sock&password_from=env:DB_PW")
+    assert isinstance(inside, MySQLSource)
+    assert (inside.port, inside.socket, inside.password_from) == (3310, "/run/x.sock", "env:DB_PW")
+    with pytest.raises(UsageError, match="must be env:NAME"):
+        open_source("mysql+docker://db/?password_from=hunter2")
+    with pytest.raises(UsageError, match="is for a container"):
+        open_source("mysql://127.0.0.1/app?password_from=env:X")
     with pytest.raises(UsageError, match="names no readable file"):
         open_source("mysql://127.0.0.1/app?defaults_file=/nonexistent/my.cnf")
     assert database_path("app") == "databases/app.sql"

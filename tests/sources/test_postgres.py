@@ -191,7 +191,13 @@ def test_url_forms() -> None:
     s = open_source("postgres+docker://pgc")
     assert isinstance(s, PostgresSource)
     assert (s.name, s.database) == ("pgc-all", None)
+    s = open_source("postgres+docker://pgc:5433/?socket=/tmp/pgsock&password_from=env:DB_PW")
+    assert isinstance(s, PostgresSource)
+    assert (s.port, s.socket, s.password_from) == (5433, "/tmp/pgsock", "env:DB_PW")
     for bad in (
+        "postgres+docker://pgc/?socket=tmp",
+        "postgres+docker://pgc/?password_from=arg",
+        "postgres://h/db?socket=/tmp",
         "postgres://h/db?owner=maybe",
         "postgres://h/db?sslmode=sometimes",
         "postgres://h/db?timeout=0",

@@ -262,6 +262,10 @@ def test_url_forms() -> None:
         open_source("redis+docker:///x")
     with pytest.raises(UsageError, match="unknown option"):
         open_source("redis://127.0.0.1?db=1")
+    for how in ("env:REDIS_PASSWORD", "arg", "file:/etc/redis/redis.conf", "none"):
+        assert redis_source(f"redis+docker://cache:6390?password_from={how}").password_from == how
+    with pytest.raises(UsageError, match="must be env:NAME, arg, file:PATH or none"):
+        open_source("redis+docker://cache?password_from=hunter2")
 
 
 def test_crc64_matches_the_bytewise_definition() -> None:
