@@ -94,6 +94,9 @@ def test_discovery_reads_how_each_server_was_started(
     assert f"port: {project.pg_port}  # read from postmaster.pid" in text
     assert f"port: {project.cache_port}  # read from /srv/redis-conf/redis.conf" in text
     assert f"{project.directory}/redis-conf" in doc["config"]  # the cache's configuration
+    told = f"  db: port {project.pg_port}, socket {SOCKET}, password from env:POSTGRES_PASSWORD"
+    assert told + " (read from postmaster.pid of the running server" in res.err, res.err
+    assert f"  redis: port {project.redis_port}, password from arg" in res.err
     assert doc["services"]["weaviate"]["quiesce"] == "stop"
     plan_doc.update(doc)
 

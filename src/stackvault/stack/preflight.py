@@ -7,8 +7,9 @@ without changing anything:
 - every service of the plan exists; those captured by their tools run (and are not
   unhealthy); an image that changed since the plan was written is reported;
 - each database source's client tools exist in its container and its credentials work (the
-  source is probed: a connection and row counts); the preset's databases exist (Dify:
-  ``dify`` and ``dify_plugin``);
+  source is probed, all of them at once, opened exactly as the backup opens it - the plan's
+  port, socket, user and password source, `stackvault.stack.reach.source_url`: a connection
+  and row or key counts); the preset's databases exist (Dify: ``dify`` and ``dify_plugin``);
 - each named volume exists; each data directory is readable; each configuration entry exists;
 - the plan's own warnings (a public ``SECRET_KEY``, external storage) are repeated;
 - `space_check`: a local repository has room for what the project's recent stack backups
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from stackvault.errors import StackvaultError
 from stackvault.records.plan import MYSQL, POSTGRES, REDIS, Plan, SourcePlan
@@ -39,7 +41,7 @@ WARNING = "warning"
 ERROR = "error"
 
 _TOOLS = {
-    POSTGRES: [["pg_dump"], ["psql"], ["pg_restore"]],
+    POSTGRES: [["pg_dump"], ["psql"], ["pg_restore"], ["pg_dumpall"]],  # pg_dumpall: all of them
     MYSQL: [["mariadb-dump", "mysqldump"], ["mariadb", "mysql"]],
     REDIS: [["redis-cli"]],
 }
@@ -187,7 +189,10 @@ def _source_checks(
 
     out: list[Check] = []
     runner = ContainerRunner(client, get_container(client, live.container))
-    missing = [alts[0] for alts in _TOOLS[role] if not any(runner.has(t) for t in alts)]
+    tools = _TOOLS[role]
+    if role == POSTGRES and urlsplit(url).path.strip("/"):  # one database: no pg_dumpall
+        tools = [t for t in tools if t != ["pg_dumpall"]]
+    missing = [alts[0] for alts in tools if not any(runner.has(t) for t in alts)]
     if missing:
         return [
             Check(

@@ -158,6 +158,13 @@ def stack_discover(
             f"{len(plan.services)} services, {len(plan.sources)} sources, {len(plan.paths)} "
             f"data directories, {len(plan.config)} config entries; stopped for the cut: {stops}"
         )
+        for src in plan.sources:  # how each server is reached: for a person to check
+            if src.port or src.socket or src.password_from:
+                socket = f", socket {src.socket}" if src.socket else ""
+                cli.notice(
+                    f"  {src.name}: port {src.port or 'default'}{socket}, password from "
+                    f"{src.password_from or 'the default'} ({src.found or 'as written'})"
+                )
     for w in plan.warnings:
         cli.notice(f"warning: {w}")
 
