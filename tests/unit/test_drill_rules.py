@@ -1,0 +1,186 @@
+"""Restore drills without an engine: the drill's result as a run record and back, its
+verdict (a skipped probe is never a pass), the snapshot it picks, durations, the isolation
+refusals and the compose document it writes, the HTML page."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from stackvault.errors import SnapshotNotFound, UsageError
+from stackvault.records.drill import (
+    DrillCleanup,
+    DrillPhase,
+    DrillProbe,
+    DrillResult,
+    latest_drill,
+)
+from stackvault.records.run import RunRecord
+from stackvault.repo.snapshot import Snapshot
+from stackvault.stack.drill import (
+    LABEL,
+    _Sandbox,
+    drill_project_name,
+    parse_span,
+    pick_drill_snapshot,
+)
+from stackvault.stack.drillhtml import render_html
+
+T0 = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+
+
+def result(**kw: object) -> DrillResult:
+    r = DrillResult(
+        drill_id="ab" * 16,
+        job="dify",
+        project="dify",
+        drill_project="dify-drill-20261201-030000",
+        snapshot="cd" * 32,
+        snapshot_time=T0 - timedelta(hours=1),
+        started=T0,
+        ended=T0 + timedelta(seconds=30),
+        rto_s=12.5,
+        rto_target_s=7200.0,
+        rpo_achieved_s=3600.0,
+        phases=[
+            DrillPhase("read snapshot", "snapshot", 0.0, 0.5),
+            DrillPhase("databases", "databases", 0.5, 5.0),
+            DrillPhase("cleanup", "cleanup", 12.5, 14.0),
+        ],
+        probes=[DrillProbe("database db", "pass", "matches what was recorded")],
+    )
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+def test_the_record_round_trip() -> None:
+    r = result()
+    r.result = r.judge()
+    assert r.result == "ok"
+    record = r.to_run_record(
+        host="h1", program="stackvault 0.1.0", repository="primary", location="/srv/repo"
+    )
+    [step] = record.steps
+    assert step.name == "drill" and step.result == "ok" and step.snapshot == r.snapshot
+    again = RunRecord.from_json(record.to_json())
+    back = DrillResult.from_run_record(again)
+    assert back is not None
+    assert back.to_json() == r.to_json()
+    other = RunRecord.from_json({**record.to_json(), "id": "ef" * 16, "steps": []})
+    assert latest_drill([other, again], job="dify") is not None
+    assert latest_drill([other]) is None
+    assert DrillResult.from_run_record(other) is None
+
+
+def test_the_verdict() -> None:
+    assert result().judge() == "ok"
+    skipped = [DrillProbe("http", "skipped", "no tool")]
+    assert result(probes=skipped).judge() == "failed"  # a skipped probe is no pass
+    r = result(probes=[*result().probes, DrillProbe("http x", "fail", "answered 500")])
+    r.result = r.judge()
+    assert r.result == "failed" and r.summary_error() == "probe http x failed: answered 500"
+    r = result(cleanup=DrillCleanup(ok=False, error="still there: volume v"))
+    r.result = r.judge()
+    assert r.summary_error() == "cleanup failed: still there: volume v"
+    assert result(result="interrupted").judge() == "interrupted"
+    assert result(rto_s=8000.0).rto_met is False and result().rto_met is True
+
+
+def snap(sid: str, age_days: float, tags: list[str], stack: bool = True) -> Snapshot:
+    return Snapshot(
+        time=T0 - timedelta(days=age_days),
+        tree=b"",
+        paths=[],
+        hostname="h",
+        username="u",
+        tags=tags,
+        stack={"project": "dify"} if stack else None,
+        id=sid,
+    )
+
+
+def test_the_snapshot_picked() -> None:
+    snaps = [
+        snap("aaaa1111", 40, ["job:dify"]),
+        snap("bbbb2222", 10, ["job:dify"]),
+        snap("cccc3333", 1, ["job:dify"]),
+        snap("dddd4444", 0, ["job:other"]),
+        snap("eeee5555", 0, ["job:dify"], stack=False),
+    ]
+    assert pick_drill_snapshot(snaps, "dify", "latest", T0).id == "cccc3333"
+    seen = {
+        pick_drill_snapshot(snaps, "dify", "random-within=30d", T0, random.Random(i)).id
+        for i in range(30)
+    }
+    assert seen == {"bbbb2222", "cccc3333"}
+    assert pick_drill_snapshot(snaps, "dify", "aaaa", T0).id == "aaaa1111"
+    with pytest.raises(SnapshotNotFound, match="no complete stack snapshot of job x"):
+        pick_drill_snapshot(snaps, "x", "latest", T0)
+    with pytest.raises(SnapshotNotFound, match="no stack snapshot within 12h"):
+        pick_drill_snapshot(snaps, "dify", "random-within=12h", T0)
+    with pytest.raises(SnapshotNotFound, match="matches no stack snapshot"):
+        pick_drill_snapshot(snaps, "dify", "eeee5555", T0)
+
+
+def test_durations_and_names() -> None:
+    assert parse_span("30s", "--keep") == 30
+    assert parse_span("1h30min", "--keep") == 5400
+    assert parse_span("30d", "x") == 30 * 86400
+    for bad in ("", "10", "5m", "1h x"):
+        with pytest.raises(UsageError, match="--keep takes a duration"):
+            parse_span(bad, "--keep")
+    assert drill_project_name("My.App", T0) == "myapp-drill-20261201-030000"
+
+
+def test_isolation_refuses_what_reaches_production_and_rewrites_the_rest() -> None:
+    root = "/var/lib/stackvault/drills/dify-drill-20261201-030000"
+    sandbox = _Sandbox(None, "ab" * 16, "dify-drill-20261201-030000", root)  # type: ignore[arg-type]
+    doc = {
+        "version": "2.4",
+        "services": {
+            "db": {
+                "image": "postgres:15",
+                "network_mode": "host",
+                "volumes": [f"{root}/docker/volumes/db:/data:rw", "/usr:/usr:ro"],
+                "ports": ["5432:5432"],
+            },
+            "api": {
+                "image": "api",
+                "networks": ["default"],
+                "container_name": "dify-api",
+                "labels": ["a=b"],
+                "hostname": "api",
+                "volumes": [{"type": "bind", "source": "/srv/data", "target": "/d"}],
+            },
+            "agent": {"image": "x", "volumes": ["/var/run/docker.sock:/var/run/docker.sock:ro"]},
+            "ns": {"image": "x", "pid": "host", "volumes_from": ["db"]},
+        },
+        "volumes": {"ext": {"external": True}, "fixed": {"name": "prod_data"}, "own": {}},
+        "networks": {"default": {}},
+    }
+    problems = sandbox.problems(doc)
+    assert problems == [
+        "volume ext is external (production's)",
+        "volume fixed has the fixed name prod_data",
+        "service api mounts /srv/data writable, outside the drill",
+        "service agent mounts the Docker socket /var/run/docker.sock",
+        "service ns uses volumes_from",
+        "service ns uses pid: host",
+    ]
+    out = sandbox.transform(doc)
+    assert "networks" not in out
+    db, api = out["services"]["db"], out["services"]["api"]
+    assert db["network_mode"] == api["network_mode"] == f"container:{sandbox.name}"
+    assert "ports" not in db and "networks" not in api and "hostname" not in api
+    assert api["container_name"] == "dify-drill-20261201-030000-api"
+    assert api["labels"] == {"a": "b", LABEL: "ab" * 16, f"{LABEL}.project": sandbox.project}
+
+
+def test_the_page_is_self_contained() -> None:
+    page = render_html(result(notices=["<b>x</b>"]))
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "&lt;b&gt;x" in page
+    for outside in ("<script", "src=", "href=", "@import", "url("):
+        assert outside not in page
