@@ -6,8 +6,6 @@ over is told of through `Daemon.notify`; the metrics count what was sent."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,31 +13,17 @@ from prometheus_client import generate_latest
 
 from stackvault.clock import SystemClock
 from stackvault.config import load_config
-from stackvault.config.repository import RepositorySettings
-from stackvault.crypto.kdf import KdfParams
 from stackvault.ops.daemon import Daemon, DaemonOptions, EventLog
 from stackvault.ops.metrics import Metrics
-from stackvault.repo.repository import Repository
-from stackvault.store.open import open_store
+from support.jobrepos import init_fast, opener
 from support.notifyservers import WebhookReceiver
-
-
-@contextmanager
-def opener(settings: RepositorySettings) -> Iterator[Repository]:
-    store = open_store(settings.location)
-    try:
-        yield Repository.open(store, settings.password())
-    finally:
-        store.close()
 
 
 def test_a_breached_rpo_is_told_once_and_a_takeover_is_told(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SV_PW", "pw")
-    (tmp_path / "primary").mkdir()
-    kdf = KdfParams(memory_kib=8 * 1024, iterations=1)
-    Repository.init(open_store(str(tmp_path / "primary")), b"pw", kdf=kdf).store.close()
+    init_fast(tmp_path / "primary", b"pw")
     (tmp_path / "data").mkdir()
     config = tmp_path / "stackvault.yaml"
     config.write_text(

@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,18 +20,15 @@ import pytest
 
 from stackvault.config import load_config
 from stackvault.config.job import EffectiveJob
-from stackvault.config.repository import RepositorySettings
-from stackvault.crypto.kdf import KdfParams
 from stackvault.errors import ObjectNotFound
 from stackvault.ops.lease import KEEP_LAST, JobLeases, LeaseOptions, new_run_id
 from stackvault.ops.scheduler import DueRun
 from stackvault.repo.leases import LEASES_PREFIX, Lease, job_leases, lease_name, write_lease
 from stackvault.repo.lock import Holder, list_locks
-from stackvault.repo.repository import Repository
 from stackvault.store.base import Retention, is_mutable
 from stackvault.store.local import LocalStore
 from stackvault.store.memory import MemoryStore
-from stackvault.store.open import open_store
+from support.jobrepos import init_fast, opener
 
 SLOT = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
 ELSEWHERE = Holder("standby-host", 4242, "another-boot", "pid:[1]")
@@ -43,10 +38,8 @@ ELSEWHERE = Holder("standby-host", 4242, "another-boot", "pid:[1]")
 @pytest.fixture
 def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EffectiveJob:
     monkeypatch.setenv("SV_PW", "pw")
-    kdf = KdfParams(memory_kib=8 * 1024, iterations=1)
     for name in ("primary", "offsite"):
-        (tmp_path / name).mkdir()
-        Repository.init(open_store(str(tmp_path / name)), b"pw", kdf=kdf).store.close()
+        init_fast(tmp_path / name, b"pw")
     (tmp_path / "data").mkdir()
     config = tmp_path / "stackvault.yaml"
     config.write_text(
@@ -63,15 +56,6 @@ jobs:
 """
     )
     return load_config(str(config)).job("etc")
-
-
-@contextmanager
-def opener(settings: RepositorySettings) -> Iterator[Repository]:
-    store = open_store(settings.location)
-    try:
-        yield Repository.open(store, settings.password())
-    finally:
-        store.close()
 
 
 class Daemon:
@@ -182,9 +166,10 @@ HOLDER = """\
 import sys, time
 from datetime import datetime
 sys.path[:0] = {paths!r}
-from test_job_leases import opener, due
+from test_job_leases import due
 from stackvault.config import load_config
 from stackvault.ops.lease import JobLeases, LeaseOptions
+from support.jobrepos import init_fast, opener
 job = load_config({config!r}).job("etc")
 gate = JobLeases(opener, lambda *a, **k: None, options=LeaseOptions(lease_s=600, heartbeat_s=60))
 assert gate.admit(job, due(), {run_id!r}) is None

@@ -16,12 +16,11 @@ from stackvault.clock import FrozenClock
 from stackvault.config import load_config
 from stackvault.config.model import DataSubset
 from stackvault.config.repository import RepositorySettings
-from stackvault.crypto.kdf import KdfParams
 from stackvault.ops.checkdue import DataSlices, check_due, data_slices
 from stackvault.ops.history import LastCheck
 from stackvault.ops.run import EXIT_INTERRUPTED, JobRun
 from stackvault.repo.repository import Repository
-from stackvault.store.open import open_store
+from support.jobrepos import init_fast, opener
 
 DAY = 86_400
 
@@ -67,11 +66,8 @@ def test_check_due() -> None:
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SV_PW", "pw")
-    kdf = KdfParams(memory_kib=8 * 1024, iterations=1)
     for name in ("primary", "offsite"):
-        (tmp_path / name).mkdir()
-        store = open_store(str(tmp_path / name))
-        Repository.init(store, b"pw", kdf=kdf, pack_size=512 * 1024).store.close()
+        init_fast(tmp_path / name, b"pw", pack_size=512 * 1024)
     data = tmp_path / "data"
     data.mkdir()
     rnd = random.Random(7)
@@ -93,15 +89,6 @@ jobs:
 """
     )
     return path
-
-
-@contextmanager
-def opener(settings: RepositorySettings) -> Iterator[Repository]:
-    store = open_store(settings.location)
-    try:
-        yield Repository.open(store, settings.password())
-    finally:
-        store.close()
 
 
 def check_steps(job_run: JobRun) -> list[tuple[str | None, object]]:

@@ -6,8 +6,6 @@ records in the repository."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,31 +13,17 @@ import pytest
 
 from stackvault.clock import FrozenClock
 from stackvault.config import load_config
-from stackvault.config.repository import RepositorySettings
-from stackvault.crypto.kdf import KdfParams
 from stackvault.ops.notify import Notifier, previous_runs
 from stackvault.ops.run import JobRun
-from stackvault.repo.repository import Repository
-from stackvault.store.open import open_store
+from support.jobrepos import init_fast, opener
 from support.notifyservers import WebhookReceiver
-
-
-@contextmanager
-def opener(settings: RepositorySettings) -> Iterator[Repository]:
-    store = open_store(settings.location)
-    try:
-        yield Repository.open(store, settings.password())
-    finally:
-        store.close()
 
 
 def test_runs_of_a_job_are_told_of_once_per_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SV_PW", "pw")
-    (tmp_path / "primary").mkdir()
-    kdf = KdfParams(memory_kib=8 * 1024, iterations=1)
-    Repository.init(open_store(str(tmp_path / "primary")), b"pw", kdf=kdf).store.close()
+    init_fast(tmp_path / "primary", b"pw")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "f").write_text("hello")
     broken = tmp_path / "broken"
