@@ -108,6 +108,17 @@ def test_discovery_reads_how_each_server_was_started(
     assert "credentials work" in ok["source redis"] and "password from arg" in ok["source redis"]
     assert "credentials work" in ok["source cache"]
 
+    # A URL written by hand without the port: the capture reads it from redis.conf too.
+    from stackvault.sources.registry import open_source
+
+    cache = open_source(
+        f"redis+docker://{project.container('cache')}?password_from=file:/srv/redis-conf/redis.conf"
+    )
+    try:
+        assert cache.probe() == {"keys": {}}
+    finally:
+        cache.close()
+
 
 @pytest.mark.parametrize(
     ("source", "field", "value", "expected"),

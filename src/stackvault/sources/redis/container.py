@@ -33,7 +33,7 @@ import contextlib
 import io
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from stackvault.errors import SourceError
@@ -70,12 +70,18 @@ def config_path(args: list[str]) -> str | None:
     return None
 
 
-def port_of(container: Container) -> int:
-    """The ``--port`` of the container's command line, else 6379."""
+def port_of(container: Container, read: Callable[[str], str | None] | None = None) -> int:
+    """The ``--port`` of the container's command line, else the ``port`` of the configuration
+    file it was started with (``read``: a file's text in the container, None if unreadable),
+    else 6379."""
     from stackvault.sources.docker.cmdline import expand, option
     from stackvault.sources.docker.engine import container_env
 
-    value = option(server_args(container), "--port")
+    args = server_args(container)
+    value = option(args, "--port")
+    conf = config_path(args)
+    if value is None and conf is not None and read is not None:
+        value = parse_conf(read(conf) or "").get("port")
     value = expand(value, container_env(container)) if value else None
     return int(value) if value and value.isdigit() else DEFAULT_PORT
 

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
+    from stackvault.sources.docker.exec import ContainerRunner
+
 _OPTIONS = frozenset({"timeout", "password_from"})
 _PASSWORD_FROM = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|arg|file:.+|none")
 _TEMP_SUFFIX = ".stackvault-new"
@@ -295,7 +297,7 @@ class RedisSource(Source):
             how = "env:REDIS_PASSWORD" if env.get("REDIS_PASSWORD") else "none"
         env_from = {"REDISCLI_AUTH": how[4:]} if how.startswith("env:") else None
         runner = ContainerRunner(client, container, env_from=env_from)
-        port = self.port or port_of(container)
+        port = self.port or port_of(container, lambda path: _read(runner, path))
         cli = RedisCli(runner, port, self.user, self.location)
         if how == "arg":
             cli.env["REDISCLI_AUTH"] = command_password(container)
@@ -543,3 +545,12 @@ class RedisSource(Source):
                 "total": round(time.monotonic() - started, 3),
             },
         })  # fmt: skip
+
+
+def _read(runner: ContainerRunner, path: str) -> str | None:
+    """The text of ``path`` in the runner's container; None when it cannot be read."""
+    try:
+        res = runner.run(["cat", path], timeout=60)
+    except SourceError:
+        return None
+    return res.text if res.code == 0 else None
