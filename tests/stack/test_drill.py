@@ -237,37 +237,76 @@ def test_drill_passes_while_production_writes(
     assert "src=" not in html and "<script" not in html
 
 
-def test_a_failing_probe_fails_the_drill(
-    project: DifyLikeProject, setup: dict[str, Path], tmp_path: Path
+def test_a_failing_probe_fails_the_drill_which_reaches_nothing_outside_and_clears_leftovers(
+    project: DifyLikeProject, setup: dict[str, Path], tmp_path: Path, host_image: str
 ) -> None:
-    from stackvault.sources.docker.engine import connect
-    from stackvault.stack.drill import DrillOptions, pick_drill_snapshot, run_drill
+    """Two probes fail: the web service answers 200, not the 418 asked for; a server on
+    this host's loopback is out of the drill's reach (its namespace has only its own
+    loopback). Leftovers of an earlier drill (a labelled container, a volume, a directory)
+    are removed first."""
+    import functools
+    import http.server
+    import threading
 
+    from stackvault.sources.docker.engine import connect
+    from stackvault.stack.drill import (
+        LABEL,
+        LABEL_DRILL_PROJECT,
+        DrillOptions,
+        pick_drill_snapshot,
+        run_drill,
+    )
+
+    workdir = tmp_path / "drills"
+    old = "svold-drill-20200101-000000"
+    (workdir / old / "docker").mkdir(parents=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    outside = f"http://127.0.0.1:{server.server_address[1]}/"
     repo = open_repo(setup["repo"])
     client = connect()
     try:
+        client.containers.create(
+            host_image,
+            ["true"],
+            name=f"{old}-sandbox",
+            labels={LABEL: "0" * 32, LABEL_DRILL_PROJECT: old},
+        )
+        client.volumes.create(f"{old}_weaviate_data")
         repo.load_index()
         snap = pick_drill_snapshot(repo.list_snapshots(), JOB, "latest", snap_now())
         stack = dict(snap.stack or {})
         plan = dict(stack["plan"])
         plan["probes"] = [
-            {"url": f"http://127.0.0.1:{project.web_port}/", "status": 418, "service": "web"}
+            {"url": f"http://127.0.0.1:{project.web_port}/", "status": 418, "service": "web"},
+            {"url": outside, "status": 200, "service": "web"},
         ]
         stack["plan"] = plan
         result = run_drill(
             repo,
             replace(snap, stack=stack),
             client,
-            DrillOptions(job=JOB, workdir=str(tmp_path / "drills"), wait=3),
+            DrillOptions(job=JOB, workdir=str(workdir), wait=3),
         )
     finally:
         client.close()
         repo.store.close()
+        server.shutdown()
+        server.server_close()
     assert result.result == "failed"
-    [http] = [p for p in result.probes if p.name.startswith("http ")]
-    assert http.status == "fail" and "answered 200, not 418" in http.message, http
-    assert "probe http" in (result.summary_error() or "")
-    assert result.cleanup.ok and leftovers(project, tmp_path / "drills") == []
+    web, out = [p for p in result.probes if p.name.startswith("http ")]
+    assert web.status == "fail" and "answered 200, not 418" in web.message, web
+    assert out.status == "fail" and out.message.startswith("no answer, not 200"), out
+    assert (result.summary_error() or "").startswith("probe http http://127.0.0.1:")
+    assert result.cleanup.ok and leftovers(project, workdir) == []
+    [removed] = [n for n in result.notices if n.startswith("removed leftovers")]
+    for thing in (
+        f"container {old}-sandbox",
+        f"volume {old}_weaviate_data",
+        f"directory {workdir / old}",
+    ):
+        assert thing in removed, removed
 
 
 def snap_now() -> object:
