@@ -371,6 +371,18 @@ def add_group(subparsers: Subparsers, name: str, *, help: str) -> Subparsers:
     return commands_of(parser)
 
 
+def add_config_option(parser: Parser) -> None:
+    """``--config/-c FILE``: the configuration file of scheduled protection (keyword
+    argument ``config``; None: `stackvault.config.load.config_path` decides)."""
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="The configuration file (default: $STACKVAULT_CONFIG, else "
+        "/etc/stackvault/stackvault.yaml).",
+    )
+
+
 def add_json_option(parser: Parser) -> None:
     """``--json`` after the command name, as an alternative to the global one."""
     parser.add_argument("--json", dest=COMMAND_JSON, action="store_true", help=JSON_HELP)

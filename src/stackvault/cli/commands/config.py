@@ -7,7 +7,7 @@ the resolution of each job live in `stackvault.config`.
 
 from __future__ import annotations
 
-from stackvault.cli.parser import add_command, add_group, add_json_option
+from stackvault.cli.parser import add_command, add_config_option, add_group, add_json_option
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -76,13 +76,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _config_option(p: Parser) -> None:
-    p.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="The configuration file (default: $STACKVAULT_CONFIG, else "
-        "/etc/stackvault/stackvault.yaml).",
-    )
+    add_config_option(p)
 
 
 def config_init(

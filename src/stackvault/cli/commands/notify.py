@@ -3,7 +3,7 @@ configuration file; the sending is `stackvault.ops.notify`."""
 
 from __future__ import annotations
 
-from stackvault.cli.parser import add_command, add_group, add_json_option
+from stackvault.cli.parser import add_command, add_config_option, add_group, add_json_option
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -21,13 +21,7 @@ def register(subparsers: Subparsers) -> None:
         help="Notifications of the configuration file's notify: section.",
     )
     p = add_command(group, "test", notify_test)
-    p.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="The configuration file (default: $STACKVAULT_CONFIG, else "
-        "/etc/stackvault/stackvault.yaml).",
-    )
+    add_config_option(p)
     add_json_option(p)
 
 

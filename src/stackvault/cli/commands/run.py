@@ -3,7 +3,7 @@ and systemd timers; the cycle itself is `stackvault.ops.run`."""
 
 from __future__ import annotations
 
-from stackvault.cli.parser import add_command, add_json_option
+from stackvault.cli.parser import add_command, add_config_option, add_json_option
 
 RUN_TRIGGERS = ("manual", "schedule", "catch-up", "retry")
 """`stackvault.records.run.TRIGGERS` (not imported here: start-up time)."""
@@ -24,13 +24,7 @@ if TYPE_CHECKING:
 def register(subparsers: Subparsers) -> None:
     p = add_command(subparsers, "run", run)
     p.add_argument("job", metavar="JOB", help="The job of the configuration file to run.")
-    p.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="The configuration file (default: $STACKVAULT_CONFIG, else "
-        "/etc/stackvault/stackvault.yaml).",
-    )
+    add_config_option(p)
     p.add_argument(
         "--trigger",
         choices=RUN_TRIGGERS,

@@ -3,7 +3,7 @@ by its schedule; the loop is `stackvault.ops.daemon`, the decisions `stackvault.
 
 from __future__ import annotations
 
-from stackvault.cli.parser import add_command
+from stackvault.cli.parser import add_command, add_config_option
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -21,13 +21,7 @@ DEFAULT_CONCURRENCY = 2
 
 def register(subparsers: Subparsers) -> None:
     p = add_command(subparsers, "serve", serve)
-    p.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="The configuration file (default: $STACKVAULT_CONFIG, else "
-        "/etc/stackvault/stackvault.yaml).",
-    )
+    add_config_option(p)
     p.add_argument(
         "--log-format",
         choices=("text", "json"),

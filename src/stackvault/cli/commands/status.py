@@ -4,7 +4,7 @@ figures and the verdict are `stackvault.ops.status`."""
 
 from __future__ import annotations
 
-from stackvault.cli.parser import add_command, add_json_option
+from stackvault.cli.parser import add_command, add_config_option, add_json_option
 from stackvault.errors import EXIT_ERROR
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -27,13 +27,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument(
         "job", metavar="JOB", nargs="?", help="Only this job (default: every job of the file)."
     )
-    p.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="The configuration file (default: $STACKVAULT_CONFIG, else "
-        "/etc/stackvault/stackvault.yaml).",
-    )
+    add_config_option(p)
     add_json_option(p)
 
 
