@@ -571,6 +571,36 @@ def test_container_roundtrip_and_across_host_and_container(
         drop(mariadb_container, db)
 
 
+def test_container_reached_as_its_server_was_started(
+    mariadb_container: MariaDBContainer, docker_env: str
+) -> None:
+    """Discovery reads the port and socket from the server's command line (run through
+    ``sh -c``); the capture connects with them, and a wrong socket fails without TCP."""
+    from stackvault.sources.docker.engine import connect
+    from stackvault.stack.reach import EngineView, mysql_reach
+
+    client = connect()
+    try:
+        reach = mysql_reach(EngineView(client, mariadb_container.name))
+    finally:
+        client.close()
+    assert (reach.port, reach.socket) == (mariadb_container.port, mariadb_container.socket)
+    assert reach.password_from == "env:MARIADB_ROOT_PASSWORD"
+    assert reach.found == "its command line"
+    db = unique_db_name("reach")
+    mariadb_container.create_database(db)
+    try:
+        base = f"mysql+docker://{mariadb_container.name}:{reach.port}/{db}"
+        _s, _sink, meta = capture(
+            f"{base}?socket={reach.socket}&password_from={reach.password_from}"
+        )
+        assert meta["container"]["connection"] == "socket"
+        with pytest.raises(SourceError):
+            open_source(f"{base}?socket=/nonexistent/m.sock").probe()
+    finally:
+        drop(mariadb_container, db)
+
+
 # --- failures ----------------------------------------------------------------------------------
 
 
