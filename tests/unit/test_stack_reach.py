@@ -188,3 +188,27 @@ def test_a_plan_file_refuses_to_pause_a_database_and_a_bad_password_source() -> 
     assert "sources[0].password_from must be env:NAME, arg, file:PATH, none or null" in text
     assert "sources[0].port must be a port number" in text
     assert "vec" not in text and "hunter2" not in text
+
+
+def test_stack_backup_prints_one_line_per_stopped_or_paused_service() -> None:
+    from stackvault.cli.commands.stack import downtime_line
+    from stackvault.records.stack import ServiceDowntime
+
+    def record(mode: str, killed: bool, down: float | None) -> ServiceDowntime:
+        return ServiceDowntime(
+            containers=["p-api-1"],
+            level=1,
+            mode=mode,
+            timeout_s=3.0,
+            stop_s=3.01,
+            killed=killed,
+            downtime_s=down,
+        )
+
+    assert downtime_line("api", record("stop", True, 4.256)) == (
+        "  api: stop, level 1, down 4.26 s, killed after 3 s"
+    )
+    assert downtime_line("vec", record("pause", False, 0.5)) == "  vec: pause, level 1, down 0.50 s"
+    assert downtime_line("w", record("stop", False, None)) == (
+        "  w: stop, level 1, down not started again"
+    )

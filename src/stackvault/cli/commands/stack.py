@@ -8,6 +8,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Parser, Subparsers
+    from stackvault.records.stack import ServiceDowntime
     from stackvault.stack.preflight import Check
 
 
@@ -276,9 +277,7 @@ def stack_backup(
                 f"({', '.join(down.containers if down else ()) or 'none stopped'})"
             )
             for name, svc in ((down.services if down else None) or {}).items():
-                took = "not started again" if svc.downtime_s is None else f"{svc.downtime_s:.2f} s"
-                killed = f", killed after {svc.timeout_s:g} s" if svc.killed else ""
-                cli.print(f"  {name}: {svc.mode}, level {svc.level}, down {took}{killed}")
+                cli.print(downtime_line(name, svc))
         else:
             cli.print(f"online: parts captured over {m.skew_s or 0:.2f} s")
         for h in m.hooks:
@@ -292,6 +291,14 @@ def stack_backup(
             + f" in {m.timings.total_s or 0:.1f} s"
         )
     return EXIT_INCOMPLETE if not snap.complete else 0
+
+
+def downtime_line(name: str, svc: ServiceDowntime) -> str:
+    """``  NAME: stop|pause, level L, down X.XX s[, killed after T s]`` for a service a strict
+    cut stopped or paused (``down not started again`` when the backup did not start it)."""
+    took = "not started again" if svc.downtime_s is None else f"{svc.downtime_s:.2f} s"
+    killed = f", killed after {svc.timeout_s:g} s" if svc.killed else ""
+    return f"  {name}: {svc.mode}, level {svc.level}, down {took}{killed}"
 
 
 def stack_restore(
