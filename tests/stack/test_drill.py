@@ -355,7 +355,7 @@ def test_a_missing_pack_fails_the_drill_naming_the_artifact(
         r"read snapshot: artifact (\S+): file \S+ needs pack [0-9a-f]{12}, which", report["error"]
     )
     assert found and found.group(1) in {a.name for a in snap.artifacts}, report["error"]
-    assert [p["name"] for p in report["phases"]] == ["read snapshot", "cleanup"]
+    assert [p["name"] for p in report["phases"]] == ["leftovers", "read snapshot", "cleanup"]
     assert leftovers(project, workdir) == []
 
 

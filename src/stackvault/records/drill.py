@@ -13,12 +13,12 @@ fields say what every reader of run records needs (result, snapshot drilled, err
  "cleanup": {"ok", "error", "removed": [...]}, "notices": [...]}
 ```
 
-Times in ``phases`` are seconds from the drill's start. ``rto_s`` runs from the drill's
-start (the snapshot being read) until the last probe passed, without cleanup; it is None
-when the drill did not get that far. ``rpo_achieved_s`` is the restore point's age when the
-drill started. A drill passes only when every probe that ran passed (a skipped probe never
-counts as a pass, and a drill whose probes were all skipped fails) and its cleanup left
-nothing behind.
+Times in ``phases`` are seconds from the drill's start. ``rto_s`` runs from the start of
+the ``read snapshot`` phase until the probes are done (removing earlier drills' leftovers
+and the cleanup are not part of it); None when the drill did not get that far.
+``rpo_achieved_s`` is the restore point's age when the drill started. A drill passes only
+when every probe that ran passed (a skipped probe never counts as a pass, and a drill whose
+probes were all skipped fails) and its cleanup left nothing behind.
 """
 
 from __future__ import annotations
