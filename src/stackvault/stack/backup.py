@@ -114,7 +114,7 @@ def backup_stack(
     mode = consistency or plan.consistency
     if mode not in CONSISTENCY:
         raise UsageError(f"consistency must be strict or online, not {mode!r}")
-    pause = {*pause, *(n for n, svc in plan.services.items() if svc.quiesce == "pause")}
+    pause = {*pause, *(n for n, s in plan.services.items() if s.stop and s.quiesce == "pause")}
     for name in sorted(pause):
         svc = plan.services.get(name)
         if svc is None or not svc.stop or svc.role in DATABASE_ROLES:
