@@ -388,7 +388,7 @@ def test_sigterm_during_a_drill_cleans_up(
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            found = client.containers.list(all=True, filters={"label": LABEL})
+            found = client.api.containers(all=True, filters={"label": LABEL})
             if len(found) >= 2:  # the sandbox and a database service
                 break
             time.sleep(0.2)

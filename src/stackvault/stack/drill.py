@@ -15,8 +15,9 @@ production directory>`` and with its own named volumes (``<drill project>_<volum
   (``extra_hosts``), which the services share.
 - how it is done: the drill lets `restore_stack` restore the configuration into the drill's
   directory, then - before any container exists - reads the project as Compose resolves it
-  (``docker compose config``), checks it and writes the drill's compose file in place of the
-  restored one (the drill's own copy): ``network_mode`` set to the sandbox, ``ports``,
+  (``docker compose config``), checks it and writes the drill's own compose file
+  (`DRILL_COMPOSE`), the only one the restore's Compose is given (`_for_drill`: if it were
+  ever missing, nothing would start): ``network_mode`` set to the sandbox, ``ports``,
   ``expose``, ``networks``, ``links``, ``hostname``, ``extra_hosts`` and ``dns`` removed,
   ``container_name`` renamed into the drill project, the drill labels added.
 - **production is never touched**: the drill refuses (`RestoreRefused`, before any container
@@ -343,7 +344,7 @@ def run_drill(
 
         restored = restore_stack(
             repo,
-            _without_probes(snapshot),
+            _for_drill(snapshot, m),
             client,
             project=drill_project,
             directory=directory,
@@ -462,13 +463,21 @@ def check_snapshot_data(repo: Repository, snapshot: Snapshot) -> None:
         )
 
 
-def _without_probes(snapshot: Snapshot) -> Snapshot:
-    """``snapshot`` with the plan's HTTP probes left out of its manifest (in memory): the
-    restore would send them from this host, where they reach production; the drill sends
-    them from inside its sandbox."""
+DRILL_COMPOSE = ".stackvault-drill-compose.yaml"
+"""The drill's own compose file, in the drill's project directory (`_Sandbox.isolate`)."""
+
+
+def _for_drill(snapshot: Snapshot, m: StackManifest) -> Snapshot:
+    """``snapshot`` as the drill hands it to `restore_stack` (in memory only): the plan's
+    HTTP probes left out (the restore would send them from this host, where they reach
+    production; the drill sends them from inside its sandbox), and the compose files
+    replaced by the drill's own `DRILL_COMPOSE`, which exists only once `_Sandbox.isolate`
+    wrote it: should the restore ever start a service without the drill having isolated
+    the project first, Compose finds no file and nothing starts."""
     stack = dict(snapshot.stack or {})
     plan = dict(stack.get("plan") or {})
     plan["probes"] = []
+    plan["compose_files"] = [os.path.join((m.directory or "").rstrip("/"), DRILL_COMPOSE)]
     stack["plan"] = plan
     return replace(snapshot, stack=stack)
 
@@ -492,8 +501,8 @@ class _Sandbox:
 
     def isolate(self, m: StackManifest, directory: str) -> None:
         """Read the restored project as Compose resolves it, refuse what would reach
-        production, start the sandbox and write the drill's compose file over the restored
-        ones."""
+        production, start the sandbox and write the drill's compose file (`DRILL_COMPOSE`,
+        the only one the restore's Compose reads; the restored files stay as they were)."""
         import yaml
 
         old_dir = (m.directory or "").rstrip("/")
@@ -521,13 +530,10 @@ class _Sandbox:
             )
         databases = [n for n, s in m.services.items() if s.role in DATABASE_ROLES]
         self.start(doc, databases)
-        version = doc.get("version")
-        text = yaml.safe_dump(self.transform(doc), sort_keys=False)
-        empty = (f"version: {version!r}\n" if version else "") + "services: {}\n"
-        for i, f in enumerate(files):
-            with open(f, "w", encoding="utf-8") as out:
-                out.write(text if i == 0 else empty)
-            os.chmod(f, 0o600)  # it holds the interpolated environment
+        target = os.path.join(directory, DRILL_COMPOSE)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the environment
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            yaml.safe_dump(self.transform(doc), out, sort_keys=False)
 
     def problems(self, doc: dict[str, Any]) -> list[str]:
         """What in the resolved project would reach production's state."""
@@ -710,10 +716,12 @@ def _http_probe(client: DockerClient, project: str, probe: ProbePlan, wait: floa
         tried = False
         for container in candidates:
             try:
-                code, out = container.exec_run(["sh", "-c", _FETCH, "sh", probe.url])
+                found = client.containers.get(container.id)
+                code, out = found.exec_run(["sh", "-c", _FETCH, "sh", probe.url])
             except docker.errors.DockerException:
                 continue
-            text = (out or b"").decode("utf-8", "replace").strip()
+            raw = out if isinstance(out, bytes) else b"".join(out or [])
+            text = raw.decode("utf-8", "replace").strip()
             if code == 127 or text.endswith("NOTOOL") or not text.isdigit():
                 continue
             tried = True
@@ -733,13 +741,13 @@ def _http_probe(client: DockerClient, project: str, probe: ProbePlan, wait: floa
         time.sleep(1.0)
 
 
-def _drill_containers(client: DockerClient, project: str, service: str | None) -> list[Any]:
-    found = client.containers.list(filters={"label": f"{LABEL_DRILL_PROJECT}={project}"})
+def _drill_containers(client: DockerClient, project: str, service: str | None) -> list[_Listed]:
+    """The running containers of the drill: the probe's service first, then the sandbox."""
+    found = _containers(client, f"{LABEL_DRILL_PROJECT}={project}", running=True)
     sandbox = project + SANDBOX_SUFFIX
 
-    def rank(c: Any) -> int:
-        labels = c.labels or {}
-        if service and labels.get("com.docker.compose.service") == service:
+    def rank(c: _Listed) -> int:
+        if service and c.labels.get("com.docker.compose.service") == service:
             return 0
         return 1 if c.name == sandbox else 2
 
@@ -772,7 +780,7 @@ def _cleanup(client: DockerClient, project: str, root: str | None) -> DrillClean
     errors: list[str] = []
     for container in _project_containers(client, project):
         try:
-            container.remove(force=True, v=True)
+            client.api.remove_container(container.id, force=True, v=True)
             done.removed.append(f"container {container.name}")
         except docker.errors.NotFound:
             pass
@@ -816,11 +824,29 @@ def _cleanup(client: DockerClient, project: str, root: str | None) -> DrillClean
     return done
 
 
-def _project_containers(client: DockerClient, project: str) -> list[Any]:
-    seen: dict[str, Any] = {}
+@dataclass(frozen=True)
+class _Listed:
+    """A container as the engine lists it (no inspect: one that goes away meanwhile is no
+    error)."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+
+
+def _containers(client: DockerClient, label: str, *, running: bool = False) -> list[_Listed]:
+    out = []
+    for c in client.api.containers(all=not running, filters={"label": label}):
+        names = c.get("Names") or [""]
+        out.append(_Listed(str(c.get("Id")), str(names[0]).lstrip("/"), c.get("Labels") or {}))
+    return out
+
+
+def _project_containers(client: DockerClient, project: str) -> list[_Listed]:
+    seen: dict[str, _Listed] = {}
     for label in (f"{LABEL_DRILL_PROJECT}={project}", f"{LABEL_PROJECT}={project}"):
-        for c in client.containers.list(all=True, filters={"label": label}):
-            seen[str(c.id)] = c
+        for c in _containers(client, label):
+            seen[c.id] = c
     return list(seen.values())
 
 
@@ -840,8 +866,8 @@ def remove_leftovers(client: DockerClient, workdir: str, keep: str | None = None
     (``<project>-drill-<time>``, by Compose label and name); ``keep`` names a drill project
     left alone."""
     projects: set[str] = set()
-    for c in client.containers.list(all=True, filters={"label": LABEL}):
-        name = (c.labels or {}).get(LABEL_DRILL_PROJECT) or ""
+    for c in _containers(client, LABEL):
+        name = c.labels.get(LABEL_DRILL_PROJECT) or ""
         if _DRILL_PROJECT.match(name):
             projects.add(name)
     for v in client.volumes.list(filters={"name": "-drill-"}):
@@ -867,9 +893,7 @@ def drill_resources(client: DockerClient, project: str | None = None) -> list[st
     """What carries the drill label (of ``project``, else of any drill) on the engine:
     ``container NAME``, ``volume NAME``, ``network NAME`` - empty after a clean drill."""
     label = f"{LABEL_DRILL_PROJECT}={project}" if project else LABEL
-    out = [
-        f"container {c.name}" for c in client.containers.list(all=True, filters={"label": label})
-    ]
+    out = [f"container {c.name}" for c in _containers(client, label)]
     if project:
         out += [f"volume {v.name}" for v in _project_volumes(client, project)]
         out += [
