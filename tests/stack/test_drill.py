@@ -356,6 +356,10 @@ def test_a_missing_pack_fails_the_drill_naming_the_artifact(
     )
     assert found and found.group(1) in {a.name for a in snap.artifacts}, report["error"]
     assert [p["name"] for p in report["phases"]] == ["leftovers", "read snapshot", "cleanup"]
+    res = cli("drill", JOB, "--config", str(config), "--workdir", str(workdir))
+    assert res.code == 1
+    assert f"of job {JOB}: failed, RTO not reached: read snapshot: artifact " in res.err, res.err
+    assert "FAIL read snapshot" in res.out, res.out
     assert leftovers(project, workdir) == []
 
 
