@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -260,6 +261,9 @@ def test_a_failing_probe_fails_the_drill_which_reaches_nothing_outside_and_clear
     workdir = tmp_path / "drills"
     old = "svold-drill-20200101-000000"
     (workdir / old / "docker").mkdir(parents=True)
+    running = workdir / "svlive-drill-20200101-000001"  # another drill, still running
+    running.mkdir()
+    (running / ".stackvault-drill-owner").write_text(f"{socket.gethostname()}:{os.getppid()}")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -299,6 +303,8 @@ def test_a_failing_probe_fails_the_drill_which_reaches_nothing_outside_and_clear
     assert web.status == "fail" and "answered 200, not 418" in web.message, web
     assert out.status == "fail" and out.message.startswith("no answer, not 200"), out
     assert (result.summary_error() or "").startswith("probe http http://127.0.0.1:")
+    assert leftovers(project, workdir) == [f"directory {running}"]
+    shutil.rmtree(running)
     assert result.cleanup.ok and leftovers(project, workdir) == []
     [removed] = [n for n in result.notices if n.startswith("removed leftovers")]
     for thing in (

@@ -4,7 +4,9 @@ refusals and the compose document it writes, the HTML page."""
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -176,7 +178,12 @@ def test_isolation_refuses_what_reaches_production_and_rewrites_the_rest() -> No
     assert db["network_mode"] == api["network_mode"] == f"container:{sandbox.name}"
     assert "ports" not in db and "networks" not in api and "hostname" not in api
     assert api["container_name"] == "dify-drill-20261201-030000-api"
-    assert api["labels"] == {"a": "b", LABEL: "ab" * 16, f"{LABEL}.project": sandbox.project}
+    assert api["labels"] == {
+        "a": "b",
+        LABEL: "ab" * 16,
+        f"{LABEL}.project": sandbox.project,
+        f"{LABEL}.owner": f"{socket.gethostname()}:{os.getpid()}",
+    }
 
 
 def test_the_page_is_self_contained() -> None:

@@ -63,6 +63,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -107,6 +108,10 @@ LABEL = "io.stackvault.drill"
 """Label on everything a drill creates; its value is the drill's id."""
 LABEL_DRILL_PROJECT = "io.stackvault.drill.project"
 """Label with the drill's Compose project name."""
+LABEL_OWNER = "io.stackvault.drill.owner"
+"""Label with ``HOST:PID`` of the process running the drill (see `remove_leftovers`)."""
+OWNER_FILE = ".stackvault-drill-owner"
+"""In the drill's directory: ``HOST:PID`` of the process running the drill."""
 SANDBOX_SUFFIX = "-sandbox"
 _DRILL_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*-drill-\d{8}-\d{6}$")
 _DRILL_VOLUME = re.compile(r"^([a-z0-9][a-z0-9_-]*-drill-\d{8}-\d{6})_")
@@ -328,6 +333,8 @@ def run_drill(
         os.makedirs(options.workdir, exist_ok=True)
         os.mkdir(root, 0o700)
         created_root = True
+        with open(os.path.join(root, OWNER_FILE), "w", encoding="utf-8") as owner:
+            owner.write(_owner())
         sandbox = _Sandbox(client, options.drill_id, drill_project, root)
 
         def on_notice(message: str) -> None:
@@ -497,7 +504,7 @@ class _Sandbox:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {LABEL: self.drill_id, LABEL_DRILL_PROJECT: self.project}
+        return {LABEL: self.drill_id, LABEL_DRILL_PROJECT: self.project, LABEL_OWNER: _owner()}
 
     def isolate(self, m: StackManifest, directory: str) -> None:
         """Read the restored project as Compose resolves it, refuse what would reach
@@ -864,12 +871,17 @@ def remove_leftovers(client: DockerClient, workdir: str, keep: str | None = None
     """Remove what earlier drills left on this engine and in ``workdir``: containers with
     the drill label, and the volumes, networks and directories of their drill projects
     (``<project>-drill-<time>``, by Compose label and name); ``keep`` names a drill project
-    left alone."""
+    left alone. A drill still running on this host (its owner label or file names a live
+    process of this host other than this one: another job's drill under ``serve``) is left
+    alone too."""
     projects: set[str] = set()
+    live: set[str] = set()
     for c in _containers(client, LABEL):
         name = c.labels.get(LABEL_DRILL_PROJECT) or ""
         if _DRILL_PROJECT.match(name):
             projects.add(name)
+            if _live(c.labels.get(LABEL_OWNER) or ""):
+                live.add(name)
     for v in client.volumes.list(filters={"name": "-drill-"}):
         found = _DRILL_VOLUME.match(str(v.name))
         if found:
@@ -878,7 +890,14 @@ def remove_leftovers(client: DockerClient, workdir: str, keep: str | None = None
         projects.update(d for d in os.listdir(workdir) if _DRILL_PROJECT.match(d))
     except OSError:
         pass
-    projects.discard(keep or "")
+    for project in projects:
+        try:
+            with open(os.path.join(workdir, project, OWNER_FILE), encoding="utf-8") as f:
+                if _live(f.read().strip()):
+                    live.add(project)
+        except OSError:
+            pass
+    projects -= live | {keep or ""}
     total = DrillCleanup()
     for project in sorted(projects):
         done = _cleanup(client, project, os.path.join(workdir, project))
@@ -887,6 +906,24 @@ def remove_leftovers(client: DockerClient, workdir: str, keep: str | None = None
             total.ok = False
             total.error = done.error
     return total
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _live(owner: str) -> bool:
+    """Whether ``HOST:PID`` is a process of this host, other than this one, that exists."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def drill_resources(client: DockerClient, project: str | None = None) -> list[str]:
