@@ -123,7 +123,6 @@ def test_ok_after_a_run_with_its_check_and_the_json_shape(
         assert r["snapshot"]["within_rpo"] is True and r["snapshot"]["age_s"] < 120
         assert r["check"]["result"] == "ok" and r["check"]["current"] is True
         assert r["behind"] is False
-        assert r["drill"] is None
         assert set(r["restore_points"]) == {"7d", "30d"}
         assert r["restore_points"]["7d"]["created"] == 1
         assert r["problems"] == []
@@ -135,9 +134,10 @@ def test_ok_after_a_run_with_its_check_and_the_json_shape(
     assert res.code == 0, res.err
     lines = res.out.splitlines()
     assert lines[0].split()[:2] == ["etc", "ok"]
-    assert lines[1].startswith("  primary (primary)") and "never drilled" in lines[1]
+    assert lines[1].startswith("  primary (primary)") and "check ok" in lines[1]
     assert lines[2].startswith("  offsite (copy)") and "check ok" in lines[2]
-    assert len(lines) == 3
+    assert lines[3].split() == ["drill", "never", "drilled"]
+    assert len(lines) == 4
 
 
 def test_breached_when_the_clock_is_past_the_rpo(

@@ -32,6 +32,7 @@ from stackvault.ops.metrics.figures import (
     read_repository,
     stack_cut,
 )
+from stackvault.records.drill import DrillResult
 from stackvault.records.run import RunRecord, RunResult, RunStep, Trigger, job_tag
 from stackvault.repo.leases import Lease, claim_lease
 from stackvault.repo.lock import Holder
@@ -488,3 +489,38 @@ def test_listen_addresses() -> None:
     for bad in ("9598", "localhost:", "host:http", "127.0.0.1:70000"):
         with pytest.raises(UsageError):
             parse_listen(bad)
+
+
+def test_the_newest_drill_is_exported_and_is_not_the_last_run(
+    history: tuple[Config, Repos, dict[str, object]],
+) -> None:
+    config, repos, h = history
+    failed = h["failed"]
+    assert isinstance(failed, RunRecord)
+    ended = NOW - timedelta(minutes=30)
+    drill = DrillResult(
+        drill_id=secrets.token_hex(16),
+        job="etc",
+        project="etc",
+        drill_project="etc-drill",
+        snapshot=None,
+        snapshot_time=None,
+        started=ended - timedelta(minutes=12),
+        ended=ended,
+        result="ok",
+        rto_s=540.0,
+        rto_target_s=7200.0,
+    ).to_run_record(host="h", program="stackvault 0.1.0", repository="local", location="/l")
+    repos.repos["local"].save_run(drill)
+    metrics = Metrics(clock=FrozenClock(NOW))
+    metrics.refresh(config, repos.open)
+    got = samples(metrics)
+    primary = {"job": "etc", "repository": "local", "role": "primary"}
+    assert value(got, "drill_last_timestamp_seconds", **primary) == ended.timestamp()
+    assert value(got, "drill_last_success", **primary) == 1
+    assert value(got, "drill_last_rto_seconds", **primary) == 540
+    # the drill is newer than the failed run, but it is not a run of the job
+    assert value(got, "backup_last_result", job="etc", result="failed") == 1
+    assert value(got, "backup_last_attempt_timestamp_seconds", job="etc") == (
+        failed.ended.timestamp()
+    )

@@ -6,6 +6,7 @@ precedence, and restore points created against the schedule's ticks."""
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from stackvault.config.schedule import parse_schedule
@@ -20,6 +21,7 @@ from stackvault.ops.status import (
     status_json,
     worst,
 )
+from stackvault.records.drill import DrillResult
 from stackvault.records.run import RunRecord, RunStep, StepResult, job_tag
 from stackvault.repo.snapshot import Snapshot
 
@@ -198,16 +200,74 @@ def test_precedence_breached_over_at_risk_over_unverified_over_ok() -> None:
     assert {v for v, _ in reasons} == {"at-risk", "unverified"}
 
 
-def test_the_drill_is_never_drilled_and_in_the_json() -> None:
+def drill(ended: datetime, *, result: str = "ok", rto_s: float = 600.0) -> RunRecord:
+    """The record of a restore drill of the job (one ``drill`` step)."""
+    started = ended - timedelta(seconds=rto_s + 60)
+    return DrillResult(
+        drill_id=secrets.token_hex(16),
+        job=JOB,
+        project="etc",
+        drill_project="etc-drill",
+        snapshot=secrets.token_hex(32),
+        snapshot_time=started - HOUR,
+        started=started,
+        ended=ended,
+        result=result,  # type: ignore[arg-type]
+        error=None if result == "ok" else "probe db failed",
+        rto_s=rto_s,
+        rto_target_s=7200.0,
+    ).to_run_record(host="h", program="stackvault 0.1.0", repository="primary", location="/r")
+
+
+def test_never_drilled_is_a_figure_until_drills_are_scheduled() -> None:
     runs, primary, offsite = healthy()
     views = [view("primary", "primary", runs, primary), view("offsite", "copy", runs, offsite)]
     status = judge(JOB, OBJECTIVES, views, NOW)
-    assert all(r.drill is None for r in status.repositories)
+    assert status.drill is None and status.verdict == "ok"
     doc = status_json(status)
-    assert doc["verdict"] == "ok"
-    repos = doc["repositories"]
-    assert isinstance(repos, list)
-    assert [r["drill"] for r in repos] == [None, None]
+    assert doc["drill"] is None and doc["drill_every_s"] is None
+    scheduled = replace(OBJECTIVES, rto_s=7200, drill_every_s=7 * 86400)
+    status = judge(JOB, scheduled, views, NOW)
+    assert status.verdict == "unverified"
+    assert ("unverified", "drill: never drilled") in status.reasons
+
+
+def test_a_drill_is_judged_by_its_result_age_and_rto() -> None:
+    runs, primary, offsite = healthy()
+    scheduled = replace(OBJECTIVES, rto_s=7200, drill_every_s=7 * 86400)
+
+    def judged_with(record: RunRecord) -> tuple[str, list[tuple[str, str]]]:
+        views = [
+            view("primary", "primary", [*runs, record], primary),
+            view("offsite", "copy", runs, offsite),
+        ]
+        status = judge(JOB, scheduled, views, NOW)
+        drills = [(v, t) for v, t in status.reasons if t.startswith("drill:")]
+        return status.verdict, drills
+
+    fresh = drill(NOW - DAY)
+    assert judged_with(fresh) == ("ok", [])
+    views = [
+        view("primary", "primary", [*runs, fresh], primary),
+        view("offsite", "copy", runs, offsite),
+    ]
+    status = judge(JOB, scheduled, views, NOW)
+    assert status.drill is not None and status.drill.rto_s == 600.0 and status.drill.rto_met
+    # a drill record is not a run of the job: the last run and the ratios ignore it
+    assert status.last_run is not None and status.last_run.id == runs[-1].id
+    assert status_json(status)["drill"]["result"] == "ok"  # type: ignore[index]
+    assert judged_with(drill(NOW - 8 * DAY)) == (
+        "unverified",
+        [("unverified", "drill: last drill is 8 d old")],
+    )
+    assert judged_with(drill(NOW - DAY, result="failed")) == (
+        "unverified",
+        [("unverified", "drill: last drill ended failed: probe db failed")],
+    )
+    assert judged_with(drill(NOW - DAY, rto_s=3 * 3600)) == (
+        "at-risk",
+        [("at-risk", "drill: last drill restored in 3 h, over the RTO")],
+    )
 
 
 def test_count_ticks_of_a_schedule() -> None:

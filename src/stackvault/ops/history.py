@@ -73,6 +73,12 @@ class JobHistory:
     last_30_days: SuccessCount
 
 
+def backup_runs(runs: Iterable[RunRecord]) -> list[RunRecord]:
+    """The records of the job's runs (``stackvault run``), without its restore drills'
+    (`RunRecord.is_drill`): what the schedule, the success counts and the last run count."""
+    return [r for r in runs if not r.is_drill]
+
+
 def distinct_runs(runs: Iterable[RunRecord]) -> list[RunRecord]:
     """One record per run id (the last given of each), oldest first by start time."""
     by_id = {r.id: r for r in runs}
@@ -124,7 +130,7 @@ def job_history(
     """The history of ``job`` from these records (others' are ignored) and snapshots, as
     of ``now``. ``repository`` narrows `JobHistory.last_check` to checks of that
     repository (a run's record lists its steps against every repository it touched)."""
-    mine = distinct_runs(r for r in runs if r.job == job)
+    mine = distinct_runs(r for r in backup_runs(runs) if r.job == job)
     successes = [r for r in mine if r.succeeded]
     return JobHistory(
         job=job,

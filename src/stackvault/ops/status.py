@@ -8,9 +8,11 @@ it synthetic histories).
 
 **Figures**, per repository: the newest complete ``job:NAME`` snapshot and its age against
 the RPO; the newest check of that repository and its age against ``check.every``; restore
-points created ÷ expected over 7 and 30 days; the last drill (none exist yet: always None,
-"never drilled", never counted as ok). Per job: the last run (result, duration against the
-window) and the next scheduled run. Run records are read from every repository that could
+points created ÷ expected over 7 and 30 days. Per job: the last run (result, duration
+against the window), the next scheduled run, and the last restore drill (a run record with
+one ``drill`` step, `stackvault.records.drill`): when, its result, its measured RTO against
+the RTO. Drill records are not runs of the job: they count in no ratio and are never the
+last run. Run records are read from every repository that could
 be opened, one per run id (the primary holds every record; a copy those of runs that reached
 it).
 
@@ -29,12 +31,14 @@ when no tick fell in the period.
   exceeds the RPO (it will breach before the next run can fix it); or a copy lacks the
   primary's newest job snapshot; or a repository could not be opened or read (its error is
   shown; an unreadable primary is at-risk, not breached: nothing shows its snapshots gone);
+* ``at-risk`` too: the last drill's measured RTO exceeds the RTO (a restore would take
+  longer than promised);
 * ``unverified``: a repository whose newest check is older than ``check.every``, missing, or
-  did not end ``ok``;
+  did not end ``ok``; for a job with ``drill.every``, no drill that passed within it (never
+  drilled, the last drill failed, or it is too old);
 * ``ok``: none of these.
 
-The last run's result, the ratios and the drill are figures only: they do not change the
-verdict.
+The last run's result and the ratios are figures only: they do not change the verdict.
 """
 
 from __future__ import annotations
@@ -52,10 +56,12 @@ from stackvault.errors import StackvaultError
 from stackvault.ops.history import (
     WINDOWS_DAYS,
     JobHistory,
+    backup_runs,
     distinct_runs,
     job_history,
 )
 from stackvault.ops.session import Opener
+from stackvault.records.drill import latest_drill
 from stackvault.records.run import RunRecord, format_time, job_tag
 from stackvault.repo.snapshot import Snapshot
 
@@ -75,15 +81,21 @@ class Objectives:
     window_s: int
     check_every_s: int
     schedule: Schedule
+    rto_s: int | None = None
+    drill_every_s: int | None = None
+    """How often the job is to be drilled (None: drills are not scheduled)."""
 
     @classmethod
     def of(cls, job: EffectiveJob) -> Objectives:
         """The objectives of a configured job."""
+        every = job.drill.every
         return cls(
             rpo_s=job.rpo.value.seconds,
             window_s=job.window.value.seconds,
             check_every_s=job.check.every.value.seconds,
             schedule=job.schedule.value,
+            rto_s=job.rto.value.seconds,
+            drill_every_s=every.value.seconds if every is not None else None,
         )
 
 
@@ -150,6 +162,23 @@ class LastRun:
 
 
 @dataclass(frozen=True)
+class DrillFigure:
+    """The job's newest restore drill."""
+
+    repository: str | None
+    """The repository it restored from."""
+    run_id: str
+    ended: datetime
+    result: str
+    age_s: float
+    rto_s: float | None
+    """The measured recovery time (None: the drill did not get that far)."""
+    rto_met: bool | None
+    snapshot: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class RepositoryStatus:
     """The figures of one repository of a job, and what in them is wrong (``problems``, one
     sentence each, the verdict each gives)."""
@@ -164,8 +193,6 @@ class RepositoryStatus:
     """A copy that lacks the primary's newest job snapshot."""
     check: CheckFigure | None
     restore_points: tuple[RestorePoints, ...]
-    drill: None = None
-    """The last restore drill: none exist yet ("never drilled"), never counted as ok."""
     problems: tuple[tuple[Verdict, str], ...] = ()
 
 
@@ -184,6 +211,9 @@ class JobStatus:
     last_run: LastRun | None
     repositories: tuple[RepositoryStatus, ...]
     reasons: tuple[tuple[Verdict, str], ...] = field(default=())
+    drill: DrillFigure | None = None
+    rto_s: int | None = None
+    drill_every_s: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -352,6 +382,44 @@ def _repository_status(
     )  # fmt: skip
 
 
+def _drill_figure(runs: Iterable[RunRecord], now: datetime) -> DrillFigure | None:
+    drills = [r for r in runs if r.is_drill]
+    drill = latest_drill(drills)
+    if drill is None:
+        return None
+    newest = max(drills, key=lambda r: r.started)
+    return DrillFigure(
+        newest.steps[0].repository,
+        drill.drill_id,
+        drill.ended,
+        drill.result,
+        _age(now, drill.ended),
+        drill.rto_s,
+        drill.rto_met,
+        drill.snapshot,
+        drill.summary_error(),
+    )
+
+
+def _drill_problems(drill: DrillFigure | None, objectives: Objectives) -> list[tuple[Verdict, str]]:
+    """A measured RTO over the objective is at risk; a job drilled by schedule without a
+    passed drill within its period is unverified."""
+    problems: list[tuple[Verdict, str]] = []
+    if drill is not None and drill.rto_met is False and drill.rto_s is not None:
+        problems.append(("at-risk", f"last drill restored in {_hours(drill.rto_s)}, over the RTO"))
+    every = objectives.drill_every_s
+    if every is None:
+        return problems
+    if drill is None:
+        problems.append(("unverified", "never drilled"))
+    elif drill.result != "ok":
+        why = f": {drill.error}" if drill.error else ""
+        problems.append(("unverified", f"last drill ended {drill.result}{why}"))
+    elif drill.age_s >= every:
+        problems.append(("unverified", f"last drill is {_hours(drill.age_s)} old"))
+    return problems
+
+
 def judge(
     job: str,
     objectives: Objectives,
@@ -360,7 +428,8 @@ def judge(
 ) -> JobStatus:
     """The status of ``job`` from its repositories' ``views`` (primary first) as of ``now``
     (module docstring: figures, verdict)."""
-    all_runs = distinct_runs(r for v in views for r in v.runs)
+    every_record = [r for v in views for r in v.runs]
+    all_runs = distinct_runs(backup_runs(every_record))
     next_run = objectives.schedule.next_run(now)
     primary = views[0]
     primary_newest = primary.history.last_snapshot if primary.history is not None else None
@@ -390,9 +459,10 @@ def judge(
         if last is not None
         else None
     )
+    drill = _drill_figure(every_record, now)
     reasons = tuple(
         (verdict, f"{s.name}: {text}") for s in statuses for verdict, text in s.problems
-    )
+    ) + tuple((verdict, f"drill: {text}") for verdict, text in _drill_problems(drill, objectives))
     return JobStatus(
         job=job,
         verdict=worst(v for v, _ in reasons),
@@ -405,6 +475,9 @@ def judge(
         last_run=last_run,
         repositories=tuple(statuses),
         reasons=reasons,
+        drill=drill,
+        rto_s=objectives.rto_s,
+        drill_every_s=objectives.drill_every_s,
     )
 
 
@@ -439,7 +512,7 @@ def _time(when: datetime | None) -> str | None:
 
 def status_json(status: JobStatus) -> dict[str, object]:
     """The ``--json`` form of a job's status: every figure, times in ISO 8601 UTC, durations
-    in seconds; ``drill`` is always null (never drilled)."""
+    in seconds; ``drill`` is null when the job was never drilled."""
     last = status.last_run
     return {
         "job": status.job,
@@ -459,6 +532,9 @@ def status_json(status: JobStatus) -> dict[str, object]:
             "duration_s": last.duration_s,
             "within_window": last.within_window,
         },
+        "rto_s": status.rto_s,
+        "drill_every_s": status.drill_every_s,
+        "drill": _drill_json(status.drill),
         "reasons": [{"verdict": v, "reason": text} for v, text in status.reasons],
         "repositories": [_repository_json(r) for r in status.repositories],
     }
@@ -494,6 +570,21 @@ def _repository_json(r: RepositoryStatus) -> dict[str, object]:
             f"{p.days}d": {"created": p.created, "expected": p.expected, "ratio": p.ratio}
             for p in r.restore_points
         },
-        "drill": None,
         "problems": [{"verdict": v, "reason": text} for v, text in r.problems],
+    }
+
+
+def _drill_json(d: DrillFigure | None) -> dict[str, object] | None:
+    if d is None:
+        return None
+    return {
+        "repository": d.repository,
+        "run_id": d.run_id,
+        "ended": _time(d.ended),
+        "result": d.result,
+        "age_s": d.age_s,
+        "rto_s": d.rto_s,
+        "rto_met": d.rto_met,
+        "snapshot": d.snapshot,
+        "error": d.error,
     }

@@ -215,6 +215,12 @@ class RunRecord:
         """True for a run whose result is ``ok`` (``partial`` is not a success)."""
         return self.result == "ok"
 
+    @property
+    def is_drill(self) -> bool:
+        """True for the record of a restore drill (its one step is ``drill``,
+        `stackvault.records.drill`): not a backup run of the job."""
+        return len(self.steps) == 1 and self.steps[0].name == "drill"
+
     def steps_named(self, name: str) -> list[RunStep]:
         """The steps of that name, in the order they ran."""
         return [s for s in self.steps if s.name == name]

@@ -43,8 +43,8 @@ def status(cli: Cli, *, job: str | None, config: str | None) -> int:
     """Is each job's objective met? One line per job (its verdict: ok, at-risk, breached,
     unverified), then one per repository: the newest job snapshot's age against the RPO, the
     last check's age against check.every, restore points created against the schedule over 7
-    and 30 days, the last drill; the last run against its window. Read from the repositories
-    (run records and snapshots): no daemon needed.
+    and 30 days; the last drill and its measured RTO; the last run against its window. Read
+    from the repositories (run records and snapshots): no daemon needed.
 
     Exit status: 0 every job shown is ok, 1 otherwise (or an error).
     """
@@ -108,8 +108,24 @@ def job_lines(s: JobStatus) -> list[str]:
         f"next {s.next_run:%Y-%m-%d %H:%M} UTC"
     ]
     lines += [f"  {_repository_line(r, s)}" for r in s.repositories]
+    lines.append(f"  {'drill':<24} {_drill_text(s)}")
     lines += [f"  {verdict}: {reason}" for verdict, reason in s.reasons]
     return lines
+
+
+def _drill_text(s: JobStatus) -> str:
+    """``passed 2d ago, restored in 4min (rto 2.0h), every 7d`` or ``never drilled``."""
+    every = f", every {span(s.drill_every_s)}" if s.drill_every_s else ""
+    d = s.drill
+    if d is None:
+        return f"never drilled{every}"
+    outcome = "passed" if d.result == "ok" else d.result
+    rto = ""
+    if d.rto_s is not None:
+        target = f" (rto {span(s.rto_s)})" if s.rto_s else ""
+        over = ", over the rto" if d.rto_met is False else ""
+        rto = f", restored in {span(d.rto_s)}{target}{over}"
+    return f"{outcome} {span(d.age_s)} ago{rto}{every}"
 
 
 def _repository_line(r: RepositoryStatus, s: JobStatus) -> str:
@@ -134,5 +150,4 @@ def _repository_line(r: RepositoryStatus, s: JobStatus) -> str:
     for p in r.restore_points:
         ratio = "-" if p.ratio is None else f"{p.ratio:.0%}"
         parts.append(f"{p.days}d {p.created}/{p.expected} {ratio}")
-    parts.append("never drilled")
     return f"{head:<24} {', '.join(parts)}"

@@ -20,7 +20,7 @@ help and type and no samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -149,7 +149,7 @@ def job_families(
     yield from _backup_families(jobs)
     yield from _repository_families(jobs, now)
     yield from _lease_families(jobs)
-    yield from drill_families()
+    yield from drill_families(jobs)
 
 
 def _run_families(jobs: list[JobFigures]) -> Iterator[Metric]:
@@ -377,17 +377,38 @@ def _lease_families(jobs: list[JobFigures]) -> Iterator[Metric]:
     yield beat
 
 
-def drill_families() -> Iterator[Metric]:
-    """The restore drill families: help and type only until drills exist."""
+def drill_families(jobs: Sequence[JobFigures] = ()) -> Iterator[Metric]:
+    """The restore drill families: per job, its newest drill (labelled with the repository
+    it restored from) and how often it is to be drilled (only for jobs drilled by
+    schedule)."""
     labels = _REPO_LABELS
-    yield _gauge("drill_last_timestamp_seconds", "When the newest restore drill ended.", labels)
-    yield _gauge("drill_last_success", "1 if the newest restore drill ended ok, else 0.", labels)
-    yield _gauge(
+    when = _gauge("drill_last_timestamp_seconds", "When the newest restore drill ended.", labels)
+    success = _gauge(
+        "drill_last_success", "1 if the newest restore drill ended ok, else 0.", labels
+    )
+    rto = _gauge(
         "drill_last_rto_seconds",
         "The newest restore drill's measured recovery time (to compare with the RTO).",
         labels,
     )
-    yield _gauge("drill_interval_seconds", "How often the job is to be drilled.", ["job"])
+    interval = _gauge("drill_interval_seconds", "How often the job is to be drilled.", ["job"])
+    for f in jobs:
+        if f.drill_every_s is not None:
+            interval.add_metric([f.job], float(f.drill_every_s))
+        d = f.drill
+        if d is None:
+            continue
+        repository = d.repository or ""
+        role = next((r.role for r in f.repositories if r.name == repository), "primary")
+        key = [f.job, repository, role]
+        when.add_metric(key, _ts(d.ended))
+        success.add_metric(key, 1.0 if d.result == "ok" else 0.0)
+        if d.rto_s is not None:
+            rto.add_metric(key, float(d.rto_s))
+    yield when
+    yield success
+    yield rto
+    yield interval
 
 
 def notify_families(sent: int, failed: int, pings_failed: int) -> Iterator[Metric]:

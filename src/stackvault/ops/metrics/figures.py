@@ -36,9 +36,22 @@ from pathlib import Path
 from stackvault.config.job import EffectiveJob
 from stackvault.config.repository import RepositorySettings
 from stackvault.errors import StackvaultError
-from stackvault.ops.history import distinct_runs, job_history, last_check, newest_job_snapshot
+from stackvault.ops.history import (
+    backup_runs,
+    distinct_runs,
+    job_history,
+    last_check,
+    newest_job_snapshot,
+)
 from stackvault.ops.session import Opener
-from stackvault.ops.status import Objectives, RepositoryView, Role, Verdict, judge
+from stackvault.ops.status import (
+    DrillFigure,
+    Objectives,
+    RepositoryView,
+    Role,
+    Verdict,
+    judge,
+)
 from stackvault.records.run import RunRecord, RunResult, job_tag
 from stackvault.records.stack import read_manifest
 from stackvault.repo.leases import Lease, job_leases
@@ -240,6 +253,10 @@ class JobFigures:
     stack_cut: StackCut | None
     repositories: tuple[RepositoryFigures, ...]
     lease: LeaseFigures | None = None
+    drill: DrillFigure | None = None
+    """The newest restore drill (`stackvault.ops.status`), None when never drilled."""
+    drill_every_s: int | None = None
+    """How often the job is to be drilled (None: drills are not scheduled)."""
 
     def observed(self, record: RunRecord) -> JobFigures:
         """These figures with ``record`` (a run that just ended) as the last run, and as the
@@ -383,7 +400,7 @@ def job_figures(
             )
         )
     status = judge(job.name, Objectives.of(job), views, now)
-    every_run = distinct_runs(r for v in views for r in v.runs)
+    every_run = distinct_runs(backup_runs(r for v in views for r in v.runs))
     successes = [r for r in every_run if r.succeeded]
     primary_snapshots = primary_read.snapshots if primary_read.error is None else ()
     return JobFigures(
@@ -401,6 +418,8 @@ def job_figures(
         stack_cut=stack_cut(primary_snapshots, job.name),
         repositories=tuple(repos),
         lease=newest_lease(primary_read.leases, job.name),
+        drill=status.drill,
+        drill_every_s=status.drill_every_s,
     )
 
 

@@ -33,6 +33,7 @@ from stackvault.clock import Clock, SystemClock
 from stackvault.config import Config, EffectiveJob, NotifySettings
 from stackvault.config.model import NotifyEvent
 from stackvault.errors import StackvaultError
+from stackvault.ops.history import backup_runs
 from stackvault.ops.notify.dedup import JobState, NotifyState, Outcome, decide, remember
 from stackvault.ops.notify.delivery import (
     DEFAULT_ATTEMPTS,
@@ -388,7 +389,7 @@ def previous_runs(job: EffectiveJob, opener: Opener) -> list[RunRecord] | None:
         try:
             with ExitStack() as stack:
                 repo = stack.enter_context(opener(settings))
-                return list(repo.list_runs(job=job.name))
+                return backup_runs(repo.list_runs(job=job.name))
         except StackvaultError:
             continue
     return None
