@@ -414,3 +414,19 @@ def test_sigterm_during_a_drill_cleans_up(
     assert proc.returncode == 130, err
     assert json.loads(out)["result"] == "interrupted"
     assert leftovers(project, workdir) == []
+
+
+def test_a_drill_without_an_engine_is_recorded_as_failed(
+    cli: Cli, setup: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    res = cli("drill", JOB, "--config", str(setup["config"]), "--workdir", str(tmp_path), "--json")
+    assert res.code == 1
+    report = res.json()
+    assert report["error"].startswith("the drill could not run: cannot reach the Docker engine")
+    repo = open_repo(setup["repo"])
+    try:
+        drill = latest_drill(repo.list_runs(job=JOB))
+    finally:
+        repo.store.close()
+    assert drill is not None and drill.drill_id == report["drill_id"] and not drill.passed

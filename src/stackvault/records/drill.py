@@ -23,6 +23,7 @@ probes were all skipped fails) and its cleanup left nothing behind.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -100,6 +101,25 @@ class DrillResult:
     probes: list[DrillProbe] = field(default_factory=list)
     cleanup: DrillCleanup = field(default_factory=DrillCleanup)
     notices: list[str] = field(default_factory=list)
+
+    @classmethod
+    def not_run(
+        cls, job: str, snapshot: str, snapshot_time: datetime, why: str, now: datetime
+    ) -> DrillResult:
+        """A drill that could not run (no Docker engine): failed, with ``why``."""
+        return cls(
+            drill_id=secrets.token_hex(16),
+            job=job,
+            project="",
+            drill_project="",
+            snapshot=snapshot,
+            snapshot_time=snapshot_time,
+            started=now,
+            ended=now,
+            result="failed",
+            error=f"the drill could not run: {why}",
+            rpo_achieved_s=round((now - snapshot_time).total_seconds(), 3),
+        )
 
     @property
     def passed(self) -> bool:

@@ -10,6 +10,8 @@ DEFAULT_WORKDIR = "/var/lib/stackvault/drills"
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
+    from docker import DockerClient
+
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
     from stackvault.records.drill import DrillResult
@@ -77,15 +79,17 @@ def drill(
     repository.
 
     Exit status: 0 the drill passed (every probe that ran passed, none failed, cleanup
-    complete); 1 it failed (a phase, a probe or the cleanup), or an error before it
-    started; 130 interrupted (SIGINT/SIGTERM: the drill's containers, volumes, networks and
-    directory are removed, and the drill is recorded as interrupted).
+    complete); 1 it failed (a phase, a probe or the cleanup; also when the Docker engine
+    cannot be reached, recorded as a failed drill), or an error before it started (unknown
+    job, no snapshot); 130 interrupted (SIGINT/SIGTERM: the drill's containers, volumes,
+    networks and directory are removed, and the drill is recorded as interrupted).
     """
     import socket
 
     from stackvault.cli.commands.backup import make_progress
     from stackvault.config import load_config
-    from stackvault.errors import StackvaultError, UsageError
+    from stackvault.errors import SourceError, StackvaultError, UsageError
+    from stackvault.records.drill import DrillResult
     from stackvault.repo.repository import PROGRAM
     from stackvault.sources.docker.engine import connect
     from stackvault.stack.drill import DrillOptions, parse_span, pick_drill_snapshot, run_drill
@@ -101,7 +105,10 @@ def drill(
         )
     keep_s = parse_span(keep, "--keep") if keep else 0.0
     settings = effective.repository
-    client = connect()
+    try:
+        client: DockerClient | None = connect()
+    except SourceError as exc:  # recorded: a drill that could not run is no silent skip
+        client, no_engine = None, exc.message
     try:
         with cli.open_repo(
             store=cli.store(settings.location),
@@ -114,21 +121,24 @@ def drill(
 
             now = datetime.datetime.now(datetime.UTC)
             snap = pick_drill_snapshot(repo.list_snapshots(), job, snapshot, now)
-            cli.notice(f"drilling snapshot {snap.short_id} of job {job}")
-            result = run_drill(
-                repo,
-                snap,
-                client,
-                DrillOptions(
-                    job=job,
-                    workdir=workdir,
-                    rto_target_s=float(effective.rto.value.seconds),
-                    wait=wait,
-                    keep_s=keep_s,
-                ),
-                notice=cli.notice,
-                progress=make_progress(cli, "drill"),
-            )
+            if client is None:
+                result = DrillResult.not_run(job, snap.id, snap.time, no_engine, now)
+            else:
+                cli.notice(f"drilling snapshot {snap.short_id} of job {job}")
+                result = run_drill(
+                    repo,
+                    snap,
+                    client,
+                    DrillOptions(
+                        job=job,
+                        workdir=workdir,
+                        rto_target_s=float(effective.rto.value.seconds),
+                        wait=wait,
+                        keep_s=keep_s,
+                    ),
+                    notice=cli.notice,
+                    progress=make_progress(cli, "drill"),
+                )
             record = result.to_run_record(
                 host=socket.gethostname(),
                 program=PROGRAM,
@@ -140,7 +150,8 @@ def drill(
             except StackvaultError as exc:
                 cli.warn(f"warning: the drill could not be recorded in {settings.name}: {exc}")
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     if html is not None:
         from stackvault.stack.drillhtml import render_html
 
