@@ -25,6 +25,7 @@ from stackvault.stack.drill import (
     LABEL,
     _Sandbox,
     drill_project_name,
+    host_names,
     parse_span,
     pick_drill_snapshot,
 )
@@ -172,6 +173,9 @@ def test_isolation_refuses_what_reaches_production_and_rewrites_the_rest() -> No
         "service ns uses volumes_from",
         "service ns uses pid: host",
     ]
+    assert host_names(
+        {**doc["services"], "x": {"networks": {"default": {"aliases": ["x1", "db"]}}}}
+    ) == ["db", "api", "dify-api", "agent", "ns", "x", "x1"]
     out = sandbox.transform(doc)
     assert "networks" not in out
     db, api = out["services"]["db"], out["services"]["api"]

@@ -593,7 +593,7 @@ class _Sandbox:
                 name=self.name,
                 detach=True,
                 network_mode="none",
-                extra_hosts={n: "127.0.0.1" for n in services},
+                extra_hosts={n: "127.0.0.1" for n in host_names(services)},
                 labels=self.labels,
                 volumes=binds,
                 user="0:0",
@@ -627,6 +627,21 @@ class _Sandbox:
             services[name] = s
         out["services"] = services
         return out
+
+
+def host_names(services: dict[str, Any]) -> list[str]:
+    """Every name the services of a resolved compose document reach each other by: service
+    names, container names and network aliases (all mapped to 127.0.0.1 in the sandbox)."""
+    names: list[str] = []
+    for name, spec in services.items():
+        spec = spec or {}
+        found = [name, spec.get("container_name")]
+        networks = spec.get("networks")
+        if isinstance(networks, dict):
+            for net in networks.values():
+                found += list((net or {}).get("aliases") or [])
+        names += [str(n) for n in found if n and str(n) not in names]
+    return names
 
 
 def _labels(value: object) -> dict[str, str]:
