@@ -28,6 +28,7 @@ from stackvault.stack.drill import (
     host_names,
     parse_span,
     pick_drill_snapshot,
+    shared_ports,
 )
 from stackvault.stack.drillhtml import render_html
 
@@ -176,6 +177,18 @@ def test_isolation_refuses_what_reaches_production_and_rewrites_the_rest() -> No
     assert host_names(
         {**doc["services"], "x": {"networks": {"default": {"aliases": ["x1", "db"]}}}}
     ) == ["db", "api", "dify-api", "agent", "ns", "x", "x1"]
+    assert shared_ports(
+        {
+            "a": {"ports": ["8080:80", "127.0.0.1:9:8194/tcp"]},
+            "b": {"expose": ["8194"]},
+            "c": {"ports": [{"target": 80, "published": 81}]},
+        }
+    ) == [
+        "services a, c all use port 80: in the drill's one network namespace only one of them "
+        "can listen on it",
+        "services a, b all use port 8194: in the drill's one network namespace only one of "
+        "them can listen on it",
+    ]
     out = sandbox.transform(doc)
     assert "networks" not in out
     db, api = out["services"]["db"], out["services"]["api"]

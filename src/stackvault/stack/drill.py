@@ -336,6 +336,7 @@ def run_drill(
         with open(os.path.join(root, OWNER_FILE), "w", encoding="utf-8") as owner:
             owner.write(_owner())
         sandbox = _Sandbox(client, options.drill_id, drill_project, root)
+        sandbox.notice = tell
 
         def on_notice(message: str) -> None:
             step = next((s for s in _STEP_GROUPS if message.startswith(f"{s}: ")), None)
@@ -501,6 +502,7 @@ class _Sandbox:
         self.project = project
         self.root = root
         self.name = project + SANDBOX_SUFFIX
+        self.notice: Callable[[str], None] = lambda _m: None
 
     @property
     def labels(self) -> dict[str, str]:
@@ -527,6 +529,8 @@ class _Sandbox:
         doc = yaml.safe_load(Compose(self.project, directory, files).run("config"))
         if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
             raise SourceError("docker compose config gave no services for the drill")
+        for clash in shared_ports(doc["services"]):
+            self.notice(clash)
         problems = self.problems(doc)
         if problems:
             raise RestoreRefused(
@@ -627,6 +631,28 @@ class _Sandbox:
             services[name] = s
         out["services"] = services
         return out
+
+
+def shared_ports(services: dict[str, Any]) -> list[str]:
+    """Ports that several services declare (``ports`` or ``expose``, the container's side):
+    in the drill's one namespace only one of them can listen on it (told as a notice; the
+    service that cannot start then fails the drill by name)."""
+    users: dict[str, list[str]] = {}
+    for name, spec in services.items():
+        spec = spec or {}
+        for entry in [*(spec.get("ports") or []), *(spec.get("expose") or [])]:
+            if isinstance(entry, dict):
+                port = str(entry.get("target") or "")
+            else:
+                port = str(entry).rsplit(":", 1)[-1].split("/")[0]
+            if port and name not in users.setdefault(port, []):
+                users[port].append(name)
+    return [
+        f"services {', '.join(names)} all use port {port}: in the drill's one network "
+        "namespace only one of them can listen on it"
+        for port, names in sorted(users.items())
+        if len(names) > 1
+    ]
 
 
 def host_names(services: dict[str, Any]) -> list[str]:
