@@ -2,8 +2,12 @@
 
 A preset recognises its application in a discovered project (`detect`) and refines the
 generic plan (`refine`): the databases that must be there, the files that matter most, the
-secrets, the warnings. ``auto`` picks the first preset that recognises the project, else
-``generic`` (the plan as discovery builds it).
+secrets, the warnings. ``auto`` picks the first preset that recognises the project, in the
+order of `PRESETS` (Dify first: its stacks hold other images too), else ``generic`` (the plan as
+discovery builds it). After a restore, `restore_checks` runs the preset's own checks (a module's
+``restore_checks``, given the restored stack as a `RestoredStack`).
+
+The presets: ``dify`` (`dify`), ``n8n`` (`n8n`); what they share in `common`.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from stackvault.errors import UsageError
 from stackvault.records.plan import Plan
 from stackvault.stack.compose import Project, Service
 from stackvault.stack.plan import build_plan
-from stackvault.stack.presets import dify
+from stackvault.stack.presets import dify, n8n
+from stackvault.stack.presets.restored import RestoredStack
+from stackvault.stack.restorereport import Validation
 
 if TYPE_CHECKING:
     from stackvault.stack.reach import ContainerView
 
-PRESETS = {"dify": dify}
+PRESETS = {"dify": dify, "n8n": n8n}
 NAMES = ("auto", "generic", *PRESETS)
 
 
@@ -39,3 +45,15 @@ def plan_for(
     if preset in PRESETS:
         PRESETS[preset].refine(plan, project)
     return plan
+
+
+def restore_checks(stack: RestoredStack) -> list[Validation]:
+    """The checks of the restored ``stack`` its preset knows (its manifest's ``preset``);
+    none for ``generic`` or a preset without its own. Dify's tenant keys are checked by the
+    restore itself (`dify.tenant_keys_check`)."""
+    module = PRESETS.get(stack.manifest.preset)
+    check = getattr(module, "restore_checks", None) if module is not None else None
+    if check is None:
+        return []
+    found: list[Validation] = check(stack)
+    return found
