@@ -88,6 +88,7 @@ class Harness:
         unreadable: bool = False,
         run: Callable[[Harness, EffectiveJob, Trigger], RunResult] | None = None,
         launcher: FakeLauncher | None = None,
+        drill_launcher: FakeLauncher | None = None,
         concurrency: int = 2,
         stop_timeout_s: float = 30,
     ) -> None:
@@ -110,6 +111,7 @@ class Harness:
             clock=self.clock,
             run_job=self.run_job,
             launcher=launcher,
+            drill_launcher=drill_launcher,
             sleep=self.sleep,
         )
 
@@ -374,3 +376,43 @@ def test_sigterm_interrupts_every_child_and_kills_one_that_does_not_stop(tmp_pat
     assert serve(h) == 1
     assert stubborn.handles[0].killed
     assert "stop-timeout" in h.kinds()
+
+
+def test_drills_run_by_policy_beside_the_runs_and_are_retried_sooner_after_a_failure(
+    tmp_path: Path,
+) -> None:
+    class Flaky(FakeLauncher):
+        """Drills that fail the first time, pass after."""
+
+        def start(self, job: str, trigger: str, run_id: str) -> FakeRun:
+            handle = super().start(job, trigger, run_id)
+            if len(self.started) == 1:
+                handle.obeys = True
+                handle.interrupted = True  # ends at once, as interrupted: not a pass
+            return handle
+
+    runs = FakeLauncher(FrozenClock(T0), {})
+    drills = Flaky(FrozenClock(T0), {"dify": 90 * 60})
+    h = Harness(tmp_path, {"dify": "0 * * * *"}, launcher=runs, drill_launcher=drills)
+    h.config.write_text(
+        h.config.read_text().replace(
+            "    paths: [/nonexistent]\n",
+            "    stack_plan: /nonexistent/plan.yaml\n    drill: {every: 1d}\n",
+        )
+    )
+    runs.clock = drills.clock = h.clock
+    h.at = [(T0 + timedelta(days=2, hours=1), signal_self(signal.SIGTERM))]
+    assert serve(h) == 0
+    starts = [w for _, _, w in drills.started]
+    # never drilled: at once; it failed: again 6 h later; then it passed: a day later
+    assert starts[0] == T0
+    assert starts[1] - starts[0] == timedelta(hours=6)
+    assert starts[2] - starts[1] == timedelta(days=1, minutes=90)
+    assert len(starts) == 3
+    # the hourly runs went on while the 90-minute drills ran
+    run_starts = [w for _, _, w in runs.started]
+    assert any(starts[1] < w < starts[1] + timedelta(minutes=90) for w in run_starts)
+    assert len(run_starts) == 49  # 01:00 on the first day to 01:00 two days later
+    events = h.events()
+    ends = [e["result"] for e in events if e["event"] == "drill-end"]
+    assert ends == ["interrupted", "ok", "ok"]

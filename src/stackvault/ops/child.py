@@ -45,9 +45,11 @@ CommandLine = Callable[[str, str, str], Sequence[str]]
 class ChildRun:
     """One run in a child process (see the module docstring)."""
 
-    def __init__(self, job: str, argv: Sequence[str], log: Log) -> None:
+    def __init__(self, job: str, argv: Sequence[str], log: Log, *, report: bool = True) -> None:
         self.job = job
         self.log = log
+        self.report = report
+        """Whether its stdout is a ``run --json`` report to parse (a drill's is not)."""
         self.record: RunRecord | None = None
         """The run's record, once the child has ended and printed it."""
         self.not_recorded: dict[str, str] = {}
@@ -113,7 +115,7 @@ class ChildRun:
 
     def _parse(self) -> None:
         text = b"".join(self._stdout).decode("utf-8", "replace").strip()
-        if not text:
+        if not text or not self.report:
             return
         try:
             doc = json.loads(text)
@@ -131,12 +133,14 @@ class ChildRun:
 class ChildLauncher:
     """Starts each run as a child process whose argv ``command_line`` gives."""
 
-    def __init__(self, command_line: CommandLine, log: Log) -> None:
+    def __init__(self, command_line: CommandLine, log: Log, *, report: bool = True) -> None:
         self.command_line = command_line
         self.log = log
+        self.report = report
 
     def start(self, job: str, trigger: str, run_id: str) -> ChildRun:
-        return ChildRun(job, self.command_line(job, trigger, run_id), self.log)
+        argv = self.command_line(job, trigger, run_id)
+        return ChildRun(job, argv, self.log, report=self.report)
 
 
 def watch_parent(parent: int, interval_s: float = 1.0) -> None:

@@ -55,14 +55,16 @@ from stackvault.config import Config, NotifySettings
 from stackvault.config.job import EffectiveJob
 from stackvault.config.model import NotifyEvent
 from stackvault.errors import StackvaultError
+from stackvault.ops.drills import DrillPlanner, DrillSpec, PastDrill
 from stackvault.ops.history import read_job_history
-from stackvault.ops.lease import new_run_id
+from stackvault.ops.lease import RunKind, lease_key, new_run_id
 from stackvault.ops.metrics import Metrics
 from stackvault.ops.notify import Notifier, NotifyCounts, previous_runs
 from stackvault.ops.run import JobRun
 from stackvault.ops.scheduler import DueRun, JobSpec, PastRun, Scheduler, SchedulerEvent
 from stackvault.ops.session import Opener
 from stackvault.ops.status import read_job_status
+from stackvault.records.drill import latest_drill
 from stackvault.records.run import RunRecord, RunResult, RunStep, Trigger
 from stackvault.redact import redact
 
@@ -119,8 +121,11 @@ class RunGate(Protocol):
     """Whether this daemon may start a run now (`stackvault.ops.lease.JobLeases` across
     hosts)."""
 
-    def admit(self, job: EffectiveJob, run: DueRun, run_id: str) -> str | None:
-        """None: start ``run`` (its record will carry ``run_id``); else why not."""
+    def admit(
+        self, job: EffectiveJob, run: DueRun, run_id: str, kind: RunKind = "run"
+    ) -> str | None:
+        """None: start ``run`` (its record will carry ``run_id``; ``kind`` ``drill``: a
+        restore drill of the job); else why not."""
         ...
 
     def release(self, run_id: str, result: RunResult | None) -> None:
@@ -131,7 +136,9 @@ class RunGate(Protocol):
 class AdmitAll:
     """The one-daemon gate: every run is admitted."""
 
-    def admit(self, job: EffectiveJob, run: DueRun, run_id: str) -> str | None:
+    def admit(
+        self, job: EffectiveJob, run: DueRun, run_id: str, kind: RunKind = "run"
+    ) -> str | None:
         return None
 
     def release(self, run_id: str, result: RunResult | None) -> None:
@@ -190,6 +197,7 @@ class _Active:
     run: DueRun
     run_id: str
     handle: RunHandle
+    kind: RunKind = "run"
 
 
 @dataclass(frozen=True)
@@ -225,6 +233,7 @@ class Daemon:
         clock: Clock | None = None,
         run_job: RunJob | None = None,
         launcher: Launcher | None = None,
+        drill_launcher: Launcher | None = None,
         gate: RunGate | None = None,
         metrics: Metrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -236,6 +245,9 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.run_job: RunJob = run_job or self._run_in_process
         self.launcher = launcher
+        self.drill_launcher = drill_launcher
+        """Starts ``stackvault drill JOB`` for the jobs with ``drill.every`` (None: no drills)."""
+        self.drills = DrillPlanner((), self.clock.now())
         self.metrics = metrics
         self._metrics_at = time.monotonic()
         self.notifier = Notifier(NotifySettings(), [], log, clock=self.clock)
@@ -311,6 +323,7 @@ class Daemon:
         self.scheduler = Scheduler(
             specs, now, history=history, jitter_s=self.options.jitter_s, seed=self.options.seed
         )
+        self.drills = DrillPlanner(*self._drill_plan(config, list(config.jobs.values())))
         self._refresh_metrics()
         self.log("started", config=str(config.path), jobs=",".join(config.jobs) or "none")
         self._log_next()
@@ -332,11 +345,16 @@ class Daemon:
                 self._start_run(run)
             if runs:
                 continue  # the next due jobs are decided after these started, by the clock
+            if self.drill_launcher is not None and self._start_drills():
+                continue
             if time.monotonic() - self._metrics_at >= METRICS_REFRESH_S:
                 self._refresh_metrics()
             if self.notifier.digest_due():
                 self._send_digest()
             wake = self.scheduler.next_wakeup() if free > 0 else None
+            drill = self.drills.next_wakeup() if free > 0 and self.drill_launcher else None
+            if drill is not None:
+                wake = drill if wake is None else min(wake, drill)
             digest = self.notifier.next_digest()
             if digest is not None:
                 wake = digest if wake is None else min(wake, digest)
@@ -405,12 +423,16 @@ class Daemon:
     def _reap(self) -> None:
         """Close the runs that have ended: their lease, their log lines, the scheduler."""
         assert self.scheduler is not None
-        for name, active in list(self.active.items()):
+        for key, active in list(self.active.items()):
             result = active.handle.poll()
             if result is None:
                 continue
-            del self.active[name]
+            del self.active[key]
             self.gate.release(active.run_id, result)
+            name = active.run.job
+            if active.kind == "drill":
+                self._drill_ended(name, active, result)
+                continue
             record = active.handle.record
             for step in record.steps if record is not None else []:
                 self._log_step(name, step)
@@ -475,9 +497,88 @@ class Daemon:
         )
         self.config = config
         self._new_notifier(config)
+        redrilled = [
+            j
+            for j in config.jobs.values()
+            if j.drill.every is not None
+            and self.drills.every.get(j.name) != j.drill.every.value.seconds
+        ]
+        self.drills.set_jobs(*self._drill_plan(config, redrilled))
         self._refresh_metrics()
         self.log("reloaded", config=str(config.path), jobs=",".join(config.jobs) or "none")
         self._log_next()
+
+    # --- drills ----------------------------------------------------------------------------
+
+    def _drill_plan(
+        self, config: Config, jobs: list[EffectiveJob]
+    ) -> tuple[list[DrillSpec], datetime, dict[str, PastDrill]]:
+        """The drilled jobs of ``config``, now, and the newest drill of each of ``jobs``
+        as their primary repository records it."""
+        specs = [
+            DrillSpec(j.name, j.drill.every.value.seconds)
+            for j in config.jobs.values()
+            if j.drill.every is not None
+        ]
+        drilled = {s.job for s in specs}
+        past: dict[str, PastDrill] = {}
+        for job in jobs:
+            if job.name not in drilled or self.drill_launcher is None:
+                continue
+            try:
+                with self.opener(job.repository) as repo:
+                    last = latest_drill(repo.list_runs(job=job.name))
+            except StackvaultError as exc:
+                self.log("history-unreadable", job=job.name, error=str(exc), what="drills")
+                continue
+            if last is not None:
+                past[job.name] = PastDrill(last.ended, last.result)
+        return specs, self.clock.now(), past
+
+    def _start_drills(self) -> bool:
+        """Start the drills that are due while places are free; True if one started."""
+        assert self.config is not None and self.drill_launcher is not None
+        started = False
+        now = self.clock.now()
+        for name in self.drills.due(now):
+            if self.options.concurrency - len(self.active) <= 0:
+                break
+            job = self.config.jobs.get(name)
+            key = lease_key(name, "drill")
+            if job is None or key in self.active:
+                continue
+            run = DueRun(name, "schedule", self.drills.due_at[name], now, 1)
+            run_id = new_run_id()
+            refusal = self.gate.admit(job, run, run_id, "drill")
+            self.drills.started(name)
+            if refusal is not None:
+                self.log("drill-refused", job=name, reason=refusal)
+                self.drills.finished(name, now, None)
+                continue
+            self.log("drill-start", job=name, snapshot=job.drill.snapshot.value)
+            try:
+                handle = self.drill_launcher.start(name, "schedule", run_id)
+            except OSError as exc:
+                why = f"the drill could not be started: {exc}"
+                self.log("drill-error", job=name, error=why)
+                handle = _Finished("failed")
+            self.active[key] = _Active(run, run_id, handle, "drill")
+            started = True
+        return started
+
+    def _drill_ended(self, name: str, active: _Active, result: RunResult) -> None:
+        self.log("drill-end", job=name, result=result)
+        self.drills.finished(name, self.clock.now(), result)
+        if result != "ok":
+            record = active.handle.record
+            why = record.steps[0].error if record is not None and record.steps else None
+            self.notify(
+                name,
+                "drill-failure",
+                f"the restore drill of job {name} {result}" + (f": {why}" if why else ""),
+            )
+        if name in self.config_jobs():
+            self._refresh_metrics([name])
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Literal
 
 from stackvault.clock import Clock, SystemClock
 from stackvault.config.job import EffectiveJob
@@ -75,6 +76,16 @@ class LeaseOptions:
             )
 
 
+RunKind = Literal["run", "drill"]
+"""What a lease is for: a run of the job (``stackvault run``) or a restore drill of it."""
+
+
+def lease_key(job: str, kind: RunKind) -> str:
+    """The name a lease of ``kind`` is kept under: the job's for its runs, ``JOB.drill`` for
+    its drills (FORMAT.md §15)."""
+    return job if kind == "run" else f"{job}.{kind}"
+
+
 def new_run_id() -> str:
     """A fresh run id (`RunRecord.id`)."""
     return uuid.uuid4().hex
@@ -103,9 +114,12 @@ class JobLeases:
 
     # --- the gate ---------------------------------------------------------------------------
 
-    def admit(self, job: EffectiveJob, run: DueRun, run_id: str) -> str | None:
+    def admit(
+        self, job: EffectiveJob, run: DueRun, run_id: str, kind: RunKind = "run"
+    ) -> str | None:
         """None if this daemon runs ``run`` (holding its lease until `release`), else why
-        not, in one sentence."""
+        not, in one sentence. ``kind`` ``drill``: a restore drill of the job, leased apart
+        from its runs (`lease_key`): a drill and a backup of one job may run at once."""
         stack = ExitStack()
         try:
             repo = stack.enter_context(self.opener(job.repository))
@@ -120,7 +134,7 @@ class JobLeases:
             )
             return None
         try:
-            refusal = self._claim(stack, repo, job, run, run_id)
+            refusal = self._claim(stack, repo, job, run, run_id, lease_key(job.name, kind))
         except StackvaultError as exc:
             stack.close()
             self.log(
@@ -159,14 +173,20 @@ class JobLeases:
     # --- claiming ---------------------------------------------------------------------------
 
     def _claim(
-        self, stack: ExitStack, repo: Repository, job: EffectiveJob, run: DueRun, run_id: str
+        self,
+        stack: ExitStack,
+        repo: Repository,
+        job: EffectiveJob,
+        run: DueRun,
+        run_id: str,
+        key: str,
     ) -> str | None:
         now = self.clock.now()
         mine = claim_lease(
             repo.store,
             repo.envelope,
             Lease(
-                job=job.name,
+                job=key,
                 slot=run.slot,
                 attempt=run.attempt,
                 run_id=run_id,
@@ -178,16 +198,17 @@ class JobLeases:
             ),
         )
         if mine is None:
-            return self._claimed_elsewhere(repo, job, run)
-        leases = job_leases(repo.store, repo.envelope, job.name, self._notice(job))
+            return self._claimed_elsewhere(repo, key, run)
+        leases = job_leases(repo.store, repo.envelope, key, self._notice(job))
         for other in leases:
             if other.object_name == mine.object_name or other.state != "running":
                 continue
             dead = other.dead_reason(mine.stored, self.clock.now(), self.me)
             if dead is None:
+                what = "drill" if key != job.name else "run"
                 why = (
-                    f"another run of job {job.name} is in progress ({other.describe_holder()}, "
-                    f"slot {other.slot:%Y-%m-%d %H:%M} UTC)"
+                    f"another {what} of job {job.name} is in progress "
+                    f"({other.describe_holder()}, slot {other.slot:%Y-%m-%d %H:%M} UTC)"
                 )
                 write_lease(repo.store, repo.envelope, replace(mine, state="done", note=why))
                 return why
@@ -198,14 +219,15 @@ class JobLeases:
         held.start()
         return None
 
-    def _claimed_elsewhere(self, repo: Repository, job: EffectiveJob, run: DueRun) -> str:
-        other = read_lease(repo.store, repo.envelope, lease_name(job.name, run.slot, run.attempt))
+    def _claimed_elsewhere(self, repo: Repository, key: str, run: DueRun) -> str:
+        other = read_lease(repo.store, repo.envelope, lease_name(key, run.slot, run.attempt))
         who = other.describe_holder() if other is not None else "another daemon"
         state = f", {other.state}" if other is not None else ""
         if other is not None and other.result:
             state += f" ({other.result})"
+        job, _, kind = key.partition(".")
         return (
-            f"the run of job {job.name} for {run.slot:%Y-%m-%d %H:%M} UTC "
+            f"the {kind or 'run'} of job {job} for {run.slot:%Y-%m-%d %H:%M} UTC "
             f"(attempt {run.attempt}) was claimed by {who}{state}"
         )
 
@@ -228,7 +250,10 @@ class JobLeases:
                 f"{other.slot:%Y-%m-%d %H:%M} UTC ({dead}); PID {self.me.pid} on "
                 f"{self.me.host} took the job over and records that run as failed",
             )
-        recorded = any(r.id == other.run_id for r in repo.list_runs(job=job.name))
+        # A drill records itself (interrupted) when its daemon dies; a run does not.
+        recorded = other.job != job.name or any(
+            r.id == other.run_id for r in repo.list_runs(job=job.name)
+        )
         if not recorded:
             repo.save_run(self._failed_record(job, other, dead))
         for settings in job.repositories:

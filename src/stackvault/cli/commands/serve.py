@@ -114,6 +114,16 @@ def serve(
             *("--trigger", trigger, "--run-id", run_id, "--json"),
         ]
 
+    def drill_command_line(job: str, trigger: str, run_id: str) -> list[str]:
+        """The child that runs one restore drill of ``job``: ``stackvault drill`` with this
+        file and the job's ``drill.snapshot``, its --json report on stdout."""
+        settings = daemon.config.jobs.get(job) if daemon.config is not None else None
+        snapshot = settings.drill.snapshot.value if settings is not None else "latest"
+        return [
+            *(sys.executable, "-m", "stackvault", "drill", job, "--config", path),
+            *("--snapshot", snapshot, "--json"),
+        ]
+
     def opener(settings: RepositorySettings) -> AbstractContextManager[Repository]:
         return _open(cli, settings)
 
@@ -134,6 +144,7 @@ def serve(
         log,
         options=DaemonOptions(jitter_s=jitter, concurrency=concurrency),
         launcher=ChildLauncher(command_line, log),
+        drill_launcher=ChildLauncher(drill_command_line, log, report=False),
         gate=gate,
         metrics=metrics,
     )
