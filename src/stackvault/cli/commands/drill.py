@@ -31,7 +31,7 @@ def register(subparsers: Subparsers) -> None:
         "--snapshot",
         default="latest",
         metavar="latest|random-within=DURATION|ID",
-        help="The snapshot to drill: the job's newest (default), one at random among the "
+        help="The snapshot to drill: the job's newest, one at random among the "
         "job's snapshots of the last DURATION (random-within=30d), or a snapshot id.",
     )
     p.add_argument(
@@ -44,15 +44,14 @@ def register(subparsers: Subparsers) -> None:
         "--workdir",
         default=DEFAULT_WORKDIR,
         metavar="DIR",
-        help=f"Where the drill's directory is made (default {DEFAULT_WORKDIR}); it must lie "
-        "outside the stack's directory.",
+        help="Where the drill's directory is made; it must lie outside the stack's directory.",
     )
     p.add_argument(
         "--wait",
         type=float,
         default=180.0,
         metavar="SECONDS",
-        help="How long services and HTTP probes are waited for (default 180).",
+        help="How long services and HTTP probes are waited for.",
     )
     p.add_argument("--html", metavar="FILE", help="Write the report as a self-contained page.")
     add_json_option(p)
