@@ -13,7 +13,8 @@ from prometheus_client import generate_latest
 
 from stackvault.clock import SystemClock
 from stackvault.config import load_config
-from stackvault.ops.daemon import Daemon, DaemonOptions, EventLog
+from stackvault.ops.daemon import Daemon, DaemonOptions
+from stackvault.ops.eventlog import EventLog
 from stackvault.ops.metrics import Metrics
 from support.jobrepos import init_fast, opener
 from support.notifyservers import WebhookReceiver

@@ -21,7 +21,8 @@ from stackvault.clock import FrozenClock
 from stackvault.config import Config, load_config
 from stackvault.config.job import EffectiveJob
 from stackvault.errors import RepositoryNotFound
-from stackvault.ops.daemon import Daemon, DaemonOptions, EventLog
+from stackvault.ops.daemon import Daemon, DaemonOptions
+from stackvault.ops.eventlog import EventLog
 from stackvault.records.run import RunRecord, RunResult, Trigger
 
 T0 = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)

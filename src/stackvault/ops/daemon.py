@@ -38,17 +38,15 @@ start it, log every event, answer signals.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import FrameType
-from typing import Protocol, TextIO
+from typing import Protocol
 
 from stackvault.clock import Clock, SystemClock
 from stackvault.config import Config, NotifySettings
@@ -56,6 +54,7 @@ from stackvault.config.job import EffectiveJob
 from stackvault.config.model import NotifyEvent
 from stackvault.errors import StackvaultError
 from stackvault.ops.drills import DrillPlanner, DrillSpec, PastDrill
+from stackvault.ops.eventlog import EventLog, stamp
 from stackvault.ops.history import read_job_history
 from stackvault.ops.lease import RunKind, lease_key, new_run_id
 from stackvault.ops.metrics import Metrics
@@ -66,55 +65,11 @@ from stackvault.ops.session import Opener
 from stackvault.ops.status import read_job_status
 from stackvault.records.drill import latest_drill
 from stackvault.records.run import RunRecord, RunResult, RunStep, Trigger
-from stackvault.redact import redact
 
 SLEEP_SLICE_S = 0.5
 """The longest single sleep: the bound on how late a signal's flag is seen."""
 METRICS_REFRESH_S = 300.0
 """How often `Metrics` are recomputed from the repositories while nothing ends."""
-
-
-class EventLog:
-    """One line per event on ``stream``: ``text`` (``TIME EVENT key=value ...``) or ``json``
-    (one object a line: ``time``, ``event``, then the fields)."""
-
-    def __init__(self, fmt: str = "text", stream: TextIO | None = None, clock: Clock | None = None):
-        if fmt not in ("text", "json"):
-            raise ValueError(f"unknown log format {fmt!r}")
-        self.fmt = fmt
-        self.stream = stream or sys.stderr
-        self.clock = clock or SystemClock()
-        self._lock = threading.Lock()
-        """Lines come from several threads (relayed child output, lease heartbeats)."""
-
-    def __call__(self, event: str, /, **fields: object) -> None:
-        now = _stamp(self.clock.now())
-        kept = {
-            k: _redacted(v) if isinstance(v, str) else v
-            for k, v in fields.items()
-            if v is not None and v != ""
-        }
-        if self.fmt == "json":
-            line = json.dumps({"time": now, "event": event, **kept}, default=str)
-        else:
-            parts = [f"{k}={_text_value(v)}" for k, v in kept.items()]
-            line = " ".join([now, event, *parts])
-        with self._lock:
-            try:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass  # a log that cannot be written never stops the daemon
-
-
-def _stamp(when: datetime) -> str:
-    """``2026-01-01T02:00:05Z`` (UTC, whole seconds)."""
-    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _text_value(value: object) -> str:
-    text = f"{value:.1f}" if isinstance(value, float) else str(value)
-    return json.dumps(text) if (" " in text or '"' in text or not text) else text
 
 
 class RunGate(Protocol):
@@ -703,9 +658,4 @@ class Daemon:
         for name, state in self.scheduler.states.items():
             due = state.next_due()
             if due is not None:
-                self.log("next", job=name, at=_stamp(due))
-
-
-def _redacted(text: str) -> str:
-    """``text`` with any URL in it redacted (credentials, query secrets)."""
-    return " ".join(redact(w) if "://" in w else w for w in text.split(" "))
+                self.log("next", job=name, at=stamp(due))

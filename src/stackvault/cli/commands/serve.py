@@ -93,7 +93,8 @@ def serve(
     from stackvault.config.load import config_path
     from stackvault.errors import UsageError
     from stackvault.ops.child import ChildLauncher
-    from stackvault.ops.daemon import Daemon, DaemonOptions, EventLog
+    from stackvault.ops.daemon import Daemon, DaemonOptions
+    from stackvault.ops.eventlog import EventLog
     from stackvault.ops.lease import JobLeases, LeaseOptions
     from stackvault.ops.metrics import Metrics
 
