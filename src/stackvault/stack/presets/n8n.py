@@ -26,9 +26,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
-import sqlite3
-import tempfile
 
 from stackvault.records.plan import POSTGRES, Plan
 from stackvault.stack.compose import Project, Service
@@ -257,28 +254,12 @@ def _postgres_credentials(stack: RestoredStack) -> list[str] | None:
 def _sqlite_credentials(stack: RestoredStack) -> list[str] | None:
     service = str(stack.facts.get("n8n_service") or "n8n")
     path = str(stack.facts.get("sqlite") or f"{USER_FOLDER}/database.sqlite")
-    main = stack.read_file(service, path)
-    if main is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="stackvault-n8n-") as tmp:
-        copy = os.path.join(tmp, "database.sqlite")
-        with open(copy, "wb") as f:
-            f.write(main)
-        wal = stack.read_file(service, path + "-wal")
-        if wal:
-            with open(copy + "-wal", "wb") as f:
-                f.write(wal)
-        try:
-            conn = sqlite3.connect(copy)
-            try:
-                rows = conn.execute(
-                    f"SELECT data FROM credentials_entity ORDER BY id LIMIT {CHECKED_CREDENTIALS}"
-                ).fetchall()
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            return None
-    return [str(r[0]) for r in rows]
+    rows = stack.sqlite_rows(
+        service,
+        path,
+        f"SELECT data FROM credentials_entity ORDER BY id LIMIT {CHECKED_CREDENTIALS}",
+    )
+    return None if rows is None else [str(r[0]) for r in rows]
 
 
 def credentials_check(stack: RestoredStack, key: str) -> Validation:

@@ -13,7 +13,10 @@ returned to the check only and never printed.
 from __future__ import annotations
 
 import io
+import os
+import sqlite3
 import tarfile
+import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +86,47 @@ class RestoredStack:
                 return f.read() if f is not None else None
         except tarfile.TarError:
             return None
+
+    def exists(self, service: str, path: str) -> bool:
+        """Whether ``path`` exists in the container of ``service`` (its archive header is
+        read, not its content)."""
+        import docker.errors
+
+        container = self.container(service)
+        if container is None:
+            return False
+        try:
+            stream, _stat = container.get_archive(path)
+        except docker.errors.DockerException:
+            return False
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        return True
+
+    def sqlite_rows(self, service: str, path: str, sql: str) -> list[tuple[Any, ...]] | None:
+        """The rows of ``sql`` in the SQLite database ``path`` of the container of
+        ``service`` (read out with its write-ahead log, if any, into a temporary copy: the
+        application's file is never opened); None when it cannot be read or queried."""
+        main = self.read_file(service, path)
+        if main is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="stackvault-check-") as tmp:
+            copy = os.path.join(tmp, os.path.basename(path))
+            with open(copy, "wb") as f:
+                f.write(main)
+            wal = self.read_file(service, path + "-wal")
+            if wal:
+                with open(copy + "-wal", "wb") as f:
+                    f.write(wal)
+            try:
+                conn = sqlite3.connect(copy)
+                try:
+                    return [tuple(r) for r in conn.execute(sql).fetchall()]
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                return None
 
     def env(self, service: str) -> Mapping[str, str]:
         """The configured environment of the container of ``service`` (secrets among them:
