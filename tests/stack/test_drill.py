@@ -388,6 +388,10 @@ def test_sigterm_during_a_drill_cleans_up(
             "--workdir",
             str(workdir),
             "--json",
+            "--trigger",
+            "schedule",
+            "--run-id",
+            "5e" * 16,  # as serve passes them
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -413,6 +417,12 @@ def test_sigterm_during_a_drill_cleans_up(
             proc.kill()
     assert proc.returncode == 130, err
     assert json.loads(out)["result"] == "interrupted"
+    repo = open_repo(setup["repo"])
+    try:
+        [record] = [r for r in repo.list_runs(job=JOB) if r.id == "5e" * 16]
+    finally:
+        repo.store.close()
+    assert record.result == "interrupted" and record.trigger == "schedule"
     assert leftovers(project, workdir) == []
 
 

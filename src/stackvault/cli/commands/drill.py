@@ -54,6 +54,18 @@ def register(subparsers: Subparsers) -> None:
         help="How long services and HTTP probes are waited for.",
     )
     p.add_argument("--html", metavar="FILE", help="Write the report as a self-contained page.")
+    p.add_argument(
+        "--trigger",
+        choices=("manual", "schedule"),
+        default="manual",
+        help="Why the drill starts, as its record says (serve passes schedule).",
+    )
+    p.add_argument(
+        "--run-id",
+        metavar="HEX",
+        help="The id its record gets (32 hex digits; default: a new one); also the value of "
+        "the io.stackvault.drill label.",
+    )
     add_json_option(p)
 
 
@@ -67,6 +79,8 @@ def drill(
     workdir: str,
     wait: float,
     html: str | None,
+    trigger: str = "manual",
+    run_id: str | None = None,
 ) -> int:
     """Restore a stack job's snapshot into an isolated copy of the stack (a new Compose
     project <project>-drill-<time> with its own directory and volumes, every service in a
@@ -83,16 +97,25 @@ def drill(
     job, no snapshot); 130 interrupted (SIGINT/SIGTERM: the drill's containers, volumes,
     networks and directory are removed, and the drill is recorded as interrupted).
     """
+    import os
+    import re
+    import secrets
     import socket
 
     from stackvault.cli.commands.backup import make_progress
     from stackvault.config import load_config
     from stackvault.errors import SourceError, StackvaultError, UsageError
+    from stackvault.ops.child import PARENT_ENV, watch_parent
     from stackvault.records.drill import DrillResult
     from stackvault.repo.repository import PROGRAM
     from stackvault.sources.docker.engine import connect
     from stackvault.stack.drill import DrillOptions, parse_span, pick_drill_snapshot, run_drill
 
+    if run_id is not None and re.fullmatch(r"[0-9a-f]{32}", run_id) is None:
+        raise UsageError(f"--run-id takes 32 lowercase hex digits, got {run_id!r}")
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit():
+        watch_parent(int(parent))  # started by serve: stop cleanly if serve dies
     loaded = load_config(config)
     for warning in loaded.warnings:
         cli.warn(warning)
@@ -103,6 +126,7 @@ def drill(
             hint="drill a job whose configuration names a stack_plan",
         )
     keep_s = parse_span(keep, "--keep") if keep else 0.0
+    drill_id = run_id or secrets.token_hex(16)
     settings = effective.repository
     try:
         client: DockerClient | None = connect()
@@ -122,6 +146,7 @@ def drill(
             snap = pick_drill_snapshot(repo.list_snapshots(), job, snapshot, now)
             if client is None:
                 result = DrillResult.not_run(job, snap.id, snap.time, no_engine, now)
+                result.drill_id = drill_id
             else:
                 cli.notice(f"drilling snapshot {snap.short_id} of job {job}")
                 result = run_drill(
@@ -129,6 +154,7 @@ def drill(
                     snap,
                     client,
                     DrillOptions(
+                        drill_id=drill_id,
                         job=job,
                         workdir=workdir,
                         rto_target_s=float(effective.rto.value.seconds),
@@ -143,6 +169,7 @@ def drill(
                 program=PROGRAM,
                 repository=settings.name,
                 location=settings.shown,
+                trigger="schedule" if trigger == "schedule" else "manual",
             )
             try:
                 repo.save_run(record)
