@@ -122,7 +122,7 @@ def serve(
         snapshot = settings.drill.snapshot.value if settings is not None else "latest"
         return [
             *(sys.executable, "-m", "stackvault", "drill", job, "--config", path),
-            *("--snapshot", snapshot, "--json"),
+            *("--snapshot", snapshot, "--trigger", trigger, "--run-id", run_id, "--json"),
         ]
 
     def opener(settings: RepositorySettings) -> AbstractContextManager[Repository]:
