@@ -122,3 +122,16 @@ def test_n8n_credentials_decrypt_only_with_their_key() -> None:
     assert not decrypts(CIPHERTEXT, "another key")
     assert not decrypts("not base64!", "k3y")
     assert not decrypts("U2FsdGVkX1/HTSbQ", "k3y")  # too short
+
+
+def test_anythingllm_without_its_server_env_is_warned_about() -> None:
+    storage = Mount("bind", "/srv/p/storage", "/app/server/storage")
+    allm = svc("anythingllm", "mintplexlabs/anythingllm:latest", mounts=[storage])
+    plan = plan_for(project(allm, env={"JWT_SECRET": "x"}))
+    assert plan.preset == "anythingllm" and plan.facts["storage_capture"] == "/srv/p/storage"
+    [warning] = plan.warnings
+    assert warning.startswith("SIG_KEY, SIG_SALT not found in .env")
+    assert "server_env" not in plan.facts
+    assert plan.secrets == ["JWT_SECRET"]
+    bare = plan_for(project(svc("anythingllm", "mintplexlabs/anythingllm")))
+    assert any("no volume or bind mount at /app/server/storage" in w for w in bare.warnings)

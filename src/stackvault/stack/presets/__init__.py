@@ -7,8 +7,8 @@ order of `PRESETS` (Dify first: its stacks hold other images too), else ``generi
 discovery builds it). After a restore, `restore_checks` runs the preset's own checks (a module's
 ``restore_checks``, given the restored stack as a `RestoredStack`).
 
-The presets: ``dify`` (`dify`), ``n8n`` (`n8n`), ``open-webui`` (`openwebui`); what they
-share in `common`.
+The presets: ``dify`` (`dify`), ``n8n`` (`n8n`), ``open-webui`` (`openwebui`),
+``anythingllm`` (`anythingllm`); what they share in `common`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,19 @@ from stackvault.errors import UsageError
 from stackvault.records.plan import Plan
 from stackvault.stack.compose import Project, Service
 from stackvault.stack.plan import build_plan
-from stackvault.stack.presets import dify, n8n, openwebui
+from stackvault.stack.presets import anythingllm, dify, n8n, openwebui
 from stackvault.stack.presets.restored import RestoredStack
 from stackvault.stack.restorereport import Validation
 
 if TYPE_CHECKING:
     from stackvault.stack.reach import ContainerView
 
-PRESETS = {"dify": dify, "n8n": n8n, "open-webui": openwebui}
+PRESETS = {
+    "dify": dify,
+    "n8n": n8n,
+    "open-webui": openwebui,
+    "anythingllm": anythingllm,
+}
 NAMES = ("auto", "generic", *PRESETS)
 
 
