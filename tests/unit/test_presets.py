@@ -135,3 +135,24 @@ def test_anythingllm_without_its_server_env_is_warned_about() -> None:
     assert plan.secrets == ["JWT_SECRET"]
     bare = plan_for(project(svc("anythingllm", "mintplexlabs/anythingllm")))
     assert any("no volume or bind mount at /app/server/storage" in w for w in bare.warnings)
+
+
+def test_ragflow_on_infinity_with_its_default_passwords() -> None:
+    mysql = svc("mysql", "mysql:8.0.39", env=["MYSQL_ROOT_PASSWORD"])
+    minio = svc("minio", "quay.io/minio/minio:RELEASE.2025-06-13T11-33-47Z",
+                mounts=[Mount("volume", "p_minio_data", "/data")])  # fmt: skip
+    infinity = svc("infinity", "infiniflow/infinity:v0.6.0",
+                   mounts=[Mount("volume", "p_infinity_data", "/var/infinity")])  # fmt: skip
+    ragflow = svc("ragflow", "infiniflow/ragflow:v0.20.5")
+    env = {"DOC_ENGINE": "infinity", "MYSQL_PASSWORD": "infini_rag_flow", "MINIO_PASSWORD": "x"}
+    plan = plan_for(project(mysql, minio, infinity, ragflow, env=env))
+    assert plan.preset == "ragflow"
+    assert plan.facts["doc_engine_service"] == "infinity"
+    assert plan.facts["doc_engine_capture"] == "volume p_infinity_data"
+    assert plan.facts["minio_data"] == "/data" and plan.facts["databases"] == ["rag_flow"]
+    assert plan.services["infinity"].stop and plan.services["ragflow"].stop
+    [warning] = plan.warnings
+    assert warning.startswith("MYSQL_PASSWORD in .env still the public default")
+    # by its service names, when the images are private builds
+    named = [svc(n, f"registry.example/{n}:1") for n in ("ragflow", "minio", "mysql")]
+    assert plan_for(project(*named)).preset == "ragflow"

@@ -8,7 +8,7 @@ discovery builds it). After a restore, `restore_checks` runs the preset's own ch
 ``restore_checks``, given the restored stack as a `RestoredStack`).
 
 The presets: ``dify`` (`dify`), ``n8n`` (`n8n`), ``open-webui`` (`openwebui`),
-``anythingllm`` (`anythingllm`); what they share in `common`.
+``anythingllm`` (`anythingllm`), ``ragflow`` (`ragflow`); what they share in `common`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from stackvault.errors import UsageError
 from stackvault.records.plan import Plan
 from stackvault.stack.compose import Project, Service
 from stackvault.stack.plan import build_plan
-from stackvault.stack.presets import anythingllm, dify, n8n, openwebui
+from stackvault.stack.presets import anythingllm, dify, n8n, openwebui, ragflow
 from stackvault.stack.presets.restored import RestoredStack
 from stackvault.stack.restorereport import Validation
 
@@ -32,6 +32,7 @@ PRESETS = {
     "n8n": n8n,
     "open-webui": openwebui,
     "anythingllm": anythingllm,
+    "ragflow": ragflow,
 }
 NAMES = ("auto", "generic", *PRESETS)
 

@@ -20,7 +20,8 @@ import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from stackvault.records.plan import POSTGRES
+from stackvault.errors import SourceError
+from stackvault.records.plan import MYSQL, POSTGRES
 from stackvault.stack.compose import LABEL_PROJECT, LABEL_SERVICE
 
 if TYPE_CHECKING:
@@ -143,14 +144,38 @@ class RestoredStack:
     def postgres_url(self) -> str | None:
         """The URL of the plan's PostgreSQL source in its restored container, connected as the
         backup connected (`stackvault.stack.reach.source_url`); None when there is none."""
+        return self._database_url(POSTGRES)
+
+    def _database_url(self, role: str) -> str | None:
         from stackvault.stack.reach import source_url
 
         plan = self.manifest.plan
         for src in plan.sources:
             svc = plan.services.get(src.service)
-            if svc is None or svc.role != POSTGRES:
+            if svc is None or svc.role != role:
                 continue
             container = self.container(src.service)
             if container is not None:
                 return source_url(src, str(container.name), restore=True)
         return None
+
+    def mysql_rows(self, db: str, sql: str) -> list[list[str]] | None:
+        """The rows (tab-separated fields) of ``sql`` in database ``db`` of the plan's
+        MySQL/MariaDB source in its restored container, connected as the backup connected;
+        None when there is no such source or the query fails."""
+        from stackvault.sources.mysql.source import MySQLSource
+        from stackvault.sources.mysql.tools import rows, run_sql
+        from stackvault.sources.registry import open_source
+
+        url = self._database_url(MYSQL)
+        if url is None:
+            return None
+        source = open_source(url)
+        try:
+            if not isinstance(source, MySQLSource):
+                return None
+            return rows(run_sql(source.endpoint(), sql, db=db, timeout=60))
+        except SourceError:
+            return None
+        finally:
+            source.close()
