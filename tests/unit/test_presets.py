@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from stackvault.stack.compose import Mount, Project, Service
-from stackvault.stack.presets import plan_for
+from stackvault.stack.presets import plan_for, preflight_problems
 from stackvault.stack.presets.n8n import decrypts
 
 CIPHERTEXT = "U2FsdGVkX1/HTSbQQILA4/yeTbpnPOk6O5OFuD+Y7Q29U6KNSkrorLgLhnUWGNuH"
@@ -156,3 +156,24 @@ def test_ragflow_on_infinity_with_its_default_passwords() -> None:
     # by its service names, when the images are private builds
     named = [svc(n, f"registry.example/{n}:1") for n in ("ragflow", "minio", "mysql")]
     assert plan_for(project(*named)).preset == "ragflow"
+
+
+def test_preflight_problems_when_the_key_or_the_data_is_no_longer_captured() -> None:
+    folder = Mount("volume", "p_n8n_data", "/home/node/.n8n")
+    plan = plan_for(project(svc("n8n", "n8nio/n8n", mounts=[folder])))
+    assert preflight_problems(plan) == []
+    plan.sources = [s for s in plan.sources if "p_n8n_data" not in s.url]  # edited away
+    [problem] = preflight_problems(plan)
+    assert problem.startswith("the n8n user folder /home/node/.n8n with the encryptionKey")
+    keyed = plan_for(
+        project(svc("n8n", "n8nio/n8n", env=["N8N_ENCRYPTION_KEY"])), "n8n"
+    )  # no mount, but the key is in the environment: a warning, not a failure
+    assert preflight_problems(keyed) == [] and keyed.warnings
+    storage = Mount("bind", "/srv/p/storage", "/app/server/storage")
+    allm = plan_for(project(svc("anythingllm", "mintplexlabs/anythingllm", mounts=[storage])))
+    assert preflight_problems(allm) == []
+    allm.paths = []
+    assert preflight_problems(allm)[0].startswith("AnythingLLM's storage /app/server/storage")
+    webui = plan_for(project(svc("open-webui", "ghcr.io/open-webui/open-webui:main")))
+    assert "is not captured" in preflight_problems(webui)[0]
+    assert preflight_problems(plan_for(project(PG))) == []  # generic

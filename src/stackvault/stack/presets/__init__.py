@@ -4,8 +4,10 @@ A preset recognises its application in a discovered project (`detect`) and refin
 generic plan (`refine`): the databases that must be there, the files that matter most, the
 secrets, the warnings. ``auto`` picks the first preset that recognises the project, in the
 order of `PRESETS` (Dify first: its stacks hold other images too), else ``generic`` (the plan as
-discovery builds it). After a restore, `restore_checks` runs the preset's own checks (a module's
-``restore_checks``, given the restored stack as a `RestoredStack`).
+discovery builds it). Before a backup, `preflight_problems` says what would make it useless
+for the preset's application (its key or its data not captured). After a restore,
+`restore_checks` runs the preset's own checks (a module's ``restore_checks``, given the
+restored stack as a `RestoredStack`).
 
 The presets: ``dify`` (`dify`), ``n8n`` (`n8n`), ``open-webui`` (`openwebui`),
 ``anythingllm`` (`anythingllm`), ``ragflow`` (`ragflow`); what they share in `common`.
@@ -63,4 +65,16 @@ def restore_checks(stack: RestoredStack) -> list[Validation]:
     if check is None:
         return []
     found: list[Validation] = check(stack)
+    return found
+
+
+def preflight_problems(plan: Plan) -> list[str]:
+    """What would make a backup of ``plan`` useless for its preset's application (a module's
+    ``preflight_problems``: its key or data no longer captured), each one sentence; none for
+    ``generic`` or a preset without the check."""
+    module = PRESETS.get(plan.preset)
+    check = getattr(module, "preflight_problems", None) if module is not None else None
+    if check is None:
+        return []
+    found: list[str] = check(plan)
     return found

@@ -30,6 +30,7 @@ from stackvault.records.plan import Plan
 from stackvault.stack.compose import Project, Service
 from stackvault.stack.presets.common import (
     add_secret_names,
+    capture_kept,
     data_mount,
     describe_mount,
     note_capture,
@@ -133,6 +134,16 @@ def refine(plan: Plan, project: Project) -> None:
     add_secret_names(plan, project, SECRETS)
     plan.secrets = sorted(set(plan.secrets) | (set(KEYS) & known))
     plan.facts.update(facts)
+
+
+def preflight_problems(plan: Plan) -> list[str]:
+    """The storage directory (database, documents, vectors) is not captured."""
+    if capture_kept(plan, plan.facts.get("storage_capture")):
+        return []
+    return [
+        f"AnythingLLM's storage {plan.facts.get('storage_dir') or STORAGE_DIR} is not "
+        "captured: its database, documents and vectors would be lost"
+    ]
 
 
 # --- after a restore --------------------------------------------------------------------------

@@ -79,3 +79,18 @@ def stop_for_cut(plan: Plan, services: Iterable[Service], why: str) -> None:
         if sp is not None and not sp.stop:
             sp.stop = True
             sp.reason = f"{sp.reason}; stopped for the cut: {why}"
+
+
+def capture_kept(plan: Plan, capture: object) -> bool:
+    """Whether the plan still captures ``capture`` (as `describe_mount` wrote it into the
+    preset's facts at discovery: a path, or ``volume NAME``) - the operator may have removed
+    it while editing the plan."""
+    if not isinstance(capture, str) or not capture:
+        return False
+    if capture.startswith("volume "):
+        name = capture[len("volume ") :]
+        return any(
+            s.url == f"docker-volume://{name}" or s.url.startswith(f"docker-volume://{name}?")
+            for s in plan.sources
+        )
+    return any(p.path == capture for p in plan.paths)

@@ -31,6 +31,7 @@ from stackvault.records.plan import POSTGRES, Plan
 from stackvault.stack.compose import Project, Service
 from stackvault.stack.presets.common import (
     add_secret_names,
+    capture_kept,
     data_mount,
     describe_mount,
     note_capture,
@@ -160,6 +161,22 @@ def refine(plan: Plan, project: Project) -> None:
         facts["sqlite"] = f"{folder}/database.sqlite"
     add_secret_names(plan, project, SECRETS)
     plan.facts.update(facts)
+
+
+def preflight_problems(plan: Plan) -> list[str]:
+    """What makes a backup of this plan useless for n8n, each a sentence: the user folder
+    with the encryption key is not captured (not mounted, or removed from the plan), while
+    ``N8N_ENCRYPTION_KEY`` does not hold the key either."""
+    facts = plan.facts
+    if capture_kept(plan, facts.get("user_folder_capture")):
+        return []
+    folder = facts.get("user_folder") or USER_FOLDER
+    if str(facts.get("encryption_key", "")).startswith("env:"):
+        return []
+    return [
+        f"the n8n user folder {folder} with the encryptionKey is not captured and "
+        f"{KEY_ENV} is not set: the stored credentials could not be decrypted after a restore"
+    ]
 
 
 # --- after a restore --------------------------------------------------------------------------

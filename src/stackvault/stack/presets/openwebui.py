@@ -30,6 +30,7 @@ from stackvault.records.plan import POSTGRES, Plan
 from stackvault.stack.compose import Project, Service
 from stackvault.stack.presets.common import (
     add_secret_names,
+    capture_kept,
     data_mount,
     describe_mount,
     note_capture,
@@ -142,6 +143,16 @@ def refine(plan: Plan, project: Project) -> None:
             )
     add_secret_names(plan, project, SECRETS)
     plan.facts.update(facts)
+
+
+def preflight_problems(plan: Plan) -> list[str]:
+    """The data directory (database, uploads, vector store) is not captured."""
+    if capture_kept(plan, plan.facts.get("data_capture")):
+        return []
+    return [
+        f"Open WebUI's data directory {plan.facts.get('data_dir') or DATA_DIR} is not "
+        "captured: its database, uploads and vector store would be lost"
+    ]
 
 
 # --- after a restore --------------------------------------------------------------------------

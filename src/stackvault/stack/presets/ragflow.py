@@ -32,6 +32,7 @@ from stackvault.records.plan import MYSQL, Plan
 from stackvault.stack.compose import Project, Service
 from stackvault.stack.presets.common import (
     add_secret_names,
+    capture_kept,
     image_matches,
     note_capture,
     services_running,
@@ -149,6 +150,13 @@ def refine(plan: Plan, project: Project) -> None:
         )
     add_secret_names(plan, project, SECRETS)
     plan.facts.update(facts)
+
+
+def preflight_problems(plan: Plan) -> list[str]:
+    """MinIO's data (the uploaded files the database names) is not captured."""
+    if "minio_service" not in plan.facts or capture_kept(plan, plan.facts.get("minio_capture")):
+        return []
+    return ["MinIO's data is not captured: the files every RAGFlow document names would be lost"]
 
 
 # --- after a restore --------------------------------------------------------------------------
