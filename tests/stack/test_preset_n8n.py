@@ -18,7 +18,7 @@ import pytest
 
 from conftest import Result
 from stackvault.records.stack import read_manifest
-from stackvault.stack.plan import load_plan
+from stackvault.stack.plan import load_plan, render_plan
 from stackvault.stack.presets import restore_checks
 from stackvault.stack.presets.restored import RestoredStack
 from support.dockerd import DockerEngine
@@ -38,6 +38,26 @@ def project(
         yield proj
     finally:
         proj.down()
+
+
+# This test comes first: the next one destroys the project.
+def test_a_plan_that_no_longer_captures_the_key_stops_the_backup_before_anything_stops(
+    cli: Cli, project: N8nLikeProject, initialised: Path, docker_env: str, tmp_path: Path
+) -> None:
+    plan_file = tmp_path / "stackvault.yaml"
+    res = cli("stack", "discover", "--project", project.name, "-o", str(plan_file))
+    assert res.code == 0, res.err
+    plan = load_plan(str(plan_file))
+    volume = f"{project.name}_n8n_storage"
+    plan.sources = [s for s in plan.sources if not s.url.startswith(f"docker-volume://{volume}")]
+    plan_file.write_text(render_plan(plan))
+    res = cli("stack", "preflight", "--config", str(plan_file))
+    assert res.code == 1, res.out + res.err
+    assert "preset n8n" in res.out + res.err and "encryptionKey" in res.out + res.err
+    before = project.compose("ps", "--services", "--filter", "status=running")
+    res = cli("stack", "backup", "--config", str(plan_file))
+    assert res.code == 1 and "Traceback" not in res.err, res.err
+    assert project.compose("ps", "--services", "--filter", "status=running") == before
 
 
 def test_discover_backup_destroy_restore_and_the_key_checks(

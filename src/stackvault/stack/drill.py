@@ -96,7 +96,7 @@ from stackvault.stack.classify import DATABASE_ROLES
 from stackvault.stack.compose import LABEL_PROJECT
 from stackvault.stack.composecli import Compose
 from stackvault.stack.restore import restore_stack
-from stackvault.stack.restorereport import StackRestore, Validation
+from stackvault.stack.restorereport import StackRestore, Step, Validation
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -339,16 +339,17 @@ def run_drill(
         sandbox.notice = tell
 
         def on_notice(message: str) -> None:
-            step = next((s for s in _STEP_GROUPS if message.startswith(f"{s}: ")), None)
-            if step is None:
+            if any(message.startswith(f"{step}: ") for step in _STEP_GROUPS):
+                notice(message)  # a step starts: its phase says it
+            else:
                 tell(message)
-                return
-            notice(message)
-            if step == "database services":
+
+        def before_step(step: Step) -> None:
+            if step.name == "database services":
                 # the configuration is restored and nothing runs yet: isolate it now
                 clock.begin("isolate", "start")
                 sandbox.isolate(m, directory)
-            clock.begin(step, _STEP_GROUPS[step])
+            clock.begin(step.name, _STEP_GROUPS.get(step.name, "start"))
 
         restored = restore_stack(
             repo,
@@ -359,6 +360,7 @@ def run_drill(
             wait=options.wait,
             progress=progress,
             notice=on_notice,
+            before_step=before_step,
         )
         clock.end()
         healthy = clock.at()

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from stackvault.errors import StackvaultError
 from stackvault.records.plan import MYSQL, POSTGRES, REDIS, Plan, SourcePlan
 from stackvault.stack.compose import Project, discover
+from stackvault.stack.presets import preflight_problems
 from stackvault.stack.reach import source_url
 
 if TYPE_CHECKING:
@@ -91,6 +92,15 @@ def preflight(
     checks += _file_checks(plan)
     for w in plan.warnings:
         checks.append(Check("plan", WARNING, w))
+    for problem in preflight_problems(plan):
+        checks.append(
+            Check(
+                f"preset {plan.preset}",
+                ERROR,
+                problem,
+                "capture it again in the plan (stack discover writes it)",
+            )
+        )
     return checks, found
 
 

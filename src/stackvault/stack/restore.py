@@ -48,11 +48,13 @@ from stackvault.errors import PathNotFound, RestoreRefused, SourceError, UsageEr
 from stackvault.records.plan import MYSQL, POSTGRES, REDIS, ProbePlan, SourcePlan
 from stackvault.records.stack import StackManifest, read_manifest
 from stackvault.repo.snapshot import Snapshot
+from stackvault.stack import presets
 from stackvault.stack.classify import DATABASE_ROLES
 from stackvault.stack.compose import LABEL_PROJECT, LABEL_SERVICE
 from stackvault.stack.composecli import Compose
 from stackvault.stack.images import load_images, loadable_images, missing_images, version_guard
 from stackvault.stack.presets import dify
+from stackvault.stack.presets.restored import RestoredStack
 from stackvault.stack.probes import http_probe
 from stackvault.stack.reach import source_url
 from stackvault.stack.restorereport import StackRestore, Step, Validation
@@ -78,8 +80,12 @@ def restore_stack(
     wait: float = 180.0,
     progress: Progress | None = None,
     notice: Callable[[str], None] = lambda _m: None,
+    before_step: Callable[[Step], None] | None = None,
 ) -> StackRestore:
-    """Restore the stack of ``snapshot`` (see the module docstring)."""
+    """Restore the stack of ``snapshot`` (see the module docstring). ``before_step`` is
+    called with each step (configuration, directories, database services, ...) just before
+    it runs: a caller times the steps or changes what the next one finds (a drill isolates
+    the restored project before any of its services is started)."""
     m = read_manifest(snapshot)
     if m is None:
         raise UsageError(
@@ -122,6 +128,8 @@ def restore_stack(
     if dry_run:
         return report
     for step, run in steps:
+        if before_step is not None:
+            before_step(step)
         t0 = time.monotonic()
         notice(f"{step.name}: {step.detail}")
         step.status = "running"
@@ -484,6 +492,9 @@ class _Restorer:
             report.validation.append(self._probe(probe))
         if self.m.preset == "dify":
             report.validation += self._dify_checks()
+        else:
+            restored = RestoredStack(self.client, self.new_project, self.m)
+            report.validation += presets.restore_checks(restored)
         if self.m.facts.get("plugins_rebuild"):
             self.notice(
                 "the plugins' virtual environments (plugin_daemon cwd/) were not backed up: "

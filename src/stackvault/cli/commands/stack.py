@@ -26,7 +26,8 @@ def register(subparsers: Subparsers) -> None:
         "--preset",
         default="auto",
         metavar="NAME",
-        help="What the stack is: auto (recognise it), generic, or dify.",
+        help="What the stack is: auto (recognise it), generic, dify, n8n, open-webui, "
+        "anythingllm or ragflow.",
     )
     p.add_argument(
         "--output",
