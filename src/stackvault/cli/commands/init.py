@@ -9,6 +9,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.config.repository import RepositorySettings
+    from stackvault.crypto.kdf import KdfParams
     from stackvault.repo.repository import Repository
     from stackvault.store.base import Retention, Store
 
@@ -155,12 +157,9 @@ def _init_from_config(
 ) -> None:
     """`init --config`: each repository of the file, primaries before the copies that share
     their chunking; one line (or one JSON entry) per repository: created or exists."""
-    from stackvault.chunking.cdc import ChunkerParams
     from stackvault.config import load_config
     from stackvault.crypto.kdf import KdfParams
-    from stackvault.errors import RepositoryNotFound, UsageError
-    from stackvault.repo.repository import Repository
-    from stackvault.store.createonly import CreateOnlyStore
+    from stackvault.errors import UsageError
 
     if object_lock or lock_days or copy_chunker_params_from or from_password_file:
         raise UsageError(
@@ -168,6 +167,7 @@ def _init_from_config(
             "another's chunking with --repo, then run init --config for the rest"
         )
     _retention(kdf_memory_mib, kdf_iterations, None, None)
+    kdf = KdfParams(memory_kib=kdf_memory_mib * 1024, iterations=kdf_iterations)
     loaded = load_config(path)
     primaries = {job.repository.name: job.repository for job in loaded.jobs.values()}
     shares = {c.name: job.repository.name for job in loaded.jobs.values() for c in job.copies}
@@ -180,43 +180,22 @@ def _init_from_config(
         for name in order:
             repo_settings = settings[name]
             hint = f"check repositories.{name} in {loaded.path}"
-            store = cli.store(repo_settings.location)
-            try:
-                with cli.open_repo(
-                    store=store,
-                    password=repo_settings.password,
-                    role=repr(name),
-                    hint=hint,
-                    index=False,
-                ) as repo:
-                    opened[name] = repo
-                state = "exists"
-            except RepositoryNotFound:
-                source = opened.get(shares.get(name, ""))
-                store = cli.store(repo_settings.location)
-                store.ensure_root()
-                created = CreateOnlyStore(store)
-                repo = Repository.init(
-                    created,
-                    repo_settings.password(),
-                    chunker=None if source is not None else ChunkerParams(),
-                    pack_size=pack_size_mib * 1024 * 1024,
-                    kdf=KdfParams(memory_kib=kdf_memory_mib * 1024, iterations=kdf_iterations),
-                    notice=cli.notice,
-                    ids_from=source,
-                )
-                opened[name] = repo
-                created_stores.append(store)
-                state = "created"
+            source = opened.get(shares.get(name, ""))
+            repo, created = _open_or_create(
+                cli, repo_settings, hint, source, pack_size_mib * 1024 * 1024, kdf
+            )
+            opened[name] = repo
+            if created:
+                created_stores.append(repo.store)
             entry = {
                 "repository": name,
                 "location": repo_settings.shown,
-                "state": state,
-                "id": opened[name].config.id,
+                "state": "created" if created else "exists",
+                "id": repo.config.id,
             }
             results.append(entry)
             if not cli.json:
-                verb = "created" if state == "created" else "exists, password ok:"
+                verb = "created" if created else "exists, password ok:"
                 cli.print(f"{name}: {verb} repository {entry['id'][:8]} at {entry['location']}")
     finally:
         for store in created_stores:
@@ -225,6 +204,47 @@ def _init_from_config(
         cli.emit_json({"repositories": results})
     elif any(r["state"] == "created" for r in results):
         cli.print("Keep the passwords safe: without them the data cannot be recovered.")
+
+
+def _open_or_create(
+    cli: Cli,
+    settings: RepositorySettings,
+    hint: str,
+    source: Repository | None,
+    pack_size: int,
+    kdf: KdfParams,
+) -> tuple[Repository, bool]:
+    """The repository of ``settings``, opened (its password checked; its store closed
+    again) or created (its chunking shared with ``source`` if given; its store left open for
+    the caller to close); True when created."""
+    from stackvault.chunking.cdc import ChunkerParams
+    from stackvault.errors import RepositoryNotFound
+    from stackvault.repo.repository import Repository
+    from stackvault.store.createonly import CreateOnlyStore
+
+    try:
+        with cli.open_repo(
+            store=cli.store(settings.location),
+            password=settings.password,
+            role=repr(settings.name),
+            hint=hint,
+            index=False,
+        ) as repo:
+            return repo, False
+    except RepositoryNotFound:
+        pass
+    store = cli.store(settings.location)
+    store.ensure_root()
+    repo = Repository.init(
+        CreateOnlyStore(store),
+        settings.password(),
+        chunker=None if source is not None else ChunkerParams(),
+        pack_size=pack_size,
+        kdf=kdf,
+        notice=cli.notice,
+        ids_from=source,
+    )
+    return repo, True
 
 
 def _retention(

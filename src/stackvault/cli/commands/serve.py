@@ -3,6 +3,8 @@ by its schedule; the loop is `stackvault.ops.daemon`, the decisions `stackvault.
 
 from __future__ import annotations
 
+import sys
+
 from stackvault.cli.parser import add_command, add_config_option
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
@@ -12,6 +14,9 @@ if TYPE_CHECKING:
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
     from stackvault.config.repository import RepositorySettings
+    from stackvault.ops.daemon import Daemon
+    from stackvault.ops.eventlog import EventLog
+    from stackvault.ops.metrics import Metrics, MetricsServer
     from stackvault.repo.repository import Repository
 
 DEFAULT_JITTER_S = 30.0
@@ -86,7 +91,6 @@ def serve(
     (`stackvault.ops.lease`): each scheduled run happens once across them.
     """
     import os
-    import sys
 
     from stackvault.cli.commands.run import _open
     from stackvault.config import load_config
@@ -96,7 +100,6 @@ def serve(
     from stackvault.ops.daemon import Daemon, DaemonOptions
     from stackvault.ops.eventlog import EventLog
     from stackvault.ops.lease import JobLeases, LeaseOptions
-    from stackvault.ops.metrics import Metrics
 
     if not 0 <= jitter <= 86_400:
         raise UsageError(f"--jitter takes 0 to 86400 seconds, got {jitter:g}")
@@ -106,50 +109,25 @@ def serve(
         raise UsageError(f"--concurrency takes 1 to 64, got {concurrency}")
     log = EventLog(log_format)
     path = os.path.abspath(config_path(config))
-
-    def command_line(job: str, trigger: str, run_id: str) -> list[str]:
-        """The child that runs one cycle: ``stackvault run`` with this file, its --json
-        report on stdout."""
-        return [
-            *(sys.executable, "-m", "stackvault", "run", job, "--config", path),
-            *("--trigger", trigger, "--run-id", run_id, "--json"),
-        ]
-
-    def drill_command_line(job: str, trigger: str, run_id: str) -> list[str]:
-        """The child that runs one restore drill of ``job``: ``stackvault drill`` with this
-        file and the job's ``drill.snapshot``, its --json report on stdout."""
-        settings = daemon.config.jobs.get(job) if daemon.config is not None else None
-        snapshot = settings.drill.snapshot.value if settings is not None else "latest"
-        return [
-            *(sys.executable, "-m", "stackvault", "drill", job, "--config", path),
-            *("--snapshot", snapshot, "--trigger", trigger, "--run-id", run_id, "--json"),
-        ]
+    children = _Children(path)
 
     def opener(settings: RepositorySettings) -> AbstractContextManager[Repository]:
         return _open(cli, settings)
 
-    metrics = Metrics() if metrics_listen is not None else None
-    server = None
-    if metrics is not None and metrics_listen is not None:
-        try:
-            server = metrics.serve_http(metrics_listen)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {metrics_listen} for metrics: {exc.strerror or exc}"
-            ) from exc
-        log("metrics-listening", url=server.url)
+    metrics, server = _metrics(metrics_listen, log)
     gate = JobLeases(opener, log, options=LeaseOptions(lease_s=lease, heartbeat_s=lease / 6))
     daemon = Daemon(
         lambda: load_config(path),
         opener,
         log,
         options=DaemonOptions(jitter_s=jitter, concurrency=concurrency),
-        launcher=ChildLauncher(command_line, log),
-        drill_launcher=ChildLauncher(drill_command_line, log, report=False),
+        launcher=ChildLauncher(children.run, log),
+        drill_launcher=ChildLauncher(children.drill, log, report=False),
         gate=gate,
         metrics=metrics,
     )
     gate.on_takeover = lambda job, text: daemon.notify(job, "lease-takeover", text)
+    children.daemon = daemon
     restore = daemon.install_signals()
     try:
         return daemon.serve()
@@ -157,3 +135,47 @@ def serve(
         restore()
         if server is not None:
             server.stop()
+
+
+class _Children:
+    """The command lines of the daemon's children, with the configuration file ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.daemon: Daemon | None = None
+        """Set once the daemon exists: a drill's snapshot choice is in its configuration."""
+
+    def run(self, job: str, trigger: str, run_id: str) -> list[str]:
+        """One cycle: ``stackvault run`` with this file, its --json report on stdout."""
+        return [
+            *(sys.executable, "-m", "stackvault", "run", job, "--config", self.path),
+            *("--trigger", trigger, "--run-id", run_id, "--json"),
+        ]
+
+    def drill(self, job: str, trigger: str, run_id: str) -> list[str]:
+        """One restore drill of ``job``: ``stackvault drill`` with this file and the job's
+        ``drill.snapshot``, its --json report on stdout."""
+        config = self.daemon.config if self.daemon is not None else None
+        settings = config.jobs.get(job) if config is not None else None
+        snapshot = settings.drill.snapshot.value if settings is not None else "latest"
+        return [
+            *(sys.executable, "-m", "stackvault", "drill", job, "--config", self.path),
+            *("--snapshot", snapshot, "--trigger", trigger, "--run-id", run_id, "--json"),
+        ]
+
+
+def _metrics(listen: str | None, log: EventLog) -> tuple[Metrics | None, MetricsServer | None]:
+    """The daemon's metrics and their HTTP server on ``listen`` (none without it);
+    `UsageError` when it cannot listen there."""
+    if listen is None:
+        return None, None
+    from stackvault.errors import UsageError
+    from stackvault.ops.metrics import Metrics
+
+    metrics = Metrics()
+    try:
+        server = metrics.serve_http(listen)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {listen} for metrics: {exc.strerror or exc}") from exc
+    log("metrics-listening", url=server.url)
+    return metrics, server
