@@ -43,10 +43,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Protocol
 
 from stackvault.clock import Clock, SystemClock
 from stackvault.config import Config, NotifySettings
@@ -56,6 +55,7 @@ from stackvault.errors import StackvaultError
 from stackvault.ops.drills import DrillPlanner, DrillSpec, PastDrill
 from stackvault.ops.eventlog import EventLog, stamp
 from stackvault.ops.history import read_job_history
+from stackvault.ops.launch import AdmitAll, Finished, Launcher, RunGate, RunHandle, RunJob
 from stackvault.ops.lease import RunKind, lease_key, new_run_id
 from stackvault.ops.metrics import Metrics
 from stackvault.ops.notify import Notifier, NotifyCounts, previous_runs
@@ -64,85 +64,12 @@ from stackvault.ops.scheduler import DueRun, JobSpec, PastRun, Scheduler, Schedu
 from stackvault.ops.session import Opener
 from stackvault.ops.status import read_job_status
 from stackvault.records.drill import latest_drill
-from stackvault.records.run import RunRecord, RunResult, RunStep, Trigger
+from stackvault.records.run import RunResult, RunStep, Trigger
 
 SLEEP_SLICE_S = 0.5
 """The longest single sleep: the bound on how late a signal's flag is seen."""
 METRICS_REFRESH_S = 300.0
 """How often `Metrics` are recomputed from the repositories while nothing ends."""
-
-
-class RunGate(Protocol):
-    """Whether this daemon may start a run now (`stackvault.ops.lease.JobLeases` across
-    hosts)."""
-
-    def admit(
-        self, job: EffectiveJob, run: DueRun, run_id: str, kind: RunKind = "run"
-    ) -> str | None:
-        """None: start ``run`` (its record will carry ``run_id``; ``kind`` ``drill``: a
-        restore drill of the job); else why not."""
-        ...
-
-    def release(self, run_id: str, result: RunResult | None) -> None:
-        """The admitted run ``run_id`` ended with ``result``."""
-        ...
-
-
-class AdmitAll:
-    """The one-daemon gate: every run is admitted."""
-
-    def admit(
-        self, job: EffectiveJob, run: DueRun, run_id: str, kind: RunKind = "run"
-    ) -> str | None:
-        return None
-
-    def release(self, run_id: str, result: RunResult | None) -> None:
-        return None
-
-
-RunJob = Callable[[EffectiveJob, Trigger, str], RunResult]
-"""Runs one cycle of a job with a trigger and a run id, and returns its result."""
-
-
-class RunHandle(Protocol):
-    """A run in progress (`stackvault.ops.child.ChildRun`)."""
-
-    record: RunRecord | None
-    not_recorded: dict[str, str]
-    notifications: dict[str, int]
-
-    def poll(self) -> RunResult | None:
-        """Its result once it has ended, else None."""
-        ...
-
-    def interrupt(self) -> None: ...
-
-    def kill(self) -> None: ...
-
-
-class Launcher(Protocol):
-    """Starts runs (`stackvault.ops.child.ChildLauncher`)."""
-
-    def start(self, job: str, trigger: str, run_id: str) -> RunHandle: ...
-
-
-@dataclass
-class _Finished:
-    """The handle of a run that ran to its end in the main thread."""
-
-    result: RunResult
-    record: RunRecord | None = None
-    not_recorded: dict[str, str] = field(default_factory=dict)
-    notifications: dict[str, int] = field(default_factory=dict)
-
-    def poll(self) -> RunResult | None:
-        return self.result
-
-    def interrupt(self) -> None:
-        return None
-
-    def kill(self) -> None:
-        return None
 
 
 @dataclass
@@ -351,14 +278,14 @@ class Daemon:
                 why = f"the run could not be started: {exc}"
                 self.log("run-error", job=run.job, error=why)
                 self.notifier.event(job.name, "failure", why)
-                handle = _Finished("failed")
+                handle = Finished("failed")
         else:
             handle = self._run_here(job, run.trigger, run_id)
         self.active[run.job] = _Active(run, run_id, handle)
         if self.launcher is None:
             self._reap()
 
-    def _run_here(self, job: EffectiveJob, trigger: Trigger, run_id: str) -> _Finished:
+    def _run_here(self, job: EffectiveJob, trigger: Trigger, run_id: str) -> Finished:
         """Run in the main thread, to its end."""
         result: RunResult = "failed"
         try:
@@ -373,7 +300,7 @@ class Daemon:
             self._in_run = False
             if self._stop_timer is not None:
                 self._stop_timer.cancel()
-        return _Finished(result)
+        return Finished(result)
 
     def _reap(self) -> None:
         """Close the runs that have ended: their lease, their log lines, the scheduler."""
@@ -516,7 +443,7 @@ class Daemon:
             except OSError as exc:
                 why = f"the drill could not be started: {exc}"
                 self.log("drill-error", job=name, error=why)
-                handle = _Finished("failed")
+                handle = Finished("failed")
             self.active[key] = _Active(run, run_id, handle, "drill")
             started = True
         return started
