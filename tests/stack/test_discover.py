@@ -23,7 +23,7 @@ from stackvault.errors import UsageError
 from stackvault.records.plan import PathPlan, ProbePlan, plan_from_dict
 from stackvault.stack.plan import load_plan, render_plan
 from stackvault.stack.presets.dify import DEFAULT_SECRET_KEY, backup_facts
-from support.composeproject import DifyLikeProject
+from support.composeproject import DifyLikeProject, started
 from support.dockerd import DockerEngine
 
 Cli = Callable[..., Result]
@@ -34,12 +34,8 @@ def project(
     docker_engine: DockerEngine, host_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DifyLikeProject]:
     proj = DifyLikeProject(tmp_path_factory.mktemp("dify") / "docker", docker_engine)
-    proj.directory.mkdir()
-    proj.write().up()
-    try:
+    with started(proj):
         yield proj
-    finally:
-        proj.down()
 
 
 def test_discover_writes_a_plan_that_knows_the_stack(

@@ -35,7 +35,7 @@ from stackvault.cli.main import main
 from stackvault.records.drill import latest_drill
 from stackvault.repo.repository import Repository
 from stackvault.store.open import open_store
-from support.composeproject import DifyLikeProject
+from support.composeproject import DifyLikeProject, started
 from support.dockerd import DockerEngine
 
 Cli = Callable[..., Result]
@@ -60,12 +60,8 @@ def project(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[DifyLikeProject]:
     proj = DifyLikeProject(tmp_path_factory.mktemp("dify-drill") / "docker", docker_engine)
-    proj.directory.mkdir()
-    proj.write().up()
-    try:
+    with started(proj):
         yield proj
-    finally:
-        proj.down()
 
 
 @pytest.fixture(scope="module")

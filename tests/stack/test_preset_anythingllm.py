@@ -23,6 +23,7 @@ from stackvault.stack.plan import load_plan
 from stackvault.stack.presets import restore_checks
 from stackvault.stack.presets.restored import RestoredStack
 from support.anythingllmproject import UID, AnythingLLMLikeProject
+from support.composeproject import started
 from support.dockerd import DockerEngine
 
 Cli = Callable[..., Result]
@@ -33,12 +34,8 @@ def project(
     docker_engine: DockerEngine, host_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AnythingLLMLikeProject]:
     proj = AnythingLLMLikeProject(tmp_path_factory.mktemp("allm") / "docker", docker_engine)
-    proj.directory.mkdir()
-    proj.write().up()
-    try:
+    with started(proj):
         yield proj
-    finally:
-        proj.down()
 
 
 def test_discover_backup_destroy_restore_and_the_storage_checks(

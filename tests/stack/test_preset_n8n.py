@@ -21,6 +21,7 @@ from stackvault.records.stack import read_manifest
 from stackvault.stack.plan import load_plan, render_plan
 from stackvault.stack.presets import restore_checks
 from stackvault.stack.presets.restored import RestoredStack
+from support.composeproject import started
 from support.dockerd import DockerEngine
 from support.n8nproject import FOLDER, N8nLikeProject
 
@@ -32,12 +33,8 @@ def project(
     docker_engine: DockerEngine, host_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[N8nLikeProject]:
     proj = N8nLikeProject(tmp_path_factory.mktemp("n8n") / "n8n", docker_engine)
-    proj.directory.mkdir()
-    proj.write().up()
-    try:
+    with started(proj):
         yield proj
-    finally:
-        proj.down()
 
 
 # This test comes first: the next one destroys the project.

@@ -22,6 +22,7 @@ from stackvault.records.stack import read_manifest
 from stackvault.stack.plan import load_plan
 from stackvault.stack.presets import restore_checks
 from stackvault.stack.presets.restored import RestoredStack
+from support.composeproject import started
 from support.dockerd import DockerEngine
 from support.openwebuiproject import DATA, WEBUI_IMAGE, OpenWebUILikeProject
 
@@ -33,12 +34,8 @@ def project(
     docker_engine: DockerEngine, host_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OpenWebUILikeProject]:
     proj = OpenWebUILikeProject(tmp_path_factory.mktemp("owui") / "open-webui", docker_engine)
-    proj.directory.mkdir()
-    proj.write().up()
-    try:
+    with started(proj):
         yield proj
-    finally:
-        proj.down()
 
 
 def test_discover_backup_destroy_restore_and_the_data_checks(

@@ -22,6 +22,7 @@ from stackvault.records.stack import read_manifest
 from stackvault.stack.plan import load_plan
 from stackvault.stack.presets import restore_checks
 from stackvault.stack.presets.restored import RestoredStack
+from support.composeproject import started
 from support.dockerd import DockerEngine
 from support.ragflowproject import ES_DATA, MINIO_IMAGE, RAGFlowLikeProject
 
@@ -33,12 +34,8 @@ def project(
     docker_engine: DockerEngine, host_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RAGFlowLikeProject]:
     proj = RAGFlowLikeProject(tmp_path_factory.mktemp("ragflow") / "docker", docker_engine)
-    proj.directory.mkdir()
-    proj.write().up()
-    try:
+    with started(proj):
         yield proj
-    finally:
-        proj.down()
 
 
 def test_discover_backup_destroy_restore_and_the_store_checks(

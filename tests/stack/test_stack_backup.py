@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Result
-from support.composeproject import DifyLikeProject
+from support.composeproject import DifyLikeProject, started
 from support.dockerd import DockerEngine
 
 Cli = Callable[..., Result]
@@ -37,12 +37,8 @@ def project(
     docker_engine: DockerEngine, host_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DifyLikeProject]:
     proj = DifyLikeProject(tmp_path_factory.mktemp("dify") / "docker", docker_engine)
-    proj.directory.mkdir()
-    proj.write().up()
-    try:
+    with started(proj):
         yield proj
-    finally:
-        proj.down()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from conftest import Result
 from stackvault.errors import RestoreRefused, SourceError
 from stackvault.records.stack import ServiceRecord
 from stackvault.stack.restorereport import Validation
-from support.composeproject import DifyLikeProject
+from support.composeproject import DifyLikeProject, started
 from support.dockerd import DockerEngine, build_host_image
 
 Cli = Callable[..., Result]
@@ -44,12 +44,8 @@ def project(
     docker_engine: DockerEngine, host_image: str, stack_dir: Path
 ) -> Iterator[DifyLikeProject]:
     proj = DifyLikeProject(stack_dir / "docker", docker_engine)
-    proj.directory.mkdir()
-    proj.write().up()
-    try:
+    with started(proj):
         yield proj
-    finally:
-        proj.down()
 
 
 def facts(proj: DifyLikeProject) -> dict[str, Any]:

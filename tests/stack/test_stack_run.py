@@ -22,7 +22,7 @@ from conftest import FAST_INIT, PASSWORD, Result
 from stackvault.ops.run import EXIT_INTERRUPTED
 from stackvault.repo.repository import Repository
 from stackvault.store.open import open_store
-from support.composeproject import DifyLikeProject
+from support.composeproject import DifyLikeProject, started
 from support.dbservers import PostgresServer
 from support.dockerd import DockerEngine
 
@@ -35,12 +35,8 @@ def project(
     docker_engine: DockerEngine, host_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DifyLikeProject]:
     proj = DifyLikeProject(tmp_path_factory.mktemp("dify-run") / "docker", docker_engine)
-    proj.directory.mkdir()
-    proj.write().up()
-    try:
+    with started(proj):
         yield proj
-    finally:
-        proj.down()
 
 
 def running(project: DifyLikeProject) -> dict[str, bool]:

@@ -28,8 +28,10 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .dbservers import free_port, pg_bindir, service_user
 from .dockerd import CONTAINER_PATH, HOST_IMAGE
@@ -330,3 +332,28 @@ def _yaml_str(text: str) -> str:
     import json
 
     return json.dumps(text)
+
+
+class Startable(Protocol):
+    """A test project the stack tests start: `DifyLikeProject`, `support.appproject.AppProject`."""
+
+    directory: Path
+
+    def write(self) -> Any: ...
+
+    def down(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
+@contextmanager
+def started(project: S) -> Iterator[S]:
+    """``project`` with its directory created, its files written and its services up; brought
+    down at the end (a module fixture's body)."""
+    project.directory.mkdir()
+    project.write().up()
+    try:
+        yield project
+    finally:
+        project.down()
