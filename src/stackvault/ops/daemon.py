@@ -62,7 +62,7 @@ from stackvault.ops.notify import Notifier, NotifyCounts, previous_runs
 from stackvault.ops.run import JobRun
 from stackvault.ops.scheduler import DueRun, JobSpec, PastRun, Scheduler, SchedulerEvent
 from stackvault.ops.session import Opener
-from stackvault.ops.status import read_job_status
+from stackvault.ops.status import JobStatus, read_job_status
 from stackvault.records.drill import latest_drill
 from stackvault.records.run import RunResult, RunStep, Trigger
 
@@ -472,14 +472,18 @@ class Daemon:
         the jobs for the notifications; a failure is logged, never raised."""
         if jobs is None:
             self._metrics_at = time.monotonic()
-        self._judge(jobs)
-        self._count_notifications()
         if self.metrics is None or self.config is None:
+            self._judge(jobs)
+            self._count_notifications()
             return
         try:
-            self.metrics.refresh(self.config, self.opener, jobs=jobs)
+            fresh = self.metrics.refresh(self.config, self.opener, jobs=jobs)
         except StackvaultError as exc:
             self.log("metrics-refresh-failed", error=str(exc))
+            self._judge(jobs)
+        else:  # the metrics judged the jobs already: no second read of the repositories
+            self._judge_statuses([f.status for f in fresh if f.status is not None])
+        self._count_notifications()
 
     def _new_notifier(self, config: Config) -> None:
         """The notifier of ``config`` (its URLs read again), the old one's counts kept."""
@@ -501,14 +505,21 @@ class Daemon:
     def _judge(self, jobs: list[str] | None = None) -> None:
         """Tell the notifier each job's verdict (``rpo-breach``, ``at-risk``), when one of
         its targets wants those events (reading the status opens every repository)."""
-        if self.config is None or not any(
-            {"rpo-breach", "at-risk"} & set(t.events) for t in self.notifier.targets
-        ):
+        if self.config is None or not self._wants_verdicts():
             return
-        for name in jobs if jobs is not None else list(self.config.jobs):
-            job = self.config.jobs.get(name)
-            if job is not None:
-                self.notifier.judged(read_job_status(job, self.opener, self.clock))
+        names = jobs if jobs is not None else list(self.config.jobs)
+        found = [self.config.jobs[n] for n in names if n in self.config.jobs]
+        self._judge_statuses([read_job_status(j, self.opener, self.clock) for j in found])
+
+    def _wants_verdicts(self) -> bool:
+        return any({"rpo-breach", "at-risk"} & set(t.events) for t in self.notifier.targets)
+
+    def _judge_statuses(self, statuses: list[JobStatus]) -> None:
+        """`_judge` of statuses already read."""
+        if not self._wants_verdicts():
+            return
+        for status in statuses:
+            self.notifier.judged(status)
 
     def _send_digest(self) -> None:
         assert self.config is not None

@@ -46,6 +46,7 @@ from stackvault.ops.history import (
 from stackvault.ops.session import Opener
 from stackvault.ops.status import (
     DrillFigure,
+    JobStatus,
     Objectives,
     RepositoryView,
     Role,
@@ -257,6 +258,9 @@ class JobFigures:
     """The newest restore drill (`stackvault.ops.status`), None when never drilled."""
     drill_every_s: int | None = None
     """How often the job is to be drilled (None: drills are not scheduled)."""
+    status: JobStatus | None = None
+    """`stackvault.ops.status.judge`'s whole status as of `refreshed` (the daemon's
+    notifications read the verdict from it instead of reading the repositories again)."""
 
     def observed(self, record: RunRecord) -> JobFigures:
         """These figures with ``record`` (a run that just ended) as the last run, and as the
@@ -420,6 +424,7 @@ def job_figures(
         lease=newest_lease(primary_read.leases, job.name),
         drill=status.drill,
         drill_every_s=status.drill_every_s,
+        status=status,
     )
 
 
