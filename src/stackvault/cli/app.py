@@ -101,6 +101,7 @@ def run_command(parser: Parser, argv: Sequence[str]) -> int:
         no_lock=no_lock,
         progress_interval=ns.pop("progress_interval"),
         password_command=ns.pop("password_command"),
+        retry_lock=ns.pop("retry_lock"),
     )
     kwargs = {k: v for k, v in ns.items() if not k.startswith("_")}
     rv = handler(cli, **kwargs)

@@ -38,6 +38,7 @@ ENV_APPEND_ONLY = "STACKVAULT_APPEND_ONLY"
 ENV_FROM_REPOSITORY = "STACKVAULT_FROM_REPOSITORY"
 ENV_FROM_PASSWORD = "STACKVAULT_FROM_PASSWORD"
 ENV_FROM_PASSWORD_FILE = "STACKVAULT_FROM_PASSWORD_FILE"
+ENV_RETRY_LOCK = "STACKVAULT_RETRY_LOCK"
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
@@ -71,6 +72,19 @@ def env_flag(name: str) -> bool:
     raise ConfigError(
         f"{name}={os.environ[name]!r} is neither 1 nor 0", hint=f"set {name}=1 or unset it"
     )
+
+
+def _env_seconds(name: str) -> float:
+    """A duration from the environment (``90``, ``30s``, ``10m``; unset = 0), in seconds."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return 0.0
+    from stackvault.cli.parser import parse_wait
+
+    try:
+        return parse_wait(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}", hint=f"set {name}=10m, or unset it") from None
 
 
 def _non_empty(password: bytes, setting: bool) -> bytes:
@@ -108,6 +122,7 @@ class Cli:
         no_lock: bool = False,
         progress_interval: float | None = None,
         password_command: str | None = None,
+        retry_lock: float | None = None,
     ) -> None:
         self.repo_location = repo_location
         self.password_file = password_file
@@ -124,6 +139,9 @@ class Cli:
         )
         """--progress-interval: seconds between progress lines when stderr is not a
         terminal (0: none)."""
+        self.retry_lock = retry_lock if retry_lock is not None else _env_seconds(ENV_RETRY_LOCK)
+        """--retry-lock / STACKVAULT_RETRY_LOCK: seconds a lock waits for a conflicting one
+        (a prune's) to go before the command fails with exit 11 (0: fail at once)."""
         from stackvault.sources.tools.childenv import hide_repository_credentials
 
         hide_repository_credentials(False)  # until this command opens an S3 repository
@@ -321,6 +339,7 @@ class Cli:
                 repo = Repository.open(
                     store, (password or self.password)(), notice=self.notice, header=header
                 )
+                repo.lock_retry_s = self.retry_lock  # the sessions of a run lock it again
             except WrongPassword as exc:
                 # Wrong password, or the key for it is damaged: the key files tell which.
                 damaged = damaged_keys(store)
@@ -364,7 +383,7 @@ class Cli:
         where the store is too full to write the lock."""
         held = repo.lock(exclusive=exclusive, operation=operation)
         try:
-            held.acquire()
+            held.acquire(retry_s=self.retry_lock)
         except StorePermissionDenied as exc:
             if not reads_only or isinstance(exc, ObjectLocked):
                 raise

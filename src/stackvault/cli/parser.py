@@ -273,8 +273,7 @@ def add_global_options(parser: Parser, *, after_command: bool = False) -> None:
     target.add_argument("-q", "--quiet", action="store_true", help="Print only errors.", **extra)
     target.add_argument(
         "--retry-lock",
-        dest="_retry_lock",
-        action=_RetryLock,
+        type=_wait,
         metavar="DURATION",
         help="When the repository is locked by another process (a prune), try again for "
         "up to DURATION (30s, 10m, 1h) instead of failing at once with exit 11 (default: "
@@ -308,23 +307,12 @@ def parse_wait(text: str) -> float:
     return sum(float(n) * _WAIT_UNITS[u] for n, u in parts)
 
 
-class _RetryLock(argparse.Action):
-    """``--retry-lock DURATION``: sets ``$STACKVAULT_RETRY_LOCK`` (seconds) for this process,
-    which every lock it takes reads (`repo.lock.retry_lock_seconds`)."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        try:
-            seconds = parse_wait(str(values))
-        except ValueError as exc:
-            raise UsageError(f"--retry-lock: {exc}") from None
-        os.environ["STACKVAULT_RETRY_LOCK"] = f"{seconds:g}"  # repo.lock.ENV_RETRY_LOCK
-        setattr(namespace, self.dest, seconds)
+def _wait(text: str) -> float:
+    """`parse_wait` as an argparse ``type`` (``--retry-lock``)."""
+    try:
+        return parse_wait(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _seconds(text: str) -> float:

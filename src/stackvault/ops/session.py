@@ -30,8 +30,11 @@ class Opener(Protocol):
 
 def fresh_session(repo: Repository, clock: Clock) -> Repository:
     """A new session of the open ``repo``: same store, configuration and master key (no key
-    derivation), an empty index, no lock, the run's ``clock``."""
-    return Repository(repo.store, repo.config, repo.master, repo.key_id, clock, repo.notice)
+    derivation), an empty index, no lock, the run's ``clock``; its locks wait for a conflicting
+    one as long as ``repo``'s do."""
+    session = Repository(repo.store, repo.config, repo.master, repo.key_id, clock, repo.notice)
+    session.lock_retry_s = repo.lock_retry_s
+    return session
 
 
 @contextmanager

@@ -16,7 +16,7 @@ the cases that matter for prune (which deletes data a live backup may be writing
 
 Stale locks are removed automatically (with a notice), so an unattended job never stays
 blocked after a crash. A lock that meets a live conflicting one is tried again for up to
-``$STACKVAULT_RETRY_LOCK`` seconds (`--retry-lock`; default 0: fail at once), so a cron
+``retry_s`` seconds (the command line's `--retry-lock`; default 0: fail at once), so a cron
 backup that meets a prune waits for it.
 """
 
@@ -50,18 +50,7 @@ LOCK_AAD = b"sv1:lock"
 LOCKS_PREFIX = "locks/"
 """Where lock objects live in the store (FORMAT.md §9)."""
 DEFAULT_LEASE_S = 1800
-ENV_RETRY_LOCK = "STACKVAULT_RETRY_LOCK"
-"""Seconds a lock waits for a conflicting one to go (`--retry-lock` sets it)."""
 _RETRY_MAX_PAUSE_S = 10.0
-
-
-def retry_lock_seconds() -> float:
-    """``$STACKVAULT_RETRY_LOCK`` in seconds (0 when unset or not a number of seconds)."""
-    try:
-        value = float(os.environ.get(ENV_RETRY_LOCK, "") or 0)
-    except ValueError:
-        return 0.0
-    return value if 0 <= value < float("inf") else 0.0
 
 
 def current_username() -> str:
@@ -335,8 +324,11 @@ class RepositoryLock:
         lease_s: int = DEFAULT_LEASE_S,
         notice: Callable[[str], None] = lambda _m: None,
         on_full: Callable[[], bool] | None = None,
+        retry_s: float = 0.0,
     ) -> None:
         self._store = store
+        self.retry_s = retry_s
+        """Seconds `acquire` tries again while a conflicting lock is held (0: fail at once)."""
         self._on_full = on_full
         """Called when the store is too full to write the lock; if it made room (True), the
         lock is written again once."""
@@ -388,7 +380,7 @@ class RepositoryLock:
 
     def acquire(self, retry_s: float | None = None) -> None:
         """Take the lock or raise `RepositoryLocked` naming the holder, after trying again
-        for up to ``retry_s`` seconds (default: `retry_lock_seconds`) with pauses of 1 s
+        for up to ``retry_s`` seconds (default: the lock's own `retry_s`) with pauses of 1 s
         growing to 10 s, and a notice at the first wait.
 
         The lock is written first and the others are judged after: its modification time in
@@ -396,7 +388,7 @@ class RepositoryLock:
         writing at the same moment both see each other (and both back off)."""
         import time
 
-        wait = retry_lock_seconds() if retry_s is None else retry_s
+        wait = self.retry_s if retry_s is None else retry_s
         deadline = time.monotonic() + wait
         pause = 1.0
         while True:

@@ -103,6 +103,8 @@ class Repository:
         """The store's time when this session's lock was taken (`RepositoryLock.store_time`),
         set by whoever holds the lock; prune measures the age of packs against it."""
         self.lock_lease_s = DEFAULT_LEASE_S
+        self.lock_retry_s = 0.0
+        """Seconds a lock of this repository waits for a conflicting one to go (--retry-lock)."""
         self._local = threading.local()
         self.access = StoreAccess.of(store.capabilities())
         """How this repository's store is used (threads, reads by pack or in spans)."""
@@ -235,6 +237,7 @@ class Repository:
             lease_s=self.lock_lease_s,
             notice=self.notice,
             on_full=(lambda: release_reserve(self.store, self.notice)) if exclusive else None,
+            retry_s=self.lock_retry_s,
         )
 
     # --- index ------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def serve(
         raise UsageError(f"--concurrency takes 1 to 64, got {concurrency}")
     log = EventLog(log_format)
     path = os.path.abspath(config_path(config))
-    children = _Children(path)
+    children = _Children(path, cli.retry_lock)
 
     def opener(settings: RepositorySettings) -> AbstractContextManager[Repository]:
         return _open(cli, settings)
@@ -138,10 +138,12 @@ def serve(
 
 
 class _Children:
-    """The command lines of the daemon's children, with the configuration file ``path``."""
+    """The command lines of the daemon's children, with the configuration file ``path`` and
+    the daemon's own --retry-lock (seconds; 0: none)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, retry_lock: float = 0.0) -> None:
         self.path = path
+        self.retry_lock = retry_lock
         self.daemon: Daemon | None = None
         """Set once the daemon exists: a drill's snapshot choice is in its configuration."""
 
@@ -150,7 +152,11 @@ class _Children:
         return [
             *(sys.executable, "-m", "stackvault", "run", job, "--config", self.path),
             *("--trigger", trigger, "--run-id", run_id, "--json"),
+            *self._retry(),
         ]
+
+    def _retry(self) -> tuple[str, ...]:
+        return ("--retry-lock", f"{self.retry_lock:g}") if self.retry_lock > 0 else ()
 
     def drill(self, job: str, trigger: str, run_id: str) -> list[str]:
         """One restore drill of ``job``: ``stackvault drill`` with this file and the job's
@@ -161,6 +167,7 @@ class _Children:
         return [
             *(sys.executable, "-m", "stackvault", "drill", job, "--config", self.path),
             *("--snapshot", snapshot, "--trigger", trigger, "--run-id", run_id, "--json"),
+            *self._retry(),
         ]
 
 
