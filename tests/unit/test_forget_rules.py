@@ -120,11 +120,15 @@ def test_remove_locks_leaves_a_live_lock_unless_told_to_remove_all() -> None:
 
 
 def test_the_forget_summary_names_the_snapshots_object_lock_keeps() -> None:
-    from stackvault.cli.commands.forget import removed_line
+    from functools import partial
 
-    assert removed_line(False, 2, {}) == "removed 2 snapshot(s)"
-    assert removed_line(True, 1, {}) == "would remove 1 snapshot(s)"
-    assert removed_line(False, 0, {"c6420e82" + "0" * 56: "2026-03-31T00:00:00+00:00"}) == (
+    from stackvault.cli.commands.forget import removed_line
+    from stackvault.cli.render import human_time
+
+    utc = partial(human_time, utc=True)
+    assert removed_line(False, 2, {}, utc) == "removed 2 snapshot(s)"
+    assert removed_line(True, 1, {}, utc) == "would remove 1 snapshot(s)"
+    assert removed_line(False, 0, {"c6420e82" + "0" * 56: "2026-03-31T00:00:00+00:00"}, utc) == (
         "removed 0 snapshot(s); 1 stay under Object Lock retention "
-        "(c6420e82 until 2026-03-31T00:00:00+00:00)"
+        "(c6420e82 until 2026-03-31 00:00:00 UTC)"
     )

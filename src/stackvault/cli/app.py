@@ -102,6 +102,7 @@ def run_command(parser: Parser, argv: Sequence[str]) -> int:
         progress_interval=ns.pop("progress_interval"),
         password_command=ns.pop("password_command"),
         retry_lock=ns.pop("retry_lock"),
+        utc=ns.pop("utc"),
     )
     kwargs = {k: v for k, v in ns.items() if not k.startswith("_")}
     rv = handler(cli, **kwargs)

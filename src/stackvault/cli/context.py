@@ -23,6 +23,7 @@ from stackvault.errors import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from datetime import datetime
     from typing import Any, TextIO
 
     from stackvault.repo.lock import RepositoryLock
@@ -123,6 +124,7 @@ class Cli:
         progress_interval: float | None = None,
         password_command: str | None = None,
         retry_lock: float | None = None,
+        utc: bool = False,
     ) -> None:
         self.repo_location = repo_location
         self.password_file = password_file
@@ -139,6 +141,8 @@ class Cli:
         )
         """--progress-interval: seconds between progress lines when stderr is not a
         terminal (0: none)."""
+        self.utc = utc
+        """--utc: times for a person in UTC rather than the local time zone (`time`)."""
         self.retry_lock = retry_lock if retry_lock is not None else _env_seconds(ENV_RETRY_LOCK)
         """--retry-lock / STACKVAULT_RETRY_LOCK: seconds a lock waits for a conflicting one
         (a prune's) to go before the command fails with exit 11 (0: fail at once)."""
@@ -167,6 +171,13 @@ class Cli:
         are data, never markup, and undecodable bytes are written back as they were."""
         if not self.json and not self.quiet:
             _write(sys.stdout, message)
+
+    def time(self, when: datetime | str, *, seconds: bool = True) -> str:
+        """A moment as the command line prints it for a person (`render.human_time`): the
+        local time with its zone, or UTC with --utc."""
+        from stackvault.cli.render import human_time
+
+        return human_time(when, utc=self.utc, seconds=seconds)
 
     def emit_json(self, doc: Any) -> None:
         import json

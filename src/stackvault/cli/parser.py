@@ -272,6 +272,12 @@ def add_global_options(parser: Parser, *, after_command: bool = False) -> None:
     target.add_argument("--json", action="store_true", help=JSON_HELP, **extra)
     target.add_argument("-q", "--quiet", action="store_true", help="Print only errors.", **extra)
     target.add_argument(
+        "--utc",
+        action="store_true",
+        help="Print times in UTC instead of the local time zone (JSON is always UTC).",
+        **extra,
+    )
+    target.add_argument(
         "--retry-lock",
         type=_wait,
         metavar="DURATION",

@@ -31,15 +31,32 @@ class BarProgress:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
-            DownloadColumn,
             Progress,
+            ProgressColumn,
+            Task,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
+        from rich.text import Text
+
+        from stackvault.cli.render import human_bytes
 
         sync = self._sync
+
+        class _Size(ProgressColumn):
+            """``12.00 MiB/1.50 GiB``: binary units, as every size the CLI prints."""
+
+            def render(self, task: Task) -> Text:
+                done = human_bytes(task.completed)
+                return Text(done if task.total is None else f"{done}/{human_bytes(task.total)}")
+
+        class _Rate(ProgressColumn):
+            """``3.20 MiB/s`` (nothing until rich has measured a speed)."""
+
+            def render(self, task: Task) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text("" if speed is None else f"{human_bytes(speed)}/s")
 
         class _Bar(Progress):
             def get_renderables(self) -> Iterable[RenderableType]:
@@ -56,8 +73,8 @@ class BarProgress:
         self._bar: Progress = _Bar(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            _Size(),
+            _Rate(),
             TextColumn("{task.fields[files]} files"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
+    from datetime import datetime
     from typing import Any
 
     from stackvault.records.artifact import ArtifactRecord
@@ -11,11 +12,33 @@ if TYPE_CHECKING:
 
 
 def human_bytes(n: float) -> str:
+    """A size for a person, in binary units: ``512 B``, ``1.50 KiB``, ``12.00 MiB``, ``3.10
+    GiB`` (the one way every size the command line prints is written)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
     return f"{n:.2f} TiB"
+
+
+def human_time(when: datetime | str, *, utc: bool = False, seconds: bool = True) -> str:
+    """A moment for a person: ``2026-12-06 07:04:11 CET``, in the local time zone (``TZ``)
+    with its name, or in UTC with ``utc`` (--utc). ``when`` is a datetime (one without a zone
+    is taken as UTC, as the repository stores times) or an ISO 8601 string; a string that is
+    none is returned as it is. JSON output keeps ISO 8601 in UTC and never passes here."""
+    from datetime import UTC, datetime
+
+    if isinstance(when, str):
+        text = when
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            return text
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    shown = when.astimezone(UTC) if utc else when.astimezone()
+    zone = "UTC" if utc else (shown.strftime("%Z") or shown.strftime("%z"))
+    return f"{shown:%Y-%m-%d %H:%M:%S} {zone}" if seconds else f"{shown:%Y-%m-%d %H:%M} {zone}"
 
 
 def snapshot_json(s: Snapshot) -> dict[str, Any]:
@@ -52,13 +75,14 @@ def _paths_column(s: Snapshot) -> str:
     return ", ".join(out)
 
 
-def snapshot_table(snaps: list[Snapshot]) -> str:
+def snapshot_table(snaps: list[Snapshot], *, utc: bool = False) -> str:
+    """The snapshots one a line (times by `human_time`), then their count."""
     rows = [("ID", "Time", "Host", "Tags", "Paths", "Size", "Status")]
     for s in snaps:
         rows.append(
             (
                 s.short_id,
-                s.time.strftime("%Y-%m-%d %H:%M:%S"),
+                human_time(s.time, utc=utc),
                 s.hostname,
                 ",".join(s.tags),
                 _paths_column(s),

@@ -112,7 +112,7 @@ def snapshots(
     if cli.json:
         cli.emit_json([snapshot_json(s) for s in snaps])
     else:
-        cli.print(snapshot_table(snaps))
+        cli.print(snapshot_table(snaps, utc=cli.utc))
     if damaged:
         ids = ", ".join(n.removeprefix("snapshots/")[:8] for n in damaged)
         raise IntegrityError(
@@ -177,7 +177,7 @@ def ls(
         )
     for p, n in entries if not cli.json else ():
         if long:
-            when = datetime.fromtimestamp(n.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            when = cli.time(datetime.fromtimestamp(n.mtime_ns / 1e9, UTC))
             link = f" -> {n.target}" if n.type == "symlink" else ""
             size = f"{n.major}, {n.minor}" if n.type in ("chardev", "blockdev") else n.size
             cli.print(
@@ -329,12 +329,12 @@ def find_cmd(
             if f.snapshot is not current:
                 current = f.snapshot
                 cli.print(
-                    f"snapshot {current.short_id} of {current.time:%Y-%m-%d %H:%M:%S} "
+                    f"snapshot {current.short_id} of {cli.time(current.time)} "
                     f"({current.hostname}, {' '.join(current.paths)}):"
                 )
-            when = datetime.fromtimestamp(f.node.mtime_ns / 1e9, UTC)
+            when = cli.time(datetime.fromtimestamp(f.node.mtime_ns / 1e9, UTC))
             size = human_bytes(f.node.size) if f.node.type == "file" else "-"
-            cli.print(f"  {f.node.type:8} {size:>12}  {when:%Y-%m-%d %H:%M:%S}  {f.path}")
+            cli.print(f"  {f.node.type:8} {size:>12}  {when}  {f.path}")
         holding = len({f.snapshot.id for f in found})
         cli.print(
             f"{len(found)} match(es) in {holding} of {len(searched)} snapshot(s)"

@@ -8,6 +8,7 @@ from stackvault.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import timedelta
     from typing import Any
 
@@ -132,18 +133,19 @@ def _prune(cli: Cli, repo: Repository, dry_run: bool, margin: timedelta) -> Prun
         verb = "would delete" if dry_run else "deleted"
         cli.print(f"prune: {verb} {len(runs.removed)} expired run record(s)")
     if not cli.json and plan.locked and release is not None:
-        last = max(plan.locked.values())
+        first = cli.time(release, seconds=False)
+        last = cli.time(max(plan.locked.values()), seconds=False)
         cli.print(
             f"prune: {len(plan.locked)} unused object(s) ({human_bytes(plan.bytes_locked)} of "
-            f"packs) are under Object Lock retention: removable from {release:%Y-%m-%d %H:%M} "
-            f"(all by {last:%Y-%m-%d %H:%M}) by a later prune"
+            f"packs) are under Object Lock retention: removable from {first} "
+            f"(all by {last}) by a later prune"
         )
     _report_safety(cli, plan, dry_run, margin)
     if not cli.json and plan.extend and plan.extend_until is not None:
         verb = "would extend" if dry_run else "extended"
         cli.print(
             f"prune: {verb} the retention of {len(plan.extend)} object(s) the kept snapshots "
-            f"need to {plan.extend_until:%Y-%m-%d %H:%M}"
+            f"need to {cli.time(plan.extend_until, seconds=False)}"
         )
     if not cli.json:
         verb = "would free" if dry_run else "freed"
@@ -290,7 +292,7 @@ def forget(
         result = ForgetResult() if dry_run else forget_snapshots(repo, plan.remove, cli.notice)
         removed = plan.remove if dry_run else result.removed
         if not cli.json:
-            cli.print(removed_line(dry_run, len(removed), result.locked))
+            cli.print(removed_line(dry_run, len(removed), result.locked, cli.time))
         pruned = _prune(cli, repo, dry_run, margin) if prune else None
     if cli.json:
         cli.emit_json(
@@ -305,11 +307,14 @@ def forget(
         )
 
 
-def removed_line(dry_run: bool, removed: int, locked: dict[str, str]) -> str:
-    """``removed 2 snapshot(s)``, and which stay under Object Lock retention until when."""
+def removed_line(
+    dry_run: bool, removed: int, locked: dict[str, str], time: Callable[[str], str]
+) -> str:
+    """``removed 2 snapshot(s)``, and which stay under Object Lock retention until when
+    (``time``: how the command line writes a moment)."""
     line = f"{'would remove' if dry_run else 'removed'} {removed} snapshot(s)"
     if locked:
-        stay = ", ".join(f"{snap_id[:8]} until {until}" for snap_id, until in locked.items())
+        stay = ", ".join(f"{snap_id[:8]} until {time(until)}" for snap_id, until in locked.items())
         line += f"; {len(locked)} stay under Object Lock retention ({stay})"
     return line
 
@@ -324,8 +329,7 @@ def _print_groups(cli: Cli, plan: ForgetPlan, fields: tuple[str, ...]) -> None:
         for d in group.decisions:
             verb = "keep  " if d.keep else "remove"
             cli.print(
-                f"  {verb} {d.snapshot.id[:8]} {d.snapshot.time:%Y-%m-%d %H:%M:%S}  "
-                f"{'; '.join(d.reasons)}"
+                f"  {verb} {d.snapshot.id[:8]} {cli.time(d.snapshot.time)}  {'; '.join(d.reasons)}"
             )
 
 

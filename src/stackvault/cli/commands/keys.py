@@ -66,7 +66,7 @@ def key_list(cli: Cli) -> None:
         return
     for k in keys:
         cli.print(
-            f"{'*' if k.current else ' '} {k.id[:8]}  {k.created[:19]}  {k.username}@{k.host}"
+            f"{'*' if k.current else ' '} {k.id[:8]}  {cli.time(k.created)}  {k.username}@{k.host}"
         )
 
 

@@ -233,6 +233,7 @@ def stack_backup(
     (strict), dump the databases, read volumes, data directories and configuration, start the
     writers again, save one snapshot with the stack manifest."""
     from stackvault.cli.commands.backup import make_progress
+    from stackvault.cli.render import human_bytes
     from stackvault.errors import EXIT_INCOMPLETE
     from stackvault.sources.docker.engine import connect
     from stackvault.stack.backup import backup_stack
@@ -270,7 +271,8 @@ def stack_backup(
     else:
         for a in snap.artifacts:
             state = "ok" if a.complete else f"FAILED: {a.error}"
-            cli.print(f"artifact {a.name} ({a.kind}): {a.bytes or 0} bytes, {state}")
+            size = human_bytes(a.bytes or 0)
+            cli.print(f"artifact {a.name} ({a.kind}): {size}, {state}")
         if m.consistency == "strict":
             down = m.downtime
             cli.print(

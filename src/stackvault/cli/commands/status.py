@@ -9,6 +9,7 @@ from stackvault.errors import EXIT_ERROR
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from contextlib import AbstractContextManager
 
     from stackvault.cli.context import Cli
@@ -61,7 +62,7 @@ def status(cli: Cli, *, job: str | None, config: str | None) -> int:
         cli.emit_json({"jobs": [status_json(s) for s in statuses]})
     else:
         for s in statuses:
-            for line in job_lines(s):
+            for line in job_lines(s, cli.time):
                 cli.print(line)
     return 0 if all(s.ok for s in statuses) else EXIT_NOT_OK
 
@@ -91,9 +92,9 @@ def span(seconds: float) -> str:
     return f"{days}d{rest // 3600}h" if rest >= 3600 else f"{days}d"
 
 
-def job_lines(s: JobStatus) -> list[str]:
+def job_lines(s: JobStatus, time: Callable[..., str]) -> list[str]:
     """The table of one job: its line, then an indented line per repository, then the reasons
-    for a verdict other than ok."""
+    for a verdict other than ok (``time``: how the command line writes a moment)."""
     last = s.last_run
     if last is None:
         run = "never run"
@@ -105,7 +106,7 @@ def job_lines(s: JobStatus) -> list[str]:
         )
     lines = [
         f"{s.job:<16} {s.verdict:<10} rpo {span(s.rpo_s)}, {run}, "
-        f"next {s.next_run:%Y-%m-%d %H:%M} UTC"
+        f"next {time(s.next_run, seconds=False)}"
     ]
     lines += [f"  {_repository_line(r, s)}" for r in s.repositories]
     lines.append(f"  {'drill':<24} {_drill_text(s)}")

@@ -104,7 +104,8 @@ def tag_cmd(
             if until is not None and not dry_run:
                 raise UsageError(
                     f"snapshot {snap.short_id} is under Object Lock retention until "
-                    f"{until:%Y-%m-%d %H:%M}: it cannot be replaced, so its tags cannot change"
+                    f"{cli.time(until, seconds=False)}: it cannot be replaced, so its tags "
+                    "cannot change"
                 )
             old_id, old_tags = snap.id, list(snap.tags)
             if not dry_run:
