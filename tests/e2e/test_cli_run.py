@@ -188,6 +188,8 @@ def test_failing_before_hook_fails_the_run_and_runs_on_failure(
     assert res.code == EXIT_ERROR
     assert "Traceback" not in res.err
     assert "preflight: failed" in res.err and "exited with status 4" in res.err
+    assert "[hook before] preparing\n" in res.err
+    assert "[hook before] cannot prepare\n" in res.err
     assert marker.exists() and not (tmp_path / "after-ran").exists()
     assert job_snapshots(tmp_path / "primary", PASSWORD) == []
     (record,) = runs(tmp_path / "primary", PASSWORD)
@@ -205,6 +207,33 @@ def test_after_hook_runs_on_success(tmp_path: Path, setup: Path, cli: Cli) -> No
     assert res.code == 0, res.err
     assert (tmp_path / "after-ran").exists()
     assert "hook after: ok" in res.out
+
+
+def test_hook_output_is_shown_prefixed_and_kept_in_the_report(
+    tmp_path: Path, setup: Path, cli: Cli
+) -> None:
+    """Every line a hook prints reaches stderr as ``[hook KIND] line``, and the --json report
+    keeps it (``log``): both its last 64 KiB when it printed more."""
+    config = write_config(
+        tmp_path,
+        hooks="""\
+    hooks:
+      before: "echo dumping; echo slow disk >&2"
+      after: "seq 1 20000"
+""",
+    )
+    res = cli("run", "etc", "--config", config, "--json")
+    assert res.code == 0, res.err
+    assert "[hook before] dumping\n[hook before] slow disk\n" in res.err
+    assert "[hook after] [...]\n" in res.err and res.err.endswith("[hook after] 20000\n")
+    assert "[hook after] 1\n" not in res.err
+    before, after = res.json()["hooks"]
+    assert before["log"] == "dumping\nslow disk\n"
+    assert before["output"] == "slow disk"
+    assert after["log"].startswith("[...]\n") and after["log"].endswith("\n19999\n20000\n")
+    assert len(after["log"]) <= 64 * 1024 + len("[...]\n")
+    kept = after["log"].splitlines()[1:]
+    assert kept == [str(n) for n in range(int(kept[0]), 20001)], "whole lines, the last ones"
 
 
 def test_unknown_job_is_one_line(setup: Path, cli: Cli) -> None:

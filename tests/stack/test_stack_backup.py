@@ -15,6 +15,7 @@ stopped service runs again.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +142,8 @@ def test_online_backup_stops_nothing(
     res = cli("stack", "backup", "--config", str(plan_file), "--consistency", "online")
     assert res.code == 0, res.err
     assert "online: parts captured over" in res.out
+    sizes = re.findall(r"^artifact \S+ \(\S+\): (.+), ok$", res.out, re.M)
+    assert sizes and all(re.fullmatch(r"\d+ B|\d+\.\d\d [KMG]iB", s) for s in sizes), res.out
     assert "stopping" not in res.err
     res = cli("snapshots", "--json")
     m = res.json()[-1]
@@ -240,7 +243,7 @@ def test_hooks_run_around_the_cut_and_an_essential_failure_undoes(
         good
         + """
   - service: redis
-    before: "echo no pause endpoint >&2; exit 7"
+    before: "echo asking for a pause; echo no pause endpoint >&2; exit 7"
     mode: essential
 """
     )
@@ -251,6 +254,8 @@ def test_hooks_run_around_the_cut_and_an_essential_failure_undoes(
         "the backup was aborted before anything was stopped or saved"
     ) in res.err, res.err
     assert "stopping" not in res.err
+    shown = "[hook redis before] asking for a pause\n[hook redis before] no pause endpoint\n"
+    assert shown in res.err, "the hook's own output, prefixed"
     assert log.read_text() == "pause\nresume\n" * 2 and not marker.exists(), "the undo ran"
     assert len(cli("snapshots", "--json").json()) == count
     assert states(project) == dict.fromkeys((*WRITERS, "db", "redis"), "running")
@@ -260,3 +265,5 @@ def test_hooks_run_around_the_cut_and_an_essential_failure_undoes(
     assert res.code == 0, res.err
     assert "warning: the before hook of service redis (container) exited with status 7" in res.err
     assert [h["ok"] for h in res.json()["manifest"]["hooks"]].count(False) == 1
+    redis = next(h for h in res.json()["manifest"]["hooks"] if h["service"] == "redis")
+    assert redis["output"] == "asking for a pause\nno pause endpoint\n"

@@ -267,7 +267,7 @@ class JobRun:
         return self.steps[-1].result == "ok"
 
     def _hook(self, kind: HookKind, argv: tuple[str, ...]) -> HookOutcome:
-        outcome = run_hook(kind, argv, timeout_s=self.hook_timeout_s)
+        outcome = run_hook(kind, argv, timeout_s=self.hook_timeout_s, notice=self.notice)
         self.hooks.append(outcome)
         return outcome
 

@@ -132,6 +132,9 @@ class HookRun(_Stored):
     error: str | None
     """Why it failed: the exit status and the last line of its error output."""
     seconds: float
+    output: str = ""
+    """What it printed (standard output, then error output), its last 64 KiB at most; absent
+    in manifests written before it was kept."""
 
 
 class AppVersions(_Stored):

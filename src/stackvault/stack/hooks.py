@@ -5,8 +5,12 @@
 ``before`` already ran are run at once as the undo, then `HookFailed` is raised. An optional
 one that fails is a warning. `Hooks.after` runs the ``after`` commands in reverse order
 (once per hook, also as the undo after a failed cut); their failures are warnings - the data
-is already read by then. Every run is recorded (service, phase, ok, seconds, exit status and
-the last line of its error output) for the manifest.
+is already read by then. Every run is recorded (service, phase, ok, seconds, exit status, the
+last line of its error output and what it printed, bounded by `OUTPUT_KEEP`) for the manifest.
+
+What a hook prints is shown as it ends, each line prefixed (``[hook api before] ...``), through
+the notice callback (stderr on the command line): a hook's own words are often what explains
+its failure. `hook_output` and `show_output` are shared with a job's hooks (`ops/hooks.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,30 @@ from stackvault.stack.compose import Project
 
 if TYPE_CHECKING:
     from docker import DockerClient
+
+
+OUTPUT_KEEP = 64 * 1024
+"""Characters of a hook's output kept for the report (its last ones)."""
+
+
+def hook_output(stdout: bytes, stderr: str, keep: int = OUTPUT_KEEP) -> str:
+    """What a hook printed: its standard output, then its error output (the two are read
+    apart, so their order between each other is lost); at most the last ``keep``
+    characters, cut at a line's start, after a ``[...]`` line when something was cut."""
+    out = stdout.decode("utf-8", "replace")
+    text = out + ("\n" if out and not out.endswith("\n") and stderr else "") + stderr
+    if len(text) <= keep:
+        return text
+    tail = text[-keep:]
+    start = tail.find("\n") + 1
+    return "[...]\n" + (tail[start:] if 0 < start < len(tail) else tail)
+
+
+def show_output(notice: Callable[[str], None], label: str, text: str) -> None:
+    """Each non-empty line of ``text`` as a notice ``[hook LABEL] line``."""
+    for line in text.splitlines():
+        if line.strip():
+            notice(f"[hook {label}] {line.rstrip()}")
 
 
 class HookFailed(SourceError):
@@ -62,9 +90,12 @@ class Hooks:
         t0 = time.monotonic()
         error: str | None = None
         code: int | None = None
+        output = ""
         try:
             res = self._runner(hook).run(argv, timeout=hook.timeout)
             code = res.code
+            output = hook_output(res.stdout, res.stderr)
+            show_output(self.notice, f"{hook.service} {phase}", output)
             if res.code != 0:
                 last = (res.stderr.strip().splitlines() or [""])[-1][:200]
                 error = describe_exit(res.code) + (f": {last}" if last else "")
@@ -80,6 +111,7 @@ class Hooks:
                 exit=code,
                 error=error,
                 seconds=round(time.monotonic() - t0, 3),
+                output=output,
             )
         )
         return error
