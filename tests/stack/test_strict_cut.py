@@ -249,3 +249,31 @@ def test_a_paused_service_is_frozen_for_the_capture_not_stopped(
     assert front is not None
     assert all(d is not None and d < front for n, d in down.items() if n != "front"), down
     assert done.manifest.to_dict()["downtime"]["services"]["w1"]["mode"] == "pause"
+
+
+def test_each_service_runs_again_as_soon_as_its_own_data_is_read(
+    cli: Cli, project: StubbornProject, plan_file: Path, initialised: Path
+) -> None:
+    big = project.directory / "data" / "w3" / "big.bin"
+    with big.open("wb") as f:  # w3 alone has much data: reading it takes seconds
+        for _ in range(48):
+            f.write(os.urandom(8 << 20))
+    try:
+        res = cli("stack", "backup", "--config", str(plan_file), "--json")
+    finally:
+        big.unlink()
+    assert res.code == 0, res.err
+    assert project.running() == set(WRITERS)
+    m = res.json()["manifest"]
+    capture_s, stop_s = m["timings"]["capture_s"], m["timings"]["stop_s"]
+    services = m["downtime"]["services"]
+    down = {n: s["downtime_s"] for n, s in services.items()}
+    print(f"stop {stop_s} s, capture {capture_s} s, downtime per service {down}")
+    assert capture_s > 1.0, m["timings"]
+    # w4's own data is a few bytes: it runs again long before w3's 384 MiB are read.
+    for name in ("w1", "w2", "w4", "front"):
+        assert down[name] < stop_s + 0.5 * capture_s, (name, down, m["timings"])
+    assert down["w3"] >= stop_s + 0.8 * capture_s - GRACE["front"], (down, m["timings"])
+    assert down["w3"] > down["w4"] + 0.5 * capture_s, down
+    # front depends on w1 and w2: started again after both.
+    assert services["front"]["level"] == 0

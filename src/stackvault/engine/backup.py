@@ -75,6 +75,12 @@ class BackupOptions:
     snapshot are written) with the artifact records; what it returns becomes the snapshot's
     ``stack`` manifest. A stack backup restarts its stopped services here. Not called when
     the capture failed; an exception from it fails the backup."""
+    captured: Callable[[str], None] | None = None
+    """Called, from any thread, with each source's name once its capture is over (complete
+    or failed), and with each backed-up path (as normalised: absolute, the outermost of
+    nested ones) once everything below it is read, not with one whose walk failed. A stack
+    backup starts each stopped service again as soon as its own data is read; it must return
+    at once."""
 
 
 def normalise_paths(opts: BackupOptions) -> list[str]:
@@ -207,6 +213,7 @@ class BackupJob:
                     alone=not self.opts.paths and not self.opts.stdin_command,
                     before_cut=self.opts.before_cut,
                     cut_at=self.opts.cut_at,
+                    captured=self.opts.captured,
                 )
                 files.counts.add(bytes=capture.bytes)
             if self.opts.stdin_command:
@@ -260,7 +267,9 @@ class BackupJob:
         if self.opts.scan_totals and file_paths:
             scanner = start_totals(paths, matcher, self.progress, parent)
         try:
-            return files.build_root(writer, walker, file_paths, parent, extra)
+            return files.build_root(
+                writer, walker, file_paths, parent, extra, read=self.opts.captured
+            )
         finally:
             if scanner:
                 scanner.stop()

@@ -67,17 +67,21 @@ class SourceCapture:
         alone: bool,
         before_cut: Callable[[], None] | None = None,
         cut_at: int = 0,
+        captured: Callable[[str], None] | None = None,
     ) -> list[Node]:
         """Capture every source, appending its record to ``records``; return the root's
         ``.stackvault`` node (none when nothing was captured). ``several``: a failed source
         makes the snapshot incomplete instead of failing the run; ``alone``: nothing but the
         sources is backed up, so all of them failing fails the run. ``before_cut`` is called
-        once the first ``cut_at`` sources are captured."""
+        once the first ``cut_at`` sources are captured; ``captured`` with each source's name
+        once its capture is over (complete or failed)."""
         nodes: list[Node] = []
         for i, source in enumerate(sources):
             if i == cut_at and i > 0 and before_cut is not None:
                 before_cut()
             nodes += self._one(source, parent, records, several=several)
+            if captured is not None:
+                captured(source.name)
         if 0 < len(sources) <= cut_at and before_cut is not None:
             before_cut()
         if several and not nodes and alone:

@@ -391,12 +391,15 @@ class FileTreeBackup:
         paths: list[str],
         parent: Snapshot | None,
         extra: list[Node],
+        *,
+        read: Callable[[str], None] | None = None,
     ) -> bytes:
         """Save the trees from ``/`` down to every backed-up path, with ``extra`` nodes added
         to the root (the artifacts' directory); return the root tree id. Files are compared
-        with ``parent``'s (unchanged ones are not read). The directories above the paths
-        are walked with a stack of their own (`_Above`), not recursion: a path may have more
-        components than Python's recursion limit."""
+        with ``parent``'s (unchanged ones are not read). ``read`` is called, from any thread,
+        with each of ``paths`` once everything below it is stored (not when its walk failed).
+        The directories above the paths are walked with a stack of their own (`_Above`), not
+        recursion: a path may have more components than Python's recursion limit."""
         pool = self._pool
         parent_root = Node(name="", type="dir", subtree=parent.tree) if parent else None
         stack = [self._above("/", paths, parent_root, list(extra), None)]
@@ -406,9 +409,10 @@ class FileTreeBackup:
             if name is not None:
                 full = f"{top.prefix.rstrip('/')}/{name}"
                 if full in top.groups[name]:
-                    top.nodes.append(
-                        self._backup_root(pool, writer, walker, full, top.olds.get(name))
-                    )
+                    built = self._backup_root(pool, writer, walker, full, top.olds.get(name))
+                    top.nodes.append(built)
+                    if read is not None:
+                        _when_read(built, full, read)
                 else:
                     # A directory above a backed-up path: its own metadata, none of its
                     # other contents.
@@ -437,6 +441,21 @@ class FileTreeBackup:
             groups.setdefault(rest.split("/", 1)[0], []).append(p)
         olds = self._lister.parent_children(old)
         return _Above(prefix, groups, iter(sorted(groups)), olds, more, node)
+
+
+def _when_read(
+    built: Node | Future[Node | None] | None, path: str, read: Callable[[str], None]
+) -> None:
+    """``read(path)`` once ``built`` (a backed-up path's node) is done, unless it failed."""
+    if not isinstance(built, Future):
+        read(path)
+        return
+
+    def done(future: Future[Node | None]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            read(path)
+
+    built.add_done_callback(done)
 
 
 @dataclass

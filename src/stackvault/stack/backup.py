@@ -11,14 +11,17 @@ stack manifest.
   at once, so the stop costs the slowest service of each level, not the sum of their
   timeouts. Each container is given its own stop timeout where it has one (Compose's
   ``stop_grace_period``, the container's ``StopTimeout``), ``stop_timeout`` otherwise. Then
-  every database is dumped, every volume and data directory read, the configuration read -
-  all while nothing writes; then they are started again in reverse level order, each level at
-  once, as soon as the last byte is read (before the repository's index and snapshot are
-  written), and the manifest records per service how long it was down and whether it was
-  killed after its timeout (`Downtime`). They are started again after a failure, Ctrl-C or
-  SIGTERM too (`stackvault.sources.docker.quiesce.Quiesce`). The services whose plan says
-  ``quiesce: pause`` (or named in ``pause``) are frozen instead (``docker pause`` at their
-  place among the levels, ``docker unpause`` when the others start): no stop, no start, down
+  every database is dumped (the dumps first: a writer may run again only once every dump is
+  taken), then each stopped service's own volumes (in the order the services start again),
+  then the data directories and the configuration; each stopped service is started again as
+  soon as its own data is read and every stopped service it depends on runs again
+  (`stackvault.stack.restarts`), the others once the last byte is read (before the
+  repository's index and snapshot are written), and the manifest records per service how long
+  it was down and whether it was killed after its timeout (`Downtime`). They are started
+  again after a failure, Ctrl-C or SIGTERM too (`stackvault.sources.docker.quiesce.Quiesce`).
+  The services whose plan says ``quiesce: pause`` (or named in ``pause``) are frozen instead
+  (``docker pause`` at their place among the levels, ``docker unpause`` as soon as their own
+  data is read, as a stopped service is started): no stop, no start, down
   for the capture alone; what they wrote stays as after a crash, so only for stores that
   survive one (a vector store or object store with a write-ahead log), never a database
   service (it is dumped through its container, which a frozen container refuses).
@@ -67,6 +70,7 @@ from stackvault.stack.hooks import Hooks
 from stackvault.stack.preflight import Check, errors, preflight
 from stackvault.stack.presets import dify
 from stackvault.stack.reach import postgres_query, source_url
+from stackvault.stack.restarts import EarlyRestarts, capture_order, cut_data
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -125,18 +129,22 @@ def backup_stack(
             )
     started = time.monotonic()
     checks, project = _ready(plan, client, notice)
-    sources = [open_source(source_url(s)) for s in plan.sources]
+    paths = _paths(plan)  # those that exist now, before any hook ran
+    cut = _Cut(plan, project, client, mode, stop_timeout, notice, set(pause), paths)
+    by_name = {s.name: s for s in plan.sources}
+    planned = [by_name[n] for n in capture_order(plan.sources, cut.data, cut.start_order)]
+    sources = [open_source(source_url(s)) for s in planned]
+    alias = {opened.name: s.name for opened, s in zip(sources, planned, strict=True)}
     if with_images:
         images = sorted({svc.image for svc in project.services.values() if svc.image})
         sources.insert(0, open_source("docker-images://?tags=" + ",".join(images)))
-    paths = _paths(plan)  # those that exist now, before any hook ran
-    cut = _Cut(plan, project, client, mode, stop_timeout, notice, set(pause))
     cut.hooks.before()
     try:
         job = _job(repo, plan, paths, tags, sources, progress)
         job.opts.before_cut = cut.stop
         job.opts.cut_at = 1 if with_images else 0
         job.opts.after_capture = cut.finish
+        job.opts.captured = lambda name: cut.restarts.captured(alias.get(name, name))
         try:
             result = job.run()
         except BaseException as exc:
@@ -177,8 +185,8 @@ def _ready(
 
 class _Cut:
     """Around the capture: the hooks, stopping the writers (strict) at the cut and starting
-    them again as soon as everything is read - or after a failure -, the timings, and then the
-    manifest."""
+    each again as soon as its own data is read, the others once everything is read - or after
+    a failure -, the timings, and then the manifest."""
 
     def __init__(
         self,
@@ -189,7 +197,9 @@ class _Cut:
         stop_timeout: float,
         notice: Callable[[str], None],
         pause: set[str],
+        paths: list[str],
     ) -> None:
+        from stackvault.engine.backup import normalise_paths
         from stackvault.sources.docker.engine import get_container
         from stackvault.sources.docker.quiesce import Quiesce
 
@@ -217,6 +227,10 @@ class _Cut:
             pause=paused,
             notice=notice,
         )
+        self.start_order = [svc for level in reversed(self.levels) for svc in level]
+        walked = normalise_paths(BackupOptions(paths=paths, sources=[])) if paths else []
+        self.data = cut_data(plan, project, self.stopping, walked)
+        self.restarts = EarlyRestarts(self.data, self._start_services)
         self.hooks = Hooks(plan.hooks, project, client, notice)
         self.times: dict[str, float] = {}
         self.entered = False
@@ -231,12 +245,23 @@ class _Cut:
         self.quiesce.__enter__()  # on failure it starts again what it stopped, then raises
         self.entered = True
         self.times["stopped"] = time.monotonic()
+        self.restarts.begin()
+
+    def _start_services(self, services: list[str]) -> set[str]:
+        """Start ``services`` again now (their own data is read); those that failed."""
+        self.notice(f"starting {', '.join(services)} again: their own data is read")
+        containers = [c for c, svc in self.service_of.items() if svc in services]
+        failed = self.quiesce.start(containers)
+        return {self.service_of[f.split(" ", 1)[0]] for f in failed}
 
     def finish(self, artifacts: list[ArtifactRecord]) -> dict[str, Any]:
-        """Everything is read (`BackupOptions.after_capture`): start the writers again, run
-        the after hooks, and give the manifest to store."""
+        """Everything is read (`BackupOptions.after_capture`): start the writers that do not
+        run yet, run the after hooks, and give the manifest to store."""
         self.times["captured"] = time.monotonic()
+        interrupted = self.restarts.end()
         self.quiesce.__exit__(None, None, None)  # start the services again now (idempotent)
+        if interrupted:
+            raise KeyboardInterrupt
         self.times["restarted"] = time.monotonic()
         self.hooks.after()
         self.manifest = _manifest(self, artifacts)
@@ -244,6 +269,7 @@ class _Cut:
 
     def start_again(self, exc: BaseException) -> None:
         """The backup failed: start the services again, whatever happened."""
+        self.restarts.end()
         if self.entered:
             self.quiesce.__exit__(type(exc), exc, exc.__traceback__)
 

@@ -33,6 +33,9 @@ end, an engine that does not answer) aborts the capture with a `SourceError` nam
 containers stopped before it are started again. So is a container that runs again right after
 its stop (someone else started it).
 
+**Starting early.** `start` starts chosen containers again inside the block (a stack backup
+starts each service as soon as its own data is read); the end of the block starts the others.
+
 **Starting again** tries every container, in reverse order (reverse level order, each level
 in parallel), even when some fail or a second Ctrl-C arrives; all failures are reported
 together. A container whose stop was interrupted
@@ -391,6 +394,24 @@ class Quiesce:
             raise SourceError(f"it is {state.get('Status')} right after its unpause")
         target.started = unpaused
         self.notice(f"container {target.name} runs again (unpaused)")
+
+    def start(self, names: Collection[str]) -> list[str]:
+        """Start again now, in parallel, the containers among ``names`` that this stopped or
+        paused and that do not run yet (a caller whose own data of them is read; it keeps
+        dependencies before their dependents). Only inside the block, never at the same time
+        as its end. The failures, as messages: those containers are tried again at the end of
+        the block, which reports them if they still fail."""
+        with self._lock:
+            targets = [
+                t for t in self._targets if t.name in names and t.started is None and not t.pending
+            ]
+        if not targets:
+            return []
+        with _deadline(self.api, self.grace):
+            failures, _ = _in_parallel(self._start_one, targets)
+        for target, exc in failures:
+            self.notice(f"container {target.name} could not be started again yet: {_clean(exc)}")
+        return [f"{t.name} ({_clean(exc)})" for t, exc in failures]
 
     def _start_all(self) -> tuple[list[str], KeyboardInterrupt | None]:
         """Start every stopped container again: levels in reverse order, each in parallel."""
