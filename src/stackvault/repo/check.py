@@ -6,6 +6,10 @@ pack exists with a plausible size, every snapshot and every tree. With ``read_da
 subset) it also reads packs, checks their hash, header and every blob's authentication tag and
 keyed id. Unreferenced packs (left by a crash) are notices, not errors. Run records
 (``runs/``) are read and authenticated; a damaged one is an error that calls for no repair.
+
+A damaged pack is named with the snapshots that use its blobs (`CheckReport.pack_users`), as
+far as the index still tells which blobs it holds: those are the snapshots its repair keeps
+whole (or, for blobs that no longer read, the ones `repair snapshots` will cut down).
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ class CheckReport:
     bytes_read: int = 0
     damaged_packs: set[str] = field(default_factory=set)
     """Packs read whose content, header or blobs are damaged (names)."""
+    pack_users: dict[str, list[str]] = field(default_factory=dict)
+    """Damaged pack (name) → ids of the snapshots that use one of its blobs (a file's data or
+    a directory's tree), as the index lists the pack's blobs; oldest snapshot first."""
 
     @property
     def ok(self) -> bool:
@@ -212,6 +219,27 @@ class Checker:
             damaged = self._damaged_below(snap.tree, "")
             if damaged:
                 self.report.affected[snap.id] = damaged
+        if self.report.damaged_packs:
+            self._name_pack_users([snap.id for snap in snaps], [snap.tree for snap in snaps])
+
+    def _name_pack_users(self, snap_ids: list[str], roots: list[bytes]) -> None:
+        """`CheckReport.pack_users` of every damaged pack the index still lists: a second
+        walk of the snapshots' trees, done only when a pack is damaged. Each tree's answer
+        (the damaged packs used below it) is kept per tree id, so a shared tree is read once;
+        a tree that cannot be read was reported by the first walk and counts for nothing."""
+        in_pack: dict[bytes, str] = {}
+        for pack_id, blobs in self.repo.index.packs().items():
+            name = pack_name(pack_id)
+            if name in self.report.damaged_packs:
+                in_pack.update((b.blob_id, name) for b in blobs)
+        if not in_pack:
+            return
+        memo: dict[bytes, frozenset[str]] = {}
+        users: dict[str, list[str]] = {}
+        for snap_id, root in zip(snap_ids, roots, strict=True):
+            for name in sorted(_packs_below(self.repo, root, in_pack, memo)):
+                users.setdefault(name, []).append(snap_id)
+        self.report.pack_users = dict(sorted(users.items()))
 
     def _check_runs(self) -> None:
         """Every run record must authenticate and parse; a damaged one is an error of kind
@@ -275,6 +303,49 @@ class Checker:
             known = self._tree_memo[tree_id] = ["/ (whole directory)"]
             return known
         return _TreeVisit(tree_id, nodes)
+
+
+def _packs_below(
+    repo: Repository, root: bytes, in_pack: dict[bytes, str], memo: dict[bytes, frozenset[str]]
+) -> frozenset[str]:
+    """The packs of ``in_pack`` (blob id → pack name) that the tree ``root`` uses: its own
+    blob, its subtrees' and its files' data blobs. Depth first with a stack of its own; every
+    tree's answer is kept in ``memo``."""
+    stack: list[tuple[bytes, list[Node], set[str]]] = []
+
+    def enter(tree_id: bytes) -> frozenset[str] | None:
+        known = memo.get(tree_id)
+        if known is not None:
+            return known
+        try:
+            nodes = repo.load_tree(tree_id)
+        except IntegrityError:
+            memo[tree_id] = frozenset()
+            return memo[tree_id]
+        found = {in_pack[tree_id]} if tree_id in in_pack else set()
+        for node in nodes:
+            if node.type == "file":
+                found.update(in_pack[b] for b in node.content if b in in_pack)
+        stack.append((tree_id, [n for n in nodes if n.type == "dir" and n.subtree], found))
+        return None
+
+    first = enter(root)
+    if first is not None:
+        return first
+    while stack:
+        tree_id, dirs, found = stack[-1]
+        if not dirs:
+            stack.pop()
+            memo[tree_id] = frozenset(found)
+            if stack:
+                stack[-1][2].update(found)
+            continue
+        subtree = dirs.pop().subtree
+        assert subtree is not None
+        below = enter(subtree)
+        if below is not None:
+            found.update(below)
+    return memo[root]
 
 
 @dataclass

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.repo.check import CheckReport
     from stackvault.repo.repository import Repository
 
 
@@ -115,6 +116,7 @@ def check(cli: Cli, *, read_data: bool, read_data_subset: str | None) -> int | N
                 "blobs_read": report.blobs_read,
                 "bytes_read": report.bytes_read,
                 "damaged_packs": sorted(report.damaged_packs),
+                "pack_users": report.pack_users,
                 "repairs": report.repairs(),
             }
         )
@@ -123,6 +125,8 @@ def check(cli: Cli, *, read_data: bool, read_data_subset: str | None) -> int | N
             cli.notice(f"notice: {n}")
         for e in report.errors:
             cli.print(f"error: {e.kind} {e.name}: {e.message}")
+        for line in _pack_user_lines(report):
+            cli.print(line)
         for snap_id, paths in report.affected.items():
             shown = ", ".join(paths[:10]) + (
                 f" and {len(paths) - 10} more" if len(paths) > 10 else ""
@@ -143,3 +147,24 @@ def check(cli: Cli, *, read_data: bool, read_data_subset: str | None) -> int | N
     if not report.ok:
         return EXIT_INTEGRITY
     return None
+
+
+def _pack_user_lines(report: CheckReport) -> list[str]:
+    """``pack 5868842dbbe4e8c3 (damaged) is used by 2 snapshot(s): 46cb9997, 27c23f4c; their
+    data still reads ...`` for each damaged pack whose blobs the index still lists."""
+    lines = []
+    for name, ids in report.pack_users.items():
+        shown = ", ".join(i[:8] for i in ids[:10]) + (
+            f" and {len(ids) - 10} more" if len(ids) > 10 else ""
+        )
+        lost = sum(1 for i in ids if i in report.affected)
+        state = (
+            f"{lost} of them can no longer restore everything (below)"
+            if lost
+            else "their data still reads through the index, so repairing the pack keeps them whole"
+        )
+        lines.append(
+            f"pack {name.rsplit('/', 1)[-1][:16]} (damaged) is used by {len(ids)} "
+            f"snapshot(s): {shown}; {state}"
+        )
+    return lines
