@@ -209,6 +209,9 @@ def test_drill_passes_while_production_writes(
     kinds = " ".join(probes)
     assert "database db" in kinds and "redis " in kinds and "volume " in kinds, kinds
     assert probes["files: data directories (SHA-256)"]["status"] == "pass"
+    connected = {n: p["status"] for n, p in probes.items() if n.endswith(": accepts connections")}
+    assert len(connected) == 2 and set(connected.values()) == {"pass"}, connected  # db, redis
+    assert report["blanked"] == []  # the project has no outbound settings
     assert report["cleanup"]["ok"] and any(
         r.startswith("container ") for r in report["cleanup"]["removed"]
     )

@@ -328,13 +328,30 @@ def test_drills_come_from_the_policy_or_the_job_and_need_a_stack(tmp_path: Path)
     }
 
 
+def test_drills_of_database_and_path_jobs_are_scheduled(tmp_path: Path) -> None:
+    path = tmp_path / "stackvault.yaml"
+    path.write_text(
+        REPOS
+        + "jobs:\n"
+        + "  db: {sources: ['postgres://u@127.0.0.1/app', 'mysql://127.0.0.1/shop'], "
+        + "policy: tier3, repository: primary, drill: {every: 7d}}\n"
+        + "  web: {paths: [/srv], policy: tier3, repository: primary, drill: {every: 1d}}\n"
+    )
+    config = load_config(str(path), check_files=False)
+    for name, every in (("db", "7d"), ("web", "1d")):
+        drill = config.job(name).drill
+        assert drill.every is not None and str(drill.every.value) == every
+
+
 @pytest.mark.parametrize(
     ("job", "wanted"),
     [
         (
-            "web: {paths: [/srv], policy: tier3, repository: primary, drill: {every: 7d}}",
-            "jobs.web.drill: drill.every (job web) asks for restore drills, which restore a "
-            "stack: give this job a stack_plan",
+            "cache: {sources: ['redis://127.0.0.1:6379'], policy: tier3, repository: primary, "
+            "drill: {every: 7d}}",
+            "jobs.cache.drill: drill.every (job cache) asks for restore drills, which restore "
+            "a stack, or PostgreSQL and MySQL sources and paths, not redis://127.0.0.1:6379: "
+            "give this job a stack_plan, or leave drills out",
         ),
         (
             "dify: {stack_plan: p.yaml, policy: tier3, repository: primary, "

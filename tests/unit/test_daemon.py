@@ -379,8 +379,13 @@ def test_sigterm_interrupts_every_child_and_kills_one_that_does_not_stop(tmp_pat
     assert "stop-timeout" in h.kinds()
 
 
+@pytest.mark.parametrize(
+    "what",
+    ["stack_plan: /nonexistent/plan.yaml", "sources: ['postgres://u@127.0.0.1/app']"],
+    ids=["stack", "database"],
+)
 def test_drills_run_by_policy_beside_the_runs_and_are_retried_sooner_after_a_failure(
-    tmp_path: Path,
+    tmp_path: Path, what: str
 ) -> None:
     class Flaky(FakeLauncher):
         """Drills that fail the first time, pass after."""
@@ -398,7 +403,7 @@ def test_drills_run_by_policy_beside_the_runs_and_are_retried_sooner_after_a_fai
     h.config.write_text(
         h.config.read_text().replace(
             "    paths: [/nonexistent]\n",
-            "    stack_plan: /nonexistent/plan.yaml\n    drill: {every: 1d}\n",
+            f"    {what}\n    drill: {{every: 1d}}\n",
         )
     )
     runs.clock = drills.clock = h.clock

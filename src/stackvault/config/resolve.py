@@ -41,6 +41,8 @@ from stackvault.config.schedule import Schedule, derive_schedule
 from stackvault.config.tiers import DEFAULT_RETENTION, TIERS
 from stackvault.config.yamlfile import KeyPath
 from stackvault.errors import StackvaultError
+from stackvault.records.drill import drillable_source
+from stackvault.redact import redact
 
 
 @dataclass
@@ -263,11 +265,13 @@ class Resolver:
         values = self.values(layers, None)
         if values is None:
             return
-        if values.drill.every is not None and not entry.stack_plan:
+        undrillable = [s for s in entry.sources if not drillable_source(s)]
+        if values.drill.every is not None and not entry.stack_plan and undrillable:
             self._error(
                 (*here, "drill") if entry.drill is not None else (*here, "policy"),
                 f"drill.every ({values.drill.every.source}) asks for restore drills, which "
-                "restore a stack: give this job a stack_plan, or leave drills to stack jobs",
+                "restore a stack, or PostgreSQL and MySQL sources and paths, not "
+                f"{redact(undrillable[0])}: give this job a stack_plan, or leave drills out",
             )
             return
         retention = self._retention(layers, [primary.name, *(c.name for c in copies)], here)

@@ -10,13 +10,16 @@ fields say what every reader of run records needs (result, snapshot drilled, err
 {"drill_id", "project", "drill_project", "snapshot_time", "rto_s", "rto_target_s",
  "rpo_achieved_s", "phases": [{"name", "group", "start_s", "end_s", "status"}],
  "probes": [{"name", "status": "pass"|"fail"|"skipped", "message"}],
- "cleanup": {"ok", "error", "removed": [...]}, "notices": [...]}
+ "cleanup": {"ok", "error", "removed": [...]}, "notices": [...], "blanked": [...]}
 ```
 
 Times in ``phases`` are seconds from the drill's start. ``rto_s`` runs from the start of
 the ``read snapshot`` phase until the probes are done (removing earlier drills' leftovers
 and the cleanup are not part of it); None when the drill did not get that far.
-``rpo_achieved_s`` is the restore point's age when the drill started. A drill passes only
+``rpo_achieved_s`` is the restore point's age when the drill started. ``blanked`` lists the
+outbound settings the drill emptied (``SERVICE: NAME``). A drill of a job that protects no
+stack (``project`` and ``drill_project`` empty) restores its database artifacts into
+throwaway servers and its paths into a directory (`DRILLABLE_SCHEMES`). A drill passes only
 when every probe that ran passed (a skipped probe never counts as a pass, and a drill whose
 probes were all skipped fails) and its cleanup left nothing behind.
 """
@@ -35,6 +38,18 @@ DRILL_STEP = "drill"
 """The name of the one step of a drill's run record."""
 
 ProbeStatus = Literal["pass", "fail", "skipped"]
+
+DRILLABLE_SCHEMES = ("postgres", "postgresql", "mysql", "mariadb")
+"""The source URL schemes (with or without ``+docker``) a drill of a job without a stack
+restores into a throwaway server; a job's paths are drilled too, other sources are not."""
+
+
+def drillable_source(url: str) -> bool:
+    """Whether a drill of a job without a stack can restore source ``url`` (its scheme is
+    one of `DRILLABLE_SCHEMES`)."""
+    scheme = url.partition("://")[0].lower().removesuffix("+docker")
+    return scheme in DRILLABLE_SCHEMES
+
 
 PHASE_GROUPS = ("snapshot", "files", "databases", "start", "healthy", "probes", "cleanup")
 """What a phase belongs to, for the report's timeline: reading the snapshot, restoring
@@ -101,6 +116,8 @@ class DrillResult:
     probes: list[DrillProbe] = field(default_factory=list)
     cleanup: DrillCleanup = field(default_factory=DrillCleanup)
     notices: list[str] = field(default_factory=list)
+    blanked: list[str] = field(default_factory=list)
+    """The outbound settings the drill emptied, ``SERVICE: NAME``."""
 
     @classmethod
     def not_run(
@@ -191,6 +208,7 @@ class DrillResult:
                 "removed": list(self.cleanup.removed),
             },
             "notices": list(self.notices),
+            "blanked": list(self.blanked),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -288,6 +306,8 @@ class DrillResult:
                 result.probes.append(
                     DrillProbe(_text(p.get("name")), status_, _text(p.get("message")))
                 )
+        result.blanked = [str(x) for x in d.get("blanked") or [] if isinstance(x, str)]
+        result.notices = [str(x) for x in d.get("notices") or [] if isinstance(x, str)]
         c = d.get("cleanup")
         if isinstance(c, dict):
             result.cleanup = DrillCleanup(

@@ -382,6 +382,28 @@ class ProbePlan(Record):
     service: Annotated[OptionalText, _service_ref()] = None
 
 
+def _some_command(value: object) -> list[str]:
+    command = _command(value)
+    if not command:
+        raise _must("a command: a string or a list of strings")
+    return command
+
+
+class CommandProbePlan(Record):
+    """A command a restore drill runs once the drilled stack is up, inside the drill's
+    network namespace (in ``service``'s container, else the drill's sandbox): it passes on
+    exit 0 and fails otherwise (the report shows the tail of its output). It is given
+    ``STACKVAULT_PROBE_SERVICE``, ``STACKVAULT_PROBE_HOST`` (127.0.0.1, where the service
+    listens in the drill) and ``STACKVAULT_PROBE_PORT`` (``port``, else the port of the
+    service's database source, else empty)."""
+
+    service: Annotated[Text, _service_ref()]
+    command: Annotated[list[str], PlainValidator(_some_command)]
+    """A string is run by ``sh -c``; a list is the argument list."""
+    port: Annotated[int | None, PlainValidator(_port), InFile(if_any=True)] = None
+    timeout: Annotated[float, PlainValidator(_positive), InFile(number="g")] = 60.0
+
+
 def _unique_names(sources: list[SourcePlan]) -> list[SourcePlan]:
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
@@ -481,6 +503,20 @@ class Plan(Record):
         Field(
             description="HTTP checks after a restore, e.g. - {url: "
             "http://127.0.0.1/console/api/setup,\n" + " " * 37 + "status: 200, service: api}"
+        ),
+    ] = []
+    probe_commands: Annotated[
+        list[CommandProbePlan],
+        BeforeValidator(_records),
+        InFile(13, "records", gap=True, if_any=True),
+        Field(
+            description="commands a restore drill runs inside the drilled stack, passing on "
+            "exit 0 (given\nSTACKVAULT_PROBE_HOST, STACKVAULT_PROBE_PORT and "
+            "STACKVAULT_PROBE_SERVICE), e.g.\n"
+            "  - service: api\n"
+            '    command: curl -fsS "http://$STACKVAULT_PROBE_HOST:5001/health"\n'
+            "    port: 5001            # optional\n"
+            "    timeout: 60           # seconds"
         ),
     ] = []
     facts: Annotated[

@@ -1,6 +1,6 @@
-"""`stackvault drill JOB` (cli layer): a restore drill of a stack job's snapshot into an
-isolated copy of the stack, probed, timed and removed again; the drill itself is
-`stackvault.stack.drill`."""
+"""`stackvault drill JOB` (cli layer): a restore drill of a job's snapshot - a stack into an
+isolated copy of the stack, database sources into throwaway servers, paths into a directory -
+probed, timed and removed again; the drill itself is `stackvault.stack.drill`."""
 
 from __future__ import annotations
 
@@ -10,16 +10,22 @@ DEFAULT_WORKDIR = "/var/lib/stackvault/drills"
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from docker import DockerClient
 
     from stackvault.cli.context import Cli
     from stackvault.cli.parser import Subparsers
+    from stackvault.config.job import EffectiveJob
     from stackvault.records.drill import DrillResult
+    from stackvault.repo.repository import Repository
+    from stackvault.repo.snapshot import Snapshot
+    from stackvault.stack.drill import DrillOptions
 
 
 def register(subparsers: Subparsers) -> None:
     p = add_command(subparsers, "drill", drill)
-    p.add_argument("job", metavar="JOB", help="The stack job of the configuration file.")
+    p.add_argument("job", metavar="JOB", help="The job of the configuration file.")
     p.add_argument(
         "--config",
         "-c",
@@ -82,56 +88,92 @@ def drill(
     trigger: str = "manual",
     run_id: str | None = None,
 ) -> int:
-    """Restore a stack job's snapshot into an isolated copy of the stack (a new Compose
-    project <project>-drill-<time> with its own directory and volumes, every service in a
-    sandbox network namespace with nothing but loopback, no port published), start it,
-    probe it (databases and Redis against the snapshot's facts, files against their
-    SHA-256, services healthy, the plan's HTTP probes from inside the sandbox, Dify's tenant
-    keys), measure every phase and the RTO against the job's policy, remove everything it
-    created, and record the result as a run record (step drill) in the job's primary
-    repository.
+    """Restore a job's snapshot away from production, prove it works, measure every phase
+    and the RTO against the job's policy, remove everything it created, and record the
+    result as a run record (step drill) in the job's primary repository.
+
+    A stack job is restored into an isolated copy of the stack (a new Compose project
+    <project>-drill-<time> with its own directory and volumes, every service in a sandbox
+    network namespace with nothing but loopback, no port published, the preset's outbound
+    settings emptied), started and probed (databases and Redis against the snapshot's facts,
+    their connections, files against their SHA-256, services healthy, the plan's HTTP
+    probes and probe commands from inside the sandbox, Dify's tenant keys). A job without a
+    stack has its PostgreSQL and MySQL artifacts loaded into throwaway servers of this host
+    (compared with the snapshot's facts) and everything else restored as files into the
+    drill's directory, each read back against its SHA-256.
 
     Exit status: 0 the drill passed (every probe that ran passed, none failed, cleanup
     complete); 1 it failed (a phase, a probe or the cleanup; also when the Docker engine
-    cannot be reached, recorded as a failed drill), or an error before it started (unknown
-    job, no snapshot); 130 interrupted (SIGINT/SIGTERM: the drill's containers, volumes,
-    networks and directory are removed, and the drill is recorded as interrupted).
+    cannot be reached for a stack job, recorded as a failed drill), or an error before it
+    started (unknown job, no snapshot); 130 interrupted (SIGINT/SIGTERM: what the drill
+    created is removed, and the drill is recorded as interrupted).
     """
     import os
     import re
     import secrets
-    import socket
 
-    from stackvault.cli.commands.backup import make_progress
-    from stackvault.config import load_config
-    from stackvault.errors import SourceError, StackvaultError, UsageError
+    from stackvault.errors import UsageError
     from stackvault.ops.child import PARENT_ENV, watch_parent
-    from stackvault.records.drill import DrillResult
-    from stackvault.repo.repository import PROGRAM
-    from stackvault.sources.docker.engine import connect
-    from stackvault.stack.drill import DrillOptions, parse_span, pick_drill_snapshot, run_drill
+    from stackvault.stack.drill import DrillOptions, parse_span
 
     if run_id is not None and re.fullmatch(r"[0-9a-f]{32}", run_id) is None:
         raise UsageError(f"--run-id takes 32 lowercase hex digits, got {run_id!r}")
     parent = os.environ.get(PARENT_ENV, "")
     if parent.isdigit():
         watch_parent(int(parent))  # started by serve: stop cleanly if serve dies
+    effective = _job(cli, config, job)
+    options = DrillOptions(
+        drill_id=run_id or secrets.token_hex(16),
+        job=job,
+        workdir=workdir,
+        rto_target_s=float(effective.rto.value.seconds),
+        wait=wait,
+        keep_s=parse_span(keep, "--keep") if keep else 0.0,
+    )
+    result = _drill_and_record(cli, effective, snapshot, options, trigger)
+    if html is not None:
+        from stackvault.stack.drillhtml import render_html
+
+        with open(html, "w", encoding="utf-8") as f:
+            f.write(render_html(result))
+    _report(cli, result)
+    if result.result == "interrupted":
+        return 130
+    return 0 if result.passed else 1
+
+
+def _job(cli: Cli, config: str | None, job: str) -> EffectiveJob:
+    """The job as the configuration file gives it (its warnings told)."""
+    from stackvault.config import load_config
+
     loaded = load_config(config)
     for warning in loaded.warnings:
         cli.warn(warning)
-    effective = loaded.job(job)
-    if effective.stack_plan is None:
-        raise UsageError(
-            f"job {job} protects no Compose stack (it has no stack_plan); a drill restores a stack",
-            hint="drill a job whose configuration names a stack_plan",
-        )
-    keep_s = parse_span(keep, "--keep") if keep else 0.0
-    drill_id = run_id or secrets.token_hex(16)
-    settings = effective.repository
-    try:
-        client: DockerClient | None = connect()
-    except SourceError as exc:  # recorded: a drill that could not run is no silent skip
-        client, no_engine = None, exc.message
+    return loaded.job(job)
+
+
+def _drill_and_record(
+    cli: Cli, job: EffectiveJob, spec: str, options: DrillOptions, trigger: str
+) -> DrillResult:
+    """Pick the snapshot in the job's primary repository, drill it (a stack job's through
+    the Docker engine: a drill that cannot reach it is recorded as failed, never skipped),
+    and save the drill's run record there (a warning when that fails)."""
+    import datetime
+    import socket
+
+    from stackvault.errors import SourceError, StackvaultError
+    from stackvault.repo.repository import PROGRAM
+    from stackvault.sources.docker.engine import connect
+    from stackvault.stack.drill import pick_drill_snapshot
+
+    settings = job.repository
+    client: DockerClient | None = None
+    no_engine = ""
+    if job.stack_plan is not None:
+        try:
+            client = connect()
+        except SourceError as exc:
+            no_engine = exc.message
     try:
         with cli.open_repo(
             store=cli.store(settings.location),
@@ -140,30 +182,10 @@ def drill(
             hint=f"check repositories.{settings.name} in the configuration file",
             lock="drill",
         ) as repo:
-            import datetime
-
             now = datetime.datetime.now(datetime.UTC)
-            snap = pick_drill_snapshot(repo.list_snapshots(), job, snapshot, now)
-            if client is None:
-                result = DrillResult.not_run(job, snap.id, snap.time, no_engine, now)
-                result.drill_id = drill_id
-            else:
-                cli.notice(f"drilling snapshot {snap.short_id} of job {job}")
-                result = run_drill(
-                    repo,
-                    snap,
-                    client,
-                    DrillOptions(
-                        drill_id=drill_id,
-                        job=job,
-                        workdir=workdir,
-                        rto_target_s=float(effective.rto.value.seconds),
-                        wait=wait,
-                        keep_s=keep_s,
-                    ),
-                    notice=cli.notice,
-                    progress=make_progress(cli, "drill"),
-                )
+            stack = job.stack_plan is not None
+            snap = pick_drill_snapshot(repo.list_snapshots(), job.name, spec, now, stack=stack)
+            result = _run(cli, repo, snap, client, options, no_engine, now)
             record = result.to_run_record(
                 host=socket.gethostname(),
                 program=PROGRAM,
@@ -178,15 +200,33 @@ def drill(
     finally:
         if client is not None:
             client.close()
-    if html is not None:
-        from stackvault.stack.drillhtml import render_html
+    return result
 
-        with open(html, "w", encoding="utf-8") as f:
-            f.write(render_html(result))
-    _report(cli, result)
-    if result.result == "interrupted":
-        return 130
-    return 0 if result.passed else 1
+
+def _run(
+    cli: Cli,
+    repo: Repository,
+    snap: Snapshot,
+    client: DockerClient | None,
+    options: DrillOptions,
+    no_engine: str,
+    now: datetime,
+) -> DrillResult:
+    """The drill of ``snap``: of a stack (``client`` given, else ``no_engine`` says why it
+    could not run) or of a job without one (``snap`` not a stack snapshot)."""
+    from stackvault.cli.commands.backup import make_progress
+    from stackvault.records.drill import DrillResult
+    from stackvault.stack.drill import run_drill, run_source_drill
+
+    if snap.stack and client is None:
+        result = DrillResult.not_run(options.job, snap.id, snap.time, no_engine, now)
+        result.drill_id = options.drill_id
+        return result
+    cli.notice(f"drilling snapshot {snap.short_id} of job {options.job}")
+    progress = make_progress(cli, "drill")
+    if client is None:
+        return run_source_drill(repo, snap, options, notice=cli.notice, progress=progress)
+    return run_drill(repo, snap, client, options, notice=cli.notice, progress=progress)
 
 
 def _report(cli: Cli, result: DrillResult) -> None:

@@ -62,15 +62,11 @@ leftovers of earlier ones), `labels` (the names and labels a drill gives what it
 
 from stackvault.stack.drill.cleanup import drill_resources, remove_leftovers
 from stackvault.stack.drill.labels import LABEL, LABEL_DRILL_PROJECT, LABEL_OWNER
-from stackvault.stack.drill.run import (
-    DrillOptions,
-    check_snapshot_data,
-    drill_project_name,
-    parse_span,
-    pick_drill_snapshot,
-    run_drill,
-)
+from stackvault.stack.drill.outbound import blank_outbound, outbound_patterns
+from stackvault.stack.drill.run import DrillOptions, drill_project_name, run_drill
 from stackvault.stack.drill.sandbox import _Sandbox, host_names, shared_ports
+from stackvault.stack.drill.snapshots import check_snapshot_data, parse_span, pick_drill_snapshot
+from stackvault.stack.drill.source import run_source_drill
 
 __all__ = [
     "LABEL",
@@ -78,13 +74,16 @@ __all__ = [
     "LABEL_OWNER",
     "DrillOptions",
     "_Sandbox",
+    "blank_outbound",
     "check_snapshot_data",
     "drill_project_name",
     "drill_resources",
     "host_names",
+    "outbound_patterns",
     "parse_span",
     "pick_drill_snapshot",
     "remove_leftovers",
     "run_drill",
+    "run_source_drill",
     "shared_ports",
 ]

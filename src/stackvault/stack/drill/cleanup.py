@@ -174,6 +174,32 @@ def remove_leftovers(client: DockerClient, workdir: str, keep: str | None = None
     return total
 
 
+def remove_leftover_directories(workdir: str, keep: str | None = None) -> DrillCleanup:
+    """Remove the directories earlier drills left in ``workdir`` (``<name>-drill-<time>``)
+    whose owner file names no live process of this host (as `remove_leftovers`, without an
+    engine: what a drill of a job without a stack leaves); ``keep`` is left alone."""
+    total = DrillCleanup()
+    try:
+        names = sorted(d for d in os.listdir(workdir) if DRILL_PROJECT.match(d) and d != keep)
+    except OSError:
+        return total
+    for name in names:
+        path = os.path.join(workdir, name)
+        try:
+            with open(os.path.join(path, OWNER_FILE), encoding="utf-8") as f:
+                if _live(f.read().strip()):
+                    continue
+        except OSError:
+            pass
+        try:
+            shutil.rmtree(path)
+            total.removed.append(f"directory {path}")
+        except OSError as exc:
+            total.ok = False
+            total.error = f"directory {path}: {exc.strerror or exc}"
+    return total
+
+
 def _live(owner: str) -> bool:
     """Whether ``HOST:PID`` is a process of this host, other than this one, that exists."""
     host, _, pid = owner.rpartition(":")

@@ -97,7 +97,7 @@ def http_probe_inside(
     import docker.errors
 
     name = f"http {probe.url}"
-    candidates = _drill_containers(client, project, probe.service)
+    candidates = drill_containers(client, project, probe.service)
     deadline = time.monotonic() + wait
     got = "no answer"
     while True:
@@ -129,7 +129,7 @@ def http_probe_inside(
         time.sleep(1.0)
 
 
-def _drill_containers(client: DockerClient, project: str, service: str | None) -> list[Listed]:
+def drill_containers(client: DockerClient, project: str, service: str | None) -> list[Listed]:
     """The running containers of the drill: the probe's service first, then the sandbox."""
     found = containers(client, f"{LABEL_DRILL_PROJECT}={project}", running=True)
     sandbox = project + SANDBOX_SUFFIX

@@ -25,6 +25,7 @@ from stackvault.stack.drill.labels import (
     SANDBOX_SUFFIX,
     owner,
 )
+from stackvault.stack.drill.outbound import blank_outbound, outbound_patterns
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -96,6 +97,8 @@ class _Sandbox:
         self.root = root
         self.name = project + SANDBOX_SUFFIX
         self.notice: Callable[[str], None] = lambda _m: None
+        self.blanked: list[str] = []
+        """The outbound settings `isolate` emptied (``SERVICE: NAME``)."""
 
     @property
     def labels(self) -> dict[str, str]:
@@ -104,7 +107,8 @@ class _Sandbox:
     def isolate(self, m: StackManifest, directory: str) -> None:
         """Read the restored project as Compose resolves it, refuse what would reach
         production, start the sandbox and write the drill's compose file (`DRILL_COMPOSE`,
-        the only one the restore's Compose reads; the restored files stay as they were)."""
+        the only one the restore's Compose reads; the restored files stay as they were), with
+        the preset's outbound settings emptied (`blank_outbound`)."""
         import yaml
 
         old_dir = (m.directory or "").rstrip("/")
@@ -132,6 +136,9 @@ class _Sandbox:
                 + "; the drill stopped before starting anything",
                 hint="a drill never shares a path, volume or namespace with production",
             )
+        self.blanked = blank_outbound(doc["services"], outbound_patterns(m.preset))
+        if self.blanked:
+            self.notice(f"outbound settings emptied: {', '.join(self.blanked)}")
         databases = [n for n, s in m.services.items() if s.role in DATABASE_ROLES]
         self.start(doc, databases)
         target = os.path.join(directory, DRILL_COMPOSE)

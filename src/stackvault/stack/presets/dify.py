@@ -46,6 +46,26 @@ CONFIG_DIRS = (
     "volumes/certbot",
     "volumes/local_sandbox/credentials",
 )
+OUTBOUND = (
+    "MAIL_TYPE",
+    "MAIL_DEFAULT_SEND_FROM",
+    "SMTP_*",
+    "RESEND_*",
+    "SENDGRID_*",
+    "*WEBHOOK*",
+    "CODE_EXECUTION_ENDPOINT",
+    "CODE_EXECUTION_API_KEY",
+    "SSRF_PROXY_HTTP_URL",
+    "SSRF_PROXY_HTTPS_URL",
+    "ENABLE_NETWORK",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "*SENTRY_DSN",
+)
+"""The containers' variables of outbound integrations (shell patterns), emptied by a restore
+drill: mail (SMTP, Resend, SendGrid), webhooks, code execution and the sandbox's egress
+(``ENABLE_NETWORK`` and its proxies), the SSRF proxy, error reporting. Model provider keys
+stay."""
 STORAGE = "volumes/app/storage"
 PLUGIN_STORAGE = "volumes/plugin_daemon"
 _DIFY_SERVICES = {"api", "worker", "web", "plugin_daemon"}
