@@ -8,6 +8,7 @@ import os
 import random
 import socket
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from stackvault.records.drill import (
     DrillPhase,
     DrillProbe,
     DrillResult,
+    drillable_source,
     latest_drill,
 )
 from stackvault.records.run import RunRecord
@@ -24,8 +26,10 @@ from stackvault.repo.snapshot import Snapshot
 from stackvault.stack.drill import (
     LABEL,
     _Sandbox,
+    blank_outbound,
     drill_project_name,
     host_names,
+    outbound_patterns,
     parse_span,
     pick_drill_snapshot,
     shared_ports,
@@ -127,6 +131,10 @@ def test_the_snapshot_picked() -> None:
         pick_drill_snapshot(snaps, "dify", "random-within=12h", T0)
     with pytest.raises(SnapshotNotFound, match="matches no stack snapshot"):
         pick_drill_snapshot(snaps, "dify", "eeee5555", T0)
+    # a job without a stack: its other snapshots only
+    assert pick_drill_snapshot(snaps, "dify", "latest", T0, stack=False).id == "eeee5555"
+    with pytest.raises(SnapshotNotFound, match="no complete snapshot of job other"):
+        pick_drill_snapshot(snaps, "other", "latest", T0, stack=False)
 
 
 def test_durations_and_names() -> None:
@@ -208,3 +216,119 @@ def test_the_page_is_self_contained() -> None:
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "&lt;b&gt;x" in page
     for outside in ("<script", "src=", "href=", "@import", "url("):
         assert outside not in page
+
+
+def test_outbound_settings_are_emptied_by_pattern(tmp_path: Path) -> None:
+    env_file = tmp_path / "api.env"
+    env_file.write_text("# mail\nexport RESEND_API_KEY=re_1\nOPENAI_API_KEY=sk\n")
+    services = {
+        "api": {
+            "environment": {"MAIL_TYPE": "smtp", "SMTP_SERVER": "mx", "SECRET_KEY": "k"},
+            "env_file": [str(env_file), str(tmp_path / "missing.env")],
+        },
+        "sandbox": {"environment": ["ENABLE_NETWORK=true", "HTTP_PROXY=http://p:3128", "X"]},
+        "web": {"image": "web"},
+    }
+    patterns = outbound_patterns("dify")
+    assert "SMTP_*" in patterns and outbound_patterns("generic") == ()
+    blanked = blank_outbound(services, patterns)
+    assert blanked == [
+        "api: MAIL_TYPE",
+        "api: SMTP_SERVER",
+        "api: RESEND_API_KEY",
+        "sandbox: ENABLE_NETWORK",
+        "sandbox: HTTP_PROXY",
+    ]
+    assert services["api"]["environment"] == {
+        "MAIL_TYPE": "",
+        "SMTP_SERVER": "",
+        "SECRET_KEY": "k",
+        "RESEND_API_KEY": "",  # environment wins over env_file
+    }
+    assert services["sandbox"]["environment"] == {
+        "ENABLE_NETWORK": "",
+        "HTTP_PROXY": "",
+        "X": None,
+    }
+    assert "environment" not in services["web"]
+    assert blank_outbound({"api": {"environment": {"MAIL_TYPE": "x"}}}, ()) == []
+
+
+def test_probe_commands_in_the_plan() -> None:
+    from stackvault.records.plan import plan_from_dict
+
+    doc: dict[str, object] = {
+        "version": 1,
+        "project": "p",
+        "preset": "generic",
+        "consistency": "online",
+        "services": {"api": {"role": "app", "image": "x"}},
+        "probe_commands": [
+            {"service": "api", "command": "curl -fsS http://$STACKVAULT_PROBE_HOST/"},
+            {"service": "api", "command": ["true"], "port": 5001, "timeout": 5},
+        ],
+    }
+    plan = plan_from_dict(doc)
+    first, second = plan.probe_commands
+    assert first.command == ["sh", "-c", "curl -fsS http://$STACKVAULT_PROBE_HOST/"]
+    assert (first.port, first.timeout) == (None, 60.0)
+    assert (second.command, second.port, second.timeout) == (["true"], 5001, 5.0)
+    doc["probe_commands"] = [
+        {"service": "nope", "command": "true"},
+        {"service": "api", "command": ""},
+        {"service": "api", "command": "x", "timeout": 0},
+    ]
+    with pytest.raises(UsageError) as caught:
+        plan_from_dict(doc)
+    assert str(caught.value).splitlines() == [
+        "the plan: probe_commands[0] names service 'nope', which is not under services",
+        "the plan: probe_commands[1].command must be a command: a string or a list of strings",
+        "the plan: probe_commands[2].timeout must be a positive number",
+    ]
+
+
+def test_which_sources_a_drill_loads_and_what_it_blanks_is_recorded() -> None:
+    for url in ("postgres://h/db", "postgres+docker://c", "mysql://h/", "mariadb://h/x"):
+        assert drillable_source(url), url
+    for url in ("redis://h", "sqlite:///x.db", "docker-volume://v", "s3://b"):
+        assert not drillable_source(url), url
+    r = result(blanked=["api: MAIL_TYPE"], notices=["outbound settings emptied: api: MAIL_TYPE"])
+    record = r.to_run_record(host="h", program="p", repository="r", location="l")
+    back = DrillResult.from_run_record(RunRecord.from_json(record.to_json()))
+    assert back is not None and back.blanked == ["api: MAIL_TYPE"]
+    assert back.notices == r.notices
+
+
+def test_a_plan_without_databases_skips_the_connection_probe() -> None:
+    from stackvault.records.plan import plan_from_dict
+    from stackvault.records.stack import StackManifest
+    from stackvault.stack.drill.connections import connection_probes
+
+    plan = plan_from_dict(
+        {
+            "version": 1,
+            "project": "p",
+            "preset": "generic",
+            "consistency": "online",
+            "services": {"api": {"role": "app", "image": "x"}},
+        }
+    )
+    m = StackManifest.model_construct(plan=plan)
+    [probe] = connection_probes(None, "p-drill-20260101-000000", m)  # type: ignore[arg-type]
+    assert (probe.status, probe.message) == ("skipped", "the plan has no database")
+
+
+def test_leftover_directories_of_drills_without_an_engine(tmp_path: Path) -> None:
+    from stackvault.stack.drill.cleanup import remove_leftover_directories
+
+    dead = tmp_path / "db-drill-20200101-000000"
+    (dead / "files").mkdir(parents=True)
+    live = tmp_path / "db-drill-20200101-000001"
+    live.mkdir()
+    (live / ".stackvault-drill-owner").write_text(f"{socket.gethostname()}:{os.getppid()}")
+    mine = tmp_path / "db-drill-20200101-000002"
+    mine.mkdir()
+    (tmp_path / "unrelated").mkdir()
+    done = remove_leftover_directories(str(tmp_path), keep=mine.name)
+    assert done.ok and done.removed == [f"directory {dead}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, mine.name, "unrelated"]
