@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+DIST_DIR ?= dist
 
-.PHONY: help install bytecode demo test lint typecheck imports unit deps-test bench bench-s3 clean
+.PHONY: help install bytecode demo test lint typecheck imports unit deps-test bench bench-s3 dist clean
 
 help:
 	@echo "make demo   - install into $(VENV) and run a backup/verify/restore round trip on sample data"
@@ -14,10 +15,12 @@ help:
 	@echo "make unit   - the unit and store tests that need no server (no database, Docker or S3)"
 	@echo "make bench  - side-by-side benchmark against restic and borg (see README)"
 	@echo "make bench-s3 - the same tools against an S3 server on 127.0.0.1 (SeaweedFS)"
+	@echo "make bench-scale - many small files (20k to 1M): how time and memory grow, beside restic"
+	@echo "make dist   - build the wheel and the sdist into $(DIST_DIR)/"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' build
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -62,6 +65,16 @@ bench-s3: bytecode
 	bash scripts/install-bench-deps.sh
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.s3 $(BENCH_ARGS)
 
+# The wheel and the sdist, built as any installer would build them (PEP 517, in an isolated
+# environment); the previous ones of this version are replaced.
+dist: $(STAMP)
+	rm -f $(DIST_DIR)/stackvault-*.whl $(DIST_DIR)/stackvault-*.tar.gz
+	$(PY) -m build --outdir $(DIST_DIR) .
+
+bench-scale: bytecode
+	bash scripts/install-bench-deps.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.scale $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
 	find src -name __pycache__ -type d -prune -exec rm -rf {} +
