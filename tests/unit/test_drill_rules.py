@@ -212,8 +212,9 @@ def test_isolation_refuses_what_reaches_production_and_rewrites_the_rest() -> No
 
 
 def test_the_page_is_self_contained() -> None:
-    page = render_html(result(notices=["<b>x</b>"]))
+    page = render_html(result(notices=["<b>x</b>"], blanked=["api: SMTP_<PASSWORD>"]))
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "&lt;b&gt;x" in page
+    assert "<td>outbound settings emptied</td><td>api: SMTP_&lt;PASSWORD&gt;</td>" in page
     for outside in ("<script", "src=", "href=", "@import", "url("):
         assert outside not in page
 

@@ -21,8 +21,8 @@ _STATUS = {"pass": "#2e7d32", "fail": "#c62828", "skipped": "#8d6e63"}
 
 
 def render_html(result: DrillResult) -> str:
-    """The page: verdict, RTO against the target, RPO achieved, the timeline, the probes,
-    the cleanup and the notices."""
+    """The page: verdict, RTO against the target, RPO achieved, the outbound settings
+    emptied, the timeline, the probes, the cleanup and the notices."""
     verdict = "PASSED" if result.passed else result.result.upper()
     colour = "#2e7d32" if result.passed else "#c62828"
     rto = f"{result.rto_s:.1f} s" if result.rto_s is not None else "not reached"
@@ -40,6 +40,7 @@ def render_html(result: DrillResult) -> str:
         for p in result.phases
     )
     notices = "".join(f"<li>{escape(n)}</li>" for n in result.notices)
+    blanked = ", ".join(escape(b) for b in result.blanked) or "none"
     removed = ", ".join(escape(r) for r in result.cleanup.removed) or "nothing"
     cleanup = "ok" if result.cleanup.ok else f"FAILED: {escape(result.cleanup.error or '')}"
     error = result.summary_error()
@@ -57,10 +58,11 @@ text-align:left;vertical-align:top}}th{{background:#f4f4f4}}.verdict{{color:{col
 <table class="figures">
 <tr><td>snapshot</td><td>{escape(result.snapshot or "-")} of project {escape(result.project)}
  ({result.snapshot_time.isoformat() if result.snapshot_time else "-"})</td></tr>
-<tr><td>drilled as</td><td>{escape(result.drill_project)}</td></tr>
+<tr><td>drilled as</td><td>{escape(result.drill_project) or "-"}</td></tr>
 <tr><td>started / ended</td><td>{result.started.isoformat()} / {result.ended.isoformat()}</td></tr>
 <tr><td>measured RTO</td><td>{rto} (target {target}: {met})</td></tr>
 <tr><td>RPO achieved</td><td>{rpo} (the restore point's age when the drill started)</td></tr>
+<tr><td>outbound settings emptied</td><td>{blanked}</td></tr>
 <tr><td>cleanup</td><td>{cleanup}; removed {removed}</td></tr>
 </table>
 <h2>Timeline</h2>

@@ -238,6 +238,8 @@ def _report(cli: Cli, result: DrillResult) -> None:
         cli.print(f"{mark}{phase.name:18} {phase.start_s:8.1f} s  +{phase.seconds:.1f} s")
     for probe in result.probes:
         cli.print(f"{probe.status:8} {probe.name}: {probe.message}")
+    if result.blanked:
+        cli.print(f"outbound settings emptied: {', '.join(result.blanked)}")
     if not result.cleanup.ok:
         cli.warn(f"error: cleanup: {result.cleanup.error}")
     rto = f"{result.rto_s:.1f} s" if result.rto_s is not None else "not reached"

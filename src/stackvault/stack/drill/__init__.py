@@ -1,5 +1,6 @@
-"""Restore drills (stack layer): restore a stack snapshot into an isolated copy of the stack,
-start it, prove it works, measure how long that took, and remove it again.
+"""Restore drills (stack layer): restore a stack snapshot into an isolated copy of the stack
+(or a job's databases into throwaway servers), start it, prove it works, measure how long that
+took, and remove it again.
 
 **Isolation.** The drill restores into a NEW Compose project, ``<project>-drill-<time>``
 (`drill_project_name`), in its own directory ``<workdir>/<drill project>/<name of the
@@ -44,20 +45,40 @@ point's age at the start is the RPO achieved.
 counts as a pass): each database and Redis artifact loaded and matching the facts recorded
 at capture (row counts, key counts), each volume's files against their SHA-256, the data
 directories' files against their SHA-256, every service running and healthy, the Dify
-preset's tenant keys, and the plan's HTTP probes sent from inside the drill's network
-namespace (``docker exec`` in a container of the drill, with curl, wget, python3 or bash).
+preset's tenant keys; then, once every service is up, each database and Redis server
+accepting a connection from inside the drill's namespace and answering a trivial query
+(`connections`), the plan's HTTP probes sent from inside the drill's network namespace
+(``docker exec`` in a container of the drill, with curl, wget, python3 or bash), and the
+plan's ``probe_commands`` run in their service's container (`commands`: exit 0 passes,
+anything else fails with the output's tail; given ``STACKVAULT_PROBE_HOST``,
+``STACKVAULT_PROBE_PORT``, ``STACKVAULT_PROBE_SERVICE``).
+
+**Outbound integrations.** The variables the preset lists as outbound (``OUTBOUND`` of its
+module: Dify's mail, webhooks, code-execution egress, SSRF proxy, error reporting) are
+emptied in every service of the drill's compose file (`outbound`), and listed in the
+result's ``blanked``.
 
 **Cleanup.** After the probes (or after ``keep_s`` seconds), every container, volume,
 network and the directory the drill created are removed and the engine is listed again: a
 leftover is a cleanup failure of its own. SIGINT/SIGTERM (`KeyboardInterrupt`) during a
 drill stop it and clean up (signals are ignored while cleaning up).
 
-Entry points: `run_drill`, `pick_drill_snapshot`, `remove_leftovers`, `parse_span`.
+**Jobs without a stack** (`source`, `run_source_drill`): their PostgreSQL and MySQL
+artifacts are loaded into throwaway servers of this host (`throwaway`) and compared with
+their facts; their paths and other artifacts are restored as files below the drill's
+directory and read back against their SHA-256.
 
-**Modules.** `run` (one drill: the snapshot picked, its data checked, the restore, the
-probes, the phases), `sandbox` (isolation: the compose file, the refusals), `probes` (the
-restore's validations as probes, HTTP from inside), `cleanup` (removing what a drill made,
-leftovers of earlier ones), `labels` (the names and labels a drill gives what it creates).
+Entry points: `run_drill`, `run_source_drill`, `pick_drill_snapshot`, `remove_leftovers`,
+`parse_span`.
+
+**Modules.** `run` (one stack drill: its phases, the restore, the probes), `phases` (the
+timed phases and the frame of a drill: work, cleanup, verdict), `snapshots` (the snapshot
+picked, its data checked), `sandbox` (isolation: the compose file, the refusals), `outbound`
+(the preset's outbound settings emptied), `probes` (the restore's validations as probes,
+HTTP from inside), `connections` (databases accept connections), `commands` (the plan's
+probe commands), `cleanup` (removing what a drill made, leftovers of earlier ones), `labels`
+(the names and labels a drill gives what it creates), `source` (the drill of a job without a
+stack), `throwaway` (its throwaway database servers).
 """
 
 from stackvault.stack.drill.cleanup import drill_resources, remove_leftovers
