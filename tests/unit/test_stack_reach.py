@@ -212,3 +212,29 @@ def test_stack_backup_prints_one_line_per_stopped_or_paused_service() -> None:
     assert downtime_line("w", record("stop", False, None)) == (
         "  w: stop, level 1, down not started again"
     )
+
+
+def test_a_password_file_is_recorded_by_its_path_never_read() -> None:
+    pg = postgres_reach(
+        View(["postgres"], {"POSTGRES_PASSWORD_FILE": "/run/secrets/db", "PGPORT": "5440"})
+    )
+    assert (pg.port, pg.password_from) == (5440, "file:/run/secrets/db")
+    both = {"POSTGRES_PASSWORD": "s3cret", "POSTGRES_PASSWORD_FILE": "/run/secrets/db"}
+    assert postgres_reach(View(["postgres"], both)).password_from == "env:POSTGRES_PASSWORD"
+    root = {"MARIADB_ROOT_PASSWORD_FILE": "/run/secrets/root", "MYSQL_PASSWORD": "app"}
+    assert mysql_reach(View(["mariadbd"], root)).password_from == "file:/run/secrets/root"
+    app = {"MYSQL_PASSWORD_FILE": "/run/secrets/app"}
+    assert mysql_reach(View(["mysqld"], app)).password_from == "file:/run/secrets/app"
+    assert mysql_reach(View(["mysqld"], {"MYSQL_PASSWORD_FILE": "relative"})).password_from == (
+        "none"
+    )
+
+
+def test_a_password_file_is_read_inside_the_container() -> None:
+    from stackvault.errors import SourceError
+    from stackvault.sources.docker.exec import shell_env_exports
+
+    script = shell_env_exports({"PGPASSWORD": "file:/run/secrets/my db"})
+    assert script == "export PGPASSWORD=\"$(cat -- '/run/secrets/my db' 2>/dev/null)\""
+    with pytest.raises(SourceError):
+        shell_env_exports({"PGPASSWORD": "file:relative/path"})

@@ -43,8 +43,20 @@ _PROGRAMS = {
     "minio": OBJECT_STORE,
 }
 _ENV = (
-    (("POSTGRES_PASSWORD", "POSTGRES_USER", "POSTGRES_DB", "PGDATA"), POSTGRES),
-    (("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD", "MARIADB_DATABASE"), MYSQL),
+    (
+        ("POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "POSTGRES_USER", "POSTGRES_DB", "PGDATA"),
+        POSTGRES,
+    ),
+    (
+        (
+            "MARIADB_ROOT_PASSWORD",
+            "MYSQL_ROOT_PASSWORD",
+            "MARIADB_ROOT_PASSWORD_FILE",
+            "MYSQL_ROOT_PASSWORD_FILE",
+            "MARIADB_DATABASE",
+        ),
+        MYSQL,
+    ),
 )
 
 

@@ -237,8 +237,8 @@ def _source_checks(
     finally:
         source.close()
     out.append(Check(subject, OK, f"connected ({how}), credentials work; {_counted(facts)}"))
-    wanted = plan.facts.get("databases") if role == POSTGRES else None
-    if isinstance(wanted, list):
+    wanted = wanted_databases(plan, src, role)
+    if wanted is not None:
         have = set((facts.get("databases") or {}).keys())
         for db in wanted:
             if db not in have:
@@ -252,6 +252,20 @@ def _source_checks(
                     )
                 )
     return out
+
+
+def wanted_databases(plan: Plan, src: SourcePlan, role: str) -> list[str] | None:
+    """The databases the preset expects on ``src`` (``facts.databases``): on the source
+    ``facts.databases_source`` names (PostgreSQL or MySQL), so that a stack with both checks
+    each on its own; in a plan without that name (written before it was recorded), on its
+    PostgreSQL sources. None when none are expected there."""
+    wanted = plan.facts.get("databases")
+    if not isinstance(wanted, list):
+        return None
+    named = plan.facts.get("databases_source")
+    if isinstance(named, str):
+        return [str(db) for db in wanted] if named == src.name else None
+    return [str(db) for db in wanted] if role == POSTGRES else None
 
 
 def _how(src: SourcePlan) -> str:

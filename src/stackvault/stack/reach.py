@@ -10,11 +10,13 @@ read, by name, never its value - and ``found``, where this was read):
   and the socket directory it listens on; when that cannot be read, its command line
   (``-p N``, ``-k DIR``, ``-c port=N``, ``-c unix_socket_directories=…``, ``--port=N``), then
   ``postgresql.conf`` (and ``postgresql.auto.conf``) in the data directory, then ``PGPORT``;
-  the password from ``POSTGRES_PASSWORD`` when the container sets it.
+  the password from ``POSTGRES_PASSWORD`` when the container sets it, else from the file
+  ``POSTGRES_PASSWORD_FILE`` names (``file:PATH``: a Docker secret or a mounted file, read in
+  the container at each capture).
 - **MySQL / MariaDB**: the server's command line (``--port``, ``-P``, ``--socket``, ``-S``),
   then its option files as ``my_print_defaults --mysqld`` reads them, then ``MYSQL_TCP_PORT``
   / ``MYSQL_UNIX_PORT``; the password from the root password variable (or the application
-  user's).
+  user's), or the file its ``*_FILE`` variant names.
 - **Redis**: its command line (``--port``, ``--requirepass``: ``arg``), then the
   configuration file it was started with (``port``, ``requirepass``: ``file:PATH``), then
   ``REDISCLI_AUTH`` / ``REDIS_PASSWORD`` in the container's environment.
@@ -37,6 +39,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from stackvault.errors import SourceError
 from stackvault.records.plan import MYSQL, POSTGRES, REDIS, SourcePlan
 from stackvault.sources.docker.cmdline import expand, option, program_args, setting, variable
+from stackvault.sources.mysql.source import ROOT_PASSWORDS, password_in
+from stackvault.sources.postgres.source import default_password_from
 from stackvault.sources.redis.container import SERVERS as REDIS_SERVERS
 from stackvault.sources.redis.container import config_path, parse_conf
 
@@ -159,7 +163,7 @@ def postgres_reach(view: ContainerView) -> Reach:
     env = view.env
     args = program_args(view.command, _PG_PROGRAMS) or []
     data = expand(option(args, "-D") or "", env) or env.get("PGDATA") or _PG_DATA
-    password = "env:POSTGRES_PASSWORD" if "POSTGRES_PASSWORD" in env else "none"
+    password = default_password_from(env)
     pid = view.read(f"{data.rstrip('/')}/postmaster.pid")
     lines = pid.splitlines() if pid else []
     if len(lines) >= 5 and lines[3].strip().isdigit():
@@ -200,9 +204,11 @@ def mysql_reach(view: ContainerView) -> Reach:
         port, found = _number(env.get("MYSQL_TCP_PORT"), env), found or "MYSQL_TCP_PORT"
     if socket is None and env.get("MYSQL_UNIX_PORT"):
         socket, found = env["MYSQL_UNIX_PORT"], found or "MYSQL_UNIX_PORT"
-    root = next((v for v in ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD") if env.get(v)), None)
-    app = next((v for v in ("MARIADB_PASSWORD", "MYSQL_PASSWORD") if env.get(v)), None)
-    password = f"env:{root or app}" if root or app else "none"
+    found_in = (
+        password_in(env, v) for v in (*ROOT_PASSWORDS, "MARIADB_PASSWORD", "MYSQL_PASSWORD")
+    )
+    where = next((w for w in found_in if w), None)
+    password = "none" if where is None else where if where.startswith("file:") else f"env:{where}"
     socket = expand(socket, env) if socket else None
     return Reach(port or 3306, socket, password, found or "the defaults")
 

@@ -68,10 +68,20 @@ _GRACE = 5.0  # seconds the engine gets to report an exec as ended once its stre
 
 
 def shell_env_exports(env_from: Mapping[str, str]) -> str:
-    """``export A="${B-}"; ...`` for variables taken from the container's own environment:
-    the values never travel through the API."""
+    """``export A="${B-}"; ...`` for variables taken from the container's own environment,
+    or ``export A="$(cat PATH)"`` for a source written ``file:PATH`` (a file in the container,
+    such as a Docker secret; its trailing newlines dropped, as the official images'
+    ``*_FILE`` variables read it): the values never travel through the API."""
     parts = []
     for name, source in env_from.items():
+        if source.startswith("file:"):
+            path = source[5:]
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or not re.fullmatch(
+                r"/[^\x00-\x1f]*", path
+            ):
+                raise SourceError(f"invalid variable name {name!r} or file path {path!r}")
+            parts.append(f'export {name}="$(cat -- {shlex.quote(path)} 2>/dev/null)"')
+            continue
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name + source.lstrip("$")):
             raise SourceError(f"invalid environment variable name {name!r} or {source!r}")
         parts.append(f'export {name}="${{{source.lstrip("$")}-}}"')
@@ -222,7 +232,8 @@ class _Demux:
 class ContainerRunner(Runner):
     """Runs tools in ``container`` (as its configured user unless ``user`` is given).
     ``env_from`` maps variables of the tool to variables of the container's environment
-    (``{"PGPASSWORD": "POSTGRES_PASSWORD"}``): they are resolved inside the container."""
+    (``{"PGPASSWORD": "POSTGRES_PASSWORD"}``) or to files in it (``"file:/run/secrets/pw"``):
+    they are resolved inside the container."""
 
     def __init__(
         self,

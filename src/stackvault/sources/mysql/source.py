@@ -19,7 +19,7 @@ server and the dump tool are MariaDB - the user accounts and their grants.
 ``socket``         the server's unix socket on this host, or in the container for
                    ``+docker`` (``--socket``; then used as given, no fallback to TCP)
 ``password_from``  in a container: ``env:NAME`` (its variable holding the password, instead of
-                   the choice below) or ``none``
+                   the choice below), ``file:PATH`` (a file there holding it) or ``none``
 ``defaults_file``  an option file the tools read after the usual ones
                    (``--defaults-extra-file``): where a password can live
 ``timeout``        seconds (default 600) any single query of ours may last
@@ -80,6 +80,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from stackvault.errors import SourceError, UsageError
@@ -120,13 +121,26 @@ DUMP = "dump.sql"
 """The dump of a one-database artifact."""
 
 _OPTIONS = frozenset({"owner", "socket", "defaults_file", "timeout", "password_from"})
-_PASSWORD_FROM = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)|none")
+_PASSWORD_FROM = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)|file:/.*|none")
 _DOCKER_SCHEMES = ("mysql+docker", "mariadb+docker")
 
 
 def database_path(db: str) -> str:
     """Where a server artifact keeps the dump of ``db``: ``databases/NAME.sql``."""
     return dump_path(db, "sql")
+
+
+ROOT_PASSWORDS = ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD")
+"""The official images' variables of the root password (each also as ``NAME_FILE``)."""
+
+
+def password_in(env: Mapping[str, str], var: str) -> str | None:
+    """Where a container keeps the password of variable ``var``: ``var`` itself when set,
+    else ``file:PATH`` for the file ``var_FILE`` names (a Docker secret), else None."""
+    if env.get(var):
+        return var
+    path = env.get(f"{var}_FILE", "")
+    return f"file:{path}" if path.startswith("/") else None
 
 
 class MySQLSource(DatabaseSource):
@@ -198,7 +212,7 @@ class MySQLSource(DatabaseSource):
             if password_from is not None and not _PASSWORD_FROM.fullmatch(password_from):
                 raise UsageError(
                     f"option password_from of {url.redacted} must be env:NAME (a variable "
-                    "of the container) or none"
+                    "of the container), file:PATH (a file in it) or none"
                 )
             return cls(
                 name=url.artifact_name(f"{url.host}-{database}"),
@@ -271,20 +285,19 @@ class MySQLSource(DatabaseSource):
 
         container, cenv = self._running_container()
         assert self._client is not None
-        root_var = next(
-            (v for v in ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD") if cenv.get(v)), None
-        )
+        root_var = next((v for v in ROOT_PASSWORDS if cenv.get(v) or cenv.get(f"{v}_FILE")), None)
         app_user_var = next((v for v in ("MARIADB_USER", "MYSQL_USER") if cenv.get(v)), None)
         app_user = cenv.get(app_user_var) if app_user_var else None
         user = self.user or ("root" if root_var or not app_user else app_user)
         password_from: str | None = None
-        if user == "root":
-            password_from = root_var
+        if user == "root" and root_var:
+            password_from = password_in(cenv, root_var)
         elif app_user is not None and user == app_user:
             prefix = app_user_var.split("_", 1)[0] if app_user_var else "MYSQL"
-            password_from = f"{prefix}_PASSWORD" if cenv.get(f"{prefix}_PASSWORD") else None
+            password_from = password_in(cenv, f"{prefix}_PASSWORD")
         if self.password_from is not None:  # as the plan says
-            password_from = None if self.password_from == "none" else self.password_from[4:]
+            how = self.password_from
+            password_from = None if how == "none" else how[4:] if how.startswith("env:") else how
         env_from = {"MYSQL_PWD": password_from} if password_from else None
         runner = ContainerRunner(self._client, container, env_from=env_from)
         args = ["-u", user]

@@ -72,7 +72,8 @@ class Endpoint:
     dump_version: str = ""
     client_version: str = ""
     password_from: str | None = None
-    """In a container: the container variable the password comes from."""
+    """In a container: the container variable the password comes from (``file:PATH``: the
+    file there)."""
 
     @property
     def oracle_dump(self) -> bool:
@@ -97,8 +98,8 @@ class Endpoint:
         if self.in_container:
             if self.password_from:
                 return (
-                    f"the password comes from {self.password_from} in the container's "
-                    "environment; check it, or name the matching user in the URL"
+                    f"the password comes from {self.password_from} in the container; "
+                    "check it, or name the matching user in the URL"
                 )
             return (
                 "the container's environment has no MARIADB_ROOT_PASSWORD / MYSQL_ROOT_PASSWORD "

@@ -21,7 +21,8 @@ Without a database (the path empty or ``/``) the URL means *every* database of t
 ``socket``   in a container: the directory of the server's unix socket there (``-h DIR``)
 ``password_from``
              in a container: ``env:NAME`` (its variable holding the password; default
-             ``POSTGRES_PASSWORD`` when set) or ``none``
+             ``POSTGRES_PASSWORD`` when set), ``file:PATH`` (a file there holding it, such as
+             a Docker secret; default the file ``POSTGRES_PASSWORD_FILE`` names) or ``none``
 ===========  ==================================================================================
 
 **Credentials.** On this host: libpq's own environment and files - ``PGPASSWORD``,
@@ -30,7 +31,8 @@ else ``PGUSER``, else the login name; the tools never prompt (``-w``/``--no-pass
 no secret is ever put in an argument list. In a container the tools run *inside* it (through
 the Engine API, `ContainerRunner`) as the container's user, connect as ``POSTGRES_USER`` (or
 the URL's user; default ``postgres``) over the default unix socket, and, if the server asks,
-with ``PGPASSWORD`` set to the container's own ``POSTGRES_PASSWORD`` inside the container (the
+with ``PGPASSWORD`` set to the container's own ``POSTGRES_PASSWORD`` (or the content of the
+file ``POSTGRES_PASSWORD_FILE`` names: a Docker secret, a mounted file) inside the container (the
 value never leaves it). If the socket is missing there, ``pg_isready`` decides to use TCP on
 127.0.0.1 instead. A container needs no client tools on this host. How a server that was
 started otherwise is reached is said by the URL: its port (``CONTAINER:PORT``), ``?socket=DIR``
@@ -116,6 +118,7 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -162,10 +165,20 @@ DUMP = "dump.pgc"
 """The dump of a one-database artifact."""
 
 _OPTIONS = frozenset({"owner", "sslmode", "timeout", "socket", "password_from"})
-_PASSWORD_FROM = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)|none")
+_PASSWORD_FROM = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)|file:/.*|none")
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _MAGIC = b"PGDMP"
 _FORMAT_CUSTOM = 1  # the archive header's format byte (archCustom)
+
+
+def default_password_from(env: Mapping[str, str]) -> str:
+    """Where the official image's container keeps the password: ``POSTGRES_PASSWORD``, else
+    the file ``POSTGRES_PASSWORD_FILE`` names (``file:PATH``), else nowhere (``none``)."""
+    if "POSTGRES_PASSWORD" in env:
+        return "env:POSTGRES_PASSWORD"
+    if env.get("POSTGRES_PASSWORD_FILE", "").startswith("/"):
+        return f"file:{env['POSTGRES_PASSWORD_FILE']}"
+    return "none"
 
 
 def database_path(db: str) -> str:
@@ -243,7 +256,7 @@ class PostgresSource(DatabaseSource):
             if password_from is not None and not _PASSWORD_FROM.fullmatch(password_from):
                 raise UsageError(
                     f"option password_from of {url.redacted} must be env:NAME (a variable "
-                    "of the container) or none"
+                    "of the container), file:PATH (a file in it) or none"
                 )
             return cls(
                 name=url.artifact_name(f"{container}-{database}"),
@@ -317,10 +330,12 @@ class PostgresSource(DatabaseSource):
         container, cenv = self._running_container()
         assert self._client is not None
         user = self.user or cenv.get("POSTGRES_USER") or "postgres"
-        how = self.password_from
-        if how is None:  # the default: the official image's variable
-            how = "env:POSTGRES_PASSWORD" if "POSTGRES_PASSWORD" in cenv else "none"
-        env_from = {"PGPASSWORD": how[4:]} if how.startswith("env:") else None
+        how = self.password_from or default_password_from(cenv)
+        env_from = None
+        if how.startswith("env:"):
+            env_from = {"PGPASSWORD": how[4:]}
+        elif how.startswith("file:"):
+            env_from = {"PGPASSWORD": how}
         runner = ContainerRunner(self._client, container, env_from=env_from)
         args = ["-U", user]
         if self.socket:

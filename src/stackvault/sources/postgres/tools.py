@@ -115,7 +115,8 @@ class Endpoint:
     def password_hint(self) -> str:
         if self.in_container:
             return (
-                "check POSTGRES_PASSWORD in the container's environment and the user in the "
+                "check POSTGRES_PASSWORD in the container's environment (or the file "
+                "POSTGRES_PASSWORD_FILE names, or the plan's password_from) and the user in the "
                 "URL (postgres+docker://USER@CONTAINER/DB)"
             )
         return (

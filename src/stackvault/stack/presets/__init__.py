@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stackvault.errors import UsageError
-from stackvault.records.plan import Plan
+from stackvault.records.plan import POSTGRES, Plan
 from stackvault.stack.compose import Project, Service
 from stackvault.stack.plan import build_plan
 from stackvault.stack.presets import anythingllm, dify, n8n, openwebui, ragflow
@@ -53,7 +53,28 @@ def plan_for(
     plan = build_plan(project, preset, views)
     if preset in PRESETS:
         PRESETS[preset].refine(plan, project)
+        name_databases_source(plan, getattr(PRESETS[preset], "DATABASE_ROLE", POSTGRES))
     return plan
+
+
+def name_databases_source(plan: Plan, role: str) -> None:
+    """Record which source holds the databases the preset expects (``facts.databases``): the
+    first source of a service of ``role`` (the preset's database server: PostgreSQL unless the
+    module says ``DATABASE_ROLE``), as ``facts.databases_source``; preflight checks them there
+    and nowhere else, so PostgreSQL and MySQL in one stack do not mix. Nothing when the preset
+    expects no databases or the stack has no such server."""
+    if "databases" not in plan.facts or "databases_source" in plan.facts:
+        return
+    held = next(
+        (
+            s.name
+            for s in plan.sources
+            if s.service in plan.services and plan.services[s.service].role == role
+        ),
+        None,
+    )
+    if held is not None:
+        plan.facts["databases_source"] = held
 
 
 def restore_checks(stack: RestoredStack) -> list[Validation]:

@@ -53,6 +53,8 @@ DOC_ENGINES = {
 }
 """Each document engine: its images, where it keeps its data, its service in RAGFlow's
 compose file."""
+DATABASE_ROLE = MYSQL
+"""The server that holds ``facts.databases`` (`stackvault.stack.presets.name_databases_source`)."""
 CHECKED_DOCUMENTS = 200
 
 
