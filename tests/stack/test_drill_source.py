@@ -9,7 +9,9 @@ and read back against their SHA-256.
   server gone;
 - a MariaDB job passes the same way;
 - a damaged file of the snapshot fails the drill, naming the file;
-- ``--keep``: the throwaway server answers during the kept time, and is gone afterwards.
+- ``--keep``: the throwaway server answers during the kept time, and is gone afterwards;
+- SIGTERM during the drill: exit 130, recorded as interrupted, the server stopped and the
+  directory removed.
 """
 
 from __future__ import annotations
@@ -214,15 +216,7 @@ def test_keep_holds_the_throwaway_server_up_then_removes_it(
 
     def watch() -> None:  # the drill's postgres process appears, then it answers
         while not done.is_set():
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-                try:
-                    argv = cmdline.read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if argv[0].endswith(b"/postgres") and any(b"-drill-" in a for a in argv):
-                    port = int(argv[argv.index(b"-p") + 1])
-                    if answers(port):
-                        seen.append(port)
+            seen.extend(p for p in postgres_ports() if answers(p))
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -242,3 +236,62 @@ def test_keep_holds_the_throwaway_server_up_then_removes_it(
     port = server_port(report)
     assert port in seen  # it answered while kept
     assert not answers(port) and list(workdir.iterdir()) == []
+
+
+def postgres_ports() -> list[int]:
+    """The ports of the drills' throwaway PostgreSQL servers running now."""
+    ports = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"/postgres") and any(b"-drill-" in a for a in argv):
+            ports.append(int(argv[argv.index(b"-p") + 1]))
+    return ports
+
+
+def test_sigterm_stops_the_drill_and_its_throwaway_server(
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pg_env: PostgresServer,
+    pg_database: str,
+) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pg_env.psql("CREATE TABLE t (a int); INSERT INTO t VALUES (1)", db=pg_database)
+    config = setup_job(tmp_path, cli, monkeypatch, pg_env.url(pg_database) + "?name=pg")
+    workdir = tmp_path / "drills"
+    before = set(postgres_ports())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stackvault", "drill", JOB, "--config", str(config),
+         "--workdir", str(workdir), "--keep", "10min", "--json"],
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            new = [p for p in postgres_ports() if p not in before and answers(p)]
+            port = new[0] if new else None
+            time.sleep(0.2)
+        assert port is not None, proc.communicate(timeout=30)
+        time.sleep(1.0)  # into the kept time
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    report = json.loads(out)
+    assert report["result"] == "interrupted" and report["cleanup"]["ok"], report
+    assert not answers(port) and port not in postgres_ports()
+    assert list(workdir.iterdir()) == []
