@@ -8,14 +8,56 @@ from stackvault.errors import EXIT_INCOMPLETE, UsageError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
     from stackvault.cli.context import Cli
-    from stackvault.cli.parser import Subparsers
+    from stackvault.cli.parser import Parser, Subparsers
     from stackvault.engine.progress import Progress
     from stackvault.fs.walk import WalkRules
+    from stackvault.repo.snapshot import Snapshot
 
 
 def register(subparsers: Subparsers) -> None:
     p = add_command(subparsers, "backup", backup)
+    _what_arguments(p)
+    _exclude_arguments(p)
+    _snapshot_arguments(p)
+    add_json_option(p)
+
+
+def _what_arguments(p: Parser) -> None:
+    """What to back up: paths (given or listed in files), a command's output, sources."""
     p.add_argument("paths", nargs="*", metavar="PATH", help="Files and directories to back up.")
+    p.add_argument(
+        "--files-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="Also back up the paths listed in FILE, one per line ('#' comments and blank "
+        "lines skipped; '-' reads standard input).",
+    )
+    p.add_argument(
+        "--stdin-from-command",
+        metavar="CMD",
+        help="Run CMD and back up its standard output as one file; a failing CMD saves nothing.",
+    )
+    p.add_argument(
+        "--stdin-filename",
+        default="stdin",
+        metavar="NAME",
+        help="File name for --stdin-from-command output.",
+    )
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="Capture an application source as an artifact (repeatable): postgres://, "
+        "redis://, sqlite:///, docker-volume://, docker-container://, s3://, and "
+        "the +docker forms; see README, Sources.",
+    )
+
+
+def _exclude_arguments(p: Parser) -> None:
+    """What to leave out of the paths: patterns, marked directories, large files, other
+    filesystems."""
     p.add_argument(
         "-e",
         "--exclude",
@@ -65,23 +107,13 @@ def register(subparsers: Subparsers) -> None:
         help="Leave out files larger than SIZE (500M, 2G, 4096; binary units).",
     )
     p.add_argument(
-        "--files-from",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="Also back up the paths listed in FILE, one per line ('#' comments and blank "
-        "lines skipped; '-' reads standard input).",
-    )
-    p.add_argument(
-        "-n",
-        "--dry-run",
-        action="store_true",
-        help="Walk the paths as a backup would and say what it would store; write nothing "
-        "(the repository is not opened).",
-    )
-    p.add_argument(
         "-x", "--one-file-system", action="store_true", help="Do not cross filesystem boundaries."
     )
+
+
+def _snapshot_arguments(p: Parser) -> None:
+    """The snapshot made: its tags and host, the parent it is compared with, and whether it
+    is made at all (--dry-run)."""
     p.add_argument(
         "--tag",
         action="append",
@@ -97,26 +129,12 @@ def register(subparsers: Subparsers) -> None:
     )
     p.add_argument("--force", action="store_true", help="Re-read every file.")
     p.add_argument(
-        "--stdin-from-command",
-        metavar="CMD",
-        help="Run CMD and back up its standard output as one file; a failing CMD saves nothing.",
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="Walk the paths as a backup would and say what it would store; write nothing "
+        "(the repository is not opened).",
     )
-    p.add_argument(
-        "--source",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="Capture an application source as an artifact (repeatable): postgres://, "
-        "redis://, sqlite:///, docker-volume://, docker-container://, s3://, and "
-        "the +docker forms; see README, Sources.",
-    )
-    p.add_argument(
-        "--stdin-filename",
-        default="stdin",
-        metavar="NAME",
-        help="File name for --stdin-from-command output.",
-    )
-    add_json_option(p)
 
 
 def make_progress(cli: Cli, label: str) -> Progress:
@@ -244,19 +262,14 @@ def backup(
     paths = list(paths) + _files_from(files_from)
     _check_what(paths, stdin_from_command, source)
     preload("stackvault.engine.backup")  # imported while the repository opens
-    from stackvault.cli.render import artifact_line, human_bytes, snapshot_json
     from stackvault.sources.registry import open_source
 
     sources = [open_source(url) for url in source]  # URL errors before the repository opens
     patterns = _patterns(exclude, exclude_file)
     ipatterns = _patterns(iexclude, iexclude_file)
-    from stackvault.fs.exclude import ExcludeMatcher
-    from stackvault.fs.walk import WalkRules
-
-    ExcludeMatcher(patterns, ipatterns)  # a bad pattern fails before the repository opens
-    rules = WalkRules(tuple(exclude_if_present), exclude_caches, exclude_larger_than)
-    if any(not m.partition(":")[0] or "/" in m.partition(":")[0] for m in exclude_if_present):
-        raise UsageError("--exclude-if-present takes a file name (NAME or NAME:CONTENT)")
+    rules = _walk_rules(
+        patterns, ipatterns, exclude_caches, exclude_if_present, exclude_larger_than
+    )
     if dry_run:
         if stdin_from_command or sources:
             raise UsageError("--dry-run applies to paths only, not --stdin-from-command/--source")
@@ -285,31 +298,64 @@ def backup(
             result = job.run()
         finally:
             progress.close()
-    snap = result.snapshot
-    s = snap.summary
+    return _report(cli, result.snapshot, files=bool(paths or stdin_from_command))
+
+
+def _walk_rules(
+    patterns: list[str],
+    ipatterns: list[str],
+    exclude_caches: bool,
+    exclude_if_present: list[str],
+    exclude_larger_than: int | None,
+) -> WalkRules:
+    """The walk's rules of what to leave out; `UsageError` for a bad pattern or marker
+    name, before the repository opens."""
+    from stackvault.fs.exclude import ExcludeMatcher
+    from stackvault.fs.walk import WalkRules
+
+    ExcludeMatcher(patterns, ipatterns)  # a bad pattern fails here
+    if any(not m.partition(":")[0] or "/" in m.partition(":")[0] for m in exclude_if_present):
+        raise UsageError("--exclude-if-present takes a file name (NAME or NAME:CONTENT)")
+    return WalkRules(tuple(exclude_if_present), exclude_caches, exclude_larger_than)
+
+
+def _report(cli: Cli, snap: Snapshot, *, files: bool) -> int | None:
+    """The snapshot as JSON, or its summary (`_print_summary`); then a warning and exit 3 if
+    it is incomplete."""
+    from stackvault.cli.render import snapshot_json
+
     if cli.json:
         cli.emit_json(snapshot_json(snap))
     else:
-        for record in snap.artifacts:
-            cli.print(artifact_line(record))
-        if paths or stdin_from_command:
-            cli.print(
-                f"Files: {s['files_new']} new, {s['files_changed']} changed, "
-                f"{s['files_unmodified']} unmodified; {s['dirs']} directories"
-            )
-        cli.print(
-            f"Added to the repository: {human_bytes(s['data_added'])} "
-            f"({human_bytes(s['data_added_stored'])} stored)"
-        )
-        what = f"{s['files']} files"
-        if snap.artifacts:
-            what += f" and {len(snap.artifacts)} artifact(s)"
-        cli.print(f"Processed {what}, {human_bytes(s['bytes'])} in {s['duration_s']:.2f} s")
-        cli.print(f"snapshot {snap.short_id} saved")
+        _print_summary(cli, snap, files=files)
     if not snap.complete:
         cli.warn(
-            f"warning: snapshot {snap.short_id} is INCOMPLETE: {s['problems']} item(s) could "
-            "not be read or captured (listed above and in `snapshots --json`)"
+            f"warning: snapshot {snap.short_id} is INCOMPLETE: {snap.summary['problems']} "
+            "item(s) could not be read or captured (listed above and in `snapshots --json`)"
         )
         return EXIT_INCOMPLETE
     return None
+
+
+def _print_summary(cli: Cli, snap: Snapshot, *, files: bool) -> None:
+    """The artifacts, then (``files``: paths or a command were backed up) the files, what
+    was added, what was processed and the snapshot's id."""
+    from stackvault.cli.render import artifact_line, human_bytes
+
+    s = snap.summary
+    for record in snap.artifacts:
+        cli.print(artifact_line(record))
+    if files:
+        cli.print(
+            f"Files: {s['files_new']} new, {s['files_changed']} changed, "
+            f"{s['files_unmodified']} unmodified; {s['dirs']} directories"
+        )
+    cli.print(
+        f"Added to the repository: {human_bytes(s['data_added'])} "
+        f"({human_bytes(s['data_added_stored'])} stored)"
+    )
+    what = f"{s['files']} files"
+    if snap.artifacts:
+        what += f" and {len(snap.artifacts)} artifact(s)"
+    cli.print(f"Processed {what}, {human_bytes(s['bytes'])} in {s['duration_s']:.2f} s")
+    cli.print(f"snapshot {snap.short_id} saved")

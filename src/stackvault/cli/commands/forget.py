@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from stackvault.policy.retention import RetentionPolicy
     from stackvault.repo.prune import PrunePlan
     from stackvault.repo.repository import Repository
+    from stackvault.repo.selection import SnapshotFilter
 
 # (option, help) of the --keep-N rules and of the --keep-within-* rules
 _KEEP_COUNTS = [
@@ -254,13 +255,8 @@ def forget(
     from stackvault.repo.selection import SnapshotFilter
 
     chosen = SnapshotFilter.of(host, tag, path)
-
     if not dry_run:
-        cli.refuse_if_append_only(
-            "forget",
-            "deletes snapshots" + (" and unreferenced data" if prune else ""),
-            "add --dry-run to only see the decisions",
-        )
+        _refuse_if_append_only(cli, prune)
     policy = _policy(
         (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly),
         (
@@ -273,13 +269,7 @@ def forget(
         ),
         keep_tag,
     )
-    if snapshot_ids and not policy.is_empty():
-        raise UsageError("give snapshot ids or --keep-* options, not both")
-    if snapshot_ids and chosen.narrows:
-        raise UsageError(
-            "--host, --tag and --path select the snapshots of a --keep-* policy; snapshot "
-            "ids name snapshots exactly, give one or the other"
-        )
+    _one_way_to_choose(snapshot_ids, policy, chosen)
     groups = tuple(g for g in group_by.split(",") if g)
     exclusive = prune and not dry_run
     with cli.open_repo(lock="forget", exclusive=exclusive, index=prune) as repo:
@@ -304,6 +294,29 @@ def forget(
                 "locked": result.locked,
                 "prune": pruned.to_json() if pruned is not None else None,
             }
+        )
+
+
+def _refuse_if_append_only(cli: Cli, prune: bool) -> None:
+    """Stop a forget (with --prune) that would delete, on an append-only repository."""
+    cli.refuse_if_append_only(
+        "forget",
+        "deletes snapshots" + (" and unreferenced data" if prune else ""),
+        "add --dry-run to only see the decisions",
+    )
+
+
+def _one_way_to_choose(
+    snapshot_ids: list[str], policy: RetentionPolicy, chosen: SnapshotFilter
+) -> None:
+    """`UsageError` unless the snapshots are named by ids or by a policy (which the filters
+    may narrow), not both."""
+    if snapshot_ids and not policy.is_empty():
+        raise UsageError("give snapshot ids or --keep-* options, not both")
+    if snapshot_ids and chosen.narrows:
+        raise UsageError(
+            "--host, --tag and --path select the snapshots of a --keep-* policy; snapshot "
+            "ids name snapshots exactly, give one or the other"
         )
 
 

@@ -13,7 +13,7 @@ from stackvault.errors import IntegrityError, PathNotFound, StackvaultError, Usa
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
     from stackvault.cli.context import Cli
-    from stackvault.cli.parser import Subparsers
+    from stackvault.cli.parser import Parser, Subparsers
     from stackvault.engine.restore import RestoreResult
     from stackvault.repo.selection import SnapshotFilter
     from stackvault.repo.snapshot import Snapshot
@@ -24,47 +24,8 @@ SNAPSHOT_HELP = "Snapshot id prefix or 'latest'."
 def register(subparsers: Subparsers) -> None:
     p = add_command(subparsers, "restore", restore, reads_only=True)
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
-    p.add_argument("-t", "--target", metavar="DIR", help="Directory to restore into.")
-    p.add_argument(
-        "--artifact",
-        metavar="NAME",
-        help="Restore one artifact (a captured source) instead of files: into --to URL, or "
-        "its files into --target DIR.",
-    )
-    p.add_argument(
-        "--to",
-        metavar="URL",
-        help="With --artifact: the live target (postgres://..., docker-volume://..., ...).",
-    )
-    p.add_argument(
-        "--no-owner",
-        action="store_true",
-        help="With --to: do not restore object ownership (databases).",
-    )
-    p.add_argument(
-        "-i",
-        "--include",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="Restore only paths matching a pattern (repeatable).",
-    )
-    p.add_argument(
-        "-e",
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="Leave out paths matching a pattern, even where --include matches (repeatable; "
-        "the syntax of backup --exclude).",
-    )
-    p.add_argument(
-        "--iexclude",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="Like --exclude, ignoring case.",
-    )
+    _destination_arguments(p)
+    _selection_arguments(p)
     p.add_argument(
         "-n",
         "--dry-run",
@@ -75,12 +36,6 @@ def register(subparsers: Subparsers) -> None:
         "--verify",
         action="store_true",
         help="Re-read every restored file and compare its SHA-256.",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="Allow restoring into a non-empty target, replacing files; with --to, a safety "
-        "snapshot of the target is taken first.",
     )
     add_snapshot_filters(p)
     add_json_option(p)
@@ -106,6 +61,62 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     p.add_argument("--path", default="/", metavar="PATH", help="Only files below this path.")
     add_snapshot_filters(p, path_option=False)
+
+
+def _destination_arguments(p: Parser) -> None:
+    """Where a restore goes: a directory, or one artifact's live target, and what it may
+    replace there."""
+    p.add_argument("-t", "--target", metavar="DIR", help="Directory to restore into.")
+    p.add_argument(
+        "--artifact",
+        metavar="NAME",
+        help="Restore one artifact (a captured source) instead of files: into --to URL, or "
+        "its files into --target DIR.",
+    )
+    p.add_argument(
+        "--to",
+        metavar="URL",
+        help="With --artifact: the live target (postgres://..., docker-volume://..., ...).",
+    )
+    p.add_argument(
+        "--no-owner",
+        action="store_true",
+        help="With --to: do not restore object ownership (databases).",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Allow restoring into a non-empty target, replacing files; with --to, a safety "
+        "snapshot of the target is taken first.",
+    )
+
+
+def _selection_arguments(p: Parser) -> None:
+    """Which paths of the snapshot a restore writes: includes, then excludes."""
+    p.add_argument(
+        "-i",
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="Restore only paths matching a pattern (repeatable).",
+    )
+    p.add_argument(
+        "-e",
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="Leave out paths matching a pattern, even where --include matches (repeatable; "
+        "the syntax of backup --exclude).",
+    )
+    p.add_argument(
+        "--iexclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="Like --exclude, ignoring case.",
+    )
 
 
 def restore(
