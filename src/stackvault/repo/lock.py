@@ -167,7 +167,8 @@ class LockInfo:
             return None
         if local_now > self.refreshed + lease:
             return (
-                f"not refreshed since {self.refreshed:%Y-%m-%d %H:%M:%S} (lease {self.lease_s} s)"
+                f"not refreshed since {self.refreshed:%Y-%m-%d %H:%M:%S} UTC "
+                f"(lease {self.lease_s} s)"
             )
         return None
 
