@@ -556,8 +556,12 @@ class Plan(Record):
         return done
 
     def to_dict(self) -> dict[str, Any]:
-        """The plan as JSON: every field, in the order above."""
-        return self.model_dump()
+        """The plan as JSON: every field, in the order above; ``probe_commands`` only when
+        there are some (a plan without them is stored as it was before they existed)."""
+        doc = self.model_dump()
+        if not doc.get("probe_commands"):
+            doc.pop("probe_commands", None)
+        return doc
 
 
 def plan_from_dict(doc: object, where: str = "the plan") -> Plan:
