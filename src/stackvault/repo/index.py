@@ -7,9 +7,11 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from preshed.maps import PreshMap
+
 from stackvault.crypto.envelope import Envelope
 from stackvault.errors import IntegrityError, UnsupportedFormat
-from stackvault.repo.blob import IndexEntry, blob_type
+from stackvault.repo.blob import BlobType, IndexEntry, blob_type
 from stackvault.repo.pack import PackedBlob
 
 INDEX_AAD = b"sv1:index"
@@ -19,6 +21,7 @@ _PACK = struct.Struct("<32sI")
 _ENTRY = struct.Struct("<BIII32s")  # type, offset, length, raw length, blob id
 _COUNT = struct.Struct("<I")
 _ID = 32
+_key = struct.Struct("<Q").unpack_from  # the hash table's key: an id's first 8 bytes
 
 
 @dataclass(frozen=True)
@@ -33,36 +36,115 @@ class IndexFile:
 
 
 class Index:
-    """The in-memory union of index files. Thread-safe for concurrent `add` and lookups."""
+    """The in-memory union of index files: where each blob is stored.
+
+    Compact, because a repository kept for years lists tens of millions of blobs. Each listed
+    blob is one 49-byte row of a byte array (`_ROW`: its id, pack number, offset, stored and
+    raw length, type) plus one cell of a hash table keyed by the id's first eight bytes (ids
+    are keyed hashes already, so they need no further hashing): about 95 bytes a blob, where
+    a dictionary of tuples took over 300. A lookup compares the whole id stored in the row
+    the table names, so it never answers for another blob; ids whose first eight bytes are
+    another blob's (about one pair in 10^12) are kept in a small dictionary beside it.
+
+    Thread-safe for concurrent `add_pack` and lookups: a row is written before the table
+    names it, and changes happen under a lock.
+    """
 
     def __init__(self) -> None:
-        self._blobs: dict[bytes, IndexEntry] = {}
-        self._packs: dict[bytes, list[PackedBlob]] = {}
         self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rows = bytearray()  # _ROW.size bytes per listing, in the order added
+        self._pack_ids: list[bytes] = []  # pack number -> pack id
+        self._pack_numbers: dict[bytes, int] = {}
+        self._pack_rows: dict[int, list[range]] = {}  # pack number -> its row numbers
+        self._table = PreshMap()  # first 8 id bytes -> row of the blob's first listing
+        self._overflow: dict[bytes, int] = {}  # id -> row, for ids whose 8 bytes are taken
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._blobs)
+        return self._count
+
+    def _row(self, blob_id: bytes) -> int | None:
+        """The row of the blob's first listing, or None."""
+        row = self._table[_key(blob_id)[0]]
+        if row is not None and len(blob_id) == _ID and self._rows.startswith(blob_id, row * _SIZE):
+            return int(row)
+        if self._overflow:
+            return self._overflow.get(bytes(blob_id))
+        return None
 
     def __contains__(self, blob_id: object) -> bool:
-        return blob_id in self._blobs
+        if not isinstance(blob_id, bytes):
+            return isinstance(blob_id, bytearray | memoryview) and bytes(blob_id) in self
+        return len(blob_id) == _ID and self._row(blob_id) is not None
 
     def has_all(self, blob_ids: Iterable[bytes]) -> bool:
-        """Whether every one of ``blob_ids`` is indexed."""
-        return all(map(self._blobs.__contains__, blob_ids))
+        """Whether every one of ``blob_ids`` is indexed (the hot path of a backup that
+        reuses unchanged files, so `_row` is written out here)."""
+        table, rows, overflow = self._table, self._rows, self._overflow
+        for blob_id in blob_ids:
+            row = table[_key(blob_id)[0]]
+            found = (
+                row is not None and len(blob_id) == _ID and rows.startswith(blob_id, row * _SIZE)
+            )
+            if not found and (not overflow or bytes(blob_id) not in overflow):
+                return False
+        return True
 
     def get(self, blob_id: bytes) -> IndexEntry | None:
-        return self._blobs.get(blob_id)
+        """Where the blob is stored, or None if no index lists it."""
+        row = self._row(blob_id)
+        if row is None:
+            return None
+        pack, offset, length, raw_length, kind = _PLACE(self._rows, row * _SIZE + _ID)
+        return _new_entry(
+            IndexEntry, (self._pack_ids[pack], offset, length, raw_length, _TYPES[kind])
+        )
 
     def add_pack(self, pack_id: bytes, blobs: Iterable[PackedBlob]) -> None:
         """Record every blob of a completely stored pack."""
-        blobs = list(blobs)
         with self._lock:
-            self._packs.setdefault(pack_id, []).extend(blobs)
+            self._add(pack_id, blobs)
+
+    def _add(self, pack_id: bytes, blobs: Iterable[PackedBlob]) -> None:
+        number = self._pack_numbers.get(pack_id)
+        if number is None:
+            number = self._pack_numbers[pack_id] = len(self._pack_ids)
+            self._pack_ids.append(pack_id)
+        rows, table, overflow = self._rows, self._table, self._overflow
+        first = row = len(rows) // _SIZE
+        for kind, blob_id, offset, length, raw_length in blobs:
+            if len(blob_id) != _ID:
+                raise ValueError("blob ids are 32 bytes")
+            rows += _ROW.pack(blob_id, number, offset, length, raw_length, kind)
             # A blob may be listed in several packs (interrupted prune, concurrent backups);
-            # any listed copy is good, so the first one seen stays.
-            keep = self._blobs.setdefault
-            for kind, blob_id, offset, length, raw_length in blobs:
-                keep(blob_id, IndexEntry(pack_id, offset, length, raw_length, kind))
+            # any listed copy is good, so the first one seen is the one looked up.
+            key = _key(blob_id)[0]
+            held = table[key]
+            if held is None:
+                table[key] = row
+                self._count += 1
+            elif not rows.startswith(blob_id, held * _SIZE) and blob_id not in overflow:
+                overflow[bytes(blob_id)] = row
+                self._count += 1
+            row += 1
+        spans = self._pack_rows.setdefault(number, [])
+        if row > first:
+            spans.append(range(first, row))
+
+    def _listed(self) -> Iterator[tuple[bytes, list[PackedBlob]]]:
+        rows = self._rows
+        for number, spans in self._pack_rows.items():
+            blobs = []
+            for span in spans:
+                for row in span:
+                    blob_id, _pack, offset, length, raw_length, kind = _ROW.unpack_from(
+                        rows, row * _SIZE
+                    )
+                    blobs.append(PackedBlob(_TYPES[kind], blob_id, offset, length, raw_length))
+            yield self._pack_ids[number], blobs
 
     def drop_packs(self, pack_ids: Iterable[bytes]) -> dict[bytes, bytes]:
         """Forget ``pack_ids`` (packs that are gone): a blob they held is then listed by
@@ -70,28 +152,47 @@ class Index:
         anywhere, each with the pack it was in."""
         gone = set(pack_ids)
         with self._lock:
-            for pack_id in gone:
-                self._packs.pop(pack_id, None)
-            stale = {b: e.pack_id for b, e in self._blobs.items() if e.pack_id in gone}
-            for blob_id in stale:
-                del self._blobs[blob_id]
-            for pack_id, blobs in self._packs.items():
-                for kind, blob_id, offset, length, raw_length in blobs:
-                    if blob_id in stale and blob_id not in self._blobs:
-                        self._blobs[blob_id] = IndexEntry(pack_id, offset, length, raw_length, kind)
-            return {b: p for b, p in stale.items() if b not in self._blobs}
+            stale: dict[bytes, bytes] = {}
+            for pack_id, blobs in self._listed():
+                if pack_id not in gone:
+                    continue
+                for blob in blobs:
+                    entry = self.get(blob.blob_id)
+                    if entry is not None and entry.pack_id in gone:
+                        stale[blob.blob_id] = entry.pack_id
+            kept = [(p, blobs) for p, blobs in self._listed() if p not in gone]
+            self._reset()
+            for pack_id, blobs in kept:
+                self._add(pack_id, blobs)
+            return {b: p for b, p in stale.items() if self._row(b) is None}
 
     def packs(self) -> dict[bytes, list[PackedBlob]]:
         """Pack id → the blobs the index lists in it (a copy)."""
         with self._lock:
-            return {k: list(v) for k, v in self._packs.items()}
+            return dict(self._listed())
 
     def items(self) -> Iterator[tuple[bytes, IndexEntry]]:
-        return iter(list(self._blobs.items()))
+        """Every indexed blob once, with where it is looked up. Rows added while iterating
+        may be left out; do not drop packs meanwhile."""
+        with self._lock:
+            count = len(self._rows) // _SIZE
+        for row in range(count):
+            blob_id = bytes(self._rows[row * _SIZE : row * _SIZE + _ID])
+            if self._row(blob_id) == row:
+                entry = self.get(blob_id)
+                assert entry is not None
+                yield blob_id, entry
 
     def pack_ids(self) -> set[bytes]:
         with self._lock:
-            return set(self._packs)
+            return {self._pack_ids[n] for n in self._pack_rows}
+
+
+_ROW = struct.Struct("<32sIIIIB")  # blob id, pack number, offset, length, raw length, type
+_SIZE = _ROW.size
+_PLACE = struct.Struct("<IIIIB").unpack_from  # a row without its id
+_TYPES = {t.value: t for t in BlobType}
+_new_entry = tuple.__new__  # builds an `IndexEntry` without its Python-level constructor
 
 
 def encode_index(
