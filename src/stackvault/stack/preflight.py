@@ -9,7 +9,10 @@ without changing anything:
 - each database source's client tools exist in its container and its credentials work (the
   source is probed, all of them at once, opened exactly as the backup opens it - the plan's
   port, socket, user and password source, `stackvault.stack.reach.source_url`: a connection
-  and row or key counts); the preset's databases exist (Dify: ``dify`` and ``dify_plugin``);
+  and row or key counts); a Redis server can save the file its capture reads (its last save
+  succeeded, its directory is writable: `stackvault.sources.redis.savefile`); the preset's
+  databases exist (Dify: ``dify`` and ``dify_plugin``) on the source the plan's
+  ``facts.databases_source`` names;
 - each named volume exists; each data directory is readable; each configuration entry exists;
 - the plan's own warnings (a public ``SECRET_KEY``, external storage) are repeated;
 - `space_check`: a local repository has room for what the project's recent stack backups
@@ -36,6 +39,9 @@ from stackvault.stack.reach import source_url
 
 if TYPE_CHECKING:
     from docker import DockerClient
+
+    from stackvault.sources.contract import Source
+    from stackvault.sources.redis.savefile import SaveProblem
 
 OK = "ok"
 WARNING = "warning"
@@ -223,6 +229,7 @@ def _source_checks(
         return [Check(subject, ERROR, exc.message, exc.hint or "")]
     try:
         facts: Mapping[str, Any] = source.probe()
+        saving = _save_problems(source)
     except StackvaultError as exc:
         fix = exc.hint or ""
         fix = f"{fix}; " if fix else ""
@@ -237,6 +244,7 @@ def _source_checks(
     finally:
         source.close()
     out.append(Check(subject, OK, f"connected ({how}), credentials work; {_counted(facts)}"))
+    out += [Check(subject, ERROR, p.message, p.fix) for p in saving]
     wanted = wanted_databases(plan, src, role)
     if wanted is not None:
         have = set((facts.get("databases") or {}).keys())
@@ -252,6 +260,13 @@ def _source_checks(
                     )
                 )
     return out
+
+
+def _save_problems(source: Source) -> list[SaveProblem]:
+    """A Redis server's problems with its save file, which its capture needs (`savefile`)."""
+    from stackvault.sources.redis.source import RedisSource
+
+    return source.save_problems() if isinstance(source, RedisSource) else []
 
 
 def wanted_databases(plan: Plan, src: SourcePlan, role: str) -> list[str] | None:

@@ -17,7 +17,8 @@ container, ``redis-cli`` runs with ``REDISCLI_AUTH`` taken from the container's 
 The parts, each with the rest of the story: `rdb` (completeness checks; `crc64`, the checksum),
 `resp` (RESP over a socket), `replication` (capture and restore on a host: ``SYNC``, and a
 master that serves one RDB), `rediscli` and `container` (capture and restore in a container),
-`bgsave` (waiting for a save), `source` (`RedisSource`, and the facts it records).
+`bgsave` (waiting for a save), `savefile` (what a capture needs of the save file, checked
+before a backup), `source` (`RedisSource`, and the facts it records).
 """
 
 from stackvault.sources.redis.crc64 import Crc64

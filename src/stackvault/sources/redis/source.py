@@ -49,6 +49,11 @@ from stackvault.sources.redis.resp import (
     reply_error,
     reply_text,
 )
+from stackvault.sources.redis.savefile import (
+    SaveProblem,
+    container_save_problems,
+    last_save_problem,
+)
 from stackvault.sources.url import SourceURL
 
 if TYPE_CHECKING:
@@ -186,6 +191,19 @@ class RedisSource(Source):
             return {"keys": parse_keyspace(reply_text(conn.call("INFO", "keyspace")))}
         finally:
             conn.close()
+
+    def save_problems(self) -> list[SaveProblem]:
+        """Why a capture of this server would fail at its save (`savefile`), found without
+        saving anything; none when it would not."""
+        if self.container_name is not None:
+            cli, container = self._container_cli()
+            return container_save_problems(cli, self._docker(), container)
+        conn = self._connect()
+        try:
+            problem = last_save_problem(conn.info("persistence"), None)
+        finally:
+            conn.close()
+        return [problem] if problem is not None else []
 
     def describe_target(self) -> str | None:
         keys = self.probe()["keys"]
