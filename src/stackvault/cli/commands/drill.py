@@ -99,8 +99,9 @@ def drill(
     their connections, files against their SHA-256, services healthy, the plan's HTTP
     probes and probe commands from inside the sandbox, Dify's tenant keys). A job without a
     stack has its PostgreSQL and MySQL artifacts loaded into throwaway servers of this host
-    (compared with the snapshot's facts) and everything else restored as files into the
-    drill's directory, each read back against its SHA-256.
+    (a PostgreSQL artifact captured in a container: into a container of the same image on
+    this host's loopback), compared with the snapshot's facts, and everything else restored
+    as files into the drill's directory, each read back against its SHA-256.
 
     Exit status: 0 the drill passed (every probe that ran passed, none failed, cleanup
     complete); 1 it failed (a phase, a probe or the cleanup; also when the Docker engine
@@ -169,7 +170,7 @@ def _drill_and_record(
     settings = job.repository
     client: DockerClient | None = None
     no_engine = ""
-    if job.stack_plan is not None:
+    if job.stack_plan is not None or any("+docker://" in s for s in job.sources):
         try:
             client = connect()
         except SourceError as exc:
@@ -213,7 +214,8 @@ def _run(
     now: datetime,
 ) -> DrillResult:
     """The drill of ``snap``: of a stack (``client`` given, else ``no_engine`` says why it
-    could not run) or of a job without one (``snap`` not a stack snapshot)."""
+    could not run) or of a job without one (``snap`` not a stack snapshot; ``client``, when
+    given, runs a container of the image a database was captured in)."""
     from stackvault.cli.commands.backup import make_progress
     from stackvault.records.drill import DrillResult
     from stackvault.stack.drill import run_drill, run_source_drill
@@ -224,8 +226,13 @@ def _run(
         return result
     cli.notice(f"drilling snapshot {snap.short_id} of job {options.job}")
     progress = make_progress(cli, "drill")
-    if client is None:
-        return run_source_drill(repo, snap, options, notice=cli.notice, progress=progress)
+    if not snap.stack:
+        if no_engine:
+            cli.notice(f"no container of the captured image for the drill: {no_engine}")
+        return run_source_drill(
+            repo, snap, options, client=client, notice=cli.notice, progress=progress
+        )
+    assert client is not None
     return run_drill(repo, snap, client, options, notice=cli.notice, progress=progress)
 
 

@@ -78,7 +78,8 @@ picked, its data checked), `sandbox` (isolation: the compose file, the refusals)
 HTTP from inside), `connections` (databases accept connections), `commands` (the plan's
 probe commands), `cleanup` (removing what a drill made, leftovers of earlier ones), `labels`
 (the names and labels a drill gives what it creates), `source` (the drill of a job without a
-stack), `throwaway` (its throwaway database servers).
+stack), `throwaway` (its throwaway database servers), `containerserver` (one in a container of
+the captured image).
 """
 
 from stackvault.stack.drill.cleanup import drill_resources, remove_leftovers

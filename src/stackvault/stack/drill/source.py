@@ -3,7 +3,9 @@ restored away from production, proved, timed and removed again.
 
 - each **PostgreSQL or MySQL/MariaDB artifact** is loaded into a throwaway server of the
   same family (`stackvault.stack.drill.throwaway`: a temporary cluster or server made with
-  this host's own server programs, on 127.0.0.1 at a free port) through the ordinary
+  this host's own server programs, on 127.0.0.1 at a free port; a PostgreSQL artifact
+  captured in a container goes into a container of the same image, on the host's loopback
+  at a free port, when the Docker engine is reachable) through the ordinary
   artifact restore (`restore_artifact`), and the server is then probed and compared with the
   facts recorded at capture (tables and their row counts of every database): two probes,
   ``loaded`` and ``row counts as recorded`` (skipped when the snapshot recorded no facts);
@@ -24,6 +26,7 @@ temporary directory).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -35,14 +38,32 @@ from stackvault.records.artifact import ArtifactRecord
 from stackvault.records.drill import DrillCleanup, DrillProbe, DrillResult
 from stackvault.records.plan import MYSQL, POSTGRES
 from stackvault.repo.snapshot import Snapshot
-from stackvault.stack.drill.cleanup import remove_leftover_directories
-from stackvault.stack.drill.labels import OWNER_FILE, owner
+from stackvault.stack.drill.cleanup import (
+    drill_resources,
+    remove_leftover_directories,
+    remove_leftovers,
+)
+from stackvault.stack.drill.containerserver import PostgresContainerServer
+from stackvault.stack.drill.labels import (
+    LABEL,
+    LABEL_DRILL_PROJECT,
+    LABEL_OWNER,
+    OWNER_FILE,
+    owner,
+)
 from stackvault.stack.drill.phases import PhaseClock, keep_for, run_phases
 from stackvault.stack.drill.run import DrillOptions, drill_project_name
 from stackvault.stack.drill.snapshots import check_snapshot_data
-from stackvault.stack.drill.throwaway import MariaDBServer, PostgresServer, ThrowawayServer
+from stackvault.stack.drill.throwaway import (
+    DrillServer,
+    MariaDBServer,
+    PostgresServer,
+    ThrowawayServer,
+)
 
 if TYPE_CHECKING:
+    from docker import DockerClient
+
     from stackvault.engine.progress import Progress
     from stackvault.repo.repository import Repository
 
@@ -55,12 +76,15 @@ def run_source_drill(
     snapshot: Snapshot,
     options: DrillOptions,
     *,
+    client: DockerClient | None = None,
     notice: Callable[[str], None] = lambda _m: None,
     progress: Progress | None = None,
 ) -> DrillResult:
     """Drill ``snapshot`` of a job without a stack (see the module docstring); like
     `run_drill`, it never raises for what goes wrong in the drill, and the cleanup has run
-    whatever happened."""
+    whatever happened. With ``client``, a PostgreSQL artifact captured in a container is
+    loaded into a container of the same image, and leftovers of earlier drills on the
+    engine are removed too."""
     started = options.now()
     result = DrillResult(
         drill_id=options.drill_id,
@@ -75,6 +99,7 @@ def run_source_drill(
         rpo_achieved_s=round((started - snapshot.time).total_seconds(), 3),
     )
     drill = _SourceDrill(repo, snapshot, options, PhaseClock(result), notice, progress)
+    drill.client = client
     return run_phases(drill.clock, drill.work, drill.cleanup, options.now)
 
 
@@ -99,7 +124,8 @@ class _SourceDrill:
         self.root = os.path.join(os.path.abspath(options.workdir), self.result.drill_project)
         self.created: list[str] = []
         """Directories the drill made (removed by the cleanup)."""
-        self.servers: list[ThrowawayServer] = []
+        self.servers: list[DrillServer] = []
+        self.client: DockerClient | None = None
 
     def tell(self, message: str) -> None:
         self.result.notices.append(message)
@@ -107,7 +133,11 @@ class _SourceDrill:
 
     def work(self) -> None:
         self.clock.begin("leftovers", "cleanup")
-        removed = remove_leftover_directories(self.options.workdir, keep=self.result.drill_project)
+        keep = self.result.drill_project
+        if self.client is not None:
+            removed = remove_leftovers(self.client, self.options.workdir, keep=keep)
+        else:
+            removed = remove_leftover_directories(self.options.workdir, keep=keep)
         if removed.removed:
             self.tell(f"removed leftovers of earlier drills: {', '.join(removed.removed)}")
         self.clock.begin("read snapshot", "snapshot")
@@ -135,7 +165,7 @@ class _SourceDrill:
         self.clock.begin(f"server {record.name}", "start")
         loaded = f"database {record.name}: loaded"
         try:
-            server = SERVERS[record.kind](os.path.join(self._server_root(), record.name))
+            server = self._server(record)
             self.servers.append(server)
             server.start()
         except StackvaultError as exc:
@@ -198,6 +228,25 @@ class _SourceDrill:
             return [DrillProbe(name, "skipped", "the snapshot holds no file to check")]
         return [DrillProbe(name, "pass", f"{done.verified} files restored and read back")]
 
+    def _server(self, record: ArtifactRecord) -> DrillServer:
+        """A container of the image a PostgreSQL artifact was captured in (with an engine),
+        else a server of this host's programs."""
+        captured = (record.metadata or {}).get("container")
+        if record.kind == POSTGRES and self.client is not None and isinstance(captured, dict):
+            image = str(captured.get("image") or captured.get("image_id") or "")
+            if image:
+                labels = {
+                    LABEL: self.options.drill_id,
+                    LABEL_DRILL_PROJECT: self.result.drill_project,
+                    LABEL_OWNER: owner(),
+                }
+                name = f"{self.result.drill_project}-{re.sub(r'[^A-Za-z0-9_.-]', '', record.name)}"
+                production = captured.get("name")
+                return PostgresContainerServer(
+                    self.client, image, name, labels, str(production) if production else None
+                )
+        return SERVERS[record.kind](os.path.join(self._server_root(), record.name))
+
     def _server_root(self) -> str:
         """Where the servers' data goes: the drill's directory when the servers' user can
         reach it, else a new directory in the system's temporary directory."""
@@ -224,6 +273,11 @@ class _SourceDrill:
             except OSError as exc:
                 done.ok = False
                 done.error = f"directory {path}: {exc.strerror or exc}"
+        if self.client is not None and done.ok:
+            left = drill_resources(self.client, self.result.drill_project)
+            if left:
+                done.ok = False
+                done.error = f"still there: {', '.join(left)}"
         return done
 
 

@@ -1,7 +1,8 @@
 """Throwaway database servers for drills of jobs without a stack (stack layer): a temporary
 PostgreSQL cluster or MariaDB server made with this host's own server programs, listening on
-127.0.0.1 at a free port, with its data in the drill's directory; stopped and removed after
-the drill (see `stackvault.stack.drill.source`).
+127.0.0.1 at a free port, with its data in the drill's directory (for a PostgreSQL artifact
+captured in a container, `stackvault.stack.drill.containerserver` runs one in a container of
+that image instead); stopped and removed after the drill (see `stackvault.stack.drill.source`).
 
 Contract: `start` returns once the server answers, or raises `SourceError` saying what is
 missing (the programs, the user they run as) or why it did not start (its log's tail); `url`
@@ -29,6 +30,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Protocol
 from urllib.parse import quote
 
 from stackvault.errors import SourceError
@@ -55,6 +57,24 @@ def _die_with_parent() -> Callable[[], None] | None:
         prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
     return preexec
+
+
+class DrillServer(Protocol):
+    """What a drill asks of a throwaway server (on this host or in a container)."""
+
+    family: str
+    port: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def url(self, database: str | None = None) -> str: ...
+
+    def describe(self) -> str: ...
+
+    @property
+    def running(self) -> bool: ...
 
 
 class ThrowawayServer(ABC):
