@@ -39,8 +39,8 @@ from stackvault.sources.contract import (
     StoredFile,
     compare_facts,
 )
-from stackvault.sources.docker.archive import read_tree
 from stackvault.sources.docker.mounts import HELPER_LABEL, MOUNT
+from stackvault.sources.docker.tarreader import read_tree
 from stackvault.sources.docker.volume import VolumeSource
 from stackvault.sources.registry import open_source
 from support.artifacts import MemorySink

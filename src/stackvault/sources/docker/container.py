@@ -56,7 +56,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from stackvault.errors import RestoreRefused, SourceError, UsageError
 from stackvault.sources.contract import ArtifactReader, ArtifactRestoreOptions, ArtifactSink, Source
-from stackvault.sources.docker.archive import TreeFactsJSON, TreeResult, tree_entries
 from stackvault.sources.docker.containerinfo import (
     FORMAT,
     MountInfo,
@@ -78,6 +77,8 @@ from stackvault.sources.docker.mounts import (
     write_mount,
 )
 from stackvault.sources.docker.quiesce import Quiesce, StopRecord
+from stackvault.sources.docker.tarreader import TreeFactsJSON, TreeResult
+from stackvault.sources.docker.tarwriter import tree_entries
 from stackvault.sources.docker.volume import StopOptions, url_name
 from stackvault.sources.url import SourceURL
 

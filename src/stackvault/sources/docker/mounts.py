@@ -6,9 +6,9 @@ Used by `stackvault.sources.docker.volume` and `stackvault.sources.docker.contai
 document the behaviour; this module holds the mechanics. A helper (`helper`) is created but
 never started, with the mount at `MOUNT` (read-only for a read; a volume ``nocopy``, so that an
 image's files never land in it), and is read and written through the engine's archive endpoints
-(`archive`); it is removed when the operation ends, also after a failure or an interrupt. The
-one helper that runs is the one that empties mounts (`empty_mounts`: ``rm -rf`` as root).
-Images are never pulled (`pick_image`).
+(`tarreader`, `tarwriter`); it is removed when the operation ends, also after a failure or an
+interrupt. The one helper that runs is the one that empties mounts (`empty_mounts`: ``rm -rf``
+as root). Images are never pulled (`pick_image`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from stackvault.errors import SourceError
 from stackvault.sources.contract import ArtifactReader, ArtifactSink
-from stackvault.sources.docker.archive import (
-    TreeResult,
-    count_entries,
-    read_tree,
-    tar_stream,
-    tree_entries,
-)
 from stackvault.sources.docker.engine import api_error, engine_address
+from stackvault.sources.docker.tarreader import TreeResult, count_entries, read_tree
+from stackvault.sources.docker.tarwriter import tar_stream, tree_entries
 
 if TYPE_CHECKING:
     from docker import DockerClient

@@ -4,10 +4,10 @@
 Everything goes through the Engine API (``DOCKER_HOST`` may name a remote engine): the volume
 is read and written through a **helper container** (`mounts`) that is created but never
 started, with the volume mounted at ``/stackvault-data`` (read-only for a capture; ``nocopy``,
-so that an image's files never land in the volume), using the archive endpoints (`archive`).
-The helper is removed when the operation ends, also after a failure or an interrupt. Its image
-is ``helper-image`` if given, else the image of a container that uses the volume, else any
-image present at the engine; an image is never pulled.
+so that an image's files never land in the volume), using the archive endpoints
+(`tarreader`, `tarwriter`). The helper is removed when the operation ends, also after a failure
+or an interrupt. Its image is ``helper-image`` if given, else the image of a container that
+uses the volume, else any image present at the engine; an image is never pulled.
 
 Options:
 
@@ -53,7 +53,7 @@ is emptied first:
   ``/stackvault-empty/0``, runs ``rm -rf`` as root and checks that the volume is empty;
 - used by a running container: refused (`RestoreRefused`), for any restore: stop it first.
 
-The artifact's tree is then streamed (`archive.tar_stream`, one buffer) into a helper with the
+The artifact's tree is then streamed (`tarwriter.tar_stream`, one buffer) into a helper with the
 volume mounted read-write: ownership, modes, mtimes, symlinks and hard links come back as they
 were; the engine unpacks inside the container's root, so a symlink pointing outside cannot make
 it write elsewhere. Entry paths that are absolute or contain ``..`` refuse the restore before
@@ -76,7 +76,6 @@ from stackvault.sources.contract import (
     ArtifactSink,
     Source,
 )
-from stackvault.sources.docker.archive import TreeFactsJSON, tree_entries
 from stackvault.sources.docker.engine import api_error, connect, engine_address
 from stackvault.sources.docker.mounts import (
     MountSpec,
@@ -93,6 +92,8 @@ from stackvault.sources.docker.mounts import (
     write_mount,
 )
 from stackvault.sources.docker.quiesce import DEFAULT_GRACE, DEFAULT_TIMEOUT, Quiesce
+from stackvault.sources.docker.tarreader import TreeFactsJSON
+from stackvault.sources.docker.tarwriter import tree_entries
 from stackvault.sources.url import SourceURL
 
 if TYPE_CHECKING:

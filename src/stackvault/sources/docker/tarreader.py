@@ -1,17 +1,14 @@
-"""Tar streams of the Docker Engine API ↔ artifact sinks and readers (sources layer).
+"""Tar streams of the Docker Engine API → artifact sinks: reading them (sources layer).
 
 The engine hands out a directory as a tar stream (``GET /containers/ID/archive?path=P``, what
-``docker cp`` uses) and unpacks one into a container (``PUT .../archive``). This module turns
-such a stream into artifact entries and back, without a temporary copy:
-
-- `read_tree` parses the stream with `tarfile` in streaming mode (``r|``) and gives each
-  member to the sink as it arrives: directories, regular files (the member's own data stream),
-  symlinks (stored as they are, never followed) and hard links, each with its mode (permission
-  bits incl. setuid/setgid/sticky), uid, gid and mtime; extended attributes the engine sends
-  (``SCHILY.xattr.*``) are kept. Fifos, sockets and devices are skipped and listed. Without a
-  sink it only hashes (`Source.probe`).
-- `tar_stream` produces the tar stream of a stored tree for ``put_archive``: a generator of
-  blocks, so that files of any size go through one buffer.
+``docker cp`` uses). `read_tree` turns such a stream into artifact entries without a temporary
+copy: it parses the stream with `tarfile` in streaming mode (``r|``) and gives each member to
+the sink as it arrives: directories, regular files (the member's own data stream), symlinks
+(stored as they are, never followed) and hard links, each with its mode (permission bits incl.
+setuid/setgid/sticky), uid, gid and mtime; extended attributes the engine sends
+(``SCHILY.xattr.*``) are kept. Fifos, sockets and devices are skipped and listed. Without a
+sink it only hashes (`Source.probe`). `count_entries` counts a stream's entries. Writing a
+stored tree back as a tar stream is `stackvault.sources.docker.tarwriter`.
 
 **Tree layout.** The stream's top-level member is the directory itself (its basename): its
 own metadata becomes the artifact directory ``prefix`` (e.g. ``data``), so the ownership and
@@ -38,8 +35,7 @@ record stays small and a difference is still detected (but not located).
 
 Hard links: `ArtifactReader` entries do not say which files were links of each other, so the
 links are also returned by `read_tree` (``{path: first path}``) for the source to keep in its
-metadata, and `tar_stream` turns them back into tar hard links when both files are restored
-with the same content.
+metadata, and the writer turns them back into tar hard links.
 """
 
 from __future__ import annotations
@@ -47,13 +43,13 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any, NotRequired, TypedDict, cast
 
-from stackvault.errors import RestoreRefused, SourceChanged, SourceError
-from stackvault.sources.contract import ArtifactEntry, ArtifactReader, ArtifactSink, EntryMeta
+from stackvault.errors import SourceChanged, SourceError
+from stackvault.sources.contract import ArtifactSink, EntryMeta
 
 BLOCK = 512
 LISTED_FILES = 20_000
@@ -61,7 +57,8 @@ LISTED_FILES = 20_000
 SKIPPED_LISTED = 100
 _CHUNK = 1 << 20
 _TAIL = 64 * 1024
-_XATTR = "SCHILY.xattr."
+XATTR_PREFIX = "SCHILY.xattr."
+"""The PAX header prefix of extended attributes, as the engine writes them."""
 
 
 def _clean(exc: BaseException) -> str:
@@ -289,9 +286,9 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
 def _meta(member: tarfile.TarInfo) -> EntryMeta:
     xattrs = tuple(
         sorted(
-            (key[len(_XATTR) :], value.encode("utf-8", "surrogateescape"))
+            (key[len(XATTR_PREFIX) :], value.encode("utf-8", "surrogateescape"))
             for key, value in member.pax_headers.items()
-            if key.startswith(_XATTR)
+            if key.startswith(XATTR_PREFIX)
         )
     )
     return EntryMeta(
@@ -520,114 +517,3 @@ def count_entries(
     except tarfile.TarError as exc:
         raise SourceError(f"the archive stream of {what} is malformed ({_clean(exc)})") from exc
     return n, False
-
-
-# --- restore ----------------------------------------------------------------------------------
-
-
-def tree_entries(reader: ArtifactReader, prefix: str) -> list[ArtifactEntry]:
-    """The entries of ``reader`` at and below ``prefix`` (the tree's root first), checked:
-    `RestoreRefused` for a path that is absolute, has an empty, ``.`` or ``..`` part, or for a
-    tree without its root directory. Nothing is written before this passed."""
-    out: list[ArtifactEntry] = []
-    for entry in reader.entries():
-        path = entry.path
-        if path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")):
-            raise RestoreRefused(
-                f"artifact {reader.name!r} holds the unsafe path {path!r}; nothing was restored",
-                hint="the repository may have been tampered with: run `stackvault check`",
-            )
-        if path == prefix or path.startswith(prefix + "/"):
-            out.append(entry)
-    roots = [e for e in out if e.path == prefix]
-    if not roots or roots[0].kind != "dir":
-        raise SourceError(
-            f"artifact {reader.name!r} has no directory {prefix!r}; is it the right artifact?"
-        )
-    out.sort(key=lambda e: (e.path != prefix, e.path.split("/")))
-    return out
-
-
-def _header(name: str, kind: bytes, meta: EntryMeta, *, size: int = 0, link: str = "") -> bytes:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = meta.mode & 0o7777
-    info.uid = meta.uid
-    info.gid = meta.gid
-    seconds, rest = divmod(meta.mtime_ns, 1_000_000_000)
-    info.mtime = seconds if rest == 0 else float(Decimal(meta.mtime_ns) / 1_000_000_000)
-    info.size = size
-    info.linkname = link
-    info.uname = info.gname = ""
-    if meta.xattrs:
-        info.pax_headers = {
-            _XATTR + key: value.decode("utf-8", "surrogateescape") for key, value in meta.xattrs
-        }
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def tar_stream(
-    reader: ArtifactReader,
-    entries: list[ArtifactEntry],
-    *,
-    prefix: str,
-    root: str,
-    hardlinks: Mapping[str, str],
-    check_interrupted: Callable[[], None] | None = None,
-) -> Iterator[bytes]:
-    """The tar stream of the tree ``entries`` (from `tree_entries`), named ``root/…``, for
-    ``put_archive`` at ``/``. File contents are read from ``reader`` in 1 MiB blocks and checked
-    against the entry's size and SHA-256 (`SourceError` if they differ, which also aborts the
-    upload). ``hardlinks`` (relative path → first path) become tar hard links where the first
-    path was written with the same content."""
-    anchors: dict[str, tuple[str, str, int]] = {}  # group -> (tar name, sha256, size)
-    groups = set(hardlinks.values())
-    for entry in entries:
-        if check_interrupted is not None:
-            check_interrupted()
-        rel = "" if entry.path == prefix else entry.path[len(prefix) + 1 :]
-        name = root if rel == "" else f"{root}/{rel}"
-        if entry.kind == "dir":
-            yield _header(name, tarfile.DIRTYPE, entry.meta)
-        elif entry.kind == "symlink":
-            yield _header(name, tarfile.SYMTYPE, entry.meta, link=entry.target)
-        else:
-            group = hardlinks.get(rel, rel)
-            anchor = anchors.get(group)
-            if anchor is not None and anchor[1:] == (entry.sha256, entry.size):
-                yield _header(name, tarfile.LNKTYPE, entry.meta, link=anchor[0])
-                continue
-            yield _header(name, tarfile.REGTYPE, entry.meta, size=entry.size)
-            yield from _content(reader, entry)
-            pad = -entry.size % BLOCK
-            if pad:
-                yield bytes(pad)
-            if group != rel or rel in groups:
-                anchors.setdefault(group, (name, entry.sha256, entry.size))
-    yield bytes(2 * BLOCK)
-
-
-def _content(reader: ArtifactReader, entry: ArtifactEntry) -> Iterator[bytes]:
-    stream = reader.open(entry.path)
-    sha = hashlib.sha256()
-    n = 0
-    while True:
-        block = stream.read(_CHUNK)
-        if not block:
-            break
-        n += len(block)
-        if n > entry.size:
-            break
-        sha.update(block)
-        yield block
-    if n != entry.size or (entry.sha256 and sha.hexdigest() != entry.sha256):
-        what = (
-            f"{n if n <= entry.size else 'more than'} bytes, {entry.size} recorded"
-            if n != entry.size
-            else "another SHA-256 than recorded"
-        )
-        raise SourceError(
-            f"{entry.path!r} of artifact {reader.name!r} read back with {what}; the restore "
-            "was aborted",
-            hint="run `stackvault check --read-data`",
-        )
