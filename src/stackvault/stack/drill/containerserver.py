@@ -1,13 +1,14 @@
-"""A throwaway PostgreSQL cluster in a container (stack layer): for the drill of a job whose
-PostgreSQL artifact was captured in a container, a container of that same image on this host's
-loopback at a free port (see `stackvault.stack.drill.source`); the contract is
-`stackvault.stack.drill.throwaway.DrillServer`'s."""
+"""Throwaway database servers in containers (stack layer): for the drill of a job whose
+PostgreSQL or MySQL/MariaDB artifact was captured in a container, a server in a container of
+that same image on this host's loopback at a free port (see `stackvault.stack.drill.source`);
+the contract is `stackvault.stack.drill.throwaway.DrillServer`'s."""
 
 from __future__ import annotations
 
 import contextlib
 import re
 import time
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -19,16 +20,31 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 
-class PostgresContainerServer:
-    """A throwaway PostgreSQL cluster in a container of the image the artifact was captured
-    from (its own ``initdb`` and ``postgres``, as the image's ``PATH`` finds them), on this
-    host's network at a free port of 127.0.0.1, data in the container's own writable layer,
-    labelled as the drill's; the restore runs the image's own tools inside it. The
-    production container, when it still exists, lends its user, ``PATH`` and read-only bind
-    mounts (an image that brings its server programs through them), never anything it
-    writes."""
+class ContainerServer(ABC):
+    """A throwaway server in a container of the image the artifact was captured from (its own
+    server programs, as the image's ``PATH`` finds them), on this host's network at a free
+    port of 127.0.0.1, data in the container's own writable layer, labelled as the drill's;
+    the restore runs the image's own tools inside it. The production container, when it
+    still exists, lends its user, ``PATH`` and read-only bind mounts (an image that brings
+    its server programs through them), never anything it writes."""
 
-    family = "PostgreSQL"
+    family: str
+    user: str
+    """The user the server runs as unless the production container names one."""
+    version_pattern: str
+    """Finds the version in the log (the script prints the server's ``--version``)."""
+
+    @abstractmethod
+    def script(self) -> str:
+        """The container's ``sh -c`` script: make the data, then ``exec`` the server."""
+
+    @abstractmethod
+    def ready(self) -> list[str]:
+        """A command in the container that exits 0 once the server takes clients."""
+
+    @abstractmethod
+    def url(self, database: str | None = None) -> str:
+        """The restore target, in the container, as its superuser."""
 
     def __init__(
         self,
@@ -55,21 +71,15 @@ class PostgresContainerServer:
         """Create and start the container; return once the server answers."""
         import docker.errors
 
-        user, env = "postgres", {"LC_ALL": "C"}
+        user, env = self.user, {"LC_ALL": "C"}
         binds: dict[str, dict[str, str]] = {}
         if self.production is not None:
             user, env, binds = self._lent(self.production, user, env)
         self.port = free_port()
-        script = (
-            "set -e; D=/tmp/stackvault-drill/data; mkdir -p /tmp/stackvault-drill; "
-            "postgres --version; initdb -D $D -U postgres --auth=trust -E UTF8 --locale=C "
-            f"--no-sync >/dev/null; exec postgres -D $D -p {self.port} -k /tmp "
-            "-c listen_addresses=127.0.0.1"
-        )
         try:
             self._container = self.client.containers.run(
                 self.image,
-                entrypoint=["sh", "-c", script],
+                entrypoint=["sh", "-c", "set -e; mkdir -p /tmp/stackvault-drill; " + self.script()],
                 name=self.name,
                 detach=True,
                 network_mode="host",
@@ -80,7 +90,7 @@ class PostgresContainerServer:
             )
         except docker.errors.DockerException as exc:
             raise SourceError(
-                f"the throwaway PostgreSQL container of {self.image} did not start: {exc}"
+                f"the throwaway {self.family} container of {self.image} did not start: {exc}"
             ) from exc
         self._wait()
 
@@ -113,18 +123,17 @@ class PostgresContainerServer:
             self._container.reload()
             if self._container.status in ("exited", "dead"):
                 raise SourceError(
-                    f"the throwaway PostgreSQL container of {self.image} exited: {self.log_tail()}"
+                    f"the throwaway {self.family} container of {self.image} exited: "
+                    + self.log_tail()
                 )
-            code, _out = self._container.exec_run(
-                ["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)]
-            )
+            code, _out = self._container.exec_run(self.ready())
             if code == 0:
-                found = re.search(r"\(PostgreSQL\) (\S+)", self.log_tail(2000))
+                found = re.search(self.version_pattern, self.log_tail(2000))
                 self.version = found.group(1) if found else ""
                 return
             time.sleep(0.3)
         raise SourceError(
-            f"the throwaway PostgreSQL container of {self.image} did not answer within "
+            f"the throwaway {self.family} container of {self.image} did not answer within "
             f"{START_TIMEOUT_S:.0f} s: {self.log_tail()}"
         )
 
@@ -154,9 +163,64 @@ class PostgresContainerServer:
             with contextlib.suppress(Exception):
                 container.remove(force=True, v=True)
 
+
+class PostgresContainerServer(ContainerServer):
+    """A PostgreSQL cluster (``initdb`` with trust authentication; socket in ``/tmp``)."""
+
+    family = "PostgreSQL"
+    user = "postgres"
+    version_pattern = r"\(PostgreSQL\) (\S+)"
+
+    def script(self) -> str:
+        return (
+            "D=/tmp/stackvault-drill/data; postgres --version; initdb -D $D -U postgres "
+            "--auth=trust -E UTF8 --locale=C --no-sync >/dev/null; "
+            f"exec postgres -D $D -p {self.port} -k /tmp -c listen_addresses=127.0.0.1"
+        )
+
+    def ready(self) -> list[str]:
+        return ["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+
     def url(self, database: str | None = None) -> str:
         path = quote(database or "", safe="")
         return (
             f"postgres+docker://postgres@{self.name}:{self.port}/{path}"
             "?socket=/tmp&password_from=none"
+        )
+
+
+class MySQLContainerServer(ContainerServer):
+    """A MariaDB server (``mariadb-install-db``, ``root@localhost`` without a password: only
+    this host's loopback reaches it) or, in an image of Oracle's MySQL, ``mysqld
+    --initialize-insecure``; ``--no-defaults``, socket in the container's ``/tmp``."""
+
+    family = "MySQL"
+    user = "mysql"
+    version_pattern = r"Ver (\S+)"
+    SOCKET = "/tmp/stackvault-drill/mysqld.sock"
+
+    def script(self) -> str:
+        common = (
+            f"--datadir=$D --socket={self.SOCKET} --port={self.port} "
+            "--bind-address=127.0.0.1 --skip-networking=0 --tmpdir=/tmp"
+        )
+        return (
+            "D=/tmp/stackvault-drill/data; "
+            "if command -v mariadbd >/dev/null 2>&1; then "
+            "mariadbd --version; mariadb-install-db --no-defaults --datadir=$D --skip-test-db "
+            "--auth-root-authentication-method=normal >/dev/null; "
+            f"exec mariadbd --no-defaults {common}; fi; "
+            "mysqld --version; mysqld --no-defaults --initialize-insecure --datadir=$D "
+            f">/dev/null 2>&1; exec mysqld --no-defaults {common}"
+        )
+
+    def ready(self) -> list[str]:
+        admin = "A=mariadb-admin; command -v $A >/dev/null 2>&1 || A=mysqladmin; "
+        return ["sh", "-c", f"{admin}exec $A --no-defaults --socket={self.SOCKET} -uroot ping"]
+
+    def url(self, database: str | None = None) -> str:
+        path = quote(database or "", safe="")
+        return (
+            f"mysql+docker://root@{self.name}:{self.port}/{path}"
+            f"?socket={self.SOCKET}&password_from=none"
         )

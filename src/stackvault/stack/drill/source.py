@@ -3,9 +3,9 @@ restored away from production, proved, timed and removed again.
 
 - each **PostgreSQL or MySQL/MariaDB artifact** is loaded into a throwaway server of the
   same family (`stackvault.stack.drill.throwaway`: a temporary cluster or server made with
-  this host's own server programs, on 127.0.0.1 at a free port; a PostgreSQL artifact
-  captured in a container goes into a container of the same image, on the host's loopback
-  at a free port, when the Docker engine is reachable) through the ordinary
+  this host's own server programs, on 127.0.0.1 at a free port; an artifact captured in a
+  container goes into a container of the same image, on the host's loopback at a free
+  port, when the Docker engine is reachable) through the ordinary
   artifact restore (`restore_artifact`), and the server is then probed and compared with the
   facts recorded at capture (tables and their row counts of every database): two probes,
   ``loaded`` and ``row counts as recorded`` (skipped when the snapshot recorded no facts);
@@ -43,7 +43,11 @@ from stackvault.stack.drill.cleanup import (
     remove_leftover_directories,
     remove_leftovers,
 )
-from stackvault.stack.drill.containerserver import PostgresContainerServer
+from stackvault.stack.drill.containerserver import (
+    ContainerServer,
+    MySQLContainerServer,
+    PostgresContainerServer,
+)
 from stackvault.stack.drill.labels import (
     LABEL,
     LABEL_DRILL_PROJECT,
@@ -69,6 +73,11 @@ if TYPE_CHECKING:
 
 SERVERS: dict[str, type[ThrowawayServer]] = {POSTGRES: PostgresServer, MYSQL: MariaDBServer}
 """The artifact kinds loaded into a throwaway server, and the server of each."""
+CONTAINER_SERVERS: dict[str, type[ContainerServer]] = {
+    POSTGRES: PostgresContainerServer,
+    MYSQL: MySQLContainerServer,
+}
+"""The same, for an artifact captured in a container (with an engine to run one)."""
 
 
 def run_source_drill(
@@ -229,10 +238,10 @@ class _SourceDrill:
         return [DrillProbe(name, "pass", f"{done.verified} files restored and read back")]
 
     def _server(self, record: ArtifactRecord) -> DrillServer:
-        """A container of the image a PostgreSQL artifact was captured in (with an engine),
+        """A container of the image a database artifact was captured in (with an engine),
         else a server of this host's programs."""
         captured = (record.metadata or {}).get("container")
-        if record.kind == POSTGRES and self.client is not None and isinstance(captured, dict):
+        if self.client is not None and isinstance(captured, dict):
             image = str(captured.get("image") or captured.get("image_id") or "")
             if image:
                 labels = {
@@ -242,7 +251,7 @@ class _SourceDrill:
                 }
                 name = f"{self.result.drill_project}-{re.sub(r'[^A-Za-z0-9_.-]', '', record.name)}"
                 production = captured.get("name")
-                return PostgresContainerServer(
+                return CONTAINER_SERVERS[record.kind](
                     self.client, image, name, labels, str(production) if production else None
                 )
         return SERVERS[record.kind](os.path.join(self._server_root(), record.name))
