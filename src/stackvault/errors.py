@@ -171,6 +171,24 @@ class RestoreRefused(StackvaultError):
     """Restore refused to act because it could destroy data or escape its target."""
 
 
+class RestoreFailed(StackvaultError):
+    """A stack restore failed part-way: the message, hint and exit code are those of the
+    failure; ``report`` is the restore's report (`stackvault.stack.restorereport.StackRestore`):
+    what was done, what failed, which logs to read, how to clean up."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        exit_code: int = EXIT_ERROR,
+        report: object = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+        self.report = report
+
+
 class RestoreIncomplete(StackvaultError):
     """Restore finished, but the system refused to create some entries (a device node
     without the privilege to make one); each was reported and everything else restored."""

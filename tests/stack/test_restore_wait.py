@@ -11,7 +11,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from stackvault.stack.restore import entrypoint_initialising
+from stackvault.stack.readiness import entrypoint_initialising
 from support.dockerd import run_service_container
 
 if TYPE_CHECKING:

@@ -406,7 +406,11 @@ class _Engine:
     images = _Images()
 
 
-def test_a_dry_run_restore_lists_its_steps_in_order(tmp_path: Path) -> None:
+def test_a_dry_run_restore_lists_its_steps_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the published ports are read from the compose files in the repository (there is none)
+    monkeypatch.setattr("stackvault.stack.restore.resolve_project", lambda *_a: None)
     snap = snapshot(manifest_json())
     notices: list[str] = []
     report = restore_stack(
@@ -440,7 +444,22 @@ def test_a_dry_run_restore_lists_its_steps_in_order(tmp_path: Path) -> None:
         "steps",
         "validation",
         "notices",
+        "status",
+        "restore_id",
+        "started",
+        "owner",
+        "problems",
+        "error",
+        "failed_step",
+        "exit_code",
+        "logs",
+        "cleanup",
+        "created",
+        "replaced",
+        "plan_file",
+        "record",
     ]
+    assert doc["status"] == "planned" and doc["problems"] == [] and doc["restore_id"] is None
     assert doc["steps"][0] == {
         "name": "configuration",
         "detail": f"2 entries into {new}",

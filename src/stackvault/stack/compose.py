@@ -31,6 +31,7 @@ LABEL_WORKDIR = "com.docker.compose.project.working_dir"
 LABEL_FILES = "com.docker.compose.project.config_files"
 LABEL_ONEOFF = "com.docker.compose.oneoff"
 LABEL_NUMBER = "com.docker.compose.container-number"
+LABEL_VOLUME = "com.docker.compose.volume"
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,19 @@ class Compose:
             )
         return proc.stdout
 
+    def shown(self, *args: str) -> str:
+        """The command line of ``args`` for a person to type: ``docker compose -p PROJECT
+        ARGS`` (Compose v2 finds the project by its labels), or with v1 ``docker-compose``
+        also its files and directory."""
+        import os
+        import shlex
+
+        if len(self._base) == 2:
+            return shlex.join(["docker", "compose", "-p", self.project, *args])
+        files = [x for f in self.files for x in ("-f", f)]
+        argv = [os.path.basename(self._base[0]), "-p", self.project, *files]
+        return shlex.join([*argv, "--project-directory", self.directory, *args])
+
     def up(self, services: Sequence[str] = ()) -> None:
         """Create and start ``services`` (all when empty), detached, without their dependencies
         when services are named (the restore starts them in its own order)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -200,12 +200,14 @@ def _q(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def render_plan(plan: Plan, *, discovered_at: str = "") -> str:
+def render_plan(plan: Plan, *, discovered_at: str = "", origin: str = "") -> str:
     """The plan as a commented YAML document: each field where and as its `InFile` says,
-    below its description as a comment."""
+    below its description as a comment. The first line says when it was discovered, or
+    ``origin`` (``restored from snapshot ...``)."""
+    origin = origin or (f"discovered {discovered_at}" if discovered_at else "")
     out: list[str] = [
         f"# stackvault plan for Compose project {plan.project}"
-        + (f" (discovered {discovered_at})" if discovered_at else ""),
+        + (f" ({origin})" if origin else ""),
         "# Review it, edit what is wrong, then: stackvault stack preflight --config FILE",
     ]
     for name, layout in file_fields(Plan):
@@ -260,8 +262,36 @@ def _record(record: BaseModel) -> list[str]:
     return out
 
 
-def load_plan(path: str) -> Plan:
-    """The plan in file ``path``; `UsageError` naming every invalid field."""
+PLAN_FILE = "stackvault.yaml"
+"""The plan file's name: where ``stack discover -o`` is told to write it, where ``stack
+restore`` writes the restored one, and what ``stack backup`` reads in the current directory."""
+ENV_STACK_CONFIG = "STACKVAULT_STACK_CONFIG"
+WHERE_PLANS_ARE = (
+    f"the plan file is --config FILE, else ${ENV_STACK_CONFIG}, else {PLAN_FILE} in the "
+    "current directory"
+)
+
+
+def locate_plan(given: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The plan file to read and what named it: ``given`` (``--config``), else
+    `ENV_STACK_CONFIG` of ``environ``, else `PLAN_FILE` in the current directory."""
+    if given:
+        return given, "--config"
+    named = environ.get(ENV_STACK_CONFIG)
+    if named:
+        return named, ENV_STACK_CONFIG
+    return PLAN_FILE, f"the current directory {os.getcwd()}"
+
+
+def find_plan(given: str | None, environ: Mapping[str, str]) -> Plan:
+    """The plan of `locate_plan`; `UsageError` naming the three places when there is none."""
+    path, source = locate_plan(given, environ)
+    return load_plan(path, source)
+
+
+def load_plan(path: str, source: str | None = None) -> Plan:
+    """The plan in file ``path``; `UsageError` naming every invalid field. ``source``: what
+    named the file (`locate_plan`), for the message when there is none."""
     import yaml
 
     try:
@@ -269,8 +299,11 @@ def load_plan(path: str) -> Plan:
             doc = yaml.safe_load(f)
     except FileNotFoundError as exc:
         raise UsageError(
-            f"there is no plan file {path}",
-            hint="write one with: stackvault stack discover --output " + path,
+            f"there is no plan file {path}"
+            + (f" (from {source}; {WHERE_PLANS_ARE})" if source else ""),
+            hint=f"write one with: stackvault stack discover --output {PLAN_FILE}; after a "
+            "stack restore it is next to the restored compose files (stack plan SNAPSHOT "
+            "prints the one a snapshot holds)",
         ) from exc
     except OSError as exc:
         raise UsageError(f"cannot read the plan file {path}: {exc.strerror}") from exc

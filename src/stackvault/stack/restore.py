@@ -3,14 +3,16 @@
 To the same host or a new one, under the same or a new project name and directory. The
 order is the one that works for Dify and its kind:
 
-1. **checks** - the snapshot is a stack snapshot; the target project has no containers and
-   the target directory holds none of the files to restore (nothing is ever overwritten);
-   then the images the snapshot holds (``stack backup --with-images``) that this engine
-   lacks are loaded, never replacing a tag;
-   the **version guard**: every image the snapshot recorded must be on this engine under its
-   tag, and an image *older* than the recorded one is refused unless ``force`` (the
-   application migrated its schema forward; an older image cannot run it). A newer or
-   different image is reported;
+1. **checks**, before anything is changed (`stackvault.stack.restorecheck`) - the snapshot is
+   a stack snapshot; the target project has no containers, the target directory holds none of
+   the files to restore nor the plan file (nothing is ever overwritten), none of the volumes
+   exists, and every host port the project publishes is free on this host. With ``replace``,
+   a half-restored project that an earlier stack restore left is removed first
+   (`stackvault.stack.replace`). Then the images the snapshot holds (``stack backup
+   --with-images``) that this engine lacks are loaded, never replacing a tag; the **version
+   guard**: every image the snapshot recorded must be on this engine under its tag, and an
+   image *older* than the recorded one is refused unless ``force`` (the application migrated
+   its schema forward; an older image cannot run it). A newer or different image is reported;
 2. **configuration** (compose files, ``.env``, config directories) into the directory;
 3. the bind-mounted directories the manifest recorded are created with their owner and mode
    (a database's data directory included: its content comes from the dump);
@@ -27,10 +29,20 @@ order is the one that works for Dify and its kind:
    (and healthy, where it has a health check) within the wait;
 8. **validation**: the preset's checks (Dify: every tenant in the database has its
    ``privkeys/<tenant>/private.pem``); the report has each step's time and the measured
-   restore time (RTO) from the first check to the last validation.
+   restore time (RTO) from the first check to the last validation;
+9. the **plan** of the restored stack (`stackvault.stack.restoreplan`) is written next to the
+   restored compose files, so that ``stack backup`` works as it did before.
 
-``dry_run`` does step 1 and returns the steps it would take. Everything is read from the
-snapshot's manifest (`StackManifest`, with its `Plan`); the report is a `StackRestore`.
+Everything the restore creates is marked as its own (`stackvault.stack.restorelabels`): its
+containers, volumes and networks carry its labels, and its record in the directory - the
+report, written when the first thing is created and again at the end, whatever the end -
+lists the files and directories it created. A restore that fails part-way raises
+`RestoreFailed` with the report: what was done, what failed, which logs to read and how to
+clean up (``--replace``).
+
+``dry_run`` does step 1 without changing anything and returns the steps it would take, with
+every problem the checks found. Everything is read from the snapshot's manifest
+(`StackManifest`, with its `Plan`); the report is a `StackRestore`.
 """
 
 from __future__ import annotations
@@ -40,24 +52,61 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from stackvault.clock import Clock, SystemClock
 from stackvault.engine.artifact_restore import restore_artifact
-from stackvault.engine.filedata import find_node
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.engine.restore import FileRestoreOptions, RestoreJob
-from stackvault.errors import PathNotFound, RestoreRefused, SourceError, UsageError
+from stackvault.errors import (
+    EXIT_ERROR,
+    Interrupted,
+    RestoreFailed,
+    RestoreRefused,
+    SourceError,
+    StackvaultError,
+    UsageError,
+)
 from stackvault.records.plan import MYSQL, POSTGRES, REDIS, ProbePlan, SourcePlan
 from stackvault.records.stack import StackManifest, read_manifest
 from stackvault.repo.snapshot import Snapshot
 from stackvault.stack import presets
-from stackvault.stack.classify import DATABASE_ROLES
-from stackvault.stack.compose import LABEL_PROJECT, LABEL_SERVICE
+from stackvault.stack.compose import LABEL_PROJECT, LABEL_SERVICE, LABEL_VOLUME
 from stackvault.stack.composecli import Compose
 from stackvault.stack.images import load_images, loadable_images, missing_images, version_guard
 from stackvault.stack.presets import dify
 from stackvault.stack.presets.restored import RestoredStack
 from stackvault.stack.probes import http_probe
 from stackvault.stack.reach import source_url
-from stackvault.stack.restorereport import StackRestore, Step, Validation
+from stackvault.stack.readiness import entrypoint_initialising, not_running
+from stackvault.stack.replace import find_replacement, remove_replacement
+from stackvault.stack.restorecheck import (
+    Resolved,
+    published_port_problems,
+    resolve_in,
+    resolve_project,
+    target_problems,
+)
+from stackvault.stack.restorefailure import (
+    cleanup_commands,
+    created_paths,
+    failed,
+    logs_to_read,
+)
+from stackvault.stack.restorelabels import (
+    RECORD_FILE,
+    labels_document,
+    new_restore_id,
+    owner,
+    restore_labels,
+    write_labels_file,
+    write_record,
+)
+from stackvault.stack.restoreplan import (
+    plan_file_path,
+    plan_text,
+    restored_plan,
+    write_plan_file,
+)
+from stackvault.stack.restorereport import INVALID, OK, RUNNING, StackRestore, Step, Validation
+from stackvault.stack.restoretarget import RestoreTarget, restore_files
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -77,15 +126,21 @@ def restore_stack(
     directory: str | None = None,
     dry_run: bool = False,
     force: bool = False,
+    replace: bool = False,
     wait: float = 180.0,
     progress: Progress | None = None,
     notice: Callable[[str], None] = lambda _m: None,
     before_step: Callable[[Step], None] | None = None,
+    clock: Clock | None = None,
 ) -> StackRestore:
     """Restore the stack of ``snapshot`` (see the module docstring). ``before_step`` is
     called with each step (configuration, directories, database services, ...) just before
     it runs: a caller times the steps or changes what the next one finds (a drill isolates
-    the restored project before any of its services is started)."""
+    the restored project before any of its services is started). ``replace``: remove first
+    what an earlier stack restore of the project left (`stackvault.stack.replace`).
+
+    `RestoreRefused` when a check fails (nothing was changed); `RestoreFailed`, with the
+    report, when a step fails."""
     m = read_manifest(snapshot)
     if m is None:
         raise UsageError(
@@ -98,7 +153,8 @@ def restore_stack(
     new_dir = os.path.abspath(directory or old_dir)
     if not new_dir or new_dir == "/":
         raise UsageError("the stack has no directory to restore into; pass --directory DIR")
-    started = time.monotonic()
+    clock = clock or SystemClock()
+    started = clock.monotonic()
     report = StackRestore(snapshot.id, new_project, new_dir, dry_run)
 
     def tell(message: str) -> None:
@@ -109,43 +165,90 @@ def restore_stack(
     r.notice = tell
     r.progress = progress or NullProgress()
     r.wait = wait
-
-    r.check_target()
+    _check(r, report, replace=replace)
     missing = missing_images(client, snapshot)
-    if missing:
-        images = Step("images", f"load {', '.join(missing)} from the snapshot")
-        report.steps.append(images)
-        if not dry_run:
-            t0 = time.monotonic()
-            notice(f"{images.name}: {images.detail}")
-            report.validation.append(load_images(repo, snapshot, r.progress, tell))
-            images.status, images.seconds = "done", round(time.monotonic() - t0, 3)
-    version_guard(
-        client, m.services, force, loadable_images(snapshot) if dry_run else set(), notice=tell
-    )
-    steps = r.steps()
-    report.steps += [step for step, _run in steps]
+    images = Step("images", f"load {', '.join(missing)} from the snapshot") if missing else None
     if dry_run:
+        version_guard(client, m.services, force, loadable_images(snapshot), notice=tell)
+        report.steps += [s for s in [images] if s is not None]
+        report.steps += [step for step, _run in r.steps()]
         return report
-    for step, run in steps:
-        if before_step is not None:
-            before_step(step)
-        t0 = time.monotonic()
-        notice(f"{step.name}: {step.detail}")
-        step.status = "running"
-        try:
-            run(report)
-        except BaseException:
-            step.status = "failed"
-            step.seconds = round(time.monotonic() - t0, 3)
-            raise
-        step.status = "done"
-        step.seconds = round(time.monotonic() - t0, 3)
-    report.rto_s = round(time.monotonic() - started, 3)
+    report.restore_id = new_restore_id(clock.now())
+    report.owner = owner()
+    report.started = clock.now().isoformat()
+    report.status = RUNNING
+    r.labels = restore_labels(report.restore_id, snapshot.id)
+    steps = r.steps()
+    report.steps += [s for s in [images] if s is not None] + [step for step, _run in steps]
+    try:
+        if images is not None:
+            _run_step(images, lambda rep: rep.validation.append(r.load_images()), report, notice)
+        version_guard(client, m.services, force, set(), notice=tell)
+        r.begin_record(report)
+        for step, run in steps:
+            if before_step is not None:
+                before_step(step)
+            _run_step(step, run, report, notice)
+        r.write_plan(report)
+        report.rto_s = round(clock.monotonic() - started, 3)
+        report.status = OK if report.ok else INVALID
+        if not report.ok:
+            report.exit_code = EXIT_ERROR
+            r.explain_failure(report)
+    except BaseException as exc:
+        failed(report, exc)
+        r.explain_failure(report)
+        if isinstance(exc, StackvaultError) and not isinstance(exc, Interrupted):
+            raise RestoreFailed(
+                exc.message, hint=exc.hint, exit_code=exc.exit_code, report=report
+            ) from exc
+        raise
+    finally:
+        r.save_record(report)
     return report
 
 
-class _Restorer:
+def _check(r: _Restorer, report: StackRestore, *, replace: bool) -> None:
+    """Step 1's checks of the target (see `stackvault.stack.restorecheck`); with ``replace``
+    the earlier restore is removed first (a dry run lists what it would remove)."""
+    replacing = find_replacement(r.client, r.new_project, r.new_dir) if replace else None
+    if replacing is not None and report.dry_run:
+        report.replaced = [f"would remove {x}" for x in replacing.describe()]
+    elif replacing is not None:
+        report.replaced = remove_replacement(r.client, replacing)
+        for removed in report.replaced:
+            r.notice(f"replace: removed {removed}")
+        replacing = None
+    report.problems = target_problems(r.client, r, replacing)
+    r.resolved = resolve_project(r.repo, r, r.notice)
+    if r.resolved is not None:
+        report.problems += published_port_problems(r.client, r.resolved, r.notice)
+    if report.problems and not report.dry_run:
+        first, more = report.problems[0], len(report.problems) - 1
+        raise RestoreRefused(
+            first.message
+            + (f" (and {more} more problem(s): stack restore --dry-run lists them)" if more else "")
+            + "; nothing was changed"
+            + (" but what --replace removed" if report.replaced else ""),
+            hint=first.hint or None,
+        )
+
+
+def _run_step(step: Step, run: Run, report: StackRestore, notice: Callable[[str], None]) -> None:
+    t0 = time.monotonic()
+    notice(f"{step.name}: {step.detail}")
+    step.status = "running"
+    try:
+        run(report)
+    except BaseException:
+        step.status = "failed"
+        step.seconds = round(time.monotonic() - t0, 3)
+        raise
+    step.status = "done"
+    step.seconds = round(time.monotonic() - t0, 3)
+
+
+class _Restorer(RestoreTarget):
     def __init__(
         self,
         repo: Repository,
@@ -155,169 +258,111 @@ class _Restorer:
         new_project: str,
         new_dir: str,
     ) -> None:
+        super().__init__(snapshot, manifest, new_project, new_dir)
         self.repo = repo
-        self.snapshot = snapshot
         self.client = client
-        self.m = manifest
-        self.plan = manifest.plan
-        self.services = manifest.services
-        self.old_project = manifest.project
-        self.old_dir = (manifest.directory or "").rstrip("/")
-        self.new_project = new_project
-        self.new_dir = new_dir.rstrip("/")
         self.notice: Callable[[str], None] = lambda _m: None
         self.progress: Progress = NullProgress()
         self.wait = 180.0
+        self.labels: dict[str, str] = {}
+        """`restore_labels` of this restore (none for a dry run)."""
+        self.resolved: Resolved | None = None
+        """The project as the checks resolved it (None: they could not)."""
+        self.unready: dict[str, str] = {}
+        """Services that never became ready, and what they were last."""
+        self.record: str | None = None
         self._compose: Compose | None = None
 
-    # --- mapping ----------------------------------------------------------------------------
-
-    def map_path(self, path: str) -> str:
-        if self.old_dir and (path == self.old_dir or path.startswith(self.old_dir + "/")):
-            return self.new_dir + path[len(self.old_dir) :]
-        return path
-
-    def map_volume(self, name: str) -> str:
-        prefix = f"{self.old_project}_"
-        return f"{self.new_project}_{name[len(prefix) :]}" if name.startswith(prefix) else name
-
     def compose(self) -> Compose:
+        """Compose for the restored project, with the labels of this restore (`LABELS_FILE`,
+        written at the first use: the files are restored by then)."""
         if self._compose is None:
-            files = [self.map_path(f) for f in self.plan.compose_files]
+            files = self.compose_files()
+            if self.labels and files:
+                resolved = self.resolved or resolve_in(self, self.new_dir, files)
+                doc = labels_document(resolved.doc, resolved.version, self.labels)
+                files = [*files, write_labels_file(self.new_dir, doc)]
             self._compose = Compose(self.new_project, self.new_dir, files)
         return self._compose
 
-    def role(self, service: str) -> str:
-        found = self.services.get(service)
-        return found.role if found is not None else ""
+    # --- the record and what a failure says --------------------------------------------------
 
-    # --- 1. checks --------------------------------------------------------------------------
+    def begin_record(self, report: StackRestore) -> None:
+        """Before the first file is written: the record, with what this restore creates."""
+        report.created = created_paths(self)
+        os.makedirs(self.new_dir, exist_ok=True)
+        self.record = report.record = os.path.join(self.new_dir, RECORD_FILE)
+        self.save_record(report)
 
-    def check_target(self) -> None:
-        import docker.errors
-
+    def save_record(self, report: StackRestore) -> None:
+        if self.record is None:
+            return
         try:
-            existing = self.client.containers.list(
-                all=True, filters={"label": f"{LABEL_PROJECT}={self.new_project}"}
-            )
-        except docker.errors.DockerException as exc:
-            raise SourceError(f"cannot list the containers of the Docker engine: {exc}") from exc
-        if existing:
-            raise RestoreRefused(
-                f"Compose project {self.new_project} already has {len(existing)} container(s) on "
-                "this engine; nothing was changed",
-                hint="remove it first (docker compose down, after making sure it holds nothing "
-                "you need) or restore under another --project",
-            )
-        clashes = [
-            self.map_path(p)
-            for p in self._file_entries()
-            if os.path.lexists(self.map_path(p)) and not _empty_dir(self.map_path(p))
-        ]
-        if clashes:
-            raise RestoreRefused(
-                f"{clashes[0]} exists already"
-                + (f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else "")
-                + "; a stack restore never overwrites files, and nothing was changed",
-                hint="move them away, or restore into another --directory",
-            )
-        for name in self._volume_targets().values():
-            try:
-                self.client.volumes.get(name)
-            except docker.errors.NotFound:
-                continue
-            raise RestoreRefused(
-                f"volume {name} exists already; nothing was changed",
-                hint=f"remove it (docker volume rm {name}) or restore under another --project",
-            )
+            write_record(self.new_dir, report.to_dict())
+        except OSError as exc:
+            self.notice(f"the restore's record {self.record} was not written: {exc.strerror}")
 
-    # --- what the steps restore -------------------------------------------------------------
+    def explain_failure(self, report: StackRestore) -> None:
+        """The logs to read and (once something was created) how to clean up."""
+        report.logs = logs_to_read(self.client, self.new_project, self.unready, self._shown)
+        if self.record is not None:
+            report.cleanup = cleanup_commands(self, self._shown, self.record)
 
-    def _file_entries(self) -> list[str]:
-        entries: list[str] = []
-        for p in [*self.plan.config, *(x.path for x in self.plan.paths)]:
-            if p in self.snapshot.paths and p not in entries:
-                entries.append(p)
-        return entries
+    def _shown(self, *args: str) -> str:
+        try:
+            compose = self._compose or Compose(self.new_project, self.new_dir, self.compose_files())
+            return compose.shown(*args)
+        except SourceError:
+            return f"docker compose -p {self.new_project} {' '.join(args)}"
 
-    def _config_entries(self) -> list[str]:
-        return [p for p in self._file_entries() if p in self.plan.config]
-
-    def _data_entries(self) -> list[str]:
-        return [p for p in self._file_entries() if p not in self.plan.config]
-
-    def _volume_targets(self) -> dict[str, str]:
-        """Artifact name → target volume for the named volumes of the stack."""
-        out: dict[str, str] = {}
+    def write_plan(self, report: StackRestore) -> None:
+        """Step 9: the plan of the restored stack, next to its compose files."""
+        containers: dict[str, str] = {}
         for s in self.plan.sources:
-            if s.url.startswith("docker-volume://"):
-                out[s.name] = self.map_volume(s.url[len("docker-volume://") :].split("?")[0])
-        return out
+            if "+docker://" not in s.url:
+                continue
+            try:
+                containers[s.service] = self._container_of(s.service)
+            except SourceError:
+                pass  # no container: the plan names the one Compose will give it
+        when = f"{self.snapshot.time:%Y-%m-%d %H:%M} UTC"
+        origin = f"restored from snapshot {self.snapshot.short_id} of {when}"
+        path = plan_file_path(self)
+        try:
+            write_plan_file(path, plan_text(restored_plan(self, containers), origin))
+        except OSError as exc:
+            self.notice(f"the plan was not written to {path}: {exc.strerror}")
+            return
+        report.plan_file = path
 
-    def _database_services(self) -> list[str]:
-        return [n for n in self.services if self.role(n) in DATABASE_ROLES]
-
-    def _database_sources(self) -> list[SourcePlan]:
-        return [s for s in self.plan.sources if self.role(s.service) in DATABASE_ROLES]
+    def load_images(self) -> Validation:
+        return load_images(self.repo, self.snapshot, self.progress, self.notice)
 
     # --- the steps, in their order ----------------------------------------------------------
 
     def steps(self) -> list[tuple[Step, Run]]:
         """The steps after the checks, in the order they run, each with what it does."""
-        dbs = self._database_services()
-        config = f"{len(self._config_entries())} entries into {self.new_dir}"
+        dbs = self.database_services()
+        config = f"{len(self.config_entries())} entries into {self.new_dir}"
         dirs = f"{len(self.m.mount_dirs)} bind-mount directories with their owners"
-        data = (self.map_path(p) for p in self._data_entries())
+        data = (self.map_path(p) for p in self.data_entries())
         others = (n for n in self.services if n not in dbs)
         return [
             (Step("configuration", config), self._configuration),
             (Step("directories", dirs), self._directories),
             (Step("database services", _listed(dbs)), self._start_databases),
-            (Step("databases", _listed(s.name for s in self._database_sources())), self._databases),
-            (Step("volumes", _listed(self._volume_targets().values())), self._volumes),
+            (Step("databases", _listed(s.name for s in self.database_sources())), self._databases),
+            (Step("volumes", _listed(self.volume_targets().values())), self._volumes),
             (Step("data directories", _listed(data)), self._data_directories),
             (Step("other services", _listed(others)), self._other_services),
             (Step("validation", f"preset {self.m.preset}: health, facts, files"), self._validation),
         ]
 
     def _restore_files(self, entries: list[str]) -> int:
-        """Restore captured paths to their mapped places (checked against their SHA-256)."""
-        if not entries:
-            return 0
-        groups: dict[str, list[str]] = {}
-        for p in entries:
-            root = self.old_dir if self.map_path(p) != p else os.path.dirname(p)
-            groups.setdefault(root, []).append(p)
-        files = 0
-        for root, paths in groups.items():
-            node = find_node(self.repo, self.snapshot, root)
-            if node.type != "dir" or node.subtree is None:
-                raise PathNotFound(
-                    f"{root} is not a directory in snapshot {self.snapshot.short_id}"
-                )
-            include = ["/" + os.path.relpath(p, root) for p in paths]
-            job = RestoreJob(
-                self.repo,
-                self.snapshot,
-                # check_target made sure every restored path was absent or an empty
-                # directory; what exists now are the parents this restore made itself.
-                FileRestoreOptions(
-                    target=self.map_path(root),
-                    include=include,
-                    overwrite=True,
-                    verify=True,
-                    root_tree=node.subtree,
-                ),
-                progress=self.progress,
-            )
-            result = job.run()
-            files += result.files
-            for n in result.notices:
-                self.notice(n)
-        return files
+        return restore_files(self.repo, self, entries, progress=self.progress, notice=self.notice)
 
     def _configuration(self, report: StackRestore) -> None:
-        self._restore_files(self._config_entries())
+        self._restore_files(self.config_entries())
 
     def _directories(self, report: StackRestore) -> None:
         for path, meta in self.m.mount_dirs.items():
@@ -332,7 +377,7 @@ class _Restorer:
                 self.notice(f"{target}: owner/mode not restored ({exc.strerror})")
 
     def _start_databases(self, report: StackRestore) -> None:
-        dbs = self._database_services()
+        dbs = self.database_services()
         if not dbs:
             return
         self.compose().up(dbs)
@@ -399,6 +444,7 @@ class _Restorer:
                 f"{self.wait:.0f} s although the server answers; going on"
             )
             return
+        self.unready[service] = f"not ready in {self.wait:.0f} s: {last}"
         raise SourceError(
             f"service {service} of project {self.new_project} did not become ready in "
             f"{self.wait:.0f} s: {last}",
@@ -407,12 +453,9 @@ class _Restorer:
 
     def _running(self, service: str) -> None:
         container = self.client.containers.get(self._container_of(service))
-        state = container.attrs.get("State") or {}
-        if not state.get("Running"):
-            raise SourceError(f"service {service} is {state.get('Status')}")
-        health = (state.get("Health") or {}).get("Status")
-        if health not in (None, "healthy"):
-            raise SourceError(f"service {service} is {health}")
+        problem = not_running(container.attrs.get("State") or {})
+        if problem:
+            raise SourceError(f"service {service} is {problem}")
 
     def _restore_sources(
         self, names: list[str], targets: dict[str, str], report: StackRestore
@@ -445,16 +488,36 @@ class _Restorer:
             )
 
     def _databases(self, report: StackRestore) -> None:
-        targets = {s.name: self._target_url(s) for s in self._database_sources()}
+        targets = {s.name: self._target_url(s) for s in self.database_sources()}
         self._restore_sources(list(targets), targets, report)
 
     def _volumes(self, report: StackRestore) -> None:
-        volumes = self._volume_targets()
+        volumes = self.volume_targets()
+        for volume in volumes.values():
+            self._create_volume(volume)
         targets = {name: f"docker-volume://{vol}" for name, vol in volumes.items()}
         self._restore_sources(list(targets), targets, report)
 
+    def _create_volume(self, name: str) -> None:
+        """Create volume ``name`` with this restore's labels, and Compose's (so that Compose
+        takes it as the project's), unless Compose created it already."""
+        import docker.errors
+
+        try:
+            self.client.volumes.get(name)
+            return
+        except docker.errors.NotFound:
+            pass
+        labels = {LABEL_PROJECT: self.new_project, **self.labels}
+        if name.startswith(f"{self.new_project}_"):
+            labels[LABEL_VOLUME] = name[len(self.new_project) + 1 :]
+        try:
+            self.client.volumes.create(name=name, labels=labels)
+        except docker.errors.DockerException as exc:
+            raise SourceError(f"cannot create volume {name}: {exc}") from exc
+
     def _data_directories(self, report: StackRestore) -> None:
-        files = self._restore_files(self._data_entries())
+        files = self._restore_files(self.data_entries())
         report.validation.append(
             Validation(
                 "data directories",
@@ -480,6 +543,7 @@ class _Restorer:
             if pending:
                 time.sleep(1.0)
         late = f"not running/healthy after {self.wait:.0f} s"
+        self.unready.update({name: late for name in pending})
         for name in running:
             report.validation.append(
                 Validation(
@@ -523,41 +587,5 @@ class _Restorer:
         return [dify.tenant_keys_check(url, keys_dir)]
 
 
-ENTRYPOINT_SCRIPT = "docker-entrypoint.sh"
-"""The official database images' entrypoint, which ``exec``s the server once it initialised."""
-
-
-def entrypoint_initialising(client: DockerClient, container: str) -> bool:
-    """Whether a process of ``container`` runs ``docker-entrypoint.sh`` (as the program or as
-    the script its interpreter runs): the official database images' init phase, before the
-    script ``exec``s the real server. Read with the engine's ``top`` (``ps`` on the engine's
-    host), so nothing needs to exist inside the container; an engine that cannot list the
-    processes gives False (nothing to wait for)."""
-    import docker.errors
-
-    try:
-        top = client.api.top(container)
-    except docker.errors.DockerException:
-        return False
-    titles = [str(t) for t in top.get("Titles") or []]
-    column = next((i for i, t in enumerate(titles) if t in ("CMD", "COMMAND")), None)
-    if column is None:
-        return False
-    for proc in top.get("Processes") or []:
-        if len(proc) <= column:
-            continue
-        words = str(proc[column]).split()[:2]
-        if any(os.path.basename(w) == ENTRYPOINT_SCRIPT for w in words):
-            return True
-    return False
-
-
 def _listed(names: Iterable[str]) -> str:
     return ", ".join(names) or "none"
-
-
-def _empty_dir(path: str) -> bool:
-    try:
-        return os.path.isdir(path) and not os.listdir(path)
-    except OSError:
-        return False

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stackvault.cli.parser import add_command, add_group, add_json_option, add_snapshot_filters
+from stackvault.cli.commands import stackrestore
+from stackvault.cli.parser import add_command, add_group, add_json_option
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -61,56 +62,16 @@ def register(subparsers: Subparsers) -> None:
         "so that a host without registry access can restore the stack.",
     )
     add_json_option(p)
-    _restore_options(stack)
-
-
-def _restore_options(stack: Subparsers) -> None:
-    p = add_command(stack, "restore", stack_restore)
-    p.add_argument(
-        "snapshot",
-        metavar="SNAPSHOT",
-        help="A stack snapshot (id prefix or latest: the newest of the project given by "
-        "--project or a stack:NAME tag, or of the only project there is).",
-    )
-    p.add_argument(
-        "--project", metavar="NAME", help="Restore as this Compose project (default: its own)."
-    )
-    p.add_argument(
-        "--directory",
-        metavar="DIR",
-        help="Restore the project directory here (default: where it was).",
-    )
-    p.add_argument(
-        "--dry-run", action="store_true", help="Check and print the steps; change nothing."
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="Restore even into images older than those the data was saved with.",
-    )
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=180.0,
-        metavar="SECONDS",
-        help="How long each service may take to become ready.",
-    )
-    p.add_argument(
-        "--report",
-        metavar="FILE",
-        help="Also write the restore report (steps, timings, validation, RTO) there as JSON.",
-    )
-    add_snapshot_filters(p)  # 'latest' is also scoped to one project: pick_stack_snapshot
-    add_json_option(p)
+    stackrestore.register(stack)
 
 
 def _config_option(p: Parser) -> None:
     p.add_argument(
         "--config",
         "-c",
-        default="stackvault.yaml",
         metavar="FILE",
-        help="The plan written by stack discover.",
+        help="The plan written by stack discover or stack restore (default: "
+        "$STACKVAULT_STACK_CONFIG, else stackvault.yaml in the current directory).",
     )
 
 
@@ -171,15 +132,17 @@ def stack_discover(
         cli.notice(f"warning: {w}")
 
 
-def stack_preflight(cli: Cli, *, config: str) -> int:
+def stack_preflight(cli: Cli, *, config: str | None) -> int:
     """Check that a stack backup would work: the engine, every service, the database tools and
     credentials in the containers, the data directories, the repository. Exit 1 if a problem
     would make the backup fail or be incomplete."""
+    import os
+
     from stackvault.sources.docker.engine import connect
-    from stackvault.stack.plan import load_plan
+    from stackvault.stack.plan import find_plan
     from stackvault.stack.preflight import ERROR, OK, WARNING, preflight
 
-    plan = load_plan(config)
+    plan = find_plan(config, os.environ)
     client = connect()
     try:
         checks, _found = preflight(plan, client)
@@ -227,19 +190,21 @@ def _repository_check(cli: Cli, project: str) -> Check:
 
 
 def stack_backup(
-    cli: Cli, *, config: str, consistency: str | None, tags: list[str], with_images: bool
+    cli: Cli, *, config: str | None, consistency: str | None, tags: list[str], with_images: bool
 ) -> int:
     """Back up the whole stack of the plan in one consistent cut: preflight, stop the writers
     (strict), dump the databases, read volumes, data directories and configuration, start the
     writers again, save one snapshot with the stack manifest."""
+    import os
+
     from stackvault.cli.commands.backup import make_progress
     from stackvault.cli.render import human_bytes
     from stackvault.errors import EXIT_INCOMPLETE
     from stackvault.sources.docker.engine import connect
     from stackvault.stack.backup import backup_stack
-    from stackvault.stack.plan import load_plan
+    from stackvault.stack.plan import find_plan
 
-    plan = load_plan(config)
+    plan = find_plan(config, os.environ)
     client = connect()
     try:
         with cli.open_repo(lock="stack backup") as repo:
@@ -302,70 +267,3 @@ def downtime_line(name: str, svc: ServiceDowntime) -> str:
     took = "not started again" if svc.downtime_s is None else f"{svc.downtime_s:.2f} s"
     killed = f", killed after {svc.timeout_s:g} s" if svc.killed else ""
     return f"  {name}: {svc.mode}, level {svc.level}, down {took}{killed}"
-
-
-def stack_restore(
-    cli: Cli,
-    *,
-    snapshot: str,
-    project: str | None,
-    directory: str | None,
-    dry_run: bool,
-    force: bool,
-    wait: float,
-    report: str | None,
-    host: str | None,
-    tag: list[str],
-    snapshot_path: list[str],
-) -> int:
-    """Restore a whole stack from a stack snapshot, to this host or a new one, under its own
-    or a new project name and directory: configuration, database services, databases, volumes
-    and data directories, then the other services; validated, with the measured restore time.
-    Never overwrites: the target project must not exist and its files must not be there."""
-    from stackvault.cli.commands.backup import make_progress
-    from stackvault.repo.selection import SnapshotFilter, pick_stack_snapshot
-    from stackvault.sources.docker.engine import connect
-    from stackvault.stack.restore import restore_stack
-
-    client = connect()
-    try:
-        with cli.open_repo(lock="stack restore") as repo:
-            chosen = SnapshotFilter.of(host, tag, snapshot_path)
-            snap = pick_stack_snapshot(repo, snapshot, chosen, project)
-            done = restore_stack(
-                repo,
-                snap,
-                client,
-                project=project,
-                directory=directory,
-                dry_run=dry_run,
-                force=force,
-                wait=wait,
-                progress=make_progress(cli, "stack restore"),
-                notice=cli.notice,
-            )
-    finally:
-        client.close()
-    if report is not None:
-        import json
-
-        with open(report, "w", encoding="utf-8") as f:
-            json.dump(done.to_dict(), f, indent=2)
-            f.write("\n")
-    if cli.json:
-        cli.emit_json(done.to_dict())
-    else:
-        for step in done.steps:
-            took = f" ({step.seconds:.1f} s)" if step.seconds is not None else ""
-            cli.print(f"{step.status:8} {step.name}: {step.detail}{took}")
-        for v in done.validation:
-            cli.print(f"{'ok  ' if v.ok else 'FAIL'}  {v.subject}: {v.message}")
-        if dry_run:
-            cli.print(f"dry run: project {done.project} in {done.directory}; nothing changed")
-        else:
-            cli.print(
-                f"restored project {done.project} in {done.directory} from snapshot "
-                f"{snap.short_id} in {done.rto_s:.1f} s"
-                + ("" if done.ok else "; VALIDATION FAILED")
-            )
-    return 0 if done.ok else 1
