@@ -298,7 +298,9 @@ def test_a_failing_probe_fails_the_drill_which_reaches_nothing_outside_and_clear
         server.shutdown()
         server.server_close()
     assert result.result == "failed"
-    web, out = [p for p in result.probes if p.name.startswith("http ")]
+    sent = [p for p in result.probes if p.name.startswith("http ")]
+    assert len(sent) == 2, (result.error, result.phases)
+    web, out = sent
     assert web.status == "fail" and "answered 200, not 418" in web.message, web
     assert out.status == "fail" and out.message.startswith("no answer, not 200"), out
     assert (result.summary_error() or "").startswith("probe http http://127.0.0.1:")
