@@ -383,19 +383,16 @@ class ProbePlan(Record):
 
 
 def _some_command(value: object) -> list[str]:
-    command = _command(value)
-    if not command:
-        raise _must("a command: a string or a list of strings")
-    return command
+    if command := _command(value):
+        return command
+    raise _must("a command: a string or a list of strings")
 
 
 class CommandProbePlan(Record):
-    """A command a restore drill runs once the drilled stack is up, inside the drill's
-    network namespace (in ``service``'s container, else the drill's sandbox): it passes on
-    exit 0 and fails otherwise (the report shows the tail of its output). It is given
-    ``STACKVAULT_PROBE_SERVICE``, ``STACKVAULT_PROBE_HOST`` (127.0.0.1, where the service
-    listens in the drill) and ``STACKVAULT_PROBE_PORT`` (``port``, else the port of the
-    service's database source, else empty)."""
+    """A command a restore drill runs in ``service``'s container (in the drill's network
+    namespace), given ``STACKVAULT_PROBE_SERVICE``, ``STACKVAULT_PROBE_HOST`` (127.0.0.1)
+    and ``STACKVAULT_PROBE_PORT`` (``port``, else that of the service's database source):
+    it passes on exit 0 (`stackvault.stack.drill.commands`)."""
 
     service: Annotated[Text, _service_ref()]
     command: Annotated[list[str], PlainValidator(_some_command)]
