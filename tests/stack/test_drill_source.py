@@ -152,6 +152,10 @@ def test_a_mariadb_job_is_drilled_into_a_throwaway_server(
     assert probes["database my: row counts as recorded"]["status"] == "pass"
     assert not answers(server_port(report))
     assert list(workdir.iterdir()) == []
+    res = cli("drill", JOB, "--config", config, "--workdir", workdir)  # as a person reads it
+    assert res.code == 0, res.err
+    assert "pass     database my: row counts as recorded: every table of a throwaway " in res.out
+    assert re.search(r"drill [0-9a-f]{8} of job db: passed, RTO [0-9.]+ s \(target", res.out)
 
 
 def test_a_damaged_file_fails_the_drill_naming_it(
