@@ -99,8 +99,8 @@ def drill(
     their connections, files against their SHA-256, services healthy, the plan's HTTP
     probes and probe commands from inside the sandbox, Dify's tenant keys). A job without a
     stack has its PostgreSQL and MySQL artifacts loaded into throwaway servers of this host
-    (a PostgreSQL artifact captured in a container: into a container of the same image on
-    this host's loopback), compared with the snapshot's facts, and everything else restored
+    (one captured in a container: into a container of the same image on this host's
+    loopback), compared with the snapshot's facts, and everything else restored
     as files into the drill's directory, each read back against its SHA-256.
 
     Exit status: 0 the drill passed (every probe that ran passed, none failed, cleanup
