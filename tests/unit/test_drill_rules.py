@@ -232,6 +232,8 @@ def test_outbound_settings_are_emptied_by_pattern(tmp_path: Path) -> None:
     }
     patterns = outbound_patterns("dify")
     assert "SMTP_*" in patterns and outbound_patterns("generic") == ()
+    assert outbound_patterns("n8n") == ("N8N_SMTP_*",)
+    assert outbound_patterns("open-webui") == ("WEBHOOK_URL",)
     blanked = blank_outbound(services, patterns)
     assert blanked == [
         "api: MAIL_TYPE",

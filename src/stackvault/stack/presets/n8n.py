@@ -60,6 +60,8 @@ SECRETS = (
 """n8n's secret variables (names only)."""
 CHECKED_CREDENTIALS = 1000
 """At most this many stored credentials are decrypted after a restore."""
+OUTBOUND = ("N8N_SMTP_*",)
+"""Outbound settings a restore drill empties (shell patterns): the mail of user management."""
 
 
 def detect(project: Project) -> bool:

@@ -58,6 +58,9 @@ SECRETS = (
 """Open WebUI's secret variables (names only: ``DATABASE_URL`` holds a password)."""
 CHECKED_FILES = 200
 """At most this many uploads the database names are looked for after a restore."""
+OUTBOUND = ("WEBHOOK_URL",)
+"""Outbound settings a restore drill empties: the admin webhook (a value saved in the admin
+settings since is kept in the database and not affected)."""
 
 
 def detect(project: Project) -> bool:
