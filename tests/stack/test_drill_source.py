@@ -7,7 +7,7 @@ and read back against their SHA-256.
 - a PostgreSQL job with paths passes: loaded, row counts as recorded, every file; the
   record in the repository, the phases, nothing left in the work directory, the throwaway
   server gone;
-- a MariaDB job passes the same way;
+- a MariaDB job passes the same way, and a whole PostgreSQL server with its roles;
 - a damaged file of the snapshot fails the drill, naming the file;
 - ``--keep``: the throwaway server answers during the kept time, and is gone afterwards;
 - SIGTERM during the drill: exit 130, recorded as interrupted, the server stopped and the
@@ -299,3 +299,26 @@ def test_sigterm_stops_the_drill_and_its_throwaway_server(
     assert report["result"] == "interrupted" and report["cleanup"]["ok"], report
     assert not answers(port) and port not in postgres_ports()
     assert list(workdir.iterdir()) == []
+
+
+def test_a_whole_server_is_drilled_with_its_roles(
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pg_env: PostgresServer,
+    pg_database: str,
+) -> None:
+    role = f"r_{pg_database[-8:]}"
+    pg_env.psql(
+        f'CREATE ROLE "{role}"; CREATE TABLE t (a int); INSERT INTO t VALUES (1), (2);'
+        f'ALTER TABLE t OWNER TO "{role}"',
+        db=pg_database,
+    )
+    url = f"postgres://postgres@127.0.0.1:{pg_env.port}/?name=pg"
+    config = setup_job(tmp_path, cli, monkeypatch, url)
+    res = cli("drill", JOB, "--config", config, "--workdir", tmp_path / "drills", "--json")
+    report = res.json()
+    assert res.code == 0, res.err + str(report)
+    probes = {p["name"]: p["status"] for p in report["probes"]}
+    assert probes["database pg: loaded"] == probes["database pg: row counts as recorded"] == "pass"
+    pg_env.psql(f'DROP TABLE t; DROP ROLE "{role}"', db=pg_database)
