@@ -321,17 +321,32 @@ def test_a_plan_without_databases_skips_the_connection_probe() -> None:
     assert (probe.status, probe.message) == ("skipped", "the plan has no database")
 
 
-def test_leftover_directories_of_drills_without_an_engine(tmp_path: Path) -> None:
+def test_leftover_directories_of_drills_without_an_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from stackvault.stack.drill.cleanup import remove_leftover_directories
 
-    dead = tmp_path / "db-drill-20200101-000000"
+    work, temp = tmp_path / "work", tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(temp))
+    dead = work / "db-drill-20200101-000000"
     (dead / "files").mkdir(parents=True)
-    live = tmp_path / "db-drill-20200101-000001"
+    live = work / "db-drill-20200101-000001"
     live.mkdir()
     (live / ".stackvault-drill-owner").write_text(f"{socket.gethostname()}:{os.getppid()}")
-    mine = tmp_path / "db-drill-20200101-000002"
+    mine = work / "db-drill-20200101-000002"
     mine.mkdir()
-    (tmp_path / "unrelated").mkdir()
-    done = remove_leftover_directories(str(tmp_path), keep=mine.name)
-    assert done.ok and done.removed == [f"directory {dead}"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, mine.name, "unrelated"]
+    (work / "unrelated").mkdir()
+    servers = temp / "db-drill-20200101-000000-k2j4"  # a dead drill's servers
+    servers.mkdir()
+    (servers / ".stackvault-drill-owner").write_text(f"{socket.gethostname()}:999999999")
+    unowned = temp / "db-drill-20200101-000003-x1y2"  # no owner file: not known as a drill's
+    unowned.mkdir()
+    (temp / "db-drill-20200101-000002-abcd").mkdir()  # the running drill's own
+    done = remove_leftover_directories(str(work), keep=mine.name)
+    assert done.ok and done.removed == [f"directory {dead}", f"directory {servers}"]
+    assert sorted(p.name for p in work.iterdir()) == [live.name, mine.name, "unrelated"]
+    assert sorted(p.name for p in temp.iterdir()) == [
+        "db-drill-20200101-000002-abcd",
+        unowned.name,
+    ]

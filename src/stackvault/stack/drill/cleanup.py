@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -175,22 +176,33 @@ def remove_leftovers(client: DockerClient, workdir: str, keep: str | None = None
 
 
 def remove_leftover_directories(workdir: str, keep: str | None = None) -> DrillCleanup:
-    """Remove the directories earlier drills left in ``workdir`` (``<name>-drill-<time>``)
-    whose owner file names no live process of this host (as `remove_leftovers`, without an
-    engine: what a drill of a job without a stack leaves); ``keep`` is left alone."""
+    """Remove the directories earlier drills left (as `remove_leftovers`, without an
+    engine: what a drill of a job without a stack leaves): in ``workdir`` those named
+    ``<name>-drill-<time>`` whose owner file names no live process of this host, and in the
+    system's temporary directory those named ``<name>-drill-<time>-<suffix>`` (its servers'
+    data) whose owner file names none; ``keep`` (a drill project) is left alone."""
     total = DrillCleanup()
-    try:
-        names = sorted(d for d in os.listdir(workdir) if DRILL_PROJECT.match(d) and d != keep)
-    except OSError:
-        return total
-    for name in names:
-        path = os.path.join(workdir, name)
+    found: list[tuple[str, bool]] = []
+    for where, named, needs_owner in (
+        (workdir, DRILL_PROJECT.match, False),
+        (tempfile.gettempdir(), lambda d: DRILL_PROJECT.match(d.rpartition("-")[0]), True),
+    ):
+        try:
+            found += [
+                (os.path.join(where, d), needs_owner)
+                for d in sorted(os.listdir(where))
+                if named(d) and d != keep and not d.startswith(f"{keep}-")
+            ]
+        except OSError:
+            pass
+    for path, needs_owner in found:
         try:
             with open(os.path.join(path, OWNER_FILE), encoding="utf-8") as f:
                 if _live(f.read().strip()):
                     continue
         except OSError:
-            pass
+            if needs_owner:
+                continue
         try:
             shutil.rmtree(path)
             total.removed.append(f"directory {path}")

@@ -143,10 +143,9 @@ class _SourceDrill:
     def work(self) -> None:
         self.clock.begin("leftovers", "cleanup")
         keep = self.result.drill_project
+        removed = remove_leftover_directories(self.options.workdir, keep=keep)
         if self.client is not None:
-            removed = remove_leftovers(self.client, self.options.workdir, keep=keep)
-        else:
-            removed = remove_leftover_directories(self.options.workdir, keep=keep)
+            removed.removed += remove_leftovers(self.client, self.options.workdir, keep).removed
         if removed.removed:
             self.tell(f"removed leftovers of earlier drills: {', '.join(removed.removed)}")
         self.clock.begin("read snapshot", "snapshot")
@@ -264,6 +263,8 @@ class _SourceDrill:
         made = tempfile.mkdtemp(prefix=f"{self.result.drill_project}-")
         os.chmod(made, 0o711)
         self.created.append(made)
+        with open(os.path.join(made, OWNER_FILE), "w", encoding="utf-8") as owner_file:
+            owner_file.write(owner())  # read by the next drill's leftovers phase
         return made
 
     def cleanup(self) -> DrillCleanup:
