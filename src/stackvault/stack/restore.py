@@ -127,6 +127,7 @@ def restore_stack(
     dry_run: bool = False,
     force: bool = False,
     replace: bool = False,
+    check_ports: bool = True,
     wait: float = 180.0,
     progress: Progress | None = None,
     notice: Callable[[str], None] = lambda _m: None,
@@ -138,6 +139,8 @@ def restore_stack(
     it runs: a caller times the steps or changes what the next one finds (a drill isolates
     the restored project before any of its services is started). ``replace``: remove first
     what an earlier stack restore of the project left (`stackvault.stack.replace`).
+    ``check_ports``: False for a caller that publishes none of the project's ports (a drill's
+    sandbox removes them).
 
     `RestoreRefused` when a check fails (nothing was changed); `RestoreFailed`, with the
     report, when a step fails."""
@@ -165,7 +168,7 @@ def restore_stack(
     r.notice = tell
     r.progress = progress or NullProgress()
     r.wait = wait
-    _check(r, report, replace=replace)
+    _check(r, report, replace=replace, ports=check_ports)
     missing = missing_images(client, snapshot)
     images = Step("images", f"load {', '.join(missing)} from the snapshot") if missing else None
     if dry_run:
@@ -208,7 +211,7 @@ def restore_stack(
     return report
 
 
-def _check(r: _Restorer, report: StackRestore, *, replace: bool) -> None:
+def _check(r: _Restorer, report: StackRestore, *, replace: bool, ports: bool) -> None:
     """Step 1's checks of the target (see `stackvault.stack.restorecheck`); with ``replace``
     the earlier restore is removed first (a dry run lists what it would remove)."""
     replacing = find_replacement(r.client, r.new_project, r.new_dir) if replace else None
@@ -220,7 +223,7 @@ def _check(r: _Restorer, report: StackRestore, *, replace: bool) -> None:
             r.notice(f"replace: removed {removed}")
         replacing = None
     report.problems = target_problems(r.client, r, replacing)
-    r.resolved = resolve_project(r.repo, r, r.notice)
+    r.resolved = resolve_project(r.repo, r, r.notice) if ports else None
     if r.resolved is not None:
         report.problems += published_port_problems(r.client, r.resolved, r.notice)
     if report.problems and not report.dry_run:
