@@ -13,14 +13,12 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_INIT, PASSWORD, Result, make_tree
+from conftest import PASSWORD, Result, make_tree
 from stackvault.errors import EXIT_ERROR, EXIT_INCOMPLETE
 from stackvault.records.run import RunRecord
-from stackvault.repo.repository import Repository
-from stackvault.store.open import open_store
+from support.jobrepos import COPY_PASSWORD, open_local, primary_and_copy
 
 Cli = Callable[..., Result]
-COPY_PASSWORD = "the copy's own password"
 
 
 def write_config(
@@ -53,30 +51,19 @@ jobs:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Path:
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Both repositories initialised (their own passwords), the data, the configuration."""
-    monkeypatch.delenv("STACKVAULT_PASSWORD_FILE", raising=False)
-    for name, password in (("primary", PASSWORD), ("offsite", COPY_PASSWORD)):
-        monkeypatch.setenv("STACKVAULT_PASSWORD", password)
-        res = cli("--repo", tmp_path / name, *FAST_INIT)
-        assert res.code == 0, res.err
-    monkeypatch.delenv("STACKVAULT_PASSWORD")
-    monkeypatch.setenv("SV_PRIMARY_PW", PASSWORD)
-    monkeypatch.setenv("SV_COPY_PW", COPY_PASSWORD)
+    primary_and_copy(tmp_path, PASSWORD.encode(), monkeypatch)
     make_tree(tmp_path / "data", files=5)
     return write_config(tmp_path)
 
 
-def open_repo(path: Path, password: str) -> Repository:
-    return Repository.open(open_store(str(path)), password.encode())
-
-
 def job_snapshots(path: Path, password: str) -> list[Any]:
-    return [s for s in open_repo(path, password).list_snapshots() if "job:etc" in s.tags]
+    return [s for s in open_local(path, password).list_snapshots() if "job:etc" in s.tags]
 
 
 def runs(path: Path, password: str) -> list[RunRecord]:
-    return open_repo(path, password).list_runs(job="etc")
+    return open_local(path, password).list_runs(job="etc")
 
 
 def steps(record: RunRecord) -> list[tuple[str, str | None, str]]:

@@ -16,15 +16,13 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_INIT, PASSWORD, Result, make_tree
+from conftest import PASSWORD, Result, make_tree
 from stackvault.cli.commands import status as status_command
 from stackvault.clock import FrozenClock
 from stackvault.errors import EXIT_ERROR
-from stackvault.repo.repository import Repository
-from stackvault.store.open import open_store
+from support.jobrepos import COPY_PASSWORD, open_local, primary_and_copy
 
 Cli = Callable[..., Result]
-COPY_PASSWORD = "the copy's own password"
 HOUR = 3600
 
 
@@ -60,22 +58,15 @@ jobs:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Path:
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Both repositories initialised (their own passwords), the data, the configuration."""
-    monkeypatch.delenv("STACKVAULT_PASSWORD_FILE", raising=False)
-    for name, password in (("primary", PASSWORD), ("offsite", COPY_PASSWORD)):
-        monkeypatch.setenv("STACKVAULT_PASSWORD", password)
-        res = cli("--repo", tmp_path / name, *FAST_INIT)
-        assert res.code == 0, res.err
-    monkeypatch.delenv("STACKVAULT_PASSWORD")
-    monkeypatch.setenv("SV_PRIMARY_PW", PASSWORD)
-    monkeypatch.setenv("SV_COPY_PW", COPY_PASSWORD)
+    primary_and_copy(tmp_path, PASSWORD.encode(), monkeypatch)
     make_tree(tmp_path / "data", files=3)
     return write_config(tmp_path)
 
 
 def newest_snapshot_time(path: Path, password: str) -> datetime:
-    repo = Repository.open(open_store(str(path)), password.encode())
+    repo = open_local(path, password)
     return max(s.time for s in repo.list_snapshots() if "job:etc" in s.tags)
 
 
