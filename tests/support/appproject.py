@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .composeproject import docker_compose
 from .dbservers import pg_bindir, service_user
 from .dockerd import CONTAINER_PATH, HOST_IMAGE, build_host_image
 
@@ -89,25 +88,7 @@ class AppProject:
         self.name = name
 
     def compose(self, *args: str, timeout: float = 300) -> str:
-        exe = shutil.which("docker-compose")
-        if exe is None:
-            raise RuntimeError("docker-compose is not installed; run scripts/install-test-deps.sh")
-        env = {**os.environ, **self.engine.env(), "COMPOSE_INTERACTIVE_NO_CLI": "1"}
-        proc = subprocess.run(
-            [exe, "-p", self.name, "-f", str(self.directory / "docker-compose.yaml"), *args],
-            cwd=self.directory,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"docker-compose {' '.join(args)} exited with {proc.returncode}: "
-                f"{proc.stderr.strip()[-2000:]}"
-            )
-        return proc.stdout
+        return docker_compose(self.engine, self.name, self.directory, *args, timeout=timeout)
 
     def exec(self, service: str, *argv: str) -> str:
         """What ``argv`` prints in the service's container (stripped)."""

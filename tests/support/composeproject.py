@@ -70,6 +70,32 @@ so a consistent cut has a row for every file but at most the one being written w
 writer stopped."""
 
 
+def docker_compose(
+    engine: DockerEngine, name: str, directory: Path, *args: str, timeout: float = 300
+) -> str:
+    """What ``docker-compose -p NAME -f DIRECTORY/docker-compose.yaml ARGS`` prints, run in
+    ``directory`` against the test engine; a failure raises with the end of its stderr."""
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        raise RuntimeError("docker-compose is not installed; run scripts/install-test-deps.sh")
+    env = {**os.environ, **engine.env(), "COMPOSE_INTERACTIVE_NO_CLI": "1"}
+    proc = subprocess.run(
+        [exe, "-p", name, "-f", str(directory / "docker-compose.yaml"), *args],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"docker-compose {' '.join(args)} exited with {proc.returncode}: "
+            f"{proc.stderr.strip()[-2000:]}"
+        )
+    return proc.stdout
+
+
 class DifyLikeProject:
     def __init__(
         self,
@@ -254,25 +280,7 @@ volumes:
     # -- life cycle ----------------------------------------------------------------------
 
     def compose(self, *args: str, timeout: float = 300) -> str:
-        exe = shutil.which("docker-compose")
-        if exe is None:
-            raise RuntimeError("docker-compose is not installed; run scripts/install-test-deps.sh")
-        env = {**os.environ, **self.engine.env(), "COMPOSE_INTERACTIVE_NO_CLI": "1"}
-        proc = subprocess.run(
-            [exe, "-p", self.name, "-f", str(self.directory / "docker-compose.yaml"), *args],
-            cwd=self.directory,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"docker-compose {' '.join(args)} exited with {proc.returncode}: "
-                f"{proc.stderr.strip()[-2000:]}"
-            )
-        return proc.stdout
+        return docker_compose(self.engine, self.name, self.directory, *args, timeout=timeout)
 
     def up(self) -> DifyLikeProject:
         self.compose("up", "-d")
