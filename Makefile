@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 DIST_DIR ?= dist
 
-.PHONY: help install bytecode demo test lint typecheck imports unit deps-test bench bench-s3 dist clean
+.PHONY: help install bytecode demo test lint typecheck imports unit deps-test bench bench-s3 bench-scale bench-history dist clean
 
 help:
 	@echo "make demo   - install into $(VENV) and run a backup/verify/restore round trip on sample data"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench  - side-by-side benchmark against restic and borg (see README)"
 	@echo "make bench-s3 - the same tools against an S3 server on 127.0.0.1 (SeaweedFS)"
 	@echo "make bench-scale - many small files (20k to 1M): how time and memory grow, beside restic"
+	@echo "make bench-history - a long history (up to 5,000 snapshots, 10M blobs), beside restic"
 	@echo "make dist   - build the wheel and the sdist into $(DIST_DIR)/"
 
 $(STAMP): pyproject.toml
@@ -74,6 +75,12 @@ dist: $(STAMP)
 bench-scale: bytecode
 	bash scripts/install-bench-deps.sh
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.scale $(BENCH_ARGS)
+
+# The generated histories are kept in bench/work-history/ and reused (generating 5,000
+# snapshots takes hours, most of it restic's); BENCH_ARGS="--sizes 200x500" for a quick look.
+bench-history: bytecode
+	bash scripts/install-bench-deps.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.history $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
