@@ -290,7 +290,7 @@ def test_a_failing_probe_fails_the_drill_which_reaches_nothing_outside_and_clear
             repo,
             replace(snap, stack=stack),
             client,
-            DrillOptions(job=JOB, workdir=str(workdir), wait=3),
+            DrillOptions(job=JOB, workdir=str(workdir), wait=10),
         )
     finally:
         client.close()

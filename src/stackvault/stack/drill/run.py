@@ -180,6 +180,7 @@ class _StackDrill:
             self.client,
             project=self.project,
             directory=self.directory,
+            check_ports=False,  # the drill's compose file publishes nothing
             wait=self.options.wait,
             progress=self.progress,
             notice=on_notice,
