@@ -277,3 +277,43 @@ def test_each_service_runs_again_as_soon_as_its_own_data_is_read(
     assert down["w3"] > down["w4"] + 0.5 * capture_s, down
     # front depends on w1 and w2: started again after both.
     assert services["front"]["level"] == 0
+
+
+@pytest.mark.parametrize("mode", ["stop", "pause"])
+def test_sigint_after_early_restarts_starts_every_service_again(
+    project: StubbornProject, plan_file: Path, initialised: Path, docker_env: str, mode: str
+) -> None:
+    from stackvault.stack.plan import load_plan, render_plan
+
+    if mode == "pause":
+        plan = load_plan(str(plan_file))
+        for name in WRITERS:
+            plan.services[name].quiesce = "pause"
+        plan_file.write_text(render_plan(plan))
+    big = project.directory / "data" / "w3" / "big.bin"
+    with big.open("wb") as f:  # w3's data is read for seconds after the others run again
+        for _ in range(48):
+            f.write(os.urandom(8 << 20))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stackvault", "stack", "backup", "--config", str(plan_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "again: their own data is read" in line and "w4" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        big.unlink()
+    err = "".join(seen) + err
+    assert any("w4" in s and "own data is read" in s for s in seen), err
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "no snapshot was saved" in err, err
+    assert project.running() == set(WRITERS), err
