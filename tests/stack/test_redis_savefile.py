@@ -5,17 +5,21 @@ root may write, beside a writer ``app`` that a strict cut stops.
 Covered: ``stack preflight`` fails naming the directory the server cannot write, and ``stack
 backup`` stops before anything is stopped (the writer's start time unchanged, no snapshot);
 after a save that failed there, preflight names the failed save too; once the directory is the
-server's, a save succeeds, preflight passes and the backup captures the server complete.
+server's, a save succeeds, preflight passes and the backup captures the server complete. A
+second server, ``locked``, has its ``CONFIG`` command renamed away: preflight says the capture
+cannot find its save file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from docker import DockerClient
 
 from conftest import Result
@@ -32,6 +36,7 @@ class CacheProject(AppProject):
     def __init__(self, directory: Path, engine: DockerEngine) -> None:
         super().__init__(directory, engine, f"svsave{secrets.token_hex(3)}")
         self.port = free_port()
+        self.locked_port = free_port()
 
     def write(self) -> CacheProject:
         d = self.directory
@@ -52,6 +57,16 @@ services:
               "--save", ""]
     volumes:
 {HOST_MOUNTS}      - ./volumes/cache:/data
+  locked:
+    image: {HOST_IMAGE}
+    network_mode: host
+    user: "{uid}:{gid}"
+    environment:
+      PATH: {CONTAINER_PATH}
+    command: ["redis-server", "--port", "{self.locked_port}", "--bind", "127.0.0.1", "--dir",
+              "/tmp", "--save", "", "--rename-command", "CONFIG", ""]
+    volumes:
+{HOST_MOUNTS}
   app:
     image: {HOST_IMAGE}
     network_mode: host
@@ -109,6 +124,14 @@ def test_a_redis_that_cannot_save_fails_preflight_before_anything_stops(
     res = cli("stack", "discover", "--project", project.name, "--output", str(plan))
     assert res.code == 0, res.err
 
+    code, failed = _failures(cli, plan)
+    assert code == 1 and sorted(failed) == ["source cache", "source locked"], failed
+    assert failed["source locked"] == [
+        "CONFIG GET dir does not answer, but the capture reads the save file where it says"
+    ]
+    doc = yaml.safe_load(plan.read_text())
+    doc["sources"] = [s for s in doc["sources"] if s["name"] != "locked"]
+    plan.write_text(json.dumps(doc))
     code, failed = _failures(cli, plan)
     assert code == 1 and list(failed) == ["source cache"], failed
     [message] = failed["source cache"]

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stackvault.errors import SourceError
 from stackvault.sources.redis.container import SERVERS, join
 from stackvault.sources.redis.rdb import RDB
+from stackvault.sources.redis.resp import parse_info
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -49,6 +49,7 @@ def last_save_problem(persistence: dict[str, str], container: str | None) -> Sav
 
 
 _SERVER_USER = r"""
+test ! -e "$1" || test -r "$1" || echo unreadable
 for p in /proc/[0-9]*; do
   c=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
   set -- $c
@@ -59,10 +60,16 @@ for p in /proc/[0-9]*; do
   exit 0
 done
 """
-"""Prints ``UID:GID`` of the server process in the container (its effective ids)."""
+"""Prints ``unreadable`` when the save file ``$1`` exists but cannot be read, then ``UID:GID``
+of the server process in the container (its effective ids)."""
 
 _WRITABLE = 'test -d "$1" && test -w "$1"'
-_READABLE = 'test ! -e "$1" || test -r "$1"'
+
+
+def _config_value(reply: str) -> str:
+    """The value of a ``CONFIG GET NAME`` reply (``NAME\\nVALUE``); empty for an error."""
+    parts = reply.split("\n")
+    return parts[1].strip() if len(parts) >= 2 and not reply.startswith("ERR") else ""
 
 
 def container_save_problems(
@@ -73,25 +80,27 @@ def container_save_problems(
     from stackvault.sources.docker.exec import ContainerRunner
 
     name = str(container.name)
-    out = [p for p in [last_save_problem(cli.info("persistence"), name)] if p is not None]
-    try:
-        directory = cli.config_get("dir")
-        path = join(directory, cli.config_get("dbfilename") or RDB) if directory else ""
-    except SourceError as exc:
-        directory, path = "", exc.message
+    info, directory, filename = cli.script(
+        ["INFO persistence", "CONFIG GET dir", "CONFIG GET dbfilename"]
+    )
+    out = [p for p in [last_save_problem(parse_info(info), name)] if p is not None]
+    directory = _config_value(directory)
     if not directory:
         out.append(
             SaveProblem(
-                f"CONFIG GET dir does not answer ({path or 'empty'}), but the capture reads the "
-                "save file where it says",
+                "CONFIG GET dir does not answer, but the capture reads the save file where it says",
                 "allow CONFIG GET for the backup's connection (rename-command, ACL)",
             )
         )
         return out
+    path = join(directory, _config_value(filename) or RDB)
     found = cli.runner.run(
-        ["sh", "-c", _SERVER_USER], env={"PROGRAMS": " ".join(sorted(SERVERS))}, timeout=30
+        ["sh", "-c", _SERVER_USER, "sh", path],
+        env={"PROGRAMS": " ".join(sorted(SERVERS))},
+        timeout=30,
     )
-    user = found.text.strip() if found.code == 0 else ""
+    lines = found.text.split() if found.code == 0 else []
+    user = next((line for line in lines if ":" in line), "")
     server = ContainerRunner(client, container, user=user) if user else cli.runner
     if server.run(["sh", "-c", _WRITABLE, "sh", directory], timeout=30).code != 0:
         who = f"user {user}" if user else "its user"
@@ -103,7 +112,7 @@ def container_save_problems(
                 "`dir` at one that is",
             )
         )
-    if cli.runner.run(["sh", "-c", _READABLE, "sh", path], timeout=30).code != 0:
+    if "unreadable" in lines:
         out.append(
             SaveProblem(
                 f"the save file {path} in container {name} is not readable for the "
