@@ -163,8 +163,9 @@ def _port(value: object) -> int | None:
 PASSWORD_FROM = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|arg|file:.+|none")
 """Where a database's password is read at each backup (never the value): ``env:NAME`` (a
 variable of the service's container), ``arg`` (the server's own command line, Redis'
-``--requirepass``), ``file:PATH`` (the server's configuration file in the container, Redis'
-``requirepass``) or ``none``."""
+``--requirepass``), ``file:PATH`` (a file in the container: for Redis its configuration file's
+``requirepass``, for PostgreSQL and MySQL the password itself, as ``*_PASSWORD_FILE`` and
+Docker secrets give it) or ``none``."""
 
 
 def _password_from(value: object) -> str | None:
