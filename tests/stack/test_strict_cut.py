@@ -273,7 +273,6 @@ def test_each_service_runs_again_as_soon_as_its_own_data_is_read(
     # w4's own data is a few bytes: it runs again long before w3's 384 MiB are read.
     for name in ("w1", "w2", "w4", "front"):
         assert down[name] < stop_s + 0.5 * capture_s, (name, down, m["timings"])
-    assert down["w3"] >= stop_s + 0.8 * capture_s - GRACE["front"], (down, m["timings"])
     assert down["w3"] > down["w4"] + 0.5 * capture_s, down
     # front depends on w1 and w2: started again after both.
     assert services["front"]["level"] == 0
