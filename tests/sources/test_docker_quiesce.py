@@ -212,3 +212,64 @@ def test_paused_containers_are_frozen_and_thawed_whatever_happens(
     assert containers.state(frozen)["Paused"] is True and q.record() == []
     assert any("paused already" in n for n in notices), notices
     frozen.unpause()
+
+
+class _FreezerFails:
+    """A client whose ``pause`` fails the way runc does when the cgroup freezer gives up
+    ("unable to freeze") for the first ``failures`` calls, then pauses on the real engine."""
+
+    def __init__(self, client: DockerClient, failures: int, message: str) -> None:
+        self.api = _FailingPauseAPI(client.api, failures, message)
+
+
+class _FailingPauseAPI:
+    def __init__(self, api: object, failures: int, message: str) -> None:
+        self._api, self.failures, self.message, self.calls = api, failures, message, 0
+
+    def pause(self, cid: str) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            from docker.errors import APIError
+
+            raise APIError(self.message)
+        self._api.pause(cid)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._api, name)
+
+
+FREEZE_FAILED = "500 Server Error: OCI runtime pause failed: unable to freeze: unknown"
+
+
+def test_a_pause_the_freezer_refuses_for_a_moment_is_tried_again(
+    docker_client: DockerClient, containers: Containers
+) -> None:
+    frozen = containers.run(POLITE)
+    names = [str(frozen.name)]
+    flaky = _FreezerFails(docker_client, 2, FREEZE_FAILED)
+    notices: list[str] = []
+    q = Quiesce(flaky, [frozen], pause=names, notice=notices.append)  # type: ignore[arg-type]
+    with q:
+        assert containers.state(frozen)["Paused"] is True
+    assert containers.state(frozen)["Paused"] is False and containers.running() == [True]
+    assert flaky.api.calls == 3
+    assert sum("could not be frozen yet" in n for n in notices) == 2, notices
+
+    # Refused every time: the capture is aborted, nothing is left paused.
+    stubborn = _FreezerFails(docker_client, 99, FREEZE_FAILED)
+    with (
+        pytest.raises(SourceError, match="could not be paused"),
+        Quiesce(stubborn, [frozen], pause=names),  # type: ignore[arg-type]
+    ):
+        pytest.fail("the capture ran although the container was never paused")
+    assert stubborn.api.calls == 3
+    assert containers.state(frozen)["Paused"] is False and containers.running() == [True]
+
+    # Any other failure is not tried again.
+    other = _FreezerFails(docker_client, 1, "409 Client Error: container is not running")
+    with (
+        pytest.raises(SourceError, match="could not be paused"),
+        Quiesce(other, [frozen], pause=names),  # type: ignore[arg-type]
+    ):
+        pytest.fail("the capture ran although the container was never paused")
+    assert other.api.calls == 1 and containers.running() == [True]

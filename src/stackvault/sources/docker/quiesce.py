@@ -71,6 +71,8 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_GRACE = 30.0
 _POLL = 0.2
+PAUSE_TRIES = 3
+PAUSE_RETRY_S = 0.5
 
 
 def _clean(exc: BaseException) -> str:
@@ -340,7 +342,7 @@ class Quiesce:
             self._targets.append(target)
         self.notice(f"pausing container {name} for the {self.action}")
         try:
-            self.api.pause(cid)
+            self._pause_call(cid, name)
         except Exception as exc:
             raise SourceError(
                 f"container {name} could not be paused ({_clean(exc)}); "
@@ -356,6 +358,21 @@ class Quiesce:
             )
         target.pending = False
         target.stopped = paused
+
+    def _pause_call(self, cid: str, name: str) -> None:
+        """``docker pause``, tried again (`PAUSE_TRIES` in all, `PAUSE_RETRY_S` apart) when the
+        kernel's freezer could not freeze every process of the container in time ("unable to
+        freeze": a process was in an uninterruptible wait, frequent on a loaded host); any
+        other failure is raised at once."""
+        for attempt in range(1, PAUSE_TRIES + 1):
+            try:
+                self.api.pause(cid)
+                return
+            except Exception as exc:
+                if attempt == PAUSE_TRIES or "unable to freeze" not in str(exc):
+                    raise
+                self.notice(f"container {name} could not be frozen yet ({_clean(exc)}); again")
+                time.sleep(PAUSE_RETRY_S * attempt)
 
     # --- start ------------------------------------------------------------------------------
 
