@@ -50,6 +50,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stackvault.clock import Clock, SystemClock
@@ -176,24 +177,46 @@ def restore_stack(
         report.steps += [s for s in [images] if s is not None]
         report.steps += [step for step, _run in r.steps()]
         return report
+    run = _Run(force, before_step, clock, started, notice)
+    _execute(r, report, images, run)
+    return report
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How `_execute` runs the steps: the options it needs and the RTO's start."""
+
+    force: bool
+    before_step: Callable[[Step], None] | None
+    clock: Clock
+    started: float
+    notice: Callable[[str], None]
+
+
+def _execute(r: _Restorer, report: StackRestore, images: Step | None, run: _Run) -> None:
+    """Everything after the checks: the restore's record, the images, the version guard,
+    every step, the plan file; the report's status at the end. On a failure the report says
+    what failed and how to clean up, and is saved, before the error is raised again
+    (`RestoreFailed` for a stackvault error)."""
+    clock, notice = run.clock, run.notice
     report.restore_id = new_restore_id(clock.now())
     report.owner = owner()
     report.started = clock.now().isoformat()
     report.status = RUNNING
-    r.labels = restore_labels(report.restore_id, snapshot.id)
+    r.labels = restore_labels(report.restore_id, r.snapshot.id)
     steps = r.steps()
     report.steps += [s for s in [images] if s is not None] + [step for step, _run in steps]
     try:
         if images is not None:
             _run_step(images, lambda rep: rep.validation.append(r.load_images()), report, notice)
-        version_guard(client, m.services, force, set(), notice=tell)
+        version_guard(r.client, r.m.services, run.force, set(), notice=r.notice)
         r.begin_record(report)
-        for step, run in steps:
-            if before_step is not None:
-                before_step(step)
-            _run_step(step, run, report, notice)
+        for step, act in steps:
+            if run.before_step is not None:
+                run.before_step(step)
+            _run_step(step, act, report, notice)
         r.write_plan(report)
-        report.rto_s = round(clock.monotonic() - started, 3)
+        report.rto_s = round(clock.monotonic() - run.started, 3)
         report.status = OK if report.ok else INVALID
         if not report.ok:
             report.exit_code = EXIT_ERROR
@@ -208,7 +231,6 @@ def restore_stack(
         raise
     finally:
         r.save_record(report)
-    return report
 
 
 def _check(r: _Restorer, report: StackRestore, *, replace: bool, ports: bool) -> None:
