@@ -17,14 +17,15 @@ import itertools
 import mmap
 import os
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
 from stackvault.engine.packrestore import PackRestorer
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.readahead import read_ahead
+from stackvault.engine.restorelanes import Lane, Lanes
 from stackvault.errors import (
     IntegrityError,
     Interrupted,
@@ -47,8 +48,6 @@ BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
 PREFETCH = 4
 """Blobs of one file fetched and decrypted ahead of the one being written."""
-LANE_QUEUE = 256
-"""Jobs queued per lane of file threads, so the tree walk runs ahead of both lanes."""
 STAGE_MIN = 1 << 20
 """Files at least this large are written through stages (`FileWriter.stage`), around the page
 cache or through it as `WriteMode` finds cheaper."""
@@ -419,8 +418,8 @@ class RestoreJob:
         self._raise_failures()
         return self.result
 
-    def _start(self, target: RestoreTarget) -> _Lanes:
-        """The file threads and pools of this run (see `_Lanes`)."""
+    def _start(self, target: RestoreTarget) -> Lanes:
+        """The file threads and pools of this run (see `Lanes`)."""
         # Two lanes of file threads: one for small files (in batches), one for files of
         # several blobs, so that the creation of many small files (Python glue and system
         # calls) overlaps with the hashing and writing of large ones; as many threads per
@@ -430,8 +429,8 @@ class RestoreJob:
         # packs instead (`PackRestorer`, by default); the lanes then only make empty files.
         access = self.repo.access
         workers = self.opts.workers or access.restore_file_workers
-        small = _Lane(workers, "restore-small", partial(self._restore_files, target))
-        large = _Lane(workers, "restore-large", partial(self._restore_files, target))
+        small = Lane(workers, "restore-small", partial(self._restore_files, target))
+        large = Lane(workers, "restore-large", partial(self._restore_files, target))
         self._blob_pool = ThreadPoolExecutor(
             max_workers=access.restore_blob_workers, thread_name_prefix="restore-blob"
         )
@@ -452,9 +451,9 @@ class RestoreJob:
             if by_pack
             else None
         )
-        return _Lanes(small, large, packs)
+        return Lanes(small, large, packs)
 
-    def _hand_out(self, target: RestoreTarget, lanes: _Lanes) -> None:
+    def _hand_out(self, target: RestoreTarget, lanes: Lanes) -> None:
         """Walk the snapshot: make directories, symlinks and special files on this thread,
         hand regular files to ``lanes`` (small files in batches: a hand-off per tiny file
         costs more than restoring it), and record hard links and directories for the end."""
@@ -569,63 +568,6 @@ class RestoreJob:
                 self.result.failed.append((path, "verification after restore: SHA-256 differs"))
             else:
                 self.result.verified += 1
-
-
-class _Lane:
-    """File threads running ``job`` on batches of files, with a bounded queue (`submit`
-    blocks when it is full)."""
-
-    def __init__(
-        self, workers: int, name: str, job: Callable[[list[tuple[list[str], Node]]], None]
-    ) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
-        self._slots = threading.BoundedSemaphore(workers + LANE_QUEUE)
-        self._futures: list[Future[None]] = []
-        self._job = job
-
-    def submit(self, files: list[tuple[list[str], Node]]) -> None:
-        self._slots.acquire()
-
-        def run() -> None:
-            try:
-                self._job(files)
-            finally:
-                self._slots.release()
-
-        self._futures.append(self._pool.submit(run))
-
-    def finish(self) -> None:
-        """Wait for every job; re-raise the first failure."""
-        for fut in self._futures:
-            fut.result()
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-@dataclass
-class _Lanes:
-    """Where a restore hands its regular files: the lane of small files (in batches), the
-    lane of files of several blobs, and, reading pack by pack, the `PackRestorer` (which
-    then takes every file with content)."""
-
-    small: _Lane
-    large: _Lane
-    packs: PackRestorer | None
-
-    def finish(self) -> None:
-        """Wait for every file handed out; re-raise the first failure."""
-        self.small.finish()
-        self.large.finish()
-        if self.packs is not None:
-            self.packs.finish()
-
-    def close(self) -> None:
-        """Stop the threads (after `finish`, or to abandon what is left)."""
-        if self.packs is not None:
-            self.packs.close()
-        self.small.shutdown()
-        self.large.shutdown()
 
 
 def _entry_of(blob: tuple[IndexEntry, bytes]) -> IndexEntry:
