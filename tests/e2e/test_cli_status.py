@@ -9,8 +9,9 @@ clock `status` judges by is replaced by a `FrozenClock` (``cli/commands/status.c
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from conftest import PASSWORD, Result, make_tree
 from stackvault.cli.commands import status as status_command
 from stackvault.clock import FrozenClock
 from stackvault.errors import EXIT_ERROR
+from stackvault.records.drill import DrillProbe, DrillResult
 from support.jobrepos import COPY_PASSWORD, open_local, primary_and_copy
 
 Cli = Callable[..., Result]
@@ -239,3 +241,63 @@ def test_every_job_without_a_job_argument_and_an_unknown_job(
     assert res.code == EXIT_ERROR
     assert "there is no job 'nope'" in res.err and "jobs: etc, other" in res.err
     assert "Traceback" not in res.err
+
+
+def save_drill(path: Path, *, rto_s: float, result: str = "ok", minutes_ago: int = 30) -> None:
+    """A drill of ``etc`` recorded in the repository at ``path`` as ``stackvault drill``
+    records one: a run record with one ``drill`` step."""
+    repo = open_local(path, PASSWORD)
+    try:
+        snap = max((s for s in repo.list_snapshots() if "job:etc" in s.tags), key=lambda s: s.time)
+        ended = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+        drill = DrillResult(
+            drill_id=secrets.token_hex(16),
+            job="etc",
+            project="",
+            drill_project="etc-drill-1",
+            snapshot=snap.id,
+            snapshot_time=snap.time,
+            started=ended - timedelta(seconds=rto_s + 5),
+            ended=ended,
+            result=result,  # type: ignore[arg-type]
+            rto_s=rto_s,
+            rto_target_s=8 * HOUR,
+            probes=[DrillProbe("files: paths (SHA-256)", "pass", "3 files")],
+        )
+        record = drill.to_run_record(
+            host="drill-host", program="stackvault test", repository="primary", location=str(path)
+        )
+        repo.save_run(record)
+    finally:
+        repo.store.close()
+
+
+def test_the_last_drill_and_its_rto_are_shown_and_judged(
+    setup: Path, tmp_path: Path, cli: Cli
+) -> None:
+    assert cli("run", "etc", "--config", setup).code == 0
+    save_drill(tmp_path / "primary", rto_s=240, minutes_ago=600)
+
+    res = cli("status", "etc", "--config", setup)
+    assert res.code == 0, res.err
+    drill_line = res.out.splitlines()[3]
+    assert drill_line.split()[:4] == ["drill", "passed", "10.0h", "ago,"]
+    assert "restored in 4min (rto 8.0h)" in drill_line and "over the rto" not in drill_line
+    code, doc = status_json(cli, setup, "etc")
+    etc = job_doc(doc)
+    assert code == 0 and etc["verdict"] == "ok"
+    assert etc["drill"]["result"] == "ok" and etc["drill"]["rto_s"] == 240
+    assert etc["last_run"]["result"] == "ok"  # a drill is never the job's last run
+
+    # A newer drill (started after the first) that took longer than the RTO puts the job
+    # at risk.
+    save_drill(tmp_path / "primary", rto_s=9 * HOUR, minutes_ago=5)
+    res = cli("status", "etc", "--config", setup)
+    assert res.code == 1
+    assert res.out.splitlines()[0].split()[:2] == ["etc", "at-risk"]
+    assert "restored in 9.0h (rto 8.0h), over the rto" in res.out
+    code, doc = status_json(cli, setup, "etc")
+    assert job_doc(doc)["verdict"] == "at-risk"
+    reasons = job_doc(doc)["reasons"]
+    assert [r["verdict"] for r in reasons] == ["at-risk"], reasons
+    assert reasons[0]["reason"] == "drill: last drill restored in 9 h, over the RTO"
