@@ -266,6 +266,32 @@ def test_restore_round_trips_metadata(initialised: Path, tmp_path: Path, cli: Cl
 # --- 12. verify, sha256sums, include, overwrite, export -----------------------------------------
 
 
+def test_an_xattr_changed_after_a_no_change_backup_is_captured(
+    initialised: Path, tmp_path: Path, cli: Cli
+) -> None:
+    """An unchanged file's extended attributes come from the parent snapshot (no
+    ``listxattr``); setting one changes only the file's ctime, and that is enough for the
+    next backup to read them again."""
+    src = tmp_path / "src"
+    src.mkdir()
+    assert xattrs_supported(src), "this test needs a filesystem with user xattrs"
+    f = src / "doc"
+    f.write_text("same content throughout\n")
+    os.setxattr(f, "user.state", b"first")
+    mtime = f.stat().st_mtime_ns
+    for _ in range(2):  # a first backup, then one with nothing changed
+        assert cli("backup", str(src)).code == 0
+    os.setxattr(f, "user.state", b"second")
+    assert f.stat().st_mtime_ns == mtime  # no content change: only the ctime moved
+    assert cli("backup", str(src)).code == 0
+    got = {}
+    for snap in cli("snapshots", "--json").json():
+        target = tmp_path / f"restored-{snap['short_id']}"
+        assert cli("restore", snap["short_id"], "--target", str(target)).code == 0
+        got[snap["time"]] = os.getxattr(target / str(f).lstrip("/"), "user.state")
+    assert [got[t] for t in sorted(got)] == [b"first", b"first", b"second"]
+
+
 def test_restore_verify(initialised: Path, tmp_path: Path, cli: Cli) -> None:
     src = make_tree(tmp_path / "src", files=6)
     assert cli("backup", src).code == 0

@@ -11,6 +11,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from stackvault.errors import SourceError, SourceVanished
-from stackvault.fs.entry import FsEntry
+from stackvault.fs.entry import FsEntry, KnownFile
 from stackvault.fs.exclude import ExcludeMatcher
 from stackvault.fs.walk import FileWalker, Problem
 
@@ -495,3 +496,37 @@ def test_one_file_system_keeps_mount_points_empty(
     # A mount point given as a top-level path is captured in full.
     walker, rec = make_walker(one_file_system=True)
     assert str(src / "mnt" / "on-tmpfs") in walk(walker, src / "mnt")
+
+
+def test_an_unchanged_file_takes_its_xattrs_from_what_was_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "kept").write_text("k")
+    (tmp_path / "new").write_text("n")
+    (tmp_path / "touched").write_text("t")
+    asked: list[str] = []
+    real = os.listxattr
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> list[str]:
+        asked.append(os.path.basename(os.fsdecode(path)))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "listxattr", counting)
+    recorded = (("user.recorded", b"as the last backup saw it"),)
+
+    def known(name: str) -> KnownFile:
+        st = os.lstat(tmp_path / name)
+        return KnownFile(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, recorded)
+
+    was = {"kept": known("kept"), "touched": known("touched")}
+    time.sleep(0.01)
+    os.chmod(tmp_path / "touched", 0o600)  # a new ctime, as setxattr gives
+    walker, rec = make_walker()
+    top = walker.stat_root(str(tmp_path))
+    assert top is not None
+    children = {e.name: e for e in walker.scan_dir(top, was)}
+    assert children["kept"].xattrs == recorded
+    assert "kept" not in asked
+    assert children["touched"].xattrs == () and "touched" in asked
+    assert children["new"].xattrs == () and "new" in asked
+    assert rec.problems == []

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from stackvault.engine.progress import Progress
 from stackvault.errors import StackvaultError
-from stackvault.fs.entry import FsEntry
+from stackvault.fs.entry import FsEntry, KnownFile
 from stackvault.fs.walk import FileWalker
 from stackvault.repo.repository import Repository
 from stackvault.repo.tree import Node
@@ -85,8 +85,8 @@ class DirectoryLister:
         subdirectories on the scan pool, and ask the kernel to start reading the small files
         that will be read: the walk reads them one after the other, and on a cold cache each
         read would otherwise wait for the disk."""
-        children = walker.scan_dir(entry)
         old_children = self.parent_children(old)
+        children = walker.scan_dir(entry, known_files(old_children))
         small = self.repo.config.chunker.min
         for child in children:
             if (
@@ -134,3 +134,17 @@ def _will_read(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def known_files(old_children: dict[str, Node]) -> dict[str, KnownFile] | None:
+    """What the parent snapshot recorded of a directory's regular files, for the walk to
+    take their extended attributes from while they are unchanged (None: no parent)."""
+    if not old_children:
+        return None
+    return {
+        name: KnownFile(
+            n.size, n.mtime_ns, n.ctime_ns, n.inode, n.device, tuple(n.xattrs) if n.xattrs else ()
+        )
+        for name, n in old_children.items()
+        if n.type == "file"
+    }

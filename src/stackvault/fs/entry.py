@@ -52,6 +52,24 @@ class FsEntry(NamedTuple):
     rdev: int = 0
 
 
+class KnownFile(NamedTuple):
+    """What an earlier backup recorded of a regular file. While the file's size, times,
+    inode and device are still these, its extended attributes are still ``xattrs``: setting
+    or removing one changes the file's ctime. The walk then takes them from here instead of
+    asking the kernel again (`FileWalker.scan_dir`), one ``listxattr`` per unchanged file."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+    xattrs: tuple[tuple[str, bytes], ...]
+
+    def describes(self, st: os.stat_result) -> bool:
+        """Whether ``st`` (an ``lstat`` of a regular file) is still the file recorded."""
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) == self[:5]
+
+
 def kind_of(st_mode: int) -> EntryKind | None:
     """The entry kind for an ``lstat`` mode, or None for sockets (and unknown types)."""
     if stat.S_ISREG(st_mode):

@@ -13,13 +13,14 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from stackvault.errors import SourceError, SourceVanished
 from stackvault.fs.entry import (
     FsEntry,
+    KnownFile,
     entry_from_stat,
     kind_of,
     read_xattrs,
@@ -156,12 +157,16 @@ class FileWalker:
             raise SourceError(f"cannot back up {path}: {exc.strerror}") from exc
         return entry_from_stat(path, name, st, link_target=target, xattrs=self._xattrs(path))
 
-    def scan_dir(self, dir_entry: FsEntry) -> list[FsEntry]:
+    def scan_dir(
+        self, dir_entry: FsEntry, known: Mapping[str, KnownFile] | None = None
+    ) -> list[FsEntry]:
         """The children of a directory entry, sorted by the bytes of their names.
 
         Excluded children are dropped silently; sockets (which cannot be restored) with a
         notice.
-        An unreadable directory is reported (incomplete=True) and yields ``[]``.
+        An unreadable directory is reported (incomplete=True) and yields ``[]``. ``known``:
+        what an earlier backup recorded of the directory's files, by name; a file it still
+        describes gets the extended attributes recorded there (`KnownFile`).
         """
         if dir_entry.kind != "dir":
             raise SourceError(f"cannot list {dir_entry.path}: not a directory")
@@ -190,7 +195,7 @@ class FileWalker:
                 return []
             names.sort(key=os.fsencode)
             prefix = dir_entry.path if dir_entry.path.endswith("/") else dir_entry.path + "/"
-            children = (self._child(fd, dir_entry, prefix, name) for name in names)
+            children = (self._child(fd, dir_entry, prefix, name, known) for name in names)
             return [child for child in children if child is not None]
         finally:
             os.close(fd)
@@ -272,7 +277,14 @@ class FileWalker:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _child(self, dir_fd: int, parent: FsEntry, prefix: str, name: str) -> FsEntry | None:
+    def _child(
+        self,
+        dir_fd: int,
+        parent: FsEntry,
+        prefix: str,
+        name: str,
+        known: Mapping[str, KnownFile] | None,
+    ) -> FsEntry | None:
         path = prefix + name
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -296,9 +308,12 @@ class FileWalker:
             with self._lock:
                 self._mount_points.add((st.st_dev, st.st_ino))
             self._notice(path, "mount point kept empty: another filesystem (one-file-system)")
-        return entry_from_stat(
-            path, name, st, link_target=target, xattrs=self._xattrs(path, dir_fd, name), kind=kind
-        )
+        was = known.get(name) if known and kind == "file" else None
+        if was is not None and was.describes(st):
+            xattrs = was.xattrs
+        else:
+            xattrs = self._xattrs(path, dir_fd, name)
+        return entry_from_stat(path, name, st, link_target=target, xattrs=xattrs, kind=kind)
 
     def _left_out(self, dir_fd: int, path: str, name: str, kind: str, st: os.stat_result) -> bool:
         """Whether `WalkRules` leave this child out (a directory with a notice)."""
