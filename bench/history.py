@@ -247,7 +247,7 @@ class History:
             info = {
                 "params": self.params(),
                 "anchor": datetime.now(UTC)
-                .replace(hour=12, minute=0, second=0, microsecond=0)
+                .replace(hour=0, minute=0, second=0, microsecond=0)
                 .isoformat(),
                 "tools": {},
             }
@@ -398,6 +398,19 @@ class HistoryRun:
             "repo_bytes": self.repo_bytes,
             "phases": {name: r.to_json() for name, r in self.phases.items()},
         }
+
+
+def read_runs(path: Path) -> list[HistoryRun]:
+    """The runs of an earlier report (``--merge``)."""
+    fields = set(Result.__dataclass_fields__)
+    runs = []
+    for body in json.loads(path.read_text())["runs"]:
+        size = Size(body["snapshots"], body["files_per_snapshot"])
+        run = HistoryRun(body["tool"], size, body["generate"], repo_bytes=body["repo_bytes"])
+        for name, r in body["phases"].items():
+            run.phases[name] = Result(**{k: v for k, v in r.items() if k in fields})
+        runs.append(run)
+    return runs
 
 
 @dataclass(frozen=True)
@@ -562,6 +575,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--generate-only", action="store_true", help="generate (or reuse) the histories only"
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier report whose runs of other sizes join the growth tables",
+    )
     parser.add_argument("--discard", action="store_true", help="delete each history once measured")
     args = parser.parse_args(argv)
     if args.snapshots:
@@ -589,8 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tools = [TOOLS[name]() for name in args.tools.split(",") if name in TOOLS]
     tools = [t for t in tools if t.executable()]
-    cache = CacheMode.detect(args.cache)
-    print(f"page cache: {cache.describe()}", flush=True)
+    # Generating alone leaves the page cache alone (detecting drops it where permitted).
+    cache = CacheMode("warm-chosen") if args.generate_only else CacheMode.detect(args.cache)
+    if not args.generate_only:
+        print(f"page cache: {cache.describe()}", flush=True)
     workdir = args.workdir.resolve()
     trash = Trash(workdir / "trash")
     opts = Options(workdir, args.timeout, args.idle_wait, cache, trash, args.phases)
@@ -626,6 +648,12 @@ def main(argv: list[str] | None = None) -> int:
         save("\n\n".join(tables))
         if args.discard:
             trash.discard(hist.root)
+    measured = {(r.tool, r.size) for r in runs}
+    for path in args.merge:
+        earlier = [r for r in read_runs(path) if (r.tool, r.size) not in measured]
+        measured |= {(r.tool, r.size) for r in earlier}
+        runs += earlier
+        report.setdefault("merged_from", []).append(str(path))
     tables += [t for t in (growth_table(runs, tool.name) for tool in tools) if t]
     legend = (
         "wall x, CPU x = restic / stackvault (>1: stackvault faster); RSS = stackvault / restic"
