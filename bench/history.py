@@ -648,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         save("\n\n".join(tables))
         if args.discard:
             trash.discard(hist.root)
+    if args.generate_only:
+        return 0
     measured = {(r.tool, r.size) for r in runs}
     for path in args.merge:
         earlier = [r for r in read_runs(path) if (r.tool, r.size) not in measured]
