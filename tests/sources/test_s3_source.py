@@ -589,7 +589,7 @@ def test_a_key_that_may_not_read_or_write_gets_a_403_sentence(
 def test_an_unreachable_endpoint_fails_after_its_retries(s3_env: S3Credentials) -> None:
     started = time.monotonic()
     with pytest.raises(SourceError, match="cannot connect to the S3 endpoint") as caught:
-        capture("s3://bucket/p?endpoint=http://127.0.0.1:9&retries=2&retry-time=1")
+        capture("s3://bucket/p?endpoint=http://127.0.0.1:9&retries=2&retry-time=5")
     assert "gave up after 2 tries" in str(caught.value)
     assert time.monotonic() - started < 10
 
