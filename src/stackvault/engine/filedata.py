@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from stackvault.engine.readahead import read_ahead
 from stackvault.errors import IntegrityError, PathNotFound
+from stackvault.readahead import read_ahead
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.spans import read_span, runs_in_order

@@ -24,7 +24,6 @@ from functools import partial
 
 from stackvault.engine.packrestore import PackRestorer
 from stackvault.engine.progress import NullProgress, Progress
-from stackvault.engine.readahead import read_ahead
 from stackvault.engine.restorelanes import Lane, Lanes
 from stackvault.errors import (
     IntegrityError,
@@ -37,6 +36,7 @@ from stackvault.fs.exclude import ExcludeMatcher
 from stackvault.fs.target import FileWriter, RestoreTarget
 from stackvault.fs.walk import open_path
 from stackvault.fs.writemode import WriteFigures, WriteMode
+from stackvault.readahead import read_ahead
 from stackvault.repo.blob import IndexEntry
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot

@@ -135,35 +135,29 @@ class Index:
             spans.append(range(first, row))
 
     def _listed(self) -> Iterator[tuple[bytes, list[PackedBlob]]]:
-        rows = self._rows
         for number, spans in self._pack_rows.items():
-            blobs = []
-            for span in spans:
-                for row in span:
-                    blob_id, _pack, offset, length, raw_length, kind = _ROW.unpack_from(
-                        rows, row * _SIZE
-                    )
-                    blobs.append(PackedBlob(_TYPES[kind], blob_id, offset, length, raw_length))
-            yield self._pack_ids[number], blobs
+            yield self._pack_ids[number], list(_blobs(self._rows, spans))
 
     def drop_packs(self, pack_ids: Iterable[bytes]) -> dict[bytes, bytes]:
         """Forget ``pack_ids`` (packs that are gone): a blob they held is then listed by
         another pack that holds it, or not at all. Returns the blobs no longer listed
-        anywhere, each with the pack it was in."""
+        anywhere, each with the pack it was in. The index is built again from the rows of
+        the other packs (one pack at a time: at most the rows twice in memory)."""
         gone = set(pack_ids)
         with self._lock:
             stale: dict[bytes, bytes] = {}
-            for pack_id, blobs in self._listed():
-                if pack_id not in gone:
+            for number, spans in self._pack_rows.items():
+                if self._pack_ids[number] not in gone:
                     continue
-                for blob in blobs:
+                for blob in _blobs(self._rows, spans):
                     entry = self.get(blob.blob_id)
                     if entry is not None and entry.pack_id in gone:
                         stale[blob.blob_id] = entry.pack_id
-            kept = [(p, blobs) for p, blobs in self._listed() if p not in gone]
+            rows, pack_ids, pack_rows = self._rows, self._pack_ids, self._pack_rows
             self._reset()
-            for pack_id, blobs in kept:
-                self._add(pack_id, blobs)
+            for number, spans in pack_rows.items():
+                if pack_ids[number] not in gone:
+                    self._add(pack_ids[number], _blobs(rows, spans))
             return {b: p for b, p in stale.items() if self._row(b) is None}
 
     def packs(self) -> dict[bytes, list[PackedBlob]]:
@@ -186,6 +180,14 @@ class Index:
     def pack_ids(self) -> set[bytes]:
         with self._lock:
             return {self._pack_ids[n] for n in self._pack_rows}
+
+
+def _blobs(rows: bytearray, spans: list[range]) -> Iterator[PackedBlob]:
+    """The blobs of a pack's rows (``spans`` of row numbers in ``rows``)."""
+    for span in spans:
+        for row in span:
+            blob_id, _pack, offset, length, raw_length, kind = _ROW.unpack_from(rows, row * _SIZE)
+            yield PackedBlob(_TYPES[kind], blob_id, offset, length, raw_length)
 
 
 _ROW = struct.Struct("<32sIIIIB")  # blob id, pack number, offset, length, raw length, type

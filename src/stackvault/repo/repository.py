@@ -36,6 +36,7 @@ from stackvault.errors import (
     UsageError,
     WrongPassword,
 )
+from stackvault.readahead import read_ahead
 from stackvault.records.run import RunRecord
 from stackvault.repo import runs
 from stackvault.repo.access import StoreAccess
@@ -268,16 +269,23 @@ class Repository:
 
         names = self.index_names()
         workers = self.access.metadata_readers
-        loaded: list[tuple[str, IndexFile]] = []
+        listed: dict[str, set[bytes]] = {}  # the packs of each file added, by file
         superseded: set[str] = set()
         damaged: list[tuple[str, IntegrityError]] = []
+        # Each file is added as soon as it is read and then dropped, so at most a few
+        # decoded files are in memory at once, whatever the index's size.
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for name, got in pool.map(fetch, names):
+            for name, got in read_ahead(pool, names, fetch, ahead=2 * workers):
                 if isinstance(got, IntegrityError):
                     damaged.append((name, got))
                     continue
-                loaded.append((name, got))
                 superseded.update(f"index/{old.hex()}" for old in got.supersedes)
+                if name in superseded:
+                    continue
+                for pack_id, blobs in got.packs:
+                    self.index.add_pack(pack_id, blobs)
+                listed[name] = {pack_id for pack_id, _blobs in got.packs}
+        self._forget_superseded(listed, superseded)
         self.superseded_index = sorted(superseded & set(names))
         # A damaged file that a readable one supersedes was garbage anyway.
         damaged = [(n, e) for n, e in damaged if n not in superseded]
@@ -291,10 +299,17 @@ class Repository:
                     "the blobs it lists count as missing until `stackvault repair index` "
                     "rebuilds the index from the packs"
                 )
-        for name, index_file in loaded:
-            if name not in superseded:
-                for pack_id, blobs in index_file.packs:
-                    self.index.add_pack(pack_id, blobs)
+
+    def _forget_superseded(self, listed: dict[str, set[bytes]], superseded: set[str]) -> None:
+        """Take out of the index what files read before the file that supersedes them
+        listed: the packs that no file still in force lists (prune deleted them)."""
+        late = [name for name in listed if name in superseded]
+        if not late:
+            return
+        in_force = set().union(*(p for n, p in listed.items() if n not in superseded))
+        gone = set().union(*(listed[n] for n in late)) - in_force
+        if gone:
+            self.index.drop_packs(gone)
 
     def drop_missing_packs(self, consequence: str = "") -> list[str]:
         """Forget, for this session, the index entries of packs the store does not hold

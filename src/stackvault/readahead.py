@@ -1,9 +1,11 @@
-"""The read-ahead window (engine layer): reads run on a pool a bounded number ahead of the
-one consumed, their results given in order.
+"""The read-ahead window: reads run on a pool a bounded number ahead of the one consumed,
+their results given in order.
 
-Used wherever a file's plaintext is read ahead of its writer or reader (a restore's
-large files, `stackvault.engine.filedata`'s streams), so that decryption and
-decompression use more than one core while the plaintext held stays bounded.
+Used wherever reads must overlap while what they hold stays bounded: a file's plaintext
+read ahead of its writer or reader (a restore's large files, `stackvault.engine.filedata`'s
+streams), so that decryption and decompression use more than one core; the index files a
+repository loads (`stackvault.repo.repository`), each added to the index as its turn comes
+and then dropped.
 """
 
 from __future__ import annotations
