@@ -78,3 +78,16 @@ def test_each_blob_costs_about_a_hundred_bytes_of_memory() -> None:
         for blob in blobs[::101]:
             entry = index.get(blob.blob_id)
             assert entry is not None and (entry.pack_id, entry.offset) == (pack_id, blob.offset)
+
+
+def test_packs_are_given_one_at_a_time_as_the_whole_copy_gives_them() -> None:
+    rng = random.Random(7)
+    index = Index()
+    for n in range(5):
+        index.add_pack(bytes([n]) * 32, [_blob(rng.randbytes(32), i) for i in range(n * 3)])
+    index.add_pack(b"\x02" * 32, [_blob(rng.randbytes(32), 99)])  # a second listing of pack 2
+    whole = index.packs()
+    assert dict(index.iter_packs()) == whole
+    assert all(index.pack_blobs(p) == blobs for p, blobs in whole.items())
+    assert len(index.pack_blobs(b"\x02" * 32)) == 7
+    assert index.pack_blobs(b"\x09" * 32) == [] and index.pack_blobs(b"\x00" * 32) == []

@@ -122,10 +122,10 @@ class Checker:
 
     def _check_packs(self) -> None:
         stored = {info.name: info.size for info in self.repo.store.list(PACKS_PREFIX)}
-        indexed = self.repo.index.packs()
-        self.report.packs = len(indexed)
-        for pack_id, blobs in indexed.items():
+        names: set[str] = set()
+        for pack_id, blobs in self.repo.index.iter_packs():
             name = pack_name(pack_id)
+            names.add(name)
             size = stored.get(name)
             if size is None:
                 self._error("pack", name, "pack is missing")
@@ -135,7 +135,7 @@ class Checker:
             if size < end:
                 self._error("pack", name, f"pack is truncated ({size} bytes, index needs {end})")
                 self._mark([b for b in blobs if b.offset + b.length > size], "pack truncated")
-        names = {pack_name(p) for p in indexed}
+        self.report.packs = len(names)
         for name in sorted(set(stored) - names):
             self.report.notices.append(
                 f"{name} is not referenced by the index (left by an interrupted run, or "
@@ -148,16 +148,18 @@ class Checker:
             self._bad_blobs[b.blob_id] = why
 
     def _read_packs(self) -> None:
-        indexed = sorted(self.repo.index.packs().items())
+        indexed = sorted(self.repo.index.pack_ids())
         if self.packs is not None:
-            indexed = [(pack_id, blobs) for pack_id, blobs in indexed if self.packs(pack_id)]
+            indexed = [pack_id for pack_id in indexed if self.packs(pack_id)]
         elif self.subset is not None and indexed:
             count = max(1, math.ceil(len(indexed) * self.subset))
             indexed = self.rng.sample(indexed, count)
-        # Whole packs are held in memory while checked (`StoreAccess.check_readers`).
+        # Whole packs are held in memory while checked (`StoreAccess.check_readers`); their
+        # blob lists are taken from the index one pack at a time.
         workers = self.repo.access.check_readers
+        index = self.repo.index
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
-            for _ in pool.map(lambda item: self._read_pack(*item), indexed):
+            for _ in pool.map(lambda p: self._read_pack(p, index.pack_blobs(p)), indexed):
                 pass
 
     def _read_pack(self, pack_id: bytes, entries: list[PackedBlob]) -> None:

@@ -160,8 +160,25 @@ class Index:
                     self._add(pack_ids[number], _blobs(rows, spans))
             return {b: p for b, p in stale.items() if self._row(b) is None}
 
+    def iter_packs(self) -> Iterator[tuple[bytes, list[PackedBlob]]]:
+        """Each pack with the blobs the index lists in it, one pack at a time (only the pack
+        at hand is copied out). Packs added meanwhile may be left out; do not drop packs
+        while iterating."""
+        with self._lock:
+            packs = list(self._pack_rows.items())
+        for number, spans in packs:
+            yield self._pack_ids[number], list(_blobs(self._rows, spans))
+
+    def pack_blobs(self, pack_id: bytes) -> list[PackedBlob]:
+        """The blobs the index lists in one pack ([] for a pack it does not list)."""
+        with self._lock:
+            number = self._pack_numbers.get(pack_id)
+            spans = list(self._pack_rows.get(number, ())) if number is not None else []
+            return list(_blobs(self._rows, spans))
+
     def packs(self) -> dict[bytes, list[PackedBlob]]:
-        """Pack id → the blobs the index lists in it (a copy)."""
+        """Pack id → the blobs the index lists in it (a copy of the whole index: at scale,
+        prefer `iter_packs` or `pack_blobs`)."""
         with self._lock:
             return dict(self._listed())
 
