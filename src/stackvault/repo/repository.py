@@ -36,7 +36,6 @@ from stackvault.errors import (
     UsageError,
     WrongPassword,
 )
-from stackvault.readahead import read_ahead
 from stackvault.records.run import RunRecord
 from stackvault.repo import runs
 from stackvault.repo.access import StoreAccess
@@ -48,7 +47,8 @@ from stackvault.repo.config import (
     decode_config,
     read_header,
 )
-from stackvault.repo.index import Index, IndexFile, decode_index_file
+from stackvault.repo.index import Index
+from stackvault.repo.indexfiles import read_index_files
 from stackvault.repo.lock import DEFAULT_LEASE_S, RepositoryLock, current_username
 from stackvault.repo.pack import PACKS_PREFIX, pack_name, storage_id
 from stackvault.repo.reserve import release_reserve, write_reserve
@@ -255,42 +255,16 @@ class Repository:
         one damaged file never blocks restores of what the others list, nor new backups.
         Skipped files are listed in `damaged_index`."""
 
-        def fetch(name: str) -> tuple[str, IndexFile | IntegrityError]:
-            try:
-                data = self.store.get(name)
-            except ObjectNotFound:
-                return name, IntegrityError(f"index file {name} vanished while it was read")
-            if storage_id(data).hex() != name.removeprefix("index/"):
-                return name, IntegrityError(f"index file {name} does not match its name")
-            try:
-                return name, decode_index_file(self.envelope, data)
-            except IntegrityError as exc:
-                return name, exc
-
-        names = self.index_names()
-        workers = self.access.metadata_readers
-        listed: dict[str, set[bytes]] = {}  # the packs of each file added, by file
-        superseded: set[str] = set()
-        damaged: list[tuple[str, IntegrityError]] = []
-        # Each file is added as soon as it is read and then dropped, so at most a few
-        # decoded files are in memory at once, whatever the index's size.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for name, got in read_ahead(pool, names, fetch, ahead=2 * workers):
-                if isinstance(got, IntegrityError):
-                    damaged.append((name, got))
-                    continue
-                superseded.update(f"index/{old.hex()}" for old in got.supersedes)
-                if name in superseded:
-                    continue
-                for pack_id, blobs in got.packs:
-                    self.index.add_pack(pack_id, blobs)
-                listed[name] = {pack_id for pack_id, _blobs in got.packs}
-        self._forget_superseded(listed, superseded)
-        self.superseded_index = sorted(superseded & set(names))
-        # A damaged file that a readable one supersedes was garbage anyway.
-        damaged = [(n, e) for n, e in damaged if n not in superseded]
-        self.damaged_index = [n for n, _ in damaged]
-        for name, exc in damaged:
+        found = read_index_files(
+            self.store,
+            self.envelope,
+            self.index_names(),
+            self.index,
+            workers=self.access.metadata_readers,
+        )
+        self.superseded_index = found.superseded
+        self.damaged_index = [n for n, _ in found.damaged]
+        for name, exc in found.damaged:
             if on_error is not None:
                 on_error(name, exc)
             else:
@@ -299,17 +273,6 @@ class Repository:
                     "the blobs it lists count as missing until `stackvault repair index` "
                     "rebuilds the index from the packs"
                 )
-
-    def _forget_superseded(self, listed: dict[str, set[bytes]], superseded: set[str]) -> None:
-        """Take out of the index what files read before the file that supersedes them
-        listed: the packs that no file still in force lists (prune deleted them)."""
-        late = [name for name in listed if name in superseded]
-        if not late:
-            return
-        in_force = set().union(*(p for n, p in listed.items() if n not in superseded))
-        gone = set().union(*(listed[n] for n in late)) - in_force
-        if gone:
-            self.index.drop_packs(gone)
 
     def drop_missing_packs(self, consequence: str = "") -> list[str]:
         """Forget, for this session, the index entries of packs the store does not hold
