@@ -147,7 +147,12 @@ def test_backup_check_and_restore_through_a_flaky_network(
     test is about."""
     assert cli(*FAST_INIT).code == 0
     proxy = fault_proxy(
-        reset_rate=0.10, stall_rate=0.03, stall_seconds=14, seed=7, fault_window=8 << 20
+        reset_rate=0.10,
+        stall_rate=0.03,
+        stall_seconds=14,
+        seed=7,
+        fault_window=8 << 20,
+        reset_first=1,  # a reset even when the draws strike only beyond the traffic
     )
     monkeypatch.setenv(
         "STACKVAULT_REPOSITORY", f"{s3_repo}?endpoint={proxy.endpoint}&timeout=10&retry-time=180"

@@ -20,6 +20,10 @@ the rates then hold per 256 KiB of traffic as well as per connection. A fault wh
 beyond the traffic a connection ever carries does not happen (`resets` and `stalls` count the
 faults that really happened).
 
+``reset_first=N`` resets the first N connections before their first byte, whatever the draws
+(which start after them): a test whose traffic is too small for the random plan to be sure to
+strike still sees a fault.
+
 `cut` makes every connection fail at once (existing ones are reset within ~50 ms, new ones are
 accepted and reset immediately) until `heal`. `close` (or leaving the ``with`` block) stops
 every thread within about a second: all sockets are non-blocking and every loop waits in
@@ -99,6 +103,7 @@ class FaultProxy:
         fault_window: int = 256 * 1024,
         redraw: bool = True,
         connect_timeout: float = 5.0,
+        reset_first: int = 0,
     ) -> None:
         if not (0.0 <= reset_rate <= 1.0 and 0.0 <= stall_rate <= 1.0):
             raise ValueError("reset_rate and stall_rate must be between 0 and 1")
@@ -113,6 +118,7 @@ class FaultProxy:
         self.fault_window = fault_window
         self.redraw = redraw
         self.connect_timeout = connect_timeout
+        self._forced = reset_first
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -224,6 +230,9 @@ class FaultProxy:
 
     def _plan(self) -> Plan:
         """The next connection's fate; called under the lock, in accept order."""
+        if self._forced > 0:
+            self._forced -= 1
+            return Plan(Action.RESET, 0)
         draw = self._rng.random()
         if draw < self.reset_rate:
             return Plan(Action.RESET, self._rng.randrange(self.fault_window))

@@ -83,6 +83,7 @@ class FaultProxyFactory(Protocol):
         stall_seconds: float = 5.0,
         seed: int = 0,
         fault_window: int = DEFAULT_FAULT_WINDOW,
+        reset_first: int = 0,
     ) -> FaultProxy: ...
 
 
@@ -213,6 +214,7 @@ def fault_proxy(s3_server: SeaweedServer) -> Iterator[FaultProxyFactory]:
         stall_seconds: float = 5.0,
         seed: int = 0,
         fault_window: int = DEFAULT_FAULT_WINDOW,
+        reset_first: int = 0,
     ) -> FaultProxy:
         proxy = FaultProxy(
             ("127.0.0.1", s3_server.port),
@@ -221,6 +223,7 @@ def fault_proxy(s3_server: SeaweedServer) -> Iterator[FaultProxyFactory]:
             stall_seconds=stall_seconds,
             seed=seed,
             fault_window=fault_window,
+            reset_first=reset_first,
         )
         made.append(proxy)
         return proxy
