@@ -49,6 +49,7 @@ def test_lookups_do_not_accept_other_shapes() -> None:
     blob_id = os.urandom(32)
     index.add_pack(b"1" * 32, [_blob(blob_id)])
     assert blob_id[:16] not in index and "x" not in index and index.get(blob_id[:8]) is None
+    assert index.get(b"") is None and b"\x01" not in index and not index.has_all([b"ab"])
     assert bytearray(blob_id) in index and memoryview(blob_id) in index
     assert index.has_all([blob_id]) and not index.has_all([blob_id, os.urandom(32)])
 

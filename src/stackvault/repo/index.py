@@ -67,9 +67,11 @@ class Index:
         return self._count
 
     def _row(self, blob_id: bytes) -> int | None:
-        """The row of the blob's first listing, or None."""
+        """The row of the blob's first listing, or None (also for anything but a 32-byte id)."""
+        if len(blob_id) != _ID:
+            return None
         row = self._table[_key(blob_id)[0]]
-        if row is not None and len(blob_id) == _ID and self._rows.startswith(blob_id, row * _SIZE):
+        if row is not None and self._rows.startswith(blob_id, row * _SIZE):
             return int(row)
         if self._overflow:
             return self._overflow.get(bytes(blob_id))
@@ -85,10 +87,10 @@ class Index:
         reuses unchanged files, so `_row` is written out here)."""
         table, rows, overflow = self._table, self._rows, self._overflow
         for blob_id in blob_ids:
+            if len(blob_id) != _ID:
+                return False
             row = table[_key(blob_id)[0]]
-            found = (
-                row is not None and len(blob_id) == _ID and rows.startswith(blob_id, row * _SIZE)
-            )
+            found = row is not None and rows.startswith(blob_id, row * _SIZE)
             if not found and (not overflow or bytes(blob_id) not in overflow):
                 return False
         return True
