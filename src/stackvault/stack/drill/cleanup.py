@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from stackvault.stack.drill.labels import (
     LABEL_OWNER,
     OWNER_FILE,
 )
+from stackvault.stack.restorelabels import alive
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -147,7 +147,7 @@ def remove_leftovers(client: DockerClient, workdir: str, keep: str | None = None
         name = c.labels.get(LABEL_DRILL_PROJECT) or ""
         if DRILL_PROJECT.match(name):
             projects.add(name)
-            if _live(c.labels.get(LABEL_OWNER) or ""):
+            if alive(c.labels.get(LABEL_OWNER) or ""):
                 live.add(name)
     for v in client.volumes.list(filters={"name": "-drill-"}):
         found = DRILL_VOLUME.match(str(v.name))
@@ -160,7 +160,7 @@ def remove_leftovers(client: DockerClient, workdir: str, keep: str | None = None
     for project in projects:
         try:
             with open(os.path.join(workdir, project, OWNER_FILE), encoding="utf-8") as f:
-                if _live(f.read().strip()):
+                if alive(f.read().strip()):
                     live.add(project)
         except OSError:
             pass
@@ -198,7 +198,7 @@ def remove_leftover_directories(workdir: str, keep: str | None = None) -> DrillC
     for path, needs_owner in found:
         try:
             with open(os.path.join(path, OWNER_FILE), encoding="utf-8") as f:
-                if _live(f.read().strip()):
+                if alive(f.read().strip()):
                     continue
         except OSError:
             if needs_owner:
@@ -210,20 +210,6 @@ def remove_leftover_directories(workdir: str, keep: str | None = None) -> DrillC
             total.ok = False
             total.error = f"directory {path}: {exc.strerror or exc}"
     return total
-
-
-def _live(owner: str) -> bool:
-    """Whether ``HOST:PID`` is a process of this host, other than this one, that exists."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def drill_resources(client: DockerClient, project: str | None = None) -> list[str]:
