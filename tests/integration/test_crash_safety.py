@@ -29,7 +29,8 @@ from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import StackvaultError
 from stackvault.repo.check import Checker
-from stackvault.repo.prune import execute_prune, plan_prune
+from stackvault.repo.index import Index, decode_index
+from stackvault.repo.prune import execute_prune, plan_prune, used_blobs
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.writer import INDEX_EVERY_PACKS
@@ -511,6 +512,56 @@ def test_crash_during_prune(
             assert describe(inside(target, src)) == state, name
             shutil.rmtree(target)
         assert {i.name.removeprefix("snapshots/") for i in inner.list("snapshots/")} == set(kept)
+
+
+def test_prune_reindexes_used_unindexed_packs_without_copying_the_index(
+    prunable: tuple[MemoryStore, dict[str, dict[str, tuple[Any, ...]]], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prune takes each pack's blobs from the in-memory index one pack at a time (never a
+    copy of the whole index); packs no index lists whose headers hold used blobs are
+    indexed again from their headers, and the new index lists them blob for blob."""
+    base, kept, src = prunable
+    store = memory_clone(base)
+    repo = Repository.open(store, PW)
+    repo.load_index()
+    used = used_blobs(repo)
+
+    # Take away an index file that lists packs a kept snapshot uses: they become unindexed.
+    def lists_used(name: str) -> bool:
+        packs = decode_index(repo.envelope, store.get(name))
+        return any(b.blob_id in used for _pack_id, blobs in packs for b in blobs)
+
+    name = next(n for n in repo.index_names() if lists_used(n))
+    listed = dict(decode_index(repo.envelope, store.get(name)))
+    store.delete(name)
+
+    def no_copy(_index: Index) -> None:
+        raise AssertionError("prune copied the whole index")
+
+    monkeypatch.setattr(Index, "packs", no_copy)
+    repo = Repository.open(store, PW)
+    repo.load_index()
+    plan = plan_prune(repo, safety_margin=timedelta(0))
+    assert plan.reindexed and set(plan.header_blobs) == set(plan.reindexed)
+    assert plan.delete_packs, "the fixture must need deletes"
+    for pack_id in plan.reindexed:
+        assert sorted(plan.header_blobs[pack_id]) == sorted(listed[pack_id])
+    execute_prune(repo, plan)
+    monkeypatch.undo()
+
+    after = Repository.open(store, PW)
+    after.load_index()
+    kept_again = [p for p in plan.reindexed if p in plan.keep_packs]
+    assert kept_again, "the fixture must keep a pack whose index file was taken away"
+    for pack_id in kept_again:
+        assert sorted(after.index.pack_blobs(pack_id)) == sorted(listed[pack_id])
+    assert api_check(store, read_data=True) == []
+    for snap_id, state in kept.items():
+        target = tmp_path / snap_id[:8]
+        api_restore(store, snap_id, target)
+        assert describe(inside(target, src)) == state
 
 
 # --- Ctrl-C and SIGTERM -------------------------------------------------------------------------

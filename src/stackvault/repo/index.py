@@ -218,23 +218,29 @@ _new_entry = tuple.__new__  # builds an `IndexEntry` without its Python-level co
 
 def encode_index(
     envelope: Envelope,
-    packs: Sequence[tuple[bytes, Sequence[PackedBlob]]],
+    packs: Iterable[tuple[bytes, Sequence[PackedBlob]]],
     supersedes: Sequence[bytes] = (),
 ) -> bytes:
     """Serialise and seal an index file naming ``packs`` (version 1), or version 2 if it
-    ``supersedes`` older index files."""
-    parts = [_HEAD.pack(_MAGIC, 2 if supersedes else 1, len(packs))]
+    ``supersedes`` older index files. ``packs`` may be any iterable, e.g. one that takes
+    each pack's listing out of the in-memory index as it is encoded (prune): only the
+    serialised file is held whole, in one buffer."""
+    if any(len(i) != _ID for i in supersedes):
+        raise ValueError("index ids are 32 bytes")
+    plain = bytearray(_HEAD.size)
+    entry = _ENTRY.pack
+    count = 0
     for pack_id, blobs in packs:
-        parts.append(_PACK.pack(pack_id, len(blobs)))
-        parts.extend(
-            _ENTRY.pack(b.type, b.offset, b.length, b.raw_length, b.blob_id) for b in blobs
-        )
+        plain += _PACK.pack(pack_id, len(blobs))
+        for b in blobs:
+            plain += entry(b.type, b.offset, b.length, b.raw_length, b.blob_id)
+        count += 1
+    _HEAD.pack_into(plain, 0, _MAGIC, 2 if supersedes else 1, count)
     if supersedes:
-        if any(len(i) != _ID for i in supersedes):
-            raise ValueError("index ids are 32 bytes")
-        parts.append(_COUNT.pack(len(supersedes)))
-        parts.extend(supersedes)
-    return envelope.seal(b"".join(parts), INDEX_AAD)
+        plain += _COUNT.pack(len(supersedes))
+        for index_id in supersedes:
+            plain += index_id
+    return envelope.seal(plain, INDEX_AAD)
 
 
 def decode_index(envelope: Envelope, data: bytes) -> list[tuple[bytes, list[PackedBlob]]]:

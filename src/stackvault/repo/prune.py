@@ -66,9 +66,11 @@ class PrunePlan:
     extend: list[str] = field(default_factory=list)
     """Objects the kept snapshots need whose retention is extended to `extend_until`."""
     extend_until: datetime | None = None
-    pack_blobs: dict[bytes, list[PackedBlob]] = field(default_factory=dict)
-    """Every pack prune knows the content of: the index's, and unindexed ones whose header
-    it read (what the new index is written from)."""
+    header_blobs: dict[bytes, list[PackedBlob]] = field(default_factory=dict)
+    """The blobs of the `reindexed` packs, read from their headers. Every other pack's blobs
+    are taken from the in-memory index one pack at a time when needed (`pack_blobs`), never
+    copied out of it whole: at millions of blobs such a copy would cost several times the
+    index itself."""
     young_packs: list[str] = field(default_factory=list)
     """Unused packs kept because they are younger than the safety margin."""
     bytes_young: int = 0
@@ -104,6 +106,13 @@ class PrunePlan:
     def next_release(self) -> datetime | None:
         """When the first locked unused object becomes removable."""
         return min(self.locked.values(), default=None)
+
+
+def pack_blobs(repo: Repository, plan: PrunePlan, pack_id: bytes) -> list[PackedBlob]:
+    """The blobs of one pack the plan knows: those its header listed if the index did not
+    list it (`PrunePlan.header_blobs`), else the index's listing."""
+    found = plan.header_blobs.get(pack_id)
+    return found if found is not None else repo.index.pack_blobs(pack_id)
 
 
 def used_blobs(repo: Repository) -> set[bytes]:
@@ -161,14 +170,14 @@ def plan_prune(
         old_index=repo.index_names(),
         superseded_index=list(repo.superseded_index),
         damaged_index=list(repo.damaged_index),
-        pack_blobs=repo.index.packs(),
     )
-    found = _read_unindexed(repo, plan, listing, young)
+    indexed = repo.index.pack_ids()
+    found = _read_unindexed(repo, plan, listing, young, indexed)
     plan.used_blobs = used_blobs(repo)
     for name, blobs in sorted(found.items()):
         pack_id = bytes.fromhex(name.rsplit("/", 1)[1])
         if any(b.blob_id in plan.used_blobs for b in blobs):
-            plan.pack_blobs[pack_id] = blobs
+            plan.header_blobs[pack_id] = blobs
             plan.reindexed.append(pack_id)
         else:
             plan.unindexed_packs.append(name)
@@ -182,7 +191,9 @@ def plan_prune(
             "snapshots` for what is lost)",
         )
     seen: set[bytes] = set()
-    for pack_id, blobs in sorted(plan.pack_blobs.items()):
+    # One pack at a time, in the order of their ids: the index's packs and the reindexed ones.
+    for pack_id in sorted(indexed.union(plan.reindexed)):
+        blobs = pack_blobs(repo, plan, pack_id)
         size = sum(b.length for b in blobs)
         # A blob counts as used in the first pack that holds it; later copies are duplicates.
         live = [b for b in blobs if b.blob_id in plan.used_blobs and b.blob_id not in seen]
@@ -212,12 +223,13 @@ def _read_unindexed(
     plan: PrunePlan,
     listing: dict[str, ObjectInfo],
     young: Callable[[str], bool],
+    indexed: set[bytes],
 ) -> dict[str, list[PackedBlob]]:
-    """Packs the index does not list: young ones are left alone (recorded in the plan), the
-    others' headers are read; unreadable ones are kept (recorded), readable ones returned
-    and their blobs added to the in-memory index."""
-    indexed = {pack_name(p) for p in plan.pack_blobs}
-    unindexed = sorted(name for name in listing if name not in indexed)
+    """Packs the index does not list (``indexed``: those it does): young ones are left alone
+    (recorded in the plan), the others' headers are read; unreadable ones are kept
+    (recorded), readable ones returned and their blobs added to the in-memory index."""
+    names = {pack_name(p) for p in indexed}
+    unindexed = sorted(name for name in listing if name not in names)
     for name in unindexed:
         if young(name):
             plan.young_packs.append(name)
@@ -258,7 +270,6 @@ def _plan_retention(repo: Repository, plan: PrunePlan, sizes: dict[str, int]) ->
     for name in locked:
         plan.locked[name] = until[name] or now
         plan.bytes_locked += sizes.get(name, 0)
-    packs = plan.pack_blobs
 
     def unlocked(pack_ids: list[bytes]) -> list[bytes]:
         return [p for p in pack_ids if pack_name(p) not in locked]
@@ -267,7 +278,7 @@ def _plan_retention(repo: Repository, plan: PrunePlan, sizes: dict[str, int]) ->
         return [p for p in pack_ids if pack_name(p) in locked]
 
     for pack_id in held(plan.delete_packs) + held(plan.repack_packs):
-        blobs = packs[pack_id]
+        blobs = pack_blobs(repo, plan, pack_id)
         freed = sum(b.length for b in blobs)
         if pack_id in plan.repack_packs:
             live = sum(b.length for b in blobs if b.blob_id in plan.used_blobs)
@@ -355,13 +366,13 @@ def execute_prune(
 
 def _execute(repo: Repository, plan: PrunePlan, notice: Callable[[str], None]) -> None:
     """The normal order: repacked packs, new index, then deletions (FORMAT.md §10)."""
-    packs = plan.pack_blobs
     if plan.repack_packs:
         writer = repo.writer()
         moved: set[bytes] = set()
         try:
             for pack_id in plan.repack_packs:
-                blobs = [b for b in packs[pack_id] if b.blob_id in plan.used_blobs]
+                used = plan.used_blobs
+                blobs = [b for b in pack_blobs(repo, plan, pack_id) if b.blob_id in used]
                 data = repo.store.get(pack_name(pack_id))
                 for b in blobs:
                     if b.blob_id in moved:
@@ -379,7 +390,9 @@ def _execute(repo: Repository, plan: PrunePlan, notice: Callable[[str], None]) -
         finally:
             writer.close(commit=False)
     if plan.rewrites_index:
-        kept = [(p, packs[p]) for p in plan.keep_packs]
+        # The kept packs' listings are taken out of the index one pack at a time as the new
+        # index is encoded (the repacked packs just added to it are not among them).
+        kept = ((p, pack_blobs(repo, plan, p)) for p in plan.keep_packs)
         old = [bytes.fromhex(n.removeprefix("index/")) for n in plan.old_index]
         data = encode_index(repo.envelope, kept, supersedes=old)
         repo.store.put(f"index/{storage_id(data).hex()}", data)
@@ -414,7 +427,7 @@ def _execute_low_space(repo: Repository, plan: PrunePlan, notice: Callable[[str]
     """
     plan.low_space = True
     for pack_id in plan.repack_packs:
-        blobs = plan.pack_blobs[pack_id]
+        blobs = pack_blobs(repo, plan, pack_id)
         live = sum(b.length for b in blobs if b.blob_id in plan.used_blobs)
         plan.bytes_freed -= sum(b.length for b in blobs) - live
         plan.bytes_repacked -= live
@@ -424,7 +437,7 @@ def _execute_low_space(repo: Repository, plan: PrunePlan, notice: Callable[[str]
         _delete(repo, name, plan)
     for name in plan.old_index:
         _delete(repo, name, plan)
-    kept = [(p, plan.pack_blobs[p]) for p in plan.keep_packs]
+    kept = ((p, pack_blobs(repo, plan, p)) for p in plan.keep_packs)
     data = encode_index(repo.envelope, kept)
     try:
         repo.store.put(f"index/{storage_id(data).hex()}", data)
