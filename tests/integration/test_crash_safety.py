@@ -30,7 +30,7 @@ from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import StackvaultError
 from stackvault.repo.check import Checker
 from stackvault.repo.index import Index, decode_index
-from stackvault.repo.prune import execute_prune, plan_prune, used_blobs
+from stackvault.repo.prune import execute_prune, plan_prune
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.writer import INDEX_EVERY_PACKS
@@ -526,14 +526,13 @@ def test_prune_reindexes_used_unindexed_packs_without_copying_the_index(
     store = memory_clone(base)
     repo = Repository.open(store, PW)
     repo.load_index()
-    used = used_blobs(repo)
+    kept_packs = set(plan_prune(repo, safety_margin=timedelta(0)).keep_packs)
 
-    # Take away an index file that lists packs a kept snapshot uses: they become unindexed.
-    def lists_used(name: str) -> bool:
-        packs = decode_index(repo.envelope, store.get(name))
-        return any(b.blob_id in used for _pack_id, blobs in packs for b in blobs)
+    # Take away an index file that lists a pack prune keeps: its packs become unindexed.
+    def lists_kept(name: str) -> bool:
+        return any(p in kept_packs for p, _blobs in decode_index(repo.envelope, store.get(name)))
 
-    name = next(n for n in repo.index_names() if lists_used(n))
+    name = next(n for n in repo.index_names() if lists_kept(n))
     listed = dict(decode_index(repo.envelope, store.get(name)))
     store.delete(name)
 

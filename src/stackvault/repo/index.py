@@ -66,6 +66,12 @@ class Index:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def listings(self) -> int:
+        """How many blob listings the index holds: a blob listed in several packs counts
+        once for each, so this equals ``len`` unless some blob is listed twice."""
+        return len(self._rows) // _SIZE
+
     def _row(self, blob_id: bytes) -> int | None:
         """The row of the blob's first listing, or None (also for anything but a 32-byte id)."""
         if len(blob_id) != _ID:

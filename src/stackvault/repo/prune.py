@@ -190,14 +190,20 @@ def plan_prune(
             hint="run `stackvault check`, then `stackvault repair index` (and `repair "
             "snapshots` for what is lost)",
         )
-    seen: set[bytes] = set()
+    # A blob counts as used in the first pack that holds it; later copies are duplicates.
+    # The blobs counted are remembered only if the index lists some blob in several packs
+    # (the ids taken out of the index are copies: a set of them costs ~110 bytes a blob).
+    used = plan.used_blobs
+    seen: set[bytes] | None = set() if repo.index.listings > len(repo.index) else None
     # One pack at a time, in the order of their ids: the index's packs and the reindexed ones.
     for pack_id in sorted(indexed.union(plan.reindexed)):
         blobs = pack_blobs(repo, plan, pack_id)
         size = sum(b.length for b in blobs)
-        # A blob counts as used in the first pack that holds it; later copies are duplicates.
-        live = [b for b in blobs if b.blob_id in plan.used_blobs and b.blob_id not in seen]
-        seen.update(b.blob_id for b in live)
+        if seen is None:
+            live = [b for b in blobs if b.blob_id in used]
+        else:
+            live = [b for b in blobs if b.blob_id in used and b.blob_id not in seen]
+            seen.update(b.blob_id for b in live)
         live_size = sum(b.length for b in live)
         wasted = size - live_size
         if (not live or (size and wasted / size > repack_threshold)) and young(pack_name(pack_id)):
