@@ -646,3 +646,48 @@ def test_trees_deeper_than_the_recursion_limit(target: RestoreTarget) -> None:
         os.close(fd)
         # pytest's recursive tmp_path cleanup cannot remove a tree this deep; GNU rm can.
         subprocess.run(["rm", "-rf", "d"], cwd=target.root, check=True)
+
+
+# --- write_file: a small file in one go ---------------------------------------------------------
+
+
+def test_write_file_creates_the_file_whole_with_its_metadata(target: RestoreTarget) -> None:
+    target.write_file(["d", "small.json"], b'{"a": 1}', 0o640, 0, 0, MTIME_NS)
+    target.write_file(["d", "empty"], b"", 0o600, 0, 0, MTIME_NS)
+    path = Path(target.root) / "d" / "small.json"
+    assert path.read_bytes() == b'{"a": 1}'
+    st = path.lstat()
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0o640, MTIME_NS)
+    assert (Path(target.root) / "d" / "empty").read_bytes() == b""
+
+
+def test_write_file_never_replaces_without_overwrite(target: RestoreTarget) -> None:
+    target.write_file(["f"], b"first", 0o644, 0, 0, MTIME_NS)
+    with pytest.raises(RestoreRefused):
+        target.write_file(["f"], b"second", 0o644, 0, 0, MTIME_NS)
+    assert (Path(target.root) / "f").read_bytes() == b"first"
+
+
+def test_write_file_with_overwrite_replaces_a_file_through_a_temp_name(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    (root / "dir").mkdir(parents=True)
+    (root / "f").write_bytes(b"old")
+    with RestoreTarget(str(root), overwrite=True) as t:
+        t.write_file(["f"], b"new", 0o600, 0, 0, MTIME_NS)
+        with pytest.raises(RestoreRefused):
+            t.write_file(["dir"], b"not over a directory", 0o600, 0, 0, MTIME_NS)
+    assert (root / "f").read_bytes() == b"new"
+    assert (root / "dir").is_dir()
+    assert temp_files(root) == []
+
+
+def test_write_file_that_fails_leaves_nothing(
+    target: RestoreTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_args: Any) -> list[str]:
+        raise StackvaultError("metadata refused")
+
+    monkeypatch.setattr(target, "apply_metadata", refuse)
+    with pytest.raises(StackvaultError, match="metadata refused"):
+        target.write_file(["d", "f"], b"data", 0o644, 0, 0, MTIME_NS)
+    assert os.listdir(Path(target.root) / "d") == []

@@ -44,9 +44,11 @@ def _backed_up(tmp_path: Path) -> tuple[MemoryStore, Path]:
     return store, data
 
 
-def _restore(repo: Repository, target: Path) -> RestoreJob:
-    job = RestoreJob(repo, repo.list_snapshots()[-1], FileRestoreOptions(target=str(target)))
-    return job
+def _restore(repo: Repository, target: Path, processes: int = 0) -> RestoreJob:
+    """A restore by file threads (reads are counted in this process), or by ``processes``
+    child processes (`stackvault.engine.restoreprocs`), which read the same way."""
+    options = FileRestoreOptions(target=str(target), processes=processes)
+    return RestoreJob(repo, repo.list_snapshots()[-1], options)
 
 
 def _file_blob(repo: Repository, name: str) -> bytes:
@@ -75,16 +77,18 @@ def test_small_files_are_read_in_a_few_ranged_reads(tmp_path: Path) -> None:
     assert 0 < len(reads) <= FILES // 20, reads
 
 
-def test_damaged_blob_in_a_run_fails_only_its_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "processes"])
+def test_damaged_blob_in_a_run_fails_only_its_file(tmp_path: Path, processes: int) -> None:
     store, data = _backed_up(tmp_path)
     repo = Repository.open(store, PW)
     repo.load_index()
     victim = _file_blob(repo, "doc-42.json")
     damage_blob(store, repo.index_entry(victim))
     target = tmp_path / "out"
-    job = _restore(repo, target)
+    job = _restore(repo, target, processes)
     with pytest.raises(IntegrityError):
         job.run()
+    assert job.result.processes == processes
     restored = target / data.relative_to(data.anchor)
     assert [path for path, _why in job.result.failed] == [
         str((restored / "d2" / "doc-42.json").relative_to(target))
@@ -95,7 +99,10 @@ def test_damaged_blob_in_a_run_fails_only_its_file(tmp_path: Path) -> None:
     assert job.result.files == FILES - 1
 
 
-def test_truncated_pack_still_restores_the_blobs_before_the_cut(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "processes"])
+def test_truncated_pack_still_restores_the_blobs_before_the_cut(
+    tmp_path: Path, processes: int
+) -> None:
     store, _data = _backed_up(tmp_path)
     repo = Repository.open(store, PW)
     repo.load_index()
@@ -108,7 +115,7 @@ def test_truncated_pack_still_restores_the_blobs_before_the_cut(tmp_path: Path) 
         if e.pack_id == entry.pack_id and e.type == BlobType.DATA and e.offset < entry.offset
     )
     target = tmp_path / "out"
-    job = _restore(repo, target)
+    job = _restore(repo, target, processes)
     with pytest.raises(IntegrityError):
         job.run()
     # every file whose blob lies wholly before the cut is restored; the others are reported

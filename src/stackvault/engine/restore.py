@@ -17,7 +17,7 @@ import itertools
 import mmap
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +25,7 @@ from functools import partial
 from stackvault.engine.packrestore import PackRestorer
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.restorelanes import Lane, Lanes
+from stackvault.engine.restoreprocs import BatchOutcome, FileProcess, fork_supported
 from stackvault.errors import (
     IntegrityError,
     Interrupted,
@@ -61,6 +62,10 @@ RUN_MAX = 8 * 1024 * 1024
 STAGE_BYTES = 4 * 1024 * 1024
 """Length of each of a file thread's two stages (page-aligned, reused for every file)."""
 
+_Files = list[tuple[list[str], Node]]
+"""A batch of files handed to a lane: each one's path components and node."""
+_Sealed = tuple[IndexEntry, memoryview]
+"""Where a blob is stored and its stored bytes, read with those of nearby blobs."""
 _Place = tuple[list[str], bool]
 """Where a node of the walk is: its path components below the target, and whether it is
 included (it or a directory above it matches ``include``)."""
@@ -81,6 +86,10 @@ class FileRestoreOptions:
     overwrite: bool = False
     verify: bool = False
     workers: int | None = None
+    processes: int | None = None
+    """Child processes restoring the small files (`stackvault.engine.restoreprocs`);
+    None: as the store's access says (`StoreAccess.restore_file_processes`); 0: none, file
+    threads only."""
     root_tree: bytes | None = None
     """Restore the contents of this tree (e.g. an artifact's) instead of the snapshot root."""
     by_pack: bool | None = None
@@ -104,6 +113,8 @@ class RestoreResult:
     notices: list[str] = field(default_factory=list)
     writes: WriteFigures | None = None
     """How large files were written (`WriteMode`): MB/s around and through the page cache."""
+    processes: int = 0
+    """Child processes that restored small files (0: file threads did)."""
 
 
 class RestoreJob:
@@ -197,7 +208,7 @@ class RestoreJob:
             self._made.add(key)
 
     def _write_blobs(
-        self, node: Node, writer: FileWriter, sealed: bytes | memoryview | None = None
+        self, node: Node, writer: FileWriter, sealed: _Sealed | None = None
     ) -> tuple[int, str]:
         """Write a file's blobs; the bytes written and the SHA-256 (hex) of what was written.
 
@@ -211,7 +222,8 @@ class RestoreJob:
 
         Blob ids are not hashed again where the file has a SHA-256: the caller checks the
         whole file against it before committing (and removes the file if it differs).
-        ``sealed``: the stored bytes of a one-blob file, already read (`_read_runs`).
+        ``sealed``: where a one-blob file's blob is and its stored bytes, already read
+        (`_read_runs`).
         """
         content = node.content
         verify = not node.sha256
@@ -231,9 +243,7 @@ class RestoreJob:
                 self.progress.advance(bytes_=len(data))
             return written, sha.hexdigest()
         if sealed is not None and len(content) == 1:
-            data = self.repo.open_blob(
-                self.repo.index_entry(content[0]), content[0], sealed, verify_id=verify
-            )
+            data = self.repo.open_blob(sealed[0], content[0], sealed[1], verify_id=verify)
             sha.update(data)
             writer.pwrite(0, data)
             self.progress.advance(bytes_=len(data))
@@ -297,7 +307,7 @@ class RestoreJob:
         target: RestoreTarget,
         rel: list[str],
         node: Node,
-        sealed: bytes | memoryview | None = None,
+        sealed: _Sealed | None = None,
     ) -> None:
         path = "/".join(rel)
         try:
@@ -328,18 +338,53 @@ class RestoreJob:
             self.result.failed.append((path, message))
         self.progress.notice(f"error: {path}: {message}")
 
-    def _restore_files(self, target: RestoreTarget, files: list[tuple[list[str], Node]]) -> None:
+    def _restore_files(self, target: RestoreTarget, files: _Files) -> None:
         sealed = self._read_runs(files) if len(files) > 1 else {}
         for rel, node in files:
             one = sealed.get(node.content[0]) if len(node.content) == 1 else None
-            self._restore_file(target, rel, node, one)
+            if len(node.content) < 2 and node.size < STAGE_MIN:
+                self._restore_small(target, rel, node, one)
+            else:
+                self._restore_file(target, rel, node, one)
 
-    def _read_runs(self, files: list[tuple[list[str], Node]]) -> dict[bytes, memoryview]:
-        """The stored bytes of the one-blob files of a batch, by blob id, read with one ranged
-        read per run of nearby small blobs in a pack (`RUN_BLOB`, `RUN_GAP`, `RUN_MAX`)
-        instead of one read per file. Best effort: a blob it cannot read (missing pack,
-        unindexed blob, short read) is left out, and its file reads it on its own, which
-        reports the damage for that file alone."""
+    def _restore_small(
+        self,
+        target: RestoreTarget,
+        rel: list[str],
+        node: Node,
+        sealed: _Sealed | None,
+    ) -> None:
+        """Restore a file of at most one blob, smaller than `STAGE_MIN`: its content is read
+        and checked against the snapshot's SHA-256 first, and only a file that matches is
+        created, written and given its metadata, in one go (`RestoreTarget.write_file`)."""
+        path = "/".join(rel)
+        try:
+            if self._stop.is_set():
+                raise Interrupted("restore interrupted")
+            data: bytes | memoryview = b""
+            if node.content:
+                blob_id, verify = node.content[0], not node.sha256
+                if sealed is None:
+                    data = self.repo.load_blob(blob_id, verify_id=verify)
+                else:
+                    data = self.repo.open_blob(sealed[0], blob_id, sealed[1], verify_id=verify)
+            if len(data) != node.size or (
+                node.sha256 and hashlib.sha256(data).hexdigest() != node.sha256
+            ):
+                raise IntegrityError("restored content does not match the snapshot's SHA-256")
+            target.write_file(rel, data, node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs)
+        except IntegrityError as exc:
+            self._file_failed(path, str(exc))
+            return
+        self.progress.advance(bytes_=node.size)
+        self._file_done(node)
+
+    def _read_runs(self, files: _Files) -> dict[bytes, _Sealed]:
+        """Where the blobs of the one-blob files of a batch are and their stored bytes, by
+        blob id, read with one ranged read per run of nearby small blobs in a pack
+        (`RUN_BLOB`, `RUN_GAP`, `RUN_MAX`) instead of one read per file. Best effort: a
+        blob it cannot read (missing pack, unindexed blob, short read) is left out, and its
+        file reads it on its own, which reports the damage for that file alone."""
         small: list[tuple[IndexEntry, bytes]] = []
         for _rel, node in files:
             if len(node.content) != 1:
@@ -347,7 +392,7 @@ class RestoreJob:
             entry = self.repo.index.get(node.content[0])
             if entry is not None and entry.length < RUN_BLOB:
                 small.append((entry, node.content[0]))
-        out: dict[bytes, memoryview] = {}
+        out: dict[bytes, _Sealed] = {}
         for blobs in by_pack(small, _entry_of).values():
             for run in cut_spans(blobs, _entry_of, RUN_GAP, RUN_MAX):
                 if len(run) < 2:
@@ -356,7 +401,7 @@ class RestoreJob:
                 for entry, blob_id in run:
                     sealed = data.sealed(entry)
                     if sealed is not None:
-                        out[blob_id] = sealed
+                        out[blob_id] = entry, sealed
         return out
 
     def dry_run(self) -> RestoreResult:
@@ -427,9 +472,25 @@ class RestoreJob:
         # authenticated and written by the blob pool. From a remote store (S3), where each
         # request costs more than the bytes it reads, files are restored by reading their
         # packs instead (`PackRestorer`, by default); the lanes then only make empty files.
+        # Small files from a local store go to child processes, one per core where the
+        # store's access says so (`stackvault.engine.restoreprocs`): forked first, before
+        # this run starts any thread.
         access = self.repo.access
         workers = self.opts.workers or access.restore_file_workers
-        small = Lane(workers, "restore-small", partial(self._restore_files, target))
+        by_pack = access.restore_by_pack if self.opts.by_pack is None else self.opts.by_pack
+        processes = self.opts.processes
+        if processes is None:
+            processes = access.restore_file_processes
+        children: list[FileProcess] = []
+        if processes > 0 and not by_pack and fork_supported():
+            for _ in range(processes):
+                children.append(FileProcess(partial(self._in_child, target), tuple(children)))
+            small = [
+                Lane(1, f"restore-child-{child.pid}", partial(self._through, child, target))
+                for child in children
+            ]
+        else:
+            small = [Lane(workers, "restore-small", partial(self._restore_files, target))]
         large = Lane(workers, "restore-large", partial(self._restore_files, target))
         self._blob_pool = ThreadPoolExecutor(
             max_workers=access.restore_blob_workers, thread_name_prefix="restore-blob"
@@ -437,7 +498,6 @@ class RestoreJob:
         self._write_pool = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="restore-write"
         )
-        by_pack = access.restore_by_pack if self.opts.by_pack is None else self.opts.by_pack
         packs = (
             PackRestorer(
                 self.repo,
@@ -451,13 +511,44 @@ class RestoreJob:
             if by_pack
             else None
         )
-        return Lanes(small, large, packs)
+        self.result.processes = len(children)
+        return Lanes(small, large, packs, children)
+
+    def _in_child(self, target: RestoreTarget) -> Callable[[_Files], BatchOutcome]:
+        """Run in a child process right after it was forked: the function that restores a
+        batch there, into a target of the child's own on the same root, counting into an
+        outcome instead of this job's result and progress (which belong to the parent)."""
+        own = target.sharing_root()
+        self.progress = NullProgress()
+        self._lock = threading.Lock()
+
+        def restore(files: _Files) -> BatchOutcome:
+            self.result = RestoreResult()
+            self._restore_files(own, files)
+            notices, own.notices = own.notices, []
+            done = self.result
+            return BatchOutcome(done.files, done.bytes, done.failed, notices)
+
+        return restore
+
+    def _through(self, child: FileProcess, target: RestoreTarget, files: _Files) -> None:
+        """Have ``child`` restore a batch; count what it did as if done here."""
+        out = child.run(files)
+        with self._lock:
+            self.result.files += out.files
+            self.result.bytes += out.bytes
+            self.result.failed.extend(out.failed)
+        self.progress.advance(files=out.files, bytes_=out.bytes)
+        for path, why in out.failed:
+            self.progress.notice(f"error: {path}: {why}")
+        target.notices.extend(out.notices)
 
     def _hand_out(self, target: RestoreTarget, lanes: Lanes) -> None:
         """Walk the snapshot: make directories, symlinks and special files on this thread,
         hand regular files to ``lanes`` (small files in batches: a hand-off per tiny file
         costs more than restoring it), and record hard links and directories for the end."""
-        small_lane, large_lane, packs = lanes.small, lanes.large, lanes.packs
+        small_lanes, large_lane, packs = lanes.small, lanes.large, lanes.packs
+        batches = 0
         total_files = total_bytes = 0
         batch: list[tuple[list[str], Node]] = []
         batch_bytes = 0
@@ -490,16 +581,17 @@ class RestoreJob:
             if packs is not None and node.content:
                 packs.add(rel, node)
                 continue
-            if len(node.content) > 1:
+            if len(node.content) > 1 or node.size >= STAGE_MIN:
                 large_lane.submit([(rel, node)])
                 continue
             batch.append((rel, node))
             batch_bytes += node.size
             if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                small_lane.submit(batch)
+                small_lanes[batches % len(small_lanes)].submit(batch)
+                batches += 1
                 batch, batch_bytes = [], 0
         if batch:
-            small_lane.submit(batch)
+            small_lanes[batches % len(small_lanes)].submit(batch)
 
     def _raise_failures(self) -> None:
         """`IntegrityError` if a file could not be restored, else `RestoreIncomplete` if a

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from stackvault.engine.packrestore import PackRestorer
+from stackvault.engine.restoreprocs import FileProcess
 from stackvault.repo.tree import Node
 
 LANE_QUEUE = 256
@@ -50,24 +51,32 @@ class Lane:
 
 @dataclass
 class Lanes:
-    """Where a restore hands its regular files: the lane of small files (in batches), the
-    lane of files of several blobs, and, reading pack by pack, the `PackRestorer` (which
-    then takes every file with content)."""
+    """Where a restore hands its regular files: the lanes of small files (in batches; one
+    lane of threads, or one lane per child process, each batch to the next lane), the lane
+    of large files (several blobs, or one of at least `STAGE_MIN` bytes), and, reading pack
+    by pack, the `PackRestorer` (which then takes every file with content)."""
 
-    small: Lane
+    small: list[Lane]
     large: Lane
     packs: PackRestorer | None
+    children: list[FileProcess]
+    """The child processes behind the small lanes (none: file threads)."""
 
     def finish(self) -> None:
         """Wait for every file handed out; re-raise the first failure."""
-        self.small.finish()
+        for lane in self.small:
+            lane.finish()
         self.large.finish()
         if self.packs is not None:
             self.packs.finish()
 
     def close(self) -> None:
-        """Stop the threads (after `finish`, or to abandon what is left)."""
+        """Stop the threads and the child processes (after `finish`, or to abandon what is
+        left: a child finishes its batch first)."""
         if self.packs is not None:
             self.packs.close()
-        self.small.shutdown()
+        for lane in self.small:
+            lane.shutdown()
         self.large.shutdown()
+        for child in self.children:
+            child.close()

@@ -145,6 +145,11 @@ class DirFds:
         self._cache: OrderedDict[tuple[str, ...], DirHandle] = OrderedDict()
         self._closed = False
 
+    @property
+    def root_fd(self) -> int:
+        """The root's fd (owned by this object)."""
+        return self._root_fd
+
     def acquire(self, parts: tuple[str, ...], *, create: bool) -> tuple[int, DirHandle | None]:
         """A pinned fd of directory ``parts`` (``()`` is the root, which is never evicted).
 

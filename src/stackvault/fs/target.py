@@ -120,6 +120,14 @@ class RestoreTarget:
             )
         self._dirs = DirFds(root, fd)
 
+    def sharing_root(self) -> RestoreTarget:
+        """A target on this one's opened root (the fd is duplicated, the path not looked up
+        again) with directory fds and notices of its own: what a child process restoring
+        files beside this one writes into (`stackvault.engine.restoreprocs`)."""
+        other = RestoreTarget(self.root, overwrite=self.overwrite, restore_owner=self.restore_owner)
+        other._dirs = DirFds(self.root, os.dup(self._fds().root_fd))
+        return other
+
     def close(self) -> None:
         """Close every directory fd. Unfinished `FileWriter` objects must be aborted first."""
         if self._dirs is not None:
@@ -190,6 +198,53 @@ class RestoreTarget:
         return FileWriter(
             self, parts, pfd, partial(dirs.release, handle), fd, name, size, sparse=presized
         )
+
+    def write_file(
+        self,
+        rel: Sequence[str],
+        data: bytes | memoryview,
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime_ns: int,
+        xattrs: Xattrs = (),
+    ) -> list[str]:
+        """Create a small regular file holding ``data`` (already checked by the caller) and
+        give it its metadata, in one go: the create, write, metadata and close of
+        `open_file` and `FileWriter.commit` without a writer object (a restore of many small
+        files spends much of its time there). The same rules: a new file is created with
+        ``O_EXCL`` under its name (mode 0o600 until its mode is set last), with
+        ``overwrite`` under a temp name that replaces the old entry once it is whole; if
+        anything fails, the file is removed. Returns the metadata notices."""
+        parts = _check_entry(rel)
+        dirs = self._fds()
+        pfd, handle = dirs.acquire(parts[:-1], create=True)
+        try:
+            if self.overwrite:
+                check_slot(self.root, parts, pfd, overwrite=True)
+                name, fd = _create_temp(parts[-1], pfd)
+            else:
+                name, fd = parts[-1], self._create_new(parts, pfd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                notices = self.apply_metadata(fd, parts, mode, uid, gid, mtime_ns, None, xattrs)
+                if self.overwrite:
+                    self.install(parts, pfd, name)
+            except BaseException as exc:
+                os.close(fd)
+                try:
+                    os.unlink(name, dir_fd=pfd)
+                except OSError:
+                    pass  # cleaning up must not hide the error that led here
+                if isinstance(exc, OSError):
+                    raise os_failure(self.root, parts, exc) from exc
+                raise
+            os.close(fd)
+            return notices
+        finally:
+            dirs.release(handle)
 
     def symlink(
         self, rel: Sequence[str], target: str, uid: int, gid: int, mtime_ns: int

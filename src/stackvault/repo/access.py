@@ -49,6 +49,11 @@ class StoreAccess:
     """File threads per lane of a restore: one from a local store (more threads creating
     files at once contend in the kernel: 1.06 GB, cold cache, 4 file threads 5.3-5.5 s with
     5.2-5.4 s system CPU, 1 thread 3.85 s with 2.2 s); from a remote store up to 8."""
+    restore_file_processes: int
+    """Child processes restoring small files beside the file threads, from a local store:
+    one per core, where there are at least two (a process has an interpreter of its own,
+    threads take turns at one; `stackvault.engine.restoreprocs`); none from a remote store,
+    whose restore reads pack by pack."""
     restore_blob_workers: int
     """Threads fetching and authenticating the blobs of a restore's large files: every core
     (at least 2), and from a remote store at least as many as its connections allow, up
@@ -92,12 +97,14 @@ class StoreAccess:
     def of(cls, caps: Capabilities) -> StoreAccess:
         """The access for a store with capabilities ``caps``."""
         remote, par = caps.remote, caps.parallelism
-        blob_workers = max(2, os.cpu_count() or 2)
+        cores = os.cpu_count() or 1
+        blob_workers = max(2, cores)
         if remote:
             blob_workers = max(blob_workers, min(8, par))
         return cls(
             remote=remote,
             restore_file_workers=min(8, par) if remote else 1,
+            restore_file_processes=0 if remote or cores < 2 else min(8, cores),
             restore_blob_workers=blob_workers,
             restore_by_pack=remote,
             pack_readers=span_readers(par),

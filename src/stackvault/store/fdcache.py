@@ -2,7 +2,8 @@
 
 Entries are reference-counted: an evicted or invalidated descriptor is closed only when the
 last reader using it releases it, so a concurrent ``pread`` never sees a closed (or reused)
-descriptor.
+descriptor. A process forked while another thread held a cache's lock gets the cache
+with a fresh lock (`os.register_at_fork`), so its reads cannot wait forever for it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class FdCache:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, FdEntry] = OrderedDict()
+        _CACHES.add(self)
         # A store that is dropped without close() must not leak its descriptors.
         weakref.finalize(self, _close_all, self._entries)
 
@@ -82,6 +84,18 @@ class FdCache:
     def _doom(entry: FdEntry) -> list[int]:
         entry.doomed = True
         return [entry.fd] if entry.refs == 0 else []
+
+
+_CACHES: weakref.WeakSet[FdCache] = weakref.WeakSet()
+
+
+def _fresh_locks() -> None:
+    """In a forked child: a new lock for every cache (the thread that held one is gone)."""
+    for cache in list(_CACHES):
+        cache._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks)
 
 
 def _close_all(entries: OrderedDict[str, FdEntry]) -> None:

@@ -234,6 +234,7 @@ def _report(cli: Cli, snap: Snapshot, target: str, verify: bool, r: RestoreResul
                 "specials": r.specials,
                 "bytes": r.bytes,
                 "verified": r.verified if verify else None,
+                "processes": r.processes,
                 "writes": None
                 if r.writes is None
                 else {
