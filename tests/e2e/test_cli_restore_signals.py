@@ -97,9 +97,8 @@ def _no_false_file(restored: Path, data: Path, *, killed: bool) -> int:
         for path in sub.iterdir():
             st = path.lstat()
             source = data / sub.name / path.name
-            looks_done = (
-                st.st_mtime_ns == MTIME_NS
-                and stat.S_IMODE(st.st_mode) == stat.S_IMODE(source.stat().st_mode)
+            looks_done = st.st_mtime_ns == MTIME_NS and stat.S_IMODE(st.st_mode) == stat.S_IMODE(
+                source.stat().st_mode
             )
             if killed and not looks_done:
                 continue

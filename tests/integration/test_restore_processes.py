@@ -113,3 +113,21 @@ def test_overwrite_through_processes_replaces_an_old_tree(
     assert describe(restored) == describe(data)
     assert _metadata(restored) == _metadata(data)
     assert [p for p in restored.rglob("*") if ".svtmp-" in p.name] == []
+
+
+def test_threads_restore_when_no_process_can_be_started(
+    backed_up: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo_dir, data = backed_up
+
+    def refuse() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    result = _restore(repo_dir, tmp_path / "target", 2)
+    assert result.processes == 0
+    assert result.notices == [
+        "small files restored by threads: no child process could be started "
+        "(Resource temporarily unavailable)"
+    ]
+    assert describe(tmp_path / "target" / data.relative_to(data.anchor)) == describe(data)

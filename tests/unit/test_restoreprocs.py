@@ -177,3 +177,20 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_an_error_that_does_not_pickle_comes_back_as_a_bug() -> None:
+    class Odd(StackvaultError):
+        pass
+
+    def work(batch: list[int]) -> BatchOutcome:
+        error = Odd("odd failure")
+        error.lock = threading.Lock()  # type: ignore[attr-defined]  # no pickle takes a lock
+        raise error
+
+    child = _started(work)
+    try:
+        with pytest.raises(RuntimeError, match=r"(?s)odd failure.*pickle"):
+            child.run([1])
+    finally:
+        child.close()

@@ -481,10 +481,8 @@ class RestoreJob:
         processes = self.opts.processes
         if processes is None:
             processes = access.restore_file_processes
-        children: list[FileProcess] = []
-        if processes > 0 and not by_pack and fork_supported():
-            for _ in range(processes):
-                children.append(FileProcess(partial(self._in_child, target), tuple(children)))
+        children = self._fork(target, processes) if processes > 0 and not by_pack else []
+        if children:
             small = [
                 Lane(1, f"restore-child-{child.pid}", partial(self._through, child, target))
                 for child in children
@@ -513,6 +511,26 @@ class RestoreJob:
         )
         self.result.processes = len(children)
         return Lanes(small, large, packs, children)
+
+    def _fork(self, target: RestoreTarget, count: int) -> list[FileProcess]:
+        """``count`` child processes restoring small files, or none where processes cannot
+        be made (not Linux, or the system refuses: too many processes or open files); the
+        file threads restore them then, as a notice says."""
+        if not fork_supported():
+            return []
+        children: list[FileProcess] = []
+        try:
+            for _ in range(count):
+                children.append(FileProcess(partial(self._in_child, target), tuple(children)))
+        except OSError as exc:
+            for child in children:
+                child.close()
+            self.result.notices.append(
+                f"small files restored by threads: no child process could be started "
+                f"({exc.strerror or exc})"
+            )
+            return []
+        return children
 
     def _in_child(self, target: RestoreTarget) -> Callable[[_Files], BatchOutcome]:
         """Run in a child process right after it was forked: the function that restores a

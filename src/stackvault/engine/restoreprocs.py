@@ -152,8 +152,20 @@ def _serve(conn: Connection, work: Callable[[Batch], BatchOutcome]) -> int:
         except BaseException:  # reported to the parent as a bug
             outcome = BatchOutcome(bug=traceback.format_exc())
         try:
-            conn.send(outcome)
+            _answer(conn, outcome)
         except (OSError, KeyboardInterrupt):
             return 1
         if outcome.error is not None or outcome.bug:
             return 1
+
+
+def _answer(conn: Connection, outcome: BatchOutcome) -> None:
+    """Send ``outcome``; one that cannot be pickled (an error holding something no pickle
+    takes) is sent as a bug with the traceback of the pickling (pickling comes before
+    anything is written, so the pipe holds no partial message)."""
+    try:
+        conn.send(outcome)
+    except (OSError, KeyboardInterrupt):
+        raise
+    except Exception:
+        conn.send(BatchOutcome(bug=f"{outcome.error!r}\n{traceback.format_exc()}"))
