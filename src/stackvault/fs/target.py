@@ -177,11 +177,7 @@ class RestoreTarget:
         dirs = self._fds()
         pfd, handle = dirs.acquire(parts[:-1], create=True)
         try:
-            if self.overwrite:
-                check_slot(self.root, parts, pfd, overwrite=True)
-                name, fd = _create_temp(parts[-1], pfd)
-            else:
-                name, fd = parts[-1], self._create_new(parts, pfd)
+            name, fd = self._new_file(parts, pfd)
             presized = size >= PRESIZE_MIN
             if presized:
                 try:
@@ -220,11 +216,7 @@ class RestoreTarget:
         dirs = self._fds()
         pfd, handle = dirs.acquire(parts[:-1], create=True)
         try:
-            if self.overwrite:
-                check_slot(self.root, parts, pfd, overwrite=True)
-                name, fd = _create_temp(parts[-1], pfd)
-            else:
-                name, fd = parts[-1], self._create_new(parts, pfd)
+            name, fd = self._new_file(parts, pfd)
             try:
                 view = memoryview(data)
                 while view:
@@ -446,6 +438,15 @@ class RestoreTarget:
             raise os_failure(self.root, parts, exc) from exc
 
     # --- internals -------------------------------------------------------------------------
+
+    def _new_file(self, parts: tuple[str, ...], pfd: int) -> tuple[str, int]:
+        """The file a restore writes ``parts`` into, in directory ``pfd``: its name and fd.
+        Without ``overwrite``, ``parts`` itself, created exclusively; with it, a temp file
+        beside what is there (which must not be a directory), installed at the end."""
+        if self.overwrite:
+            check_slot(self.root, parts, pfd, overwrite=True)
+            return _create_temp(parts[-1], pfd)
+        return parts[-1], self._create_new(parts, pfd)
 
     def _create_new(self, parts: tuple[str, ...], pfd: int) -> int:
         """Create ``parts`` exclusively (never following or replacing anything); its fd."""
