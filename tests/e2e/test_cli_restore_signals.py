@@ -1,5 +1,6 @@
 """`stackvault restore` of many small files, stopped while its child processes restore them:
-Ctrl-C (SIGINT to the process group), SIGTERM to the restore alone and SIGKILL. Afterwards no
+Ctrl-C (SIGINT to the process group), SIGTERM to the restore alone or to its process group,
+and SIGKILL. Afterwards no
 process of the restore is left, and no file looks restored that is not: every file present
 with the snapshot's mode and mtime holds the snapshot's content."""
 
@@ -116,7 +117,7 @@ def _gone(pgid: int) -> None:
     assert _group(pgid) == [], "a process of the restore outlived it"
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigterm-group"])
 def test_an_interrupted_restore_leaves_only_whole_files(
     backed_up: tuple[Path, Path], tmp_path: Path, how: str
 ) -> None:
@@ -127,6 +128,8 @@ def test_an_interrupted_restore_leaves_only_whole_files(
         _restoring(target / data.relative_to(data.anchor), proc)
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)
+        elif how == "sigterm-group":  # as a service manager stops a service
+            os.killpg(proc.pid, signal.SIGTERM)
         else:
             os.kill(proc.pid, signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)

@@ -14,15 +14,18 @@ child restores them with the same code the file threads run and answers with a
 snapshot's SHA-256 before it gets its mode and times, and one that does not match is removed.
 
 Lifetime: the child ends when its pipe closes: when the parent closes it, or when the parent
-dies however it dies (the kernel closes the parent's end; a busy child first finishes its
-batch, every file of it whole). On Ctrl-C it aborts the file it is writing and ends. A child
-never returns into the parent's code: it leaves with ``os._exit``.
+dies however it dies (the kernel closes the parent's end). It ignores SIGINT and SIGTERM: a
+signal raises in the thread that runs the files, anywhere, even between the create of a file
+and the ``try`` that would remove it, so the child instead finishes the batch it has (64
+files at most, every one whole) and ends when the parent, interrupted, closes its pipe. A
+child never returns into the parent's code: it leaves with ``os._exit``.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -85,6 +88,8 @@ class FileProcess:
         if pid == 0:  # the child: never returns
             status = 1
             try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 parent_end.close()
                 for sibling in siblings:
                     sibling._conn.close()
