@@ -102,7 +102,6 @@ class FileRestorer:
         """Restore a file of at most one blob, smaller than `STAGE_MIN`: its content is read
         and checked against the snapshot's SHA-256 first, and only a file that matches is
         created, written and given its metadata, in one go (`RestoreTarget.write_file`)."""
-        path = "/".join(rel)
         try:
             if self._stop.is_set():
                 raise Interrupted("restore interrupted")
@@ -119,7 +118,7 @@ class FileRestorer:
                 raise IntegrityError("restored content does not match the snapshot's SHA-256")
             target.write_file(rel, data, node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs)
         except IntegrityError as exc:
-            self._file_failed(path, str(exc))
+            self._file_failed("/".join(rel), str(exc))  # the path only when needed
             return
         self.progress.advance(bytes_=node.size)
         self._file_done(node)
