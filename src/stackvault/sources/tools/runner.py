@@ -331,9 +331,11 @@ class Runner(ABC):
     def session(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Session: ...
 
     def has(self, program: str) -> bool:
-        """True if ``program`` can be run here."""
-        res = self.run(["sh", "-c", f"command -v {shlex.quote(program)}"], timeout=60)
-        return res.code == 0 and bool(res.stdout.strip())
+        """True if ``program`` can be run here. Decided by the exit status of ``command -v``
+        alone: the Docker engine now and then loses the output of a short exec (moby#27289),
+        and an empty stdout must not read as a missing program."""
+        res = self.run(["sh", "-c", f"command -v {shlex.quote(program)} >/dev/null"], timeout=60)
+        return res.code == 0
 
 
 # --- this host ------------------------------------------------------------------------------
