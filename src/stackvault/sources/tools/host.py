@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 from stackvault.errors import SourceError
@@ -274,6 +273,8 @@ class _HostInput(InputStream):
             self._proc.stdin.write(data)
         except (BrokenPipeError, OSError) as exc:
             code = self._proc.wait()
+            for t in self._threads:  # the error output read to its end, for the message
+                t.join(timeout=10)
             raise SourceError(
                 f"{self.label} {self.where} {describe_exit(code)} after reading "
                 f"{self.bytes_written} bytes: {stderr_tail(list(self._err))}"
@@ -325,7 +326,7 @@ class _HostSession(LineSession):
 
     def _ended(self) -> SourceError:
         code = self._proc.wait()
-        time.sleep(0.05)
+        self._threads[0].join(timeout=10)  # its error output read to the end
         return SourceError(
             f"{self._label} {HostRunner.where} {describe_exit(code)}: "
             f"{stderr_tail(list(self._err))}"
