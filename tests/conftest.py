@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,26 @@ def describe(root: Path) -> dict[str, tuple[Any, ...]]:
 def inside(target: Path, src: Path) -> Path:
     """Where an absolute source path lands below a restore target."""
     return target / str(src).lstrip("/")
+
+
+@pytest.fixture
+def tmpfs_below(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
+    mounted: list[Path] = []
+
+    def mount(where: Path) -> None:
+        where.mkdir(parents=True)
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a tmpfs needs root and mount(8)")
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"mounting a tmpfs is not permitted here: {proc.stderr.strip()}")
+        mounted.append(where)
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], check=True)

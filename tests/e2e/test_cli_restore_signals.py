@@ -20,6 +20,7 @@ from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.repo.repository import Repository
 from stackvault.store.local import LocalStore
+from support.processgroups import group, wait_gone
 
 PASSWORD = "restore signals"
 FILES = 20_000
@@ -58,22 +59,6 @@ def _start_restore(repo: Path, target: Path) -> subprocess.Popen[str]:
     )
 
 
-def _group(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid`` (zombies not counted)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
-
-
 def _restoring(target: Path, proc: subprocess.Popen[str]) -> None:
     """Wait until files are being restored, and the restore's children run."""
     first = target / "t00"
@@ -86,7 +71,7 @@ def _restoring(target: Path, proc: subprocess.Popen[str]) -> None:
             pass
         time.sleep(0.005)
     assert proc.poll() is None, "the restore finished before it could be stopped"
-    assert len(_group(proc.pid)) >= 3, "the restore runs no child processes"
+    assert len(group(proc.pid)) >= 3, "the restore runs no child processes"
 
 
 def _no_false_file(restored: Path, data: Path, *, killed: bool) -> int:
@@ -108,13 +93,6 @@ def _no_false_file(restored: Path, data: Path, *, killed: bool) -> int:
             whole += 1
     assert not [p for p in restored.rglob("*") if ".svtmp-" in p.name]
     return whole
-
-
-def _gone(pgid: int) -> None:
-    deadline = time.monotonic() + 15
-    while _group(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _group(pgid) == [], "a process of the restore outlived it"
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigterm-group"])
@@ -139,7 +117,7 @@ def test_an_interrupted_restore_leaves_only_whole_files(
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("stackvault: error: ")
     assert "interrupted" in err and "Traceback" not in err
-    _gone(proc.pid)
+    wait_gone(proc.pid)
     whole = _no_false_file(target / data.relative_to(data.anchor), data, killed=False)
     assert 0 < whole < FILES
 
@@ -154,9 +132,9 @@ def test_a_killed_restore_leaves_no_process_and_nothing_passed_off_as_restored(
         _restoring(target / data.relative_to(data.anchor), proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
-        _gone(proc.pid)
+        wait_gone(proc.pid)
     finally:
-        if _group(proc.pid):
+        if group(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     whole = _no_false_file(target / data.relative_to(data.anchor), data, killed=True)

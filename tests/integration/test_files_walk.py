@@ -10,9 +10,8 @@ import re
 import shutil
 import socket
 import stat
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -448,29 +447,6 @@ def test_open_regular_file_without_noatime_permission(
 
 
 # --- one file system ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def tmpfs_below(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
-    mounted: list[Path] = []
-
-    def mount(where: Path) -> None:
-        where.mkdir(parents=True)
-        if os.geteuid() != 0 or shutil.which("mount") is None:
-            pytest.skip("mounting a tmpfs needs root and mount(8)")
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"mounting a tmpfs is not permitted here: {proc.stderr.strip()}")
-        mounted.append(where)
-
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", str(where)], check=True)
 
 
 def test_one_file_system_keeps_mount_points_empty(

@@ -58,6 +58,10 @@ class BackupOptions:
     stdin_command: str | None = None
     stdin_filename: str = "stdin"
     workers: int | None = None
+    processes: int | None = None
+    """Child processes walking directories (`stackvault.engine.walkprocs`). None: as the
+    store's access says (`StoreAccess.walk_processes`); 0: none, the walk runs in this
+    process."""
     scan_totals: bool = False
     """Give progress totals for an ETA (terminals only): the parent snapshot's files and
     bytes when there is a parent, else counted by walking the paths in a background thread
@@ -189,6 +193,14 @@ class BackupJob:
             stop=self._stop,
             problem=self._problem,
         )
+        matcher = ExcludeMatcher(self.opts.excludes, self.opts.iexcludes)
+        walker = FileWalker(matcher, self.opts.one_file_system, self._problem, self.opts.rules)
+        if file_paths and not self.opts.stdin_command:
+            # Forked before any source is captured: the run has started no thread yet.
+            processes = self.opts.processes
+            if processes is None:
+                processes = self.repo.access.walk_processes
+            files.start_processes(walker, processes)
         committed = False
         artifacts: list[ArtifactRecord] = []
         try:
@@ -200,7 +212,7 @@ class BackupJob:
                     self.repo,
                     writer,
                     self.progress,
-                    store_stream=lambda stream: files.store_stream(writer, stream),
+                    store_stream=lambda stream: files.reader.store_stream(writer, stream),
                     save_tree=lambda nodes: files.save_tree(writer, nodes),
                     problem=self._problem,
                     stopping=self._stop.is_set,
@@ -219,7 +231,9 @@ class BackupJob:
             if self.opts.stdin_command:
                 tree_id = self._backup_command(files, writer, extra)
             else:
-                tree_id = self._backup_paths(files, writer, file_paths, paths, parent, extra)
+                tree_id = self._backup_paths(
+                    files, writer, walker, file_paths, paths, parent, extra
+                )
             stack = self.opts.after_capture(artifacts) if self.opts.after_capture else None
             writer.flush()
             committed = True
@@ -254,6 +268,7 @@ class BackupJob:
         self,
         files: FileTreeBackup,
         writer: BlobWriter,
+        walker: FileWalker,
         file_paths: list[str],
         paths: list[str],
         parent: Snapshot | None,
@@ -261,11 +276,9 @@ class BackupJob:
     ) -> bytes:
         """Walk ``file_paths`` into trees, with ``extra`` (the artifacts' directory) at the
         root, counting the totals ahead on another thread if asked; the root tree id."""
-        matcher = ExcludeMatcher(self.opts.excludes, self.opts.iexcludes)
-        walker = FileWalker(matcher, self.opts.one_file_system, self._problem, self.opts.rules)
         scanner = None
         if self.opts.scan_totals and file_paths:
-            scanner = start_totals(paths, matcher, self.progress, parent)
+            scanner = start_totals(paths, walker.excludes, self.progress, parent)
         try:
             return files.build_root(
                 writer, walker, file_paths, parent, extra, read=self.opts.captured
@@ -325,7 +338,7 @@ class BackupJob:
     ) -> bytes:
         now = self.repo.clock.now()
         with CommandStream(self.opts.stdin_command or "") as stream:
-            content, sha, size = files.store_stream(writer, stream)
+            content, sha, size = files.reader.store_stream(writer, stream)
         # CommandStream.__exit__ raised SourceError if the command failed: we only get here
         # when it exited 0.
         mtime = int(now.timestamp() * 1e9)

@@ -7,56 +7,56 @@ chunk size are read, chunked and hashed by a bounded pool of worker threads (the
 libraries release the GIL) and their chunks compressed and encrypted on the writer's pool.
 Smaller files are read and hashed by the walking thread itself when it would otherwise wait
 (`SmallFiles`). A file the parent snapshot shows unchanged (and whose blobs are all indexed)
-is not read. A directory's tree is stored once everything below it is stored; the walk does
-not wait for it. Byte streams that are not files (a command's output, a source's capture) are
-stored through the same `store_stream`.
+is not read (`FileReader`, which also stores byte streams that are not files: a command's
+output, a source's capture). A directory's tree is stored once everything below it is
+stored; the walk does not wait for it.
+
+With child processes (`start_processes`; a local repository on several cores) the
+directories are walked and their small files read by the children instead, one directory a
+job (`stackvault.engine.walkprocs`); the main thread then only starts the walk of each
+backed-up path and waits for it.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from stackvault.chunking.cdc import Chunker
-from stackvault.chunking.streamcut import StreamCutter
 from stackvault.engine.completions import Completions, Pending
+from stackvault.engine.counts import Counts
+from stackvault.engine.filereader import FileReader
+from stackvault.engine.forked import ChildProcess, fork_supported
 from stackvault.engine.listing import DirectoryLister, Listing
-from stackvault.engine.nodes import node_from_entry, same_metadata
-from stackvault.engine.progress import Progress
+from stackvault.engine.nodes import node_from_entry
+from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.smallfiles import SmallFiles
-from stackvault.errors import Interrupted, SourceError, SourceVanished
+from stackvault.engine.walkprocs import (
+    DirJob,
+    Files,
+    Item,
+    Job,
+    ParentFile,
+    ReadJob,
+    SealingSink,
+    SmallBatch,
+    SubDir,
+    WalkLanes,
+    WalkOutcome,
+    count_into,
+    split_reads,
+)
+from stackvault.errors import Interrupted
 from stackvault.fs.entry import FsEntry, entry_from_stat
-from stackvault.fs.walk import VANISHED, FileWalker, Problem
+from stackvault.fs.walk import FileWalker, Problem
 from stackvault.repo.blob import BlobType
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot
 from stackvault.repo.tree import Node, encode_tree
-from stackvault.repo.writer import BlobWriter
-
-
-@dataclass
-class Counts:
-    """What a backup run went through, for its snapshot's summary (thread-safe with
-    ``lock``)."""
-
-    files: int = 0
-    dirs: int = 0
-    bytes: int = 0
-    files_new: int = 0
-    files_changed: int = 0
-    files_unmodified: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, **deltas: int) -> None:
-        """Add to counters by name (``files=1, bytes=n``) under the lock."""
-        with self.lock:
-            for name, value in deltas.items():
-                setattr(self, name, getattr(self, name) + value)
+from stackvault.repo.writer import BlobSaver, BlobWriter
 
 
 @dataclass
@@ -90,134 +90,43 @@ class FileTreeBackup:
     ) -> None:
         self.repo = repo
         self.progress = progress
-        self.counts = Counts()
         self._problem = problem
         self._stop = stop
-        self._local = threading.local()
         self._hardlinks: dict[str, Future[Node | None]] = {}
+        self._hardlinks_lock = threading.Lock()
+        # Child processes walking directories (walkprocs.py), from `start_processes`.
+        self._lanes: WalkLanes | None = None
         self._completions = Completions()
         self._lister = DirectoryLister(repo, progress, force=force, stop=stop)
+        self.reader = FileReader(
+            repo, progress, self._lister, workers=workers, stop=stop, problem=problem
+        )
+        self.counts = self.reader.counts
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backup")
         self._slots = threading.BoundedSemaphore(workers * 4)
         # Small files the walking thread reads when it would otherwise wait (smallfiles.py).
         self._small = SmallFiles()
-        # Whole-file SHA-256 of large files, computed behind their chunking (StreamCutter).
-        self._digests = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digest")
 
     def close(self, *, committed: bool) -> None:
         """Stop the threads; a run that did not commit cancels the small files still queued."""
         if not committed:
             self._stop.set()
             self._small.cancel(Interrupted("backup stopped"))
+        if self._lanes is not None:
+            self._lanes.close()
         self._lister.shutdown()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._digests.shutdown(wait=True)
-
-    def _cutter(self) -> StreamCutter:
-        """This thread's chunker and read buffer, made on first use and kept for the run."""
-        cutter: StreamCutter | None = getattr(self._local, "cutter", None)
-        if cutter is None:
-            cfg = self.repo.config
-            cutter = self._local.cutter = StreamCutter(
-                Chunker(cfg.chunker, self.repo.master.chunker_seed), self._digests
-            )
-        return cutter
+        self.reader.close()
 
     # --- files and streams ----------------------------------------------------------------
-
-    def store_stream(self, writer: BlobWriter, stream: object) -> tuple[list[bytes], str, int]:
-        """Chunk, hash and store a byte stream; return (blob ids, sha256 hex, size)."""
-        sha = hashlib.sha256()
-        content: list[bytes] = []
-        size = 0
-        master = self.repo.master
-        for chunk in self._cutter().chunks(stream, sha):
-            if self._stop.is_set():
-                raise Interrupted("backup interrupted")
-            blob_id = master.blob_id(chunk)
-            writer.save(BlobType.DATA, chunk, blob_id)
-            content.append(blob_id)
-            size += len(chunk)
-            self.progress.advance(bytes_=len(chunk))
-        return content, sha.hexdigest(), size
-
-    def _store_small(
-        self, writer: BlobWriter, walker: FileWalker, entry: FsEntry
-    ) -> tuple[list[bytes], str, int]:
-        """A file below the minimum chunk size is one chunk: one read, no chunker set-up.
-
-        Gives the same blobs as `_store_stream` would (the chunker never cuts below its
-        minimum), so deduplication does not depend on which path a file took.
-        """
-        small = self.repo.config.chunker.min
-        data = walker.read_small_file(entry, small)
-        if len(data) >= small:  # grew since it was listed
-            with walker.open_regular_file(entry) as f:
-                return self.store_stream(writer, f)
-        if self._stop.is_set():
-            raise Interrupted("backup interrupted")
-        content: list[bytes] = []
-        if data:
-            blob_id = self.repo.master.blob_id(data)
-            writer.save(BlobType.DATA, data, blob_id)
-            content.append(blob_id)
-        self.progress.advance(bytes_=len(data))
-        return content, hashlib.sha256(data).hexdigest(), len(data)
 
     def _backup_file(
         self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
     ) -> Node | None:
         try:
-            return self._read_file(writer, walker, entry, old)
+            return self.reader.read_file(writer, walker, entry, old)
         finally:
             self._slots.release()
-
-    def _read_file(
-        self, writer: BlobWriter, walker: FileWalker, entry: FsEntry, old: Node | None
-    ) -> Node | None:
-        try:
-            node = node_from_entry(entry)
-            try:
-                if entry.size < self.repo.config.chunker.min:
-                    node.content, node.sha256, node.size = self._store_small(writer, walker, entry)
-                else:
-                    with walker.open_regular_file(entry) as f:
-                        node.content, node.sha256, node.size = self.store_stream(writer, f)
-            except OSError as exc:
-                raise SourceError(f"read failed: {exc.strerror or exc}") from exc
-            if node.size != entry.size:
-                self._problem(Problem(entry.path, "file changed size while being read", False))
-            with self.counts.lock:
-                self.counts.files += 1
-                self.counts.bytes += node.size
-                if old is None:
-                    self.counts.files_new += 1
-                else:
-                    self.counts.files_changed += 1
-            self.progress.advance(files=1)
-            return node
-        except SourceVanished:
-            self._problem(Problem(entry.path, VANISHED, False))
-            return None
-        except SourceError as exc:
-            self._problem(Problem(entry.path, str(exc), True))
-            return None
-
-    def _reuse(self, entry: FsEntry, old: Node | None) -> Node | None:
-        """The node of an unchanged file, built from its parent node without reading it."""
-        if old is None or not self._lister.unchanged(entry, old):
-            return None
-        if same_metadata(entry, old):
-            node = old  # nodes are never changed once built, so the parent's can be shared
-        else:
-            node = node_from_entry(entry)
-            node.content, node.sha256, node.size = list(old.content), old.sha256, old.size
-        with self.counts.lock:
-            self.counts.files += 1
-            self.counts.files_unmodified += 1
-            self.counts.bytes += node.size
-        self.progress.advance(files=1, bytes_=node.size)
-        return node
 
     def _submit_file(
         self,
@@ -227,38 +136,205 @@ class FileTreeBackup:
         entry: FsEntry,
         old: Node | None,
     ) -> Future[Node | None] | Node:
-        key = f"{entry.device}:{entry.inode}" if entry.nlink > 1 else None
-        if key is not None and key in self._hardlinks:
-            return self._linked(self._hardlinks[key], entry, self.counts)
-        self._small.acquire(self._slots)  # back-pressure on the walker
-        fut = pool.submit(self._backup_file, writer, walker, entry, old)
-        if key is not None:
-            self._hardlinks[key] = fut
-        return fut
+        first: Future[Node | None] | None = None
+        if entry.nlink > 1:
+            # Files are submitted by the walking thread, and with child processes by their
+            # lane threads: the first of a set of hard links is read, the others share it.
+            key = f"{entry.device}:{entry.inode}"
+            with self._hardlinks_lock:
+                seen = self._hardlinks.get(key)
+                if seen is None:
+                    first = self._hardlinks[key] = Future()
+            if seen is not None:
+                return self.reader.linked(seen, entry)
+        if self._lanes is None:
+            self._small.acquire(self._slots)  # back-pressure on the walker
+        else:
+            self._slots.acquire()
+        try:
+            fut = pool.submit(self._backup_file, writer, walker, entry, old)
+        except BaseException as exc:
+            self._slots.release()
+            if first is not None:
+                first.set_exception(exc)
+            raise
+        if first is None:
+            return fut
+        _chain(fut, first)
+        return first
 
-    @staticmethod
-    def _linked(first: Future[Node | None], entry: FsEntry, counts: Counts) -> Future[Node | None]:
-        out: Future[Node | None] = Future()
+    # --- child processes (walkprocs.py) -----------------------------------------------------
 
-        def done(f: Future[Node | None]) -> None:
-            src = f.result()
-            if src is None:
-                out.set_result(None)
+    def start_processes(self, walker: FileWalker, count: int) -> int:
+        """Fork ``count`` child processes to walk directories with ``walker`` (before the
+        run starts any thread: see `stackvault.engine.forked`); how many were started. None
+        where processes cannot be made (not Linux, or the system refuses): then the walk
+        runs here, as a notice says."""
+        if count <= 0 or not fork_supported():
+            return 0
+        children: list[ChildProcess[Job, WalkOutcome]] = []
+        try:
+            for _ in range(count):
+                setup = functools.partial(self._walk_child, walker)
+                children.append(ChildProcess(setup, tuple(children), role="backup"))
+        except OSError as exc:
+            for child in children:
+                child.close()
+            self.progress.notice(
+                f"notice: directories walked by one process: no child process could be "
+                f"started ({exc.strerror or exc})"
+            )
+            return 0
+        self._lanes = WalkLanes(children)
+        return len(children)
+
+    def _walk_child(self, walker: FileWalker) -> Callable[[Job], WalkOutcome]:
+        """Run in a child right after the fork: the function that runs a job there. What
+        the job counts, notices and finds wrong goes into its outcome (this copy of the
+        run's counters, progress and problem report is the child's own)."""
+        sink = SealingSink(self.repo)
+        problems: list[Problem] = []
+        walker.on_problem = self._problem = self.reader.problem = problems.append
+        self._lanes = None
+        reader = self.reader
+
+        def run(job: Job) -> WalkOutcome:
+            problems.clear()
+            self.counts = reader.counts = Counts()
+            progress = self.progress = reader.progress = self._lister.progress = NullProgress()
+            out = self._child_job(sink, walker, job)
+            out.blobs = sink.take()
+            out.problems = list(problems)
+            count_into(out, self.counts, progress)
+            return out
+
+        return run
+
+    def _child_job(self, sink: SealingSink, walker: FileWalker, job: Job) -> WalkOutcome:
+        """A job, in a child: read a batch of small files, or list a directory, keep its
+        unchanged files, read its small files (some, `split_reads`) and, when nothing is
+        left to do elsewhere, store its tree."""
+        if isinstance(job, ReadJob):
+            read = [self.reader.read_file(sink, walker, entry, old) for entry, old in job.files]
+            return WalkOutcome(items=[n for n in read if n is not None])
+        if job.mount_point:
+            walker.keep_empty(job.entry)
+        listing = self._lister.list_one(walker, job.entry, job.old)
+        old_children = listing.old_children
+        items: list[Item] = []
+        reads: Files = []
+        small = self.repo.config.chunker.min
+        for child in listing.children:
+            prev = old_children.get(child.name)
+            if child.kind == "dir":
+                items.append(SubDir(child, prev, walker.is_mount_point(child)))
+            elif child.kind != "file":
+                items.append(node_from_entry(child))
+            elif (reused := self.reader.reuse(child, prev)) is not None:
+                items.append(reused)
+            elif child.size < small and child.nlink == 1:
+                reads.append((child, prev))
+            else:
+                items.append(ParentFile(child, prev))
+        here, later = split_reads(reads)
+        for entry, prev in here:
+            node = self.reader.read_file(sink, walker, entry, prev)
+            if node is not None:
+                items.append(node)
+        items.extend(SmallBatch(batch) for batch in later)
+        if all(isinstance(item, Node) for item in items):
+            kept = [item for item in items if isinstance(item, Node)]
+            return WalkOutcome(node=self._dir_node(sink, job.entry, job.old, old_children, kept))
+        return WalkOutcome(items=items)
+
+    def _dir_in_child(
+        self, writer: BlobWriter, walker: FileWalker, job: DirJob, out: Future[Node | None]
+    ) -> None:
+        """Have a child walk a directory; ``out`` resolves to its node once everything
+        below it is stored."""
+        assert self._lanes is not None
+        done = functools.partial(self._dir_outcome, writer, walker, job, out)
+        self._lanes.submit(job).add_done_callback(done)
+
+    def _dir_outcome(
+        self,
+        writer: BlobWriter,
+        walker: FileWalker,
+        job: DirJob,
+        out: Future[Node | None],
+        fut: Future[WalkOutcome],
+    ) -> None:
+        """A child's answer for a directory (on its lane's thread): store what it sealed,
+        hand on what is left, and have the directory's node made once that is done."""
+        try:
+            outcome = self._absorb(writer, fut)
+            if outcome.node is not None:
+                out.set_result(outcome.node)
                 return
-            node = node_from_entry(entry)
-            node.content, node.sha256, node.size = list(src.content), src.sha256, src.size
-            with counts.lock:
-                counts.files += 1
-                counts.files_new += 1
-                counts.bytes += node.size
-            out.set_result(node)
+            pending: list[Pending] = []
+            for item in outcome.items:
+                if isinstance(item, Node):
+                    pending.append(item)
+                elif isinstance(item, SubDir):
+                    sub: Future[Node | None] = Future()
+                    pending.append(sub)
+                    self._dir_in_child(
+                        writer, walker, DirJob(item.entry, item.old, item.mount_point), sub
+                    )
+                elif isinstance(item, ParentFile):
+                    pending.append(
+                        self._submit_file(self._pool, writer, walker, item.entry, item.old)
+                    )
+                else:
+                    pending.append(self._read_in_child(writer, item.files))
+            old_children = self._lister.parent_children(job.old)
+            finish = functools.partial(self._dir_node, writer, job.entry, job.old, old_children)
+            self._completions.when_all(pending, finish, out)
+        except BaseException as exc:
+            out.set_exception(exc)
 
-        first.add_done_callback(done)
-        return out
+    def _read_in_child(self, writer: BlobWriter, files: Files) -> Future[list[Node | None]]:
+        """Have a child read a batch of small files; their nodes once their blobs are
+        stored."""
+        assert self._lanes is not None
+        nodes: Future[list[Node | None]] = Future()
+
+        def done(fut: Future[WalkOutcome]) -> None:
+            try:
+                items = self._absorb(writer, fut).items
+                nodes.set_result([n for n in items if isinstance(n, Node)])
+            except BaseException as exc:
+                nodes.set_exception(exc)
+
+        self._lanes.submit(ReadJob(files)).add_done_callback(done)
+        return nodes
+
+    def _absorb(self, writer: BlobWriter, fut: Future[WalkOutcome]) -> WalkOutcome:
+        """A job's outcome (raises its failure), once the blobs it sealed are stored and
+        what it counted and found is reported here."""
+        outcome = fut.result()
+        for blob_type, blob_id, sealed, raw_len in outcome.blobs:
+            if writer.reserve(blob_id):
+                writer.add_sealed(blob_type, blob_id, sealed, raw_len)
+        outcome.blobs = []
+        for problem in outcome.problems:
+            self._problem(problem)
+        for notice in outcome.notices:
+            self.progress.notice(notice)
+        self.counts.add(
+            files=outcome.files,
+            dirs=outcome.dirs,
+            bytes=outcome.bytes,
+            files_new=outcome.files_new,
+            files_changed=outcome.files_changed,
+            files_unmodified=outcome.files_unmodified,
+        )
+        self.progress.advance(files=outcome.progress_files, bytes_=outcome.progress_bytes)
+        return outcome
 
     # --- directories ------------------------------------------------------------------------
 
-    def save_tree(self, writer: BlobWriter, nodes: list[Node]) -> bytes:
+    def save_tree(self, writer: BlobSaver, nodes: list[Node]) -> bytes:
         """Store a directory's tree blob; its id."""
         blob_id, _added = writer.save(BlobType.TREE, encode_tree(nodes))
         return blob_id
@@ -276,6 +352,9 @@ class FileTreeBackup:
         on to the next directory while the workers read them. Depth first, with a stack of
         its own rather than recursion: trees may be deeper than Python's recursion limit."""
         top: Future[Node | None] = Future()
+        if self._lanes is not None:
+            self._dir_in_child(writer, walker, DirJob(entry, old), top)
+            return top
         stack = [self._enter_dir(walker, entry, old, None, top)]
         while stack:
             walk = stack[-1]
@@ -325,7 +404,7 @@ class FileTreeBackup:
                 return child, prev, walk.listing.ahead.get(child.name)
             if child.kind != "file":
                 pending.append(node_from_entry(child))
-            elif (reused := self._reuse(child, prev)) is not None:
+            elif (reused := self.reader.reuse(child, prev)) is not None:
                 pending.append(reused)
             elif child.size < small and child.nlink == 1:
                 # Small files are read by this thread: their cost is Python glue, which
@@ -339,28 +418,37 @@ class FileTreeBackup:
     def _leave_dir(self, writer: BlobWriter, walker: FileWalker, walk: _DirWalk) -> None:
         """Every child is taken on: have the directory's node made once they are stored."""
         if walk.deferred:
-            read = functools.partial(self._read_file, writer, walker)
+            read = functools.partial(self.reader.read_file, writer, walker)
             walk.pending.extend(self._small.defer(read, walk.deferred))
-        entry, old, old_children = walk.entry, walk.old, walk.listing.old_children
-
-        def finish(kept: list[Node]) -> Node:
-            node = node_from_entry(entry)
-            if (
-                old is not None
-                and old.subtree is not None
-                and len(kept) == len(old_children)
-                and all((o := old_children.get(n.name)) is n or o == n for n in kept)
-            ):
-                # Nothing below changed: the tree would serialise to the same bytes, so it
-                # has the same id. Skip encoding, hashing and the index lookup.
-                node.subtree = old.subtree
-            else:
-                node.subtree = self.save_tree(writer, kept)
-            with self.counts.lock:
-                self.counts.dirs += 1
-            return node
-
+        finish = functools.partial(
+            self._dir_node, writer, walk.entry, walk.old, walk.listing.old_children
+        )
         self._completions.when_all(walk.pending, finish, walk.out)
+
+    def _dir_node(
+        self,
+        writer: BlobSaver,
+        entry: FsEntry,
+        old: Node | None,
+        old_children: dict[str, Node],
+        kept: list[Node],
+    ) -> Node:
+        """A directory's node once its children are stored (``kept``), its tree stored."""
+        node = node_from_entry(entry)
+        if (
+            old is not None
+            and old.subtree is not None
+            and len(kept) == len(old_children)
+            and all((o := old_children.get(n.name)) is n or o == n for n in kept)
+        ):
+            # Nothing below changed: the tree would serialise to the same bytes, so it
+            # has the same id. Skip encoding, hashing and the index lookup.
+            node.subtree = old.subtree
+        else:
+            node.subtree = self.save_tree(writer, kept)
+        with self.counts.lock:
+            self.counts.dirs += 1
+        return node
 
     def _backup_root(
         self,
@@ -376,7 +464,7 @@ class FileTreeBackup:
         if entry.kind == "dir":
             return self._backup_dir(pool, writer, walker, entry, old)
         if entry.kind == "file":
-            reused = self._reuse(entry, old)
+            reused = self.reader.reuse(entry, old)
             return (
                 reused
                 if reused is not None
@@ -441,6 +529,22 @@ class FileTreeBackup:
             groups.setdefault(rest.split("/", 1)[0], []).append(p)
         olds = self._lister.parent_children(old)
         return _Above(prefix, groups, iter(sorted(groups)), olds, more, node)
+
+
+def _chain(source: Future[Node | None], target: Future[Node | None]) -> None:
+    """Resolve ``target`` as ``source`` resolves."""
+
+    def done(f: Future[Node | None]) -> None:
+        if f.cancelled():
+            target.cancel()
+            return
+        exc = f.exception()
+        if exc is not None:
+            target.set_exception(exc)
+        else:
+            target.set_result(f.result())
+
+    source.add_done_callback(done)
 
 
 def _when_read(

@@ -85,18 +85,9 @@ class DirectoryLister:
         subdirectories on the scan pool, and ask the kernel to start reading the small files
         that will be read: the walk reads them one after the other, and on a cold cache each
         read would otherwise wait for the disk."""
-        old_children = self.parent_children(old)
-        children = walker.scan_dir(entry, known_files(old_children))
-        small = self.repo.config.chunker.min
-        for child in children:
-            if (
-                child.kind == "file"
-                and 0 < child.size < small
-                and not self.unchanged(child, old_children.get(child.name))
-                and not self._stop.is_set()
-            ):
-                _will_read(child.path)
-        ahead: dict[str, Future[Listing]] = {}
+        listing = self.list_one(walker, entry, old)
+        children, old_children = listing.children, listing.old_children
+        ahead = listing.ahead
         for child in children:
             if child.kind != "dir" or self._stop.is_set():
                 continue
@@ -109,7 +100,23 @@ class DirectoryLister:
             except RuntimeError:  # the pool is shut down: the run is ending
                 self._ahead.release()
                 break
-        return Listing(children, old_children, ahead)
+        return listing
+
+    def list_one(self, walker: FileWalker, entry: FsEntry, old: Node | None) -> Listing:
+        """`list` without starting anything ahead: the directory's children and its parent
+        tree's, with the kernel asked to start reading the small files to be read."""
+        old_children = self.parent_children(old)
+        children = walker.scan_dir(entry, known_files(old_children))
+        small = self.repo.config.chunker.min
+        for child in children:
+            if (
+                child.kind == "file"
+                and 0 < child.size < small
+                and not self.unchanged(child, old_children.get(child.name))
+                and not self._stop.is_set()
+            ):
+                _will_read(child.path)
+        return Listing(children, old_children, {})
 
     def take(self, listed: Future[Listing]) -> Listing:
         """The result of a listing started ahead (`Listing.ahead`); re-raises its failure."""

@@ -2,7 +2,7 @@
 
 The tree is walked on this thread, which makes directories, symlinks and special files and
 hands the regular files out: small ones in batches to a lane of file threads or, from a local
-store, to one child process per core (`stackvault.engine.restoreprocs`), large ones to a lane
+store, to one child process per core (`stackvault.engine.forked`), large ones to a lane
 of file threads, each running `FileRestorer`; from a remote store, pack by pack
 (`stackvault.engine.packrestore`). Either way each file's bytes are authenticated and its
 SHA-256 is compared with the snapshot's record before the file gets its metadata (or, with
@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from stackvault.engine.filerestore import STAGE_MIN, FileRestorer, Files
+from stackvault.engine.forked import ChildProcess, fork_supported
 from stackvault.engine.packrestore import PackRestorer
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.restorelanes import Lane, Lanes
-from stackvault.engine.restoreprocs import BatchOutcome, FileProcess, fork_supported
+from stackvault.engine.restoreprocs import BatchOutcome
 from stackvault.errors import (
     IntegrityError,
     Interrupted,
@@ -67,7 +68,7 @@ class FileRestoreOptions:
     verify: bool = False
     workers: int | None = None
     processes: int | None = None
-    """Child processes restoring the small files (`stackvault.engine.restoreprocs`);
+    """Child processes restoring the small files (`stackvault.engine.forked`);
     None: as the store's access says (`StoreAccess.restore_file_processes`); 0: none, file
     threads only."""
     root_tree: bytes | None = None
@@ -266,7 +267,7 @@ class RestoreJob:
         # request costs more than the bytes it reads, files are restored by reading their
         # packs instead (`PackRestorer`, by default); the lanes then only make empty files.
         # Small files from a local store go to child processes, one per core where the
-        # store's access says so (`stackvault.engine.restoreprocs`): forked first, before
+        # store's access says so (`stackvault.engine.forked`): forked first, before
         # this run starts any thread.
         access = self.repo.access
         workers = self.opts.workers or access.restore_file_workers
@@ -315,16 +316,16 @@ class RestoreJob:
         self.result.processes = len(children)
         return Lanes(small, large, packs, children)
 
-    def _fork(self, target: RestoreTarget, count: int) -> list[FileProcess]:
+    def _fork(self, target: RestoreTarget, count: int) -> list[ChildProcess[Files, BatchOutcome]]:
         """``count`` child processes restoring small files, or none where processes cannot
         be made (not Linux, or the system refuses: too many processes or open files); the
         file threads restore them then, as a notice says."""
         if not fork_supported():
             return []
-        children: list[FileProcess] = []
+        children: list[ChildProcess[Files, BatchOutcome]] = []
         try:
             for _ in range(count):
-                children.append(FileProcess(partial(self._in_child, target), tuple(children)))
+                children.append(ChildProcess(partial(self._in_child, target), tuple(children)))
         except OSError as exc:
             for child in children:
                 child.close()
@@ -362,7 +363,9 @@ class RestoreJob:
 
         return restore
 
-    def _through(self, child: FileProcess, target: RestoreTarget, files: Files) -> None:
+    def _through(
+        self, child: ChildProcess[Files, BatchOutcome], target: RestoreTarget, files: Files
+    ) -> None:
         """Have ``child`` restore a batch; count what it did as if done here."""
         out = child.run(files)
         with self._lock:

@@ -8,9 +8,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
+from stackvault.engine.forked import ChildProcess
 from stackvault.engine.packrestore import PackRestorer
-from stackvault.engine.restoreprocs import FileProcess
 from stackvault.repo.tree import Node
 
 LANE_QUEUE = 256
@@ -59,7 +60,7 @@ class Lanes:
     small: list[Lane]
     large: Lane
     packs: PackRestorer | None
-    children: list[FileProcess]
+    children: list[ChildProcess[Any, Any]]
     """The child processes behind the small lanes (none: file threads)."""
 
     def finish(self) -> None:

@@ -1,54 +1,23 @@
-"""Child processes a restore hands batches of small files to (engine layer).
+"""What a restore's child processes give back (engine layer).
 
-Why: restoring a small file is ~100 us of Python (find the blob, authenticate, decompress,
-hash, check) around five system calls (create, write, chmod, set times, close). Threads of one
-process take turns at the interpreter, so however many there are, the restore of many small
-files keeps about one core busy. A child process has an interpreter of its own: with one
-child per core the files are restored on every core at once.
-
-How: `FileProcess` forks the restoring process after its repository, index and target are
-open, so the child shares them copy-on-write and needs no key, index or password of its own.
-The parent sends a batch of files (their paths and tree nodes, pickled) through a pipe; the
-child restores them with the same code the file threads run and answers with a
-`BatchOutcome`. Every file keeps the restore's promise: it is checked against the
-snapshot's SHA-256 before it gets its mode and times, and one that does not match is removed.
-
-Lifetime: the child ends when its pipe closes: when the parent closes it, or when the parent
-dies however it dies (the kernel closes the parent's end). It ignores SIGINT and SIGTERM: a
-signal raises in the thread that runs the files, anywhere, even between the create of a file
-and the ``try`` that would remove it, so the child instead finishes the batch it has (64
-files at most, every one whole) and ends when the parent, interrupted, closes its pipe. A
-child never returns into the parent's code: it leaves with ``os._exit``.
+A restore from a local store hands its small files, in batches, to one child process per
+core (`stackvault.engine.forked.ChildProcess`; `Restorer._fork`): restoring a small file is
+~100 us of Python (find the blob, authenticate, decompress, hash, check) around five system
+calls, which threads of one process cannot spread over the cores. Each file keeps the
+restore's promise in the child too: it is checked against the snapshot's SHA-256 before it
+gets its mode and times, and one that does not match is removed.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
-import sys
-import threading
-import traceback
-import warnings
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from typing import TypeVar
 
-from stackvault.errors import Interrupted, StackvaultError
-
-Batch = TypeVar("Batch")
-
-
-def fork_supported() -> bool:
-    """Whether child processes can restore files here: Linux (other systems are not
-    tested; `fork` is unsafe on macOS)."""
-    return sys.platform == "linux" and hasattr(os, "fork")
+from stackvault.engine.forked import Outcome
 
 
 @dataclass
-class BatchOutcome:
-    """What a child made of one batch."""
+class BatchOutcome(Outcome):
+    """What a child made of one batch of files."""
 
     files: int = 0
     bytes: int = 0
@@ -56,121 +25,3 @@ class BatchOutcome:
     """Files not restored because repository data is damaged: (path, why)."""
     notices: list[str] = field(default_factory=list)
     """Metadata notices of the target (owner not permitted, xattrs unsupported)."""
-    error: StackvaultError | None = None
-    """The failure that ended the batch early (the restore fails with it)."""
-    bug: str = ""
-    """The traceback of an unexpected exception in the child."""
-
-
-class FileProcess:
-    """One child process restoring batches with the function ``setup`` returns.
-
-    ``setup`` runs in the child right after the fork (it makes the child's own handles: a
-    target with its own directory fds, say) and returns the function that restores a batch.
-    ``siblings``: the processes started before this one, whose pipe ends the child closes
-    (else a sibling would never see its pipe close). `run` may be called from any thread,
-    by one thread at a time.
-    """
-
-    def __init__(
-        self,
-        setup: Callable[[], Callable[[Batch], BatchOutcome]],
-        siblings: Sequence[FileProcess] = (),
-    ) -> None:
-        parent_end, child_end = multiprocessing.Pipe(duplex=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns of forking a process that has threads: the child runs
-            # nothing but `_serve` and leaves with os._exit; see the module docstring.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # the child: never returns
-            status = 1
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                parent_end.close()
-                for sibling in siblings:
-                    sibling._conn.close()
-                status = _serve(child_end, setup())
-            except BaseException:  # a child must leave through os._exit
-                status = 1
-            finally:
-                os._exit(status)
-        child_end.close()
-        self.pid = pid
-        self._conn: Connection = parent_end
-        self._status: int | None = None
-        self._lock = threading.Lock()
-
-    def run(self, batch: Batch) -> BatchOutcome:
-        """Have the child restore ``batch``; its outcome. Raises the error that ended the
-        batch, `Interrupted` if the child was interrupted, `StackvaultError` if it died."""
-        with self._lock:
-            try:
-                self._conn.send(batch)
-                outcome: BatchOutcome = self._conn.recv()
-            except (EOFError, OSError) as exc:
-                raise StackvaultError(
-                    f"a restore process (PID {self.pid}) ended before finishing its files: "
-                    f"{self._ended()}; files it was restoring are missing",
-                    hint="look for the out-of-memory killer in the kernel log, then restore again",
-                ) from exc
-        if outcome.error is not None:
-            raise outcome.error
-        if outcome.bug:
-            raise RuntimeError(f"in restore process {self.pid}:\n{outcome.bug}")
-        return outcome
-
-    def close(self) -> None:
-        """Close the pipe (the child ends when it has finished its batch) and reap the
-        child."""
-        self._conn.close()
-        self._ended()
-
-    def _ended(self) -> str:
-        """Wait for the child; how it ended."""
-        if self._status is None:
-            try:
-                _pid, self._status = os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                self._status = 0
-        if os.WIFSIGNALED(self._status):
-            return f"killed by signal {os.WTERMSIG(self._status)}"
-        return f"exit status {os.waitstatus_to_exitcode(self._status)}"
-
-
-def _serve(conn: Connection, work: Callable[[Batch], BatchOutcome]) -> int:
-    """The child's loop: restore each batch received, answer its outcome; the exit status."""
-    while True:
-        try:
-            batch = conn.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
-            return 0
-        try:
-            outcome = work(batch)
-        except KeyboardInterrupt:
-            outcome = BatchOutcome(error=Interrupted("restore interrupted"))
-        except StackvaultError as exc:
-            outcome = BatchOutcome(error=exc)
-        except BaseException:  # reported to the parent as a bug
-            outcome = BatchOutcome(bug=traceback.format_exc())
-        try:
-            _answer(conn, outcome)
-        except (OSError, KeyboardInterrupt):
-            return 1
-        if outcome.error is not None or outcome.bug:
-            return 1
-
-
-def _answer(conn: Connection, outcome: BatchOutcome) -> None:
-    """Send ``outcome``; one that cannot be pickled (an error holding something no pickle
-    takes) is sent as a bug with the traceback of the pickling (pickling comes before
-    anything is written, so the pipe holds no partial message)."""
-    try:
-        conn.send(outcome)
-    except (OSError, KeyboardInterrupt):
-        raise
-    except Exception:
-        conn.send(BatchOutcome(bug=f"{outcome.error!r}\n{traceback.format_exc()}"))

@@ -123,7 +123,7 @@ class RestoreTarget:
     def sharing_root(self) -> RestoreTarget:
         """A target on this one's opened root (the fd is duplicated, the path not looked up
         again) with directory fds and notices of its own: what a child process restoring
-        files beside this one writes into (`stackvault.engine.restoreprocs`)."""
+        files beside this one writes into (`stackvault.engine.forked`)."""
         other = RestoreTarget(self.root, overwrite=self.overwrite, restore_owner=self.restore_owner)
         other._dirs = DirFds(self.root, os.dup(self._fds().root_fd))
         return other

@@ -157,6 +157,17 @@ class FileWalker:
             raise SourceError(f"cannot back up {path}: {exc.strerror}") from exc
         return entry_from_stat(path, name, st, link_target=target, xattrs=self._xattrs(path))
 
+    def is_mount_point(self, dir_entry: FsEntry) -> bool:
+        """Whether `scan_dir` keeps this directory empty (one-file-system)."""
+        with self._lock:
+            return (dir_entry.device, dir_entry.inode) in self._mount_points
+
+    def keep_empty(self, dir_entry: FsEntry) -> None:
+        """Have `scan_dir` keep this directory empty, as another walker found it to be a
+        mount point (a backup's walk in several processes)."""
+        with self._lock:
+            self._mount_points.add((dir_entry.device, dir_entry.inode))
+
     def scan_dir(
         self, dir_entry: FsEntry, known: Mapping[str, KnownFile] | None = None
     ) -> list[FsEntry]:

@@ -52,8 +52,12 @@ class StoreAccess:
     restore_file_processes: int
     """Child processes restoring small files beside the file threads, from a local store:
     one per core, where there are at least two (a process has an interpreter of its own,
-    threads take turns at one; `stackvault.engine.restoreprocs`); none from a remote store,
+    threads take turns at one; `stackvault.engine.forked`); none from a remote store,
     whose restore reads pack by pack."""
+    walk_processes: int
+    """Child processes a backup hands its directories to, from a local store: one per core,
+    where there are at least two (`stackvault.engine.walkprocs`); none for a remote store,
+    whose requests a forked child cannot share."""
     restore_blob_workers: int
     """Threads fetching and authenticating the blobs of a restore's large files: every core
     (at least 2), and from a remote store at least as many as its connections allow, up
@@ -105,6 +109,7 @@ class StoreAccess:
             remote=remote,
             restore_file_workers=min(8, par) if remote else 1,
             restore_file_processes=0 if remote or cores < 2 else min(8, cores),
+            walk_processes=0 if remote or cores < 2 else min(8, cores),
             restore_blob_workers=blob_workers,
             restore_by_pack=remote,
             pack_readers=span_readers(par),

@@ -109,6 +109,19 @@ class PackTarget(Protocol):
     def blob_id(self, data: bytes | bytearray | memoryview) -> bytes: ...
 
 
+class BlobSaver(Protocol):
+    """What stores blobs for a pipeline: a `BlobWriter`, or a backup child's sink."""
+
+    def save(
+        self,
+        blob_type: BlobType,
+        data: bytes | bytearray | memoryview,
+        blob_id: bytes | None = None,
+    ) -> tuple[bytes, bool]:
+        """Store ``data`` unless present; return ``(blob_id, added)``."""
+        ...
+
+
 class BlobWriter:
     """Adds blobs to a repository. Thread-safe: several workers may call `save` concurrently."""
 

@@ -1,4 +1,5 @@
-"""The child processes a restore hands small files to (`stackvault.engine.restoreprocs`):
+"""The child processes a pipeline hands batches to (`stackvault.engine.forked`, used by the
+restore's small files and the backup's walk):
 outcomes and errors cross the pipe intact, a child that dies or is interrupted is reported,
 children end with their parent, and a fork while another thread holds a store's fd cache
 lock does not leave the child waiting for it."""
@@ -16,13 +17,14 @@ from collections.abc import Callable
 
 import pytest
 
-from stackvault.engine.restoreprocs import BatchOutcome, FileProcess
+from stackvault.engine.forked import ChildProcess
+from stackvault.engine.restoreprocs import BatchOutcome
 from stackvault.errors import IntegrityError, Interrupted, StackvaultError
 from stackvault.store.fdcache import FdCache
 
 
-def _started(work: Callable[[list[int]], BatchOutcome]) -> FileProcess:
-    return FileProcess(lambda: work)
+def _started(work: Callable[[list[int]], BatchOutcome]) -> ChildProcess[list[int], BatchOutcome]:
+    return ChildProcess(lambda: work)
 
 
 def test_batches_are_restored_in_the_child_and_counted() -> None:
@@ -93,14 +95,16 @@ def test_a_child_that_dies_is_reported_with_its_signal() -> None:
     finally:
         child.close()
     assert type(err.value) is StackvaultError
-    assert "missing" in err.value.message
+    assert "the restore is incomplete" in err.value.message
 
 
 def test_siblings_end_when_the_pipes_close() -> None:
     """Each child closes the earlier children's pipe ends: closing the pipes in any order
     lets every child see its own pipe end and exit."""
     first = _started(lambda batch: BatchOutcome(files=len(batch)))
-    second = FileProcess(lambda: lambda batch: BatchOutcome(files=len(batch)), (first,))
+    second: ChildProcess[list[int], BatchOutcome] = ChildProcess(
+        lambda: lambda batch: BatchOutcome(files=len(batch)), (first,)
+    )
     assert first.run([1]).files == 1 and second.run([1, 2]).files == 2
     done = threading.Event()
 
@@ -120,10 +124,11 @@ def test_children_die_with_their_parent() -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from stackvault.engine.restoreprocs import BatchOutcome, FileProcess
+        from stackvault.engine.forked import ChildProcess
+        from stackvault.engine.restoreprocs import BatchOutcome
         children = []
         for _ in range(2):
-            children.append(FileProcess(lambda: lambda b: BatchOutcome(), tuple(children)))
+            children.append(ChildProcess(lambda: lambda b: BatchOutcome(), tuple(children)))
         print(" ".join(str(c.pid) for c in children), flush=True)
         time.sleep(60)
         """
