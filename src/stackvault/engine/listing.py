@@ -102,11 +102,16 @@ class DirectoryLister:
                 break
         return listing
 
-    def list_one(self, walker: FileWalker, entry: FsEntry, old: Node | None) -> Listing:
+    def list_one(
+        self, walker: FileWalker, entry: FsEntry, old: Node | None, *, hints: bool = True
+    ) -> Listing:
         """`list` without starting anything ahead: the directory's children and its parent
-        tree's, with the kernel asked to start reading the small files to be read."""
+        tree's, with the kernel asked to start reading the small files to be read (unless
+        not ``hints``: the caller reads them at once, or asks with `will_read` itself)."""
         old_children = self.parent_children(old)
         children = walker.scan_dir(entry, known_files(old_children))
+        if not hints:
+            return Listing(children, old_children, {})
         small = self.repo.config.chunker.min
         for child in children:
             if (
@@ -115,7 +120,7 @@ class DirectoryLister:
                 and not self.unchanged(child, old_children.get(child.name))
                 and not self._stop.is_set()
             ):
-                _will_read(child.path)
+                will_read(child.path)
         return Listing(children, old_children, {})
 
     def take(self, listed: Future[Listing]) -> Listing:
@@ -129,7 +134,7 @@ class DirectoryLister:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _will_read(path: str) -> None:
+def will_read(path: str) -> None:
     """Ask the kernel to start reading a file (errors are left for the real read)."""
     try:
         fd = os.open(path, _PREFETCH_FLAGS)
