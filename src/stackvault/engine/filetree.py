@@ -167,9 +167,9 @@ class FileTreeBackup:
 
     def start_processes(self, walker: FileWalker, count: int) -> int:
         """Fork ``count`` child processes to walk directories with ``walker`` (before the
-        run starts any thread: see `stackvault.engine.forked`); how many were started. None
-        where processes cannot be made (not Linux, or the system refuses): then the walk
-        runs here, as a notice says."""
+        run starts any thread: see `stackvault.engine.forked`); how many were started: 0
+        where processes cannot be made (not Linux, or the system refuses), and then the walk
+        runs here, as a notice says (when the system refused)."""
         if count <= 0 or not fork_supported():
             return 0
         children: list[ChildProcess[Job, WalkOutcome]] = []
