@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 @dataclass
@@ -24,3 +25,15 @@ class Counts:
         with self.lock:
             for name, value in deltas.items():
                 setattr(self, name, getattr(self, name) + value)
+
+    def merge(self, other: Counts) -> None:
+        """Add ``other``'s counters (a child process's, say) under the lock."""
+        self.add(**{f.name: getattr(other, f.name) for f in fields(self) if f.name != "lock"})
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its lock (it crosses a pipe from a backup's child process)."""
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()

@@ -326,14 +326,7 @@ class FileTreeBackup:
             self._problem(problem)
         for notice in outcome.notices:
             self.progress.notice(notice)
-        self.counts.add(
-            files=outcome.files,
-            dirs=outcome.dirs,
-            bytes=outcome.bytes,
-            files_new=outcome.files_new,
-            files_changed=outcome.files_changed,
-            files_unmodified=outcome.files_unmodified,
-        )
+        self.counts.merge(outcome.counts)
         self.progress.advance(files=outcome.progress_files, bytes_=outcome.progress_bytes)
         return outcome
 

@@ -115,12 +115,8 @@ class WalkOutcome(Outcome):
     blobs: list[SealedBlob] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
-    files: int = 0
-    dirs: int = 0
-    bytes: int = 0
-    files_new: int = 0
-    files_changed: int = 0
-    files_unmodified: int = 0
+    counts: Counts = field(default_factory=Counts)
+    """What the job counted, for the run's summary."""
     progress_files: int = 0
     progress_bytes: int = 0
 
@@ -239,11 +235,8 @@ class WalkLanes:
 
 
 def count_into(outcome: WalkOutcome, counts: Counts, progress: NullProgress) -> None:
-    """Copy what a job counted (a `Counts` and a `NullProgress` of the child) into its
+    """Put what a job counted (a `Counts` and a `NullProgress` of the child) into its
     outcome."""
-    outcome.files, outcome.dirs, outcome.bytes = counts.files, counts.dirs, counts.bytes
-    outcome.files_new = counts.files_new
-    outcome.files_changed = counts.files_changed
-    outcome.files_unmodified = counts.files_unmodified
+    outcome.counts = counts
     outcome.progress_files, outcome.progress_bytes = progress.files, progress.bytes
     outcome.notices = list(progress.notices)
