@@ -77,7 +77,8 @@ bench-scale: bytecode
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.scale $(BENCH_ARGS)
 
 # The generated histories are kept in bench/work-history/ and reused (generating 5,000
-# snapshots takes hours, most of it restic's); BENCH_ARGS="--sizes 200x500" for a quick look.
+# snapshots takes ~1.5 hours, most of it stackvault's real backups); BENCH_ARGS="--sizes 200x500"
+# for a quick look.
 bench-history: bytecode
 	bash scripts/install-bench-deps.sh
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.history $(BENCH_ARGS)

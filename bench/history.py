@@ -5,11 +5,21 @@ tiny files is backed up that many times by each tool; before every snapshot ever
 rewritten with new content (~200 bytes, one blob in either tool) and given that snapshot's
 time as its mtime, so each snapshot adds ``files`` new blobs and the history holds
 ``snapshots x files`` of them. The snapshots' times are spread evenly over the ~14 months up to
-the day the history was generated (restic: ``backup --time``; stackvault has no such option,
-so its history is written in this process through the engine, `BackupJob` on a repository
-whose clock gives each snapshot's time). Both tools back up the same tree state at the same
-path, in lockstep (restic in a child process while stackvault runs here). The repositories are
-kept in ``--workdir`` with a manifest and reused by later runs with the same parameters.
+the day the history was generated. stackvault has no option to date a snapshot, so its history
+is written in this process through the engine (`BackupJob` on a repository whose clock gives
+each snapshot's time). restic's history (``--restic-history``):
+
+* ``synthetic`` (default): all snapshots but the last are written in restic's repository
+  format by `bench.resticsynth` (the same files, contents, mtimes and times; one index file and
+  a few packs per snapshot, as one ``restic backup`` writes), the last by ``restic backup
+  --time`` of the tree itself, and ``restic check --with-cache`` verifies the whole history and
+  fills restic's cache. restic reloads every index file and snapshot at each backup, so
+  backing up 5,000 states takes about a day here;
+* ``backup``: ``restic backup --time`` of every state, in lockstep with stackvault (restic in
+  a child process while stackvault backs up here).
+
+The repositories are kept in ``--workdir`` with a manifest and reused by later runs with the
+same parameters.
 
 Then, for each tool, on a copy of its repository (``cp -a --reflink=auto``, with restic's
 cache; not timed), each phase is one child process measured as in ``bench/compare.py`` (wall
@@ -35,6 +45,7 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -60,6 +71,7 @@ from bench.compare import (
     measure,
     wait_for_idle,
 )
+from bench.resticsynth import ResticSynth, SynthFile
 
 PHASES = ("snapshots", "forget-dry", "check", "nochange", "prune")
 TOOLS: dict[str, type[Tool]] = {"stackvault": Stackvault, "restic": Restic}
@@ -105,8 +117,13 @@ def content(seed: int, snap: int, file: int) -> bytes:
     return f'{{"snapshot": {snap}, "file": {file}, "v": "{digest * 2}"}}\n'.encode()
 
 
+def file_name(file: int) -> str:
+    """File ``file``'s path below the tree."""
+    return f"d{file // PER_DIR:04d}/f{file:06d}.json"
+
+
 def file_path(tree: Path, file: int) -> Path:
-    return tree / f"d{file // PER_DIR:04d}" / f"f{file:06d}.json"
+    return tree / file_name(file)
 
 
 def write_tree(tree: Path, size: Size, seed: int, snap: int, when: datetime) -> None:
@@ -265,8 +282,18 @@ class History:
     def times(self) -> list[datetime]:
         return snapshot_times(datetime.fromisoformat(self.info["anchor"]), self.size.snapshots)
 
-    def generate(self, tools: list[Tool], trash: Trash, timeout: float) -> None:
-        """Generate the histories of the tools not ready yet, all in lockstep."""
+    def generate(
+        self, tools: list[Tool], trash: Trash, timeout: float, synthetic: bool = True
+    ) -> None:
+        """Generate the histories of the tools not ready yet.
+
+        With ``synthetic`` restic's snapshots but the last are written by `bench.resticsynth`
+        (restic itself takes about a day for 5,000), after stackvault's history where both are
+        missing; restic then backs up the last state of the tree itself (``backup --time``), so
+        its last snapshot, the parent of the measured no-change backup, is restic's own, and
+        ``restic check --with-cache`` verifies the whole repository and fills restic's cache as
+        its own backups would have. Without ``synthetic`` both tools back up every state of the
+        tree in lockstep."""
         missing = [t for t in tools if not self.ready(t.name)]
         times = self.times()
         if not missing:
@@ -276,8 +303,12 @@ class History:
                 self.info["tree_final"] = True
                 self.save()
             return
-        trash.discard(self.tree)
-        self.info["tree_final"] = False
+        restic = next((t for t in missing if t.name == "restic"), None)
+        synth = restic if synthetic else None
+        lockstep = [t for t in missing if t is not synth]
+        if lockstep or not self.info.get("tree_final"):
+            trash.discard(self.tree)
+            self.info["tree_final"] = False
         for tool in missing:
             lay = self.layout(tool.name)
             trash.discard(lay.base)
@@ -291,10 +322,18 @@ class History:
                 raise RuntimeError(f"{tool.name} init failed; see {lay.logs}")
             self.info["tools"][tool.name] = {"complete": False}
         self.save()
-        names = [t.name for t in missing]
+        if lockstep:
+            self._lockstep(lockstep, times)
+        if synth is not None:
+            self._synthetic(synth, times, timeout)
+
+    def _lockstep(self, tools: list[Tool], times: list[datetime]) -> None:
+        """Every tool backs up every state of the tree (restic in a child process while
+        stackvault backs up in this one)."""
+        names = [t.name for t in tools]
         print(f"  generating {self.size.label} for {', '.join(names)} ...", flush=True)
-        restic = next((t for t in missing if t.name == "restic"), None)
-        ours = any(t.name == "stackvault" for t in missing)
+        restic = next((t for t in tools if t.name == "restic"), None)
+        ours = any(t.name == "stackvault" for t in tools)
         rgen = ResticHistory(restic, self.layout("restic")) if restic else None
         sgen = StackvaultHistory(self.layout("stackvault").repo) if ours else None
         spent = {name: 0.0 for name in names}
@@ -324,10 +363,13 @@ class History:
         for name in names:
             self.info["tools"][name] = {
                 "complete": True,
+                "history": "backup",
                 "generate_wall_s": round(total, 1),
                 "backups_wall_s": round(spent[name], 1),
                 "generated": datetime.now(UTC).isoformat(timespec="seconds"),
             }
+            if name == "restic":
+                self.info["tools"][name]["kdf"] = restic_kdf(self.layout(name).repo)
         self.info["generate_cpu_s"] = {
             "this_process": round(cpu.user + cpu.system - cpu_start.user - cpu_start.system, 1),
             "children": round(
@@ -345,6 +387,94 @@ class History:
             + ")",
             flush=True,
         )
+
+    def _synthetic(self, restic: Tool, times: list[datetime], timeout: float) -> None:
+        """restic's history: all snapshots but the last written by `bench.resticsynth`, the
+        last by ``restic backup --time``, then ``restic check``."""
+        lay = self.layout("restic")
+        print(f"  generating {self.size.label} for restic (synthetic) ...", flush=True)
+        written = self.write_synthetic(lay.repo, times[:-1])
+        if not self.info.get("tree_final"):
+            write_tree(self.tree, self.size, self.seed, len(times) - 1, times[-1])
+            self.info["tree_final"] = True
+        begin = time.perf_counter()
+        rgen = ResticHistory(restic, lay)
+        rgen.start(self.tree, times[-1])
+        rgen.wait()
+        last_backup = time.perf_counter() - begin
+        begin = time.perf_counter()
+        env = {**base_env(lay), **restic.env(lay)}
+        cmd = Command([restic.executable() or "restic", "--repo", str(lay.repo), "check"])
+        cmd.argv.append("--with-cache")
+        result = measure("generate-check", cmd, env, lay.logs, 0, timeout)
+        if result.returncode != 0:
+            tail = result.stderr_tail or result.stdout_tail
+            raise RuntimeError(f"restic check of the synthetic history failed: {tail}")
+        checked = time.perf_counter() - begin
+        self.info["tools"]["restic"] = {
+            "complete": True,
+            "history": "synthetic",
+            "synthetic_wall_s": round(written, 1),
+            "last_backup_wall_s": round(last_backup, 1),
+            "check_wall_s": round(checked, 1),
+            "kdf": restic_kdf(lay.repo),
+            "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self.save()
+        print(
+            f"  {self.size.label} restic history written in {written:.0f} s, its last backup "
+            f"{last_backup:.0f} s, restic check {checked:.0f} s",
+            flush=True,
+        )
+
+    def write_synthetic(self, repo: Path, times: list[datetime]) -> float:
+        """Write snapshots ``0 .. len(times) - 1`` of this history into the restic repository
+        ``repo`` (made by ``restic init --repository-version 2``): their packs and index files
+        on one worker process per core, their snapshot files in order here. Returns the
+        seconds it took."""
+        started = last = time.perf_counter()
+        jobs = [(self.tree, snap, when, self.size, self.seed) for snap, when in enumerate(times)]
+        parent: str | None = None
+        synth = ResticSynth(repo, PASSWORD, HOST)
+        with multiprocessing.get_context("fork").Pool(
+            os.cpu_count() or 1, _synth_start, (repo,)
+        ) as pool:
+            for snap, tree_id in enumerate(pool.imap(_synth_trees, jobs, chunksize=4)):
+                parent = synth.snapshot(self.tree, times[snap], tree_id, parent)
+                if time.perf_counter() - last >= 30:
+                    last = time.perf_counter()
+                    took = last - started
+                    print(
+                        f"    {snap + 1}/{len(times)} snapshots, {took:.0f} s,"
+                        f" ~{took / (snap + 1) * (len(times) - snap - 1):.0f} s left",
+                        flush=True,
+                    )
+        return time.perf_counter() - started
+
+
+_SYNTH: ResticSynth | None = None
+
+
+def _synth_start(repo: Path) -> None:
+    global _SYNTH
+    _SYNTH = ResticSynth(repo, PASSWORD, HOST)
+
+
+def _synth_trees(job: tuple[Path, int, datetime, Size, int]) -> str:
+    """One synthetic restic snapshot's packs and index file (in a pool worker): the tree as
+    `write_tree` leaves it at snapshot ``snap``."""
+    tree, snap, when, size, seed = job
+    assert _SYNTH is not None
+    ns = int(when.timestamp()) * 10**9 + snap
+    files = [SynthFile(file_name(f), content(seed, snap, f), ns) for f in range(size.files)]
+    return _SYNTH.trees(tree, when, files, inode=(1 << 40) + snap * (size.files + 1000))
+
+
+def restic_kdf(repo: Path) -> str:
+    """The scrypt parameters of the repository's key: ``restic init`` calibrates them to the
+    machine, and every restic command pays them at start-up (p 3 against 5: ~0.15 s)."""
+    key = json.loads(next(iter(sorted((repo / "keys").iterdir()))).read_bytes())
+    return f"{key.get('kdf')} N={key.get('N')} r={key.get('r')} p={key.get('p')}"
 
 
 def _progress(done: int, total: int, started: float, spent: dict[str, float]) -> None:
@@ -576,6 +706,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--generate-only", action="store_true", help="generate (or reuse) the histories only"
     )
     parser.add_argument(
+        "--restic-history",
+        choices=("synthetic", "backup"),
+        default="synthetic",
+        help="how restic's history is generated: written directly in its format but the last "
+        "snapshot (bench/resticsynth.py), or one restic backup per snapshot (~a day for 5,000)",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         action="append",
@@ -632,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         hist = History(workdir / size.label, size, args.seed)
         hist.load(trash)
         if args.generate_only:
-            hist.generate(tools, trash, args.timeout)
+            hist.generate(tools, trash, args.timeout, args.restic_history == "synthetic")
             continue
         if not all(hist.ready(t.name) for t in tools) or not hist.info.get("tree_final"):
             # In a child process: a measured command's peak RSS counts this process's (the
@@ -640,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
             generator = [sys.executable, "-m", "bench.history", "--generate-only"]
             options = ["--sizes", size.label, "--tools", ",".join(t.name for t in tools)]
             options += ["--workdir", str(workdir), "--seed", str(args.seed)]
+            options += ["--restic-history", args.restic_history]
             subprocess.run([*generator, *options], check=True)
             hist.load(trash)
         mine = [run_tool(tool, hist, opts) for tool in tools]
