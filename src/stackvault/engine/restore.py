@@ -154,7 +154,22 @@ class RestoreJob:
         first, each directory before its contents (`walk_tree_nodes`). An unsafe name stops
         the restore; a directory whose listing is lost stays empty and the restore fails at
         the end, naming it, while everything else is still restored."""
-        return walk_tree_nodes(self.repo.load_tree, tree_id, ([], False), self._place, self._lost)
+        descend = self._descend if self._include is not None or self._exclude else None
+        return walk_tree_nodes(
+            self.repo.load_tree, tree_id, ([], False), self._place, self._lost, descend
+        )
+
+    def _descend(self, place: _Place, node: Node) -> bool:
+        """Whether the walk needs directory ``place``'s contents: not where nothing below it
+        can be restored, because ``--exclude`` leaves it out (and so everything below it) or
+        it is not included and no ``--include`` pattern could match below it."""
+        parts, included = place
+        if included:
+            return True
+        path = "/" + "/".join(parts)
+        if self._exclude and self._left_out(path, True):
+            return False
+        return self._include is not None and self._may_want_below(path)
 
     def _place(self, parent: _Place, node: Node) -> _Place:
         base, inc_base = parent

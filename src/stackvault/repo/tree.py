@@ -182,6 +182,7 @@ def walk_tree_nodes(
     top: P,
     place: Callable[[P, Node], P],
     on_error: Callable[[P, IntegrityError], None] | None = None,
+    descend: Callable[[P, Node], bool] | None = None,
 ) -> Iterator[tuple[P, Node]]:
     """The one walk of a snapshot's trees: depth first, each directory before its contents,
     ``(where, node)`` for every node below tree ``tree_id``. ``where`` is the node's place as
@@ -196,6 +197,10 @@ def walk_tree_nodes(
     with the rest (the directory is yielded, its contents are not). Tree ``tree_id`` itself
     must load.
 
+    A directory for which ``descend(where, node)`` is false is yielded, but its tree is not
+    loaded and nothing below it is yielded (a restore of some paths skips the rest of the
+    snapshot without decoding it).
+
     Walks that need each tree's result after its subtrees' (check, repair, copy: a tree is
     judged or stored after its children, once per tree id) or each distinct tree once in
     no order (prune's reachable blobs) keep stacks of their own; each says so."""
@@ -209,6 +214,8 @@ def walk_tree_nodes(
         where = place(base, node)
         yield where, node
         if node.type == "dir" and node.subtree is not None:
+            if descend is not None and not descend(where, node):
+                continue
             try:
                 below = load(node.subtree)
             except IntegrityError as exc:
