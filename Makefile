@@ -77,7 +77,7 @@ bench-scale: bytecode
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.scale $(BENCH_ARGS)
 
 # The generated histories are kept in bench/work-history/ and reused (generating 5,000
-# snapshots takes ~1.5 hours, most of it stackvault's real backups); BENCH_ARGS="--sizes 200x500"
+# snapshots takes ~1.5 hours, most of it stackvault's own backups); BENCH_ARGS="--sizes 200x500"
 # for a quick look.
 bench-history: bytecode
 	bash scripts/install-bench-deps.sh
