@@ -20,7 +20,7 @@ FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
 
 
 def _tree(root: Path) -> Path:
-    """data/{a,b}/{x,y}/ with two files each, b/keep, and c/ with a file of each name."""
+    """data/{a,b}/{x,y}/ with two files each, b/keep, and c/one.txt."""
     for top in ("a", "b"):
         for sub in ("x", "y"):
             folder = root / top / sub
