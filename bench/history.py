@@ -71,7 +71,7 @@ from bench.compare import (
     measure,
     wait_for_idle,
 )
-from bench.resticsynth import ResticSynth, SynthFile
+from bench.resticsynth import ResticSynth, SynthFile, key_file
 
 PHASES = ("snapshots", "forget-dry", "check", "nochange", "prune")
 TOOLS: dict[str, type[Tool]] = {"stackvault": Stackvault, "restic": Restic}
@@ -404,8 +404,8 @@ class History:
         last_backup = time.perf_counter() - begin
         begin = time.perf_counter()
         env = {**base_env(lay), **restic.env(lay)}
-        cmd = Command([restic.executable() or "restic", "--repo", str(lay.repo), "check"])
-        cmd.argv.append("--with-cache")
+        exe = restic.executable() or "restic"
+        cmd = Command([exe, "--repo", str(lay.repo), "check", "--with-cache"])
         result = measure("generate-check", cmd, env, lay.logs, 0, timeout)
         if result.returncode != 0:
             tail = result.stderr_tail or result.stdout_tail
@@ -473,7 +473,7 @@ def _synth_trees(job: tuple[Path, int, datetime, Size, int]) -> str:
 def restic_kdf(repo: Path) -> str:
     """The scrypt parameters of the repository's key: ``restic init`` calibrates them to the
     machine, and every restic command pays them at start-up (p 3 against 5: ~0.15 s)."""
-    key = json.loads(next(iter(sorted((repo / "keys").iterdir()))).read_bytes())
+    key = key_file(repo)
     return f"{key.get('kdf')} N={key.get('N')} r={key.get('r')} p={key.get('p')}"
 
 

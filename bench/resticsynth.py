@@ -16,14 +16,17 @@ nothing here is used by stackvault.
 from __future__ import annotations
 
 import base64
+import grp
 import hashlib
 import json
 import os
+import pwd
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import zstandard
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -81,9 +84,15 @@ def _split(key: bytes) -> _Keys:
     return _Keys(key[:32], key[32:48], key[48:64])
 
 
+def key_file(repo: Path) -> dict[str, Any]:
+    """The repository's first key file (its KDF parameters and the sealed master key)."""
+    data: dict[str, Any] = json.loads(min((repo / "keys").iterdir()).read_bytes())
+    return data
+
+
 def master_keys(repo: Path, password: str) -> _Keys:
     """The repository's master keys, from its (first) key file and the password."""
-    keyfile = json.loads(next(iter(sorted((repo / "keys").iterdir()))).read_bytes())
+    keyfile = key_file(repo)
     if keyfile.get("kdf") != "scrypt":
         raise ValueError(f"unknown restic KDF {keyfile.get('kdf')!r}")
     user = hashlib.scrypt(
@@ -135,13 +144,10 @@ class ResticSynth:
         if config.get("version") != 2:
             raise ValueError(f"restic repository {repo} is version {config.get('version')}, not 2")
         self.zstd = zstandard.ZstdCompressor(level=3)
-        import grp
-        import pwd
-
         uid, gid = os.getuid(), os.getgid()
         self.owner = _Owner(uid, gid, pwd.getpwuid(uid).pw_name, grp.getgrgid(gid).gr_name)
         self.device = os.stat(repo).st_dev
-        self.inode = 1 << 40  # synthetic inode numbers, far from the real ones
+        self.inode = 1 << 40  # synthetic inode numbers, far from the real ones (`trees`)
 
     # -- files of the repository ----------------------------------------------------------
 
