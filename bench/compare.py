@@ -539,8 +539,9 @@ def _remove(*paths: Path) -> None:
             path.unlink()
 
 
-INODE_QUIET_S = 65
-"""How long ext4 avoids reusing a freshly deleted inode (60 s), plus a margin."""
+INODE_QUIET_S = 365
+"""How long ext4 may avoid reusing a freshly deleted inode, plus a margin: 60 s, and 5 more
+minutes while its inode table block is dirty, which creating a neighbour makes it again."""
 
 
 class Trash:
@@ -566,10 +567,12 @@ class Trash:
             path.rename(self.root / f"{os.getpid()}-{self._count}")
 
     def empty(self) -> bool:
-        """Delete everything in the trash; True if there was anything."""
+        """Delete everything in the trash and write the deletions out (an inode whose table
+        block is clean is avoided for 60 s, not 6 min); True if there was anything."""
         if not self.root.exists():
             return False
         _remove(self.root)
+        os.sync()
         return True
 
 

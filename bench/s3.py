@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.compare import Command, Result, measure, prepare_master, prewarm
+from bench.compare import (
+    INODE_QUIET_S,
+    Command,
+    Result,
+    Trash,
+    measure,
+    prepare_master,
+    prewarm,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench s3 password"
@@ -102,10 +110,17 @@ def phases(
 
 
 def run_tool(
-    tool: str, server: Any, run: int, src: Path, size: int, workdir: Path, timeout: float
+    tool: str,
+    server: Any,
+    run: int,
+    src: Path,
+    size: int,
+    workdir: Path,
+    timeout: float,
+    trash: Trash,
 ) -> dict[str, Measured]:
     work = workdir / f"s3-run-{run}" / tool
-    shutil.rmtree(work, ignore_errors=True)
+    trash.discard(work)
     (work / "logs").mkdir(parents=True)
     bucket = server.create_bucket(f"bench-{run}-{tool}")
     env = dict(
@@ -138,8 +153,8 @@ def run_tool(
         if phase in PHASES:
             out[phase] = Measured(result, spent)
         if phase == "restore":
-            shutil.rmtree(work / "restored", ignore_errors=True)
-    shutil.rmtree(work / "copy-repo", ignore_errors=True)
+            trash.discard(work / "restored")
+    trash.discard(work / "copy-repo")
     return out
 
 
@@ -189,8 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_master(args.workdir, args.scale, args.seed)
     print(f"dataset: {data.files} files, {data.bytes / 1e6:.1f} MB", flush=True)
+    # Finished trees are moved aside, not deleted, until the end: files created soon after
+    # many were deleted cost ext4 several times the system time (see `bench.compare.Trash`).
+    trash = Trash(args.workdir / "trash")
     server_dir = args.workdir / "s3-server"
-    shutil.rmtree(server_dir, ignore_errors=True)
+    trash.discard(server_dir, *args.workdir.glob("s3-run-*"))
+    if trash.empty():
+        print(f"emptied {trash.root}; waiting {INODE_QUIET_S} s for ext4 to settle", flush=True)
+        time.sleep(INODE_QUIET_S)
     server = SeaweedServer(server_dir, weed=find_weed()).start()
     raw: dict[str, list[dict[str, Measured]]] = {t: [] for t in tools}
     try:
@@ -198,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             order = tools if run % 2 else list(reversed(tools))
             for tool in order:
                 got = run_tool(
-                    tool, server, run, data.master, data.bytes, args.workdir, args.timeout
+                    tool, server, run, data.master, data.bytes, args.workdir, args.timeout, trash
                 )
                 raw[tool].append(got)
                 print(
@@ -208,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         server.stop()
-        shutil.rmtree(server_dir, ignore_errors=True)
+        trash.discard(server_dir)
+        trash.empty()
     medians = {
         tool: {
             phase: {
