@@ -22,9 +22,11 @@ def test_spans_follow_offsets_and_cut_at_gaps_and_length() -> None:
     assert list(cut_spans([a, b, c, far], same)) == [[b, c, a], [far]]
     near = at(6000 + SPAN_GAP)  # exactly SPAN_GAP after: still one request
     assert list(cut_spans([a, near], same)) == [[a, near]]
-    many = [at(i * MIB, MIB) for i in range(20)]  # back to back, 20 MiB
+    per_span = SPAN_MAX // MIB
+    count = per_span * 5 // 2  # 1 MiB blobs back to back: two full spans and half of one
+    many = [at(i * MIB, MIB) for i in range(count)]
     spans = list(cut_spans(many, same))
-    assert [len(s) for s in spans] == [SPAN_MAX // MIB] * 2 + [20 - 2 * (SPAN_MAX // MIB)]
+    assert [len(s) for s in spans] == [per_span, per_span, count - 2 * per_span]
     assert all(s[-1].offset + s[-1].length - s[0].offset <= SPAN_MAX for s in spans)
 
 

@@ -37,11 +37,15 @@ SMALL_BLOB = 256 * 1024
 AHEAD_BYTES = 64 << 20
 """Plaintext of blobs that arrived ahead of a file's earlier ones kept for its hash; past this
 (over all files) such a blob is read back from the file instead."""
-WINDOW_FILES = 4096
-WINDOW_REFS = 65536
+WINDOW_FILES = 16384
+WINDOW_REFS = 131072
 """A window of the walk is planned (its blobs grouped by pack) once it holds this many files
 or blob references: a pack with blobs of two windows is read twice, a larger window holds
-more of the tree in memory."""
+more of the tree in memory (~0.6 KB a file waiting, ~0.1 KB a reference). A backup packs
+small files in the order its readers finish them, not the tree's, so small windows read each
+pack several times in short spans: the benchmark's 20,063 files from S3 took 235 requests
+(572 MB) in windows of 4,096 files and 112 (499 MB) in one window, and the server's CPU time
+fell from 1.4 to 0.9 s."""
 
 
 def _entry(ref: _Ref) -> IndexEntry:
