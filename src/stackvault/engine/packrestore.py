@@ -43,12 +43,12 @@ WINDOW_REFS = 131072
 or blob references: a pack with blobs of two windows is read twice, a larger window holds
 more of the tree in memory (~1.8 KB a file waiting, its node included: windows of 65,536
 raised the peak RSS of a 200,000-file restore by 110-125 MB and saved nothing there, where
-creating the files is the cost). A backup packs
-small files in the order its readers finish them, not the tree's, so small windows read each
-pack several times in short spans: the benchmark's 20,063 files from S3 took 235 requests
-(572 MB) in windows of 4,096 files, 125 (502 MB) in windows of 16,384 and 112 (499 MB) in one
-window; the restore took 4.8-4.9 s against 5.3-5.5 s with 4,096 (4.4 s in one window, with
-20 MB more peak memory), and the server's CPU time fell from 1.2-1.4 to 1.0 s."""
+creating the files is the cost). A backup packs small files in the order its readers finish
+them, not the tree's, so small windows read each pack several times in short spans: the
+benchmark's 20,063 files from S3 took 235 requests (572 MB) in windows of 4,096 files, 125
+(502 MB) in windows of 16,384 and 112 (499 MB) in one window; the restore took 4.8-4.9 s
+against 5.3-5.5 s with 4,096 (4.4 s in one window, with 20 MB more peak memory), and the
+server's CPU time fell from 1.2-1.4 to 1.0 s."""
 
 
 def _entry(ref: _Ref) -> IndexEntry:
