@@ -575,6 +575,16 @@ class Trash:
         os.sync()
         return True
 
+    def settle(self) -> None:
+        """Before measuring: empty a trash left by an earlier run and, if there was one,
+        wait `INODE_QUIET_S` so that its deletions cost no tool anything."""
+        if self.empty():
+            print(
+                f"emptied {self.root}; waiting {INODE_QUIET_S} s for ext4 to settle (see Trash)",
+                flush=True,
+            )
+            time.sleep(INODE_QUIET_S)
+
 
 def copy_master(data: Data, trash: Trash) -> None:
     """A fresh working copy of the master (times preserved) at the shared source path."""
@@ -1099,13 +1109,7 @@ class Benchmark:
         workdir = self.cfg.workdir
         workdir.mkdir(parents=True, exist_ok=True)
         try:
-            if self.cfg.trash.empty():
-                print(
-                    f"emptied {self.cfg.trash.root}; waiting {INODE_QUIET_S} s for ext4 to "
-                    "settle (see Trash)",
-                    flush=True,
-                )
-                time.sleep(INODE_QUIET_S)
+            self.cfg.trash.settle()
             print(f"dataset: scale {self.args.scale} in {workdir / 'master'} ...", flush=True)
             data = prepare_master(workdir, self.args.scale, self.args.seed)
             print(f"dataset: {data.files} files, {data.bytes / MB:.1f} MB, digest {data.digest}")

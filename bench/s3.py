@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import (
-    INODE_QUIET_S,
     Command,
     Result,
     Trash,
@@ -209,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     trash = Trash(args.workdir / "trash")
     server_dir = args.workdir / "s3-server"
     trash.discard(server_dir, *args.workdir.glob("s3-run-*"))
-    if trash.empty():
-        print(f"emptied {trash.root}; waiting {INODE_QUIET_S} s for ext4 to settle", flush=True)
-        time.sleep(INODE_QUIET_S)
+    trash.settle()
     server = SeaweedServer(server_dir, weed=find_weed()).start()
     raw: dict[str, list[dict[str, Measured]]] = {t: [] for t in tools}
     try:
