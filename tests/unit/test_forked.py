@@ -199,3 +199,64 @@ def test_an_error_that_does_not_pickle_comes_back_as_a_bug() -> None:
             child.run([1])
     finally:
         child.close()
+
+
+def test_batches_sent_from_several_threads_each_get_their_own_outcome() -> None:
+    """Several threads may have batches in flight at once: the child handles them in the
+    order sent, and each caller gets the outcome of its own batch, whoever receives it."""
+
+    def work(batch: list[int]) -> BatchOutcome:
+        time.sleep(0.002 * (batch[0] % 3))  # answers take different times
+        return BatchOutcome(files=batch[0], bytes=sum(batch))
+
+    child = _started(work)
+    got: dict[int, BatchOutcome] = {}
+    lock = threading.Lock()
+
+    def ask(first: int) -> None:
+        for n in range(first, first + 40):
+            outcome = child.run([n, n])
+            with lock:
+                got[n] = outcome
+
+    try:
+        askers = [threading.Thread(target=ask, args=(k * 1000,)) for k in range(4)]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join(timeout=30)
+    finally:
+        child.close()
+    assert len(got) == 160
+    assert all((o.files, o.bytes) == (n, 2 * n) for n, o in got.items())
+
+
+def test_a_child_that_dies_fails_every_batch_in_flight() -> None:
+    entered = threading.Barrier(2, timeout=10)
+
+    def work(batch: list[int]) -> BatchOutcome:
+        time.sleep(0.3)  # the second batch is sent meanwhile
+        os.kill(os.getpid(), signal.SIGKILL)
+        return BatchOutcome()
+
+    child = _started(work)
+    errors: list[BaseException] = []
+
+    def ask(n: int) -> None:
+        entered.wait()
+        try:
+            child.run([n])
+        except StackvaultError as exc:
+            errors.append(exc)
+
+    try:
+        askers = [threading.Thread(target=ask, args=(n,)) for n in (1, 2)]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join(timeout=30)
+        assert not any(asker.is_alive() for asker in askers), "a caller waits forever"
+    finally:
+        child.close()
+    assert len(errors) == 2
+    assert all("killed by signal 9" in str(e) for e in errors)

@@ -29,7 +29,9 @@ import sys
 import threading
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
@@ -64,7 +66,7 @@ class ChildProcess(Generic[Batch, Result]):
     ``role`` names the work in messages ("restore", "backup").
     ``siblings``: the processes started before this one, whose pipe ends the child closes
     (else a sibling would never see its pipe close). `run` may be called from any thread,
-    by one thread at a time.
+    from several at once.
     """
 
     def __init__(
@@ -100,22 +102,37 @@ class ChildProcess(Generic[Batch, Result]):
         self.pid = pid
         self._conn: Connection = parent_end
         self._status: int | None = None
-        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+        self._reap_lock = threading.Lock()
+        self._waiting: deque[Future[Result]] = deque()
 
     def run(self, batch: Batch) -> Result:
         """Have the child handle ``batch``; its outcome. Raises the error that ended the
-        batch, `Interrupted` if the child was interrupted, `StackvaultError` if it died."""
-        with self._lock:
-            try:
+        batch, `Interrupted` if the child was interrupted, `StackvaultError` if it died.
+
+        Several threads may call it at once: each batch is sent as soon as the pipe takes
+        it, so the child finds the next batch waiting when it answers the last one instead
+        of idling while the parent takes the answer and sends another (the child handles
+        batches in the order sent, and whichever caller is receiving hands each answer to
+        the caller of its batch)."""
+        mine: Future[Result] = Future()
+        try:
+            with self._send_lock:
+                self._waiting.append(mine)
                 self._conn.send(batch)
-                outcome: Result = self._conn.recv()
-            except (EOFError, OSError) as exc:
-                raise StackvaultError(
-                    f"a {self.role} process (PID {self.pid}) ended before finishing its files: "
-                    f"{self._ended()}; the {self.role} is incomplete",
-                    hint=f"look for the out-of-memory killer in the kernel log, then run the "
-                    f"{self.role} again",
-                ) from exc
+            with self._recv_lock:
+                while not mine.done():
+                    outcome: Result = self._conn.recv()
+                    self._waiting.popleft().set_result(outcome)
+        except (EOFError, OSError) as exc:
+            raise StackvaultError(
+                f"a {self.role} process (PID {self.pid}) ended before finishing its files: "
+                f"{self._ended()}; the {self.role} is incomplete",
+                hint=f"look for the out-of-memory killer in the kernel log, then run the "
+                f"{self.role} again",
+            ) from exc
+        outcome = mine.result()
         if outcome.error is not None:
             raise outcome.error
         if outcome.bug:
@@ -129,12 +146,14 @@ class ChildProcess(Generic[Batch, Result]):
         self._ended()
 
     def _ended(self) -> str:
-        """Wait for the child; how it ended."""
-        if self._status is None:
-            try:
-                _pid, self._status = os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                self._status = 0
+        """Wait for the child; how it ended (each caller of `run` with a batch in flight
+        asks when the pipe breaks: the child is reaped once)."""
+        with self._reap_lock:
+            if self._status is None:
+                try:
+                    _pid, self._status = os.waitpid(self.pid, 0)
+                except ChildProcessError:
+                    self._status = 0
         if os.WIFSIGNALED(self._status):
             return f"killed by signal {os.WTERMSIG(self._status)}"
         return f"exit status {os.waitstatus_to_exitcode(self._status)}"

@@ -47,6 +47,10 @@ _SPECIAL = frozenset(("fifo", "chardev", "blockdev"))
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
 """Small files are handed out in batches of at most this many files and bytes."""
+IN_FLIGHT = 2
+"""Batches a child process of the restore holds at once: one it restores, one waiting, so
+that it goes on at once instead of waiting for the parent to take its answer and send the
+next (`ChildProcess.run`; 200,000 files: 13.4 and 14.5 s against 13.9 and 15.0 s)."""
 _Place = tuple[list[str], bool]
 """Where a node of the walk is: its path components below the target, and whether it is
 included (it or a directory above it matches ``include``)."""
@@ -309,7 +313,7 @@ class RestoreJob:
         )
         if children:
             small = [
-                Lane(1, f"restore-child-{child.pid}", partial(self._through, child, target))
+                Lane(IN_FLIGHT, f"restore-child-{child.pid}", partial(self._through, child, target))
                 for child in children
             ]
         else:
