@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
+from stackvault.engine.collector import fewer_collections
 from stackvault.engine.filerestore import STAGE_MIN, FileRestorer, Files
 from stackvault.engine.forked import ChildProcess, fork_supported
 from stackvault.engine.packrestore import PackRestorer
@@ -243,6 +244,10 @@ class RestoreJob:
 
     def run(self) -> RestoreResult:
         """Restore; raise `IntegrityError` at the end if any file could not be restored."""
+        with fewer_collections():
+            return self._run()
+
+    def _run(self) -> RestoreResult:
         target = RestoreTarget(self.opts.target, overwrite=self.opts.overwrite)
         target.prepare()
         # Blobs of a pack that vanished are read from another copy where one exists.
