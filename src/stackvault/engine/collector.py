@@ -26,7 +26,8 @@ FIRST = 20_000
 
 _lock = threading.Lock()
 _active = 0
-_saved: tuple[int, int, int] = (700, 10, 10)
+_saved = gc.get_threshold()
+"""The thresholds to put back when the last block ends (read as the first one starts)."""
 
 
 @contextmanager

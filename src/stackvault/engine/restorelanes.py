@@ -34,6 +34,7 @@ class Lane:
         self._size = workers + LANE_QUEUE
         self._slots = threading.BoundedSemaphore(self._size)
         self._failure: BaseException | None = None
+        self._failure_lock = threading.Lock()
         self._job = job
 
     def submit(self, files: list[tuple[list[str], Node]]) -> None:
@@ -43,8 +44,9 @@ class Lane:
             try:
                 self._job(files)
             except BaseException as exc:
-                if self._failure is None:
-                    self._failure = exc
+                with self._failure_lock:
+                    if self._failure is None:
+                        self._failure = exc
             finally:
                 self._slots.release()
 
