@@ -335,10 +335,22 @@ def file_entry(walker: FileWalker, path: Path) -> FsEntry:
     return entry
 
 
-# Both ways of reading a file make the same checks and raise the same errors.
+def read_in_directory(walker: FileWalker, entry: FsEntry) -> bytes:
+    """`read_small_file` of ``entry`` by its name in its directory (`open_directory`)."""
+    directory = file_entry(walker, Path(entry.path).parent)
+    dir_fd = walker.open_directory(directory)
+    assert dir_fd is not None
+    try:
+        return walker.read_small_file(entry, 1 << 20, dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# Every way of reading a file makes the same checks and raises the same errors.
 OPENERS = {
     "open_regular_file": lambda w, e: w.open_regular_file(e),
     "read_small_file": lambda w, e: w.read_small_file(e, 1 << 20),
+    "read_small_file_in_directory": read_in_directory,
 }
 opener = pytest.mark.parametrize("read", OPENERS.values(), ids=OPENERS.keys())
 
@@ -420,6 +432,39 @@ def test_read_small_file_reads_the_whole_file_and_sees_it_grow_or_shrink(
     real_read = os.read
     monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 333)))
     assert walker.read_small_file(file_entry(walker, f), 1 << 20) == data
+
+
+def test_a_file_is_read_by_name_in_the_directory_opened_not_by_its_path(tmp_path: Path) -> None:
+    walker, _ = make_walker()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"listed here")
+    directory = file_entry(walker, tmp_path / "d")
+    entry = file_entry(walker, tmp_path / "d" / "f")
+    dir_fd = walker.open_directory(directory)
+    assert dir_fd is not None
+    try:
+        # The directory moves after it was opened: its path no longer leads to the file.
+        os.rename(tmp_path / "d", tmp_path / "moved")
+        with pytest.raises(SourceVanished):
+            walker.read_small_file(entry, 1000)
+        assert walker.read_small_file(entry, 1000, dir_fd) == b"listed here"
+    finally:
+        os.close(dir_fd)
+
+
+def test_open_directory_refuses_a_replaced_or_missing_directory(tmp_path: Path) -> None:
+    walker, _ = make_walker()
+    (tmp_path / "d").mkdir()
+    directory = file_entry(walker, tmp_path / "d")
+    os.rename(tmp_path / "d", tmp_path / "old")
+    (tmp_path / "d").mkdir()  # another directory at the same path
+    assert walker.open_directory(directory) is None
+    os.rmdir(tmp_path / "d")
+    assert walker.open_directory(directory) is None
+    os.rename(tmp_path / "old", tmp_path / "d")  # the very directory again
+    dir_fd = walker.open_directory(directory)
+    assert dir_fd is not None
+    os.close(dir_fd)
 
 
 def test_open_regular_file_without_noatime_permission(

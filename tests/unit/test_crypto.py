@@ -390,3 +390,19 @@ def test_keyfile_with_malformed_master_key_inside_is_unsupported_format() -> Non
     }
     with pytest.raises(UnsupportedFormat):
         unwrap_master_key(json.dumps(doc).encode(), b"hunter2")
+
+
+def test_envelope_seal_many_seals_each_under_its_own_aad_and_nonce() -> None:
+    env = Envelope(key32(1))
+    plains = [b"", b"one", b"same" * 100, b"same" * 100]
+    aads = [b"sv1:a", b"sv1:b", b"sv1:c", b"sv1:c"]
+    sealed = env.seal_many(plains, aads)
+    assert [env.open(s, aad) for s, aad in zip(sealed, aads, strict=True)] == plains
+    assert [len(s) for s in sealed] == [len(p) + OVERHEAD for p in plains]
+    assert len({s[:NONCE_SIZE] for s in sealed}) == 4  # every nonce fresh
+    assert sealed[2] != sealed[3]
+    with pytest.raises(IntegrityError):
+        env.open(sealed[1], b"sv1:a")
+    assert env.seal_many([], []) == []
+    with pytest.raises(ValueError):
+        env.seal_many([b"x"], [])

@@ -11,7 +11,7 @@ import pytest
 
 from stackvault.crypto.kdf import KdfParams
 from stackvault.errors import StackvaultError, StoreError
-from stackvault.repo.blob import ENCODING_RAW, ENCODING_ZSTD, BlobCodec, BlobType
+from stackvault.repo.blob import ENCODING_RAW, ENCODING_ZSTD, BlobCodec, BlobType, blob_aad
 from stackvault.repo.repository import Repository
 from stackvault.repo.writer import BATCH_BLOBS
 from stackvault.store.faulty import FaultyStore
@@ -111,3 +111,27 @@ def test_a_failing_upload_of_batched_blobs_fails_the_writer() -> None:
         writer.flush()
     writer.close(commit=False)
     assert not list(faulty.inner.list("index/"))
+
+
+def test_blobs_sealed_elsewhere_are_stored_once() -> None:
+    store = MemoryStore()
+    repo = Repository.init(store, PW, kdf=FAST_KDF)
+    writer = repo.writer()
+    stored_id, _ = writer.save(BlobType.DATA, b"stored by the writer itself")
+    blobs = [b"first", b"second", b"stored by the writer itself"]
+    ids = [repo.blob_id(b) for b in blobs]
+    # Sealed as a backup's child process seals them.
+    boxes = repo.envelope.seal_many(
+        repo.codec().encode_many(blobs), [blob_aad(BlobType.DATA, i) for i in ids]
+    )
+    sealed = [
+        (BlobType.DATA, blob_id, box, len(b))
+        for blob_id, box, b in zip(ids, boxes, blobs, strict=True)
+    ]
+    writer.store_sealed(sealed)
+    writer.store_sealed(sealed[:1])  # already being stored: not again
+    writer.flush()
+    assert ids[2] == stored_id
+    assert writer.stats.blobs_added == 3  # the writer's own and the two new ones
+    for blob_id, b in zip(ids, blobs, strict=True):
+        assert bytes(repo.load_blob(blob_id)) == b

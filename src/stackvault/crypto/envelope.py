@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,6 +33,21 @@ class Envelope:
         """Encrypt and authenticate ``plaintext``, binding it to ``aad``."""
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def seal_many(
+        self, plaintexts: Sequence[bytes | bytearray | memoryview], aads: Sequence[bytes]
+    ) -> list[bytes]:
+        """`seal` of each of ``plaintexts`` with the associated data at the same place in
+        ``aads``; their nonces are drawn from the system's random source in one call."""
+        if len(plaintexts) != len(aads):
+            raise ValueError("one associated data per plaintext")
+        nonces = os.urandom(NONCE_SIZE * len(plaintexts))
+        encrypt = self._aead.encrypt
+        out: list[bytes] = []
+        for i, (plaintext, aad) in enumerate(zip(plaintexts, aads, strict=True)):
+            nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
+            out.append(nonce + encrypt(nonce, plaintext, aad))
+        return out
 
     def open(self, data: bytes | bytearray | memoryview, aad: bytes) -> bytes:
         """Authenticate and decrypt an envelope made by `seal` with the same ``aad``."""

@@ -9,6 +9,7 @@ walk (`stackvault.engine.walkprocs`) from its own copy.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,9 @@ from stackvault.repo.blob import BlobType
 from stackvault.repo.repository import Repository
 from stackvault.repo.tree import Node
 from stackvault.repo.writer import BlobSaver
+
+Files = list[tuple[FsEntry, Node | None]]
+"""Files to read: each entry with its node in the parent snapshot (None: new)."""
 
 
 class FileReader:
@@ -82,59 +86,117 @@ class FileReader:
             self.progress.advance(bytes_=len(chunk))
         return content, sha.hexdigest(), size
 
-    def store_small(
-        self, writer: BlobSaver, walker: FileWalker, entry: FsEntry
-    ) -> tuple[list[bytes], str, int]:
-        """A file below the minimum chunk size is one chunk: one read, no chunker set-up.
+    def _small_node(
+        self, writer: BlobSaver, walker: FileWalker, entry: FsEntry, dir_fd: int | None
+    ) -> Node | None:
+        """The node of a file listed below the minimum chunk size, read in one go and stored
+        as one chunk (no chunker set-up; ``dir_fd``: its directory, `open_directory`), or
+        None if it has grown to the minimum since it was listed (read it as a stream).
 
         Gives the same blobs as `store_stream` would (the chunker never cuts below its
         minimum), so deduplication does not depend on which path a file took.
         """
         small = self.repo.config.chunker.min
-        data = walker.read_small_file(entry, small)
-        if len(data) >= small:  # grew since it was listed
-            with walker.open_regular_file(entry) as f:
-                return self.store_stream(writer, f)
+        data = walker.read_small_file(entry, small, dir_fd)
+        if len(data) >= small:
+            return None
         if self._stop.is_set():
             raise Interrupted("backup interrupted")
-        content: list[bytes] = []
+        node = node_from_entry(entry)
         if data:
             blob_id = self.repo.master.blob_id(data)
             writer.save(BlobType.DATA, data, blob_id)
-            content.append(blob_id)
-        self.progress.advance(bytes_=len(data))
-        return content, hashlib.sha256(data).hexdigest(), len(data)
+            node.content = [blob_id]
+        node.sha256 = hashlib.sha256(data).hexdigest()
+        node.size = len(data)
+        return node
 
-    def read_file(
-        self, writer: BlobSaver, walker: FileWalker, entry: FsEntry, old: Node | None
-    ) -> Node | None:
+    def _read(
+        self,
+        writer: BlobSaver,
+        walker: FileWalker,
+        entry: FsEntry,
+        dir_fd: int | None = None,
+    ) -> tuple[Node, int] | None:
+        """A file read and stored: its node and the bytes not yet given to progress (a
+        streamed file's are given chunk by chunk); None if it could not be read, which is
+        reported as a problem. Counts nothing."""
         try:
-            node = node_from_entry(entry)
             try:
                 if entry.size < self.repo.config.chunker.min:
-                    node.content, node.sha256, node.size = self.store_small(writer, walker, entry)
-                else:
-                    with walker.open_regular_file(entry) as f:
-                        node.content, node.sha256, node.size = self.store_stream(writer, f)
+                    node = self._small_node(writer, walker, entry, dir_fd)
+                    if node is not None:
+                        return self._checked(node, entry), node.size
+                node = node_from_entry(entry)
+                with walker.open_regular_file(entry) as f:
+                    node.content, node.sha256, node.size = self.store_stream(writer, f)
+                return self._checked(node, entry), 0
             except OSError as exc:
                 raise SourceError(f"read failed: {exc.strerror or exc}") from exc
-            if node.size != entry.size:
-                self.problem(Problem(entry.path, "file changed size while being read", False))
-            with self.counts.lock:
-                self.counts.files += 1
-                self.counts.bytes += node.size
-                if old is None:
-                    self.counts.files_new += 1
-                else:
-                    self.counts.files_changed += 1
-            self.progress.advance(files=1)
-            return node
         except SourceVanished:
             self.problem(Problem(entry.path, VANISHED, False))
             return None
         except SourceError as exc:
             self.problem(Problem(entry.path, str(exc), True))
             return None
+
+    def _checked(self, node: Node, entry: FsEntry) -> Node:
+        """``node``, with a problem reported if the file's size changed while it was read."""
+        if node.size != entry.size:
+            self.problem(Problem(entry.path, "file changed size while being read", False))
+        return node
+
+    def read_file(
+        self, writer: BlobSaver, walker: FileWalker, entry: FsEntry, old: Node | None
+    ) -> Node | None:
+        """Read and store a file (``old``: its node in the parent snapshot, None if new); its
+        node, or None if it could not be read (reported as a problem). Counted."""
+        read = self._read(writer, walker, entry)
+        if read is None:
+            return None
+        node, unsent = read
+        new = old is None
+        self._count(files=1, new=int(new), changed=int(not new), size=node.size, unsent=unsent)
+        return node
+
+    def read_small_files(
+        self, writer: BlobSaver, walker: FileWalker, directory: FsEntry, files: Files
+    ) -> list[Node]:
+        """`read_file` of each of ``files``: regular files listed in ``directory``, below the
+        minimum chunk size, each with its parent node. They are opened by name in the
+        directory, opened once (`FileWalker.open_directory`; by path if it cannot be), and
+        counted once for all. The nodes of those that could be read, in order."""
+        dir_fd = walker.open_directory(directory)
+        nodes: list[Node] = []
+        new = changed = size = unsent = 0
+        try:
+            for entry, old in files:
+                read = self._read(writer, walker, entry, dir_fd)
+                if read is None:
+                    continue
+                node, more = read
+                nodes.append(node)
+                size += node.size
+                unsent += more
+                if old is None:
+                    new += 1
+                else:
+                    changed += 1
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+        self._count(files=len(nodes), new=new, changed=changed, size=size, unsent=unsent)
+        return nodes
+
+    def _count(self, *, files: int, new: int, changed: int, size: int, unsent: int) -> None:
+        """Count files read (``new`` and ``changed`` of them) of ``size`` bytes, and give
+        progress the files and the ``unsent`` bytes."""
+        with self.counts.lock:
+            self.counts.files += files
+            self.counts.bytes += size
+            self.counts.files_new += new
+            self.counts.files_changed += changed
+        self.progress.advance(files=files, bytes_=unsent)
 
     def reuse(self, entry: FsEntry, old: Node | None) -> Node | None:
         """The node of an unchanged file, built from its parent node without reading it."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from stackvault.engine.completions import Completions, Pending
 from stackvault.engine.counts import Counts
-from stackvault.engine.filereader import FileReader
+from stackvault.engine.filereader import FileReader, Files
 from stackvault.engine.forked import ChildProcess, fork_supported
 from stackvault.engine.listing import DirectoryLister, Listing, will_read
 from stackvault.engine.nodes import node_from_entry
@@ -36,7 +36,6 @@ from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.smallfiles import SmallFiles
 from stackvault.engine.walkprocs import (
     DirJob,
-    Files,
     Item,
     Job,
     ParentFile,
@@ -215,8 +214,9 @@ class FileTreeBackup:
         unchanged files, read its small files (some, `split_reads`) and, when nothing is
         left to do elsewhere, store its tree."""
         if isinstance(job, ReadJob):
-            read = [self.reader.read_file(sink, walker, entry, old) for entry, old in job.files]
-            return WalkOutcome(items=[n for n in read if n is not None])
+            return WalkOutcome(
+                items=list(self.reader.read_small_files(sink, walker, job.directory, job.files))
+            )
         if job.mount_point:
             walker.keep_empty(job.entry)
         # Its small files are read right away: asking the kernel to read them ahead costs
@@ -239,14 +239,11 @@ class FileTreeBackup:
             else:
                 items.append(ParentFile(child, prev))
         here, later = split_reads(reads)
-        for entry, prev in here:
-            node = self.reader.read_file(sink, walker, entry, prev)
-            if node is not None:
-                items.append(node)
+        items.extend(self.reader.read_small_files(sink, walker, job.entry, here))
         for batch in later:
             for entry, _prev in batch:
                 will_read(entry.path)
-            items.append(SmallBatch(batch))
+            items.append(SmallBatch(job.entry, batch))
         if all(isinstance(item, Node) for item in items):
             kept = [item for item in items if isinstance(item, Node)]
             return WalkOutcome(node=self._dir_node(sink, job.entry, job.old, old_children, kept))
@@ -291,14 +288,14 @@ class FileTreeBackup:
                         self._submit_file(self._pool, writer, walker, item.entry, item.old)
                     )
                 else:
-                    pending.append(self._read_in_child(writer, item.files))
+                    pending.append(self._read_in_child(writer, item))
             old_children = self._lister.parent_children(job.old)
             finish = functools.partial(self._dir_node, writer, job.entry, job.old, old_children)
             self._completions.when_all(pending, finish, out)
         except BaseException as exc:
             out.set_exception(exc)
 
-    def _read_in_child(self, writer: BlobWriter, files: Files) -> Future[list[Node | None]]:
+    def _read_in_child(self, writer: BlobWriter, batch: SmallBatch) -> Future[list[Node | None]]:
         """Have a child read a batch of small files; their nodes once their blobs are
         stored."""
         assert self._lanes is not None
@@ -311,16 +308,14 @@ class FileTreeBackup:
             except BaseException as exc:
                 nodes.set_exception(exc)
 
-        self._lanes.submit(ReadJob(files)).add_done_callback(done)
+        self._lanes.submit(ReadJob(batch.directory, batch.files)).add_done_callback(done)
         return nodes
 
     def _absorb(self, writer: BlobWriter, fut: Future[WalkOutcome]) -> WalkOutcome:
         """A job's outcome (raises its failure), once the blobs it sealed are stored and
         what it counted and found is reported here."""
         outcome = fut.result()
-        for blob_type, blob_id, sealed, raw_len in outcome.blobs:
-            if writer.reserve(blob_id):
-                writer.add_sealed(blob_type, blob_id, sealed, raw_len)
+        writer.store_sealed(outcome.blobs)
         outcome.blobs = []
         for problem in outcome.problems:
             self._problem(problem)

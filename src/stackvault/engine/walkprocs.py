@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from stackvault.engine.counts import Counts
+from stackvault.engine.filereader import Files
 from stackvault.engine.forked import ChildProcess, Outcome
 from stackvault.engine.progress import NullProgress
 from stackvault.errors import Interrupted
@@ -39,6 +40,7 @@ from stackvault.fs.walk import Problem
 from stackvault.repo.blob import BlobType, blob_aad
 from stackvault.repo.repository import Repository
 from stackvault.repo.tree import Node
+from stackvault.repo.writer import SealedBlob
 
 READ_FILES = 2048
 """Small files a child reads for one answer at most (the rest of a directory's small files
@@ -48,9 +50,6 @@ encoding of their trees cost ~13 % more CPU in all (200,000 files)."""
 READ_BYTES = 16 << 20
 """Bytes of small files a child reads for one answer at most: an answer carries their sealed
 blobs, and holds their plaintext until they are sealed."""
-
-Files = list[tuple[FsEntry, Node | None]]
-"""Files to read: each entry with its node in the parent snapshot (None: new)."""
 
 
 @dataclass
@@ -65,8 +64,9 @@ class DirJob:
 
 @dataclass
 class ReadJob:
-    """Read, hash and seal small files."""
+    """Read, hash and seal small files of one directory."""
 
+    directory: FsEntry
     files: Files
 
 
@@ -92,15 +92,13 @@ class ParentFile:
 
 @dataclass
 class SmallBatch:
-    """Small files left for a `ReadJob`."""
+    """Small files of a directory left for a `ReadJob`."""
 
+    directory: FsEntry
     files: Files
 
 
 Item = Node | SubDir | ParentFile | SmallBatch
-
-SealedBlob = tuple[BlobType, bytes, bytes, int]
-"""A blob sealed by a child: type, id, sealed bytes, plaintext length."""
 
 
 @dataclass
@@ -153,10 +151,12 @@ class SealingSink:
         if not plain:
             return []
         encoded = self._repo.codec().encode_many([data for _t, _i, data in plain])
-        envelope = self._repo.envelope
+        sealed = self._repo.envelope.seal_many(
+            encoded, [blob_aad(blob_type, blob_id) for blob_type, blob_id, _d in plain]
+        )
         return [
-            (blob_type, blob_id, envelope.seal(payload, blob_aad(blob_type, blob_id)), len(data))
-            for (blob_type, blob_id, data), payload in zip(plain, encoded, strict=True)
+            (blob_type, blob_id, box, len(data))
+            for (blob_type, blob_id, data), box in zip(plain, sealed, strict=True)
         ]
 
 

@@ -225,12 +225,32 @@ class FileWalker:
             os.close(fd)
             raise
 
-    def read_small_file(self, entry: FsEntry, limit: int) -> bytes:
+    def open_directory(self, dir_entry: FsEntry) -> int | None:
+        """The directory of ``dir_entry`` opened and checked to still be it (its device and
+        inode), to read its files relative to it (`read_small_file`'s ``dir_fd``): the
+        kernel then resolves one name per file instead of the whole path. The caller closes
+        it. None if it cannot be opened or was replaced: its files are then read by their
+        paths, which report what is wrong with each."""
+        try:
+            fd = open_path(dir_entry.path, _DIR_FLAGS)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != (dir_entry.device, dir_entry.inode):
+            os.close(fd)
+            return None
+        return fd
+
+    def read_small_file(self, entry: FsEntry, limit: int, dir_fd: int | None = None) -> bytes:
         """The contents of a file entry, up to ``limit`` bytes (``limit`` bytes means it may
         have grown: the caller reads it as a stream instead). Same checks and errors as
         `open_regular_file`; one open, fstat, read and close, without a file object: this
-        runs once per small file of a backup, on the walking thread."""
-        fd = self._open_fd(entry, blocking=False)
+        runs once per small file of a backup. ``dir_fd``: the entry's directory, opened by
+        `open_directory` (the file is then opened by its name there)."""
+        fd = self._open_fd(entry, blocking=False, dir_fd=dir_fd)
         try:
             # O_NONBLOCK has no effect on reads of a regular file (fstat checked it is one).
             # Ask for one byte more than listed: getting exactly the listed size is the
@@ -252,19 +272,20 @@ class FileWalker:
         finally:
             os.close(fd)
 
-    def _open_fd(self, entry: FsEntry, *, blocking: bool) -> int:
-        """The entry's file opened read-only (``O_NONBLOCK`` cleared if ``blocking``), checked
-        to still be the regular file with the entry's inode and device."""
+    def _open_fd(self, entry: FsEntry, *, blocking: bool, dir_fd: int | None = None) -> int:
+        """The entry's file opened read-only (``O_NONBLOCK`` cleared if ``blocking``; by its
+        name in ``dir_fd`` if given), checked to still be the regular file with the entry's
+        inode and device."""
         if entry.kind != "file":
             raise SourceError(f"cannot read {entry.path}: not a regular file")
         try:
             try:
-                fd = open_path(entry.path, _FILE_FLAGS | _NOATIME)
+                fd = _open_entry(entry, _FILE_FLAGS | _NOATIME, dir_fd)
             except PermissionError as exc:
                 # O_NOATIME needs ownership of the file (or CAP_FOWNER); read without it.
                 if not _NOATIME or exc.errno != errno.EPERM:
                     raise
-                fd = open_path(entry.path, _FILE_FLAGS)
+                fd = _open_entry(entry, _FILE_FLAGS, dir_fd)
         except FileNotFoundError as exc:
             raise SourceVanished(f"{entry.path}: {VANISHED}") from exc
         except OSError as exc:
@@ -362,6 +383,13 @@ class FileWalker:
 
     def _incomplete(self, path: str, message: str) -> None:
         self.on_problem(Problem(path, message, incomplete=True))
+
+
+def _open_entry(entry: FsEntry, flags: int, dir_fd: int | None) -> int:
+    """``os.open`` of an entry: by its name in ``dir_fd``, else by its path."""
+    if dir_fd is None:
+        return open_path(entry.path, flags)
+    return os.open(entry.name, flags, dir_fd=dir_fd)
 
 
 def open_path(path: str, flags: int) -> int:

@@ -79,16 +79,22 @@ class BlobCodec:
 
     def encode_many(self, plaintexts: list[bytes]) -> list[bytes]:
         """`encode` of each of ``plaintexts`` (small blobs), compressed in one native call."""
-        big = [i for i, p in enumerate(plaintexts) if len(p) >= COMPRESS_MIN]
-        out = [b"\x00" + p for p in plaintexts]  # replaced below where zstd saves enough
-        if big:
-            packed = self._compressor.multi_compress_to_buffer(
-                [plaintexts[i] for i in big], threads=1
-            )
-            for k, i in enumerate(big):
+        big: list[bytes | bytearray | memoryview] = [
+            p for p in plaintexts if len(p) >= COMPRESS_MIN
+        ]
+        packed = self._compressor.multi_compress_to_buffer(big, threads=1) if big else None
+        out: list[bytes] = []
+        k = 0
+        for plain in plaintexts:
+            if packed is not None and len(plain) >= COMPRESS_MIN:
                 segment = packed[k]
-                if _saves_enough(len(plaintexts[i]), len(segment)):
-                    out[i] = b"\x01" + segment.tobytes()
+                k += 1
+                if _saves_enough(len(plain), len(segment)):
+                    # One copy out of zstd's buffer (a segment has the buffer protocol;
+                    # its type stubs do not say so).
+                    out.append(b"\x01" + segment)  # type: ignore[operator]
+                    continue
+            out.append(b"\x00" + plain)
         return out
 
     def decode(self, encoded: bytes, raw_length: int) -> bytes | memoryview:

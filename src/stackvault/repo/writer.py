@@ -25,6 +25,10 @@ from stackvault.repo.index import Index, encode_index
 from stackvault.repo.pack import PackBuilder, PackedBlob, pack_name, storage_id
 from stackvault.store.base import Store
 
+SealedBlob = tuple[BlobType, bytes, bytes, int]
+"""A blob compressed and sealed elsewhere (a backup's child process): type, id, sealed
+bytes, plaintext length."""
+
 INDEX_EVERY_PACKS = 8
 INDEX_EVERY_S = 20.0
 """An index file is written once this many packs are stored that no index file names yet, or
@@ -179,6 +183,21 @@ class BlobWriter:
             self._reserved.add(blob_id)
             return True
 
+    def store_sealed(self, blobs: list[SealedBlob]) -> None:
+        """`reserve` and `add_sealed` each of ``blobs`` not stored or being stored yet: the
+        reservations are made under one lock."""
+        index = self._repo.index
+        reserved = self._reserved
+        fresh: list[SealedBlob] = []
+        with self._lock:
+            for blob in blobs:
+                blob_id = blob[1]
+                if blob_id not in reserved and blob_id not in index:
+                    reserved.add(blob_id)
+                    fresh.append(blob)
+        for blob_type, blob_id, sealed, raw_len in fresh:
+            self.add_sealed(blob_type, blob_id, sealed, raw_len)
+
     def save(
         self,
         blob_type: BlobType,
@@ -239,12 +258,13 @@ class BlobWriter:
             batch = box.pop()
             # One call compresses the whole batch: the GIL is released once, not per blob.
             encoded = self._repo.codec().encode_many([data for _t, _i, data in batch])
-            envelope = self._repo.envelope
-            for (blob_type, blob_id, data), payload in zip(batch, encoded, strict=True):
+            sealed = self._repo.envelope.seal_many(
+                encoded, [blob_aad(blob_type, blob_id) for blob_type, blob_id, _d in batch]
+            )
+            for (blob_type, blob_id, data), one in zip(batch, sealed, strict=True):
                 if self._error is not None:
                     return
-                sealed = envelope.seal(payload, blob_aad(blob_type, blob_id))
-                self.add_sealed(blob_type, blob_id, sealed, len(data))
+                self.add_sealed(blob_type, blob_id, one, len(data))
         except BaseException as exc:
             self._fail(exc)
         finally:
