@@ -551,3 +551,23 @@ def test_an_unchanged_file_takes_its_xattrs_from_what_was_recorded(
     assert children["touched"].xattrs == () and "touched" in asked
     assert children["new"].xattrs == () and "new" in asked
     assert rec.problems == []
+
+
+def test_will_read_neither_blocks_nor_raises_whatever_the_entry_became(tmp_path: Path) -> None:
+    walker, rec = make_walker()
+    for name in ("kept", "gone", "fifo"):
+        (tmp_path / name).write_bytes(b"listed as a file")
+    directory = file_entry(walker, tmp_path)
+    entries = {name: file_entry(walker, tmp_path / name) for name in ("kept", "gone", "fifo")}
+    os.unlink(tmp_path / "gone")
+    os.unlink(tmp_path / "fifo")
+    os.mkfifo(tmp_path / "fifo")  # opening it to read would block without O_NONBLOCK
+    dir_fd = walker.open_directory(directory)
+    assert dir_fd is not None
+    try:
+        for entry in entries.values():
+            walker.will_read(entry, dir_fd)
+        assert walker.read_small_file(entries["kept"], 1000, dir_fd) == b"listed as a file"
+    finally:
+        os.close(dir_fd)
+    assert rec.problems == []  # a hint reports nothing: the read that follows does

@@ -219,8 +219,9 @@ class FileTreeBackup:
             )
         if job.mount_point:
             walker.keep_empty(job.entry)
-        # Its small files are read right away: asking the kernel to read them ahead costs
-        # three system calls each and gains nothing. Those left for later jobs are asked for.
+        # The kernel is asked to read ahead the small files read here by `read_small_files`
+        # (through the directory, just before it reads them) and those left for later jobs
+        # below; the listing does not ask for them a second time.
         listing = self._lister.list_one(walker, job.entry, job.old, hints=False)
         old_children = listing.old_children
         items: list[Item] = []
