@@ -162,7 +162,10 @@ def test_a_tree_2000_levels_deep_is_backed_up_listed_checked_copied_and_restored
         first, latest = (s["id"] for s in cli("snapshots", "--json").json())
         changes = cli("diff", "--json", first, latest)
         assert changes.code == 0, changes.err
-        assert changes.json()["changes"] == [{"kind": "M", "path": str(leaf)}]
+        # The snapshot also holds the folders above the tree (/tmp ...), which anything else
+        # on the machine may touch between the two backups: only the tree is compared.
+        in_tree = [c for c in changes.json()["changes"] if c["path"].startswith(f"{src}/")]
+        assert in_tree == [{"kind": "M", "path": str(leaf)}]
 
         second = tmp_path / "second"
         assert cli("--repo", second, *FAST_INIT).code == 0

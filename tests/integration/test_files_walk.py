@@ -20,7 +20,7 @@ import pytest
 from stackvault.errors import SourceError, SourceVanished
 from stackvault.fs.entry import FsEntry, KnownFile
 from stackvault.fs.exclude import ExcludeMatcher
-from stackvault.fs.walk import FileWalker, Problem
+from stackvault.fs.walk import FileWalker, Problem, will_read
 
 MTIME_NS = 1_600_000_000_123_456_789
 
@@ -566,7 +566,7 @@ def test_will_read_neither_blocks_nor_raises_whatever_the_entry_became(tmp_path:
     assert dir_fd is not None
     try:
         for entry in entries.values():
-            walker.will_read(entry, dir_fd)
+            will_read(entry.name, dir_fd)
         assert walker.read_small_file(entries["kept"], 1000, dir_fd) == b"listed as a file"
     finally:
         os.close(dir_fd)

@@ -22,7 +22,7 @@ from stackvault.engine.nodes import node_from_entry, same_metadata
 from stackvault.engine.progress import Progress
 from stackvault.errors import Interrupted, SourceError, SourceVanished
 from stackvault.fs.entry import FsEntry
-from stackvault.fs.walk import VANISHED, FileWalker, Problem
+from stackvault.fs.walk import VANISHED, FileWalker, Problem, will_read
 from stackvault.repo.blob import BlobType
 from stackvault.repo.repository import Repository
 from stackvault.repo.tree import Node
@@ -167,14 +167,14 @@ class FileReader:
         directory, opened once (`FileWalker.open_directory`; by path if it cannot be), and
         counted once for all. The nodes of those that could be read, in order.
 
-        The kernel is first asked to read them all ahead (`FileWalker.will_read`): with
+        The kernel is first asked to read them all ahead (`will_read`): with
         their reads in flight together, a cold read rarely waits on the disk alone, and
         waits less CPU time in the kernel (200,000 files from disk, cold: 24.0-29.5 s and
         35.5-42.2 CPU-s without, 16.1-16.7 s and 28.2-29.3 CPU-s with; docs/PERFORMANCE.md)."""
         dir_fd = walker.open_directory(directory)
         if dir_fd is not None and len(files) > 1:
             for entry, _old in files:
-                walker.will_read(entry, dir_fd)
+                will_read(entry.name, dir_fd)
         nodes: list[Node] = []
         new = changed = size = unsent = 0
         try:

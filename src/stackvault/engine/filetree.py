@@ -30,7 +30,7 @@ from stackvault.engine.completions import Completions, Pending
 from stackvault.engine.counts import Counts
 from stackvault.engine.filereader import FileReader, Files
 from stackvault.engine.forked import ChildProcess, fork_supported
-from stackvault.engine.listing import DirectoryLister, Listing, will_read
+from stackvault.engine.listing import DirectoryLister, Listing
 from stackvault.engine.nodes import node_from_entry
 from stackvault.engine.progress import NullProgress, Progress
 from stackvault.engine.smallfiles import SmallFiles
@@ -50,7 +50,7 @@ from stackvault.engine.walkprocs import (
 )
 from stackvault.errors import Interrupted
 from stackvault.fs.entry import FsEntry, entry_from_stat
-from stackvault.fs.walk import FileWalker, Problem
+from stackvault.fs.walk import FileWalker, Problem, will_read
 from stackvault.repo.blob import BlobType
 from stackvault.repo.repository import Repository
 from stackvault.repo.snapshot import Snapshot

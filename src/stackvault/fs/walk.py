@@ -244,20 +244,6 @@ class FileWalker:
             return None
         return fd
 
-    def will_read(self, entry: FsEntry, dir_fd: int) -> None:
-        """Ask the kernel to start reading a file entry, by its name in ``dir_fd``
-        (`open_directory`); errors are left for the real read."""
-        try:
-            fd = os.open(entry.name, _FILE_FLAGS, dir_fd=dir_fd)
-        except OSError:
-            return
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
     def read_small_file(self, entry: FsEntry, limit: int, dir_fd: int | None = None) -> bytes:
         """The contents of a file entry, up to ``limit`` bytes (``limit`` bytes means it may
         have grown: the caller reads it as a stream instead). Same checks and errors as
@@ -397,6 +383,23 @@ class FileWalker:
 
     def _incomplete(self, path: str, message: str) -> None:
         self.on_problem(Problem(path, message, incomplete=True))
+
+
+def will_read(path: str, dir_fd: int | None = None) -> None:
+    """Ask the kernel to start reading a file: by ``path``, or by its name in ``dir_fd``
+    (`FileWalker.open_directory`). Opened as the walk opens files to read them, so a file
+    that became a fifo or a symlink is neither waited on nor followed; errors are left for
+    the real read, which reports them."""
+    try:
+        fd = os.open(path, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _open_entry(entry: FsEntry, flags: int, dir_fd: int | None) -> int:
