@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from stackvault.clock import FrozenClock
 from stackvault.config import Config, load_config
 from stackvault.config.job import EffectiveJob
 from stackvault.errors import RepositoryNotFound
+from stackvault.interrupts import keep_interrupts
 from stackvault.ops.daemon import Daemon, DaemonOptions
 from stackvault.ops.eventlog import EventLog
 from stackvault.records.run import RunRecord, RunResult, Trigger
@@ -288,6 +290,35 @@ def test_sigterm_during_a_run_interrupts_it_and_exits_0(tmp_path: Path) -> None:
     assert timer is not None
     timer.join(2)
     assert not timer.is_alive()
+
+
+def test_an_interrupt_a_finalizer_drops_during_a_run_is_raised_again(tmp_path: Path) -> None:
+    class Thing:
+        pass
+
+    def interrupted(h: Harness, job: EffectiveJob, trigger: Trigger) -> RunResult:
+        def finalizer() -> None:  # the handler's KeyboardInterrupt is raised in here, dropped
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+
+        thing = Thing()
+        weakref.finalize(thing, finalizer)
+        del thing
+        time.sleep(5)  # the interrupt sent again ends this at once
+        raise AssertionError("the run was not interrupted")
+
+    h = Harness(tmp_path, {"fast": "*/5 * * * *"}, run=interrupted)
+    restore = keep_interrupts()
+    try:
+        began = time.monotonic()
+        assert serve(h) == 0
+    finally:
+        restore()
+    assert time.monotonic() - began < 3
+    end = next(e for e in h.events() if e["event"] == "run-end")
+    assert end["result"] == "interrupted"
+    assert [e["event"] for e in h.events()].count("stopping") == 1
 
 
 def test_failed_run_is_retried_with_backoff(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import threading
 from types import FrameType
 
 from stackvault.errors import EXIT_ERROR, EXIT_INTERRUPTED, StackvaultError
+from stackvault.interrupts import keep_interrupts
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     # interval lets them take it back quickly (measured: 300 MB random file 1.07 s -> 0.80 s).
     sys.setswitchinterval(0.001)
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    # An interrupt that lands in a finalizer is delivered again, not dropped.
+    restore_hook = keep_interrupts()
     try:
         return run_command(build_parser(), sys.argv[1:] if argv is None else argv)
     except ParserExit as exc:  # --help, --version
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_ERROR
     finally:
+        restore_hook()
         signal.signal(signal.SIGTERM, previous)
 
 

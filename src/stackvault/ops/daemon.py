@@ -52,6 +52,7 @@ from stackvault.config import Config, NotifySettings
 from stackvault.config.job import EffectiveJob
 from stackvault.config.model import NotifyEvent
 from stackvault.errors import StackvaultError
+from stackvault.interrupts import take_lost
 from stackvault.ops.drills import DrillPlanner, DrillSpec, PastDrill
 from stackvault.ops.eventlog import EventLog, stamp
 from stackvault.ops.history import read_job_history
@@ -169,6 +170,10 @@ class Daemon:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             self.reload_requested = True
+            return
+        if take_lost():  # the run's interrupt was dropped by a finalizer: raise it again
+            if self._in_run:
+                raise KeyboardInterrupt
             return
         self.request_stop(signal.Signals(signum).name)
 
