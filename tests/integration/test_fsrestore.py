@@ -21,7 +21,7 @@ from stackvault.fs import target as fsrestore
 from stackvault.fs import writer as fswriter
 from stackvault.fs.entry import FsEntry
 from stackvault.fs.exclude import ExcludeMatcher
-from stackvault.fs.target import RestoreTarget
+from stackvault.fs.target import RestoreTarget, SmallFile
 from stackvault.fs.walk import FileWalker, Problem
 
 MTIME_NS = 1_500_000_000_987_654_321
@@ -600,6 +600,70 @@ def test_owner_is_kept_when_not_restoring_owners(area: tuple[Path, Path]) -> Non
     assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid())
 
 
+def test_write_files_gives_each_file_its_exact_mode_owner_and_time_whatever_the_umask(
+    area: tuple[Path, Path],
+) -> None:
+    """Files created with their final mode are read back and corrected: a umask that takes
+    bits away, special bits, an owner other than the creator's, xattrs."""
+    if os.geteuid() != 0:
+        pytest.fail("this test expects to run as root (it restores other owners)")
+    modes = [0o644, 0o666, 0o400, 0o000, 0o755, 0o4755, 0o2750, 0o1777, 0o600]
+    files = [
+        SmallFile(
+            f"m{i}",
+            b"x" * i,
+            mode,
+            1234 if i % 2 else 0,
+            5678 if i % 3 else 0,
+            MTIME_NS + i,
+            [("user.n", b"%d" % i)] if i == 8 else (),
+        )
+        for i, mode in enumerate(modes)
+    ]
+    old = os.umask(0o077)
+    try:
+        with RestoreTarget(str(area[0]), overwrite=False) as target:
+            notices = target.write_files(["d"], files)
+    finally:
+        os.umask(old)
+    xattrs_here = not any("not supported" in n for n in notices)
+    assert notices == [] or not xattrs_here, notices
+    for f in files:
+        st = os.lstat(area[0] / "d" / f.name)
+        assert stat.S_IMODE(st.st_mode) == f.mode, f
+        assert (st.st_uid, st.st_gid, st.st_mtime_ns) == (f.uid, f.gid, f.mtime_ns), f
+        assert (area[0] / "d" / f.name).read_bytes() == f.data
+    if xattrs_here:
+        assert os.getxattr(area[0] / "d" / "m8", "user.n") == b"8"
+
+
+def test_write_files_sets_the_group_a_setgid_directory_would_give_instead(
+    area: tuple[Path, Path],
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test expects to run as root (it restores other owners)")
+    with RestoreTarget(str(area[0]), overwrite=False) as target:
+        shared = area[0] / "shared"
+        shared.mkdir()
+        os.chown(shared, 0, 5678)
+        os.chmod(shared, 0o2775)
+        target.write_files(["shared"], [SmallFile("f", b"x", 0o644, 0, 0, MTIME_NS)])
+    st = os.lstat(area[0] / "shared" / "f")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
+
+
+def test_write_files_stops_at_a_taken_name_and_keeps_the_files_before_it(
+    target: RestoreTarget,
+) -> None:
+    write_file(target, ["d", "b"], b"old")
+    files = [SmallFile(n, n.encode(), 0o644, 0, 0, MTIME_NS) for n in ("a", "b", "c")]
+    with pytest.raises(RestoreRefused, match="'d/b': it already exists"):
+        target.write_files(["d"], files)
+    root = Path(target.root)
+    assert sorted(os.listdir(root / "d")) == ["a", "b"]
+    assert (root / "d" / "a").read_bytes() == b"a" and (root / "d" / "b").read_bytes() == b"old"
+
+
 def test_chown_refusal_is_a_notice_for_root_and_silent_otherwise(
     area: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -684,7 +748,7 @@ def test_write_file_with_overwrite_replaces_a_file_through_a_temp_name(tmp_path:
 def test_write_file_that_fails_leaves_nothing(
     target: RestoreTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*_args: Any) -> list[str]:
+    def refuse(*_args: Any, **_kwargs: Any) -> list[str]:
         raise StackvaultError("metadata refused")
 
     monkeypatch.setattr(target, "apply_metadata", refuse)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from stackvault.engine.progress import Progress
 from stackvault.errors import IntegrityError, Interrupted
-from stackvault.fs.target import FileWriter, RestoreTarget
+from stackvault.fs.target import FileWriter, RestoreTarget, SmallFile
 from stackvault.fs.writemode import WriteMode
 from stackvault.readahead import read_ahead
 from stackvault.repo.blob import IndexEntry
@@ -83,45 +83,66 @@ class FileRestorer:
 
     def restore_files(self, target: RestoreTarget, files: Files) -> None:
         """Restore a batch of files below ``target``: one-blob files below `STAGE_MIN` in
-        one go each (`_restore_small`), the others through a `FileWriter`."""
+        one go each, those of one directory together (`_restore_small`), the others through
+        a `FileWriter`."""
         sealed = self._read_runs(files) if len(files) > 1 else {}
+        run: list[tuple[list[str], Node]] = []  # small files of one directory, in turn
         for rel, node in files:
-            one = sealed.get(node.content[0]) if len(node.content) == 1 else None
             if len(node.content) < 2 and node.size < STAGE_MIN:
-                self._restore_small(target, rel, node, one)
-            else:
-                self._restore_file(target, rel, node, one)
+                if run and (len(run[0][0]) != len(rel) or run[0][0][:-1] != rel[:-1]):
+                    self._restore_small(target, run, sealed)
+                    run = []
+                run.append((rel, node))
+                continue
+            if run:
+                self._restore_small(target, run, sealed)
+                run = []
+            one = sealed.get(node.content[0]) if len(node.content) == 1 else None
+            self._restore_file(target, rel, node, one)
+        if run:
+            self._restore_small(target, run, sealed)
 
     def _restore_small(
         self,
         target: RestoreTarget,
-        rel: list[str],
-        node: Node,
-        sealed: _Sealed | None,
+        files: list[tuple[list[str], Node]],
+        sealed: dict[bytes, _Sealed],
     ) -> None:
-        """Restore a file of at most one blob, smaller than `STAGE_MIN`: its content is read
-        and checked against the snapshot's SHA-256 first, and only a file that matches is
-        created, written and given its metadata, in one go (`RestoreTarget.write_file`)."""
-        try:
+        """Restore files of at most one blob, smaller than `STAGE_MIN`, all in one
+        directory: each one's content is read and checked against the snapshot's SHA-256
+        first, and only those that match are created, written and given their metadata, in
+        one go (`RestoreTarget.write_files`); each that does not is reported."""
+        good: list[SmallFile] = []
+        nodes: list[Node] = []
+        for rel, node in files:
             if self._stop.is_set():
                 raise Interrupted("restore interrupted")
-            data: bytes | memoryview = b""
-            if node.content:
-                blob_id, verify = node.content[0], not node.sha256
-                if sealed is None:
-                    data = self.repo.load_blob(blob_id, verify_id=verify)
-                else:
-                    data = self.repo.open_blob(sealed[0], blob_id, sealed[1], verify_id=verify)
-            if len(data) != node.size or (
-                node.sha256 and hashlib.sha256(data).hexdigest() != node.sha256
-            ):
-                raise IntegrityError("restored content does not match the snapshot's SHA-256")
-            target.write_file(rel, data, node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs)
-        except IntegrityError as exc:
-            self._file_failed("/".join(rel), str(exc))  # the path only when needed
+            try:
+                data: bytes | memoryview = b""
+                if node.content:
+                    blob_id, verify = node.content[0], not node.sha256
+                    one = sealed.get(blob_id)
+                    if one is None:
+                        data = self.repo.load_blob(blob_id, verify_id=verify)
+                    else:
+                        data = self.repo.open_blob(one[0], blob_id, one[1], verify_id=verify)
+                if len(data) != node.size or (
+                    node.sha256 and hashlib.sha256(data).hexdigest() != node.sha256
+                ):
+                    raise IntegrityError("restored content does not match the snapshot's SHA-256")
+            except IntegrityError as exc:
+                self._file_failed("/".join(rel), str(exc))  # the path only when needed
+                continue
+            good.append(
+                SmallFile(rel[-1], data, node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs)
+            )
+            nodes.append(node)
+        if not good:
             return
-        self.progress.advance(bytes_=node.size)
-        self._file_done(node)
+        target.write_files(files[0][0][:-1], good)
+        for node in nodes:
+            self.progress.advance(bytes_=node.size)
+            self._file_done(node)
 
     def _read_runs(self, files: Files) -> dict[bytes, _Sealed]:
         """Where the blobs of the one-blob files of a batch are and their stored bytes, by

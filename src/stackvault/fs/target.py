@@ -18,6 +18,7 @@ import secrets
 import stat
 from collections.abc import Sequence
 from functools import partial
+from typing import NamedTuple
 
 from stackvault.errors import RestoreRefused, StackvaultError
 from stackvault.fs.safety import (
@@ -43,8 +44,23 @@ _NO_XATTR_SUPPORT = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 # chown errors that mean "not allowed / not representable here" rather than a broken disk.
 _OWNER_REFUSED = frozenset({errno.EPERM, errno.EINVAL})
 Xattrs = Sequence[tuple[str, bytes]]
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
-__all__ = ["FileWriter", "RestoreTarget", "check_rel"]
+
+class SmallFile(NamedTuple):
+    """A small file `RestoreTarget.write_files` creates: its name in the directory, its
+    content (checked by the caller) and its metadata."""
+
+    name: str
+    data: bytes | memoryview
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    xattrs: Xattrs = ()
+
+
+__all__ = ["FileWriter", "RestoreTarget", "SmallFile", "check_rel"]
 
 
 def _check_entry(rel: Sequence[str]) -> tuple[str, ...]:
@@ -205,35 +221,65 @@ class RestoreTarget:
         mtime_ns: int,
         xattrs: Xattrs = (),
     ) -> list[str]:
-        """Create a small regular file holding ``data`` (already checked by the caller) and
-        give it its metadata, in one go: the create, write, metadata and close of
-        `open_file` and `FileWriter.commit` without a writer object (a restore of many small
-        files spends much of its time there). The same rules: a new file is created with
-        ``O_EXCL`` under its name (mode 0o600 until its mode is set last), with
-        ``overwrite`` under a temp name that replaces the old entry once it is whole; if
-        anything fails, the file is removed. Returns the metadata notices."""
+        """Create one small regular file holding ``data`` (already checked by the caller) and
+        give it its metadata, in one go (`write_files` of one file). Returns the metadata
+        notices."""
         parts = _check_entry(rel)
+        one = SmallFile(parts[-1], data, mode, uid, gid, mtime_ns, xattrs)
+        return self.write_files(parts[:-1], [one])
+
+    def write_files(self, directory: Sequence[str], files: Sequence[SmallFile]) -> list[str]:
+        """Create small regular files in ``directory`` (made if missing), each holding its
+        ``data`` (already checked by the caller) and given its metadata in one go: the
+        create, write, metadata and close of `open_file` and `FileWriter.commit` without a
+        writer object, the directory reached and checked once for all of them (a restore of
+        many small files spends much of its time here). The same rules: without
+        ``overwrite`` a file is created with ``O_EXCL`` under its name; with it, under a temp
+        name that replaces the old entry once it is whole; if anything fails, the file is
+        removed and the error raised (the files before it are complete). Returns the
+        metadata notices.
+
+        A new file is created with its final mode where nothing set after it needs another
+        (no xattrs, no setuid, setgid or sticky bit); its owner and mode are then read back
+        (``fstat``), and only what the umask, a default ACL or the directory's group left
+        different is changed (`apply_metadata` with ``current``): two system calls that
+        each dirty the inode, saved for most files."""
+        dparts = check_rel(directory)
         dirs = self._fds()
-        pfd, handle = dirs.acquire(parts[:-1], create=True)
+        pfd, handle = dirs.acquire(dparts, create=True)
+        notices: list[str] = []
         try:
-            name, fd = self._new_file(parts, pfd)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                notices = self.apply_metadata(fd, parts, mode, uid, gid, mtime_ns, None, xattrs)
-                if self.overwrite:
-                    self.install(parts, pfd, name)
-            except BaseException as exc:
-                os.close(fd)
+            for f in files:
+                parts = dparts + check_rel((f.name,))
+                direct = not self.overwrite and not f.xattrs and not f.mode & _SPECIAL_BITS
+                name, fd = self._new_file(parts, pfd, f.mode if direct else 0o600)
                 try:
-                    os.unlink(name, dir_fd=pfd)
-                except OSError:
-                    pass  # cleaning up must not hide the error that led here
-                if isinstance(exc, OSError):
-                    raise os_failure(self.root, parts, exc) from exc
-                raise
-            os.close(fd)
+                    view = memoryview(f.data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    notices += self.apply_metadata(
+                        fd,
+                        parts,
+                        f.mode,
+                        f.uid,
+                        f.gid,
+                        f.mtime_ns,
+                        None,
+                        f.xattrs,
+                        current=os.fstat(fd) if direct else None,
+                    )
+                    if self.overwrite:
+                        self.install(parts, pfd, name)
+                except BaseException as exc:
+                    os.close(fd)
+                    try:
+                        os.unlink(name, dir_fd=pfd)
+                    except OSError:
+                        pass  # cleaning up must not hide the error that led here
+                    if isinstance(exc, OSError):
+                        raise os_failure(self.root, parts, exc) from exc
+                    raise
+                os.close(fd)
             return notices
         finally:
             dirs.release(handle)
@@ -400,12 +446,21 @@ class RestoreTarget:
         mtime_ns: int,
         atime_ns: int | None,
         xattrs: Xattrs,
+        *,
+        current: os.stat_result | None = None,
     ) -> list[str]:
-        """Set owner, xattrs, mode and times on an open file or directory; notices returned."""
+        """Set owner, xattrs, mode and times on an open file or directory; notices returned.
+
+        ``current``: the entry's status as it is now, if known; an owner or mode it already
+        has is then not set again."""
         notices: list[str] = []
+        chowned = False
         # Order matters: chown clears setuid bits and file capabilities, and an owner may only
         # set user.* xattrs while the mode still grants write permission.
-        if self.restore_owner:
+        if self.restore_owner and (
+            current is None or current.st_uid != uid or current.st_gid != gid
+        ):
+            chowned = True
             try:
                 os.fchown(fd, uid, gid)
             except (OSError, OverflowError) as exc:
@@ -419,11 +474,12 @@ class RestoreTarget:
                     break
                 notices.append(f"'{show(parts)}': cannot restore xattr {name}: {exc.strerror}")
         try:
-            os.fchmod(fd, mode)
+            if current is None or chowned or stat.S_IMODE(current.st_mode) != mode:
+                os.fchmod(fd, mode)
             os.utime(fd, ns=(mtime_ns if atime_ns is None else atime_ns, mtime_ns))
         except OSError as exc:
             raise os_failure(self.root, parts, exc) from exc
-        return self._note(notices)
+        return self._note(notices) if notices else notices
 
     def install(self, parts: tuple[str, ...], pfd: int, tmp: str) -> None:
         """Give a finished temp file (``overwrite`` only) its real name, replacing a file there.
@@ -439,19 +495,20 @@ class RestoreTarget:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _new_file(self, parts: tuple[str, ...], pfd: int) -> tuple[str, int]:
+    def _new_file(self, parts: tuple[str, ...], pfd: int, mode: int = 0o600) -> tuple[str, int]:
         """The file a restore writes ``parts`` into, in directory ``pfd``: its name and fd.
-        Without ``overwrite``, ``parts`` itself, created exclusively; with it, a temp file
-        beside what is there (which must not be a directory), installed at the end."""
+        Without ``overwrite``, ``parts`` itself, created exclusively with ``mode`` (less the
+        umask); with it, a temp file (mode 0o600) beside what is there (which must not be a
+        directory), installed at the end."""
         if self.overwrite:
             check_slot(self.root, parts, pfd, overwrite=True)
             return _create_temp(parts[-1], pfd)
-        return parts[-1], self._create_new(parts, pfd)
+        return parts[-1], self._create_new(parts, pfd, mode)
 
-    def _create_new(self, parts: tuple[str, ...], pfd: int) -> int:
+    def _create_new(self, parts: tuple[str, ...], pfd: int, mode: int = 0o600) -> int:
         """Create ``parts`` exclusively (never following or replacing anything); its fd."""
         try:
-            return os.open(parts[-1], _NEW_FLAGS, 0o600, dir_fd=pfd)
+            return os.open(parts[-1], _NEW_FLAGS, mode, dir_fd=pfd)
         except FileExistsError as exc:
             st = lstat_at(self.root, parts, pfd)
             is_dir = st is not None and stat.S_ISDIR(st.st_mode)
