@@ -16,25 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.progress import NullProgress
 from stackvault.repo.repository import Repository
-from stackvault.store.local import LocalStore
+from support.localrepo import new_local_repo
 
 PASSWORD = b"awkward files"
-FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
 MiB = 1024 * 1024
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    store = LocalStore(tmp_path / "repo")
-    store.ensure_root()
-    Repository.init(store, PASSWORD, kdf=FAST_KDF)
-    opened = Repository.open(store, PASSWORD)
-    opened.load_index()
-    return opened
+    return new_local_repo(tmp_path / "repo", PASSWORD)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.filereader import FileReader
 from stackvault.engine.listing import DirectoryLister
 from stackvault.engine.progress import NullProgress
@@ -22,20 +21,14 @@ from stackvault.fs.exclude import ExcludeMatcher
 from stackvault.fs.walk import VANISHED, FileWalker, Problem
 from stackvault.repo.repository import Repository
 from stackvault.repo.tree import Node
-from stackvault.store.local import LocalStore
+from support.localrepo import new_local_repo
 
 PW = b"small file batches"
-FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    store = LocalStore(tmp_path / "repo")
-    store.ensure_root()
-    Repository.init(store, PW, kdf=FAST_KDF)
-    repo = Repository.open(store, PW)
-    repo.load_index()
-    return repo
+    return new_local_repo(tmp_path / "repo", PW)
 
 
 class Run:

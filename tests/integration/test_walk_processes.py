@@ -19,16 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from stackvault.crypto.kdf import KdfParams
 from stackvault.engine.backup import BackupJob, BackupOptions, BackupResult
 from stackvault.engine.progress import NullProgress
 from stackvault.engine.walkprocs import READ_FILES
 from stackvault.errors import StackvaultError
 from stackvault.repo.repository import Repository
-from stackvault.store.local import LocalStore
+from support.localrepo import new_local_repo
 
 PW = b"walk processes"
-FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1)
 MTIME_NS = 1_600_000_000_123_456_789
 MiB = 1024 * 1024
 
@@ -64,12 +62,7 @@ def _tree(root: Path) -> Path:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    store = LocalStore(tmp_path / "repo")
-    store.ensure_root()
-    Repository.init(store, PW, kdf=FAST_KDF)
-    repo = Repository.open(store, PW)
-    repo.load_index()
-    return repo
+    return new_local_repo(tmp_path / "repo", PW)
 
 
 def _backup(repo: Repository, data: Path, processes: int, **opts: object) -> BackupResult:
