@@ -171,10 +171,8 @@ class Daemon:
         if signum == signal.SIGHUP:
             self.reload_requested = True
             return
-        if take_lost():  # the run's interrupt was dropped by a finalizer: raise it again
-            if self._in_run:
-                raise KeyboardInterrupt
-            return
+        if take_lost() and self._in_run:  # its interrupt, dropped by a finalizer: again
+            raise KeyboardInterrupt
         self.request_stop(signal.Signals(signum).name)
 
     def request_stop(self, why: str) -> None:
