@@ -243,7 +243,8 @@ class RestoreTarget:
         (no xattrs, no setuid, setgid or sticky bit); its owner and mode are then read back
         (``fstat``), and only what the umask, a default ACL or the directory's group left
         different is changed (`apply_metadata` with ``current``): two system calls that
-        each dirty the inode, saved for most files."""
+        each dirty the inode, saved for most files. The snapshot's mtime is still set last,
+        so a file left unfinished by a kill never has it (it does not look restored)."""
         dparts = check_rel(directory)
         dirs = self._fds()
         pfd, handle = dirs.acquire(dparts, create=True)
