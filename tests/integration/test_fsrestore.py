@@ -712,12 +712,16 @@ def test_trees_deeper_than_the_recursion_limit(target: RestoreTarget) -> None:
         subprocess.run(["rm", "-rf", "d"], cwd=target.root, check=True)
 
 
-# --- write_file: a small file in one go ---------------------------------------------------------
+# --- write_files: small files in one go --------------------------------------------------------
 
 
-def test_write_file_creates_the_file_whole_with_its_metadata(target: RestoreTarget) -> None:
-    target.write_file(["d", "small.json"], b'{"a": 1}', 0o640, 0, 0, MTIME_NS)
-    target.write_file(["d", "empty"], b"", 0o600, 0, 0, MTIME_NS)
+def one_file(target: RestoreTarget, rel: list[str], data: bytes, mode: int) -> list[str]:
+    return target.write_files(rel[:-1], [SmallFile(rel[-1], data, mode, 0, 0, MTIME_NS, ())])
+
+
+def test_write_files_creates_the_file_whole_with_its_metadata(target: RestoreTarget) -> None:
+    one_file(target, ["d", "small.json"], b'{"a": 1}', 0o640)
+    one_file(target, ["d", "empty"], b"", 0o600)
     path = Path(target.root) / "d" / "small.json"
     assert path.read_bytes() == b'{"a": 1}'
     st = path.lstat()
@@ -725,27 +729,27 @@ def test_write_file_creates_the_file_whole_with_its_metadata(target: RestoreTarg
     assert (Path(target.root) / "d" / "empty").read_bytes() == b""
 
 
-def test_write_file_never_replaces_without_overwrite(target: RestoreTarget) -> None:
-    target.write_file(["f"], b"first", 0o644, 0, 0, MTIME_NS)
+def test_write_files_never_replaces_without_overwrite(target: RestoreTarget) -> None:
+    one_file(target, ["f"], b"first", 0o644)
     with pytest.raises(RestoreRefused):
-        target.write_file(["f"], b"second", 0o644, 0, 0, MTIME_NS)
+        one_file(target, ["f"], b"second", 0o644)
     assert (Path(target.root) / "f").read_bytes() == b"first"
 
 
-def test_write_file_with_overwrite_replaces_a_file_through_a_temp_name(tmp_path: Path) -> None:
+def test_write_files_with_overwrite_replaces_a_file_through_a_temp_name(tmp_path: Path) -> None:
     root = tmp_path / "t"
     (root / "dir").mkdir(parents=True)
     (root / "f").write_bytes(b"old")
     with RestoreTarget(str(root), overwrite=True) as t:
-        t.write_file(["f"], b"new", 0o600, 0, 0, MTIME_NS)
+        one_file(t, ["f"], b"new", 0o600)
         with pytest.raises(RestoreRefused):
-            t.write_file(["dir"], b"not over a directory", 0o600, 0, 0, MTIME_NS)
+            one_file(t, ["dir"], b"not over a directory", 0o600)
     assert (root / "f").read_bytes() == b"new"
     assert (root / "dir").is_dir()
     assert temp_files(root) == []
 
 
-def test_write_file_that_fails_leaves_nothing(
+def test_write_files_that_fails_leaves_nothing(
     target: RestoreTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def refuse(*_args: Any, **_kwargs: Any) -> list[str]:
@@ -753,5 +757,5 @@ def test_write_file_that_fails_leaves_nothing(
 
     monkeypatch.setattr(target, "apply_metadata", refuse)
     with pytest.raises(StackvaultError, match="metadata refused"):
-        target.write_file(["d", "f"], b"data", 0o644, 0, 0, MTIME_NS)
+        one_file(target, ["d", "f"], b"data", 0o644)
     assert os.listdir(Path(target.root) / "d") == []

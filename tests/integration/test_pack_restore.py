@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from stackvault.engine import packrestore
 from stackvault.engine.backup import BackupJob, BackupOptions
 from stackvault.engine.restore import FileRestoreOptions, RestoreJob
 from stackvault.errors import IntegrityError, StorePermissionDenied
+from stackvault.fs import writemode
 from stackvault.fs.target import RestoreTarget
+from stackvault.fs.writemode import WriteMode
 from stackvault.repo import spans
 from stackvault.repo.blob import BlobType
 from stackvault.repo.pack import pack_name
@@ -160,11 +163,116 @@ def test_a_file_written_back_to_front_is_hashed_front_to_back(
     last = False
     for i in (3, 5, 4, 1, 2, 0):
         task.writer.pwrite(offsets[i], blobs[i])
-        last = task.written(offsets[i], blobs[i], None, held)
+        last = task.written(offsets[i], blobs[i], None, held, wrote=True)
     assert last and task.failed is None
     assert task.cursor == len(whole) and not task.ahead and held.bytes == 0
     assert task.sha.hexdigest() == hashlib.sha256(whole).hexdigest()
     task.writer.abort()
+    target.close()
+
+
+@pytest.fixture
+def staged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of 64 KiB and more written through stages of 8 KiB, two files at a time."""
+    monkeypatch.setattr(packrestore, "STAGE_MIN", 64 * 1024)
+    monkeypatch.setattr(packrestore, "STAGE_BYTES", 8192)
+    monkeypatch.setattr(packrestore, "STAGED_FILES", 2)
+
+
+@pytest.mark.parametrize("ahead_bytes", [0, 64 << 20], ids=["unstaged", "held"])
+def test_large_files_through_stages_are_identical_whatever_the_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, staged: None, ahead_bytes: int
+) -> None:
+    """Spans of a few blobs on four threads: the staged files' blobs arrive out of order
+    and are appended in file order (held), or the files give their stages back (no room
+    to hold) and are written blob by blob; more large files than pairs of stages."""
+    store, data = _backed_up(tmp_path)
+    monkeypatch.setattr(spans, "SPAN_MAX", 16 * 1024)
+    monkeypatch.setattr(packrestore, "AHEAD_BYTES", ahead_bytes)
+    monkeypatch.setattr(writemode, "RECORD_MIN", 0)  # stages of 8 KiB measured too
+    lent: list[int] = []
+    lend = packrestore._Stages.lend
+
+    def counted(pool: packrestore._Stages) -> packrestore.Pair | None:
+        pair = lend(pool)
+        lent.append(pair is not None)
+        return pair
+
+    monkeypatch.setattr(packrestore._Stages, "lend", counted)
+    large = sum(1 for n in _nodes(_open(store)).values() if n.size >= 64 * 1024)
+    target = tmp_path / "out"
+    result = _job(_open(store), target, by_pack=True, workers=4).run()
+    assert describe(target / data.relative_to(data.anchor)) == describe(data)
+    assert not result.failed
+    assert len(lent) == large >= 5 and sum(lent) >= 2
+    assert result.writes is not None and result.writes.chosen is not None  # stages written
+
+
+def _blobs_and_task(
+    tmp_path: Path, sizes: list[int]
+) -> tuple[list[bytes], list[int], packrestore._FileTask, RestoreTarget]:
+    blobs = [random.Random(i).randbytes(n) for i, n in enumerate(sizes)]
+    node = Node(
+        name="f", type="file", size=sum(sizes), content=[b"%d" % i for i in range(len(sizes))]
+    )
+    target = RestoreTarget(str(tmp_path / "out"), overwrite=False)
+    target.prepare()
+    task = packrestore._FileTask(["f"], node)
+    task.writer = target.open_file(["f"], node.size)
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    return blobs, offsets, task, target
+
+
+def test_a_staged_file_holds_early_blobs_and_writes_in_file_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packrestore, "STAGE_BYTES", 8192)
+    blobs, offsets, task, target = _blobs_and_task(tmp_path, [5000] * 6)
+    pool, held = packrestore._Stages(), packrestore._Held()
+    with ThreadPoolExecutor(1) as writes:
+        task.stage(pool, writes, WriteMode())
+        assert task.stages is not None
+        for i in (3, 5, 4, 1, 2):
+            assert not task.written(offsets[i], blobs[i], None, held, wrote=False)
+        assert held.bytes == 25_000 and task.cursor == 0
+        path = Path(target.root) / "f"
+        assert not path.read_bytes().strip(b"\0")  # held, not written yet
+        assert task.written(offsets[0], blobs[0], None, held, wrote=False)
+        assert task.cursor == 30_000 and held.bytes == 0 and not task.ahead
+        task.writer.commit(0o644, 0, 0, 0)
+    task.give_back()
+    assert task.stages is None and len(pool._free) == 1  # back, for the next file
+    assert path.read_bytes() == b"".join(blobs)
+    assert task.sha.hexdigest() == hashlib.sha256(b"".join(blobs)).hexdigest()
+    target.close()
+
+
+def test_a_staged_file_without_room_to_hold_goes_on_blob_by_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first blob is staged, the third held; the fourth arrives early with no room left
+    to hold it: the staged bytes and the held blob are written, the stages go back, and the
+    rest is written as it arrives (hashed in order from what was held or read back)."""
+    monkeypatch.setattr(packrestore, "STAGE_BYTES", 8192)
+    monkeypatch.setattr(packrestore, "AHEAD_BYTES", 6000)
+    blobs, offsets, task, target = _blobs_and_task(tmp_path, [5000] * 6)
+    pool, held = packrestore._Stages(), packrestore._Held()
+    with ThreadPoolExecutor(1) as writes:
+        task.stage(pool, writes, WriteMode())
+        for i in (0, 2):
+            assert not task.written(offsets[i], blobs[i], None, held, wrote=False)
+        assert task.stages is not None and task.cursor == 5000 and held.bytes == 5000
+        assert not task.written(offsets[3], blobs[3], None, held, wrote=False)
+        assert task.stages is None and pool._free  # given back
+        path = Path(target.root) / "f"
+        assert path.read_bytes() == blobs[0] + bytes(5000) + blobs[2] + blobs[3]
+        for i in (1, 5):
+            assert not task.written(offsets[i], blobs[i], None, held, wrote=False)
+        assert held.bytes == 5000 and task.cursor == 20_000  # the last one held for the hash
+        assert task.written(offsets[4], blobs[4], None, held, wrote=False)
+        task.writer.commit(0o644, 0, 0, 0)
+    assert path.read_bytes() == b"".join(blobs)
+    assert task.sha.hexdigest() == hashlib.sha256(b"".join(blobs)).hexdigest()
     target.close()
 
 
@@ -184,6 +292,27 @@ def test_a_damaged_blob_fails_only_the_files_holding_it(tmp_path: Path) -> None:
     expected = describe(data)
     del expected["big/upload-1.bin"]
     assert describe(target / data.relative_to(data.anchor)) == expected  # none half-written
+
+
+def test_a_damaged_blob_fails_a_staged_file_and_leaves_nothing_of_it(
+    tmp_path: Path, staged: None
+) -> None:
+    store, data = _backed_up(tmp_path)
+    repo = _open(store)
+    nodes = _nodes(repo)
+    victim_path = next(p for p in nodes if p.endswith("dump.sql"))
+    content = nodes[victim_path].content
+    assert nodes[victim_path].size >= 64 * 1024 and len(content) > 4
+    damage_blob(store, repo.index_entry(content[len(content) // 2]))
+    target = tmp_path / "out"
+    job = _job(_open(RemoteCountingStore(store)), target)
+    with pytest.raises(IntegrityError, match="1 file"):
+        job.run()
+    (failed, why), *more = job.result.failed
+    assert not more and failed.endswith("big/dump.sql") and "damaged" in why
+    expected = describe(data)
+    del expected["big/dump.sql"]
+    assert describe(target / data.relative_to(data.anchor)) == expected
 
 
 def test_a_missing_pack_fails_its_files_and_the_rest_is_restored(tmp_path: Path) -> None:

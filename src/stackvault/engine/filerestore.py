@@ -140,8 +140,8 @@ class FileRestorer:
         if not good:
             return
         target.write_files(files[0][0][:-1], good)
+        self.progress.advance(bytes_=sum(len(f.data) for f in good))
         for node in nodes:
-            self.progress.advance(bytes_=node.size)
             self._file_done(node)
 
     def _read_runs(self, files: Files) -> dict[bytes, _Sealed]:

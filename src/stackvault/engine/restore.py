@@ -333,6 +333,8 @@ class RestoreJob:
                 stop=self._stop,
                 done=self._file_done,
                 failed=self._file_failed,
+                writes=self._write_pool,
+                write_mode=self._write_mode,
             )
             if by_pack
             else None

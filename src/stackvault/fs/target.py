@@ -211,23 +211,6 @@ class RestoreTarget:
             self, parts, pfd, partial(dirs.release, handle), fd, name, size, sparse=presized
         )
 
-    def write_file(
-        self,
-        rel: Sequence[str],
-        data: bytes | memoryview,
-        mode: int,
-        uid: int,
-        gid: int,
-        mtime_ns: int,
-        xattrs: Xattrs = (),
-    ) -> list[str]:
-        """Create one small regular file holding ``data`` (already checked by the caller) and
-        give it its metadata, in one go (`write_files` of one file). Returns the metadata
-        notices."""
-        parts = _check_entry(rel)
-        one = SmallFile(parts[-1], data, mode, uid, gid, mtime_ns, xattrs)
-        return self.write_files(parts[:-1], [one])
-
     def write_files(self, directory: Sequence[str], files: Sequence[SmallFile]) -> list[str]:
         """Create small regular files in ``directory`` (made if missing), each holding its
         ``data`` (already checked by the caller) and given its metadata in one go: the

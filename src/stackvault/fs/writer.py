@@ -225,6 +225,19 @@ class FileWriter:
                 self._cur = (self._cur + 1) % len(self._stages)
                 self._staged = 0
 
+    def unstage(self) -> None:
+        """Write what is staged and stop using the stages (the caller may reuse them once
+        this returns): later bytes go by `pwrite`, through the page cache. For a file whose
+        bytes stop arriving in order. From the thread that appends."""
+        self._flush_stage()
+        self._stages = ()
+        if self._direct:
+            try:
+                set_direct(self._fd, False)
+            except OSError as exc:
+                raise os_failure(self._target.root, self.parts, exc) from exc
+            self._direct = False
+
     def _settle(self) -> None:
         """Wait for the write of the previous stage; raise its failure."""
         inflight, self._inflight = self._inflight, None
