@@ -276,43 +276,36 @@ def test_a_staged_file_without_room_to_hold_goes_on_blob_by_blob(
     target.close()
 
 
-def test_a_damaged_blob_fails_only_the_files_holding_it(tmp_path: Path) -> None:
-    store, data = _backed_up(tmp_path)
-    repo = _open(store)
-    nodes = _nodes(repo)
-    victim_path = next(p for p in nodes if p.endswith("upload-1.bin"))
-    victim = nodes[victim_path].content[len(nodes[victim_path].content) // 2]
-    damage_blob(store, repo.index_entry(victim))
-    target = tmp_path / "out"
-    job = _job(_open(RemoteCountingStore(store)), target)
-    with pytest.raises(IntegrityError, match="1 file"):
-        job.run()
-    (failed, why), *more = job.result.failed
-    assert not more and failed.endswith("big/upload-1.bin") and "damaged" in why
-    expected = describe(data)
-    del expected["big/upload-1.bin"]
-    assert describe(target / data.relative_to(data.anchor)) == expected  # none half-written
-
-
-def test_a_damaged_blob_fails_a_staged_file_and_leaves_nothing_of_it(
-    tmp_path: Path, staged: None
+@pytest.mark.parametrize(
+    ("victim", "stages"),
+    [("upload-1.bin", False), ("dump.sql", True)],
+    ids=["blob-by-blob", "through-stages"],
+)
+def test_a_damaged_blob_fails_only_the_files_holding_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    victim: str,
+    stages: bool,
 ) -> None:
+    if stages:
+        request.getfixturevalue("staged")
+        monkeypatch.setattr(packrestore, "STAGED_FILES", 8)  # stages for every large file
     store, data = _backed_up(tmp_path)
     repo = _open(store)
     nodes = _nodes(repo)
-    victim_path = next(p for p in nodes if p.endswith("dump.sql"))
-    content = nodes[victim_path].content
-    assert nodes[victim_path].size >= 64 * 1024 and len(content) > 4
+    content = nodes[next(p for p in nodes if p.endswith(victim))].content
+    assert len(content) > 4
     damage_blob(store, repo.index_entry(content[len(content) // 2]))
     target = tmp_path / "out"
     job = _job(_open(RemoteCountingStore(store)), target)
     with pytest.raises(IntegrityError, match="1 file"):
         job.run()
     (failed, why), *more = job.result.failed
-    assert not more and failed.endswith("big/dump.sql") and "damaged" in why
+    assert not more and failed.endswith(f"big/{victim}") and "damaged" in why
     expected = describe(data)
-    del expected["big/dump.sql"]
-    assert describe(target / data.relative_to(data.anchor)) == expected
+    del expected[f"big/{victim}"]
+    assert describe(target / data.relative_to(data.anchor)) == expected  # none half-written
 
 
 def test_a_missing_pack_fails_its_files_and_the_rest_is_restored(tmp_path: Path) -> None:
