@@ -297,10 +297,20 @@ def test_a_damaged_blob_fails_only_the_files_holding_it(
     content = nodes[next(p for p in nodes if p.endswith(victim))].content
     assert len(content) > 4
     damage_blob(store, repo.index_entry(content[len(content) // 2]))
+    staged_files: list[str] = []  # the files that had stages when they ended
+    give_back = packrestore._FileTask.give_back
+
+    def seen(task: packrestore._FileTask) -> None:
+        if task.stages is not None:
+            staged_files.append(task.rel[-1])
+        give_back(task)
+
+    monkeypatch.setattr(packrestore._FileTask, "give_back", seen)
     target = tmp_path / "out"
     job = _job(_open(RemoteCountingStore(store)), target)
     with pytest.raises(IntegrityError, match="1 file"):
         job.run()
+    assert (victim in staged_files) == stages
     (failed, why), *more = job.result.failed
     assert not more and failed.endswith(f"big/{victim}") and "damaged" in why
     expected = describe(data)
